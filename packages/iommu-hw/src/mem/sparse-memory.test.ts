@@ -1,0 +1,73 @@
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import { MEM_ABORT, bigIntToU64, u64, u64ToBigInt } from "./phys-mem.js";
+import { SparseMemory } from "./sparse-memory.js";
+
+const mem = () => new SparseMemory({ addrBits: 48, regions: [{ base: 0x10_0000, size: 0x4000 }, { base: 2 ** 47, size: 0x1000 }] });
+
+describe("SparseMemory", () => {
+  it("reads zero from populated memory never written, without materialising frames", () => {
+    const m = mem();
+    expect(m.read32(0x10_0000)).toBe(0);
+    expect(m.residentFrames).toBe(0);
+  });
+
+  it("is little-endian at every width", () => {
+    const m = mem();
+    m.write64(0x10_0008, 0x4433_2211, 0x8877_6655);
+    expect(m.read8(0x10_0008)).toBe(0x11);
+    expect(m.read16(0x10_0009)).toBe(0x3322);
+    expect(m.read32(0x10_000c)).toBe(0x8877_6655);
+    const out = u64();
+    expect(m.read64(0x10_0008, out)).toBe(true);
+    expect(u64ToBigInt(out)).toBe(0x8877_6655_4433_2211n);
+  });
+
+  it("turns accesses outside populated memory into an abort value, never an exception", () => {
+    const m = mem();
+    expect(m.read32(0x0)).toBe(MEM_ABORT);
+    expect(m.write32(0x20_0000, 1)).toBe(false);
+    expect(m.read64(2 ** 52, u64())).toBe(false);
+    expect(m.readBytes(0x10_3ff0, new Uint8Array(32))).toBe(false); // runs off the end of the region
+    expect(m.stats.aborts).toBe(4);
+  });
+
+  it("handles accesses that straddle frames, and high addresses exactly", () => {
+    const m = mem();
+    expect(m.write64(0x10_0ffc, 0xaabb_ccdd, 0x1122_3344)).toBe(true);
+    const out = u64();
+    m.read64(0x10_0ffc, out);
+    expect(out).toEqual({ lo: 0xaabb_ccdd, hi: 0x1122_3344 });
+    expect(m.write32(2 ** 47 + 4, 0xdead_beef)).toBe(true);
+    expect(m.read32(2 ** 47 + 4)).toBe(0xdead_beef);
+  });
+
+  it("copies byte ranges across frames, all or nothing", () => {
+    fc.assert(
+      fc.property(fc.nat({ max: 0x3000 }), fc.uint8Array({ minLength: 0, maxLength: 0x1000 }), (off, bytes) => {
+        const m = mem();
+        expect(m.writeBytes(0x10_0000 + off, bytes)).toBe(true);
+        const back = new Uint8Array(bytes.length);
+        expect(m.readBytes(0x10_0000 + off, back)).toBe(true);
+        expect(back).toEqual(bytes);
+      }),
+    );
+  });
+
+  it("counts references so walks can be measured", () => {
+    const m = mem();
+    m.read64(0x10_0000, u64());
+    m.read32(0x10_0000);
+    m.write64(0x10_0000, 1, 2);
+    expect(m.stats).toMatchObject({ reads: 2, writes: 1, bytesRead: 12, bytesWritten: 8 });
+  });
+
+  it("converts 64-bit values for tests without losing bits", () => {
+    expect(bigIntToU64(0xffff_ffff_0000_0001n)).toEqual({ lo: 1, hi: 0xffff_ffff });
+  });
+
+  it("refuses bad configuration with EINVAL", () => {
+    expect(() => new SparseMemory({ addrBits: 64 })).toThrow(/-EINVAL/);
+    expect(() => mem().populate(0x123, 0x1000)).toThrow(/-EINVAL/);
+  });
+});

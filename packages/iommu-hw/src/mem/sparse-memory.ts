@@ -1,0 +1,291 @@
+import { Errno, KernelError } from "@vsva/kernel";
+import { MEM_ABORT, type MemStats, type PhysMem, type U64, newStats } from "./phys-mem.js";
+
+export const PAGE_SHIFT = 12;
+export const PAGE_SIZE = 1 << PAGE_SHIFT;
+const PAGE_MASK = PAGE_SIZE - 1;
+
+export interface MemRegion {
+  readonly base: number;
+  readonly size: number;
+}
+
+export interface SparseMemoryOptions {
+  /** Physical address width, 12..52 bits (default 52). */
+  readonly addrBits?: number;
+  /** Populated ranges (4 KiB aligned). Frames inside are zero until written. */
+  readonly regions?: readonly MemRegion[];
+}
+
+/**
+ * A sparse, 4 KiB-framed physical address space. Frames inside a populated
+ * region materialise (zeroed) on first write; reads of a never-written frame in
+ * a region return zero without allocating. Everything outside the regions aborts.
+ *
+ * Little-endian, like both architectures modelled here.
+ */
+export class SparseMemory implements PhysMem {
+  readonly addrBits: number;
+  readonly stats: MemStats = newStats();
+  readonly #regions: MemRegion[] = [];
+  readonly #frames = new Map<number, Uint32Array>();
+  readonly #limit: number;
+  // One-entry frame lookup cache: walks hit the same table page repeatedly.
+  #lastPfn = -1;
+  #lastFrame: Uint32Array | undefined;
+
+  constructor(opts: SparseMemoryOptions = {}) {
+    const bits = opts.addrBits ?? 52;
+    if (!Number.isInteger(bits) || bits < 12 || bits > 52) {
+      throw new KernelError(Errno.EINVAL, `physical address width ${bits} is outside 12..52 bits`);
+    }
+    this.addrBits = bits;
+    this.#limit = 2 ** bits;
+    for (const r of opts.regions ?? []) this.populate(r.base, r.size);
+  }
+
+  /** Adds a populated range. EINVAL for a misaligned, empty or out-of-width range. */
+  populate(base: number, size: number): void {
+    if (
+      !Number.isInteger(base) || !Number.isInteger(size) || size <= 0 ||
+      base % PAGE_SIZE !== 0 || size % PAGE_SIZE !== 0 || base < 0 || base + size > this.#limit
+    ) {
+      throw new KernelError(Errno.EINVAL, `region [${hex(base)}, +${hex(size)}) must be 4 KiB aligned and inside ${this.addrBits}-bit space`);
+    }
+    this.#regions.push({ base, size });
+    this.#regions.sort((a, b) => a.base - b.base);
+  }
+
+  get regions(): readonly MemRegion[] {
+    return this.#regions;
+  }
+
+  /** Number of frames that have been materialised (for leak and footprint checks). */
+  get residentFrames(): number {
+    return this.#frames.size;
+  }
+
+  isPopulated(pa: number): boolean {
+    if (!(pa >= 0 && pa < this.#limit)) return false;
+    for (const r of this.#regions) {
+      if (pa < r.base) return false;
+      if (pa < r.base + r.size) return true;
+    }
+    return false;
+  }
+
+  /** Frame words for reading: a shared zero frame if never written, undefined on abort. */
+  #frameForRead(pfn: number): Uint32Array | undefined {
+    if (pfn === this.#lastPfn) return this.#lastFrame;
+    let f = this.#frames.get(pfn);
+    if (f === undefined) {
+      if (!this.isPopulated(pfn * PAGE_SIZE)) return undefined;
+      f = ZERO_FRAME;
+      // Do not cache the zero frame: a later write must materialise a real one.
+      return f;
+    }
+    this.#lastPfn = pfn;
+    this.#lastFrame = f;
+    return f;
+  }
+
+  #frameForWrite(pfn: number): Uint32Array | undefined {
+    if (pfn === this.#lastPfn) return this.#lastFrame;
+    let f = this.#frames.get(pfn);
+    if (f === undefined) {
+      if (!this.isPopulated(pfn * PAGE_SIZE)) return undefined;
+      f = new Uint32Array(PAGE_SIZE / 4);
+      this.#frames.set(pfn, f);
+    }
+    this.#lastPfn = pfn;
+    this.#lastFrame = f;
+    return f;
+  }
+
+  #abort(): number {
+    this.stats.aborts++;
+    return MEM_ABORT;
+  }
+
+  read32(pa: number): number {
+    this.stats.reads++;
+    this.stats.bytesRead += 4;
+    if ((pa & 3) === 0) {
+      const f = this.#frameForRead(Math.floor(pa / PAGE_SIZE));
+      if (f === undefined) return this.#abort();
+      return (f[(pa & PAGE_MASK) >>> 2] ?? 0) >>> 0;
+    }
+    return this.#readUnaligned(pa, 4);
+  }
+
+  read16(pa: number): number {
+    this.stats.reads++;
+    this.stats.bytesRead += 2;
+    return this.#readUnaligned(pa, 2);
+  }
+
+  read8(pa: number): number {
+    this.stats.reads++;
+    this.stats.bytesRead += 1;
+    return this.#readUnaligned(pa, 1);
+  }
+
+  read64(pa: number, out: U64): boolean {
+    this.stats.reads++;
+    this.stats.bytesRead += 8;
+    if ((pa & 7) === 0) {
+      const f = this.#frameForRead(Math.floor(pa / PAGE_SIZE));
+      if (f === undefined) {
+        this.stats.aborts++;
+        return false;
+      }
+      const i = (pa & PAGE_MASK) >>> 2;
+      out.lo = (f[i] ?? 0) >>> 0;
+      out.hi = (f[i + 1] ?? 0) >>> 0;
+      return true;
+    }
+    const lo = this.#readUnaligned(pa, 4);
+    const hi = this.#readUnaligned(pa + 4, 4);
+    if (lo === MEM_ABORT || hi === MEM_ABORT) return false;
+    out.lo = lo;
+    out.hi = hi;
+    return true;
+  }
+
+  /** Byte-wise little-endian read of up to 4 bytes, possibly crossing frames. */
+  #readUnaligned(pa: number, n: number): number {
+    let v = 0;
+    for (let k = 0; k < n; k++) {
+      const a = pa + k;
+      const f = this.#frameForRead(Math.floor(a / PAGE_SIZE));
+      if (f === undefined) return this.#abort();
+      const off = a & PAGE_MASK;
+      const byte = ((f[off >>> 2] ?? 0) >>> ((off & 3) * 8)) & 0xff;
+      v += byte * 2 ** (8 * k);
+    }
+    return v;
+  }
+
+  #writeUnaligned(pa: number, n: number, v: number): boolean {
+    for (let k = 0; k < n; k++) {
+      if (!this.isPopulated(pa + k)) {
+        this.stats.aborts++;
+        return false;
+      }
+    }
+    for (let k = 0; k < n; k++) {
+      const a = pa + k;
+      const f = this.#frameForWrite(Math.floor(a / PAGE_SIZE));
+      if (f === undefined) return false; // unreachable: checked above
+      const off = a & PAGE_MASK;
+      const sh = (off & 3) * 8;
+      const byte = Math.floor(v / 2 ** (8 * k)) & 0xff;
+      const w = off >>> 2;
+      f[w] = (((f[w] ?? 0) & ~(0xff << sh)) | (byte << sh)) >>> 0;
+    }
+    return true;
+  }
+
+  write8(pa: number, v: number): boolean {
+    this.stats.writes++;
+    this.stats.bytesWritten += 1;
+    return this.#writeUnaligned(pa, 1, v & 0xff);
+  }
+
+  write16(pa: number, v: number): boolean {
+    this.stats.writes++;
+    this.stats.bytesWritten += 2;
+    return this.#writeUnaligned(pa, 2, v & 0xffff);
+  }
+
+  write32(pa: number, v: number): boolean {
+    this.stats.writes++;
+    this.stats.bytesWritten += 4;
+    if ((pa & 3) === 0) {
+      const f = this.#frameForWrite(Math.floor(pa / PAGE_SIZE));
+      if (f === undefined) {
+        this.stats.aborts++;
+        return false;
+      }
+      f[(pa & PAGE_MASK) >>> 2] = v >>> 0;
+      return true;
+    }
+    return this.#writeUnaligned(pa, 4, v >>> 0);
+  }
+
+  write64(pa: number, lo: number, hi: number): boolean {
+    this.stats.writes++;
+    this.stats.bytesWritten += 8;
+    if ((pa & 7) === 0) {
+      const f = this.#frameForWrite(Math.floor(pa / PAGE_SIZE));
+      if (f === undefined) {
+        this.stats.aborts++;
+        return false;
+      }
+      const i = (pa & PAGE_MASK) >>> 2;
+      f[i] = lo >>> 0;
+      f[i + 1] = hi >>> 0;
+      return true;
+    }
+    if (!this.isPopulated(pa) || !this.isPopulated(pa + 7)) {
+      this.stats.aborts++;
+      return false;
+    }
+    return this.#writeUnaligned(pa, 4, lo >>> 0) && this.#writeUnaligned(pa + 4, 4, hi >>> 0);
+  }
+
+  readBytes(pa: number, dst: Uint8Array): boolean {
+    this.stats.reads++;
+    this.stats.bytesRead += dst.length;
+    if (!this.#rangePopulated(pa, dst.length)) {
+      this.stats.aborts++;
+      return false;
+    }
+    let done = 0;
+    while (done < dst.length) {
+      const a = pa + done;
+      const off = a & PAGE_MASK;
+      const n = Math.min(PAGE_SIZE - off, dst.length - done);
+      const f = this.#frames.get(Math.floor(a / PAGE_SIZE));
+      if (f === undefined) dst.fill(0, done, done + n);
+      else dst.set(new Uint8Array(f.buffer, f.byteOffset + off, n), done);
+      done += n;
+    }
+    return true;
+  }
+
+  writeBytes(pa: number, src: Uint8Array): boolean {
+    this.stats.writes++;
+    this.stats.bytesWritten += src.length;
+    if (!this.#rangePopulated(pa, src.length)) {
+      this.stats.aborts++;
+      return false;
+    }
+    let done = 0;
+    while (done < src.length) {
+      const a = pa + done;
+      const off = a & PAGE_MASK;
+      const n = Math.min(PAGE_SIZE - off, src.length - done);
+      const f = this.#frameForWrite(Math.floor(a / PAGE_SIZE));
+      if (f === undefined) return false; // unreachable: checked above
+      new Uint8Array(f.buffer, f.byteOffset + off, n).set(src.subarray(done, done + n));
+      done += n;
+    }
+    return true;
+  }
+
+  #rangePopulated(pa: number, len: number): boolean {
+    if (len === 0) return pa >= 0 && pa <= this.#limit;
+    const first = Math.floor(pa / PAGE_SIZE);
+    const last = Math.floor((pa + len - 1) / PAGE_SIZE);
+    for (let p = first; p <= last; p++) if (!this.isPopulated(p * PAGE_SIZE)) return false;
+    return true;
+  }
+}
+
+const ZERO_FRAME = new Uint32Array(PAGE_SIZE / 4);
+
+function hex(n: number): string {
+  return "0x" + n.toString(16);
+}
+
