@@ -1,0 +1,229 @@
+/**
+ * A bounded LRU cache for hardware translation caches (IOTLB, context and
+ * PASID caches, paging-structure caches, device TLBs).
+ *
+ * Entries are addressed by a numeric `tag` (e.g. DID and PASID folded into one
+ * number) and a numeric `key` within the tag (e.g. a virtual page number).
+ * Every tag belongs to a `group` (e.g. the DID alone), derived by the
+ * `groupOf` function given at construction. Invalidation by key, by tag or by
+ * group touches only the entries concerned: nothing scans the whole cache, so
+ * a PASID-selective flush costs the same with 1K or 64K unrelated entries.
+ *
+ * Recency is an intrusive doubly-linked list, so a hit bumps in O(1) without
+ * Map churn. Every cached value is wrapped in a {@link CacheNode} whose `valid`
+ * flag drops to false when it is invalidated or evicted; a caller may keep the
+ * node as a one-entry fast path and trust it only while `valid` holds.
+ */
+export interface CacheStats {
+  hits: number;
+  misses: number;
+  inserts: number;
+  evictions: number;
+  /** Entries removed by invalidation (not eviction). */
+  invalidated: number;
+}
+
+export class CacheNode<V> {
+  prev: CacheNode<V> | null = null;
+  next: CacheNode<V> | null = null;
+  valid = true;
+  constructor(
+    readonly tag: number,
+    readonly key: number,
+    public value: V,
+  ) {}
+}
+
+export class TaggedLru<V> {
+  readonly stats: CacheStats = { hits: 0, misses: 0, inserts: 0, evictions: 0, invalidated: 0 };
+  readonly #byTag = new Map<number, Map<number, CacheNode<V>>>();
+  readonly #byGroup = new Map<number, Set<number>>();
+  #head: CacheNode<V> | null = null; // most recent
+  #tail: CacheNode<V> | null = null; // least recent
+  #size = 0;
+  #capacity: number;
+
+  constructor(
+    readonly name: string,
+    capacity: number,
+    private readonly groupOf: (tag: number) => number = (t) => t,
+  ) {
+    this.#capacity = TaggedLru.#checkCapacity(name, capacity);
+  }
+
+  static #checkCapacity(name: string, c: number): number {
+    if (!Number.isInteger(c) || c < 1) throw new RangeError(`${name}: capacity must be a positive integer, got ${c}`);
+    return c;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** Shrinking evicts least-recent entries at once. */
+  set capacity(c: number) {
+    this.#capacity = TaggedLru.#checkCapacity(this.name, c);
+    while (this.#size > this.#capacity) this.#evictOne();
+  }
+
+  /** Looks up and bumps recency; counts a hit or a miss. */
+  lookup(tag: number, key: number): CacheNode<V> | undefined {
+    const node = this.#byTag.get(tag)?.get(key);
+    if (node === undefined) {
+      this.stats.misses++;
+      return undefined;
+    }
+    this.stats.hits++;
+    this.#bump(node);
+    return node;
+  }
+
+  /** Looks up without touching recency or counters (for checkers and tests). */
+  peek(tag: number, key: number): V | undefined {
+    return this.#byTag.get(tag)?.get(key)?.value;
+  }
+
+  /** Records a hit served from a caller's fast path on `node`. */
+  noteHit(node: CacheNode<V>): void {
+    this.stats.hits++;
+    this.#bump(node);
+  }
+
+  insert(tag: number, key: number, value: V): CacheNode<V> {
+    let keys = this.#byTag.get(tag);
+    const old = keys?.get(key);
+    if (old !== undefined) {
+      // Replace in place: a new node, so holders of the old one see it invalid.
+      this.#unlink(old);
+      old.valid = false;
+      keys?.delete(key);
+      this.#size--;
+    }
+    if (keys === undefined) {
+      keys = new Map();
+      this.#byTag.set(tag, keys);
+      const g = this.groupOf(tag);
+      let tags = this.#byGroup.get(g);
+      if (tags === undefined) {
+        tags = new Set();
+        this.#byGroup.set(g, tags);
+      }
+      tags.add(tag);
+    }
+    while (this.#size >= this.#capacity) this.#evictOne();
+    // Eviction may have emptied and dropped this very tag's map.
+    if (!this.#byTag.has(tag)) return this.insert(tag, key, value);
+    const node = new CacheNode(tag, key, value);
+    keys.set(key, node);
+    this.#pushFront(node);
+    this.#size++;
+    this.stats.inserts++;
+    return node;
+  }
+
+  /** Removes one entry; returns whether it was present. */
+  invalidate(tag: number, key: number): boolean {
+    const node = this.#byTag.get(tag)?.get(key);
+    if (node === undefined) return false;
+    this.#remove(node);
+    this.stats.invalidated++;
+    return true;
+  }
+
+  /** Removes the entries of `tag` for which `pred` holds (all when omitted). Touches only that tag. */
+  invalidateTag(tag: number, pred?: (key: number, value: V) => boolean): number {
+    const keys = this.#byTag.get(tag);
+    if (keys === undefined) return 0;
+    let n = 0;
+    for (const node of [...keys.values()]) {
+      if (pred === undefined || pred(node.key, node.value)) {
+        this.#remove(node);
+        n++;
+      }
+    }
+    this.stats.invalidated += n;
+    return n;
+  }
+
+  /** Removes the entries of every tag in `group` for which `pred` holds. */
+  invalidateGroup(group: number, pred?: (tag: number, key: number, value: V) => boolean): number {
+    const tags = this.#byGroup.get(group);
+    if (tags === undefined) return 0;
+    let n = 0;
+    for (const tag of [...tags]) {
+      n += this.invalidateTag(tag, pred === undefined ? undefined : (k, v) => pred(tag, k, v));
+    }
+    return n;
+  }
+
+  /** Removes everything (a global invalidation). */
+  invalidateAll(): number {
+    const n = this.#size;
+    for (let node = this.#head; node !== null; node = node.next) node.valid = false;
+    this.#byTag.clear();
+    this.#byGroup.clear();
+    this.#head = this.#tail = null;
+    this.#size = 0;
+    this.stats.invalidated += n;
+    return n;
+  }
+
+  /** Every live entry, most recent first (for invariant checks comparing with fresh walks). */
+  *entries(): IterableIterator<CacheNode<V>> {
+    for (let node = this.#head; node !== null; node = node.next) yield node;
+  }
+
+  /** Tags currently holding entries in `group`. */
+  tagsOf(group: number): readonly number[] {
+    return [...(this.#byGroup.get(group) ?? [])];
+  }
+
+  #evictOne(): void {
+    const victim = this.#tail;
+    if (victim === null) return;
+    this.#remove(victim);
+    this.stats.evictions++;
+  }
+
+  #remove(node: CacheNode<V>): void {
+    this.#unlink(node);
+    node.valid = false;
+    this.#size--;
+    const keys = this.#byTag.get(node.tag);
+    if (keys === undefined) return;
+    keys.delete(node.key);
+    if (keys.size === 0) {
+      this.#byTag.delete(node.tag);
+      const g = this.groupOf(node.tag);
+      const tags = this.#byGroup.get(g);
+      tags?.delete(node.tag);
+      if (tags?.size === 0) this.#byGroup.delete(g);
+    }
+  }
+
+  #bump(node: CacheNode<V>): void {
+    if (this.#head === node) return;
+    this.#unlink(node);
+    this.#pushFront(node);
+  }
+
+  #pushFront(node: CacheNode<V>): void {
+    node.prev = null;
+    node.next = this.#head;
+    if (this.#head !== null) this.#head.prev = node;
+    this.#head = node;
+    this.#tail ??= node;
+  }
+
+  #unlink(node: CacheNode<V>): void {
+    if (node.prev !== null) node.prev.next = node.next;
+    else if (this.#head === node) this.#head = node.next;
+    if (node.next !== null) node.next.prev = node.prev;
+    else if (this.#tail === node) this.#tail = node.prev;
+    node.prev = node.next = null;
+  }
+}
