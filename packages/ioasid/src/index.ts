@@ -1,0 +1,13 @@
+export { IoasidCore, type IoasidCoreOptions, IOASID_DEFAULT_CAPACITY, INVALID_IOASID } from "./core.js";
+export {
+  type IoasidSet,
+  type IoasidSetType,
+  type IoasidState,
+  IoasidEvent,
+  IoasidPriority,
+  type IoasidNotifyData,
+  type IoasidNotifierBlock,
+  type IoasidAllocatorOps,
+  type IoasidInfo,
+} from "./types.js";
+import "./trace-events.js";
