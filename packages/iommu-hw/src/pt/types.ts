@@ -171,6 +171,11 @@ export interface SecondStage {
  */
 export interface PscEntry {
   readonly table: number;
+  /**
+   * Whether hardware may write into that next table (for A/D updates): the
+   * second stage's write permission on it in a nested walk, always true otherwise.
+   */
+  readonly tableWritable: boolean;
   readonly read: boolean;
   readonly write: boolean;
   readonly exec: boolean;
