@@ -4,7 +4,7 @@ import { u64, u64ToBigInt } from "../mem/phys-mem.js";
 import { walkFirstLevel } from "./first-level.js";
 import type { FirstLevelConfig, WalkAccess } from "./types.js";
 import { newWalkResult, toOutcome } from "./walk-result.js";
-import { X86, X86_PDE_2M, X86_PTE, x86ReservedMask } from "./x86-pte.js";
+import { X86_PDE_2M, X86_PTE, x86ReservedMask } from "./x86-pte.js";
 
 // Hand-encoded entries: raw qwords written into memory, bit by bit from the
 // SDM / spec-facts §A5.1 table, so the walker is not tested against itself.
