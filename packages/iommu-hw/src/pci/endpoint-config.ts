@@ -84,20 +84,20 @@ export interface EndpointConfigOptions {
 type FieldOf<L> = L extends { fieldNames: readonly (infer F)[] } ? F & string : never;
 
 export type CommandField = FieldOf<typeof PciCommandStatus>;
-export type DevFieldOf = FieldOf<typeof PcieDevCtlSta>;
+export type DevCtlField = FieldOf<typeof PcieDevCtlSta>;
 export type PasidField = FieldOf<typeof PasidCapCtl>;
 export type AtsField = FieldOf<typeof AtsCapCtl>;
-export type PriFieldOf = FieldOf<typeof PriCtlSta>;
+export type PriCtlField = FieldOf<typeof PriCtlSta>;
 export type PriOutstandingField = FieldOf<typeof PriOutstanding>;
 
 /** Typed handles on the registers the device model reacts to, and where each capability sits. */
 export interface EndpointConfig {
   readonly space: ConfigSpace;
   readonly command: Register<CommandField>;
-  readonly devCtl: Register<DevFieldOf>;
+  readonly devCtl: Register<DevCtlField>;
   readonly pasid?: Register<PasidField>;
   readonly ats?: Register<AtsField>;
-  readonly pri?: { readonly ctl: Register<PriFieldOf>; readonly outstanding: Register<PriOutstandingField> };
+  readonly pri?: { readonly ctl: Register<PriCtlField>; readonly outstanding: Register<PriOutstandingField> };
   /** Capability offsets (0 when absent), as software finds them by walking the lists. */
   readonly offsets: { readonly pcie: number; readonly pasid: number; readonly ats: number; readonly pri: number };
 }

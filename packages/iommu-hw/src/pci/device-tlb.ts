@@ -1,0 +1,173 @@
+import { TaggedLru } from "../cache/tagged-lru.js";
+import type { TranslateOk } from "../iommu-port.js";
+
+/**
+ * The device TLB (PCIe Address Translation Cache) of an endpoint.
+ *
+ * It is filled only from ATS translation completions and emptied only by
+ * ATS invalidation requests (`EndpointPort.invalidateDeviceTlb`) or by a
+ * Function Level Reset. Nothing else removes an entry: a translation the IOMMU
+ * has since torn down keeps being served until the invalidation arrives, which
+ * is exactly the bug a missing device-TLB flush causes on real hardware.
+ *
+ * Entries are tagged by (PASID or "no PASID", privileged) because a
+ * translation obtained with Privileged Mode Requested is not usable for a
+ * user-mode request and vice versa; an invalidation with a PASID removes both
+ * privilege levels of that PASID (it names the PASID, not the privilege).
+ * Each entry covers a naturally aligned power-of-two range, as large as the
+ * completion said (4 KiB, 2 MiB, 1 GiB…).
+ */
+export interface AtcEntry {
+  /** Untranslated base of the range, aligned to `size`. */
+  readonly base: number;
+  readonly size: number;
+  /** Translated (host-physical) base. */
+  readonly paBase: number;
+  readonly read: boolean;
+  readonly write: boolean;
+  readonly exec: boolean;
+  readonly privOnly: boolean;
+}
+
+export interface DeviceTlbStats {
+  hits: number;
+  misses: number;
+  fills: number;
+  evictions: number;
+  /** Invalidation requests received. */
+  invalidations: number;
+  /** Entries removed by them. */
+  invalidated: number;
+}
+
+export interface DeviceTlbInvalidation {
+  /** Absent: entries of requests without PASID (unless `global`). */
+  readonly pasid?: number;
+  /** Every PASID's entries (entries of requests without PASID are not touched). */
+  readonly global?: boolean;
+  readonly addr: number;
+  readonly size: number;
+}
+
+/** Group of entries of requests without a PASID: one past the largest 20-bit PASID. */
+const NO_PASID_GROUP = 1 << 20;
+const MIN_SHIFT = 12;
+
+const groupOf = (tag: number): number => Math.floor(tag / 2);
+const tagOf = (pasid: number | undefined, priv: boolean): number => (pasid ?? NO_PASID_GROUP) * 2 + (priv ? 1 : 0);
+/** Key of the `2^shift`-byte range holding `addr`: range index and size both in the key. */
+const keyOf = (addr: number, shift: number): number => Math.floor(addr / 2 ** shift) * 64 + shift;
+
+function log2Exact(n: number): number {
+  if (!Number.isInteger(n) || n < 1) return -1;
+  const s = Math.round(Math.log2(n));
+  return 2 ** s === n ? s : -1;
+}
+
+export class DeviceTlb {
+  readonly stats: DeviceTlbStats = { hits: 0, misses: 0, fills: 0, evictions: 0, invalidations: 0, invalidated: 0 };
+  readonly #lru: TaggedLru<AtcEntry>;
+  /** Range sizes (as shifts) ever cached since the last full flush, ascending: the sizes a lookup probes. */
+  #shifts: number[] = [];
+
+  constructor(name: string, capacity: number) {
+    this.#lru = new TaggedLru<AtcEntry>(name, capacity, groupOf);
+  }
+
+  get size(): number {
+    return this.#lru.size;
+  }
+
+  get capacity(): number {
+    return this.#lru.capacity;
+  }
+
+  /** The cached translation of `addr` for this requester, counting a hit or a miss. */
+  lookup(pasid: number | undefined, priv: boolean, addr: number): AtcEntry | undefined {
+    const e = this.#find(pasid, priv, addr, true);
+    if (e === undefined) this.stats.misses++;
+    else this.stats.hits++;
+    return e;
+  }
+
+  /** As {@link lookup} without touching recency or counters (for checkers and tests). */
+  peek(pasid: number | undefined, priv: boolean, addr: number): AtcEntry | undefined {
+    return this.#find(pasid, priv, addr, false);
+  }
+
+  /**
+   * Caches a translation completion for `addr`. A completion whose size is not
+   * a power of two of at least 4 KiB is malformed and is not cached (the
+   * access it answered may still use it once).
+   */
+  fill(pasid: number | undefined, priv: boolean, addr: number, t: TranslateOk): AtcEntry | undefined {
+    const shift = log2Exact(t.size);
+    if (shift < MIN_SHIFT) return undefined;
+    const offset = addr % t.size;
+    const entry: AtcEntry = {
+      base: addr - offset,
+      size: t.size,
+      paBase: t.pa - offset,
+      read: t.read,
+      write: t.write,
+      exec: t.exec,
+      privOnly: t.privOnly,
+    };
+    const before = this.#lru.stats.evictions;
+    this.#lru.insert(tagOf(pasid, priv), keyOf(addr, shift), entry);
+    this.stats.evictions += this.#lru.stats.evictions - before;
+    this.stats.fills++;
+    if (!this.#shifts.includes(shift)) this.#shifts = [...this.#shifts, shift].sort((a, b) => a - b);
+    return entry;
+  }
+
+  /**
+   * An ATS invalidation request: removes every entry of the named PASID (both
+   * privilege levels), of requests without PASID, or of every PASID, that
+   * overlaps `[addr, addr + size)`. Returns the number removed.
+   */
+  invalidate(inv: DeviceTlbInvalidation): number {
+    this.stats.invalidations++;
+    const lo = inv.addr;
+    const hi = inv.addr + inv.size;
+    const overlaps = (e: AtcEntry): boolean => e.base < hi && lo < e.base + e.size;
+    let n = 0;
+    if (inv.global === true) {
+      // Rare, and a device TLB is small: collect across PASIDs from the recency list.
+      const victims: { tag: number; key: number }[] = [];
+      for (const node of this.#lru.entries()) {
+        if (groupOf(node.tag) !== NO_PASID_GROUP && overlaps(node.value)) victims.push({ tag: node.tag, key: node.key });
+      }
+      for (const v of victims) if (this.#lru.invalidate(v.tag, v.key)) n++;
+    } else {
+      n = this.#lru.invalidateGroup(inv.pasid ?? NO_PASID_GROUP, (_tag, _key, e) => overlaps(e));
+    }
+    this.stats.invalidated += n;
+    return n;
+  }
+
+  /** Drops everything: a Function Level Reset, not an ATS invalidation. */
+  flushAll(): number {
+    const n = this.#lru.invalidateAll();
+    this.#shifts = [];
+    return n;
+  }
+
+  /** Every cached entry with its tag, most recent first. */
+  *entries(): IterableIterator<{ readonly pasid: number | undefined; readonly priv: boolean; readonly entry: AtcEntry }> {
+    for (const node of this.#lru.entries()) {
+      const g = groupOf(node.tag);
+      yield { pasid: g === NO_PASID_GROUP ? undefined : g, priv: node.tag % 2 === 1, entry: node.value };
+    }
+  }
+
+  #find(pasid: number | undefined, priv: boolean, addr: number, touch: boolean): AtcEntry | undefined {
+    const tag = tagOf(pasid, priv);
+    for (const shift of this.#shifts) {
+      const key = keyOf(addr, shift);
+      if (this.#lru.peek(tag, key) === undefined) continue;
+      return touch ? this.#lru.lookup(tag, key)?.value : this.#lru.peek(tag, key);
+    }
+    return undefined;
+  }
+}
