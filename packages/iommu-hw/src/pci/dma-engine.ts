@@ -1,0 +1,379 @@
+import type { SourceId, TraceBus } from "@vsva/kernel";
+import type { IommuPort, TranslateOk } from "../iommu-port.js";
+import type { PhysMem } from "../mem/phys-mem.js";
+import type { AtcEntry, DeviceTlb } from "./device-tlb.js";
+import type { PageRequestInterface, PageRequestOutcome } from "./pri.js";
+import "./trace-events.js";
+
+/**
+ * A generic DMA engine on the endpoint, for tests and the harness, in the
+ * manner of QEMU's iommu-testdev: program an address (optionally with a PASID
+ * and privileged/execute attributes), a length and a direction, trigger, and
+ * read a result code.
+ *
+ * The transfer is split at 4 KiB boundaries of the untranslated address. Each
+ * page is translated
+ * - with ATS enabled: through the device TLB; on a miss (or a cached entry
+ *   without the needed permission) by an ATS translation request whose
+ *   completion fills the device TLB; a recoverable fault with PRI usable
+ *   becomes a page request, and the DMA waits for the page group response;
+ * - otherwise: by an untranslated request the IOMMU translates itself.
+ * The bytes then move in host physical memory at the translated address.
+ *
+ * The engine runs "immediately" (trigger and page responses run it until it
+ * completes or blocks) or "stepwise" (each `step()` moves one page; when a
+ * blocked DMA becomes runnable again `onRunnable` is called, so a scheduler
+ * can queue the next step).
+ */
+export type DmaResult =
+  | "idle"
+  | "running"
+  | "pageRequestPending"
+  | "ok"
+  | "translationFault"
+  | "pageRequestInvalid"
+  | "priResponseFailure"
+  | "busMasterDisabled"
+  | "pasidDisabled"
+  | "badProgramming"
+  | "memoryAbort";
+
+export interface DmaProgram {
+  readonly pasid?: number;
+  /** Privileged Mode Requested (needs a PASID). */
+  readonly priv?: boolean;
+  /** Execute Requested (needs a PASID). */
+  readonly exec?: boolean;
+  readonly addr: number;
+  readonly length: number;
+  /** "read": memory → `buffer`; "write": `pattern` (repeated) → memory. */
+  readonly direction: "read" | "write";
+  readonly pattern?: Uint8Array;
+  readonly buffer?: Uint8Array;
+}
+
+export interface DmaStats {
+  bytesMoved: number;
+  /** Requests sent to the IOMMU's translate (ATS translation requests and untranslated accesses). */
+  translationsRequested: number;
+  atsTranslations: number;
+  deviceTlbHits: number;
+  pageRequests: number;
+  completed: number;
+}
+
+/** What the engine needs from the endpoint it sits in. */
+export interface DmaEngineHost {
+  readonly sid: SourceId;
+  readonly device: string;
+  readonly mem: PhysMem;
+  readonly deviceTlb: DeviceTlb;
+  readonly pri: PageRequestInterface | undefined;
+  readonly trace: TraceBus | undefined;
+  upstream(): IommuPort | undefined;
+  busMasterEnabled(): boolean;
+  atsEnabled(): boolean;
+  /** PASID capability state, or undefined when the function has none. */
+  pasidControl(): { readonly enabled: boolean; readonly width: number; readonly exec: boolean; readonly priv: boolean } | undefined;
+  /** A non-posted request came back Unsupported Request: sets Status.Received Master Abort. */
+  noteMasterAbort(): void;
+}
+
+export interface DmaEngineOptions {
+  readonly mode?: "immediate" | "stepwise";
+  /** Successful page responses per page before a still-faulting page fails the DMA (default 3). */
+  readonly maxPageRequestRetries?: number;
+  readonly onRunnable?: () => void;
+  readonly onComplete?: (result: DmaResult) => void;
+}
+
+const PAGE_SIZE = 4096;
+const MAX_ADDR = 2 ** 53;
+
+type Translation = { readonly pa: number } | { readonly fail: DmaResult } | { readonly fault: true };
+
+function permits(p: { read: boolean; write: boolean; exec: boolean; privOnly: boolean }, write: boolean, exec: boolean, priv: boolean): boolean {
+  if (write ? !p.write : !p.read) return false;
+  if (exec && !p.exec) return false;
+  return priv || !p.privOnly;
+}
+
+export class DmaEngine {
+  readonly stats: DmaStats = { bytesMoved: 0, translationsRequested: 0, atsTranslations: 0, deviceTlbHits: 0, pageRequests: 0, completed: 0 };
+  readonly mode: "immediate" | "stepwise";
+  onRunnable: (() => void) | undefined;
+  onComplete: ((result: DmaResult) => void) | undefined;
+  readonly #host: DmaEngineHost;
+  readonly #maxRetries: number;
+  readonly #scratch = new Uint8Array(PAGE_SIZE);
+  #program: DmaProgram | undefined;
+  #state: DmaResult = "idle";
+  #done = 0;
+  #retries = 0;
+  /** Identity of the wait in progress; an outcome for an older wait is stale and ignored. */
+  #wait: object | null = null;
+  #inRun = false;
+
+  constructor(host: DmaEngineHost, opts: DmaEngineOptions = {}) {
+    this.#host = host;
+    this.mode = opts.mode ?? "immediate";
+    this.#maxRetries = opts.maxPageRequestRetries ?? 3;
+    this.onRunnable = opts.onRunnable;
+    this.onComplete = opts.onComplete;
+  }
+
+  /** The result register: "running"/"pageRequestPending" while busy, then the outcome. */
+  get result(): DmaResult {
+    return this.#state;
+  }
+
+  get busy(): boolean {
+    return this.#state === "running" || this.#state === "pageRequestPending";
+  }
+
+  /** Bytes of the current (or last) transfer completed so far. */
+  get bytesDone(): number {
+    return this.#done;
+  }
+
+  get program(): DmaProgram | undefined {
+    return this.#program;
+  }
+
+  /** Programs the next transfer; ignored (false) while a transfer is in progress, as a busy device ignores its registers. */
+  setProgram(p: DmaProgram): boolean {
+    if (this.busy) return false;
+    this.#program = p;
+    return true;
+  }
+
+  /** Starts the programmed transfer. While busy the trigger is ignored. Returns the result register. */
+  trigger(): DmaResult {
+    if (this.busy) return this.#state;
+    this.#done = 0;
+    this.#retries = 0;
+    this.#wait = null;
+    const bad = this.#validate();
+    if (bad !== undefined) {
+      this.#finish(bad);
+      return this.#state;
+    }
+    this.#state = "running";
+    if (this.mode === "immediate") this.run();
+    return this.#state;
+  }
+
+  /** Moves one page. False when there was nothing to do (idle, done or blocked). */
+  step(): boolean {
+    if (this.#state !== "running") return false;
+    this.#stepOnce();
+    return true;
+  }
+
+  /** Steps until the transfer completes or blocks. Re-entrant calls (a response delivered during a step) return at once. */
+  run(): DmaResult {
+    if (this.#inRun) return this.#state;
+    this.#inRun = true;
+    try {
+      while (this.#state === "running") this.#stepOnce();
+    } finally {
+      this.#inRun = false;
+    }
+    return this.#state;
+  }
+
+  /** Function Level Reset: drops the transfer and any wait; the result register reads "idle". */
+  abort(): void {
+    this.#wait = null;
+    this.#state = "idle";
+    this.#program = undefined;
+    this.#done = 0;
+  }
+
+  #validate(): DmaResult | undefined {
+    const p = this.#program;
+    if (p === undefined) return "badProgramming";
+    if (!Number.isInteger(p.addr) || p.addr < 0 || !Number.isInteger(p.length) || p.length <= 0 || p.addr + p.length > MAX_ADDR) {
+      return "badProgramming";
+    }
+    if (p.direction === "write" ? p.pattern === undefined || p.pattern.length === 0 : p.buffer === undefined || p.buffer.length < p.length) {
+      return "badProgramming";
+    }
+    if (p.pasid === undefined && (p.priv === true || p.exec === true)) return "badProgramming";
+    if (!this.#host.busMasterEnabled()) return "busMasterDisabled";
+    return this.#checkPasid(p);
+  }
+
+  /** A PASID the function cannot put in a TLP prefix: capability absent or disabled, or an attribute not enabled. */
+  #checkPasid(p: DmaProgram): DmaResult | undefined {
+    if (p.pasid === undefined) return undefined;
+    const ctl = this.#host.pasidControl();
+    if (!ctl?.enabled) return "pasidDisabled";
+    if (!Number.isInteger(p.pasid) || p.pasid < 0 || p.pasid >= 2 ** ctl.width) return "badProgramming";
+    if ((p.priv === true && !ctl.priv) || (p.exec === true && !ctl.exec)) return "pasidDisabled";
+    return undefined;
+  }
+
+  #stepOnce(): void {
+    const p = this.#program;
+    if (p === undefined) {
+      this.#finish("badProgramming");
+      return;
+    }
+    // Software may have changed the configuration since the trigger.
+    if (!this.#host.busMasterEnabled()) {
+      this.#finish("busMasterDisabled");
+      return;
+    }
+    const pasidBad = this.#checkPasid(p);
+    if (pasidBad !== undefined) {
+      this.#finish(pasidBad);
+      return;
+    }
+    const cur = p.addr + this.#done;
+    const chunk = Math.min(p.length - this.#done, PAGE_SIZE - (cur % PAGE_SIZE));
+    const write = p.direction === "write";
+    const t = this.#translate(p, cur, write);
+    if ("fail" in t) {
+      if (t.fail === "translationFault" && !write && !this.#host.atsEnabled()) this.#host.noteMasterAbort();
+      this.#finish(t.fail);
+      return;
+    }
+    if ("fault" in t) {
+      this.#pageRequest(p, cur, write);
+      return;
+    }
+    if (!this.#move(p, t.pa, chunk, write)) {
+      if (!write) this.#host.noteMasterAbort();
+      this.#finish("memoryAbort");
+      return;
+    }
+    this.#done += chunk;
+    this.#retries = 0;
+    this.stats.bytesMoved += chunk;
+    if (this.#done >= p.length) this.#finish("ok");
+  }
+
+  #translate(p: DmaProgram, addr: number, write: boolean): Translation {
+    const port = this.#host.upstream();
+    // Not attached below an IOMMU: nothing completes the request.
+    if (port === undefined) return { fail: "memoryAbort" };
+    const priv = p.priv === true;
+    const exec = p.exec === true;
+    const pasidPart = p.pasid === undefined ? {} : { pasid: p.pasid, priv, exec };
+    if (!this.#host.atsEnabled()) {
+      this.stats.translationsRequested++;
+      const r = port.translate({ sid: this.#host.sid, ...pasidPart, addr, write });
+      return r.ok && permits(r, write, exec, priv) ? { pa: r.pa } : { fail: "translationFault" };
+    }
+    const tlb = this.#host.deviceTlb;
+    const hit: AtcEntry | undefined = tlb.lookup(p.pasid, priv, addr);
+    if (hit !== undefined && permits(hit, write, exec, priv)) {
+      this.stats.deviceTlbHits++;
+      return { pa: hit.paBase + (addr - hit.base) };
+    }
+    // Page Aligned Request: translation requests carry the 4 KiB page address.
+    const page = addr - (addr % PAGE_SIZE);
+    this.stats.translationsRequested++;
+    this.stats.atsTranslations++;
+    const r = port.translate({ sid: this.#host.sid, ...pasidPart, addr: page, write, ats: true });
+    this.#host.trace?.emit("pci.ats-translate", "DEVICE", this.#ids(p.pasid), {
+      addr: page,
+      write,
+      pa: r.ok ? r.pa : -1,
+      reason: r.ok ? 0 : r.reason,
+    });
+    if (r.ok) {
+      tlb.fill(p.pasid, priv, page, r);
+      // A completion without the needed permission is the ATS way of saying
+      // "not (yet) for this access": ask for it with a page request.
+      return permits(r, write, exec, priv) ? { pa: this.#paOf(r, page, addr) } : { fault: true };
+    }
+    return r.recoverable ? { fault: true } : { fail: "translationFault" };
+  }
+
+  #paOf(r: TranslateOk, page: number, addr: number): number {
+    return r.pa + (addr - page);
+  }
+
+  #pageRequest(p: DmaProgram, addr: number, write: boolean): void {
+    const pri = this.#host.pri;
+    if (pri === undefined || !pri.usable || this.#retries >= this.#maxRetries) {
+      this.#finish("translationFault");
+      return;
+    }
+    const token = {};
+    this.#wait = token;
+    this.#state = "pageRequestPending";
+    this.stats.pageRequests++;
+    const issued = pri.issue(
+      { ...(p.pasid === undefined ? {} : { pasid: p.pasid }), priv: p.priv === true, exec: p.exec === true, addr, read: !write, write },
+      (o) => this.#onOutcome(token, o),
+    );
+    if (issued === "sent") return;
+    this.stats.pageRequests--;
+    if (issued === "noCredit") {
+      pri.onCredit(() => this.#onCredit(token));
+      return;
+    }
+    this.#wait = null;
+    this.#finish("translationFault");
+  }
+
+  #onOutcome(token: object, o: PageRequestOutcome): void {
+    if (token !== this.#wait) return;
+    this.#wait = null;
+    if (o === "success") {
+      this.#retries++;
+      this.#state = "running";
+      this.#resume();
+    } else {
+      this.#finish(o === "invalid" ? "pageRequestInvalid" : "priResponseFailure");
+    }
+  }
+
+  #onCredit(token: object): void {
+    if (token !== this.#wait) return;
+    this.#wait = null;
+    this.#state = "running";
+    this.#resume();
+  }
+
+  #resume(): void {
+    if (this.mode === "immediate") this.run();
+    else this.onRunnable?.();
+  }
+
+  #move(p: DmaProgram, pa: number, len: number, write: boolean): boolean {
+    const mem = this.#host.mem;
+    if (write) {
+      const pat = p.pattern;
+      if (pat === undefined) return false;
+      const data = this.#scratch.subarray(0, len);
+      for (let i = 0; i < len; i++) data[i] = pat[(this.#done + i) % pat.length] ?? 0;
+      return mem.writeBytes(pa, data);
+    }
+    const buf = p.buffer;
+    if (buf === undefined) return false;
+    return mem.readBytes(pa, buf.subarray(this.#done, this.#done + len));
+  }
+
+  #finish(result: DmaResult): void {
+    this.#state = result;
+    this.#wait = null;
+    this.stats.completed++;
+    const p = this.#program;
+    this.#host.trace?.emit("pci.dma-complete", "DEVICE", this.#ids(p?.pasid), {
+      result,
+      addr: p?.addr ?? 0,
+      length: p?.length ?? 0,
+      write: p?.direction === "write",
+      bytes: this.#done,
+    });
+    this.onComplete?.(result);
+  }
+
+  #ids(pasid: number | undefined): { device: string; hpasid?: number } {
+    return pasid === undefined ? { device: this.#host.device } : { device: this.#host.device, hpasid: pasid };
+  }
+}
