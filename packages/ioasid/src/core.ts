@@ -44,6 +44,30 @@ export interface IoasidCoreOptions {
   readonly name?: string;
 }
 
+export interface IoasidSnapshot {
+  readonly available: number;
+  readonly allocated: number;
+  readonly systemNotifiers: number;
+  readonly customAllocator: boolean;
+  readonly sets: readonly {
+    readonly id: number;
+    readonly type: IoasidSetType;
+    readonly quota: number;
+    readonly count: number;
+    readonly refcount: number;
+    readonly alive: boolean;
+    readonly notifiers: number;
+  }[];
+  readonly ids: readonly {
+    readonly id: Ioasid;
+    readonly state: IoasidState;
+    readonly refcount: number;
+    readonly set: number;
+    readonly spid: Spid | null;
+    readonly private: unknown;
+  }[];
+}
+
 /** 20-bit PCIe PASIDs without PASID 0. */
 export const IOASID_DEFAULT_CAPACITY = 0xf_ffff;
 /** `INVALID_IOASID` / `IOMMU_PASID_INVALID`: never a valid ID or SPID. */
@@ -470,6 +494,33 @@ export class IoasidCore {
       set: s,
       spid: ((t.state[id] ?? 0) & FLAG_SPID) !== 0 ? ((t.spid[id] ?? 0) as Spid) : null,
       private: t.priv[id],
+    };
+  }
+
+  /**
+   * Everything observable, as plain data: for invariant checks ("refcounts
+   * equal the holders", "nothing leaked") and for tests asserting that a
+   * refused operation changed nothing.
+   */
+  snapshot(): IoasidSnapshot {
+    const sets: IoasidSnapshot["sets"][number][] = [];
+    const ids: IoasidSnapshot["ids"][number][] = [];
+    for (const s of this.#sets) {
+      if (s === undefined) continue;
+      sets.push({ id: s.id, type: s.type, quota: s.quota, count: s.count, refcount: s.refcount, alive: s.alive, notifiers: s.chain.length });
+      for (const id of listIds(this.#table, s.ids)) {
+        const info = this.info(id as Ioasid);
+        if (info !== null) ids.push({ id: info.id, state: info.state, refcount: info.refcount, set: s.id, spid: info.spid, private: info.private });
+      }
+    }
+    ids.sort((a, b) => a.id - b.id);
+    return {
+      available: this.#available,
+      allocated: this.allocated,
+      systemNotifiers: this.#notifiers.system.length,
+      customAllocator: this.customAllocatorActive,
+      sets,
+      ids,
     };
   }
 

@@ -1,4 +1,5 @@
-export { IoasidCore, type IoasidCoreOptions, IOASID_DEFAULT_CAPACITY, INVALID_IOASID } from "./core.js";
+export { IoasidCore, type IoasidCoreOptions,
+  type IoasidSnapshot, IOASID_DEFAULT_CAPACITY, INVALID_IOASID } from "./core.js";
 export {
   type IoasidSet,
   type IoasidSetType,
