@@ -12,6 +12,9 @@ import type { PhysMem, U64 } from "../mem/phys-mem.js";
  * as its sign-extended (negative) value: 0xffff_8000_0000_0000 is -2**47. That
  * keeps every canonical x86-64 address exact (a double cannot hold
  * 0xffff_8000_0000_1234 unsigned) and makes the canonical check a range test.
+ * A double is exact to the byte below 2**53 in magnitude; beyond (only 5-level
+ * upper-half addresses under -2**53) it is exact to 2, 4 or 8 bytes, which
+ * keeps every page and entry boundary exact.
  */
 
 /** Which stage of translation an entry or fault belongs to. */
