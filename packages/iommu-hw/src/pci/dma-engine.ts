@@ -350,7 +350,16 @@ export class DmaEngine {
       const pat = p.pattern;
       if (pat === undefined) return false;
       const data = this.#scratch.subarray(0, len);
-      for (let i = 0; i < len; i++) data[i] = pat[(this.#done + i) % pat.length] ?? 0;
+      // One period at the right phase, then doubling copies (every copy
+      // length stays a multiple of the period, so the phase is preserved).
+      const phase = this.#done % pat.length;
+      let filled = Math.min(len, pat.length);
+      for (let i = 0; i < filled; i++) data[i] = pat[(phase + i) % pat.length] ?? 0;
+      while (filled < len) {
+        const n = Math.min(filled, len - filled);
+        data.copyWithin(filled, 0, n);
+        filled += n;
+      }
       return mem.writeBytes(pa, data);
     }
     const buf = p.buffer;

@@ -220,6 +220,16 @@ describe("PRI outstanding budget and control", () => {
     expect(rec.ofKind("pci.page-response")[0]?.payload).toEqual({ groupIndex: 0, code: "invalid", expected: true });
     expect(rec.ofKind("pci.dma-complete")[0]?.payload.result).toBe("pageRequestInvalid");
   });
+
+  it("traces a request before a response the IOMMU gives synchronously", () => {
+    const trace = new TraceBus({ now: () => 0 });
+    const rec = new TraceRecorder(trace);
+    const { iommu, ep } = makeRig({ trace });
+    iommu.onPageRequest = (req, io) => io.respond(req, "invalid");
+    ep.dma.setProgram({ pasid: 7, addr: 0x40_0000, length: 16, direction: "write", pattern });
+    expect(ep.dma.trigger()).toBe("pageRequestInvalid");
+    expect(rec.events.map((e) => e.kind)).toEqual(["pci.ats-translate", "pci.page-request", "pci.page-response", "pci.dma-complete"]);
+  });
 });
 
 describe("stepwise DMA", () => {

@@ -121,6 +121,9 @@ export class PageRequestInterface {
     this.#inFlight++;
     this.stats.requests++;
     const page = req.addr - (req.addr % PAGE_SIZE);
+    // Traced before delivery: an IOMMU (or fake) may answer synchronously, and
+    // the timeline must show the request before its response.
+    this.#o.trace?.emit("pci.page-request", "DEVICE", this.#ids(req.pasid), { addr: page, groupIndex, read: req.read, write: req.write });
     const accepted = port.pageRequest({
       sid: this.#o.sid,
       ...(req.pasid === undefined ? {} : { pasid: req.pasid }),
@@ -132,13 +135,8 @@ export class PageRequestInterface {
       lastInGroup: true,
       groupIndex,
     });
+    // A dropped request stays outstanding: the function has no way to know.
     if (!accepted) this.stats.dropped++;
-    this.#o.trace?.emit(
-      "pci.page-request",
-      "DEVICE",
-      this.#ids(req.pasid),
-      { addr: page, groupIndex, read: req.read, write: req.write, accepted },
-    );
     this.#syncStopped();
     return "sent";
   }

@@ -10,11 +10,8 @@ declare module "@vsva/kernel" {
   interface TraceEventRegistry {
     /** An ATS translation request and its completion; `pa` is -1 and `reason` the fault code when it failed. */
     "pci.ats-translate": { actor: "DEVICE"; payload: { readonly addr: number; readonly write: boolean; readonly pa: number; readonly reason: number } };
-    /** A PRI page request (one page, last in its group); `accepted` false when the IOMMU dropped it. */
-    "pci.page-request": {
-      actor: "DEVICE";
-      payload: { readonly addr: number; readonly groupIndex: number; readonly read: boolean; readonly write: boolean; readonly accepted: boolean };
-    };
+    /** A PRI page request (one page, last in its group), as the function sends it. */
+    "pci.page-request": { actor: "DEVICE"; payload: { readonly addr: number; readonly groupIndex: number; readonly read: boolean; readonly write: boolean } };
     /** A page group response as the function handled it; `expected` false sets Unexpected PRG Index. */
     "pci.page-response": { actor: "DEVICE"; payload: { readonly groupIndex: number; readonly code: PageResponseCode; readonly expected: boolean } };
     "pci.devtlb-invalidate": { actor: "DEVICE"; payload: { readonly addr: number; readonly size: number; readonly global: boolean; readonly removed: number } };
