@@ -149,6 +149,18 @@ describe("sets and quotas", () => {
     refused(core, Errno.EINVAL, () => core.freeSet(set));
   });
 
+  it("release a dead set exactly once, so its quota and id are returned once", () => {
+    const { core } = host({ capacity: 10 });
+    const set = core.allocSet(null, 4, "none");
+    core.alloc(set, 1, 10);
+    core.setPut(set);
+    expect(core.available).toBe(10);
+    const a = core.allocSet(null, 1, "none");
+    const b = core.allocSet(null, 1, "none");
+    expect(a.id).not.toBe(b.id);
+    expect(core.available).toBe(8);
+  });
+
   it("freeSet frees every ID of the set and nothing else", () => {
     const { core } = host();
     const s1 = core.allocSet(null, 10, "none");

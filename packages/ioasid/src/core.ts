@@ -771,6 +771,8 @@ export class IoasidCore {
   }
 
   #releaseSet(s: SetState): void {
+    // Reached both from setPut and from the reclaim of a dead set's last ID; release once.
+    if (this.#sets[s.id] !== s) return;
     this.#sets[s.id] = undefined;
     this.#freeSids.push(s.id);
     this.#available += s.quota;
