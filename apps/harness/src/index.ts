@@ -1,0 +1,5 @@
+export { type Scenario, type ScenarioOptions, type ScenarioResult } from "./scenario.js";
+export { scenarios, findScenario, FLAGSHIP } from "./scenarios/index.js";
+export { runScenario, type RunOutcome } from "./run.js";
+export { renderTimeline, type TimelineRow } from "./timeline.js";
+export { toChromeTrace, type ChromeTrace } from "./chrome-trace.js";

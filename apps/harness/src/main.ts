@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+import { writeFileSync } from "node:fs";
+import { Command, InvalidArgumentError } from "commander";
+import { FLAGSHIP, findScenario, scenarios } from "./scenarios/index.js";
+import { runScenario } from "./run.js";
+import { toChromeTrace } from "./chrome-trace.js";
+
+// The CLI parser is commander: well kept, typed, with subcommands and help.
+function parseSeed(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError("the seed must be a non-negative integer");
+  return n;
+}
+
+const program = new Command()
+  .name("vsva")
+  .description("Full-system simulator of Linux vSVA: runs lifecycle scenarios and checks their invariants.")
+  .showHelpAfterError();
+
+program
+  .command("list")
+  .description("list the scenarios")
+  .action(() => {
+    for (const s of scenarios) console.log(`${s.name.padEnd(28)} ${s.summary}`);
+  });
+
+program
+  .command("run")
+  .description("run one scenario and print its timeline and verdict")
+  .argument("<name>", "scenario name (see `vsva list`)")
+  .option("--seed <n>", "seed for randomness", parseSeed, 1)
+  .option("--json <file>", "write the raw trace-bus events as JSON")
+  .option("--trace <file>", "write Chrome trace-event JSON (open it in Perfetto)")
+  .action((name: string, opts: RunCliOptions) => {
+    const scenario = findScenario(name);
+    if (scenario === undefined) {
+      console.error(`vsva: no scenario named '${name}'; try 'vsva list'`);
+      process.exitCode = 2;
+      return;
+    }
+    process.exitCode = runAndReport(scenario.name, opts);
+  });
+
+program.action(() => {
+  process.exitCode = runAndReport(FLAGSHIP, { seed: 1 });
+});
+
+interface RunCliOptions {
+  readonly seed: number;
+  readonly json?: string;
+  readonly trace?: string;
+}
+
+function runAndReport(name: string, opts: RunCliOptions): number {
+  const scenario = findScenario(name);
+  if (scenario === undefined) return 2;
+  const outcome = runScenario(scenario, { seed: opts.seed });
+  console.log(outcome.text);
+  const events = outcome.result?.events ?? [];
+  if (opts.json !== undefined) writeFileSync(opts.json, JSON.stringify(events, null, 2) + "\n");
+  if (opts.trace !== undefined) writeFileSync(opts.trace, JSON.stringify(toChromeTrace(events, scenario.name)) + "\n");
+  return outcome.ok ? 0 : 1;
+}
+
+program.parse();

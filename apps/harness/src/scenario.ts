@@ -1,0 +1,24 @@
+import type { TraceEvent } from "@vsva/kernel";
+import type { TimelineRow } from "./timeline.js";
+
+export interface ScenarioOptions {
+  /** Seed for any randomness a scenario uses; the same seed gives the same trace. */
+  readonly seed: number;
+}
+
+export interface ScenarioResult {
+  readonly title: string;
+  /** Actor columns of the timeline, left to right. */
+  readonly columns: readonly string[];
+  readonly rows: readonly TimelineRow[];
+  /** Every trace-bus event of the run. */
+  readonly events: readonly TraceEvent[];
+  /** Invariants that did not hold; empty for a passing run. */
+  readonly violations: readonly string[];
+}
+
+export interface Scenario {
+  readonly name: string;
+  readonly summary: string;
+  run(opts: ScenarioOptions): ScenarioResult;
+}

@@ -1,0 +1,27 @@
+import Table from "cli-table3";
+
+/**
+ * The lifecycle timeline in the manner of seed 003's tables: one row per step,
+ * one column per actor, and the reference count of the IOASID under study.
+ */
+export interface TimelineRow {
+  readonly step: number;
+  readonly actor: string;
+  readonly text: string;
+  /** The refcount after this step, as the code under test computed it. */
+  readonly refcount?: number;
+}
+
+export function renderTimeline(columns: readonly string[], rows: readonly TimelineRow[]): string {
+  const table = new Table({
+    head: ["#", ...columns, "Ref"],
+    style: { head: [], border: [] },
+    wordWrap: true,
+  });
+  for (const r of rows) {
+    const cells = columns.map((c) => (c === r.actor ? r.text : ""));
+    if (!columns.includes(r.actor)) cells[0] = `${r.actor}: ${r.text}`;
+    table.push([String(r.step), ...cells, r.refcount === undefined ? "" : String(r.refcount)]);
+  }
+  return table.toString();
+}
