@@ -1,0 +1,2 @@
+export { MockIommu, type MockIommuOptions, type MockBinding, type MockMapping } from "./mock-driver.js";
+export { mockHost, NullBacking, type MockHost, type MockHostOptions } from "./mock-host.js";
