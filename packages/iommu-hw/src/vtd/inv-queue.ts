@@ -1,0 +1,124 @@
+import { Work, type Workqueue } from "@vsva/kernel";
+import type { PhysMem } from "../mem/phys-mem.js";
+import type { RegisterFile } from "./register-file.js";
+import { IqaReg, IqercdReg, IqhReg, IqtReg, RegOffset } from "./regs.js";
+import { Iqei } from "./inv-exec.js";
+
+/** What the queue engine needs from the unit. */
+export interface QueueHooks {
+  /** GSTS.QIES. */
+  enabled(): boolean;
+  /** FSTS.IQE: the queue is stopped until software clears it. */
+  stopped(): boolean;
+  /** Records IQERCD and sets FSTS.IQE. */
+  error(iqei: number, head: number): void;
+  /** Runs one descriptor; 0 or an IQEI code. */
+  execute(desc: Uint32Array, wide: boolean): number;
+}
+
+/**
+ * The invalidation queue (A1.11): a ring of 128- or 256-bit descriptors at
+ * IQA, consumed by hardware from IQH up to the tail software writes to IQT.
+ *
+ * A tail beyond the queue or not 256-bit aligned with DW=1, a descriptor that
+ * cannot be fetched, or one that is invalid, stops the queue with IQH on the
+ * offending descriptor, FSTS.IQE set and the reason in IQERCD. Nothing more
+ * is consumed until software clears IQE (after fixing the descriptor or the
+ * tail), when processing resumes from IQH.
+ *
+ * Processing is immediate (inside the IQT write) or, given a work queue,
+ * deferred to a work item, so the window between submission and completion
+ * can be explored.
+ */
+export class InvalidationQueue {
+  readonly #iqa: Uint32Array;
+  readonly #iqh: Uint32Array;
+  readonly #iqt: Uint32Array;
+  readonly #iqercd: Uint32Array;
+  readonly #desc = new Uint32Array(8);
+  readonly #work: Work | null;
+  readonly stats = { processed: 0, errors: 0 };
+
+  constructor(
+    regs: RegisterFile,
+    private readonly mem: PhysMem,
+    private readonly hooks: QueueHooks,
+    private readonly wq: Workqueue | null,
+  ) {
+    this.#iqh = regs.define(RegOffset.IQH, IqhReg);
+    this.#iqt = regs.define(RegOffset.IQT, IqtReg);
+    this.#iqa = regs.define(RegOffset.IQA, IqaReg);
+    this.#iqercd = regs.define(RegOffset.IQERCD, IqercdReg);
+    this.#work = wq === null ? null : new Work("vtd-invalidation-queue", () => this.process());
+  }
+
+  get head(): number {
+    return IqhReg.get(this.#iqh, "QH") * 16;
+  }
+
+  /** Whether a deferred run is pending. */
+  get pending(): boolean {
+    return this.#work?.pending ?? false;
+  }
+
+  /** IQH is reset to 0 whenever queued invalidation is disabled. */
+  resetHead(): void {
+    IqhReg.set(this.#iqh, "QH", 0);
+  }
+
+  /** Software advanced the tail or cleared IQE: run now or schedule a run. */
+  kick(): void {
+    if (!this.hooks.enabled() || this.hooks.stopped()) return;
+    if (this.#work !== null && this.wq !== null) this.wq.queueWork(this.#work);
+    else this.process();
+  }
+
+  /** Consumes descriptors until the queue is empty or stops on an error; returns how many were processed. */
+  process(): number {
+    const h = this.hooks;
+    if (!h.enabled() || h.stopped()) return 0;
+    const wide = IqaReg.get(this.#iqa, "DW") === 1;
+    const bytes = wide ? 32 : 16;
+    const size = 4096 * 2 ** IqaReg.get(this.#iqa, "QS");
+    const base = IqaReg.getAddr(this.#iqa, "IQA");
+    const tail = IqtReg.get(this.#iqt, "QT") * 16;
+    let head = this.head;
+    if (tail >= size) return this.#stop(Iqei.TAIL_INVALID, head);
+    if (wide && tail % 32 !== 0) return this.#stop(Iqei.TAIL_MISALIGNED, head);
+    // A head left misaligned by a DW change, or beyond a shrunk queue, cannot reach the tail.
+    if (head >= size || head % bytes !== 0) return this.#stop(Iqei.TAIL_INVALID, head);
+    let n = 0;
+    const d = this.#desc;
+    while (head !== tail) {
+      d.fill(0);
+      const dw = bytes / 4;
+      let fetched = true;
+      for (let i = 0; i < dw; i += 2) {
+        const pair = this.#pair;
+        if (!this.mem.read64(base + head + i * 4, pair)) {
+          fetched = false;
+          break;
+        }
+        d[i] = pair.lo;
+        d[i + 1] = pair.hi;
+      }
+      if (!fetched) return n + this.#stop(Iqei.FETCH_ERROR, head);
+      const code = h.execute(d, wide);
+      if (code !== 0) return n + this.#stop(code, head);
+      head = (head + bytes) % size;
+      IqhReg.set(this.#iqh, "QH", head / 16);
+      n++;
+      this.stats.processed++;
+    }
+    return n;
+  }
+
+  readonly #pair = { lo: 0, hi: 0 };
+
+  #stop(iqei: number, head: number): 0 {
+    IqercdReg.set(this.#iqercd, "IQEI", iqei);
+    this.stats.errors++;
+    this.hooks.error(iqei, head);
+    return 0;
+  }
+}

@@ -1,0 +1,184 @@
+import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel";
+import type { PhysMem } from "../mem/phys-mem.js";
+import type { VcmdBackend } from "./vcmd.js";
+
+/** An interrupt the unit raises through one of its MSI register sets. */
+export interface VtdInterrupt {
+  readonly source: "fault" | "invalidation" | "page-request";
+  readonly addr: number;
+  readonly data: number;
+}
+
+export interface VtdCacheSizes {
+  readonly context?: number;
+  readonly pasid?: number;
+  readonly iotlb?: number;
+  readonly firstLevelPsc?: number;
+  readonly secondLevelPsc?: number;
+}
+
+/**
+ * Construction options of a VT-d unit: its capabilities (what CAP/ECAP
+ * report and what the unit then honours), its memory, its caches and how it
+ * runs its invalidation queue. Defaults describe a scalable-mode unit with
+ * 20-bit PASIDs, 4/5-level first level, nesting, PRI and ATS.
+ */
+export interface VtdOptions {
+  /** Memory the unit reads tables and queues from (host RAM, or a guest's view for a vIOMMU). */
+  readonly mem: PhysMem;
+  /** Host address width (HAW) in bits; default `mem.addrBits`. */
+  readonly hostAddrBits?: number;
+  /** Second-level widths supported (CAP.SAGAW): subset of 39, 48, 57; default [39, 48] plus 57 when `mgaw` is 57. */
+  readonly secondLevelWidths?: readonly (39 | 48 | 57)[];
+  /** Maximum guest address width (CAP.MGAW + 1); default 57 if 57 is supported, else 48. */
+  readonly mgaw?: number;
+  /** CAP.FL5LP: first-level 5-level paging (default true). */
+  readonly firstLevel5?: boolean;
+  /** CAP.FL1GP: first-level 1 GiB pages (default true). */
+  readonly firstLevel1g?: boolean;
+  /** CAP.SLLPS: second-level 2 MiB / 1 GiB pages (default both). */
+  readonly secondLevel2m?: boolean;
+  readonly secondLevel1g?: boolean;
+  /** ECAP.FLTS / SLTS / NEST / PT. */
+  readonly firstLevel?: boolean;
+  readonly secondLevel?: boolean;
+  readonly nesting?: boolean;
+  readonly passThrough?: boolean;
+  /** PASID width in bits, 1..20 (ECAP.PSS = bits − 1); default 20. */
+  readonly pasidBits?: number;
+  /** ECAP.PRS (page requests), DT (device TLB), SRS, ERS, EAFS, SC (default: true, true, true, true, false, false). */
+  readonly pageRequests?: boolean;
+  readonly deviceTlb?: boolean;
+  readonly supervisorRequests?: boolean;
+  readonly executeRequests?: boolean;
+  readonly extendedAccessed?: boolean;
+  readonly snoopControl?: boolean;
+  /** ECAP.SLADS: second-level accessed/dirty (default false). */
+  readonly secondLevelAd?: boolean;
+  /** CAP.CM: caching mode, not-present results are cached too (vIOMMUs set it). */
+  readonly cachingMode?: boolean;
+  /** CAP.ND: 2^(4+2·ND) domain IDs (default 6, 64K). */
+  readonly domainIdBits?: 4 | 6 | 8 | 10 | 12 | 14 | 16;
+  /** Number of fault-recording registers, 1..16 (default 8). */
+  readonly faultRecords?: number;
+  /** CAP.MAMV (default 18). */
+  readonly maxAddressMask?: number;
+  /** Version reported in VER (default 3.0, the first with scalable mode). */
+  readonly version?: { readonly major: number; readonly minor: number };
+  /** Virtual command backend: sets ECAP.VCS and VCCAP.PAS (a vIOMMU). Absent on a host unit: the registers are inert. */
+  readonly vcmd?: VcmdBackend;
+  readonly caches?: VtdCacheSizes;
+  /**
+   * How the invalidation queue runs: "immediate" consumes descriptors inside
+   * the IQT write; otherwise each IQT write queues a work item on this
+   * scheduler, so the window between submission and completion is observable.
+   */
+  readonly invalidation?: "immediate" | { readonly scheduler: Scheduler };
+  readonly trace?: TraceBus;
+  /** Name used in trace events (e.g. "dmar0"). */
+  readonly name?: string;
+  /** Interrupt delivery (the MSI the fault, invalidation and page-request event registers describe). */
+  readonly onInterrupt?: (irq: VtdInterrupt) => void;
+}
+
+/** The options after defaults and validation: what the unit actually is. */
+export interface VtdConfig {
+  readonly hostAddrBits: number;
+  readonly sagaw: number;
+  readonly mgaw: number;
+  readonly firstLevel5: boolean;
+  readonly firstLevel1g: boolean;
+  readonly secondLevel2m: boolean;
+  readonly secondLevel1g: boolean;
+  readonly firstLevel: boolean;
+  readonly secondLevel: boolean;
+  readonly nesting: boolean;
+  readonly passThrough: boolean;
+  readonly pasidBits: number;
+  readonly pageRequests: boolean;
+  readonly deviceTlb: boolean;
+  readonly supervisorRequests: boolean;
+  readonly executeRequests: boolean;
+  readonly extendedAccessed: boolean;
+  readonly snoopControl: boolean;
+  readonly secondLevelAd: boolean;
+  readonly cachingMode: boolean;
+  readonly nd: number;
+  readonly faultRecords: number;
+  readonly maxAddressMask: number;
+  readonly version: { readonly major: number; readonly minor: number };
+  readonly virtualCommand: boolean;
+  readonly name: string;
+}
+
+const WIDTH_BIT: Record<39 | 48 | 57, number> = { 39: 1 << 1, 48: 1 << 2, 57: 1 << 3 };
+
+function bad(msg: string): never {
+  throw new KernelError(Errno.EINVAL, `VT-d unit: ${msg}`);
+}
+
+/** Applies defaults and refuses inconsistent capability sets. EINVAL names what was wrong. */
+export function resolveConfig(o: VtdOptions): VtdConfig {
+  const hostAddrBits = o.hostAddrBits ?? o.mem.addrBits;
+  if (!Number.isInteger(hostAddrBits) || hostAddrBits < 32 || hostAddrBits > 52) bad(`host address width ${hostAddrBits} is outside 32..52`);
+  const widths = o.secondLevelWidths ?? (o.mgaw === 57 ? [39, 48, 57] : [39, 48]);
+  let sagaw = 0;
+  for (const w of widths) {
+    const bit = WIDTH_BIT[w] as number | undefined;
+    if (bit === undefined) bad(`second-level width ${String(w)} is not one of 39, 48, 57`);
+    sagaw |= bit;
+  }
+  const maxWidth = Math.max(48, ...widths);
+  const mgaw = o.mgaw ?? maxWidth;
+  if (!Number.isInteger(mgaw) || mgaw < 39 || mgaw > 57) bad(`MGAW ${mgaw} is outside 39..57`);
+  const pasidBits = o.pasidBits ?? 20;
+  if (!Number.isInteger(pasidBits) || pasidBits < 1 || pasidBits > 20) bad(`PASID width ${pasidBits} is outside 1..20 bits`);
+  const faultRecords = o.faultRecords ?? 8;
+  if (!Number.isInteger(faultRecords) || faultRecords < 1 || faultRecords > 16) bad(`${faultRecords} fault-recording registers is outside 1..16`);
+  const maxAddressMask = o.maxAddressMask ?? 18;
+  if (!Number.isInteger(maxAddressMask) || maxAddressMask < 0 || maxAddressMask > 63) bad(`MAMV ${maxAddressMask} is outside 0..63`);
+  const domainIdBits = o.domainIdBits ?? 16;
+  const nd = (domainIdBits - 4) / 2;
+  if (!Number.isInteger(nd) || nd < 0 || nd > 6) bad(`${domainIdBits} domain-ID bits is not one of 4, 6, ..., 16`);
+  const firstLevel = o.firstLevel ?? true;
+  const secondLevel = o.secondLevel ?? true;
+  const nesting = o.nesting ?? true;
+  if (nesting && !(firstLevel && secondLevel)) bad("nesting needs both first- and second-level translation");
+  if (sagaw === 0 && secondLevel) bad("second-level translation needs at least one supported width");
+  const version = o.version ?? { major: 3, minor: 0 };
+  if (version.major < 3) bad(`version ${version.major}.${version.minor} has no scalable mode (needs 3.0 or later)`);
+  return {
+    hostAddrBits,
+    sagaw,
+    mgaw,
+    firstLevel5: o.firstLevel5 ?? true,
+    firstLevel1g: o.firstLevel1g ?? true,
+    secondLevel2m: o.secondLevel2m ?? true,
+    secondLevel1g: o.secondLevel1g ?? true,
+    firstLevel,
+    secondLevel,
+    nesting,
+    passThrough: o.passThrough ?? true,
+    pasidBits,
+    pageRequests: o.pageRequests ?? true,
+    deviceTlb: o.deviceTlb ?? true,
+    supervisorRequests: o.supervisorRequests ?? true,
+    executeRequests: o.executeRequests ?? true,
+    extendedAccessed: o.extendedAccessed ?? false,
+    snoopControl: o.snoopControl ?? false,
+    secondLevelAd: o.secondLevelAd ?? false,
+    cachingMode: o.cachingMode ?? false,
+    nd,
+    faultRecords,
+    maxAddressMask,
+    version,
+    virtualCommand: o.vcmd !== undefined,
+    name: o.name ?? "dmar",
+  };
+}
+
+/** Levels of a second-level table for PASID-entry AW (1 → 3, 2 → 4, 3 → 5), if the unit supports it. */
+export function slLevelsForAw(cfg: VtdConfig, aw: number): 3 | 4 | 5 | undefined {
+  if (aw < 1 || aw > 3 || (cfg.sagaw & (1 << aw)) === 0) return undefined;
+  return (aw + 2) as 3 | 4 | 5;
+}

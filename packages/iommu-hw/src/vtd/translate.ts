@@ -1,0 +1,306 @@
+import type { CacheNode } from "../cache/tagged-lru.js";
+import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
+import type { PhysMem } from "../mem/phys-mem.js";
+import { walkFirstLevel } from "../pt/first-level.js";
+import { walkSecondLevel } from "../pt/second-level.js";
+import type { SecondLevelConfig, SecondStage, WalkAccess, WalkResult } from "../pt/types.js";
+import { newWalkResult, resetWalkResult } from "../pt/walk-result.js";
+import { CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type PasidInfo, type VtdCaches, cacheTag, iotlbKey, sizeCodeOf } from "./caches.js";
+import { ContextScratch, fetchContext } from "./context.js";
+import { FaultReason, faultReasonName } from "./fault-reason.js";
+import type { VtdConfig } from "./options.js";
+import { PasidScratch, fetchPasid } from "./pasid.js";
+import { Pgtt } from "./structures.js";
+import { isPageLevelFault, walkFaultReason } from "./walk-fault.js";
+
+const PAGE = 4096;
+const READ: WalkAccess = Object.freeze({ write: false });
+const WRITE: WalkAccess = Object.freeze({ write: true });
+
+/** The root-table state latched by GCMD.SRTP and enabled by GCMD.TE. */
+export interface RootState {
+  translationEnabled: boolean;
+  /** Latched RTADDR.RTA. */
+  rootTable: number;
+  /** Latched RTADDR.TTM (1 = scalable mode). */
+  ttm: number;
+}
+
+/** Details of the last fault `translate` returned, for the unit to record (or not). */
+export interface FaultDetail {
+  reason: number;
+  /** An FPD bit along the way suppresses recording. */
+  fpd: boolean;
+  /** Not present / access rights in the page tables: an ATS translation request gets R=W=0 without a record. */
+  pageLevel: boolean;
+}
+
+const modulo = (a: number, m: number): number => a - Math.floor(a / m) * m;
+
+/**
+ * The translation pipeline of a scalable-mode unit: context cache, PASID
+ * cache, IOTLB, then a walk (first level, second level, nested, or pass
+ * through) with the paging-structure caches as walker hooks. Every structure
+ * fetched from memory is checked and a problem becomes its fault reason
+ * (A4.3); nothing the tables contain can make it throw.
+ *
+ * The last IOTLB hit is kept as a micro-TLB: while its node and the context
+ * and PASID cache nodes that led to it are still valid, a request from the
+ * same source and PASID inside the same page is served without any lookup.
+ */
+export class Translator {
+  readonly #mem: PhysMem;
+  readonly #cfg: VtdConfig;
+  readonly #caches: VtdCaches;
+  readonly #root: RootState;
+  readonly #walk: WalkResult = newWalkResult();
+  readonly #ctxScratch = new ContextScratch();
+  readonly #pasidScratch = new PasidScratch();
+  readonly #stage: SecondStage = { translate: (gpa, access, out) => this.#secondStage(gpa, access, out) };
+  readonly lastFault: FaultDetail = { reason: 0, fpd: false, pageLevel: false };
+  /** When false, fills nothing and trusts nothing cached: a fresh walk for the checker. */
+  #useCaches = true;
+  // Second stage of the nested walk in progress.
+  #nestedSl: SecondLevelConfig | null = null;
+  #nestedDid = 0;
+  // Micro-TLB.
+  #fast: CacheNode<IotlbEntry> | null = null;
+  #fastCtx: CacheNode<CtxInfo> | null = null;
+  #fastPe: CacheNode<PasidInfo> | null = null;
+  #fastSid = -1;
+  #fastPasid = -2;
+  // Nodes met by the lookups of the current request.
+  #ctxNode: CacheNode<CtxInfo> | undefined;
+  #peNode: CacheNode<PasidInfo> | undefined;
+
+  constructor(mem: PhysMem, cfg: VtdConfig, caches: VtdCaches, root: RootState, useCaches = true) {
+    this.#mem = mem;
+    this.#cfg = cfg;
+    this.#caches = caches;
+    this.#root = root;
+    this.#useCaches = useCaches;
+  }
+
+  /** Forgets the micro-TLB (root table or TE changed). */
+  resetFastPath(): void {
+    this.#fast = null;
+  }
+
+  translate(req: DmaRequest): TranslateResult {
+    const f = this.#fast;
+    if (f !== null && req.sid === this.#fastSid && (req.pasid ?? -1) === this.#fastPasid && f.valid) {
+      const e = f.value;
+      const off = req.addr - e.inputBase;
+      const ctx = this.#fastCtx;
+      const pe = this.#fastPe;
+      if (
+        off >= 0 && off < e.size && ctx !== null && ctx.valid && pe !== null && pe.valid && this.#root.translationEnabled &&
+        (req.write ? e.write : e.read) && (req.exec !== true || e.exec) && (req.priv === true || e.user) &&
+        (req.ats !== true || ctx.value.dte) && (req.pasid === undefined || ((req.priv !== true || pe.value.sre) && (req.exec !== true || pe.value.ere)))
+      ) {
+        this.#caches.iotlb.noteHit(f);
+        return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+      }
+    }
+    return this.#slow(req);
+  }
+
+  #slow(req: DmaRequest): TranslateResult {
+    const root = this.#root;
+    if (!root.translationEnabled) {
+      return { ok: true, pa: req.addr, size: PAGE, read: true, write: true, exec: true, privOnly: false };
+    }
+    // Only scalable mode is modelled; QEMU reports any other TTM as 0x31 (D1 #5).
+    if (root.ttm !== 1) return this.#fault(FaultReason.RTADDR_INV_TTM, false, false);
+
+    const ctx = this.#context(req.sid);
+    if (ctx.fault !== 0) return this.#fault(ctx.fault, ctx.fpd, false);
+    const hasPasid = req.pasid !== undefined;
+    if (hasPasid && !ctx.paside) return this.#fault(FaultReason.PASIDE_CLEAR, ctx.fpd, false);
+    if (req.ats === true && !ctx.dte) return this.#fault(FaultReason.DTE_CLEAR, ctx.fpd, false);
+    const pasid = req.pasid ?? ctx.ridPasid;
+    if (!Number.isInteger(pasid) || pasid < 0 || pasid >= 2 ** this.#cfg.pasidBits) return this.#fault(FaultReason.PASID_TOO_LARGE, ctx.fpd, false);
+
+    const pe = this.#pasidInfo(req.sid, pasid, ctx);
+    if (pe.fault !== 0) return this.#fault(pe.fault, pe.fpd, false);
+    // PRIV and EXE come from the PASID TLP prefix: a request without PASID has neither.
+    const priv = hasPasid && req.priv === true;
+    const exec = hasPasid && req.exec === true;
+    if (priv && !pe.sre) return this.#fault(FaultReason.SRE_CLEAR, pe.fpd, false);
+    if (exec && (!pe.ere || !this.#cfg.executeRequests)) return this.#fault(FaultReason.ERE_CLEAR, pe.fpd, false);
+
+    const addr = req.addr;
+    if (pe.pgtt === Pgtt.PASS_THROUGH) {
+      if (!Number.isInteger(addr) || addr < 0 || addr >= 2 ** this.#cfg.hostAddrBits) return this.#fault(FaultReason.ADDR_BEYOND_HAW, pe.fpd, false);
+      return { ok: true, pa: addr, size: PAGE, read: true, write: true, exec: true, privOnly: false };
+    }
+
+    const cls: CacheClassValue = pe.pgtt === Pgtt.FIRST_LEVEL ? CacheClass.FIRST : pe.pgtt === Pgtt.NESTED ? CacheClass.NESTED : CacheClass.SECOND;
+    const tag = cacheTag(cls, pe.did, pasid);
+    const pfn = Math.floor(addr / PAGE);
+    if (this.#useCaches) {
+      const node = this.#caches.lookupIotlb(tag, pfn);
+      if (node !== undefined) {
+        const e = node.value;
+        if (e.fault !== 0) return this.#fault(e.fault, pe.fpd, true, ctx, pe);
+        if ((req.write ? e.write : e.read) && (!exec || e.exec) && (priv || e.user)) {
+          const ctxNode = this.#ctxNode;
+          const peNode = this.#peNode;
+          if (ctxNode !== undefined && peNode !== undefined) {
+            this.#fast = node;
+            this.#fastCtx = ctxNode;
+            this.#fastPe = peNode;
+            this.#fastSid = req.sid;
+            this.#fastPasid = req.pasid ?? -1;
+          }
+          const off = addr - e.inputBase;
+          return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+        }
+        // Access rights not in the cached entry: confirm with a fresh walk before faulting.
+      }
+    }
+
+    const access: WalkAccess = hasPasid ? { write: req.write, exec, priv } : req.write ? WRITE : READ;
+    const w = this.#walkFor(pe, tag, addr, access);
+    if (!w.ok) {
+      const reason = walkFaultReason(w, pe.fl?.levels ?? 0, (pe.sl ?? this.#nestedSl)?.levels ?? 0);
+      const pageLevel = w.stage === "first" && isPageLevelFault(w);
+      if (this.#useCaches && this.#cfg.cachingMode && w.kind === "not-present" && (w.stage === "first" || cls === CacheClass.SECOND)) {
+        this.#caches.iotlb.insert(tag, iotlbKey(pfn, 0), {
+          fault: reason, pageBase: 0, size: PAGE, read: false, write: false, exec: false, user: false,
+          sid: req.sid, pasid, hadPasid: hasPasid, cls, did: pe.did, inputBase: pfn * PAGE,
+        });
+      }
+      return this.#fault(reason, pe.fpd, pageLevel || (cls === CacheClass.SECOND && isPageLevelFault(w)), ctx, pe, pageLevel);
+    }
+    const size = w.pageSize;
+    const off = modulo(addr, size);
+    const e: IotlbEntry = {
+      fault: 0, pageBase: w.pa - off, size, read: w.read, write: w.write, exec: w.exec, user: w.user,
+      sid: req.sid, pasid, hadPasid: hasPasid, cls, did: pe.did, inputBase: addr - off,
+    };
+    if (this.#useCaches) this.#caches.iotlb.insert(tag, iotlbKey(pfn, sizeCodeOf(size)), e);
+    const ok: TranslateOk = { ok: true, pa: w.pa, size, read: w.read, write: w.write, exec: w.exec, privOnly: !w.user };
+    return ok;
+  }
+
+  /** Statistics of the last walk (memory references, PSC hits), for benches and tests. */
+  get lastWalk(): Readonly<WalkResult> {
+    return this.#walk;
+  }
+
+  #walkFor(pe: PasidInfo, tag: number, addr: number, access: WalkAccess): WalkResult {
+    const out = this.#walk;
+    const mem = this.#mem;
+    const c = this.#caches;
+    if (pe.pgtt === Pgtt.SECOND_LEVEL && pe.sl !== null) {
+      return walkSecondLevel(mem, pe.sl, addr, access, out, this.#useCaches ? { psc: { cache: c.slPsc, tag: pe.did } } : undefined);
+    }
+    if (pe.fl === null) {
+      resetWalkResult(out);
+      out.kind = "not-present";
+      return out;
+    }
+    if (pe.pgtt === Pgtt.NESTED && pe.sl !== null) {
+      this.#nestedSl = pe.sl;
+      this.#nestedDid = pe.did;
+      return walkFirstLevel(mem, pe.fl, addr, access, out, this.#useCaches ? { secondStage: this.#stage, psc: { cache: c.flPsc, tag } } : { secondStage: this.#stage });
+    }
+    return walkFirstLevel(mem, pe.fl, addr, access, out, this.#useCaches ? { psc: { cache: c.flPsc, tag } } : undefined);
+  }
+
+  /**
+   * SecondStage for nested walks: the guest-physical translations of the
+   * domain are cached in the IOTLB too (class NESTED_SECOND, tagged by DID),
+   * in front of a second-level walk with the second-level PSC.
+   */
+  #secondStage(gpa: number, access: WalkAccess, out: WalkResult): boolean {
+    const sl = this.#nestedSl;
+    if (sl === null) {
+      resetWalkResult(out);
+      out.stage = "second";
+      out.kind = "table-abort";
+      return false;
+    }
+    const did = this.#nestedDid;
+    const tag = cacheTag(CacheClass.NESTED_SECOND, did, 0);
+    const pfn = Math.floor(gpa / PAGE);
+    if (this.#useCaches) {
+      const node = this.#caches.lookupIotlb(tag, pfn);
+      if (node !== undefined) {
+        const e = node.value;
+        if (e.fault === 0 && (access.write ? e.write : e.read) && (access.exec !== true || e.exec)) {
+          resetWalkResult(out);
+          out.stage = "second";
+          out.ok = true;
+          out.pa = e.pageBase + (gpa - e.inputBase);
+          out.pageSize = e.size;
+          out.read = e.read;
+          out.write = e.write;
+          out.exec = e.exec;
+          out.user = true;
+          return true;
+        }
+      }
+    }
+    walkSecondLevel(this.#mem, sl, gpa, access, out, this.#useCaches ? { psc: { cache: this.#caches.slPsc, tag: did } } : undefined);
+    if (out.ok && this.#useCaches) {
+      const off = modulo(gpa, out.pageSize);
+      this.#caches.iotlb.insert(tag, iotlbKey(pfn, sizeCodeOf(out.pageSize)), {
+        fault: 0, pageBase: out.pa - off, size: out.pageSize, read: out.read, write: out.write, exec: out.exec, user: true,
+        sid: -1, pasid: 0, hadPasid: false, cls: CacheClass.NESTED_SECOND, did, inputBase: gpa - off,
+      });
+    }
+    return out.ok;
+  }
+
+  /** The context entry of `sid` as the unit sees it (through the context cache). */
+  contextOf(sid: number): CtxInfo {
+    return this.#context(sid);
+  }
+
+  #context(sid: number): CtxInfo {
+    this.#ctxNode = undefined;
+    if (this.#useCaches) {
+      const node = this.#caches.context.lookup(0, sid);
+      if (node !== undefined) {
+        this.#ctxNode = node;
+        return node.value;
+      }
+    }
+    const info = fetchContext(this.#mem, this.#root.rootTable, sid, this.#cfg, this.#ctxScratch);
+    const notPresent = info.fault === FaultReason.ROOT_ENTRY_NOT_PRESENT || info.fault === FaultReason.CONTEXT_ENTRY_NOT_PRESENT;
+    if (this.#useCaches && (info.fault === 0 || (notPresent && this.#cfg.cachingMode))) {
+      this.#ctxNode = this.#caches.context.insert(0, sid, info);
+    }
+    return info;
+  }
+
+  #pasidInfo(sid: number, pasid: number, ctx: CtxInfo): PasidInfo {
+    this.#peNode = undefined;
+    if (this.#useCaches) {
+      const node = this.#caches.lookupPasid(sid, pasid);
+      if (node !== undefined) {
+        this.#peNode = node;
+        return node.value;
+      }
+    }
+    const info = fetchPasid(this.#mem, ctx, pasid, this.#cfg, this.#pasidScratch);
+    const notPresent = info.fault === FaultReason.PASID_DIR_NOT_PRESENT || info.fault === FaultReason.PASID_ENTRY_NOT_PRESENT;
+    if (this.#useCaches && (info.fault === 0 || (notPresent && this.#cfg.cachingMode))) {
+      this.#peNode = this.#caches.insertPasid(sid, pasid, info);
+    }
+    return info;
+  }
+
+  #fault(reason: number, fpd: boolean, pageLevel: boolean, ctx?: CtxInfo, pe?: PasidInfo, firstLevelPageFault = pageLevel): TranslateFault {
+    const d = this.lastFault;
+    d.reason = reason;
+    d.fpd = fpd;
+    d.pageLevel = pageLevel;
+    const recoverable =
+      firstLevelPageFault && this.#cfg.pageRequests && ctx?.pre === true &&
+      (pe?.pgtt === Pgtt.FIRST_LEVEL || pe?.pgtt === Pgtt.NESTED);
+    return { ok: false, reason, name: faultReasonName(reason), recoverable };
+  }
+}

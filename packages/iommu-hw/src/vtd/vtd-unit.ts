@@ -1,0 +1,491 @@
+import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
+import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
+import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
+import { CacheClass, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, VtdCaches } from "./caches.js";
+import { EventSource } from "./events.js";
+import { FaultReason, faultReasonName } from "./fault-reason.js";
+import { FaultRecorder } from "./fault-recorder.js";
+import { type InvalidationContext, executeDescriptor } from "./inv-exec.js";
+import { InvalidationQueue } from "./inv-queue.js";
+import { type VtdConfig, type VtdOptions, resolveConfig } from "./options.js";
+import { PageRequestQueue } from "./prq.js";
+import { ReadOnlyMem } from "./read-only-mem.js";
+import { RegisterFile } from "./register-file.js";
+import {
+  CapReg,
+  CcmdReg,
+  DEFAULT_FRO,
+  DEFAULT_IRO,
+  EcapReg,
+  GcmdReg,
+  GstsReg,
+  IcsReg,
+  IotlbReg,
+  IrtaReg,
+  IvaReg,
+  RegOffset,
+  RtaddrReg,
+  VerReg,
+} from "./regs.js";
+import "./trace-events.js";
+import { type RootState, Translator } from "./translate.js";
+import { VirtualCommand } from "./vcmd.js";
+
+/** A cached translation next to what a fresh walk finds now (for the invariant checker). */
+export interface CacheMismatch {
+  readonly cached: IotlbEntry;
+  readonly fresh: TranslateResult;
+}
+
+/**
+ * An emulated Intel VT-d remapping unit in scalable mode.
+ *
+ * Software drives it only through its registers (`mmio*`) and the structures
+ * in memory they point at; endpoints reach it through {@link IommuPort} and
+ * are reached through the {@link EndpointPort} they register by source ID.
+ *
+ * 64-bit registers are read and written as {@link U64} halves ({lo, hi}),
+ * so bits 63:53 stay exact; `mmioWrite64` also takes a number below 2^53 for
+ * convenience. 32-bit accesses to either half of a 64-bit register are
+ * allowed. Unimplemented offsets read 0 and ignore writes.
+ *
+ * Nothing software or a device writes can make it throw: bad values produce
+ * the architectural fault, queue error or status.
+ */
+export class VtdUnit implements IommuPort {
+  readonly cfg: VtdConfig;
+  readonly caches: VtdCaches;
+  readonly #mem: PhysMem;
+  readonly #regs = new RegisterFile();
+  readonly #root: RootState = { translationEnabled: false, rootTable: 0, ttm: 0 };
+  readonly #translator: Translator;
+  readonly #fresh: Translator;
+  readonly #faults: FaultRecorder;
+  readonly #faultEvent: EventSource;
+  readonly #invEvent: EventSource;
+  readonly #prEvent: EventSource | null;
+  readonly #iq: InvalidationQueue;
+  readonly #prq: PageRequestQueue | null;
+  readonly #vcmd: VirtualCommand | null;
+  readonly #endpoints = new Map<number, EndpointPort>();
+  readonly #trace: TraceBus | undefined;
+  readonly #gcmd: Uint32Array;
+  readonly #gsts: Uint32Array;
+  readonly #rtaddr: Uint32Array;
+  readonly #ccmd: Uint32Array;
+  readonly #ics: Uint32Array;
+  readonly #iva: Uint32Array;
+  readonly #iotlbReg: Uint32Array;
+  readonly #iotlbOffset: number;
+
+  /** EINVAL when the options describe an impossible unit. */
+  constructor(opts: VtdOptions) {
+    const cfg = resolveConfig(opts);
+    this.cfg = cfg;
+    this.#mem = opts.mem;
+    this.#trace = opts.trace;
+    const sizes = { ...DEFAULT_CACHE_CAPACITIES, ...opts.caches };
+    for (const [k, v] of Object.entries(sizes)) {
+      if (!Number.isInteger(v) || v < 1) throw new KernelError(Errno.EINVAL, `VT-d unit: ${k} cache capacity ${String(v)} must be a positive integer`);
+    }
+    this.caches = new VtdCaches(sizes);
+    const regs = this.#regs;
+
+    const ver = regs.define(RegOffset.VER, VerReg);
+    VerReg.set(ver, "MAX", cfg.version.major & 0xf);
+    VerReg.set(ver, "MIN", cfg.version.minor & 0xf);
+    this.#writeCaps(regs.define(RegOffset.CAP, CapReg), regs.define(RegOffset.ECAP, EcapReg));
+    this.#gcmd = regs.define(RegOffset.GCMD, GcmdReg);
+    this.#gsts = regs.define(RegOffset.GSTS, GstsReg);
+    this.#rtaddr = regs.define(RegOffset.RTADDR, RtaddrReg);
+    this.#ccmd = regs.define(RegOffset.CCMD, CcmdReg);
+    regs.define(RegOffset.IRTA, IrtaReg);
+    this.#ics = regs.define(RegOffset.ICS, IcsReg);
+    this.#iotlbOffset = DEFAULT_IRO * 16;
+    this.#iva = regs.define(this.#iotlbOffset, IvaReg);
+    this.#iotlbReg = regs.define(this.#iotlbOffset + 8, IotlbReg);
+
+    const deliver = opts.onInterrupt;
+    this.#faultEvent = new EventSource(regs, RegOffset.FECTL, "fault", deliver);
+    this.#invEvent = new EventSource(regs, RegOffset.IECTL, "invalidation", deliver);
+    this.#faults = new FaultRecorder(regs, DEFAULT_FRO * 16, cfg.faultRecords, this.#faultEvent);
+
+    if (cfg.pageRequests) {
+      this.#prEvent = new EventSource(regs, RegOffset.PECTL, "page-request", deliver);
+      this.#prq = new PageRequestQueue(regs, this.#mem, this.#prEvent);
+    } else {
+      this.#prEvent = null;
+      this.#prq = null;
+    }
+    this.#vcmd = opts.vcmd === undefined ? null : new VirtualCommand(regs, opts.vcmd, cfg.pasidBits);
+
+    this.#translator = new Translator(this.#mem, cfg, this.caches, this.#root);
+    this.#fresh = new Translator(new ReadOnlyMem(this.#mem), cfg, this.caches, this.#root, false);
+
+    const inv = opts.invalidation ?? "immediate";
+    const wq = inv === "immediate" ? null : inv.scheduler.createWorkqueue(`${cfg.name}-qi`);
+    const ictx: InvalidationContext = {
+      mem: this.#mem,
+      cfg,
+      caches: this.caches,
+      endpoint: (sid) => this.#endpoints.get(sid),
+      scalableMode: () => this.#root.ttm === 1,
+      waitInterrupt: () => {
+        const wasSet = IcsReg.get(this.#ics, "IWC") === 1;
+        IcsReg.set(this.#ics, "IWC", 1);
+        if (!wasSet) this.#invEvent.raise();
+      },
+      trace: this.#trace,
+    };
+    this.#iq = new InvalidationQueue(
+      regs,
+      this.#mem,
+      {
+        enabled: () => GstsReg.get(this.#gsts, "QIES") === 1,
+        stopped: () => this.#faults.status("IQE"),
+        error: (iqei, head) => {
+          this.#faults.setStatus("IQE");
+          this.#trace?.emit("vtd.queue-error", "HW", {}, { unit: cfg.name, iqei, head });
+        },
+        execute: (d, wide) => executeDescriptor(ictx, d, wide),
+      },
+      wq,
+    );
+  }
+
+  #writeCaps(cap: Uint32Array, ecap: Uint32Array): void {
+    const c = this.cfg;
+    const b = (x: boolean): number => (x ? 1 : 0);
+    CapReg.set(cap, "ND", c.nd);
+    CapReg.set(cap, "CM", b(c.cachingMode));
+    CapReg.set(cap, "SAGAW", c.sagaw);
+    CapReg.set(cap, "MGAW", c.mgaw - 1);
+    CapReg.set(cap, "FRO", DEFAULT_FRO);
+    CapReg.set(cap, "SLLPS", b(c.secondLevel2m) | (b(c.secondLevel1g) << 1));
+    CapReg.set(cap, "PSI", 1);
+    CapReg.set(cap, "NFR", c.faultRecords - 1);
+    CapReg.set(cap, "MAMV", c.maxAddressMask);
+    CapReg.set(cap, "FL1GP", b(c.firstLevel1g));
+    CapReg.set(cap, "FL5LP", b(c.firstLevel5));
+    EcapReg.set(ecap, "C", 1);
+    EcapReg.set(ecap, "QI", 1);
+    EcapReg.set(ecap, "DT", b(c.deviceTlb));
+    EcapReg.set(ecap, "PT", b(c.passThrough));
+    EcapReg.set(ecap, "SC", b(c.snoopControl));
+    EcapReg.set(ecap, "IRO", DEFAULT_IRO);
+    EcapReg.set(ecap, "NEST", b(c.nesting));
+    EcapReg.set(ecap, "PRS", b(c.pageRequests));
+    EcapReg.set(ecap, "ERS", b(c.executeRequests));
+    EcapReg.set(ecap, "SRS", b(c.supervisorRequests));
+    EcapReg.set(ecap, "EAFS", b(c.extendedAccessed));
+    EcapReg.set(ecap, "PSS", c.pasidBits - 1);
+    EcapReg.set(ecap, "PASID", 1);
+    EcapReg.set(ecap, "PDS", b(c.pageRequests));
+    EcapReg.set(ecap, "SMTS", 1);
+    EcapReg.set(ecap, "VCS", b(c.virtualCommand));
+    EcapReg.set(ecap, "SLADS", b(c.secondLevelAd));
+    EcapReg.set(ecap, "SLTS", b(c.secondLevel));
+    EcapReg.set(ecap, "FLTS", b(c.firstLevel));
+    EcapReg.set(ecap, "SMPWCS", 1);
+    EcapReg.set(ecap, "RPS", 1);
+  }
+
+  // --- endpoints -------------------------------------------------------------
+
+  /** Registers the endpoint below this unit at its source ID. EEXIST if one is there already. */
+  attachEndpoint(ep: EndpointPort): void {
+    if (this.#endpoints.has(ep.sid)) throw new KernelError(Errno.EEXIST, `${this.cfg.name}: an endpoint is already attached at ${formatBdf(ep.sid)}`);
+    this.#endpoints.set(ep.sid, ep);
+  }
+
+  /** ENOENT if nothing is attached at `sid`. */
+  detachEndpoint(sid: SourceId): void {
+    if (!this.#endpoints.delete(sid)) throw new KernelError(Errno.ENOENT, `${this.cfg.name}: no endpoint at ${formatBdf(sid)}`);
+  }
+
+  // --- MMIO ----------------------------------------------------------------
+
+  mmioRead32(offset: number): number {
+    return this.#regs.read32(offset);
+  }
+
+  mmioRead64(offset: number): U64 {
+    return { lo: this.#regs.read32(offset), hi: this.#regs.read32(offset + 4) };
+  }
+
+  mmioWrite32(offset: number, value: number): void {
+    const owner = this.#regs.write32(offset, value);
+    if (owner >= 0) this.#afterWrite(owner, offset);
+  }
+
+  /** A 64-bit write (one side effect, after both halves are in). Numbers at or above 2^53 are not exact: pass {lo, hi}. */
+  mmioWrite64(offset: number, value: U64 | number): void {
+    const v = typeof value === "number" ? numberToU64(Number.isFinite(value) && value >= 0 ? value : 0) : value;
+    const owner = this.#regs.write32(offset, v.lo);
+    this.#regs.write32(offset + 4, v.hi);
+    if (owner >= 0) this.#afterWrite(owner, offset);
+  }
+
+  #afterWrite(reg: number, offset: number): void {
+    switch (reg) {
+      case RegOffset.GCMD:
+        this.#onGcmd();
+        return;
+      case RegOffset.FSTS: {
+        this.#faults.afterSoftwareWrite();
+        this.#iq.kick();
+        return;
+      }
+      case RegOffset.FECTL:
+        this.#faultEvent.onCtlWrite();
+        return;
+      case RegOffset.IECTL:
+        this.#invEvent.onCtlWrite();
+        return;
+      case RegOffset.PECTL:
+        this.#prEvent?.onCtlWrite();
+        return;
+      case RegOffset.IQT:
+        this.#iq.kick();
+        return;
+      case RegOffset.ICS:
+        if (IcsReg.get(this.#ics, "IWC") === 0) this.#invEvent.serviced();
+        return;
+      case RegOffset.PRS:
+        this.#prq?.afterPrsWrite();
+        return;
+      case RegOffset.CCMD:
+        this.#onCcmd();
+        return;
+      case RegOffset.VCMD:
+        // The command is in the low dword: a write of the high half alone runs nothing.
+        if (offset === RegOffset.VCMD && this.#vcmd !== null) {
+          const o = this.#vcmd.onVcmdWrite();
+          this.#trace?.emit("vtd.vcmd", "HW", {}, { unit: this.cfg.name, ...o });
+        }
+        return;
+      default:
+        if (reg === this.#iotlbOffset + 8) this.#onIotlbReg();
+        else if (this.#faults.owns(reg)) this.#faults.afterSoftwareWrite();
+    }
+  }
+
+  /**
+   * GCMD (A1.5): latched bits are compared with GSTS, one-shot bits act when
+   * written as 1. Software is meant to change one command at a time; when a
+   * write changes several, they are carried out in bit order, high to low.
+   */
+  #onGcmd(): void {
+    const g = this.#gcmd;
+    const s = this.#gsts;
+    const te = GcmdReg.get(g, "TE");
+    if (te !== GstsReg.get(s, "TES")) {
+      GstsReg.set(s, "TES", te);
+      this.#root.translationEnabled = te === 1;
+      this.#translator.resetFastPath();
+    }
+    if (GcmdReg.get(g, "SRTP") === 1) {
+      this.#root.rootTable = RtaddrReg.getAddr(this.#rtaddr, "RTA");
+      this.#root.ttm = RtaddrReg.get(this.#rtaddr, "TTM");
+      GstsReg.set(s, "RTPS", 1);
+      this.#translator.resetFastPath();
+    }
+    if (GcmdReg.get(g, "SFL") === 1) GstsReg.set(s, "FLS", 1);
+    GstsReg.set(s, "AFLS", 0); // advanced fault logging is not implemented (CAP.AFL=0)
+    // Write-buffer flush completes at once: WBFS never reads 1.
+    const qie = GcmdReg.get(g, "QIE");
+    if (qie !== GstsReg.get(s, "QIES")) {
+      GstsReg.set(s, "QIES", qie);
+      if (qie === 0) this.#iq.resetHead();
+      else this.#iq.kick();
+    }
+    GstsReg.set(s, "IRES", GcmdReg.get(g, "IRE"));
+    if (GcmdReg.get(g, "SIRTP") === 1) GstsReg.set(s, "IRTPS", 1);
+    GstsReg.set(s, "CFIS", GcmdReg.get(g, "CFI"));
+    // One-shot command bits do not stay set.
+    GcmdReg.set(g, "SRTP", 0);
+    GcmdReg.set(g, "SFL", 0);
+    GcmdReg.set(g, "WBF", 0);
+    GcmdReg.set(g, "SIRTP", 0);
+  }
+
+  /** Register-based context-cache invalidation (A1.7); completes at once. */
+  #onCcmd(): void {
+    const c = this.#ccmd;
+    if (CcmdReg.get(c, "ICC") === 0) return;
+    const g = CcmdReg.get(c, "CIRG");
+    if (g === 3) this.caches.invalidateContextDevice(CcmdReg.get(c, "SID"), CcmdReg.get(c, "FM"));
+    else if (g !== 0) this.caches.context.invalidateAll();
+    CcmdReg.set(c, "CAIG", g);
+    CcmdReg.set(c, "ICC", 0);
+  }
+
+  /** Register-based IOTLB invalidation (A1.8); completes at once. */
+  #onIotlbReg(): void {
+    const r = this.#iotlbReg;
+    if (IotlbReg.get(r, "IVT") === 0) return;
+    const g = IotlbReg.get(r, "IIRG");
+    const did = IotlbReg.get(r, "DID");
+    if (g === 1) this.caches.invalidateAllTranslations();
+    else if (g === 2) this.caches.invalidateDomain(did);
+    else if (g === 3) {
+      const am = Math.min(IvaReg.get(this.#iva, "AM"), this.cfg.maxAddressMask);
+      const pfn = Math.floor(IvaReg.get(this.#iva, "ADDR") / 2 ** am) * 2 ** am;
+      this.caches.invalidateDomainPages(did, pfn, am, IvaReg.get(this.#iva, "IH") === 1);
+    }
+    IotlbReg.set(r, "IAIG", g);
+    IotlbReg.set(r, "IVT", 0);
+  }
+
+  // --- the endpoint side ---------------------------------------------------------
+
+  translate(req: DmaRequest): TranslateResult {
+    const r = this.#translator.translate(req);
+    if (!r.ok) this.#reportFault(req, r);
+    return r;
+  }
+
+  #reportFault(req: DmaRequest, r: TranslateFault): void {
+    const d = this.#translator.lastFault;
+    let suppressed: "fpd" | "ats" | "overflow" | null = null;
+    if (d.fpd) suppressed = "fpd";
+    // An ATS translation request that meets a missing page or missing rights
+    // gets a completion with R=W=0; the device, not the IOMMU, deals with it.
+    else if (req.ats === true && d.pageLevel) suppressed = "ats";
+    else {
+      const ok = this.#faults.record({
+        sid: req.sid,
+        ...(req.pasid === undefined ? {} : { pasid: req.pasid }),
+        priv: req.priv === true,
+        exec: req.exec === true,
+        write: req.write,
+        addr: req.addr,
+        reason: r.reason,
+        at: req.ats === true ? 1 : 0,
+      });
+      if (!ok) suppressed = "overflow";
+    }
+    this.#emitFault(req.sid, req.pasid, req.addr, req.write, r.reason, suppressed);
+  }
+
+  #emitFault(sid: number, pasid: number | undefined, addr: number, write: boolean, reason: number, suppressed: "fpd" | "ats" | "overflow" | null): void {
+    const t = this.#trace;
+    if (t === undefined) return;
+    const ids: TraceIds = pasid === undefined ? { device: formatBdf(sid as SourceId) } : { device: formatBdf(sid as SourceId), hpasid: pasid };
+    t.emit("vtd.fault", "HW", ids, {
+      unit: this.cfg.name, sid, pasid: pasid ?? null, addr, write, reason, name: faultReasonName(reason), recorded: suppressed === null, suppressed,
+    });
+  }
+
+  /**
+   * A PRI page request from an endpoint (A4.1). Refused (false) when the unit
+   * has no PRS, translation is off, the context entry cannot be used or has
+   * PRE=0 (fault 0x47 recorded unless FPD), or the queue overflows. A refused
+   * last-in-group request is answered by the unit itself: "invalid" for a
+   * request it will never serve, "success" after an overflow so that the
+   * device retries and asks again (SPEC?: auto-response code).
+   */
+  pageRequest(req: PageRequest): boolean {
+    const prq = this.#prq;
+    const refuse = (code: "invalid" | "success", outcome: "overflow" | "refused"): false => {
+      this.#trace?.emit("vtd.page-request", "HW", this.#ids(req.sid, req.pasid), {
+        unit: this.cfg.name, sid: req.sid, pasid: req.pasid ?? null, addr: req.addr, groupIndex: req.groupIndex, lastInGroup: req.lastInGroup, outcome,
+      });
+      if (req.lastInGroup) this.#autoRespond(req, code);
+      return false;
+    };
+    if (prq === null || !this.#root.translationEnabled) return refuse("invalid", "refused");
+    let reason = 0;
+    let fpd = false;
+    if (this.#root.ttm !== 1) reason = 0x32;
+    else {
+      const ctx = this.#translator.contextOf(req.sid);
+      fpd = ctx.fpd;
+      if (ctx.fault !== 0) reason = ctx.fault;
+      else if (!ctx.pre) reason = FaultReason.PRE_CLEAR;
+      else if (req.pasid !== undefined && !ctx.paside) reason = FaultReason.PASIDE_CLEAR;
+    }
+    if (reason !== 0) {
+      let suppressed: "fpd" | "overflow" | null = fpd ? "fpd" : null;
+      if (!fpd) {
+        const rec = { sid: req.sid, priv: req.priv, exec: req.exec, write: req.write, addr: req.addr, reason, at: 0 };
+        if (!this.#faults.record(req.pasid === undefined ? rec : { ...rec, pasid: req.pasid })) suppressed = "overflow";
+      }
+      this.#emitFault(req.sid, req.pasid, req.addr, req.write, reason, suppressed);
+      return refuse("invalid", "refused");
+    }
+    if (!prq.enqueue(req)) return refuse("success", "overflow");
+    this.#trace?.emit("vtd.page-request", "HW", this.#ids(req.sid, req.pasid), {
+      unit: this.cfg.name, sid: req.sid, pasid: req.pasid ?? null, addr: req.addr, groupIndex: req.groupIndex, lastInGroup: req.lastInGroup, outcome: "queued",
+    });
+    return true;
+  }
+
+  #autoRespond(req: PageRequest, code: "invalid" | "success"): void {
+    const resp = { sid: req.sid, groupIndex: req.groupIndex, code };
+    this.#endpoints.get(req.sid)?.pageResponse(req.pasid === undefined ? resp : { ...resp, pasid: req.pasid });
+    this.#trace?.emit("vtd.page-response", "HW", this.#ids(req.sid, req.pasid), {
+      unit: this.cfg.name, sid: req.sid, pasid: req.pasid ?? null, groupIndex: req.groupIndex, code, auto: true,
+    });
+  }
+
+  #ids(sid: number, pasid: number | undefined): TraceIds {
+    const device = formatBdf(sid as SourceId);
+    return pasid === undefined ? { device } : { device, hpasid: pasid };
+  }
+
+  // --- for tests, benches and the invariant checker ------------------------------
+
+  /** Runs the invalidation queue now (in deferred mode, what the work item would do). Returns descriptors processed. */
+  processInvalidations(): number {
+    return this.#iq.process();
+  }
+
+  /** Whether a deferred invalidation-queue run is waiting for the scheduler. */
+  get invalidationPending(): boolean {
+    return this.#iq.pending;
+  }
+
+  /** The memory references and PSC hits of the last page walk. */
+  get lastWalk(): { readonly reads: number; readonly writes: number; readonly pscHits: number } {
+    return this.#translator.lastWalk;
+  }
+
+  /** Every leaf translation the IOTLB holds, as a device would be served it. */
+  *cachedTranslations(): IterableIterator<IotlbEntry> {
+    for (const node of this.caches.iotlb.entries()) {
+      if (node.value.cls !== CacheClass.NESTED_SECOND && node.value.fault === 0) yield node.value;
+    }
+  }
+
+  /**
+   * Compares each cached leaf translation with a fresh walk that bypasses
+   * every cache and writes nothing to memory. After software has made the
+   * invalidations its table changes require, the answer is empty; what is
+   * left is stale. The nested second-stage entries are checked through the
+   * nested translations that use them.
+   */
+  checkCaches(): CacheMismatch[] {
+    const out: CacheMismatch[] = [];
+    if (!this.#root.translationEnabled) return out;
+    for (const e of this.cachedTranslations()) {
+      const req: DmaRequest = {
+        sid: e.sid as SourceId,
+        ...(e.hadPasid ? { pasid: e.pasid, priv: !e.user } : {}),
+        addr: e.inputBase,
+        write: false,
+      };
+      const fresh = this.#fresh.translate(req);
+      const same =
+        fresh.ok && fresh.pa === e.pageBase && fresh.size === e.size && fresh.read === e.read && fresh.write === e.write &&
+        fresh.exec === e.exec && fresh.privOnly === !e.user;
+      if (!same) out.push({ cached: e, fresh });
+    }
+    return out;
+  }
+
+  /** A translation that bypasses every cache and writes nothing (records no fault). */
+  translateUncached(req: DmaRequest): TranslateResult {
+    return this.#fresh.translate(req);
+  }
+}
