@@ -1,0 +1,171 @@
+import { Errno, KernelError, TraceRecorder, sourceId } from "@vsva/kernel";
+import { describe, expect, it } from "vitest";
+import type { IommuDomain } from "./domain.js";
+import { mockHost } from "./testing/mock-host.js";
+import { encodeCacheInvalidateInfo } from "./uapi/cache-invalidate.js";
+import { CacheInvType, IOMMU_SVA_GPASID_VAL, InvGranularity, InvPasidFlag, PasidFormat } from "./uapi/constants.js";
+import { type GpasidBindFields, encodeGpasidBindData } from "./uapi/gpasid-bind.js";
+
+function errnoOf(fn: () => unknown): number | "ok" {
+  try {
+    fn();
+    return "ok";
+  } catch (e) {
+    if (e instanceof KernelError) return e.errno;
+    throw e;
+  }
+}
+
+const bind = (hpasid: number, more: GpasidBindFields = {}) =>
+  encodeGpasidBindData({ hpasid: BigInt(hpasid), gpasid: 101n, flags: BigInt(IOMMU_SVA_GPASID_VAL), gpgd: 0x5000n, ...more });
+
+/** A PASID-capable physical device in a nesting parent (what VFIO's nesting container sets up), plus two mdevs on it. */
+function vm() {
+  const h = mockHost();
+  const pdev = h.core.probeDevice(h.iommu, { name: "dsa", sid: sourceId(0x6a, 1, 0), pasidWidth: 20 });
+  h.core.enableFeature(pdev, "sva");
+  h.core.enableFeature(pdev, "aux");
+  const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true });
+  h.core.attachDevice(parent, pdev);
+  const mdev1 = h.core.addSubDevice(pdev, "wq0");
+  const mdev2 = h.core.addSubDevice(pdev, "wq1");
+  return { ...h, pdev, parent, mdev1, mdev2 };
+}
+
+describe("bind_gpasid through the core", () => {
+  it("programs the PASID entry once and returns a nested domain over the parent", () => {
+    const { core, mock, parent, pdev } = vm();
+    const nested = core.bindGpasid(parent, pdev, bind(0x40));
+    expect(nested.type).toBe("nested");
+    expect(nested.parent).toBe(parent);
+    expect([nested.hpasid, nested.gpasid]).toEqual([0x40, 101]);
+    expect(mock.pasidEntries.get("dsa/64")?.data.gpgd).toBe(0x5000n);
+  });
+
+  it("refuses binding the same PASID twice on one device (EBUSY, seed 000)", () => {
+    const { core, parent, pdev } = vm();
+    core.bindGpasid(parent, pdev, bind(0x40));
+    expect(errnoOf(() => core.bindGpasid(parent, pdev, bind(0x40)))).toBe(Errno.EBUSY);
+  });
+
+  it("counts sibling mdevs on one physical device: the driver sees only the first bind and the last unbind", () => {
+    const { core, mock, kernel, parent, mdev1, mdev2 } = vm();
+    const rec = new TraceRecorder(kernel.trace);
+    const domainsBefore = core.liveDomains;
+    core.attachSubDevice(parent, mdev1);
+    core.attachSubDevice(parent, mdev2);
+    const n = core.bindGpasid(parent, mdev1, bind(0x41));
+    core.bindGpasid(parent, mdev2, bind(0x41));
+    expect(n.users).toBe(2);
+    expect(mock.pasidEntries.size).toBe(1);
+    core.unbindGpasid(parent, mdev1, bind(0x41));
+    expect(mock.pasidEntries.size).toBe(1);
+    core.unbindGpasid(parent, mdev2, bind(0x41));
+    expect(mock.pasidEntries.size).toBe(0);
+    expect(rec.ofKind("iommu.bind-gpasid").map((e) => e.payload)).toEqual([
+      { users: 1, driverCalled: true },
+      { users: 2, driverCalled: false },
+    ]);
+    expect(rec.ofKind("iommu.unbind-gpasid").map((e) => e.payload.driverCalled)).toEqual([false, true]);
+    expect(core.liveDomains).toBe(domainsBefore);
+  });
+
+  it("refuses a sibling binding the PASID to a different first level (EBUSY)", () => {
+    const { core, parent, mdev1, mdev2 } = vm();
+    core.attachSubDevice(parent, mdev1);
+    core.attachSubDevice(parent, mdev2);
+    core.bindGpasid(parent, mdev1, bind(0x41));
+    expect(errnoOf(() => core.bindGpasid(parent, mdev2, bind(0x41, { gpgd: 0x9000n })))).toBe(Errno.EBUSY);
+  });
+
+  it("refuses nesting operations on an mdev that is not IOMMU-backed (EINVAL, no crash)", () => {
+    const h = mockHost();
+    const pdev = h.core.probeDevice(h.iommu, { name: "p", sid: sourceId(1, 0, 0), pasidWidth: 20 });
+    const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true });
+    const mdev = h.core.addSubDevice(pdev, "m");
+    expect(errnoOf(() => h.core.attachSubDevice(parent, mdev))).toBe(Errno.EINVAL);
+    expect(errnoOf(() => h.core.bindGpasid(parent, mdev, bind(5)))).toBe(Errno.EINVAL);
+    expect(errnoOf(() => h.core.cacheInvalidate(parent, mdev, encodeCacheInvalidateInfo({ cache: 1 })))).toBe(Errno.EINVAL);
+  });
+
+  it.each<[string, (v: ReturnType<typeof vm>) => [IommuDomain, Uint8Array], number]>([
+    ["a domain that is not a nesting parent", (v) => [v.core.domainAlloc(v.pdev, { type: "unmanaged", nestingParent: false }), bind(1)], Errno.EINVAL],
+    ["a device not attached to the domain", (v) => [v.core.domainAlloc(v.pdev, { type: "unmanaged", nestingParent: true }), bind(1)], Errno.EINVAL],
+    ["a malformed struct", (v) => [v.parent, bind(1, { version: 2 })], Errno.EINVAL],
+    ["an hpasid past the device's limit", (v) => [v.parent, bind(1 << 20)], Errno.EINVAL],
+  ])("refuses %s", (_what, make, errno) => {
+    const v = vm();
+    const [domain, bytes] = make(v);
+    expect(errnoOf(() => v.core.bindGpasid(domain, v.pdev, bytes))).toBe(errno);
+    expect(v.mock.pasidEntries.size).toBe(0);
+  });
+
+  it("honours the device's own PASID limit (seed 002)", () => {
+    const h = mockHost();
+    const pdev = h.core.probeDevice(h.iommu, { name: "p", sid: sourceId(1, 0, 0), pasidWidth: 20 });
+    h.core.enableFeature(pdev, "sva", { maxPasid: 64 });
+    const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true });
+    h.core.attachDevice(parent, pdev);
+    expect(errnoOf(() => h.core.bindGpasid(parent, pdev, bind(64)))).toBe(Errno.EINVAL);
+    expect(errnoOf(() => h.core.bindGpasid(parent, pdev, bind(63)))).toBe("ok");
+  });
+
+  it("fails an unbind of a PASID that is not bound with EINVAL, and rate-limits the warnings", () => {
+    const { core, kernel, parent, pdev } = vm();
+    for (let i = 0; i < 20; i++) expect(errnoOf(() => core.unbindGpasid(parent, pdev, bind(7)))).toBe(Errno.EINVAL);
+    expect(kernel.log.lines.length).toBe(10);
+    expect(kernel.log.suppressed("iommu.unbind-gpasid")).toBe(10);
+  });
+
+  it("unbinds everything when the device goes away or the domain is detached", () => {
+    const { core, mock, pages, parent, pdev, mdev1 } = vm();
+    core.attachSubDevice(parent, mdev1);
+    core.bindGpasid(parent, pdev, bind(1));
+    core.bindGpasid(parent, mdev1, bind(2));
+    core.detachDevice(parent, pdev);
+    expect([...mock.pasidEntries.keys()]).toEqual(["dsa/2"]);
+    core.releaseDevice(pdev);
+    expect(mock.pasidEntries.size).toBe(0);
+    core.domainFree(parent);
+    expect(pages.live()).toEqual([]);
+    expect(core.liveDomains).toBe(0);
+  });
+
+  it("leaves no binding behind when the bind fails at any injection point", () => {
+    for (const point of ["iommu.bind-gpasid", "mock.bind-gpasid"]) {
+      const { core, mock, kernel, parent, pdev } = vm();
+      kernel.faults.failPoint(point);
+      expect(errnoOf(() => core.bindGpasid(parent, pdev, bind(3)))).toBe(Errno.ENOMEM);
+      expect(mock.pasidEntries.size).toBe(0);
+      expect(parent.type === "unmanaged" && parent.nested.size).toBe(0);
+      expect(errnoOf(() => core.bindGpasid(parent, pdev, bind(3)))).toBe("ok");
+    }
+  });
+});
+
+describe("cache invalidation through the core", () => {
+  it("passes a valid invalidation for a bound PASID to the driver on the physical device", () => {
+    const { core, mock, parent, pdev, mdev1 } = vm();
+    core.attachSubDevice(parent, mdev1);
+    core.bindGpasid(parent, mdev1, bind(9));
+    const info = core.cacheInvalidate(parent, mdev1, encodeCacheInvalidateInfo({ cache: CacheInvType.IOTLB, granularity: InvGranularity.PASID, pasidInfo: { flags: InvPasidFlag.PASID, pasid: 9n } }));
+    expect(info.granularity).toBe(InvGranularity.PASID);
+    expect(mock.invalidations).toHaveLength(1);
+    expect(mock.invalidations[0]?.dev).toBe(pdev);
+  });
+
+  it("refuses an invalidation naming a PASID the caller has not bound (EINVAL)", () => {
+    const { core, mock, parent, pdev } = vm();
+    const bytes = encodeCacheInvalidateInfo({ cache: CacheInvType.IOTLB, granularity: InvGranularity.PASID, pasidInfo: { flags: InvPasidFlag.PASID, pasid: 9n } });
+    expect(errnoOf(() => core.cacheInvalidate(parent, pdev, bytes))).toBe(Errno.EINVAL);
+    expect(mock.invalidations).toHaveLength(0);
+  });
+});
+
+describe("nesting info", () => {
+  it("comes from the driver for a nesting parent, and is ENODEV for any other domain", () => {
+    const { core, parent, pdev } = vm();
+    expect(core.nestingInfo(parent).format).toBe(PasidFormat.INTEL_VTD);
+    expect(errnoOf(() => core.nestingInfo(core.domainAlloc(pdev, { type: "unmanaged", nestingParent: false })))).toBe(Errno.ENODEV);
+  });
+});
