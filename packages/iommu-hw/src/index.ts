@@ -51,3 +51,70 @@ export { DeviceTlb, type AtcEntry, type DeviceTlbStats, type DeviceTlbInvalidati
 export { PageRequestInterface, type PageRequestOutcome, type PriStats, type PriOptions } from "./pci/pri.js";
 export { DmaEngine, type DmaResult, type DmaProgram, type DmaStats, type DmaEngineOptions } from "./pci/dma-engine.js";
 export { DmaWorker } from "./pci/dma-worker.js";
+
+// Emulated Intel VT-d remapping unit (scalable mode): the unit, its register
+// and in-memory structure layouts (shared with the driver, as a kernel shares
+// a spec's field definitions), descriptors and fault reasons.
+export { VtdUnit, type CacheMismatch } from "./vtd/vtd-unit.js";
+export { type VtdOptions, type VtdConfig, type VtdCacheSizes, type VtdInterrupt } from "./vtd/options.js";
+export {
+  RegOffset,
+  REG_WINDOW,
+  VerReg,
+  CapReg,
+  EcapReg,
+  GcmdReg,
+  GstsReg,
+  RtaddrReg,
+  CcmdReg,
+  FstsReg,
+  EventCtlReg,
+  IqaReg,
+  IqhReg,
+  IqtReg,
+  IcsReg,
+  IqercdReg,
+  PqaReg,
+  PqhReg,
+  PqtReg,
+  PrsReg,
+  FrcdReg,
+  VccapReg,
+  VcmdReg,
+  VcrspReg,
+} from "./vtd/regs.js";
+export {
+  RootEntry,
+  ROOT_ENTRY_BYTES,
+  ContextEntry,
+  CONTEXT_ENTRY_BYTES,
+  PasidDirEntry,
+  PASID_DIR_ENTRY_BYTES,
+  PasidEntry,
+  PASID_ENTRY_BYTES,
+  Pgtt,
+  type PgttValue,
+  pasidDirIndex,
+  pasidTableIndex,
+} from "./vtd/structures.js";
+export {
+  InvType,
+  ContextCacheDesc,
+  IotlbDesc,
+  DeviceTlbDesc,
+  InterruptEntryDesc,
+  WaitDesc,
+  PasidIotlbDesc,
+  PasidCacheDesc,
+  PasidDeviceTlbDesc,
+  PageGroupResponseDesc,
+  PageRequestDesc,
+  CcGran,
+  IotlbGran,
+  PiotlbGran,
+  PcGran,
+  ResponseCode,
+  PAGE_REQUEST_BYTES,
+} from "./vtd/descriptors.js";
+export { FaultReason, type FaultReasonCode, faultReasonName } from "./vtd/fault-reason.js";
+export { type VcmdBackend, VcmdCommand, VcmdStatus } from "./vtd/vcmd.js";
