@@ -36,8 +36,16 @@ function ensurePnpm() {
   return localPnpm;
 }
 
+// Children (turbo above all) look pnpm up on PATH, so the local install's bin
+// directory goes first.
+const childEnv = {
+  ...process.env,
+  PATH: [path.join(toolsDir, "bin"), process.env.PATH ?? ""].join(path.delimiter),
+  TURBO_TELEMETRY_DISABLED: "1",
+};
+
 function run(cmd, args) {
-  const r = spawnSync(cmd, args, { cwd: root, stdio: "inherit", env: { ...process.env, TURBO_TELEMETRY_DISABLED: "1" } });
+  const r = spawnSync(cmd, args, { cwd: root, stdio: "inherit", env: childEnv });
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
