@@ -1,6 +1,7 @@
 import type { EventSource } from "./events.js";
 import type { RegisterFile } from "./register-file.js";
 import { FrcdReg, FstsReg, RegOffset } from "./regs.js";
+import { pageField } from "./structures.js";
 
 /** What the unit knows about a fault it must record (A1.10). */
 export interface FaultRecord {
@@ -58,9 +59,7 @@ export class FaultRecorder {
       return false;
     }
     r.fill(0);
-    // FI holds address bits 63:12; a sign-extended (negative) address keeps its two's-complement bits.
-    const pfn = Math.floor(f.addr / 4096);
-    FrcdReg.set(r, "FI", pfn < 0 ? pfn + 2 ** 52 : pfn % 2 ** 52);
+    FrcdReg.set(r, "FI", pageField(f.addr));
     FrcdReg.set(r, "SID", f.sid & 0xffff);
     if (f.pasid !== undefined) {
       FrcdReg.set(r, "PP", 1);

@@ -4,6 +4,7 @@ import { PAGE_REQUEST_BYTES, PAGE_REQUEST_TYPE, PageRequestDesc } from "./descri
 import type { EventSource } from "./events.js";
 import type { RegisterFile } from "./register-file.js";
 import { PqaReg, PqhReg, PqtReg, PrsReg, RegOffset } from "./regs.js";
+import { pageField } from "./structures.js";
 
 /**
  * The page-request queue (A1.12, A4.1): hardware writes 256-bit page-request
@@ -77,9 +78,7 @@ export class PageRequestQueue {
     PageRequestDesc.set(d, "WR", req.write ? 1 : 0);
     PageRequestDesc.set(d, "LPIG", req.lastInGroup ? 1 : 0);
     PageRequestDesc.set(d, "PRGI", req.groupIndex & 0x1ff);
-    // ADDR holds address bits 63:12; an upper-half (negative) address keeps its two's-complement bits.
-    const pfn = Math.floor(req.addr / 4096);
-    PageRequestDesc.set(d, "ADDR", pfn < 0 ? pfn + 2 ** 52 : pfn % 2 ** 52);
+    PageRequestDesc.set(d, "ADDR", pageField(req.addr));
     return PageRequestDesc.write(this.mem, pa, d);
   }
 }

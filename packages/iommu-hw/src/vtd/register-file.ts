@@ -68,7 +68,7 @@ export class RegisterFile {
 
   /** Offset of the register that holds the dword at `offset`, or -1. */
   ownerOf(offset: number): number {
-    if (offset < 0 || offset >= REG_WINDOW) return -1;
+    if (!RegisterFile.#valid(offset)) return -1;
     return this.#owner[offset >>> 2] ?? -1;
   }
 
@@ -76,9 +76,14 @@ export class RegisterFile {
     return this.#names.get(offset);
   }
 
+  /** A dword-aligned offset inside the window (anything else is a hole, whatever software passes). */
+  static #valid(offset: number): boolean {
+    return Number.isInteger(offset) && offset >= 0 && offset < REG_WINDOW && (offset & 3) === 0;
+  }
+
   /** Software read: write-only and reserved bits read as zero, holes read as zero. */
   read32(offset: number): number {
-    if (offset < 0 || offset >= REG_WINDOW || (offset & 3) !== 0) return 0;
+    if (!RegisterFile.#valid(offset)) return 0;
     const w = offset >>> 2;
     return ((this.#dw[w] ?? 0) & (this.#readable[w] ?? 0)) >>> 0;
   }
@@ -89,7 +94,7 @@ export class RegisterFile {
    * register's offset (for side effects) or -1 for a hole or a misaligned access.
    */
   write32(offset: number, value: number): number {
-    if (offset < 0 || offset >= REG_WINDOW || (offset & 3) !== 0) return -1;
+    if (!RegisterFile.#valid(offset)) return -1;
     const w = offset >>> 2;
     const owner = this.#owner[w] ?? -1;
     if (owner === -1) return -1;

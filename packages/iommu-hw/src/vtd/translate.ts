@@ -130,6 +130,10 @@ export class Translator {
     if (exec && (!pe.ere || !this.#cfg.executeRequests)) return this.#fault(FaultReason.ERE_CLEAR, pe.fpd, false);
 
     const addr = req.addr;
+    // Not an address at all (NaN, a fraction): no walk can take it, nothing may cache it.
+    if (!Number.isInteger(addr)) {
+      return this.#fault(pe.fl !== null ? FaultReason.NON_CANONICAL : FaultReason.ADDR_BEYOND_HAW, pe.fpd, false);
+    }
     if (pe.pgtt === Pgtt.PASS_THROUGH) {
       if (!Number.isInteger(addr) || addr < 0 || addr >= 2 ** this.#cfg.hostAddrBits) return this.#fault(FaultReason.ADDR_BEYOND_HAW, pe.fpd, false);
       return { ok: true, pa: addr, size: PAGE, read: true, write: true, exec: true, privOnly: false };

@@ -1,7 +1,9 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
-import { CacheClass, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, VtdCaches } from "./caches.js";
+import { CacheClass, type CtxInfo, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, type PasidInfo, VtdCaches } from "./caches.js";
+import { ContextScratch, fetchContext } from "./context.js";
+import { PasidScratch, fetchPasid } from "./pasid.js";
 import { EventSource } from "./events.js";
 import { FaultReason, faultReasonName } from "./fault-reason.js";
 import { FaultRecorder } from "./fault-recorder.js";
@@ -37,6 +39,25 @@ export interface CacheMismatch {
   readonly fresh: TranslateResult;
 }
 
+/** A cached context or PASID entry that no longer matches memory. */
+export interface StructureCacheMismatch {
+  readonly cache: "context" | "pasid";
+  readonly sid: number;
+  readonly pasid: number | null;
+  readonly cached: CtxInfo | PasidInfo;
+  readonly fresh: CtxInfo | PasidInfo;
+}
+
+/** Structural equality of plain decoded entries (numbers, booleans, nested configs, null). */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  const ka = Object.keys(a).sort();
+  const kb = Object.keys(b).sort();
+  if (ka.length !== kb.length || ka.some((k, i) => k !== kb[i])) return false;
+  return ka.every((k) => sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
 /**
  * An emulated Intel VT-d remapping unit in scalable mode.
  *
@@ -60,6 +81,7 @@ export class VtdUnit implements IommuPort {
   readonly #root: RootState = { translationEnabled: false, rootTable: 0, ttm: 0 };
   readonly #translator: Translator;
   readonly #fresh: Translator;
+  readonly #roMem: PhysMem;
   readonly #faults: FaultRecorder;
   readonly #faultEvent: EventSource;
   readonly #invEvent: EventSource;
@@ -120,7 +142,8 @@ export class VtdUnit implements IommuPort {
     this.#vcmd = opts.vcmd === undefined ? null : new VirtualCommand(regs, opts.vcmd, cfg.pasidBits);
 
     this.#translator = new Translator(this.#mem, cfg, this.caches, this.#root);
-    this.#fresh = new Translator(new ReadOnlyMem(this.#mem), cfg, this.caches, this.#root, false);
+    this.#roMem = new ReadOnlyMem(this.#mem);
+    this.#fresh = new Translator(this.#roMem, cfg, this.caches, this.#root, false);
 
     const inv = opts.invalidation ?? "immediate";
     const wq = inv === "immediate" ? null : inv.scheduler.createWorkqueue(`${cfg.name}-qi`);
@@ -480,6 +503,30 @@ export class VtdUnit implements IommuPort {
         fresh.ok && fresh.pa === e.pageBase && fresh.size === e.size && fresh.read === e.read && fresh.write === e.write &&
         fresh.exec === e.exec && fresh.privOnly === !e.user;
       if (!same) out.push({ cached: e, fresh });
+    }
+    return out;
+  }
+
+  /**
+   * Compares every cached context entry and PASID entry with a fresh fetch
+   * from memory. A mismatch after software has issued the context-cache and
+   * PASID-cache invalidations its changes require is a missing flush.
+   */
+  checkStructureCaches(): StructureCacheMismatch[] {
+    const out: StructureCacheMismatch[] = [];
+    const cs = new ContextScratch();
+    const ps = new PasidScratch();
+    const root = this.#root.rootTable;
+    for (const node of this.caches.context.entries()) {
+      const fresh = fetchContext(this.#roMem, root, node.key, this.cfg, cs);
+      if (!sameValue(node.value, fresh)) out.push({ cache: "context", sid: node.key, pasid: null, cached: node.value, fresh });
+    }
+    for (const node of this.caches.pasid.entries()) {
+      const sid = node.key;
+      const pasid = node.tag % 2 ** 20;
+      const ctx = fetchContext(this.#roMem, root, sid, this.cfg, cs);
+      const fresh = ctx.fault !== 0 ? ctx : fetchPasid(this.#roMem, ctx, pasid, this.cfg, ps);
+      if (!sameValue(node.value, fresh)) out.push({ cache: "pasid", sid, pasid, cached: node.value, fresh });
     }
     return out;
   }
