@@ -1,4 +1,4 @@
-import type { Brand, HostPasid } from "@vsva/kernel";
+import type { HostPasid } from "@vsva/kernel";
 import type { IommuDevice } from "./device.js";
 import type { CacheInvalidateInfo } from "./uapi/cache-invalidate.js";
 import type { GpasidBindData } from "./uapi/gpasid-bind.js";
@@ -48,10 +48,46 @@ export type DomainAllocRequest =
   /** A paging domain; `nestingParent` makes it the second level of nested translation (requires capable("nesting")). */
   | { readonly type: "dma" | "unmanaged"; readonly nestingParent: boolean };
 
-/** An address space handle for SVA (part 2's mm model plugs in here; opaque to the core and drivers' signatures). */
-export type MmHandle = Brand<object, "MmHandle">;
+/**
+ * What a driver reads of a process address space to share it with a device
+ * (the `mm_struct` fields an SVA driver uses). The core passes one object per
+ * mm for as long as the mm has bonds, so drivers may key per-mm state on it
+ * (or on its PASID: one PASID per mm, seed 002 / linux-anchor §3).
+ */
+export interface SvaMm {
+  /** Physical address of the top-level CPU page table (x86-64 format): the first-level pointer of the PASID entry. */
+  readonly pgd: number;
+  /** Levels of those tables: 4 (48-bit VA) or 5 (57-bit VA, VT-d FLPM=1). */
+  readonly levels: 4 | 5;
+  /** The mm's PASID (`mm->pasid`), fixed for the mm's life once allocated. */
+  readonly pasid: HostPasid;
+  /** For traces and messages. */
+  readonly name: string;
+}
 
-/** A page-group response (part 2's IO page fault queue plugs in here). */
+/**
+ * A recoverable fault as a driver reports it to the core
+ * (`struct iommu_fault_page_request`, from a PRI page request in the PRQ).
+ * Reported with `IommuCore.reportPageRequest`; answered later through
+ * {@link IommuOps.pageResponse}.
+ */
+export interface PageRequestFault {
+  /** The request's PASID, or undefined for a request without one. */
+  readonly pasid: HostPasid | undefined;
+  /** Page-aligned input address (an upper-half address as its negative, sign-extended value). */
+  readonly addr: number;
+  readonly read: boolean;
+  readonly write: boolean;
+  readonly exec: boolean;
+  /** Privileged-mode request. */
+  readonly priv: boolean;
+  /** Page request group index (9 bits). */
+  readonly grpid: number;
+  /** Last request of its group: the group is handled and answered once this one arrives. */
+  readonly last: boolean;
+}
+
+/** A page-group response (`struct iommu_page_response`), what the core asks the driver to send. */
 export interface PageResponse {
   readonly pasid: HostPasid | undefined;
   readonly grpid: number;
@@ -126,13 +162,39 @@ export interface NestingParentOps extends Omit<PagingDomainOps, "kind"> {
   nestingInfo(): NestingInfo;
 }
 
-/** A PASID attachment sharing a process address space (part 2). */
-export interface SvaDomainOps extends DomainOpsBase {
-  readonly kind: "sva";
+/**
+ * One address space bound at its PASID on one physical device (a 5.10
+ * `intel_svm_dev`), made by {@link IommuOps.svaBind}. The core calls exactly
+ * one of `unbind` or `release` to end it, once; after either, none of its
+ * methods is called again. None of them can fail.
+ */
+export interface SvaBindingOps {
   readonly pasid: HostPasid;
+  /**
+   * mmu notifier `invalidate_range`: CPU page-table entries in [start, end)
+   * were cleared or downgraded (munmap, mprotect, reclaim) and the pages may
+   * be freed once this returns. Flush the IOTLB (and paging-structure caches)
+   * and the device TLB for this PASID over the range, and wait for completion.
+   */
+  invalidateRange(start: number, end: number): void;
+  /**
+   * mmu notifier `release`: the mm is exiting while still bound, and its page
+   * tables are about to be torn down. The device may not have stopped yet:
+   * first stop reporting unrecoverable faults for this PASID (VT-d: set FPD),
+   * then tear the PASID entry down and flush the PASID cache, IOTLB and device
+   * TLB, so further DMA with the PASID fails silently. A later unbind by the
+   * bond's owner does not reach the driver.
+   */
+  release(): void;
+  /**
+   * Normal unbind: the device driver has stopped using the PASID. Tear the
+   * PASID entry down, flush the PASID cache, IOTLB and device TLB, and drain
+   * the page requests of the PASID still in the hardware queue.
+   */
+  unbind(): void;
 }
 
-export type DriverDomain = BlockedDomainOps | IdentityDomainOps | PagingDomainOps | NestingParentOps | SvaDomainOps;
+export type DriverDomain = BlockedDomainOps | IdentityDomainOps | PagingDomainOps | NestingParentOps;
 
 /** Per-IOMMU operations. */
 export interface IommuOps {
@@ -153,8 +215,19 @@ export interface IommuOps {
   disableFeature(dev: IommuDevice, feature: DevFeature): void;
   /** ENOMEM; EINVAL for a type the driver does not make. The returned kind must match the request. */
   domainAlloc(req: DomainAllocRequest): DriverDomain;
-  /** Binds an address space at `pasid` on `dev` (part 2). ENOMEM, ENOSPC, EINVAL. */
-  svaBind(dev: IommuDevice, mm: MmHandle, pasid: HostPasid): SvaDomainOps;
-  /** Answers a page request group (part 2). EINVAL for a response with no pending request. */
+  /**
+   * Shares `mm` with `dev` (a physical device with "sva" enabled) at
+   * `mm.pasid`: programs a first-level PASID entry pointing at `mm.pgd` with
+   * fault reporting on. Called once per (device, mm); the core counts repeated
+   * binds. ENOMEM, ENOSPC (no room in the PASID table), EINVAL (the IOMMU
+   * cannot walk `mm.levels` levels, or `mm.pasid` is beyond the device's table).
+   */
+  svaBind(dev: IommuDevice, mm: SvaMm): SvaBindingOps;
+  /**
+   * Sends a page-group response to `dev` (a physical device), for a group the
+   * driver reported with `IommuCore.reportPageRequest`. Called outside
+   * atomic context, once per group. Cannot fail: a response the hardware
+   * cannot take is the driver's to log.
+   */
   pageResponse(dev: IommuDevice, response: PageResponse): void;
 }

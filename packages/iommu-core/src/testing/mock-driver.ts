@@ -1,4 +1,4 @@
-import { Errno, type FaultInjector, type HostPasid, KernelBug, KernelError } from "@vsva/kernel";
+import { Errno, type FaultInjector, KernelBug, KernelError } from "@vsva/kernel";
 import type { IommuDevice } from "../device.js";
 import type {
   BlockedDomainOps,
@@ -9,11 +9,11 @@ import type {
   IommuCap,
   IommuOps,
   MapPagesResult,
-  MmHandle,
   NestingParentOps,
   PageResponse,
   PagingDomainOps,
-  SvaDomainOps,
+  SvaBindingOps,
+  SvaMm,
 } from "../ops.js";
 import type { PageAllocator } from "../page-alloc.js";
 import { pgsizesFromBitmap } from "../pgsize.js";
@@ -31,7 +31,8 @@ import type { NestingInfo } from "../uapi/nesting-info.js";
  * - `iommu.page-alloc`: every table page (root, per-level tables, per-device context);
  * - `mock.map-page`: one mapped page, failing a map part way (ENOMEM);
  * - `mock.attach`: attaching a device (ENOSPC, as out of domain IDs);
- * - `mock.bind-gpasid`: programming a nested PASID entry (ENOMEM).
+ * - `mock.bind-gpasid`: programming a nested PASID entry (ENOMEM);
+ * - `mock.sva-bind`: programming a first-level PASID entry for SVA (ENOMEM).
  */
 export interface MockIommuOptions {
   readonly faults: FaultInjector;
@@ -153,6 +154,16 @@ export interface MockBinding {
   readonly data: GpasidBindData;
 }
 
+/** What a first-level PASID entry of the mock holds for an SVA bond, and what happened to it. */
+export interface MockSvaEntry {
+  readonly dev: IommuDevice;
+  readonly mm: SvaMm;
+  /** Ranges the mm's notifier asked to flush, in order. */
+  readonly flushes: [start: number, end: number][];
+  /** Cleared with fault reporting disabled (mm release) rather than by unbind. */
+  released: boolean;
+}
+
 /** The mock's per-IOMMU state, inspectable by tests. */
 export class MockIommu implements IommuOps {
   readonly name = "mock";
@@ -166,6 +177,10 @@ export class MockIommu implements IommuOps {
   readonly domains = new Set<DriverDomain>();
   /** `${physical name}/${hpasid}` -> binding, what the nested PASID entries would hold. */
   readonly pasidEntries = new Map<string, MockBinding>();
+  /** `${physical name}/${pasid}` -> the SVA entry programmed there (removed at unbind or release). */
+  readonly svaEntries = new Map<string, MockSvaEntry>();
+  /** Every SVA entry ever programmed, also after teardown, for order checks. */
+  readonly svaHistory: MockSvaEntry[] = [];
   readonly invalidations: { dev: IommuDevice; info: CacheInvalidateInfo }[] = [];
   readonly responses: { dev: IommuDevice; response: PageResponse }[] = [];
   /** Driver domain -> its page table, so tests can look inside. */
@@ -233,17 +248,33 @@ export class MockIommu implements IommuOps {
     return d;
   }
 
-  svaBind(dev: IommuDevice, _mm: MmHandle, pasid: HostPasid): SvaDomainOps {
-    const ops: SvaDomainOps = {
-      kind: "sva",
-      pasid,
-      attachDev: (d) => this.attached.set(d, ops),
-      detachDev: (d) => this.attached.delete(d),
-      free: () => this.domains.delete(ops),
+  svaBind(dev: IommuDevice, mm: SvaMm): SvaBindingOps {
+    if (dev.isSubDevice) throw new KernelBug("the core passes physical devices to svaBind");
+    const key = `${dev.name}/${mm.pasid}`;
+    if (this.svaEntries.has(key) || this.pasidEntries.has(key)) throw new KernelBug(`mock: PASID ${mm.pasid} programmed twice on ${dev.name}`);
+    if (mm.pasid >= 2 ** Math.min(dev.pasidWidth, this.pasidBits)) throw new KernelError(Errno.EINVAL, `PASID ${mm.pasid} beyond ${dev.name}'s table`);
+    this.#opts.faults.inject("mock.sva-bind");
+    const entry: MockSvaEntry = { dev, mm, flushes: [], released: false };
+    this.svaEntries.set(key, entry);
+    this.svaHistory.push(entry);
+    let live = true;
+    const end = (why: string): void => {
+      if (!live) throw new KernelBug(`mock: SVA binding of PASID ${mm.pasid} on ${dev.name} ended twice (${why})`);
+      live = false;
+      this.svaEntries.delete(key);
     };
-    this.domains.add(ops);
-    ops.attachDev(dev);
-    return ops;
+    return {
+      pasid: mm.pasid,
+      invalidateRange: (start, endVa) => {
+        if (!live) throw new KernelBug(`mock: flush through an ended SVA binding of PASID ${mm.pasid}`);
+        entry.flushes.push([start, endVa]);
+      },
+      release: () => {
+        end("release");
+        entry.released = true;
+      },
+      unbind: () => end("unbind"),
+    };
   }
 
   pageResponse(dev: IommuDevice, response: PageResponse): void {
