@@ -303,3 +303,103 @@ describe("structure faults (scalable-mode reasons of A4.3)", () => {
     expect(ok(rig.unit.translate({ sid, addr: 0x7000, write: false })).pa).toBe(0x7000);
   });
 });
+
+describe("walk faults (scalable-mode reasons of A4.3)", () => {
+  interface WalkCase {
+    name: string;
+    code: number;
+    build: (rig: VtdRig) => DmaRequest;
+    opts?: ConstructorParameters<typeof VtdRig>[0];
+  }
+  const G = 0x0800_0000;
+  const fl = (rig: VtdRig, o: { nxe?: boolean; ere?: boolean } = {}): number => {
+    const root = rig.alloc();
+    rig.setPasid(PASID, { pgtt: 1, did: DID, flptr: root, sre: true, ...o });
+    return root;
+  };
+  const sl = (rig: VtdRig, aw = 2): number => {
+    const root = rig.alloc();
+    rig.setPasid(0, { pgtt: 2, did: DID, slptr: root, aw });
+    return root;
+  };
+  /** Nested with the guest's FL root at GPA 0x1000 (host G + 0x1000), mapped by the second level. */
+  const nested = (rig: VtdRig, aw = 2): number => {
+    const s = rig.alloc();
+    rig.setPasid(PASID, { pgtt: 3, did: DID, slptr: s, aw, flptr: 0x1000 });
+    rig.slMap(s, 0x1000, G + 0x1000, { levels: aw + 2 });
+    return s;
+  };
+  const cases: WalkCase[] = [
+    {
+      name: "first-level next-table pointer into no memory", code: 0x70,
+      build: (rig) => { const root = fl(rig); rig.w64(root, 0x1000_0000_0000n | FL_P | FL_RW | FL_US); return req(rig, 0x1000); },
+    },
+    {
+      name: "execute request on an XD page with NXE", code: 0x82,
+      build: (rig) => { const root = fl(rig, { nxe: true, ere: true }); rig.flMap(root, 0x1000, 0x9000, { leaf: FL_P | FL_RW | FL_US | (1n << 63n) }); return req(rig, 0x1000, { exec: true }); },
+    },
+    { name: "execute request with ERE=0", code: 0x5c, build: (rig) => { fl(rig); return req(rig, 0x1000, { exec: true }); } },
+    {
+      name: "second-level next-table pointer into no memory", code: 0x78,
+      build: (rig) => { const root = sl(rig); rig.w64(root, 0x1000_0000_0000n | SL_R | 2n); return { sid: rig.dev, addr: 0x1000, write: false }; },
+    },
+    { name: "SLPTPTR into no memory", code: 0x7b, build: (rig) => { rig.setPasid(0, { pgtt: 2, did: DID, slptr: 0x1000_0000_0000, aw: 2 }); return { sid: rig.dev, addr: 0x1000, write: false }; } },
+    {
+      name: "second-level reserved bit (PS in a level-4 entry)", code: 0x7a,
+      build: (rig) => { const root = sl(rig); rig.w64(root, BigInt(rig.alloc()) | SL_R | 2n | 0x80n); return { sid: rig.dev, addr: 0x1000, write: false }; },
+    },
+    {
+      name: "read of a write-only second-level page", code: 0x86,
+      build: (rig) => { const root = sl(rig); rig.slMap(root, 0x1000, 0x9000, { leaf: 2n }); return { sid: rig.dev, addr: 0x1000, write: false }; },
+    },
+    {
+      name: "nested: first-level table GPA beyond the second level's width", code: 0x74,
+      build: (rig) => { nested(rig, 1); rig.w64(G + 0x1000, BigInt(2 ** 40) | FL_P | FL_RW | FL_US | 0x20n); return req(rig, 0x1000); },
+    },
+    {
+      name: "nested: accessed-flag update into a table the second level keeps read-only", code: 0x77,
+      build: (rig) => {
+        const s = nested(rig);
+        rig.slMap(s, 0x1000, G + 0x1000, { leaf: SL_R }); // FL root readable, not writable
+        rig.w64(G + 0x1000, 0x2000n | FL_P | FL_RW | FL_US); // A clear: hardware must set it
+        return req(rig, 0x1000);
+      },
+    },
+    {
+      name: "RID_PASID beyond the PASID width", code: 0x48, opts: { pasidBits: 8 },
+      build: (rig) => { rig.setContext(rig.dev, { ridPasid: 300 }); return { sid: rig.dev, addr: 0x1000, write: false }; },
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: 0x${c.code.toString(16)}`, () => {
+      const rig = new VtdRig(c.opts).bringUp();
+      rig.device();
+      const r = rig.unit.translate(c.build(rig));
+      expect(reason(r)).toBe(c.code);
+      expect(frcd(rig, 0)).toMatchObject({ f: 1, fr: c.code });
+    });
+  }
+
+  it("a page request under a legacy TTM is refused with 0x32", () => {
+    const rig = new VtdRig();
+    rig.setRootTable(0);
+    rig.enableTranslation();
+    const ok2 = rig.unit.pageRequest({ sid: rig.dev, priv: false, exec: false, addr: 0, read: true, write: false, lastInGroup: false, groupIndex: 0 });
+    expect(ok2).toBe(false);
+    expect(frcd(rig, 0).fr).toBe(0x32);
+  });
+
+  it("nested over 2 MiB second-level pages reports the smaller of the two page sizes", () => {
+    const rig = new VtdRig().bringUp();
+    rig.device();
+    const s = rig.alloc();
+    rig.setPasid(PASID, { pgtt: 3, did: DID, slptr: s, aw: 2, flptr: 0x1000 });
+    rig.slMap(s, 0, G, { size: 2 * MiB }); // guest RAM 0..2 MiB in one second-level page
+    rig.w64(G + 0x1000, 0x2000n | FL_P | FL_RW | FL_US);
+    rig.w64(G + 0x2000, 0x3000n | FL_P | FL_RW | FL_US);
+    rig.w64(G + 0x3000, 0x4000n | FL_P | FL_RW | FL_US);
+    rig.w64(G + 0x4000, 0x9000n | FL_P | FL_RW | FL_US);
+    const r = ok(rig.unit.translate(req(rig, 0x123)));
+    expect([r.pa, r.size]).toEqual([G + 0x9123, 4096]);
+  });
+});
