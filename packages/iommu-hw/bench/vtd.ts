@@ -1,7 +1,7 @@
 import { Bench } from "tinybench";
 import { resetStats } from "../src/mem/phys-mem.js";
 import { CacheClass, cacheTag, iotlbKey } from "../src/vtd/caches.js";
-import { FL_P, FL_RW, FL_US, VtdRig, desc } from "../src/vtd/test-fixture.js";
+import { FL_P, FL_RW, FL_US, VtdRig, desc } from "../src/vtd/testing/rig.js";
 import type { Figure } from "./figure.js";
 
 /**

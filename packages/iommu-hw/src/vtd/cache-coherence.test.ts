@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { VtdRig, desc } from "./test-fixture.js";
+import { VtdRig, desc } from "./testing/rig.js";
 
 /**
  * Property: whatever sequence of table edits software makes, if each edit is

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { VtdInterrupt } from "./options.js";
-import { R, VtdRig } from "./test-fixture.js";
+import { R, VtdRig } from "./testing/rig.js";
 
 const FRCD0 = 0x400;
 const F_BIT = 0x8000_0000; // FRCD dword 3 bit 31

@@ -36,6 +36,7 @@ export class InvalidationQueue {
   readonly #iqt: Uint32Array;
   readonly #iqercd: Uint32Array;
   readonly #desc = new Uint32Array(8);
+  readonly #pair = { lo: 0, hi: 0 };
   readonly #work: Work | null;
   readonly stats = { processed: 0, errors: 0 };
 
@@ -112,8 +113,6 @@ export class InvalidationQueue {
     }
     return n;
   }
-
-  readonly #pair = { lo: 0, hi: 0 };
 
   #stop(iqei: number, head: number): 0 {
     IqercdReg.set(this.#iqercd, "IQEI", iqei);

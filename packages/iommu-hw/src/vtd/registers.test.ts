@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SparseMemory } from "../mem/sparse-memory.js";
-import { GCMD_QIE, GCMD_SRTP, GCMD_TE, MiB, R, VtdRig } from "./test-fixture.js";
+import { GCMD_QIE, GCMD_SRTP, GCMD_TE, MiB, R, VtdRig } from "./testing/rig.js";
 import { VtdUnit } from "./vtd-unit.js";
 
 const bit = (v: bigint, n: number): number => Number((v >> BigInt(n)) & 1n);

@@ -2,7 +2,7 @@ import { type SourceId, sourceId } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
 import type { DmaRequest, TranslateResult } from "../iommu-port.js";
 import { FaultReason } from "./fault-reason.js";
-import { CTX_LO, FL_P, FL_RW, FL_US, GiB, MiB, PASID_DIR, R, ROOT, SL_R, VtdRig } from "./test-fixture.js";
+import { CTX_LO, FL_P, FL_RW, FL_US, GiB, MiB, PASID_DIR, R, ROOT, SL_R, VtdRig } from "./testing/rig.js";
 
 const FRCD0 = 0x400;
 const PASID = 42;

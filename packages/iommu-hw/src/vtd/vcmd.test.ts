@@ -1,6 +1,6 @@
 import { Errno } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
-import { R, VtdRig } from "./test-fixture.js";
+import { R, VtdRig } from "./testing/rig.js";
 import type { VcmdBackend } from "./vcmd.js";
 
 /** A backend with a tiny PASID space, like a VM near its quota. */

@@ -1,16 +1,16 @@
 import { type SourceId, sourceId } from "@vsva/kernel";
-import type { EndpointPort, PageGroupResponse } from "../iommu-port.js";
-import { bigIntToU64, u64ToBigInt } from "../mem/phys-mem.js";
-import { SparseMemory } from "../mem/sparse-memory.js";
-import type { VtdOptions } from "./options.js";
-import { VtdUnit } from "./vtd-unit.js";
+import type { EndpointPort, PageGroupResponse } from "../../iommu-port.js";
+import { bigIntToU64, u64ToBigInt } from "../../mem/phys-mem.js";
+import { SparseMemory } from "../../mem/sparse-memory.js";
+import type { VtdOptions } from "../options.js";
+import { VtdUnit } from "../vtd-unit.js";
 
 /**
  * A test rig: a unit over sparse memory plus helpers that write every
  * structure as RAW bits, encoded here by hand from the specification tables
  * (spec-facts A2, A3, A5), independently of the layouts in structures.ts and
  * descriptors.ts, so a wrong layout is caught rather than mirrored.
- * Test support only; not part of the package API.
+ * For tests of this unit and of the drivers above it (the `./testing` subpath).
  */
 
 export const MiB = 1024 * 1024;
