@@ -82,6 +82,10 @@ export async function benchVtd(): Promise<Figure[]> {
   const hit = { sid: rig.dev, pasid: PASID, addr: 0x12_3456_7010, write: false };
   const first = rig.unit.translate(hit);
   if (!first.ok) throw new Error("bench setup: the hit translation faults");
+  // Two pages taken in turn defeat the one-entry fast path, so this measures
+  // the IOTLB lookup proper (TaggedLru), not the micro-TLB in front of it.
+  const hits = [hit, { ...hit, addr: hit.addr + 4096 }] as const;
+  for (const h of hits) if (!rig.unit.translate(h).ok) throw new Error("bench setup: a neighbour translation faults");
   const u = { lo: 0, hi: 0 };
   let sink = 0;
 
@@ -100,6 +104,12 @@ export async function benchVtd(): Promise<Figure[]> {
         if (r.ok) sink += r.pa;
       }
     })
+    .add("IOTLB-hit translate, alternating pages", () => {
+      for (let i = 0; i < LOOP; i++) {
+        const r = rig.unit.translate(hits[i & 1]);
+        if (r.ok) sink += r.pa;
+      }
+    })
     .add("PASID-selective invalidation, 1K cached", () => small.rig.submit(flush), { beforeEach: small.refill })
     .add("PASID-selective invalidation, 64K cached", () => large.rig.submit(flush), { beforeEach: large.refill });
   await bench.run();
@@ -112,7 +122,11 @@ export async function benchVtd(): Promise<Figure[]> {
   };
   const hitRatio = mean("IOTLB-hit translate") / mean("raw read64");
   const invRatio = mean("PASID-selective invalidation, 64K cached") / mean("PASID-selective invalidation, 1K cached");
-  figures.unshift({ name: "VT-d unit: IOTLB-hit translate ÷ raw 8-byte read64", value: hitRatio, unit: "×", target: "≤ 2×", ok: hitRatio <= 2 });
+  const altRatio = mean("IOTLB-hit translate, alternating pages") / mean("raw read64");
+  figures.unshift(
+    { name: "VT-d unit: IOTLB-hit translate ÷ raw 8-byte read64", value: hitRatio, unit: "×", target: "≤ 2×", ok: hitRatio <= 2 },
+    { name: "VT-d unit: IOTLB-hit translate, two pages in turn (no micro-TLB) ÷ raw read64", value: altRatio, unit: "×", target: "≤ 2×", ok: altRatio <= 2 },
+  );
   figures.push({
     name: `VT-d unit: PASID-selective invalidation of ${FLUSHED} entries, 64K cached ÷ 1K cached`,
     value: invRatio, unit: "×", target: "≤ 1.5×", ok: invRatio <= 1.5,

@@ -55,7 +55,8 @@ export { DmaWorker } from "./pci/dma-worker.js";
 // Emulated Intel VT-d remapping unit (scalable mode): the unit, its register
 // and in-memory structure layouts (shared with the driver, as a kernel shares
 // a spec's field definitions), descriptors and fault reasons.
-export { VtdUnit, type CacheMismatch } from "./vtd/vtd-unit.js";
+export { VtdUnit, type CacheMismatch, type StructureCacheMismatch } from "./vtd/vtd-unit.js";
+export { type IotlbEntry, type CtxInfo, type PasidInfo, CacheClass } from "./vtd/caches.js";
 export { type VtdOptions, type VtdConfig, type VtdCacheSizes, type VtdInterrupt } from "./vtd/options.js";
 export {
   RegOffset,
@@ -82,6 +83,13 @@ export {
   VccapReg,
   VcmdReg,
   VcrspReg,
+  DEFAULT_FRO,
+  DEFAULT_IRO,
+  IvaReg,
+  IotlbReg,
+  EventDataReg,
+  EventAddrReg,
+  EventUaddrReg,
 } from "./vtd/regs.js";
 export {
   RootEntry,
@@ -96,6 +104,7 @@ export {
   type PgttValue,
   pasidDirIndex,
   pasidTableIndex,
+  pageField,
 } from "./vtd/structures.js";
 export {
   InvType,
@@ -115,6 +124,9 @@ export {
   PcGran,
   ResponseCode,
   PAGE_REQUEST_BYTES,
+  PAGE_REQUEST_TYPE,
+  DescType,
+  INV_TYPE_NAMES,
 } from "./vtd/descriptors.js";
 export { FaultReason, type FaultReasonCode, faultReasonName } from "./vtd/fault-reason.js";
 export { type VcmdBackend, VcmdCommand, VcmdStatus } from "./vtd/vcmd.js";

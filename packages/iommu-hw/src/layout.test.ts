@@ -30,6 +30,13 @@ describe("defineLayout", () => {
     expect(Entry.getAddr(v, "LCTP")).toBe(0x1234_5678_9000);
   });
 
+  it("takes an address field past bit 63 relative to its own qword", () => {
+    const v = Entry.alloc();
+    Entry.setAddr(v, "UCTP", 0xabc_def0_1000);
+    expect(Entry.get(v, "UCTP")).toBe(0xabc_def0_1);
+    expect(Entry.getAddr(v, "UCTP")).toBe(0xabc_def0_1000);
+  });
+
   it("refuses overlapping fields and out-of-range values", () => {
     expect(() => defineLayout("bad", 64, { A: [3, 0], B: [4, 3] })).toThrow(/overlaps/);
     expect(() => Entry.set(Entry.alloc(), "LP", 2)).toThrow(/does not fit/);

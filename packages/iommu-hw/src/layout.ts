@@ -46,9 +46,14 @@ export interface Layout<F extends string> {
   alloc(): Uint32Array;
   get(v: Uint32Array, field: F): number;
   set(v: Uint32Array, field: F, value: number): void;
-  /** Field value shifted to its bit position (for address fields: the address). */
+  /**
+   * Field value shifted to its position within its own 64-bit word (for
+   * address fields: the address). Wide entries are made of qwords and an
+   * address field's low bits are implied zeros of its qword, so a field at
+   * bits 139:140 of a PASID entry holds `addr >> 12`, not `addr >> 140`.
+   */
   getAddr(v: Uint32Array, field: F): number;
-  /** Stores `addr >> lsb` in the field; low bits below lsb must be zero. */
+  /** Stores the address shifted down by the field's lsb within its qword; lower bits must be zero. */
   setAddr(v: Uint32Array, field: F, addr: number): void;
   encode(values: Partial<Record<F, number>>): Uint32Array;
   decode(v: Uint32Array): Record<F, number>;
@@ -172,9 +177,9 @@ export function defineLayout<const F extends string>(
     alloc: () => new Uint32Array(dwords),
     get,
     set,
-    getAddr: (v, f) => get(v, f) * 2 ** plan(f).lsb,
+    getAddr: (v, f) => get(v, f) * 2 ** (plan(f).lsb & 63),
     setAddr(v, f, addr) {
-      const unit = 2 ** plan(f).lsb;
+      const unit = 2 ** (plan(f).lsb & 63);
       if (addr % unit !== 0) {
         throw new KernelError(Errno.EINVAL, `${name}.${f}: address 0x${addr.toString(16)} is not ${unit}-byte aligned`);
       }

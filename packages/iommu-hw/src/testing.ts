@@ -1,3 +1,4 @@
 // Test doubles and rigs for packages above the hardware (subpath `@vsva/iommu-hw/testing`).
 export { FakeIommu, type FakeMapping, FAKE_FAULT_NOT_PRESENT, FAKE_FAULT_PERMISSION } from "./pci/testing/fake-iommu.js";
 export { makeRig, type RigOptions, type Rig } from "./pci/testing/rig.js";
+export { VtdRig, FakeEndpoint, desc, R as VtdRegs } from "./vtd/testing/rig.js";

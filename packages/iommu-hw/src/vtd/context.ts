@@ -1,7 +1,7 @@
 import type { PhysMem } from "../mem/phys-mem.js";
 import type { CtxInfo } from "./caches.js";
 import { FaultReason } from "./fault-reason.js";
-import { CONTEXT_ENTRY_BYTES, ContextEntry, ROOT_ENTRY_BYTES, RootEntry, qwordAddr } from "./structures.js";
+import { CONTEXT_ENTRY_BYTES, ContextEntry, ROOT_ENTRY_BYTES, RootEntry } from "./structures.js";
 
 /** What the context walk needs to know about the unit. */
 export interface ContextWalkCaps {
@@ -48,7 +48,7 @@ export function fetchContext(mem: PhysMem, rootTable: number, sid: number, caps:
   const upper = devfn >= 0x80;
   const present = RootEntry.get(s.root, upper ? "UP" : "LP") === 1;
   if (!present) return contextFault(FaultReason.ROOT_ENTRY_NOT_PRESENT);
-  const ctp = qwordAddr(RootEntry, s.root, upper ? "UCTP" : "LCTP");
+  const ctp = RootEntry.getAddr(s.root, upper ? "UCTP" : "LCTP");
   if (RootEntry.hasReservedBits(s.root) || ctp >= 2 ** caps.hostAddrBits) return contextFault(FaultReason.ROOT_ENTRY_RSVD);
 
   if (!ContextEntry.read(mem, ctp + (devfn & 0x7f) * CONTEXT_ENTRY_BYTES, s.ctx)) return contextFault(FaultReason.CONTEXT_ENTRY_FETCH);

@@ -23,7 +23,6 @@ import {
   WaitDesc,
 } from "./descriptors.js";
 import type { VtdConfig } from "./options.js";
-import { qwordAddr } from "./structures.js";
 import "./trace-events.js";
 
 /** IQERCD.IQEI codes (A1.11). */
@@ -151,7 +150,7 @@ export function executeDescriptor(x: InvalidationContext, d: Uint32Array, wide: 
       // A status write that aborts (or names an address beyond any memory) is
       // lost; the architecture defines no error for it (SPEC?).
       if (WaitDesc.get(d, "SW") === 1 && WaitDesc.get(d, "STADDR_HI") === 0) {
-        x.mem.write32(qwordAddr(WaitDesc, d, "STADDR"), WaitDesc.get(d, "STDATA"));
+        x.mem.write32(WaitDesc.getAddr(d, "STADDR"), WaitDesc.get(d, "STDATA"));
       }
       if (WaitDesc.get(d, "IF") === 1) x.waitInterrupt();
       emit(null, null, null, null, null, 0);

@@ -11,7 +11,6 @@ import {
   Pgtt,
   pasidDirIndex,
   pasidTableIndex,
-  qwordAddr,
 } from "./structures.js";
 
 export function pasidFault(fault: number, fpd: boolean): PasidInfo {
@@ -50,7 +49,7 @@ export function fetchPasid(mem: PhysMem, ctx: CtxInfo, pasid: number, cfg: VtdCo
   const pgtt = PasidEntry.get(e, "PGTT");
   const usesFl = pgtt === Pgtt.FIRST_LEVEL || pgtt === Pgtt.NESTED;
   const usesSl = pgtt === Pgtt.SECOND_LEVEL || pgtt === Pgtt.NESTED;
-  const flRoot = qwordAddr(PasidEntry, e, "FLPTPTR");
+  const flRoot = PasidEntry.getAddr(e, "FLPTPTR");
   const slRoot = PasidEntry.getAddr(e, "SLPTPTR");
   const slade = PasidEntry.get(e, "SLADE") === 1;
   const eafe = PasidEntry.get(e, "EAFE") === 1;

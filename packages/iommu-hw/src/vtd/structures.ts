@@ -1,4 +1,4 @@
-import { type Layout, defineLayout } from "../layout.js";
+import { defineLayout } from "../layout.js";
 
 /**
  * Scalable-mode translation structures in memory (spec-facts A2). Bits not
@@ -79,15 +79,6 @@ export type PgttValue = (typeof Pgtt)[keyof typeof Pgtt];
 /** A5.x: PASID arithmetic. */
 export const pasidDirIndex = (pasid: number): number => (pasid >>> 6) & 0x3fff;
 export const pasidTableIndex = (pasid: number): number => pasid & 0x3f;
-
-/**
- * The address an address field holds: its value shifted to the field's bit
- * position within its own qword. (`Layout.getAddr` shifts by the wide bit
- * position, which is only the address for fields in qword 0.)
- */
-export function qwordAddr<F extends string>(layout: Layout<F>, v: Uint32Array, field: F): number {
-  return layout.get(v, field) * 2 ** (layout.spec(field).lsb % 64);
-}
 
 /**
  * Bits 63:12 of an address as an ADDR/FI-style 52-bit field value: an
