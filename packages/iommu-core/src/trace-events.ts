@@ -16,6 +16,20 @@ declare module "@vsva/kernel" {
     "iommu.unbind-gpasid": { actor: "IOMMU"; payload: { readonly users: number; readonly driverCalled: boolean } };
     "iommu.cache-invalidate": { actor: "IOMMU"; payload: { readonly cache: number; readonly granularity: number } };
     "iommu.uapi-refused": { actor: "IOMMU"; payload: { readonly op: string; readonly errno: number; readonly message: string } };
+    "mm.mmap": { actor: "MM"; payload: { readonly mm: string; readonly start: number; readonly end: number; readonly prot: number } };
+    "mm.munmap": { actor: "MM"; payload: { readonly mm: string; readonly start: number; readonly end: number; readonly pages: number } };
+    "mm.mprotect": { actor: "MM"; payload: { readonly mm: string; readonly start: number; readonly end: number; readonly prot: number } };
+    "mm.reclaim": { actor: "MM"; payload: { readonly mm: string; readonly start: number; readonly end: number; readonly pages: number } };
+    "mm.fault": { actor: "MM"; payload: { readonly mm: string; readonly va: number; readonly write: boolean; readonly result: number } };
+    "mm.invalidate-range": { actor: "MM"; payload: { readonly mm: string; readonly start: number; readonly end: number; readonly notifiers: number } };
+    "mm.release": { actor: "MM"; payload: { readonly mm: string; readonly notifiers: number } };
+    "mm.exit": { actor: "MM"; payload: { readonly mm: string; readonly pages: number; readonly tables: number } };
+    "mm.free": { actor: "MM"; payload: { readonly mm: string; readonly pasid: number | null } };
+    "sva.bind": { actor: "IOMMU"; payload: { readonly mm: string; readonly refs: number; readonly driverCalled: boolean } };
+    "sva.unbind": { actor: "IOMMU"; payload: { readonly mm: string; readonly refs: number; readonly driverCalled: boolean } };
+    "sva.release": { actor: "IOMMU"; payload: { readonly mm: string; readonly bonds: number } };
+    "iopf.report": { actor: "IOMMU"; payload: { readonly addr: number; readonly grpid: number; readonly last: boolean; readonly queued: boolean } };
+    "iopf.response": { actor: "IOMMU"; payload: { readonly grpid: number; readonly faults: number; readonly code: "success" | "invalid" | "failure"; readonly why: string } };
   }
 }
 
