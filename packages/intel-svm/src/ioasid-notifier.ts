@@ -1,0 +1,47 @@
+import { NOTIFY_DONE, NOTIFY_OK, Work } from "@vsva/kernel";
+import { type IoasidCore, type IoasidEvent, type IoasidNotifierBlock, type IoasidNotifyData, IoasidPriority } from "@vsva/ioasid";
+import { GuestSvm, type NestedBinder } from "./nested.js";
+import type { VtdHardware } from "./unit.js";
+
+/**
+ * The driver's IOASID notifier (seed 003, "iommu_nb_handler"): system-wide,
+ * at IOMMU priority, so CPU (KVM) and DEVICE (VDCM) subscribers have
+ * quiesced submission before the IOMMU context goes. It handles FREE that
+ * arrives before unbind: notifiers run in atomic context, so the handler
+ * only marks the binding defunct (no new binds, the teardown owns it) and
+ * queues a work item; the work clears the PASID entry on every device it is
+ * bound to with the full flush and page-request drain, then detaches the
+ * SPID (silently, FREE having told everyone), clears the private data and
+ * drops the driver's reference. A later unbind finds nothing and fails
+ * cleanly with ENOENT; nothing is put twice.
+ */
+export class IoasidFreeHandler implements IoasidNotifierBlock {
+  readonly priority = IoasidPriority.IOMMU;
+  /** Teardowns queued and not yet run. */
+  pending = 0;
+
+  constructor(
+    private readonly hw: VtdHardware,
+    private readonly ioasid: IoasidCore,
+    private readonly binder: NestedBinder,
+  ) {}
+
+  call(event: IoasidEvent, data: IoasidNotifyData): number {
+    if (event !== "FREE") return NOTIFY_DONE;
+    const svm = data.private;
+    if (!(svm instanceof GuestSvm) || svm.owner !== this.binder || svm.defunct || svm.released) return NOTIFY_DONE;
+    svm.defunct = true;
+    const ids = { hpasid: svm.pasid as number, set: svm.set.id, domain: svm.domain.did };
+    this.hw.kernel.trace.emit("vtd-drv.free-notified", "IOMMU", ids, { unit: this.hw.name, devices: svm.devs.size });
+    this.pending++;
+    this.ioasid.queueWork(
+      new Work(`${this.hw.name}-teardown-pasid-${svm.pasid}`, () => {
+        this.pending--;
+        const devices = this.binder.tearDownAll(svm);
+        this.binder.release(svm);
+        this.hw.kernel.trace.emit("vtd-drv.free-teardown", "IOMMU", ids, { unit: this.hw.name, devices });
+      }),
+    );
+    return NOTIFY_OK;
+  }
+}

@@ -1,0 +1,396 @@
+import { Errno, type HostPasid, type Ioasid, KernelError, type Spid, isKernelError } from "@vsva/kernel";
+import type { IoasidCore, IoasidSet } from "@vsva/ioasid";
+import {
+  CacheInvType,
+  type CacheInvalidateInfo,
+  type GpasidBindData,
+  type IommuDevice,
+  InvGranularity,
+  IOMMU_SVA_VTD_GPASID_MTS_MASK,
+  NestingFeature,
+  type NestingInfo,
+  PASID_MAX,
+  PasidFormat,
+  VtdGpasidFlag,
+} from "@vsva/iommu-core";
+import { awOf } from "./caps.js";
+import { devTlbPasid, orderOf, pasidCachePasid, piotlbPages, piotlbPasid } from "./descriptors.js";
+import type { NestingBackend, VtdNestingDomain } from "./domain.js";
+import { nestedEntry } from "./pasid-entry.js";
+import { ALL_ORDER, type VtdDevice, type VtdHardware } from "./unit.js";
+
+/** VT-d supports nested binds only for devices with the full 20-bit PASID space (seed 000). */
+const FULL_PASID_BITS = 20;
+/** What a vIOMMU may mirror of the host CAP/ECAP (MLK v7 VTD_CAP_MASK / VTD_ECAP_MASK, spec-facts C3.2). */
+const VTD_CAP_MASK = (1n << 56n) | (1n << 60n);
+const VTD_ECAP_MASK = (1n << 29n) | (1n << 30n) | (1n << 31n) | (1n << 34n) | (1n << 40n);
+
+/** One physical device bound at a PASID (`struct intel_svm_dev`): the requesters that asked through it. */
+export interface SvmDev {
+  readonly d: VtdDevice;
+  /** Sub-devices (mdevs) of the physical device, or the device itself; `sdev->users` is their number. */
+  readonly requesters: Set<IommuDevice>;
+}
+
+/**
+ * A guest first level bound at a host PASID (`struct intel_svm` with
+ * SVM_FLAG_GUEST_MODE), kept as the IOASID's private data as upstream did
+ * with `ioasid_set_data`, so that an IOASID FREE notification carries it.
+ */
+export class GuestSvm {
+  readonly devs = new Map<IommuDevice, SvmDev>();
+  /** The SPID this driver attached (so the BIND it caused is undone by its UNBIND), or null. */
+  spidAttached: Spid | null = null;
+  /** FREE arrived: no new binds; the queued teardown owns what is left. */
+  defunct = false;
+  /** The reference and private data have been given back (set once). */
+  released = false;
+
+  constructor(
+    readonly owner: NestedBinder,
+    readonly pasid: Ioasid,
+    readonly set: IoasidSet,
+    readonly domain: VtdNestingDomain,
+    readonly data: GpasidBindData,
+  ) {}
+
+  get gpasid(): number | undefined {
+    return this.data.gpasid;
+  }
+
+  get users(): number {
+    let n = 0;
+    for (const s of this.devs.values()) n += s.requesters.size;
+    return n;
+  }
+}
+
+/**
+ * `intel_svm_bind_gpasid` / `intel_svm_unbind_gpasid` (seed 000) with every
+ * fix its review asked for, and the IOASID life cycle of seed 003's IOMMU
+ * column: a reference is taken at the first bind of a PASID and dropped when
+ * its last device unbinds; attaching the guest PASID as the IOASID's SPID is
+ * what makes the IOASID core send BIND (and detaching it, UNBIND).
+ */
+export class NestedBinder implements NestingBackend {
+  readonly #hw: VtdHardware;
+  readonly #ioasid: IoasidCore;
+  /** Live bindings by host PASID (also reachable as IOASID private data). */
+  readonly #svms = new Map<number, GuestSvm>();
+
+  constructor(hw: VtdHardware, ioasid: IoasidCore) {
+    this.#hw = hw;
+    this.#ioasid = ioasid;
+  }
+
+  /** The binding at `pasid`, live or defunct, for page-request routing and tests. */
+  svmOf(pasid: number): GuestSvm | undefined {
+    return this.#svms.get(pasid);
+  }
+
+  get svms(): ReadonlyMap<number, GuestSvm> {
+    return this.#svms;
+  }
+
+  /**
+   * Binds a guest first level at `data.hpasid` on `dev` (a physical device,
+   * or a sub-device whose physical device's PASID table is used).
+   *
+   * Refusals, every one rate-limited in the log since user space triggers them:
+   * - EINVAL: no nesting support (ECAP.NEST); format not VT-d; the physical
+   *   device lacks the full 20-bit PASID space; hpasid 0 or >= PASID_MAX or
+   *   beyond the device's PASID table; guest address width above the unit's
+   *   MGAW, or 57 bits without first-level 5-level paging; gpgd not page
+   *   aligned or above the domain's second-level width; EAFE/SRE the unit
+   *   lacks; any memory-type flag (the unit reports no ECAP.MTS); the domain
+   *   has no owning IOASID set;
+   * - ENOENT: the PASID is not allocated or is being freed; EACCES: another
+   *   set owns it (from `ioasid_find` with the owner's set);
+   * - EBUSY: this requester has the PASID bound already (Kevin/Eric in seed
+   *   000: binding one ordinary device twice is meaningless; only distinct
+   *   sub-devices of one physical device are counted), the PASID is bound to
+   *   another first level or domain, or its entry is taken on the device;
+   * - ENOMEM (fault points `vtd.svm-alloc`, `vtd.sdev-alloc`, PASID-table pages).
+   */
+  bind(domain: VtdNestingDomain, dev: IommuDevice, data: GpasidBindData): void {
+    this.#user("bind-gpasid", dev, () => this.#bind(domain, dev, data));
+  }
+
+  /**
+   * Unbinds `hpasid` for requester `dev`. Only the last requester on a
+   * physical device clears the entry, with the complete flush (PASID cache,
+   * PASID-based IOTLB, PASID-based device TLB) and a page-request drain for
+   * the PASID before it can be reused (seed 000's TODO, done).
+   *
+   * An unbind of something not bound fails: seed 000 asked "shall we return
+   * an error?" and Jacob agreed there is no way to recover, leaving the
+   * errno open. We return ENOENT when the PASID itself is gone (freed or
+   * being freed: seed 003's late unbind, "ioasid_find() fails"), EACCES when
+   * another set owns it, and EINVAL when it is live but not bound for this
+   * requester (what upstream returned for a missing binding).
+   */
+  unbind(domain: VtdNestingDomain, dev: IommuDevice, hpasid: number): void {
+    this.#user("unbind-gpasid", dev, () => this.#unbind(domain, dev, hpasid));
+  }
+
+  /**
+   * A guest's invalidation passed through (`intel_iommu_sva_invalidate`):
+   * PASID and address granularities, for a PASID bound on `dev` over this
+   * domain. EINVAL for a domain-wide request (VT-d would have to flush other
+   * guests' PASIDs sharing the DID), a PASID not bound here, or a PASID-cache
+   * flush by address (the core's validity table already refuses it).
+   */
+  cacheInvalidate(domain: VtdNestingDomain, dev: IommuDevice, info: CacheInvalidateInfo): void {
+    this.#user("cache-invalidate", dev, () => {
+      if (info.granularity === InvGranularity.DOMAIN) throw new KernelError(Errno.EINVAL, "domain-selective invalidation is not passed through");
+      const target = info.granularity === InvGranularity.PASID ? info.pasidInfo : info.addrInfo;
+      const pasid = target.pasid;
+      if (pasid === undefined) throw new KernelError(Errno.EINVAL, "invalidation without a PASID");
+      const svm = this.#svms.get(pasid);
+      const d = this.#hw.device(dev);
+      if (svm?.domain !== domain || svm.defunct || !svm.devs.has(d.dev)) {
+        throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.toString()} over this domain`);
+      }
+      const did = domain.did;
+      const descs: Uint32Array[] = [];
+      if (info.granularity === InvGranularity.PASID) {
+        if ((info.cache & CacheInvType.PASID) !== 0) descs.push(pasidCachePasid(did, pasid));
+        if ((info.cache & CacheInvType.IOTLB) !== 0) descs.push(piotlbPasid(did, pasid));
+        if ((info.cache & CacheInvType.DEV_IOTLB) !== 0 && this.#devTlbUsable()) descs.push(devTlbPasid(d.sid, pasid, 0, ALL_ORDER));
+      } else {
+        const a = info.addrInfo;
+        if ((info.cache & CacheInvType.PASID) !== 0) throw new KernelError(Errno.EINVAL, "PASID-cache invalidation by address");
+        const size = Number(a.granuleSize * a.nbGranules);
+        const addr = Number(a.addr);
+        if (!Number.isSafeInteger(size) || size <= 0 || !Number.isSafeInteger(addr)) throw new KernelError(Errno.EINVAL, "invalidation range");
+        let am = orderOf(Math.ceil(size / 4096));
+        while (Math.floor(addr / (4096 * 2 ** am)) * 4096 * 2 ** am + 4096 * 2 ** am < addr + size) am++;
+        if ((info.cache & CacheInvType.IOTLB) !== 0) {
+          descs.push(am > this.#hw.caps.maxAddressMask ? piotlbPasid(did, pasid) : piotlbPages(did, pasid, addr, am, a.leaf));
+        }
+        if ((info.cache & CacheInvType.DEV_IOTLB) !== 0 && this.#devTlbUsable()) descs.push(devTlbPasid(d.sid, pasid, addr, am));
+      }
+      if (descs.length > 0) this.#hw.qi.submit(descs);
+    });
+  }
+
+  /** The VT-d part of `iommu_nesting_info` (seed 004, MLK v7). */
+  nestingInfo(_domain: VtdNestingDomain): NestingInfo {
+    const caps = this.#hw.caps;
+    return {
+      format: PasidFormat.INTEL_VTD,
+      features: NestingFeature.SYSWIDE_PASID | NestingFeature.BIND_PGTBL | NestingFeature.CACHE_INVLD,
+      addrWidth: caps.fl5 ? 57 : 48,
+      pasidBits: caps.pasidBits,
+      vendor: { kind: "vtd", capReg: caps.cap & VTD_CAP_MASK, ecapReg: caps.ecap & VTD_ECAP_MASK },
+    };
+  }
+
+  *boundPasids(domain: VtdNestingDomain): Iterable<{ readonly d: VtdDevice; readonly pasid: number }> {
+    for (const svm of this.#svms.values()) {
+      if (svm.domain !== domain) continue;
+      for (const s of svm.devs.values()) yield { d: s.d, pasid: svm.pasid };
+    }
+  }
+
+  /** The domain is being freed: everything bound over it goes, as an unbind of each would do. */
+  releaseAll(domain: VtdNestingDomain): void {
+    for (const svm of [...this.#svms.values()]) {
+      if (svm.domain !== domain) continue;
+      this.tearDownAll(svm);
+      this.release(svm);
+    }
+  }
+
+  /** Clears the PASID on every device it is bound to, with flushes and drain. Cannot fail. */
+  tearDownAll(svm: GuestSvm): number {
+    const n = svm.devs.size;
+    for (const s of [...svm.devs.values()]) {
+      svm.devs.delete(s.d.dev);
+      this.#clear(s.d, svm.pasid);
+    }
+    return n;
+  }
+
+  /**
+   * `intel_svm_free_if_empty` and the IOASID side of the last unbind: with no
+   * device left, detach the SPID this driver attached (UNBIND; silent after
+   * FREE), clear the private data and drop the reference. Once only.
+   */
+  release(svm: GuestSvm): void {
+    if (svm.devs.size > 0 || svm.released) return;
+    svm.released = true;
+    if (this.#svms.get(svm.pasid) === svm) this.#svms.delete(svm.pasid);
+    const io = this.#ioasid;
+    const quiet = (what: string, fn: () => void): void => {
+      try {
+        fn();
+      } catch (e) {
+        if (!isKernelError(e)) throw e;
+        this.#hw.warn("svm-release", `PASID ${svm.pasid}: ${what}: ${e.message}`);
+      }
+    };
+    if (svm.spidAttached !== null) quiet("detach SPID", () => io.detachSpid(svm.set, svm.pasid));
+    quiet("clear data", () => io.attachData(svm.set, svm.pasid, null));
+    quiet("put", () => io.put(svm.set, svm.pasid));
+  }
+
+  /** Called by the page-request drain hook, set by the driver. */
+  drain: (d: VtdDevice, pasid: number) => void = () => undefined;
+
+  // ------------------------------------------------------------------ internals
+
+  #bind(domain: VtdNestingDomain, dev: IommuDevice, data: GpasidBindData): void {
+    const hw = this.#hw;
+    const caps = hw.caps;
+    const d = hw.device(dev);
+    const phys = d.dev;
+    if (!caps.nesting) throw new KernelError(Errno.EINVAL, `${hw.name} cannot nest (ECAP.NEST=0)`);
+    // The format is typed VT-d by the UAPI decoder, which refuses any other with EINVAL.
+    if (phys.pasidWidth !== FULL_PASID_BITS) {
+      throw new KernelError(Errno.EINVAL, `${phys.toString()} has ${phys.pasidWidth}-bit PASIDs; nesting needs ${FULL_PASID_BITS}`);
+    }
+    // Only the host PASID range can be checked: the guest's is the guest's business (seed 000).
+    const hpasid = data.hpasid;
+    if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= PASID_MAX || hpasid >= d.table.maxPasids) {
+      throw new KernelError(Errno.EINVAL, `host PASID ${hpasid} outside 1..${Math.min(PASID_MAX, d.table.maxPasids) - 1}`);
+    }
+    if (data.addrWidth > caps.mgaw) throw new KernelError(Errno.EINVAL, `guest address width ${data.addrWidth} above the unit's MGAW ${caps.mgaw}`);
+    if (data.addrWidth === 57 && !caps.fl5) throw new KernelError(Errno.EINVAL, "5-level guest paging without CAP.FL5LP");
+    const gpgd = data.gpgd;
+    // The first-level root is a GPA, translated by the second level: it must lie within it (setup_nested).
+    if (gpgd % 4096n !== 0n || gpgd > BigInt(domain.aperture.end)) {
+      throw new KernelError(Errno.EINVAL, `guest pgd 0x${gpgd.toString(16)} is unaligned or beyond the ${domain.width}-bit second level`);
+    }
+    const f = data.vtd.flags;
+    if ((f & IOMMU_SVA_VTD_GPASID_MTS_MASK) !== 0) throw new KernelError(Errno.EINVAL, "memory-type flags: the unit reports no ECAP.MTS");
+    if ((f & VtdGpasidFlag.EAFE) !== 0 && !caps.extendedAccessed) throw new KernelError(Errno.EINVAL, "EAFE without ECAP.EAFS");
+    if ((f & VtdGpasidFlag.SRE) !== 0 && !caps.supervisorRequests) throw new KernelError(Errno.EINVAL, "SRE without ECAP.SRS");
+    const set = domain.ioasidSet;
+    if (set === null) throw new KernelError(Errno.EINVAL, "the nesting domain has no owning IOASID set");
+
+    const io = this.#ioasid;
+    const pasid = hpasid as number as Ioasid;
+    // ENOENT (not allocated, FREE_PENDING), EACCES (another set), EINVAL.
+    const found = io.find(set, pasid, (p) => p === undefined || p === null || (p instanceof GuestSvm && p.owner === this));
+    if (found === null) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} carries another user's data`);
+    let svm = found instanceof GuestSvm ? found : undefined;
+    if (svm !== undefined) {
+      if (svm.defunct) throw new KernelError(Errno.ENOENT, `PASID ${hpasid} is being freed`);
+      if (svm.domain !== domain || !sameFirstLevel(svm.data, data)) {
+        throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is bound to another first level or domain`);
+      }
+      const sdev = svm.devs.get(phys);
+      if (sdev !== undefined) {
+        if (sdev.requesters.has(dev) || !dev.isSubDevice) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is already bound on ${dev.toString()}`);
+        // Another sub-device of a physical device already bound: count it; the shared entry is in place.
+        sdev.requesters.add(dev);
+        this.#traceBind(svm, dev, false);
+        return;
+      }
+    } else {
+      hw.kernel.faults.inject("vtd.svm-alloc");
+      svm = new GuestSvm(this, pasid, set, domain, data);
+      io.get(set, pasid);
+      try {
+        io.attachData(set, pasid, svm);
+        const gpasid = data.gpasid;
+        if (gpasid !== undefined && io.info(pasid)?.spid !== (gpasid as number)) {
+          io.attachSpid(set, pasid, gpasid as number as Spid);
+          svm.spidAttached = gpasid as number as Spid;
+        }
+      } catch (e) {
+        svm.released = true;
+        try {
+          io.attachData(set, pasid, null);
+        } finally {
+          io.put(set, pasid);
+        }
+        throw e;
+      }
+      this.#svms.set(hpasid, svm);
+    }
+
+    try {
+      hw.kernel.faults.inject("vtd.sdev-alloc");
+      // PASID tables are per device: each new physical device gets its own nested entry.
+      hw.setupPasid(
+        d,
+        hpasid,
+        nestedEntry({
+          did: domain.did,
+          gpgd: Number(gpgd),
+          levels: data.addrWidth === 57 ? 5 : 4,
+          slptr: domain.writer.root,
+          aw: awOf(domain.width),
+          sre: (f & VtdGpasidFlag.SRE) !== 0,
+          wpe: (f & VtdGpasidFlag.WPE) !== 0,
+          eafe: (f & VtdGpasidFlag.EAFE) !== 0,
+          pageWalkSnoop: caps.smPageWalkCoherent,
+        }),
+      );
+    } catch (e) {
+      // The entry is untouched on failure: only the tracking goes (free if empty).
+      this.release(svm);
+      throw e;
+    }
+    svm.devs.set(phys, { d, requesters: new Set([dev]) });
+    this.#traceBind(svm, dev, true);
+  }
+
+  #unbind(domain: VtdNestingDomain, dev: IommuDevice, hpasid: number): void {
+    const set = domain.ioasidSet;
+    if (set === null) throw new KernelError(Errno.EINVAL, "the nesting domain has no owning IOASID set");
+    if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= PASID_MAX) throw new KernelError(Errno.EINVAL, `host PASID ${hpasid}`);
+    // After FREE this fails with ENOENT: the teardown work owns the binding now (seed 003 step 30).
+    const found = this.#ioasid.find(set, hpasid as Ioasid);
+    const svm = found instanceof GuestSvm && found.owner === this ? found : undefined;
+    const d = this.#hw.device(dev);
+    const sdev = svm?.devs.get(d.dev);
+    if (svm?.domain !== domain || sdev?.requesters.has(dev) !== true) {
+      throw new KernelError(Errno.EINVAL, `PASID ${hpasid} is not bound on ${dev.toString()}`);
+    }
+    sdev.requesters.delete(dev);
+    const cleared = sdev.requesters.size === 0;
+    if (cleared) {
+      svm.devs.delete(d.dev);
+      this.#clear(d, svm.pasid);
+    }
+    this.#hw.kernel.trace.emit("vtd-drv.unbind-gpasid", "IOMMU", this.#ids(svm, dev), { unit: this.#hw.name, users: svm.users, cleared });
+    this.release(svm);
+  }
+
+  #clear(d: VtdDevice, pasid: number): void {
+    this.#hw.tearDownPasid(d, pasid);
+    this.drain(d, pasid);
+  }
+
+  #devTlbUsable(): boolean {
+    return this.#hw.caps.deviceTlb && !this.#hw.caps.cachingMode;
+  }
+
+  #traceBind(svm: GuestSvm, dev: IommuDevice, programmed: boolean): void {
+    this.#hw.kernel.trace.emit("vtd-drv.bind-gpasid", "IOMMU", this.#ids(svm, dev), { unit: this.#hw.name, users: svm.users, programmed });
+  }
+
+  #ids(svm: GuestSvm, dev: IommuDevice): { device: string; hpasid: number; gpasid?: number; domain: number; set: number } {
+    const ids = { device: dev.name, hpasid: svm.pasid as number, domain: svm.domain.did, set: svm.set.id };
+    return svm.gpasid === undefined ? ids : { ...ids, gpasid: svm.gpasid };
+  }
+
+  /** Refusals of user-triggerable calls are logged rate-limited (seed 000 v11), then rethrown. */
+  #user(op: string, dev: IommuDevice, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      if (isKernelError(e)) this.#hw.warn(op, `${op} on ${dev.toString()}: ${e.message}`);
+      throw e;
+    }
+  }
+}
+
+function sameFirstLevel(a: GpasidBindData, b: GpasidBindData): boolean {
+  return a.gpgd === b.gpgd && a.addrWidth === b.addrWidth && a.gpasid === b.gpasid && a.vtd.flags === b.vtd.flags;
+}
+
+export type { HostPasid };
