@@ -1,10 +1,13 @@
 import { Errno, type Kernel, KernelBug, KernelError, type SourceId, type TraceIds, type TraceKind, type TracePayload, isKernelError } from "@vsva/kernel";
+import { IoasidCore } from "@vsva/ioasid";
 import { IommuDevice } from "./device.js";
 import { BlockedDomain, IdentityDomain, type IommuDomain, NestedDomain, PagingDomain } from "./domain.js";
 import { IommuGroup } from "./group.js";
+import { IopfQueue } from "./iopf.js";
 import { Iommu } from "./iommu.js";
-import { type DevFeature, type DomainAllocRequest, IOMMU_PROT_KNOWN, type IommuOps, IommuProt, type NestingParentOps } from "./ops.js";
+import { type DevFeature, type DomainAllocRequest, IOMMU_PROT_KNOWN, type IommuOps, IommuProt, type NestingParentOps, type PageRequestFault } from "./ops.js";
 import { iommuPgsize, pgsizesFromBitmap } from "./pgsize.js";
+import { IommuSva } from "./sva.js";
 import "./trace-events.js";
 import { type CacheInvalidateInfo, decodeCacheInvalidateInfo } from "./uapi/cache-invalidate.js";
 import { InvGranularity } from "./uapi/constants.js";
@@ -19,6 +22,16 @@ export interface IommuCoreOptions {
    * groups unattached until a user attaches them (the v5.10 no-default case).
    */
   readonly defaultDomain?: "dma" | "identity" | "none";
+  /**
+   * The host's IOASID namespace, where SVA takes its PASIDs. Pass the one
+   * VFIO and KVM use so all PASIDs come from one space; without it the core
+   * makes a private one (fine for tests of the core alone).
+   */
+  readonly ioasid?: IoasidCore;
+  /** PASIDs SVA may hold at once (the quota of its IOASID set). Default 1024. */
+  readonly svaPasidQuota?: number;
+  /** Names this core's workqueues when several cores share a kernel (default "iommu"). */
+  readonly name?: string;
 }
 
 export interface ProbeOptions {
@@ -47,6 +60,11 @@ type NestingParent = PagingDomain & { readonly driver: NestingParentOps };
  */
 export class IommuCore {
   readonly kernel: Kernel;
+  readonly ioasid: IoasidCore;
+  /** Shared virtual addressing: binds mms to devices (`iommu_sva_bind_device`). */
+  readonly sva: IommuSva;
+  /** The IO page fault queue page requests go through. */
+  readonly iopf: IopfQueue;
   readonly #defaultDomain: "dma" | "identity" | "none";
   readonly #iommus: Iommu[] = [];
   readonly #groups = new Map<string, IommuGroup>();
@@ -59,6 +77,38 @@ export class IommuCore {
   constructor(opts: IommuCoreOptions) {
     this.kernel = opts.kernel;
     this.#defaultDomain = opts.defaultDomain ?? "dma";
+    const name = opts.name ?? "iommu";
+    const k = opts.kernel;
+    this.ioasid = opts.ioasid ?? new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log, name: `${name}-pasid` });
+    this.iopf = new IopfQueue({
+      kernel: k,
+      name: `${name}-iopf`,
+      resolve: (dev, pasid) => this.sva.faultTarget(dev, pasid),
+      respond: (dev, response) => {
+        // The device may have gone since its request was queued; nobody is left to answer.
+        if (this.#devices.has(dev)) dev.iommu?.ops.pageResponse(dev, response);
+      },
+    });
+    this.sva = new IommuSva({
+      kernel: k,
+      ioasid: this.ioasid,
+      iopf: this.iopf,
+      isProbed: (dev) => this.#devices.has(dev),
+      ...(opts.svaPasidQuota === undefined ? {} : { pasidQuota: opts.svaPasidQuota }),
+    });
+  }
+
+  /**
+   * `iommu_report_device_fault` for a page request, from the driver's page
+   * request handler (atomic context is fine: the request is queued and handled
+   * in a work item, and answered through the driver's `pageResponse`). `dev`
+   * is the physical device that sent it. Never throws for what the hardware
+   * reported; returns false when the request was refused (its group is
+   * answered invalid) or `dev` is not a device of this core (dropped).
+   */
+  reportPageRequest(dev: IommuDevice, fault: PageRequestFault): boolean {
+    if (!this.#devices.has(dev) || dev.isSubDevice) return false;
+    return this.iopf.report(dev, fault);
   }
 
   get iommus(): readonly Iommu[] {
@@ -157,11 +207,13 @@ export class IommuCore {
     const children = [...this.#devices].filter((d) => d.parent === dev);
     for (const c of children) this.releaseDevice(c);
     this.#unbindAllOf(dev);
+    this.sva.releaseDevice(dev);
     if (dev.isSubDevice) {
       if (dev.auxDomain !== null) this.detachSubDevice(dev.auxDomain, dev);
       this.#devices.delete(dev);
       return;
     }
+    this.iopf.flush(dev);
     for (const f of [...dev.features]) this.#disableFeature(dev, f);
     const group = dev.group;
     const iommu = dev.iommu;
@@ -209,7 +261,7 @@ export class IommuCore {
   /** EBUSY while PASIDs are bound on the device or sub-devices are aux-attached; ENODEV when not enabled. */
   disableFeature(dev: IommuDevice, feature: DevFeature): void {
     if (!dev.features.has(feature)) throw new KernelError(Errno.ENODEV, `${feature} is not enabled on ${dev.name}`);
-    if (feature === "sva" && this.#boundOn(dev)) throw new KernelError(Errno.EBUSY, `${dev.name} still has PASIDs bound`);
+    if (feature === "sva" && (this.#boundOn(dev) || this.sva.hasBonds(dev))) throw new KernelError(Errno.EBUSY, `${dev.name} still has PASIDs bound`);
     if (feature === "aux" && [...this.#devices].some((d) => d.parent === dev && d.auxDomain !== null)) {
       throw new KernelError(Errno.EBUSY, `${dev.name} still has aux-attached sub-devices`);
     }

@@ -201,6 +201,12 @@ export class Mm {
     this.#pasidRelease = release;
   }
 
+  /** @internal Undoes {@link setPasid} for a bind that is rolled back; the caller frees the PASID. */
+  clearPasid(): void {
+    this.#pasid = null;
+    this.#pasidRelease = null;
+  }
+
   // ------------------------------------------------------------ notifiers
 
   /**

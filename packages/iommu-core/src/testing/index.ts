@@ -1,2 +1,3 @@
 export { MockIommu, type MockIommuOptions, type MockBinding, type MockSvaEntry, type MockMapping } from "./mock-driver.js";
 export { mockHost, NullBacking, type MockHost, type MockHostOptions } from "./mock-host.js";
+export { svaHost, type SvaHost, type SvaHostOptions } from "./sva-host.js";
