@@ -62,6 +62,7 @@ export class ContextTables {
     ContextEntry.set(ce, "PASIDE", s.pasidEnable ? 1 : 0);
     ContextEntry.set(ce, "PRE", s.pageRequests ? 1 : 0);
     // RID_PASID stays 0: requests without PASID use PASID entry 0 (A2.5).
+    ContextEntry.set(ce, "P", 1);
     this.#writeEntry(at, ce, true);
   }
 

@@ -283,13 +283,12 @@ export class VtdNestingDomain extends VtdDomainBase implements NestingParentOps 
     this.#backend.bind(this, dev, data);
   }
 
-  /** The core's contract: cannot fail. A refusal (already gone after FREE, say) is logged. */
+  /** The core's contract: cannot fail. A refusal (already gone after FREE, say) was logged by the backend. */
   unbindGpasid(dev: IommuDevice, hpasid: HostPasid): void {
     try {
       this.#backend.unbind(this, dev, hpasid);
     } catch (e) {
       if (!isKernelError(e)) throw e;
-      this.env.hw.warn("unbind-gpasid", `unbind of PASID ${hpasid} on ${dev.toString()}: ${e.message}`);
     }
   }
 

@@ -252,9 +252,8 @@ export class NestedBinder implements NestingBackend {
     }
     // Only the host PASID range can be checked: the guest's is the guest's business (seed 000).
     const hpasid = data.hpasid;
-    if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= PASID_MAX || hpasid >= d.table.maxPasids) {
-      throw new KernelError(Errno.EINVAL, `host PASID ${hpasid} outside 1..${Math.min(PASID_MAX, d.table.maxPasids) - 1}`);
-    }
+    const limit = Math.min(PASID_MAX, d.table.maxPasids, 2 ** caps.pasidBits);
+    if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= limit) throw new KernelError(Errno.EINVAL, `host PASID ${hpasid} outside 1..${limit - 1}`);
     if (data.addrWidth > caps.mgaw) throw new KernelError(Errno.EINVAL, `guest address width ${data.addrWidth} above the unit's MGAW ${caps.mgaw}`);
     if (data.addrWidth === 57 && !caps.fl5) throw new KernelError(Errno.EINVAL, "5-level guest paging without CAP.FL5LP");
     const gpgd = data.gpgd;

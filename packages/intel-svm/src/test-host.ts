@@ -1,4 +1,4 @@
-import { Kernel, type SourceId } from "@vsva/kernel";
+import { Kernel } from "@vsva/kernel";
 import { PciEndpoint, SparseMemory, type VtdOptions, VtdUnit } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, PageAllocator, encodeGpasidBindData, IOMMU_SVA_GPASID_VAL } from "@vsva/iommu-core";
@@ -71,7 +71,7 @@ export function endpoint(h: TestHost, dev = 4, pasidWidth = 20): PciEndpoint {
 }
 
 export function probe(h: TestHost, ep: PciEndpoint, pasidWidth = 20, name = "dsa0"): IommuDevice {
-  return h.core.probeDevice(h.iommu, { name, sid: ep.sid as SourceId, pasidWidth });
+  return h.core.probeDevice(h.iommu, { name, sid: ep.sid, pasidWidth });
 }
 
 /** Writes `bytes` at `addr` (optionally with a PASID) through the device; returns the DMA result. */
