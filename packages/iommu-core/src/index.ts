@@ -24,6 +24,13 @@ export {
   IOMMU_PROT_KNOWN,
 } from "./ops.js";
 export { iommuPgsize, pgsizesFromBitmap, type PgsizeChoice } from "./pgsize.js";
+export { Mm, type MmOptions, type MmapOptions, type MmState, type MmFaultResult, MMAP_MIN_ADDR } from "./mm/mm.js";
+export { type MmuNotifier } from "./mm/mmu-notifier.js";
+export { Prot, PROT_KNOWN, type MmAccess, vmaAllows } from "./mm/prot.js";
+export { type Vma } from "./mm/vma.js";
+export { PhysMemBacking } from "./mm/phys-backing.js";
+export { IommuSva, SvaBond, type SvaBondState, type SvaBindOptions, type IommuSvaOptions } from "./sva.js";
+export { IopfQueue, type IopfQueueOptions } from "./iopf.js";
 export {
   PageAllocator,
   type PageAllocatorOptions,
