@@ -15,8 +15,10 @@ export interface TimelineRow {
 export function renderTimeline(columns: readonly string[], rows: readonly TimelineRow[]): string {
   const table = new Table({
     head: ["#", ...columns, "Ref"],
-    style: { head: [], border: [] },
+    style: { head: [], border: [], compact: true },
     wordWrap: true,
+    // Narrow actor columns keep a many-actor timeline readable in a terminal.
+    colWidths: [5, ...columns.map((_, i) => (i === 0 ? 36 : 24)), 5],
   });
   for (const r of rows) {
     const cells = columns.map((c) => (c === r.actor ? r.text : ""));

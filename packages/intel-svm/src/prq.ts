@@ -3,6 +3,12 @@ import { PAGE_REQUEST_BYTES, PageRequestDesc, PqaReg, PqhReg, PqtReg, PrsReg, Re
 import type { IommuDevice, PageRequestFault } from "@vsva/iommu-core";
 import { type ResponseCodeName, pageGroupResponse } from "./descriptors.js";
 import { readReg32, readReg64, writeReg64 } from "./mmio.js";
+
+/** The page-request event's MSI message: an x86 interrupt address and a vector of our own. */
+const PRQ_MSI_ADDR = 0xfee0_0000;
+const PRQ_MSI_DATA = 0x4021;
+/** PECTL.IM (bit 31), set while the event is masked. */
+const EVENT_CTL_IM = 0x8000_0000;
 import type { VtdDevice, VtdHardware } from "./unit.js";
 
 /** Page-request queue size: 2^PQS pages of 32-byte descriptors (Linux's PRQ_ORDER). */
@@ -59,11 +65,19 @@ export class PageRequestQueue {
     PqaReg.set(pqa, "PQS", PQS);
     writeReg64(hw.mmio, RegOffset.PQA, pqa);
     this.#base = base;
+    // Request the page-request interrupt (dmar_alloc_hwirq + unmask): program
+    // the MSI message, then clear PECTL.IM, which is set out of reset.
+    // Without this the unit queues requests silently and nobody drains them.
+    hw.mmio.mmioWrite32(RegOffset.PEDATA, PRQ_MSI_DATA);
+    hw.mmio.mmioWrite32(RegOffset.PEADDR, PRQ_MSI_ADDR);
+    hw.mmio.mmioWrite32(RegOffset.PEUADDR, 0);
+    hw.mmio.mmioWrite32(RegOffset.PECTL, 0);
   }
 
   /** Cannot fail. The unit must have stopped writing requests (translation off). */
   disable(): void {
     if (this.#base < 0) return;
+    this.#hw.mmio.mmioWrite32(RegOffset.PECTL, EVENT_CTL_IM);
     this.#hw.mmio.mmioWrite64(RegOffset.PQA, 0);
     this.#hw.pages.freePages(this.#base);
     this.#base = -1;

@@ -1,7 +1,10 @@
 import type { Scenario } from "../scenario.js";
 import { ioasidFreeBeforeUnbind, ioasidLifecycle } from "./ioasid-lifecycle.js";
+import { nativeExitBeforeUnbind } from "./native-exit-before-unbind.js";
+import { nativeSva } from "./native-sva.js";
+import { pageRequest } from "./page-request.js";
 
-export const scenarios: readonly Scenario[] = [ioasidLifecycle, ioasidFreeBeforeUnbind];
+export const scenarios: readonly Scenario[] = [nativeSva, nativeExitBeforeUnbind, pageRequest, ioasidLifecycle, ioasidFreeBeforeUnbind];
 
 /** What `vsva` with no arguments runs. */
 export const FLAGSHIP = ioasidLifecycle.name;

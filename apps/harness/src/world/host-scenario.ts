@@ -1,0 +1,145 @@
+import { KernelError, TraceRecorder, errnoName } from "@vsva/kernel";
+import type { Scenario, ScenarioOptions, ScenarioResult } from "../scenario.js";
+import type { TimelineRow } from "../timeline.js";
+import { ACTOR_COLUMNS, rowsFromEvents } from "./events.js";
+import { Host } from "./host.js";
+import { type AddressResolver, InvariantChecker, checkQuiescent } from "./invariants.js";
+
+/**
+ * A scenario on a whole host, written as user space and a device driver
+ * would act: a sequence of named steps. After every step the invariants are
+ * checked. Whatever the body set up is undone by its deferred cleanups (LIFO,
+ * like a process exiting and a driver unloading), also when a step fails, and
+ * then the host is torn down and checked for leaks.
+ */
+export interface StepContext {
+  readonly host: Host;
+  step(label: string, fn: () => void): void;
+  /** Registers cleanup for what the body just set up; runs on every exit path. */
+  defer(label: string, fn: () => void): void;
+  /** Declares the address space DMA with `pasid` must reach (see InvariantChecker). */
+  bindSpace(pasid: number, resolve: AddressResolver): void;
+  unbindSpace(pasid: number): void;
+  /** A scenario-specific expectation; false is a violation. */
+  expect(ok: boolean, what: string): void;
+}
+
+export interface HostScenarioDef {
+  readonly name: string;
+  readonly summary: string;
+  readonly title: string;
+  body(ctx: StepContext): void;
+}
+
+export interface HostRunOptions extends ScenarioOptions {
+  /** Fail the n-th fault-injection hit of the run (iommufd_fail_nth). */
+  readonly failNth?: number;
+}
+
+export interface HostRunResult extends ScenarioResult {
+  /** The injection point that failed, when one did. */
+  readonly injected: string | null;
+  /** The error a step ended with, when one did. */
+  readonly error: KernelError | null;
+}
+
+export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): HostRunResult {
+  const host = new Host();
+  const rec = new TraceRecorder(host.kernel.trace);
+  const checker = new InvariantChecker(host);
+  const violations: string[] = [];
+  const rows: TimelineRow[] = [];
+  const cleanups: { label: string; fn: () => void }[] = [];
+  let eventsSeen = 0;
+  let error: KernelError | null = null;
+
+  const flushRows = (): void => {
+    const fresh = rec.events.slice(eventsSeen);
+    eventsSeen = rec.events.length;
+    rows.push(...rowsFromEvents(fresh, rows.length + 1));
+  };
+  const userRow = (text: string): void => {
+    flushRows();
+    rows.push({ step: rows.length + 1, actor: "USER", text });
+  };
+  const checkAfter = (label: string): void => {
+    flushRows();
+    for (const v of checker.check()) violations.push(`after "${label}": ${v}`);
+  };
+
+  const ctx: StepContext = {
+    host,
+    step(label, fn) {
+      userRow(label);
+      fn();
+      checkAfter(label);
+    },
+    defer(label, fn) {
+      cleanups.push({ label, fn });
+    },
+    bindSpace: (pasid, resolve) => checker.bind(pasid, resolve),
+    unbindSpace: (pasid) => checker.unbind(pasid),
+    expect(ok, what) {
+      if (!ok) violations.push(what);
+    },
+  };
+
+  if (opts.failNth !== undefined) host.kernel.faults.failNth(opts.failNth);
+  try {
+    def.body(ctx);
+  } catch (e) {
+    if (e instanceof KernelError) {
+      error = e;
+      userRow(`step failed: ${e.message}`);
+      if (host.kernel.faults.injected.length === 0) violations.push(`a step failed without an injected fault: ${e.message}`);
+    } else {
+      violations.push(`unhandled exception (oops): ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    }
+  }
+  // Whatever happened, nothing more is injected while tearing down: teardown cannot fail.
+  host.kernel.faults.disarm();
+  for (const c of cleanups.reverse()) {
+    try {
+      userRow(c.label);
+      c.fn();
+      checkAfter(c.label);
+    } catch (e) {
+      violations.push(`cleanup "${c.label}" failed (teardown must not): ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  try {
+    userRow("teardown: release devices, drop address spaces, shut the IOMMU down");
+    teardownHost(host);
+    flushRows();
+    violations.push(...checkQuiescent(host));
+  } catch (e) {
+    violations.push(`host teardown failed: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  const injected = host.kernel.faults.injected[0] ?? null;
+  if (error !== null && injected !== null) {
+    rows.push({ step: rows.length + 1, actor: "USER", text: `injected at ${injected}: the run ended in -${errnoName(error.errno)}, rolled back` });
+  }
+  return { title: def.title, columns: ACTOR_COLUMNS, rows, events: [...rec.events], violations, injected, error };
+}
+
+function teardownHost(host: Host): void {
+  host.settle();
+  for (const mm of host.mms) {
+    if (mm.state === "live") {
+      mm.exit();
+    }
+  }
+  host.settle();
+  for (const { dev } of [...host.devices].reverse()) {
+    if (host.core.sva.hasBonds(dev)) host.core.sva.releaseDevice(dev);
+    host.core.releaseDevice(dev);
+  }
+  host.settle();
+  host.drv.shutdown();
+  host.settle();
+}
+
+/** Adapts a host scenario to the harness's Scenario interface. */
+export function hostScenario(def: HostScenarioDef): Scenario & { readonly def: HostScenarioDef } {
+  return { name: def.name, summary: def.summary, def, run: (opts) => runHostScenario(def, opts) };
+}

@@ -1,0 +1,128 @@
+import { Kernel } from "@vsva/kernel";
+import { PciEndpoint, SparseMemory, VtdUnit, type VtdOptions } from "@vsva/iommu-hw";
+import { IoasidCore } from "@vsva/ioasid";
+import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator } from "@vsva/iommu-core";
+import { IntelIommu } from "@vsva/intel-svm";
+import { RecordingPort } from "./recording-port.js";
+
+/**
+ * A whole host, wired as a machine boots: RAM, an emulated VT-d unit, the
+ * kernel page allocator, the IOASID namespace, the IOMMU core with the VT-d
+ * driver registered, and PCIe endpoints below the unit (through a recording
+ * port). The harness drives it like user space and a device driver would.
+ *
+ * Memory map: [0, 16 MiB) data the scenarios use directly (a guest-RAM
+ * stand-in lives here), [16 MiB, 48 MiB) the kernel's page pool (every page
+ * the driver and the process model allocate).
+ */
+export const MiB = 1 << 20;
+export const RAM_SIZE = 64 * MiB;
+export const POOL_BASE = 16 * MiB;
+export const POOL_SIZE = 32 * MiB;
+
+export interface HostOptions {
+  readonly vtd?: Partial<VtdOptions>;
+}
+
+export interface DeviceSlot {
+  readonly ep: PciEndpoint;
+  readonly dev: IommuDevice;
+}
+
+export class Host {
+  readonly kernel = new Kernel();
+  readonly mem = new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: RAM_SIZE }] });
+  readonly unit: VtdUnit;
+  readonly port: RecordingPort;
+  readonly pages: PageAllocator;
+  readonly ioasid: IoasidCore;
+  readonly drv: IntelIommu;
+  readonly core: IommuCore;
+  readonly iommu: Iommu;
+  readonly devices: DeviceSlot[] = [];
+  readonly mms: Mm[] = [];
+
+  constructor(opts: HostOptions = {}) {
+    const k = this.kernel;
+    this.unit = new VtdUnit({
+      mem: this.mem,
+      trace: k.trace,
+      name: "dmar0",
+      // The page-request interrupt runs the driver's threaded handler.
+      onInterrupt: (irq) => {
+        if (irq.source === "page-request") this.drv.pageRequestInterrupt();
+      },
+      ...opts.vtd,
+    });
+    this.port = new RecordingPort(this.unit);
+    this.pages = new PageAllocator({
+      base: POOL_BASE,
+      size: POOL_SIZE,
+      backing: { zero: (pa, len) => this.mem.writeBytes(pa, new Uint8Array(len)) },
+      faults: k.faults,
+    });
+    this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
+    this.drv = new IntelIommu({ mmio: this.unit, mem: this.mem, pages: this.pages, kernel: k, ioasid: this.ioasid });
+    this.core = new IommuCore({ kernel: k, ioasid: this.ioasid });
+    this.drv.init();
+    this.iommu = this.core.registerIommu("dmar0", this.drv);
+  }
+
+  /**
+   * Plugs in a DSA-like endpoint at 00:dev.0 and probes it; then, as the PCI
+   * core and the device driver would, enables bus mastering, PASID (with
+   * execute and privileged), ATS and PRI in its config space.
+   */
+  addDevice(name: string, devNo: number, pasidWidth = 20): DeviceSlot {
+    const ep = new PciEndpoint({
+      bus: 0,
+      dev: devNo,
+      fn: 0,
+      mem: this.mem,
+      id: { vendorId: 0x8086, deviceId: 0x0b25 },
+      pasid: { maxWidth: pasidWidth, exec: true, priv: true },
+      ats: {},
+      pri: { outstandingCapacity: 32 },
+      trace: this.kernel.trace,
+    });
+    enableSvaCapabilities(ep);
+    ep.attach(this.port);
+    this.unit.attachEndpoint(ep);
+    const dev = this.core.probeDevice(this.iommu, { name, sid: ep.sid, pasidWidth });
+    const slot = { ep, dev };
+    this.devices.push(slot);
+    return slot;
+  }
+
+  /** Enables SVA on a probed device and routes its recoverable faults to the core's IO page fault queue. */
+  enableSva(slot: DeviceSlot, maxPasid?: number): void {
+    this.core.enableFeature(slot.dev, "sva", maxPasid === undefined ? {} : { maxPasid });
+    this.drv.registerFaultHandler(slot.dev, { report: (d, f) => this.core.reportPageRequest(d, f) });
+  }
+
+  newMm(name: string): Mm {
+    const mm = new Mm({ kernel: this.kernel, mem: this.mem, pages: this.pages, name });
+    this.mms.push(mm);
+    return mm;
+  }
+
+  /** Lets deferred work (IO page faults, teardown work, threaded interrupts) run to completion. */
+  settle(): void {
+    this.kernel.scheduler.runUntilIdle();
+  }
+}
+
+/** PCI core duty: bus master, then the PASID, ATS and PRI capabilities the device has. */
+function enableSvaCapabilities(ep: PciEndpoint): void {
+  const cs = ep.config;
+  ep.configWrite(0x04, 2, 0x0006); // memory space + bus master
+  if (cs.pasid !== undefined) {
+    const cap = ep.configRead(cs.offsets.pasid + 4, 2);
+    ep.configWrite(cs.offsets.pasid + 6, 2, 0x1 | (cap & 0x6)); // enable, with exec/priv as supported
+  }
+  if (cs.ats !== undefined) ep.configWrite(cs.offsets.ats + 6, 2, 0x8000); // ATS enable, STU 0
+  if (cs.pri !== undefined) {
+    ep.configWrite(cs.offsets.pri + 0xc, 4, 32); // outstanding page request allocation
+    ep.configWrite(cs.offsets.pri + 4, 2, 0x1); // PRI enable
+  }
+}

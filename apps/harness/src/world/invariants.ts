@@ -1,0 +1,104 @@
+import type { Host } from "./host.js";
+
+/**
+ * Resolves an input address of one address space to the host-physical
+ * address it must reach, or null when the space does not map it. The truth a
+ * DMA is held to: for an mm, what the CPU's own page tables say.
+ */
+export type AddressResolver = (va: number) => number | null;
+
+/**
+ * The invariants checked after every step (DESIGN.md §4), against the
+ * address spaces the scenario has bound (PASID -> resolver):
+ * - DMA of a PASID lands only where that PASID's address space maps the
+ *   address; a PASID with no bound space translates nothing;
+ * - the device TLB holds nothing for a PASID that is not bound, and nothing
+ *   that disagrees with the space;
+ * - the IOMMU's caches (IOTLB, paging-structure, context and PASID caches)
+ *   agree with a fresh walk: no stale entry survived the flushes the driver
+ *   should have issued.
+ */
+export class InvariantChecker {
+  readonly spaces = new Map<number, AddressResolver>();
+  #mark = 0;
+
+  constructor(private readonly host: Host) {}
+
+  bind(pasid: number, resolve: AddressResolver): void {
+    this.spaces.set(pasid, resolve);
+  }
+
+  unbind(pasid: number): void {
+    this.spaces.delete(pasid);
+  }
+
+  check(): string[] {
+    return [...this.#checkDma(), ...this.#checkDeviceTlbs(), ...this.#checkIommuCaches()];
+  }
+
+  #checkDma(): string[] {
+    const out: string[] = [];
+    const records = this.host.port.since(this.#mark);
+    this.#mark = this.host.port.mark();
+    for (const { req, result } of records) {
+      if (!result.ok) continue;
+      if (req.pasid === undefined) continue; // requests without PASID are the DMA API's, not SVA's
+      const resolve = this.spaces.get(req.pasid);
+      const where = `DMA ${req.write ? "write" : "read"} at 0x${req.addr.toString(16)} with PASID ${req.pasid}`;
+      if (resolve === undefined) {
+        out.push(`${where} translated although no address space is bound there (torn down or never bound)`);
+        continue;
+      }
+      const want = resolve(req.addr);
+      if (want !== result.pa) {
+        out.push(`${where} reached 0x${result.pa.toString(16)}, but the bound address space maps it to ${want === null ? "nothing" : `0x${want.toString(16)}`}`);
+      }
+    }
+    return out;
+  }
+
+  #checkDeviceTlbs(): string[] {
+    const out: string[] = [];
+    for (const { ep, dev } of this.host.devices) {
+      for (const { pasid, entry } of ep.deviceTlb.entries()) {
+        if (pasid === undefined) continue;
+        const resolve = this.spaces.get(pasid);
+        if (resolve === undefined) {
+          out.push(`${dev.name}: device TLB still holds 0x${entry.base.toString(16)} for PASID ${pasid}, which is not bound`);
+        } else if (resolve(entry.base) !== entry.paBase) {
+          out.push(`${dev.name}: device TLB maps 0x${entry.base.toString(16)} of PASID ${pasid} to 0x${entry.paBase.toString(16)}, stale against the address space`);
+        }
+      }
+    }
+    return out;
+  }
+
+  #checkIommuCaches(): string[] {
+    const out: string[] = [];
+    for (const m of this.host.unit.checkCaches()) {
+      const e = m.cached;
+      out.push(`IOMMU cache serves a stale translation (PASID ${e.hadPasid ? e.pasid : "none"}, input 0x${e.inputBase.toString(16)} -> 0x${e.pageBase.toString(16)}); a fresh walk gives ${m.fresh.ok ? `0x${m.fresh.pa.toString(16)}` : m.fresh.name}`);
+    }
+    for (const m of this.host.unit.checkStructureCaches()) {
+      out.push(`IOMMU ${m.cache} cache entry for source ${m.sid}${m.pasid === null ? "" : ` PASID ${m.pasid}`} differs from memory`);
+    }
+    return out;
+  }
+}
+
+/** What must hold once everything is torn down: nothing allocated, referenced or bound is left. */
+export function checkQuiescent(host: Host): string[] {
+  const out: string[] = [];
+  const live = host.pages.live();
+  if (live.length > 0) {
+    const byTag = new Map<string, number>();
+    for (const p of live) byTag.set(p.tag, (byTag.get(p.tag) ?? 0) + 2 ** p.order);
+    out.push(`kernel pages leaked at teardown: ${[...byTag].map(([t, n]) => `${n} ${t}`).join(", ")}`);
+  }
+  const snap = host.ioasid.snapshot();
+  for (const id of snap.ids) out.push(`IOASID ${id.id} not reclaimed at quiescence (state ${id.state}, refcount ${id.refcount})`);
+  for (const mm of host.mms) if (mm.state !== "freed") out.push(`${mm.name} is ${mm.state}, not freed, after its task exited (a reference leaked)`);
+  if (host.core.sva.liveBonds !== 0) out.push(`${host.core.sva.liveBonds} SVA bonds left at teardown`);
+  if (host.kernel.scheduler.pending() !== 0) out.push(`${host.kernel.scheduler.pending()} work items never ran`);
+  return out;
+}
