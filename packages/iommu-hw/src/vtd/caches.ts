@@ -34,6 +34,10 @@ const NOT_PRESENT_DID = DID_SPAN;
 export const cacheTag = (cls: number, did: number, pasid: number): number => (cls * DID_SPAN + did) * PASID_SPAN + pasid;
 const groupOfTag = (tag: number): number => Math.floor(tag / PASID_SPAN);
 
+/** Which requests a cached entry's write right holds for: every request, only user (PRIV=0) or only supervisor (PRIV=1) ones. */
+export const RightsFor = { ANY: 0, USER: 1, SUPERVISOR: 2 } as const;
+export type RightsForValue = (typeof RightsFor)[keyof typeof RightsFor];
+
 /** A decoded scalable-mode context entry, or a cached fault (caching mode). */
 export interface CtxInfo {
   /** 0, or the fault reason this entry gives (cached only with CM=1). */
@@ -76,6 +80,14 @@ export interface IotlbEntry {
   readonly pasid: number;
   /** Whether that request carried the PASID (else it used RID_PASID). */
   readonly hadPasid: boolean;
+  /**
+   * Which requests `write` holds for. With WPE=0 a supervisor may write a
+   * read-only first-level page (CR0.WP=0 semantics), so write rights found
+   * by a walk for one privilege do not carry over to the other: such an
+   * entry serves only requests of the privilege that filled it, and the
+   * other one re-walks (and refills). {@link RightsFor}.
+   */
+  readonly rightsFor: RightsForValue;
   readonly cls: CacheClassValue;
   readonly did: number;
   /** Input page address. */
@@ -100,6 +112,8 @@ export const DEFAULT_CACHE_CAPACITIES: VtdCacheCapacities = {
 
 /** IOTLB page sizes probed on lookup: 4 KiB, 2 MiB, 1 GiB, with their shift in 4 KiB pages. */
 const SIZE_SHIFTS = [0, 9, 18] as const;
+const PAGES_2M = 2 ** 9;
+const PAGES_1G = 2 ** 18;
 const PAGE = 4096;
 /** Above this many keys, a range invalidation filters its tag instead of probing key by key. */
 const PROBE_LIMIT = 64;
@@ -191,15 +205,18 @@ export class VtdCaches {
    */
   lookupIotlb(tag: number, pfn: number): CacheNode<IotlbEntry> | undefined {
     const lru = this.iotlb;
-    for (let c = 0; c < 3; c++) {
-      const node = lru.lookup(tag, iotlbKey(pfn, c));
-      if (node !== undefined) {
-        lru.stats.misses -= c;
-        return node;
-      }
+    // Unrolled over SIZE_SHIFTS with constant divisors: this is the IOTLB-hit path.
+    let node = lru.lookup(tag, pfn * 4);
+    if (node !== undefined) return node;
+    node = lru.lookup(tag, Math.floor(pfn / PAGES_2M) * 4 + 1);
+    if (node !== undefined) {
+      lru.stats.misses--;
+      return node;
     }
+    node = lru.lookup(tag, Math.floor(pfn / PAGES_1G) * 4 + 2);
+    // Three probes: either two misses and a hit, or three misses for one miss.
     lru.stats.misses -= 2;
-    return undefined;
+    return node;
   }
 
   invalidateAllTranslations(): void {

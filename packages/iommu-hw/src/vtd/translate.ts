@@ -5,11 +5,14 @@ import { walkFirstLevel } from "../pt/first-level.js";
 import { walkSecondLevel } from "../pt/second-level.js";
 import type { SecondLevelConfig, SecondStage, WalkAccess, WalkResult } from "../pt/types.js";
 import { newWalkResult, resetWalkResult } from "../pt/walk-result.js";
-import { CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type PasidInfo, type VtdCaches, cacheTag, iotlbKey, sizeCodeOf } from "./caches.js";
+import {
+  CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey, sizeCodeOf,
+} from "./caches.js";
 import { ContextScratch, fetchContext } from "./context.js";
 import { FaultReason, faultReasonName } from "./fault-reason.js";
 import type { VtdConfig } from "./options.js";
 import { PasidScratch, fetchPasid } from "./pasid.js";
+import { ResolvedPath, ResolvedPaths } from "./resolved-path.js";
 import { Pgtt } from "./structures.js";
 import { isPageLevelFault, walkFaultReason } from "./walk-fault.js";
 
@@ -35,6 +38,23 @@ export interface FaultDetail {
   pageLevel: boolean;
 }
 
+/**
+ * Slots of the micro-TLB in front of the IOTLB: direct-mapped on the low bits
+ * of the 4 KiB page number, like a small first-level TLB (a 2 MiB or 1 GiB
+ * entry may sit in several slots). It holds IOTLB nodes, not copies, so it
+ * can never be staler than the IOTLB.
+ */
+export const MICRO_TLB_SLOTS = 16;
+const MICRO_TLB_MASK = MICRO_TLB_SLOTS - 1;
+
+/**
+ * A requester ID is 16 bits on the wire. Anything else a buggy device model
+ * passes is still walked (the table index bits are taken from it), but never
+ * cached: its cache keys could collide with a real device's, and no
+ * invalidation could name it.
+ */
+const isSourceId = (sid: number): boolean => Number.isInteger(sid) && sid >= 0 && sid <= 0xffff;
+
 const modulo = (a: number, m: number): number => a - Math.floor(a / m) * m;
 
 /**
@@ -44,9 +64,15 @@ const modulo = (a: number, m: number): number => a - Math.floor(a / m) * m;
  * fetched from memory is checked and a problem becomes its fault reason
  * (A4.3); nothing the tables contain can make it throw.
  *
- * The last IOTLB hit is kept as a micro-TLB: while its node and the context
- * and PASID cache nodes that led to it are still valid, a request from the
- * same source and PASID inside the same page is served without any lookup.
+ * Two memos keep the IOTLB-hit path short without changing what it answers:
+ * - a {@link ResolvedPath} per (source, PASID) stands for the context-cache
+ *   and PASID-cache lookups while both entries stay cached (their hits are
+ *   still counted and their recency bumped, as the lookups would);
+ * - a micro-TLB of {@link MICRO_TLB_SLOTS} keeps recent IOTLB hits: while a
+ *   slot's node and path are valid, a request on the same path inside that
+ *   page is served without any lookup (and counted as the IOTLB hit it is).
+ * Both are trusted only through `CacheNode.valid`, so any invalidation or
+ * eviction of an entry they rest on ends them at once.
  */
 export class Translator {
   readonly #mem: PhysMem;
@@ -63,12 +89,10 @@ export class Translator {
   // Second stage of the nested walk in progress.
   #nestedSl: SecondLevelConfig | null = null;
   #nestedDid = 0;
-  // Micro-TLB.
-  #fast: CacheNode<IotlbEntry> | null = null;
-  #fastCtx: CacheNode<CtxInfo> | null = null;
-  #fastPe: CacheNode<PasidInfo> | null = null;
-  #fastSid = -1;
-  #fastPasid = -2;
+  readonly #paths: ResolvedPaths;
+  // The micro-TLB, as two parallel arrays of MICRO_TLB_SLOTS.
+  readonly #microNode: (CacheNode<IotlbEntry> | null)[] = new Array<CacheNode<IotlbEntry> | null>(MICRO_TLB_SLOTS).fill(null);
+  readonly #microPath: (ResolvedPath | null)[] = new Array<ResolvedPath | null>(MICRO_TLB_SLOTS).fill(null);
   // Nodes met by the lookups of the current request.
   #ctxNode: CacheNode<CtxInfo> | undefined;
   #peNode: CacheNode<PasidInfo> | undefined;
@@ -79,40 +103,63 @@ export class Translator {
     this.#caches = caches;
     this.#root = root;
     this.#useCaches = useCaches;
+    this.#paths = new ResolvedPaths(2 * caches.pasid.capacity + 16);
   }
 
-  /** Forgets the micro-TLB (root table or TE changed). */
+  /** Forgets the micro-TLB and the resolved paths (root table or TE changed). */
   resetFastPath(): void {
-    this.#fast = null;
+    this.#microNode.fill(null);
+    this.#microPath.fill(null);
+    this.#paths.clear();
   }
 
   translate(req: DmaRequest): TranslateResult {
-    const f = this.#fast;
-    if (f !== null && req.sid === this.#fastSid && (req.pasid ?? -1) === this.#fastPasid && f.valid) {
-      const e = f.value;
-      const off = req.addr - e.inputBase;
-      const ctx = this.#fastCtx;
-      const pe = this.#fastPe;
-      if (
-        off >= 0 && off < e.size && ctx !== null && ctx.valid && pe !== null && pe.valid && this.#root.translationEnabled &&
-        (req.write ? e.write : e.read) && (req.exec !== true || e.exec) && (req.priv === true || e.user) &&
-        (req.ats !== true || ctx.value.dte) && (req.pasid === undefined || ((req.priv !== true || pe.value.sre) && (req.exec !== true || pe.value.ere)))
-      ) {
-        this.#caches.iotlb.noteHit(f);
-        return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
-      }
-    }
-    return this.#slow(req);
-  }
-
-  #slow(req: DmaRequest): TranslateResult {
     const root = this.#root;
     if (!root.translationEnabled) {
       return { ok: true, pa: req.addr, size: PAGE, read: true, write: true, exec: true, privOnly: false };
     }
     // Only scalable mode is modelled; QEMU reports any other TTM as 0x31 (D1 #5).
     if (root.ttm !== 1) return this.#fault(FaultReason.RTADDR_INV_TTM, false, false);
+    const path = this.#useCaches ? this.#paths.find(req.sid, req.pasid ?? -1) : null;
+    if (path === null) return this.#resolve(req);
 
+    const ctx = path.ctxNode.value;
+    const pe = path.peNode.value;
+    // PRIV and EXE come from the PASID TLP prefix: a request without PASID has neither.
+    const hasPasid = path.pasidKey >= 0;
+    const priv = hasPasid && req.priv === true;
+    const exec = hasPasid && req.exec === true;
+    const addr = req.addr;
+    const caches = this.#caches;
+
+    // The micro-TLB: the slot of the page's low number bits, if the same path filled it. Like a
+    // first-level TLB tagged by source and PASID, a hit there consults neither the context nor
+    // the PASID cache (their recency is not bumped); it is an IOTLB hit all the same.
+    // ToUint32 keeps bits 31:0 of an integral address exactly, so `>>> 12` takes page-number bits.
+    const slot = (addr >>> 12) & MICRO_TLB_MASK;
+    const f = this.#microNode[slot];
+    if (f !== undefined && f !== null && this.#microPath[slot] === path && f.valid) {
+      const e = f.value;
+      const off = addr - e.inputBase;
+      // EXE is left to the full check (it also needs ECAP.ERS); PRIV needs SRE.
+      if (
+        off >= 0 && off < e.size && (req.write ? e.write : e.read) && !exec && (priv ? pe.sre : e.user) && (req.ats !== true || ctx.dte) &&
+        (e.rightsFor === RightsFor.ANY || e.rightsFor === (priv ? RightsFor.SUPERVISOR : RightsFor.USER))
+      ) {
+        caches.iotlb.noteHit(f);
+        return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+      }
+    }
+
+    // The context and PASID caches hit: account for it as their lookups would.
+    caches.context.noteHit(path.ctxNode);
+    caches.pasid.noteHit(path.peNode);
+    if (req.ats === true && !ctx.dte) return this.#fault(FaultReason.DTE_CLEAR, ctx.fpd, false);
+    return this.#translateIn(req, ctx, pe, path.pasid, path.cls, path.tag, path);
+  }
+
+  /** The context and PASID levels through the caches (lookups, fetches, their faults), then the rest. */
+  #resolve(req: DmaRequest): TranslateResult {
     const ctx = this.#context(req.sid);
     if (ctx.fault !== 0) return this.#fault(ctx.fault, ctx.fpd, false);
     const hasPasid = req.pasid !== undefined;
@@ -123,6 +170,23 @@ export class Translator {
 
     const pe = this.#pasidInfo(req.sid, pasid, ctx);
     if (pe.fault !== 0) return this.#fault(pe.fault, pe.fpd, false);
+    const cls: CacheClassValue = pe.pgtt === Pgtt.FIRST_LEVEL ? CacheClass.FIRST : pe.pgtt === Pgtt.NESTED ? CacheClass.NESTED : CacheClass.SECOND;
+    const tag = cacheTag(cls, pe.did, pasid);
+    const ctxNode = this.#ctxNode;
+    const peNode = this.#peNode;
+    let path: ResolvedPath | null = null;
+    if (ctxNode !== undefined && peNode !== undefined) {
+      path = new ResolvedPath(req.sid, req.pasid ?? -1, ctxNode, peNode, pasid, cls, tag);
+      this.#paths.add(path);
+    }
+    return this.#translateIn(req, ctx, pe, pasid, cls, tag, path);
+  }
+
+  /** Below the PASID entry: request checks, the IOTLB, then a walk. `path` is null when the entries are not cached. */
+  #translateIn(
+    req: DmaRequest, ctx: CtxInfo, pe: PasidInfo, pasid: number, cls: CacheClassValue, tag: number, path: ResolvedPath | null,
+  ): TranslateResult {
+    const hasPasid = req.pasid !== undefined;
     // PRIV and EXE come from the PASID TLP prefix: a request without PASID has neither.
     const priv = hasPasid && req.priv === true;
     const exec = hasPasid && req.exec === true;
@@ -135,35 +199,41 @@ export class Translator {
       return this.#fault(pe.fl !== null ? FaultReason.NON_CANONICAL : FaultReason.ADDR_BEYOND_HAW, pe.fpd, false);
     }
     if (pe.pgtt === Pgtt.PASS_THROUGH) {
-      if (!Number.isInteger(addr) || addr < 0 || addr >= 2 ** this.#cfg.hostAddrBits) return this.#fault(FaultReason.ADDR_BEYOND_HAW, pe.fpd, false);
+      if (addr < 0 || addr >= 2 ** this.#cfg.hostAddrBits) return this.#fault(FaultReason.ADDR_BEYOND_HAW, pe.fpd, false);
       return { ok: true, pa: addr, size: PAGE, read: true, write: true, exec: true, privOnly: false };
     }
 
-    const cls: CacheClassValue = pe.pgtt === Pgtt.FIRST_LEVEL ? CacheClass.FIRST : pe.pgtt === Pgtt.NESTED ? CacheClass.NESTED : CacheClass.SECOND;
-    const tag = cacheTag(cls, pe.did, pasid);
     const pfn = Math.floor(addr / PAGE);
     if (this.#useCaches) {
       const node = this.#caches.lookupIotlb(tag, pfn);
       if (node !== undefined) {
         const e = node.value;
         if (e.fault !== 0) return this.#fault(e.fault, pe.fpd, true, ctx, pe);
-        if ((req.write ? e.write : e.read) && (!exec || e.exec) && (priv || e.user)) {
-          const ctxNode = this.#ctxNode;
-          const peNode = this.#peNode;
-          if (ctxNode !== undefined && peNode !== undefined) {
-            this.#fast = node;
-            this.#fastCtx = ctxNode;
-            this.#fastPe = peNode;
-            this.#fastSid = req.sid;
-            this.#fastPasid = req.pasid ?? -1;
+        if (
+          (req.write ? e.write : e.read) && (!exec || e.exec) && (priv || e.user) &&
+          (e.rightsFor === RightsFor.ANY || e.rightsFor === (priv ? RightsFor.SUPERVISOR : RightsFor.USER))
+        ) {
+          if (path !== null) {
+            const slot = pfn & MICRO_TLB_MASK;
+            this.#microNode[slot] = node;
+            this.#microPath[slot] = path;
           }
           const off = addr - e.inputBase;
           return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
         }
-        // Access rights not in the cached entry: confirm with a fresh walk before faulting.
+        // Access rights not in the cached entry, or found for the other privilege: confirm with a fresh walk.
       }
     }
+    return this.#walkAndFill(req, ctx, pe, pasid, cls, tag, priv, exec);
+  }
 
+  /** An IOTLB miss (or a cached entry lacking the rights asked for): walk, then cache the leaf or, with CM=1, the not-present fault. */
+  #walkAndFill(
+    req: DmaRequest, ctx: CtxInfo, pe: PasidInfo, pasid: number, cls: CacheClassValue, tag: number, priv: boolean, exec: boolean,
+  ): TranslateResult {
+    const addr = req.addr;
+    const hasPasid = req.pasid !== undefined;
+    const pfn = Math.floor(addr / PAGE);
     const access: WalkAccess = hasPasid ? { write: req.write, exec, priv } : req.write ? WRITE : READ;
     const w = this.#walkFor(pe, tag, addr, access);
     if (!w.ok) {
@@ -172,7 +242,7 @@ export class Translator {
       if (this.#useCaches && this.#cfg.cachingMode && w.kind === "not-present" && (w.stage === "first" || cls === CacheClass.SECOND)) {
         this.#caches.iotlb.insert(tag, iotlbKey(pfn, 0), {
           fault: reason, pageBase: 0, size: PAGE, read: false, write: false, exec: false, user: false,
-          sid: req.sid, pasid, hadPasid: hasPasid, cls, did: pe.did, inputBase: pfn * PAGE,
+          sid: req.sid, pasid, hadPasid: hasPasid, rightsFor: RightsFor.ANY, cls, did: pe.did, inputBase: pfn * PAGE,
         });
       }
       return this.#fault(reason, pe.fpd, pageLevel || (cls === CacheClass.SECOND && isPageLevelFault(w)), ctx, pe, pageLevel);
@@ -182,12 +252,12 @@ export class Translator {
     const e: IotlbEntry = {
       fault: 0, pageBase: w.pa - off, size, read: w.read, write: w.write, exec: w.exec, user: w.user,
       sid: req.sid, pasid, hadPasid: hasPasid, cls, did: pe.did, inputBase: addr - off,
+      rightsFor: pe.fl === null || pe.fl.wpe ? RightsFor.ANY : priv ? RightsFor.SUPERVISOR : RightsFor.USER,
     };
     if (this.#useCaches) this.#caches.iotlb.insert(tag, iotlbKey(pfn, sizeCodeOf(size)), e);
     const ok: TranslateOk = { ok: true, pa: w.pa, size, read: w.read, write: w.write, exec: w.exec, privOnly: !w.user };
     return ok;
   }
-
   /** Statistics of the last walk (memory references, PSC hits), for benches and tests. */
   get lastWalk(): Readonly<WalkResult> {
     return this.#walk;
@@ -252,7 +322,7 @@ export class Translator {
       const off = modulo(gpa, out.pageSize);
       this.#caches.iotlb.insert(tag, iotlbKey(pfn, sizeCodeOf(out.pageSize)), {
         fault: 0, pageBase: out.pa - off, size: out.pageSize, read: out.read, write: out.write, exec: out.exec, user: true,
-        sid: -1, pasid: 0, hadPasid: false, cls: CacheClass.NESTED_SECOND, did, inputBase: gpa - off,
+        sid: -1, pasid: 0, hadPasid: false, rightsFor: RightsFor.ANY, cls: CacheClass.NESTED_SECOND, did, inputBase: gpa - off,
       });
     }
     return out.ok;
@@ -265,7 +335,8 @@ export class Translator {
 
   #context(sid: number): CtxInfo {
     this.#ctxNode = undefined;
-    if (this.#useCaches) {
+    const cacheable = this.#useCaches && isSourceId(sid);
+    if (cacheable) {
       const node = this.#caches.context.lookup(0, sid);
       if (node !== undefined) {
         this.#ctxNode = node;
@@ -274,7 +345,7 @@ export class Translator {
     }
     const info = fetchContext(this.#mem, this.#root.rootTable, sid, this.#cfg, this.#ctxScratch);
     const notPresent = info.fault === FaultReason.ROOT_ENTRY_NOT_PRESENT || info.fault === FaultReason.CONTEXT_ENTRY_NOT_PRESENT;
-    if (this.#useCaches && (info.fault === 0 || (notPresent && this.#cfg.cachingMode))) {
+    if (cacheable && (info.fault === 0 || (notPresent && this.#cfg.cachingMode))) {
       this.#ctxNode = this.#caches.context.insert(0, sid, info);
     }
     return info;
@@ -282,7 +353,8 @@ export class Translator {
 
   #pasidInfo(sid: number, pasid: number, ctx: CtxInfo): PasidInfo {
     this.#peNode = undefined;
-    if (this.#useCaches) {
+    const cacheable = this.#useCaches && isSourceId(sid);
+    if (cacheable) {
       const node = this.#caches.lookupPasid(sid, pasid);
       if (node !== undefined) {
         this.#peNode = node;
@@ -291,7 +363,7 @@ export class Translator {
     }
     const info = fetchPasid(this.#mem, ctx, pasid, this.#cfg, this.#pasidScratch);
     const notPresent = info.fault === FaultReason.PASID_DIR_NOT_PRESENT || info.fault === FaultReason.PASID_ENTRY_NOT_PRESENT;
-    if (this.#useCaches && (info.fault === 0 || (notPresent && this.#cfg.cachingMode))) {
+    if (cacheable && (info.fault === 0 || (notPresent && this.#cfg.cachingMode))) {
       this.#peNode = this.#caches.insertPasid(sid, pasid, info);
     }
     return info;

@@ -1,7 +1,7 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
-import { CacheClass, type CtxInfo, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, type PasidInfo, VtdCaches } from "./caches.js";
+import { CacheClass, type CtxInfo, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, type PasidInfo, RightsFor, VtdCaches } from "./caches.js";
 import { ContextScratch, fetchContext } from "./context.js";
 import { PasidScratch, fetchPasid } from "./pasid.js";
 import { EventSource } from "./events.js";
@@ -494,7 +494,8 @@ export class VtdUnit implements IommuPort {
     for (const e of this.cachedTranslations()) {
       const req: DmaRequest = {
         sid: e.sid as SourceId,
-        ...(e.hadPasid ? { pasid: e.pasid, priv: !e.user } : {}),
+        // Re-walk with the privilege the entry's rights were found for.
+        ...(e.hadPasid ? { pasid: e.pasid, priv: e.rightsFor === RightsFor.SUPERVISOR || (e.rightsFor === RightsFor.ANY && !e.user) } : {}),
         addr: e.inputBase,
         write: false,
       };

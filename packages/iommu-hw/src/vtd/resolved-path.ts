@@ -1,0 +1,79 @@
+import type { CacheNode } from "../cache/tagged-lru.js";
+import type { CacheClassValue, CtxInfo, PasidInfo } from "./caches.js";
+
+/**
+ * What the context and PASID caches say about one (source ID, request PASID):
+ * the two cache nodes, the PASID the translation runs under (the request's, or
+ * RID_PASID) and the IOTLB tag it implies. A request whose path is still valid
+ * skips the context-cache and PASID-cache lookups and the tag arithmetic, and
+ * goes straight to the IOTLB.
+ *
+ * It is a memo of lookups, not a cache of its own: it is trusted only while
+ * both nodes are `valid`, i.e. while the context and PASID caches would return
+ * exactly these entries, so every invalidation or eviction of either entry
+ * ends it at once and the next request resolves afresh. Only requests that
+ * passed every context- and PASID-level check get one (no cached faults), so
+ * the checks left on a request are the request-dependent ones (ATS against
+ * DTE, PRIV against SRE, EXE against ERE).
+ */
+export class ResolvedPath {
+  constructor(
+    readonly sid: number,
+    /** The request's PASID, or -1 for a request without one. */
+    readonly pasidKey: number,
+    readonly ctxNode: CacheNode<CtxInfo>,
+    readonly peNode: CacheNode<PasidInfo>,
+    /** The PASID the translation is tagged with: the request's, or the context's RID_PASID. */
+    readonly pasid: number,
+    readonly cls: CacheClassValue,
+    readonly tag: number,
+  ) {}
+
+  get live(): boolean {
+    return this.ctxNode.valid && this.peNode.valid;
+  }
+}
+
+/** Paths by (source ID, request PASID): a one-entry front for the common single-stream case, then a Map. */
+export class ResolvedPaths {
+  readonly #byKey = new Map<number, ResolvedPath>();
+  #last: ResolvedPath | null = null;
+
+  /**
+   * @param limit entries above which dead paths are swept (amortised O(1)):
+   *   twice the PASID-cache capacity bounds the live ones, since at most a
+   *   request with and one without PASID share a PASID-cache entry.
+   */
+  constructor(private readonly limit: number) {}
+
+  /** The live path of (sid, pasidKey), or null. */
+  find(sid: number, pasidKey: number): ResolvedPath | null {
+    let p = this.#last;
+    if (p?.sid !== sid || p.pasidKey !== pasidKey) {
+      p = this.#byKey.get(pathKey(sid, pasidKey)) ?? null;
+      // The key is exact only for in-range integers; a request with a garbage
+      // source ID or PASID must not land on another device's path.
+      if (p?.sid !== sid || p.pasidKey !== pasidKey) return null;
+      this.#last = p;
+    }
+    return p.live ? p : null;
+  }
+
+  add(p: ResolvedPath): void {
+    if (!Number.isInteger(p.sid) || p.sid < 0 || p.sid > 0xffff) return;
+    this.#byKey.set(pathKey(p.sid, p.pasidKey), p);
+    this.#last = p;
+    if (this.#byKey.size > this.limit) {
+      for (const [k, q] of this.#byKey) if (!q.live) this.#byKey.delete(k);
+    }
+  }
+
+  /** Forgets every path (root table or translation enable changed). */
+  clear(): void {
+    this.#byKey.clear();
+    this.#last = null;
+  }
+}
+
+/** PASIDs are below 2^20, so pasidKey + 1 fits in 21 bits next to the 16-bit source ID. */
+const pathKey = (sid: number, pasidKey: number): number => sid * 2 ** 21 + pasidKey + 1;
