@@ -351,3 +351,29 @@ describe("deferred invalidation processing", () => {
     expect(pa(rig.unit.translate(at))).toBe(0xb000);
   });
 });
+
+describe("wait descriptors fence device-TLB invalidations", () => {
+  it("writes the wait status only after every earlier device-TLB invalidation has reached the endpoint, deferred or not", () => {
+    for (const deferred of [false, true]) {
+      const sched = new Scheduler();
+      const rig = new VtdRig(deferred ? { invalidation: { scheduler: sched } } : {}).bringUp();
+      // The endpoint notes what the status word held when each invalidation reached it.
+      const seenStatus: number[] = [];
+      const ep = new FakeEndpoint(rig.dev);
+      const record = ep.invalidateDeviceTlb.bind(ep);
+      ep.invalidateDeviceTlb = (inv) => {
+        seenStatus.push(rig.mem.read32(STATUS));
+        record(inv);
+      };
+      rig.unit.attachEndpoint(ep);
+      rig.submit(desc.deviceTlb(rig.dev, 0x7000), desc.pasidDeviceTlb(rig.dev, PASID, 0x3000), desc.wait({ sw: true, data: 1, addr: STATUS }));
+      if (deferred) {
+        expect(ep.invalidations).toEqual([]);
+        expect(rig.mem.read32(STATUS)).toBe(0);
+        sched.runUntilIdle();
+      }
+      expect(seenStatus).toEqual([0, 0]);
+      expect(rig.mem.read32(STATUS)).toBe(1);
+    }
+  });
+});
