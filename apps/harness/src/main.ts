@@ -4,6 +4,8 @@ import { Command, InvalidArgumentError } from "commander";
 import { FLAGSHIP, findScenario, scenarios } from "./scenarios/index.js";
 import { runScenario } from "./run.js";
 import { toChromeTrace } from "./chrome-trace.js";
+import { formatSweep, sweep } from "./sweep.js";
+import { isHostScenario } from "./world/host-scenario.js";
 
 // The CLI parser is commander: well kept, typed, with subcommands and help.
 function parseSeed(v: string): number {
@@ -39,6 +41,22 @@ program
       return;
     }
     process.exitCode = runAndReport(scenario.name, opts);
+  });
+
+program
+  .command("sweep")
+  .description("fail every fault-injection point of a scenario's path in turn (fail-nth); each run must roll back cleanly")
+  .argument("<name>", "scenario name (a host scenario, see `vsva list`)")
+  .action((name: string) => {
+    const scenario = findScenario(name);
+    if (scenario === undefined || !isHostScenario(scenario)) {
+      console.error(`vsva: '${name}' is not a host scenario with injection points; try 'vsva list'`);
+      process.exitCode = 2;
+      return;
+    }
+    const result = sweep(scenario.def);
+    console.log(formatSweep(result));
+    process.exitCode = result.ok ? 0 : 1;
   });
 
 program.action(() => {

@@ -8,7 +8,7 @@ describe("renderTimeline", () => {
       { step: 2, actor: "IOMMU", text: "ioasid_get()", refcount: 2 },
     ]);
     const lines = out.split("\n").filter((l) => l.includes("ioasid_"));
-    expect(lines[0]).toMatch(/│ 1 │ ioasid_alloc\(\) │\s+│ 1\s+│/);
-    expect(lines[1]).toMatch(/│ 2 │\s+│ ioasid_get\(\) │ 2\s+│/);
+    expect(lines[0]).toMatch(/│ 1\s+│ ioasid_alloc\(\)\s+│\s+│ 1\s+│/);
+    expect(lines[1]).toMatch(/│ 2\s+│\s+│ ioasid_get\(\)\s+│ 2\s+│/);
   });
 });

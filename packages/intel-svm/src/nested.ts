@@ -271,8 +271,11 @@ export class NestedBinder implements NestingBackend {
     const io = this.#ioasid;
     const pasid = hpasid as number as Ioasid;
     // ENOENT (not allocated, FREE_PENDING), EACCES (another set), EINVAL.
-    const found = io.find(set, pasid, (p) => p === undefined || p === null || (p instanceof GuestSvm && p.owner === this));
-    if (found === null) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} carries another user's data`);
+    // Read the data and judge it here: with a getter, find's null would not
+    // tell "refused" from an ID allocated with null private data.
+    const found = io.find(set, pasid);
+    const ours = found === undefined || found === null || (found instanceof GuestSvm && found.owner === this);
+    if (!ours) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} carries another user's data`);
     let svm = found instanceof GuestSvm ? found : undefined;
     if (svm !== undefined) {
       if (svm.defunct) throw new KernelError(Errno.ENOENT, `PASID ${hpasid} is being freed`);

@@ -2,12 +2,13 @@ import type { Scenario } from "../scenario.js";
 import { ioasidFreeBeforeUnbind, ioasidLifecycle } from "./ioasid-lifecycle.js";
 import { nativeExitBeforeUnbind } from "./native-exit-before-unbind.js";
 import { nativeSva } from "./native-sva.js";
+import { nestedBind } from "./nested-bind.js";
 import { pageRequest } from "./page-request.js";
 
-export const scenarios: readonly Scenario[] = [nativeSva, nativeExitBeforeUnbind, pageRequest, ioasidLifecycle, ioasidFreeBeforeUnbind];
+export const scenarios: readonly Scenario[] = [nativeSva, nativeExitBeforeUnbind, pageRequest, nestedBind, ioasidLifecycle, ioasidFreeBeforeUnbind];
 
 /** What `vsva` with no arguments runs. */
-export const FLAGSHIP = ioasidLifecycle.name;
+export const FLAGSHIP = nativeSva.name;
 
 export function findScenario(name: string): Scenario | undefined {
   return scenarios.find((s) => s.name === name);

@@ -43,10 +43,10 @@ export const nativeSva = hostScenario({
     });
     ctx.step("(4) DMA: dsa0 writes P's buffer and reads back what the CPU wrote", () => {
       if (slot === undefined || mm === undefined) return;
-      ctx.expect(dmaWrite(slot, pasid, buf, PATTERN) === "ok", "DMA write with P's PASID completes");
+      ctx.expect(dmaWrite(h, slot, pasid, buf, PATTERN) === "ok", "DMA write with P's PASID completes");
       ctx.expect(hexBytes(mm.read(buf, 4)) === hexBytes(PATTERN), "the CPU sees the bytes the device wrote");
       const got = new Uint8Array(4);
-      ctx.expect(dmaRead(slot, pasid, buf + 0x1000, got) === "ok", "DMA read with P's PASID completes");
+      ctx.expect(dmaRead(h, slot, pasid, buf + 0x1000, got) === "ok", "DMA read with P's PASID completes");
       ctx.expect(hexBytes(got) === "01020304", "the device reads what the CPU wrote");
     });
     ctx.step("(7,8,9) the driver stops DMA and unbinds: PASID entry cleared, PASID cache, IOTLB and device TLB flushed", () => {
@@ -56,7 +56,7 @@ export const nativeSva = hostScenario({
     });
     ctx.step("a stray DMA with the old PASID is refused", () => {
       if (slot === undefined) return;
-      ctx.expect(dmaWrite(slot, pasid, buf, PATTERN) !== "ok", "no DMA through a torn-down PASID");
+      ctx.require(dmaWrite(h, slot, pasid, buf, PATTERN) !== "ok", "no DMA through a torn-down PASID");
     });
     ctx.step("(10,11) P exits: exit_mmap, then the last mmdrop frees the PASID, reclaimed", () => {
       if (mm === undefined) return;

@@ -1,7 +1,7 @@
 import { Prot, type Mm, type SvaBond } from "@vsva/iommu-core";
 import type { DeviceSlot } from "../world/host.js";
 import { hostScenario } from "../world/host-scenario.js";
-import { PATTERN, dmaWrite, hexBytes, mmResolver } from "./sva-common.js";
+import { PATTERN, dmaWrite, dmaWriteNoWait, hexBytes, mmResolver } from "./sva-common.js";
 
 /**
  * DMA to a page the process has not touched yet: the device's ATS
@@ -40,7 +40,7 @@ export const pageRequest = hostScenario({
     });
     ctx.step("DMA write to the untouched page: ATS fails, the device issues a page request and waits", () => {
       if (slot === undefined) return;
-      ctx.expect(dmaWrite(slot, pasid, buf + 0x1000, PATTERN) === "pageRequestPending", "the DMA waits on a page request");
+      ctx.expect(dmaWriteNoWait(slot, pasid, buf + 0x1000, PATTERN) === "pageRequestPending", "the DMA waits on a page request");
     });
     ctx.step("interrupt -> driver drains the page request queue -> IO page fault work handles it -> page group response -> retry", () => {
       if (slot === undefined || mm === undefined) return;
@@ -50,9 +50,8 @@ export const pageRequest = hostScenario({
     });
     ctx.step("DMA outside any mapping: the fault is answered invalid, the DMA fails cleanly", () => {
       if (slot === undefined) return;
-      const r = dmaWrite(slot, pasid, buf + 0x10_0000, PATTERN);
-      h.settle();
-      ctx.expect(r === "pageRequestPending" && slot.ep.dma.result === "pageRequestInvalid", `an unmapped address is refused (result ${slot.ep.dma.result})`);
+      const r = dmaWrite(h, slot, pasid, buf + 0x10_0000, PATTERN);
+      ctx.expect(r === "pageRequestInvalid", `an unmapped address is refused (result ${r})`);
     });
     ctx.step("P unbinds and exits", () => {
       if (bond === undefined || mm === undefined) return;

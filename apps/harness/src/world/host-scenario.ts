@@ -20,8 +20,15 @@ export interface StepContext {
   /** Declares the address space DMA with `pasid` must reach (see InvariantChecker). */
   bindSpace(pasid: number, resolve: AddressResolver): void;
   unbindSpace(pasid: number): void;
-  /** A scenario-specific expectation; false is a violation. */
+  /**
+   * A functional expectation (the DMA completed, the bytes arrived). False is
+   * a violation, except once a fault has been injected in the run: then the
+   * work may legitimately fail, and only safety (`require`, the invariants,
+   * rollback) is judged.
+   */
   expect(ok: boolean, what: string): void;
+  /** A safety expectation (no DMA through a torn-down PASID): must hold in every run. */
+  require(ok: boolean, what: string): void;
 }
 
 export interface HostScenarioDef {
@@ -80,6 +87,9 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
     bindSpace: (pasid, resolve) => checker.bind(pasid, resolve),
     unbindSpace: (pasid) => checker.unbind(pasid),
     expect(ok, what) {
+      if (!ok && host.kernel.faults.injected.length === 0) violations.push(what);
+    },
+    require(ok, what) {
       if (!ok) violations.push(what);
     },
   };
@@ -139,7 +149,15 @@ function teardownHost(host: Host): void {
   host.settle();
 }
 
+export interface HostScenario extends Scenario {
+  readonly def: HostScenarioDef;
+}
+
 /** Adapts a host scenario to the harness's Scenario interface. */
-export function hostScenario(def: HostScenarioDef): Scenario & { readonly def: HostScenarioDef } {
+export function hostScenario(def: HostScenarioDef): HostScenario {
   return { name: def.name, summary: def.summary, def, run: (opts) => runHostScenario(def, opts) };
+}
+
+export function isHostScenario(s: Scenario): s is HostScenario {
+  return "def" in s;
 }
