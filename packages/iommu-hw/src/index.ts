@@ -56,7 +56,7 @@ export { DmaWorker } from "./pci/dma-worker.js";
 // and in-memory structure layouts (shared with the driver, as a kernel shares
 // a spec's field definitions), descriptors and fault reasons.
 export { VtdUnit, type CacheMismatch, type StructureCacheMismatch } from "./vtd/vtd-unit.js";
-export { type IotlbEntry, type CtxInfo, type PasidInfo, CacheClass } from "./vtd/caches.js";
+export { type IotlbEntry, type CtxInfo, type PasidInfo, CacheClass, RightsFor, type RightsForValue } from "./vtd/caches.js";
 export { type VtdOptions, type VtdConfig, type VtdCacheSizes, type VtdInterrupt } from "./vtd/options.js";
 export {
   RegOffset,
