@@ -62,6 +62,14 @@ export interface DmaStats {
   completed: number;
 }
 
+/** The PASID capability's control state as the function has latched it. */
+export interface PasidControl {
+  readonly enabled: boolean;
+  readonly width: number;
+  readonly exec: boolean;
+  readonly priv: boolean;
+}
+
 /** What the engine needs from the endpoint it sits in. */
 export interface DmaEngineHost {
   readonly sid: SourceId;
@@ -74,7 +82,7 @@ export interface DmaEngineHost {
   busMasterEnabled(): boolean;
   atsEnabled(): boolean;
   /** PASID capability state, or undefined when the function has none. */
-  pasidControl(): { readonly enabled: boolean; readonly width: number; readonly exec: boolean; readonly priv: boolean } | undefined;
+  pasidControl(): PasidControl | undefined;
   /** A non-posted request came back Unsupported Request: sets Status.Received Master Abort. */
   noteMasterAbort(): void;
 }
@@ -349,12 +357,18 @@ export class DmaEngine {
     if (write) {
       const pat = p.pattern;
       if (pat === undefined) return false;
+      const plen = pat.length;
+      if (plen === 0) return false;
+      const phase = this.#done % plen;
+      // A pattern that covers this chunk at its phase is written as it is.
+      if (phase + len <= plen) return mem.writeBytes(pa, pat.subarray(phase, phase + len));
       const data = this.#scratch.subarray(0, len);
-      // One period at the right phase, then doubling copies (every copy
-      // length stays a multiple of the period, so the phase is preserved).
-      const phase = this.#done % pat.length;
-      let filled = Math.min(len, pat.length);
-      for (let i = 0; i < filled; i++) data[i] = pat[(phase + i) % pat.length] ?? 0;
+      // One period at the right phase (two block copies), then doubling copies
+      // (every copy length stays a multiple of the period, so the phase holds).
+      let filled = Math.min(len, plen);
+      const head = Math.min(filled, plen - phase);
+      data.set(pat.subarray(phase, phase + head), 0);
+      if (head < filled) data.set(pat.subarray(0, filled - head), head);
       while (filled < len) {
         const n = Math.min(filled, len - filled);
         data.copyWithin(filled, 0, n);

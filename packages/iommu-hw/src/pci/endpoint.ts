@@ -2,7 +2,7 @@ import { Errno, KernelError, type SourceId, type TraceBus, formatBdf, sourceId }
 import type { EndpointPort, IommuPort, PageGroupResponse } from "../iommu-port.js";
 import type { PhysMem } from "../mem/phys-mem.js";
 import { DeviceTlb, type DeviceTlbInvalidation } from "./device-tlb.js";
-import { DmaEngine, type DmaEngineOptions } from "./dma-engine.js";
+import { DmaEngine, type DmaEngineOptions, type PasidControl } from "./dma-engine.js";
 import { type EndpointConfig, type EndpointConfigOptions, buildEndpointConfig } from "./endpoint-config.js";
 import { PageRequestInterface } from "./pri.js";
 import "./trace-events.js";
@@ -100,11 +100,7 @@ export class PciEndpoint implements EndpointPort {
         upstream: () => this.#upstream,
         busMasterEnabled: () => this.busMasterEnabled,
         atsEnabled: () => this.atsEnabled,
-        pasidControl: () => {
-          const r = this.config.pasid;
-          if (r === undefined) return undefined;
-          return { enabled: r.flag("ENABLE"), width: r.get("MAX_PASID_WIDTH"), exec: r.flag("EXEC_ENABLE"), priv: r.flag("PRIV_ENABLE") };
-        },
+        pasidControl: () => this.#pasidControl(),
         noteMasterAbort: () => this.config.command.setFlag("RECEIVED_MASTER_ABORT", true),
       },
       opts.dma,
@@ -112,6 +108,24 @@ export class PciEndpoint implements EndpointPort {
     this.config.space.onWrite(this.config.devCtl, () => {
       if (this.config.devCtl.flag("INITIATE_FLR")) this.functionLevelReset();
     });
+    // The function latches its PASID control: decoded once per config write,
+    // not on every DMA (which made decoding the dominant cost of a transfer).
+    const pasidReg = this.config.pasid;
+    if (pasidReg !== undefined) {
+      this.config.space.onWrite(pasidReg, () => {
+        this.#pasidLatch = null;
+      });
+    }
+  }
+
+  #pasidLatch: PasidControl | undefined | null = null;
+
+  #pasidControl(): PasidControl | undefined {
+    if (this.#pasidLatch !== null) return this.#pasidLatch;
+    const r = this.config.pasid;
+    this.#pasidLatch =
+      r === undefined ? undefined : { enabled: r.flag("ENABLE"), width: r.get("MAX_PASID_WIDTH"), exec: r.flag("EXEC_ENABLE"), priv: r.flag("PRIV_ENABLE") };
+    return this.#pasidLatch;
   }
 
   // --- wiring ---------------------------------------------------------------
@@ -192,6 +206,7 @@ export class PciEndpoint implements EndpointPort {
     this.flrCount++;
     this.dma.abort();
     this.config.space.reset();
+    this.#pasidLatch = null;
     this.deviceTlb.flushAll();
     this.pri?.reset();
   }
