@@ -1,0 +1,154 @@
+import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel";
+import type { PhysMem } from "../mem/phys-mem.js";
+import { MAX_OA_BITS_4K, oasCode } from "../pt-arm/geometry.js";
+
+/** An interrupt the unit signals: an MSI (`addr` ≠ 0, from *_IRQ_CFG0/1) or the wired line (`addr` = 0). */
+export interface SmmuInterrupt {
+  readonly source: "gerror" | "eventq" | "priq" | "cmd-sync" | "sev";
+  readonly addr: number;
+  readonly data: number;
+}
+
+export interface SmmuCacheSizes {
+  readonly ste?: number;
+  readonly cd?: number;
+  readonly tlb?: number;
+  readonly s1WalkCache?: number;
+  readonly s2WalkCache?: number;
+}
+
+/**
+ * Construction options: the capabilities IDR0–IDR5 report (and the unit
+ * then honours), its memory, caches, and how it runs its command queue.
+ * Defaults describe an SMMUv3.1 with both stages, 2-level stream and CD
+ * tables, 20-bit SubstreamIDs, 16-bit StreamIDs, ATS, PRI, 16-bit ASIDs and
+ * VMIDs, 48-bit OAS, the 4 KiB granule, HTTU (access flag and dirty), MSIs
+ * and no stall.
+ */
+export interface SmmuOptions {
+  readonly mem: PhysMem;
+  /** IDR0.S1P / S2P (default true). */
+  readonly stage1?: boolean;
+  readonly stage2?: boolean;
+  /** IDR0.ST_LEVEL: 2-level stream table (default true). */
+  readonly twoLevelStreamTable?: boolean;
+  /** IDR0.CD2L (default true). */
+  readonly twoLevelCdTable?: boolean;
+  /** IDR1.SSIDSIZE, 0..20 (default 20). */
+  readonly ssidBits?: number;
+  /** IDR1.SIDSIZE, 1..32 (default 16). */
+  readonly sidBits?: number;
+  readonly ats?: boolean;
+  readonly pri?: boolean;
+  readonly asid16?: boolean;
+  readonly vmid16?: boolean;
+  /** IDR5.OAS in bits: 32, 36, 40, 42, 44, 48 or 52 (default 48; walks stop at 48 with the 4 KiB granule). */
+  readonly oas?: number;
+  /** IDR0.HTTU: 0 none, 1 access flag, 2 access flag and dirty state (default 2). */
+  readonly httu?: 0 | 1 | 2;
+  /** Stall model: false (default) advertises terminate-only and refuses CD.S = 1 (as QEMU does). */
+  readonly stall?: boolean;
+  /** IDR0.HYP: EL2 stream worlds and the TLBI_EL2_* commands (default false). */
+  readonly hyp?: boolean;
+  /** IDR3.XNX (default false), IDR3.RIL (default true), IDR3.HAD (default true). */
+  readonly xnx?: boolean;
+  readonly ril?: boolean;
+  readonly had?: boolean;
+  /** IDR0.MSI (default true), IDR0.SEV (default true). */
+  readonly msi?: boolean;
+  readonly sev?: boolean;
+  /** log2 of the maximum queue sizes in IDR1 (default 19, 19, 19; 8 for PRI is enough for most). */
+  readonly cmdqBits?: number;
+  readonly eventqBits?: number;
+  readonly priqBits?: number;
+  readonly caches?: SmmuCacheSizes;
+  /** "immediate" runs commands inside the CMDQ_PROD write; otherwise a work item on this scheduler does. */
+  readonly commands?: "immediate" | { readonly scheduler: Scheduler };
+  readonly trace?: TraceBus;
+  /** Name in traces (e.g. "smmu0"). */
+  readonly name?: string;
+  readonly onInterrupt?: (irq: SmmuInterrupt) => void;
+}
+
+export interface SmmuConfig {
+  readonly stage1: boolean;
+  readonly stage2: boolean;
+  readonly twoLevelStreamTable: boolean;
+  readonly twoLevelCdTable: boolean;
+  readonly ssidBits: number;
+  readonly sidBits: number;
+  readonly ats: boolean;
+  readonly pri: boolean;
+  readonly asid16: boolean;
+  readonly vmid16: boolean;
+  readonly oas: number;
+  readonly oasCode: number;
+  /** min(OAS, 48): what walks and table addresses can reach with the 4 KiB granule. */
+  readonly oaBits: number;
+  readonly httu: 0 | 1 | 2;
+  readonly stall: boolean;
+  readonly hyp: boolean;
+  readonly xnx: boolean;
+  readonly ril: boolean;
+  readonly had: boolean;
+  readonly msi: boolean;
+  readonly sev: boolean;
+  readonly cmdqBits: number;
+  readonly eventqBits: number;
+  readonly priqBits: number;
+  readonly name: string;
+}
+
+function bad(msg: string): never {
+  throw new KernelError(Errno.EINVAL, `SMMUv3: ${msg}`);
+}
+
+function intIn(name: string, v: number, lo: number, hi: number): number {
+  if (!Number.isInteger(v) || v < lo || v > hi) bad(`${name} ${v} is outside ${lo}..${hi}`);
+  return v;
+}
+
+/** Applies defaults and refuses impossible capability sets (EINVAL says which). */
+export function resolveSmmuConfig(o: SmmuOptions): SmmuConfig {
+  const stage1 = o.stage1 ?? true;
+  const stage2 = o.stage2 ?? true;
+  if (!stage1 && !stage2) bad("at least one of stage 1 and stage 2 must be supported");
+  const oas = o.oas ?? 48;
+  const code = oasCode(oas);
+  if (code === undefined) bad(`OAS ${oas} is not one of 32, 36, 40, 42, 44, 48, 52`);
+  const ssidBits = intIn("SSID size", o.ssidBits ?? 20, 0, 20);
+  const pri = o.pri ?? true;
+  const ats = o.ats ?? true;
+  if (pri && !ats) bad("PRI needs ATS");
+  // Checked at run time too: options may come from a caller that is not type-checked.
+  const httuIn: number = o.httu ?? 2;
+  if (httuIn !== 0 && httuIn !== 1 && httuIn !== 2) bad(`HTTU ${String(httuIn)} is not 0, 1 or 2`);
+  const httu: 0 | 1 | 2 = httuIn;
+  return {
+    stage1,
+    stage2,
+    twoLevelStreamTable: o.twoLevelStreamTable ?? true,
+    twoLevelCdTable: o.twoLevelCdTable ?? true,
+    ssidBits,
+    sidBits: intIn("SID size", o.sidBits ?? 16, 1, 32),
+    ats,
+    pri,
+    asid16: o.asid16 ?? true,
+    vmid16: o.vmid16 ?? true,
+    oas,
+    oasCode: code,
+    oaBits: Math.min(oas, MAX_OA_BITS_4K),
+    httu,
+    stall: o.stall ?? false,
+    hyp: o.hyp ?? false,
+    xnx: o.xnx ?? false,
+    ril: o.ril ?? true,
+    had: o.had ?? true,
+    msi: o.msi ?? true,
+    sev: o.sev ?? true,
+    cmdqBits: intIn("CMDQS", o.cmdqBits ?? 19, 1, 19),
+    eventqBits: intIn("EVENTQS", o.eventqBits ?? 19, 1, 19),
+    priqBits: intIn("PRIQS", o.priqBits ?? 19, 1, 19),
+    name: o.name ?? "smmu",
+  };
+}

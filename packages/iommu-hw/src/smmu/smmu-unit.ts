@@ -1,0 +1,622 @@
+import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
+import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
+import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
+import { Perm } from "../pt-arm/types.js";
+import { ReadOnlyMem } from "../vtd/read-only-mem.js";
+import { DEFAULT_SMMU_CACHES, SmmuCaches, type TlbEntry, TlbClass } from "./caches.js";
+import { CommandQueue } from "./cmdq.js";
+import { type CommandContext, executeCommand } from "./commands.js";
+import { type CdInfo, ConfigScratch, type SteInfo, fetchCd, fetchSte } from "./config.js";
+import { type SmmuConfig, type SmmuInterrupt, type SmmuOptions, resolveSmmuConfig } from "./options.js";
+import { OutputQueue } from "./queues.js";
+import { SmmuRegisterFile } from "./register-file.js";
+import {
+  AidrReg,
+  CmdqConsReg,
+  CmdqProdReg,
+  Cr0AckReg,
+  Cr0Reg,
+  Cr1Reg,
+  Cr2Reg,
+  GbpaReg,
+  type GerrorBit,
+  GerrorReg,
+  GerrornReg,
+  Idr0Reg,
+  Idr1Reg,
+  Idr2Reg,
+  Idr3Reg,
+  Idr4Reg,
+  Idr5Reg,
+  IidrReg,
+  IrqCfg0Reg,
+  IrqCfg1Reg,
+  IrqCfg2Reg,
+  IrqCtrlAckReg,
+  IrqCtrlReg,
+  OutqConsReg,
+  OutqProdReg,
+  QueueBaseReg,
+  SMMU_REG_WINDOW,
+  SmmuReg,
+  StatusrReg,
+  StrtabBaseCfgReg,
+  StrtabBaseReg,
+} from "./regs.js";
+import { EVENT_BYTES, EventFetchRecord, EventId, EventRecord, PRI_BYTES, PriEntry, SyncCs, eventName } from "./structures.js";
+import "./trace-events.js";
+import { type FaultDetail, type SmmuState, SmmuTranslator } from "./translate.js";
+
+/** A cached translation next to what a fresh walk finds now. */
+export interface SmmuCacheMismatch {
+  readonly cached: TlbEntry;
+  readonly fresh: TranslateResult;
+  readonly freshPerms: number;
+}
+
+/** A cached STE or CD that no longer matches memory. */
+export interface SmmuStructureMismatch {
+  readonly cache: "ste" | "cd";
+  readonly sid: number;
+  readonly ssid: number | null;
+  readonly cached: SteInfo | CdInfo;
+  readonly fresh: SteInfo | CdInfo;
+}
+
+const FETCH_EVENTS = new Set<number>([EventId.F_STE_FETCH, EventId.F_CD_FETCH, EventId.F_WALK_EABT]);
+const TWO32 = 0x1_0000_0000;
+
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  const ka = Object.keys(a).sort();
+  const kb = Object.keys(b).sort();
+  if (ka.length !== kb.length || ka.some((k, i) => k !== kb[i])) return false;
+  return ka.every((k) => sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}
+
+/** Low and high 32 bits of any number (two's complement for negatives; 0 for NaN). */
+function halves(x: number): { lo: number; hi: number } {
+  if (!Number.isFinite(x)) return { lo: 0, hi: 0 };
+  const i = Math.floor(x);
+  const hi = Math.floor(i / TWO32);
+  return { lo: i >>> 0, hi: (hi - Math.floor(hi / TWO32) * TWO32) >>> 0 };
+}
+
+/** `x` reduced to a field of `bits` bits (so guest-controlled values never overflow a layout field). */
+function fit(x: number, bits: number): number {
+  if (!Number.isFinite(x) || x < 0) return 0;
+  const m = 2 ** bits;
+  const i = Math.floor(x);
+  return i - Math.floor(i / m) * m;
+}
+
+/**
+ * An emulated Arm SMMUv3 (non-secure side, AArch64 tables, 4 KiB granule).
+ *
+ * Software drives it only through its registers (`mmio*`, two 64 KiB
+ * pages) and the structures in memory they point at: stream table (linear
+ * or 2-level), CD tables (linear or 2-level, SubstreamIDs up to 20 bits),
+ * command, event and PRI queues. Endpoints reach it through
+ * {@link IommuPort} with `sid` = StreamID and `pasid` = SubstreamID; it
+ * reaches them through the {@link EndpointPort} they register (ATC_INV,
+ * PRI_RESP). A translation fault's `reason` is the event ID (0 for an
+ * abort that records nothing).
+ *
+ * Nothing software, a guest or a device writes can make it throw: bad
+ * values give the architectural event, command error or GERROR bit.
+ */
+export class SmmuUnit implements IommuPort {
+  readonly cfg: SmmuConfig;
+  readonly caches: SmmuCaches;
+  readonly #mem: PhysMem;
+  readonly #regs = new SmmuRegisterFile(SMMU_REG_WINDOW);
+  readonly #state: SmmuState = { enabled: false, gbpaAbort: false, recordInvalidSid: false, st: { base: 0, log2size: 0, split: 0, fmt: 0 } };
+  readonly #translator: SmmuTranslator;
+  readonly #fresh: SmmuTranslator;
+  readonly #roMem: PhysMem;
+  readonly #endpoints = new Map<number, EndpointPort>();
+  readonly #trace: TraceBus | undefined;
+  readonly #onInterrupt: ((irq: SmmuInterrupt) => void) | undefined;
+  readonly #r: Record<
+    "cr0" | "cr0ack" | "cr2" | "gbpa" | "irqCtrl" | "irqCtrlAck" | "gerror" | "gerrorn" | "gerrCfg0" | "gerrCfg1" | "strtabBase" | "strtabCfg" |
+    "cmdqBase" | "cmdqProd" | "cmdqCons" | "evtqBase" | "evtqProd" | "evtqCons" | "evtqCfg0" | "evtqCfg1" | "priqBase" | "priqProd" | "priqCons" | "priqCfg0" | "priqCfg1",
+    Uint32Array
+  >;
+  readonly #cmdq: CommandQueue;
+  readonly #evtq: OutputQueue<string>;
+  readonly #priq: OutputQueue<string>;
+  readonly #event = EventRecord.alloc();
+  readonly #fetchEvent = EventFetchRecord.alloc();
+  readonly #pri = PriEntry.alloc();
+  /** Counters for tests and reports. */
+  readonly stats = { syncs: 0, interrupts: 0, events: 0 };
+
+  /** EINVAL when the options describe an impossible unit. */
+  constructor(opts: SmmuOptions) {
+    const cfg = resolveSmmuConfig(opts);
+    this.cfg = cfg;
+    this.#mem = opts.mem;
+    this.#trace = opts.trace;
+    this.#onInterrupt = opts.onInterrupt;
+    const sizes = { ...DEFAULT_SMMU_CACHES, ...opts.caches };
+    for (const [k, v] of Object.entries(sizes)) {
+      if (!Number.isInteger(v) || v < 1) throw new KernelError(Errno.EINVAL, `SMMUv3: ${k} cache capacity ${String(v)} must be a positive integer`);
+    }
+    this.caches = new SmmuCaches(sizes);
+    const regs = this.#regs;
+    this.#writeIdRegisters();
+    this.#r = {
+      cr0: regs.define(SmmuReg.CR0, Cr0Reg),
+      cr0ack: regs.define(SmmuReg.CR0ACK, Cr0AckReg),
+      cr2: regs.define(SmmuReg.CR2, Cr2Reg),
+      gbpa: regs.define(SmmuReg.GBPA, GbpaReg),
+      irqCtrl: regs.define(SmmuReg.IRQ_CTRL, IrqCtrlReg),
+      irqCtrlAck: regs.define(SmmuReg.IRQ_CTRLACK, IrqCtrlAckReg),
+      gerror: regs.define(SmmuReg.GERROR, GerrorReg),
+      gerrorn: regs.define(SmmuReg.GERRORN, GerrornReg),
+      gerrCfg0: regs.define(SmmuReg.GERROR_IRQ_CFG0, IrqCfg0Reg),
+      gerrCfg1: regs.define(SmmuReg.GERROR_IRQ_CFG1, IrqCfg1Reg),
+      strtabBase: regs.define(SmmuReg.STRTAB_BASE, StrtabBaseReg),
+      strtabCfg: regs.define(SmmuReg.STRTAB_BASE_CFG, StrtabBaseCfgReg),
+      cmdqBase: regs.define(SmmuReg.CMDQ_BASE, QueueBaseReg),
+      cmdqProd: regs.define(SmmuReg.CMDQ_PROD, CmdqProdReg),
+      cmdqCons: regs.define(SmmuReg.CMDQ_CONS, CmdqConsReg),
+      evtqBase: regs.define(SmmuReg.EVENTQ_BASE, QueueBaseReg),
+      evtqProd: regs.define(SmmuReg.EVENTQ_PROD, OutqProdReg),
+      evtqCons: regs.define(SmmuReg.EVENTQ_CONS, OutqConsReg),
+      evtqCfg0: regs.define(SmmuReg.EVENTQ_IRQ_CFG0, IrqCfg0Reg),
+      evtqCfg1: regs.define(SmmuReg.EVENTQ_IRQ_CFG1, IrqCfg1Reg),
+      priqBase: regs.define(SmmuReg.PRIQ_BASE, QueueBaseReg),
+      priqProd: regs.define(SmmuReg.PRIQ_PROD, OutqProdReg),
+      priqCons: regs.define(SmmuReg.PRIQ_CONS, OutqConsReg),
+      priqCfg0: regs.define(SmmuReg.PRIQ_IRQ_CFG0, IrqCfg0Reg),
+      priqCfg1: regs.define(SmmuReg.PRIQ_IRQ_CFG1, IrqCfg1Reg),
+    };
+    regs.define(SmmuReg.CR1, Cr1Reg);
+    regs.define(SmmuReg.STATUSR, StatusrReg);
+    regs.define(SmmuReg.GERROR_IRQ_CFG2, IrqCfg2Reg);
+    regs.define(SmmuReg.EVENTQ_IRQ_CFG2, IrqCfg2Reg);
+    regs.define(SmmuReg.PRIQ_IRQ_CFG2, IrqCfg2Reg);
+    // GBPA out of reset: SHCFG = 1 ("use incoming"), QEMU's reset value (§B1.6).
+    GbpaReg.set(this.#r.gbpa, "SHCFG", 1);
+
+    this.#translator = new SmmuTranslator(this.#mem, cfg, this.caches, this.#state);
+    this.#roMem = new ReadOnlyMem(this.#mem);
+    this.#fresh = new SmmuTranslator(this.#roMem, cfg, this.caches, this.#state, false);
+
+    const r = this.#r;
+    const ack = (f: "EVENTQEN" | "PRIQEN" | "CMDQEN"): boolean => Cr0AckReg.get(r.cr0ack, f) === 1;
+    const irqOn = (f: "EVENTQ_IRQEN" | "PRIQ_IRQEN"): boolean => IrqCtrlAckReg.get(r.irqCtrlAck, f) === 1;
+    this.#evtq = new OutputQueue(this.#mem, EventRecord, EVENT_BYTES, r.evtqBase, r.evtqProd, r.evtqCons, cfg.eventqBits, {
+      enabled: () => ack("EVENTQEN"),
+      abort: () => this.#raiseGerror("EVTQ_ABT_ERR"),
+      interrupt: () => {
+        if (irqOn("EVENTQ_IRQEN")) this.#interrupt("eventq", r.evtqCfg0, r.evtqCfg1);
+      },
+    });
+    this.#priq = new OutputQueue(this.#mem, PriEntry, PRI_BYTES, r.priqBase, r.priqProd, r.priqCons, cfg.priqBits, {
+      enabled: () => ack("PRIQEN"),
+      abort: () => this.#raiseGerror("PRIQ_ABT_ERR"),
+      interrupt: () => {
+        if (irqOn("PRIQ_IRQEN")) this.#interrupt("priq", r.priqCfg0, r.priqCfg1);
+      },
+    });
+    const cctx: CommandContext = {
+      cfg,
+      caches: this.caches,
+      endpoint: (sid) => this.#endpoints.get(sid),
+      syncSignal: (cs, addr, data) => this.#sync(cs, addr, data),
+      resume: () => {
+        // Stalled transactions are not held (the endpoint gets its fault at once); RESUME retires nothing.
+      },
+      invalidated: () => this.#translator.resetFastPath(),
+      trace: this.#trace,
+      unit: cfg.name,
+    };
+    const mode = opts.commands ?? "immediate";
+    const wq = mode === "immediate" ? null : mode.scheduler.createWorkqueue(`${cfg.name}-cmdq`);
+    this.#cmdq = new CommandQueue(this.#mem, r.cmdqBase, r.cmdqProd, r.cmdqCons, cfg.cmdqBits, {
+      enabled: () => ack("CMDQEN"),
+      stopped: () => this.#gerrorActive("CMDQ_ERR"),
+      error: (code, cons) => {
+        this.#trace?.emit("smmu.cmdq-error", "HW", {}, { unit: cfg.name, error: code, cons });
+        this.#raiseGerror("CMDQ_ERR");
+      },
+      execute: (cmd) => executeCommand(cctx, cmd),
+    }, wq);
+  }
+
+  #writeIdRegisters(): void {
+    const c = this.cfg;
+    const regs = this.#regs;
+    const b = (x: boolean): number => (x ? 1 : 0);
+    const idr0 = regs.define(SmmuReg.IDR0, Idr0Reg);
+    Idr0Reg.set(idr0, "S2P", b(c.stage2));
+    Idr0Reg.set(idr0, "S1P", b(c.stage1));
+    Idr0Reg.set(idr0, "TTF", 2); // AArch64 tables only
+    Idr0Reg.set(idr0, "COHACC", 1);
+    Idr0Reg.set(idr0, "HTTU", c.httu);
+    Idr0Reg.set(idr0, "HYP", b(c.hyp));
+    Idr0Reg.set(idr0, "ATS", b(c.ats));
+    Idr0Reg.set(idr0, "ASID16", b(c.asid16));
+    Idr0Reg.set(idr0, "MSI", b(c.msi));
+    Idr0Reg.set(idr0, "SEV", b(c.sev));
+    Idr0Reg.set(idr0, "PRI", b(c.pri));
+    Idr0Reg.set(idr0, "VMID16", b(c.vmid16));
+    Idr0Reg.set(idr0, "CD2L", b(c.twoLevelCdTable));
+    Idr0Reg.set(idr0, "TTENDIAN", 2); // little-endian only
+    Idr0Reg.set(idr0, "STALL_MODEL", c.stall ? 0 : 1);
+    Idr0Reg.set(idr0, "TERM_MODEL", 1);
+    Idr0Reg.set(idr0, "ST_LEVEL", b(c.twoLevelStreamTable));
+    const idr1 = regs.define(SmmuReg.IDR1, Idr1Reg);
+    Idr1Reg.set(idr1, "SIDSIZE", c.sidBits);
+    Idr1Reg.set(idr1, "SSIDSIZE", c.ssidBits);
+    Idr1Reg.set(idr1, "PRIQS", c.pri ? c.priqBits : 0);
+    Idr1Reg.set(idr1, "EVENTQS", c.eventqBits);
+    Idr1Reg.set(idr1, "CMDQS", c.cmdqBits);
+    regs.define(SmmuReg.IDR2, Idr2Reg);
+    const idr3 = regs.define(SmmuReg.IDR3, Idr3Reg);
+    Idr3Reg.set(idr3, "HAD", b(c.had));
+    Idr3Reg.set(idr3, "XNX", b(c.xnx));
+    Idr3Reg.set(idr3, "RIL", b(c.ril));
+    regs.define(SmmuReg.IDR4, Idr4Reg);
+    const idr5 = regs.define(SmmuReg.IDR5, Idr5Reg);
+    Idr5Reg.set(idr5, "OAS", c.oasCode);
+    Idr5Reg.set(idr5, "GRAN4K", 1);
+    const iidr = regs.define(SmmuReg.IIDR, IidrReg);
+    IidrReg.set(iidr, "IMPLEMENTER", 0x43b); // Arm's JEP106 code, as Arm's own SMMUs report
+    IidrReg.set(iidr, "PRODUCTID", 0x5a);
+    const aidr = regs.define(SmmuReg.AIDR, AidrReg);
+    AidrReg.set(aidr, "ARCH_MINOR", 1); // SMMUv3.1
+  }
+
+  // --- endpoints -------------------------------------------------------------
+
+  /** Registers the endpoint at its StreamID. EEXIST if one is there already. */
+  attachEndpoint(ep: EndpointPort): void {
+    if (this.#endpoints.has(ep.sid)) throw new KernelError(Errno.EEXIST, `${this.cfg.name}: an endpoint is already attached at StreamID ${ep.sid}`);
+    this.#endpoints.set(ep.sid, ep);
+  }
+
+  /** ENOENT if nothing is attached at `sid`. */
+  detachEndpoint(sid: SourceId): void {
+    if (!this.#endpoints.delete(sid)) throw new KernelError(Errno.ENOENT, `${this.cfg.name}: no endpoint at StreamID ${sid}`);
+  }
+
+  // --- MMIO ----------------------------------------------------------------
+
+  mmioRead32(offset: number): number {
+    return this.#regs.read32(offset);
+  }
+
+  mmioRead64(offset: number): U64 {
+    return { lo: this.#regs.read32(offset), hi: this.#regs.read32(offset + 4) };
+  }
+
+  mmioWrite32(offset: number, value: number): void {
+    const before = this.#regs.raw32(offset);
+    const owner = this.#regs.write32(offset, value);
+    if (owner >= 0) this.#afterWrite(owner, offset, before);
+  }
+
+  /** One 64-bit write (its side effect runs once both halves are in). Numbers at or above 2^53 are not exact: pass {lo, hi}. */
+  mmioWrite64(offset: number, value: U64 | number): void {
+    const v = typeof value === "number" ? numberToU64(Number.isFinite(value) && value >= 0 ? value : 0) : value;
+    const before = this.#regs.raw32(offset);
+    const beforeHi = this.#regs.raw32(offset + 4);
+    const owner = this.#regs.write32(offset, v.lo);
+    this.#regs.write32(offset + 4, v.hi);
+    if (owner >= 0) {
+      if (this.#refused(owner)) {
+        this.#regs.setRaw32(offset, before);
+        this.#regs.setRaw32(offset + 4, beforeHi);
+        return;
+      }
+      this.#afterWrite(owner, offset, before);
+    }
+  }
+
+  /** Writes software may not make now: a queue's base or producer-side pointer while it runs. */
+  #refused(reg: number): boolean {
+    const ack = (f: "EVENTQEN" | "PRIQEN" | "CMDQEN"): boolean => Cr0AckReg.get(this.#r.cr0ack, f) === 1;
+    switch (reg) {
+      case SmmuReg.CMDQ_BASE:
+        return ack("CMDQEN");
+      case SmmuReg.CMDQ_CONS:
+        // Hardware's pointer once enabled; software may move it while the queue is stopped on an error.
+        return ack("CMDQEN") && !this.#gerrorActive("CMDQ_ERR");
+      case SmmuReg.EVENTQ_BASE:
+      case SmmuReg.EVENTQ_PROD:
+        return ack("EVENTQEN");
+      case SmmuReg.PRIQ_BASE:
+      case SmmuReg.PRIQ_PROD:
+        return ack("PRIQEN");
+      default:
+        return false;
+    }
+  }
+
+  #afterWrite(reg: number, offset: number, before: number): void {
+    if (this.#refused(reg)) {
+      this.#regs.setRaw32(offset, before);
+      return;
+    }
+    const r = this.#r;
+    switch (reg) {
+      case SmmuReg.CR0: {
+        // CR0ACK follows at once (QEMU); each enable acts as it is acknowledged.
+        for (const f of Cr0Reg.fieldNames) Cr0AckReg.set(r.cr0ack, f, Cr0Reg.get(r.cr0, f));
+        const en = Cr0AckReg.get(r.cr0ack, "SMMUEN") === 1;
+        if (en !== this.#state.enabled) {
+          this.#state.enabled = en;
+          this.#translator.resetFastPath();
+        }
+        this.#cmdq.kick();
+        return;
+      }
+      case SmmuReg.CR2:
+        this.#state.recordInvalidSid = Cr2Reg.get(r.cr2, "RECINVSID") === 1;
+        return;
+      case SmmuReg.GBPA:
+        // Only a write with UPDATE = 1 takes effect (QEMU); UPDATE then clears when done, at once here.
+        if (GbpaReg.get(r.gbpa, "UPDATE") === 1) {
+          this.#state.gbpaAbort = GbpaReg.get(r.gbpa, "ABORT") === 1;
+          GbpaReg.set(r.gbpa, "UPDATE", 0);
+        } else this.#regs.setRaw32(offset, before);
+        return;
+      case SmmuReg.IRQ_CTRL:
+        for (const f of IrqCtrlReg.fieldNames) IrqCtrlAckReg.set(r.irqCtrlAck, f, IrqCtrlReg.get(r.irqCtrl, f));
+        return;
+      case SmmuReg.GERRORN:
+        this.#cmdq.kick();
+        return;
+      case SmmuReg.STRTAB_BASE:
+      case SmmuReg.STRTAB_BASE_CFG: {
+        this.#state.st = {
+          base: StrtabBaseReg.getAddr(r.strtabBase, "ADDR"),
+          log2size: StrtabBaseCfgReg.get(r.strtabCfg, "LOG2SIZE"),
+          split: StrtabBaseCfgReg.get(r.strtabCfg, "SPLIT"),
+          fmt: StrtabBaseCfgReg.get(r.strtabCfg, "FMT"),
+        };
+        this.#translator.resetFastPath();
+        return;
+      }
+      case SmmuReg.CMDQ_PROD:
+      case SmmuReg.CMDQ_CONS:
+        this.#cmdq.kick();
+        return;
+      default:
+    }
+  }
+
+  // --- GERROR, interrupts, CMD_SYNC ---------------------------------------------------
+
+  #gerrorActive(bit: GerrorBit): boolean {
+    return GerrorReg.get(this.#r.gerror, bit) !== GerrornReg.get(this.#r.gerrorn, bit);
+  }
+
+  /** Toggle semantics (§B1.7): a bit already active is not raised again. */
+  #raiseGerror(bit: GerrorBit): void {
+    if (this.#gerrorActive(bit)) return;
+    GerrorReg.set(this.#r.gerror, bit, GerrorReg.get(this.#r.gerror, bit) ^ 1);
+    this.#trace?.emit("smmu.gerror", "HW", {}, { unit: this.cfg.name, bit });
+    if (IrqCtrlAckReg.get(this.#r.irqCtrlAck, "GERROR_IRQEN") === 1) this.#interrupt("gerror", this.#r.gerrCfg0, this.#r.gerrCfg1);
+  }
+
+  #interrupt(source: SmmuInterrupt["source"], cfg0: Uint32Array, cfg1: Uint32Array): void {
+    this.stats.interrupts++;
+    const addr = this.cfg.msi ? IrqCfg0Reg.getAddr(cfg0, "ADDR") : 0;
+    this.#onInterrupt?.({ source, addr, data: addr === 0 ? 0 : IrqCfg1Reg.get(cfg1, "DATA") });
+  }
+
+  /**
+   * CMD_SYNC completion: CS = SIG_IRQ with an MSI address writes MSIData
+   * there (Linux points it at the command itself and polls: "MSI polling");
+   * an address outside memory is an interrupt controller's doorbell and
+   * goes to `onInterrupt`; without MSIs it is the wired interrupt. SIG_SEV
+   * signals a wake-up event. Software may also just poll CONS.
+   */
+  #sync(cs: number, addr: number, data: number): void {
+    this.stats.syncs++;
+    if (cs === SyncCs.IRQ) {
+      this.stats.interrupts++;
+      if (this.cfg.msi && addr !== 0) {
+        if (!this.#mem.isPopulated(addr) || !this.#mem.write32(addr, data)) this.#onInterrupt?.({ source: "cmd-sync", addr, data });
+      } else this.#onInterrupt?.({ source: "cmd-sync", addr: 0, data: 0 });
+    } else if (cs === SyncCs.SEV && this.cfg.sev) {
+      this.#onInterrupt?.({ source: "sev", addr: 0, data: 0 });
+    }
+  }
+
+  // --- the endpoint side ---------------------------------------------------------
+
+  translate(req: DmaRequest): TranslateResult {
+    const r = this.#translator.translate(req);
+    if (!r.ok) this.#report(req, r, this.#translator.lastFault);
+    return r;
+  }
+
+  #report(req: DmaRequest, r: TranslateFault, d: FaultDetail): void {
+    let suppressed: "not-recorded" | "ats" | "disabled" | "overflow" | "abort" | null = null;
+    if (!d.record) suppressed = "not-recorded";
+    else if (d.ats) suppressed = "ats";
+    else {
+      const out = this.#writeEvent(req.sid, d.ssid, req.addr, req.write, req.pasid !== undefined && req.priv === true, req.pasid !== undefined && req.exec === true, d);
+      if (out !== "written") suppressed = out;
+    }
+    this.#trace?.emit("smmu.event", "HW", this.#ids(req.sid, d.ssid), {
+      unit: this.cfg.name, event: r.reason, name: r.name, sid: req.sid, ssid: d.ssid < 0 ? null : d.ssid, addr: req.addr, write: req.write,
+      recorded: suppressed === null, suppressed,
+    });
+  }
+
+  #writeEvent(sid: number, ssid: number, addr: number, write: boolean, priv: boolean, exec: boolean, d: FaultDetail): "written" | "overflow" | "abort" | "disabled" {
+    const fetch = FETCH_EVENTS.has(d.event);
+    const v = fetch ? this.#fetchEvent : this.#event;
+    v.fill(0);
+    const L = fetch ? EventFetchRecord : EventRecord;
+    L.set(v, "EVENTID", d.event & 0xff);
+    if (ssid >= 0) {
+      L.set(v, "SSV", 1);
+      L.set(v, "SSID", fit(ssid, 20));
+    }
+    L.set(v, "SID", fit(sid, 32));
+    L.set(v, "PNU", priv ? 1 : 0);
+    L.set(v, "IND", exec ? 1 : 0);
+    L.set(v, "RNW", write ? 0 : 1);
+    L.set(v, "S2", d.s2 ? 1 : 0);
+    L.set(v, "CLASS", d.cls & 3);
+    const a = halves(addr);
+    L.set(v, "INPUT_ADDR_LO", a.lo);
+    L.set(v, "INPUT_ADDR_HI", a.hi);
+    if (fetch) EventFetchRecord.set(v, "FETCH_ADDR", fit(d.fetchAddr / 8, 49));
+    else if (d.s2) EventRecord.set(v, "IPA", fit(d.ipa / 4096, 40));
+    this.stats.events++;
+    return this.#evtq.push(v);
+  }
+
+  /**
+   * A PRI page request (§B4.5). Refused (false) when the unit has no PRI,
+   * SMMUEN or PRIQEN is clear, the StreamID is out of range, or the queue
+   * overflows or cannot be written. A refused last-in-group request is
+   * answered by the unit itself: "invalid" when the queue is off (it will
+   * never be served), "success" after an overflow so the device retries
+   * (SPEC?: the auto-response code, the same choice as the VT-d unit).
+   */
+  pageRequest(req: PageRequest): boolean {
+    const refuse = (code: "invalid" | "success", outcome: "overflow" | "refused"): false => {
+      this.#trace?.emit("smmu.page-request", "HW", this.#ids(req.sid, req.pasid ?? -1), {
+        unit: this.cfg.name, sid: req.sid, ssid: req.pasid ?? null, addr: req.addr, groupIndex: req.groupIndex, lastInGroup: req.lastInGroup, outcome,
+      });
+      if (req.lastInGroup) this.#autoRespond(req, code);
+      return false;
+    };
+    const sidBits = Math.min(this.#state.st.log2size, this.cfg.sidBits);
+    if (!this.cfg.pri || !this.#state.enabled || Cr0AckReg.get(this.#r.cr0ack, "PRIQEN") === 0) return refuse("invalid", "refused");
+    if (!Number.isInteger(req.sid) || req.sid < 0 || req.sid >= 2 ** sidBits) {
+      if (this.#state.recordInvalidSid) {
+        const d: FaultDetail = { event: EventId.C_BAD_STREAMID, record: true, ats: false, ssid: req.pasid ?? -1, s2: false, cls: 0, ipa: 0, fetchAddr: 0 };
+        this.#writeEvent(req.sid, d.ssid, req.addr, req.write, req.priv, req.exec, d);
+      }
+      return refuse("invalid", "refused");
+    }
+    const p = this.#pri;
+    p.fill(0);
+    PriEntry.set(p, "SID", fit(req.sid, 32));
+    if (req.pasid !== undefined) {
+      PriEntry.set(p, "SSV", 1);
+      PriEntry.set(p, "SSID", fit(req.pasid, 20));
+    }
+    PriEntry.set(p, "PRIV", req.priv ? 1 : 0);
+    PriEntry.set(p, "EXEC", req.exec ? 1 : 0);
+    PriEntry.set(p, "READ", req.read ? 1 : 0);
+    PriEntry.set(p, "WRITE", req.write ? 1 : 0);
+    PriEntry.set(p, "LAST", req.lastInGroup ? 1 : 0);
+    PriEntry.set(p, "PRGINDEX", fit(req.groupIndex, 9));
+    PriEntry.set(p, "ADDR", fit(req.addr / 4096, 52));
+    const out = this.#priq.push(p);
+    if (out !== "written") return refuse("success", "overflow");
+    this.#trace?.emit("smmu.page-request", "HW", this.#ids(req.sid, req.pasid ?? -1), {
+      unit: this.cfg.name, sid: req.sid, ssid: req.pasid ?? null, addr: req.addr, groupIndex: req.groupIndex, lastInGroup: req.lastInGroup, outcome: "queued",
+    });
+    return true;
+  }
+
+  #autoRespond(req: PageRequest, code: "invalid" | "success"): void {
+    const resp = { sid: req.sid, groupIndex: req.groupIndex, code };
+    this.#endpoints.get(req.sid)?.pageResponse(req.pasid === undefined ? resp : { ...resp, pasid: req.pasid });
+    this.#trace?.emit("smmu.page-response", "HW", this.#ids(req.sid, req.pasid ?? -1), {
+      unit: this.cfg.name, sid: req.sid, ssid: req.pasid ?? null, groupIndex: req.groupIndex, code, auto: true,
+    });
+  }
+
+  #ids(sid: number, ssid: number): TraceIds {
+    const device = Number.isInteger(sid) && sid >= 0 && sid < 0x10000 ? formatBdf(sid as SourceId) : String(sid);
+    return ssid >= 0 ? { device, hpasid: ssid } : { device };
+  }
+
+  // --- for tests, benches and the invariant checker ------------------------------
+
+  /** Runs the command queue now (in deferred mode, what the work item would do). Returns commands completed. */
+  processCommands(): number {
+    return this.#cmdq.process();
+  }
+
+  /** Whether a deferred command-queue run is waiting for the scheduler. */
+  get commandsPending(): boolean {
+    return this.#cmdq.pending;
+  }
+
+  get lastWalk(): { readonly reads: number; readonly writes: number; readonly walkCacheHits: number } {
+    return this.#translator.lastWalk;
+  }
+
+  get queueStats(): { readonly cmdq: CommandQueue["stats"]; readonly eventq: OutputQueue<string>["stats"]; readonly priq: OutputQueue<string>["stats"] } {
+    return { cmdq: this.#cmdq.stats, eventq: this.#evtq.stats, priq: this.#priq.stats };
+  }
+
+  /**
+   * Compares each cached leaf translation with a fresh translation that
+   * bypasses every cache and writes nothing. After software has issued the
+   * invalidations its table changes require, the answer is empty. Stage-2
+   * entries filled by nested walks are checked through the nested entries
+   * that use them.
+   */
+  checkCaches(): SmmuCacheMismatch[] {
+    const out: SmmuCacheMismatch[] = [];
+    if (!this.#state.enabled) return out;
+    for (const node of this.caches.tlb.entries()) {
+      const e = node.value;
+      if (e.sid < 0) continue;
+      const privAccess = (e.perms & (Perm.USER_READ | Perm.USER_WRITE | Perm.USER_EXEC)) === 0;
+      const read = (e.perms & (privAccess ? Perm.PRIV_READ : Perm.USER_READ)) !== 0;
+      const req: DmaRequest = {
+        sid: e.sid as SourceId,
+        ...(e.ssid >= 0 ? { pasid: e.ssid, priv: privAccess, exec: !read } : {}),
+        addr: e.inputBase,
+        write: !read && e.ssid < 0,
+      };
+      const fresh = this.#fresh.translate(req);
+      const freshPerms = fresh.ok ? this.#fresh.lastPerms : 0;
+      const same = fresh.ok && fresh.pa === e.pageBase && fresh.size === e.size && freshPerms === e.perms;
+      if (!same && !(e.cls === TlbClass.S2 && e.ssid >= 0)) out.push({ cached: e, fresh, freshPerms });
+    }
+    return out;
+  }
+
+  /** Compares every cached STE and CD with a fresh fetch: a mismatch is a missing CFGI_*. */
+  checkStructureCaches(): SmmuStructureMismatch[] {
+    const out: SmmuStructureMismatch[] = [];
+    const s = new ConfigScratch();
+    for (const node of this.caches.ste.entries()) {
+      const fresh = fetchSte(this.#roMem, this.#state.st, node.tag, this.cfg, s);
+      if (!sameValue(node.value, fresh)) out.push({ cache: "ste", sid: node.tag, ssid: null, cached: node.value, fresh });
+    }
+    for (const node of this.caches.cd.entries()) {
+      const ste = fetchSte(this.#roMem, this.#state.st, node.tag, this.cfg, s);
+      if (ste.fault !== null || (ste.kind !== "s1" && ste.kind !== "nested")) {
+        out.push({ cache: "cd", sid: node.tag, ssid: node.key, cached: node.value, fresh: ste });
+        continue;
+      }
+      // A nested CD address is an IPA: translate it like the fresh pipeline would.
+      const fresh = ste.kind === "nested" ? this.#freshNestedCd(node.tag, node.key) : fetchCd(this.#roMem, ste, node.key, this.cfg, s);
+      if (!sameValue(node.value, fresh)) out.push({ cache: "cd", sid: node.tag, ssid: node.key, cached: node.value, fresh });
+    }
+    return out;
+  }
+
+  #freshNestedCd(sid: number, ssid: number): CdInfo | SteInfo {
+    return this.#fresh.cdOf(sid, ssid);
+  }
+
+  /** A translation that bypasses every cache and writes nothing (records no event). */
+  translateUncached(req: DmaRequest): TranslateResult {
+    return this.#fresh.translate(req);
+  }
+
+  /** The event name of a reason code (for messages). */
+  static eventName(id: number): string {
+    return eventName(id);
+  }
+}

@@ -1,0 +1,354 @@
+import type { CacheNode } from "../cache/tagged-lru.js";
+import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
+import type { PhysMem } from "../mem/phys-mem.js";
+import type { WalkAccess } from "../pt/types.js";
+import { type ArmS1Config, type ArmStage2, type ArmWalkResult, Perm, neededPerms } from "../pt-arm/types.js";
+import { walkStage1, walkStage2 } from "../pt-arm/walk.js";
+import { newArmWalkResult, resetArmWalkResult } from "../pt-arm/walk-result.js";
+import { type SmmuCaches, type TlbClassValue, type TlbEntry, GLOBAL_ASID, TlbClass, tlbTag } from "./caches.js";
+import { type CdInfo, ConfigScratch, type ConfigFault, type SteInfo, type StreamTableRegs, fetchCd, fetchSte, s2Event } from "./config.js";
+import type { SmmuConfig } from "./options.js";
+import { ABORT_NO_EVENT, EventClass, EventId, S1Dss, Strw, eventName } from "./structures.js";
+
+const PAGE = 4096;
+const TWO63 = 2 ** 63;
+const TWO64 = 2 ** 64;
+const TABLE_READ: WalkAccess = Object.freeze({ write: false });
+
+/** Unit state the pipeline reads (kept current by the unit's register writes). */
+export interface SmmuState {
+  /** CR0ACK.SMMUEN. */
+  enabled: boolean;
+  /** GBPA.ABORT as last updated. */
+  gbpaAbort: boolean;
+  /** CR2.RECINVSID. */
+  recordInvalidSid: boolean;
+  st: StreamTableRegs;
+}
+
+/** The event the last fault should produce (the unit writes the record, or not). */
+export interface FaultDetail {
+  event: number;
+  /** Whether a record is due (CD.R / STE.S2R for translation-class faults; always for configuration errors; never for aborts). */
+  record: boolean;
+  /** A translation-class fault of an ATS translation request: answered to the device, not recorded. */
+  ats: boolean;
+  ssid: number;
+  s2: boolean;
+  cls: number;
+  ipa: number;
+  fetchAddr: number;
+}
+
+const modulo = (a: number, m: number): number => a - Math.floor(a / m) * m;
+const TRANSLATION_CLASS = new Set<number>([EventId.F_TRANSLATION, EventId.F_ADDR_SIZE, EventId.F_ACCESS, EventId.F_PERMISSION]);
+
+/**
+ * The SMMU's translation pipeline: STE (through the STE cache), SubstreamID
+ * and S1DSS handling, CD (through the CD cache; through stage 2 when
+ * nested), TLB, then a stage-1, stage-2 or nested walk with the walk caches
+ * as hooks. Every structure problem becomes its event; nothing in memory
+ * or in a request makes it throw.
+ *
+ * The last TLB hit is kept as a micro-TLB: while that TLB node and the STE
+ * and CD cache nodes that led to it are valid, a request from the same
+ * StreamID and SubstreamID within the same page is served without a lookup.
+ */
+export class SmmuTranslator {
+  readonly lastFault: FaultDetail = { event: 0, record: false, ats: false, ssid: -1, s2: false, cls: 0, ipa: 0, fetchAddr: 0 };
+  /** Perm bits of the last successful translation (for the cache checker). */
+  lastPerms = 0;
+  readonly #walk: ArmWalkResult = newArmWalkResult();
+  readonly #s2out: ArmWalkResult = newArmWalkResult();
+  readonly #scratch = new ConfigScratch();
+  readonly #stage2: ArmStage2 = { translate: (ipa, access, table, out) => this.#s2(ipa, access, table, out) };
+  #curSte: SteInfo | null = null;
+  #fast: CacheNode<TlbEntry> | null = null;
+  #fastSte: CacheNode<SteInfo> | null = null;
+  #fastCd: CacheNode<CdInfo> | null = null;
+  #fastSid = -1;
+  #fastSsid = -2;
+  #steNode: CacheNode<SteInfo> | undefined;
+  #cdNode: CacheNode<CdInfo> | undefined;
+
+  constructor(
+    private readonly mem: PhysMem,
+    private readonly cfg: SmmuConfig,
+    private readonly caches: SmmuCaches,
+    private readonly state: SmmuState,
+    private readonly useCaches = true,
+  ) {}
+
+  resetFastPath(): void {
+    this.#fast = null;
+  }
+
+  get lastWalk(): Readonly<ArmWalkResult> {
+    return this.#walk;
+  }
+
+  translate(req: DmaRequest): TranslateResult {
+    const f = this.#fast;
+    if (f !== null && f.valid && req.sid === this.#fastSid && (req.pasid ?? -1) === this.#fastSsid) {
+      const e = f.value;
+      const off = req.addr - e.inputBase;
+      const ste = this.#fastSte;
+      const cd = this.#fastCd;
+      if (off >= 0 && off < e.size && ste !== null && ste.valid && (cd === null || cd.valid) && this.state.enabled && (req.ats !== true || ste.value.eats !== 0)) {
+        const priv = req.pasid !== undefined && req.priv === true;
+        const need = neededPerms(req.write, req.pasid !== undefined && req.exec === true, priv);
+        if ((e.perms & need) === need) {
+          this.caches.tlb.noteHit(f);
+          return this.#ok(e.pageBase + off, e.size, e.perms, priv);
+        }
+      }
+    }
+    return this.#slow(req);
+  }
+
+  #slow(req: DmaRequest): TranslateResult {
+    const st = this.state;
+    const addr = req.addr;
+    this.lastFault.ssid = req.pasid ?? -1;
+    this.#cdNode = undefined;
+    if (!st.enabled) {
+      if (st.gbpaAbort) return this.#fault(ABORT_NO_EVENT, false);
+      return this.#ok(addr, PAGE, Perm.ALL, false);
+    }
+    const ste = this.#ste(req.sid);
+    if (ste.fault !== null) return this.#configFault(ste.fault, ste.fault.event !== EventId.C_BAD_STREAMID || st.recordInvalidSid);
+    if (ste.kind === "abort") return this.#fault(ABORT_NO_EVENT, false);
+    if (req.ats === true && (!this.cfg.ats || ste.eats === 0)) return this.#fault(EventId.F_BAD_ATS_TREQ, true);
+    const hasSsid = req.pasid !== undefined;
+    const ssidIn = req.pasid ?? -1;
+    const priv = hasSsid && req.priv === true;
+    const exec = hasSsid && req.exec === true;
+    const access: WalkAccess = { write: req.write, exec, priv };
+    if (!Number.isInteger(addr)) return this.#fault(EventId.F_TRANSLATION, true);
+
+    // A SubstreamID on a stream whose stage 1 is bypassed has no CD to select.
+    if ((ste.kind === "bypass" || ste.kind === "s2") && hasSsid) return this.#fault(EventId.C_BAD_SUBSTREAMID, true);
+    if (ste.kind === "bypass") return this.#bypass(addr);
+    if (ste.kind === "s2") return this.#stage2Only(req, ste, addr, access, ssidIn);
+
+    let ssid: number;
+    if (hasSsid) {
+      if (ste.cdMax === 0 || !Number.isInteger(ssidIn) || ssidIn < 0 || ssidIn >= 2 ** ste.cdMax) return this.#fault(EventId.C_BAD_SUBSTREAMID, true);
+      ssid = ssidIn;
+    } else if (ste.cdMax === 0 || ste.s1dss === S1Dss.SSID0) {
+      ssid = 0;
+    } else if (ste.s1dss === S1Dss.TERMINATE) {
+      return this.#fault(EventId.F_STREAM_DISABLED, true);
+    } else {
+      // S1DSS = bypass: stage 1 is skipped for traffic without a SubstreamID.
+      return ste.kind === "nested" ? this.#stage2Only(req, ste, addr, access, ssidIn) : this.#bypass(addr);
+    }
+    const cd = this.#cd(req.sid, ssid, ste);
+    if (cd.fault !== null) {
+      const f = cd.fault;
+      return this.#configFault(f, !f.s2 || !TRANSLATION_CLASS.has(f.event) || ste.s2r);
+    }
+    const va = addr >= TWO63 ? addr - TWO64 : addr;
+    const s1: ArmS1Config | null = va < 0 ? cd.ttb1 : cd.ttb0;
+    if (s1 === null) return this.#fault(EventId.F_TRANSLATION, cd.record, req.ats === true, true);
+    const cls: TlbClassValue = ste.strw === Strw.EL2 ? TlbClass.EL2 : ste.kind === "nested" ? TlbClass.NESTED : TlbClass.S1;
+    const vmid = cls === TlbClass.EL2 ? 0 : ste.vmid;
+    const pfn = Math.floor(va / PAGE);
+    if (this.useCaches) {
+      const node = this.caches.lookupS1(cls, vmid, cd.asid, pfn);
+      if (node !== undefined) {
+        const e = node.value;
+        const need = neededPerms(req.write, exec, priv);
+        if ((e.perms & need) === need) {
+          this.#setFast(node, req);
+          return this.#ok(e.pageBase + (va - e.inputBase), e.size, e.perms, priv);
+        }
+        // Rights not in the cached entry: a fresh walk decides (the tables may have gained them).
+      }
+    }
+    this.#curSte = ste;
+    const tag = tlbTag(cls, vmid, cd.asid);
+    const w = walkStage1(this.mem, s1, va, access, this.#walk, {
+      ...(ste.kind === "nested" ? { stage2: this.#stage2 } : {}),
+      ...(this.useCaches ? { walkCache: { cache: this.caches.s1wc, tag } } : {}),
+    });
+    if (!w.ok) return this.#walkFault(w, w.stage === 2 ? ste.s2r : cd.record, req.ats === true, this.cfg.pri && w.stage === 1);
+    const off = modulo(va, w.pageSize);
+    const e: TlbEntry = {
+      pageBase: w.pa - off, size: w.pageSize, perms: w.perms, inputBase: va - off, cls, vmid,
+      asid: w.global ? GLOBAL_ASID : cd.asid, sid: req.sid, ssid: ssidIn,
+    };
+    if (this.useCaches) this.#setFast(this.caches.insert(e), req);
+    return this.#ok(w.pa, w.pageSize, w.perms, priv);
+  }
+
+  #bypass(addr: number): TranslateResult {
+    if (addr < 0 || addr >= 2 ** this.cfg.oas) return this.#fault(EventId.F_ADDR_SIZE, true);
+    return this.#ok(addr, PAGE, Perm.ALL, false);
+  }
+
+  #stage2Only(req: DmaRequest, ste: SteInfo, ipa: number, access: WalkAccess, ssid: number): TranslateResult {
+    const s2 = ste.s2;
+    if (s2 === null) return this.#fault(EventId.C_BAD_STE, true);
+    const pfn = Math.floor(ipa / PAGE);
+    const tag = tlbTag(TlbClass.S2, ste.vmid, 0);
+    const need = neededPerms(access.write, access.exec === true, access.priv === true);
+    if (this.useCaches) {
+      const node = this.caches.lookupTag(tag, pfn);
+      if (node !== undefined && (node.value.perms & need) === need) {
+        this.#setFast(node, req);
+        return this.#ok(node.value.pageBase + (ipa - node.value.inputBase), node.value.size, node.value.perms, access.priv === true);
+      }
+    }
+    const w = walkStage2(this.mem, s2, ipa, access, false, this.#walk, this.useCaches ? { walkCache: { cache: this.caches.s2wc, tag: ste.vmid } } : undefined);
+    if (!w.ok) return this.#walkFault(w, ste.s2r, req.ats === true, false);
+    const off = modulo(ipa, w.pageSize);
+    if (this.useCaches) {
+      const node = this.caches.insert({ pageBase: w.pa - off, size: w.pageSize, perms: w.perms, inputBase: ipa - off, cls: TlbClass.S2, vmid: ste.vmid, asid: 0, sid: req.sid, ssid });
+      this.#setFast(node, req);
+    }
+    return this.#ok(w.pa, w.pageSize, w.perms, access.priv === true);
+  }
+
+  /** Stage 2 of a nested walk (and of a nested CD fetch), with the S2 TLB entries in front. */
+  #s2(ipa: number, access: WalkAccess, table: boolean, out: ArmWalkResult): boolean {
+    const ste = this.#curSte;
+    const s2 = ste?.s2 ?? null;
+    if (ste === null || s2 === null) {
+      resetArmWalkResult(out);
+      out.stage = 2;
+      out.kind = "translation";
+      return false;
+    }
+    const tag = tlbTag(TlbClass.S2, ste.vmid, 0);
+    const pfn = Math.floor(ipa / PAGE);
+    // With S2PTW a table fetch must see the memory type, which the TLB entry does not keep.
+    const useTlb = this.useCaches && !(table && s2.ptw);
+    if (useTlb) {
+      const node = this.caches.lookupTag(tag, pfn);
+      const need = neededPerms(access.write, access.exec === true, access.priv === true);
+      if (node !== undefined && (node.value.perms & need) === need) {
+        const e = node.value;
+        resetArmWalkResult(out);
+        out.stage = 2;
+        out.ok = true;
+        out.pa = e.pageBase + (ipa - e.inputBase);
+        out.pageSize = e.size;
+        out.perms = e.perms;
+        return true;
+      }
+    }
+    walkStage2(this.mem, s2, ipa, access, table, out, this.useCaches ? { walkCache: { cache: this.caches.s2wc, tag: ste.vmid } } : undefined);
+    if (out.ok && useTlb) {
+      const off = modulo(ipa, out.pageSize);
+      this.caches.insert({ pageBase: out.pa - off, size: out.pageSize, perms: out.perms, inputBase: ipa - off, cls: TlbClass.S2, vmid: ste.vmid, asid: 0, sid: -1, ssid: -1 });
+    }
+    return out.ok;
+  }
+
+  /** The STE of `sid` as the unit sees it (through the STE cache). */
+  steOf(sid: number): SteInfo {
+    return this.#ste(sid);
+  }
+
+  /** The CD of (sid, ssid) as the pipeline finds it (or the STE that has none). */
+  cdOf(sid: number, ssid: number): CdInfo | SteInfo {
+    const ste = this.#ste(sid);
+    if (ste.fault !== null || (ste.kind !== "s1" && ste.kind !== "nested")) return ste;
+    return this.#cd(sid, ssid, ste);
+  }
+
+  #ste(sid: number): SteInfo {
+    this.#steNode = undefined;
+    if (this.useCaches) {
+      const node = this.caches.ste.lookup(sid, 0);
+      if (node !== undefined) {
+        this.#steNode = node;
+        return node.value;
+      }
+    }
+    const info = fetchSte(this.mem, this.state.st, sid, this.cfg, this.#scratch);
+    // Only valid configurations are cached: an error is re-fetched (and reported) every time.
+    if (this.useCaches && info.fault === null) this.#steNode = this.caches.ste.insert(sid, 0, info);
+    return info;
+  }
+
+  #cd(sid: number, ssid: number, ste: SteInfo): CdInfo {
+    this.#cdNode = undefined;
+    if (this.useCaches) {
+      const node = this.caches.cd.lookup(sid, ssid);
+      if (node !== undefined) {
+        this.#cdNode = node;
+        return node.value;
+      }
+    }
+    this.#curSte = ste;
+    const info = fetchCd(this.mem, ste, ssid, this.cfg, this.#scratch, ste.kind === "nested" ? (ipa) => this.#cdStage2(ipa) : undefined);
+    if (this.useCaches && info.fault === null) this.#cdNode = this.caches.cd.insert(sid, ssid, info);
+    return info;
+  }
+
+  #cdStage2(ipa: number): ArmWalkResult {
+    this.#s2(ipa, TABLE_READ, false, this.#s2out);
+    return this.#s2out;
+  }
+
+  #setFast(node: CacheNode<TlbEntry>, req: DmaRequest): void {
+    const steNode = this.#steNode;
+    if (steNode === undefined) return;
+    this.#fast = node;
+    this.#fastSte = steNode;
+    this.#fastCd = this.#cdNode ?? null;
+    this.#fastSid = req.sid;
+    this.#fastSsid = req.pasid ?? -1;
+  }
+
+  #ok(pa: number, size: number, perms: number, priv: boolean): TranslateOk {
+    this.lastPerms = perms;
+    const r = priv ? Perm.PRIV_READ : Perm.USER_READ;
+    const w = priv ? Perm.PRIV_WRITE : Perm.USER_WRITE;
+    const x = priv ? Perm.PRIV_EXEC : Perm.USER_EXEC;
+    return {
+      ok: true, pa, size, read: (perms & r) !== 0, write: (perms & w) !== 0, exec: (perms & x) !== 0,
+      privOnly: (perms & (Perm.USER_READ | Perm.USER_WRITE | Perm.USER_EXEC)) === 0,
+    };
+  }
+
+  #configFault(f: ConfigFault, record: boolean): TranslateFault {
+    const d = this.lastFault;
+    d.s2 = f.s2;
+    d.cls = EventClass.CD;
+    d.ipa = f.ipa;
+    d.fetchAddr = f.fetchAddr;
+    return this.#finish(f.event, record, false, false);
+  }
+
+  #walkFault(w: ArmWalkResult, recordTranslation: boolean, ats: boolean, pageLevel: boolean): TranslateFault {
+    const d = this.lastFault;
+    const event = s2Event(w);
+    d.s2 = w.stage === 2;
+    d.cls = w.stage === 2 && w.s2Phase === "table" ? EventClass.TT : EventClass.IN;
+    d.ipa = w.ipa;
+    d.fetchAddr = w.fetchAddr;
+    const translationClass = TRANSLATION_CLASS.has(event);
+    const recoverable = pageLevel && event !== EventId.F_ADDR_SIZE && translationClass;
+    return this.#finish(event, translationClass ? recordTranslation : true, ats && translationClass, recoverable);
+  }
+
+  #fault(event: number, record: boolean, ats = false, recoverable = false): TranslateFault {
+    const d = this.lastFault;
+    d.s2 = false;
+    d.cls = EventClass.IN;
+    d.ipa = 0;
+    d.fetchAddr = 0;
+    return this.#finish(event, record && event !== ABORT_NO_EVENT, ats, recoverable && this.cfg.pri);
+  }
+
+  #finish(event: number, record: boolean, ats: boolean, recoverable: boolean): TranslateFault {
+    const d = this.lastFault;
+    d.event = event;
+    d.record = record;
+    d.ats = ats;
+    return { ok: false, reason: event, name: eventName(event), recoverable };
+  }
+}
