@@ -26,6 +26,7 @@ export {
 export { iommuPgsize, pgsizesFromBitmap, type PgsizeChoice } from "./pgsize.js";
 export { Mm, type MmOptions, type MmapOptions, type MmState, type MmFaultResult, MMAP_MIN_ADDR } from "./mm/mm.js";
 export { type MmuNotifier } from "./mm/mmu-notifier.js";
+export { type MmArch, type PgtableFormat } from "./mm/cpu-pgtable.js";
 export { Prot, PROT_KNOWN, type MmAccess, vmaAllows } from "./mm/prot.js";
 export { type Vma } from "./mm/vma.js";
 export { PhysMemBacking } from "./mm/phys-backing.js";

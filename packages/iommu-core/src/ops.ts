@@ -2,6 +2,7 @@ import type { HostPasid } from "@vsva/kernel";
 import type { IommuDevice } from "./device.js";
 import type { CacheInvalidateInfo } from "./uapi/cache-invalidate.js";
 import type { GpasidBindData } from "./uapi/gpasid-bind.js";
+import type { PgtableFormat } from "./mm/cpu-pgtable.js";
 import type { NestingInfo } from "./uapi/nesting-info.js";
 
 /**
@@ -63,6 +64,12 @@ export interface SvaMm {
   readonly pasid: HostPasid;
   /** For traces and messages. */
   readonly name: string;
+  /**
+   * How to walk {@link pgd}. Absent means x86-64 with {@link levels} levels
+   * (what every mm was before AArch64 processes existed, so older callers
+   * stay valid). A driver refuses (EINVAL) a format its hardware cannot walk.
+   */
+  readonly format?: PgtableFormat;
 }
 
 /**

@@ -182,7 +182,7 @@ export class IommuSva {
       const pasid = had ?? this.#allocPasid(dev, mm, undo);
       const fresh = data === undefined;
       if (data === undefined) {
-        const d: SvaMmData = new SvaMmData(mm, { pgd: mm.pgd, levels: mm.levels, pasid, name: mm.name }, this.#notifierFor(() => d));
+        const d: SvaMmData = new SvaMmData(mm, { pgd: mm.pgd, levels: mm.levels, pasid, name: mm.name, format: mm.format }, this.#notifierFor(() => d));
         mm.registerNotifier(d.notifier);
         undo.push(() => mm.unregisterNotifier(d.notifier));
         data = d;

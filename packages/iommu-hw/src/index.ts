@@ -130,3 +130,83 @@ export {
 } from "./vtd/descriptors.js";
 export { FaultReason, type FaultReasonCode, faultReasonName } from "./vtd/fault-reason.js";
 export { type VcmdBackend, VcmdCommand, VcmdStatus } from "./vtd/vcmd.js";
+
+// SMMUv3 (appended by the arm-smmu-v3 driver's helper; the unit's owner may reorganise):
+// the emulated unit, its register and in-memory structure layouts, and the
+// AArch64 (VMSAv8-64, 4 KiB granule) table formats, writer and walkers.
+export { SmmuUnit, type SmmuCacheMismatch, type SmmuStructureMismatch } from "./smmu/smmu-unit.js";
+export { type SmmuOptions, type SmmuConfig, type SmmuInterrupt, type SmmuCacheSizes } from "./smmu/options.js";
+export {
+  SmmuReg,
+  SMMU_REG_WINDOW,
+  Idr0Reg,
+  Idr1Reg,
+  Idr3Reg,
+  Idr5Reg,
+  Cr0Reg,
+  Cr0AckReg,
+  Cr1Reg,
+  Cr2Reg,
+  GbpaReg,
+  IrqCtrlReg,
+  IrqCtrlAckReg,
+  GerrorReg,
+  GerrornReg,
+  IrqCfg0Reg,
+  IrqCfg1Reg,
+  StrtabBaseReg,
+  StrtabBaseCfgReg,
+  QueueBaseReg,
+  CmdqProdReg,
+  CmdqConsReg,
+  OutqProdReg,
+  OutqConsReg,
+  CmdqError,
+} from "./smmu/regs.js";
+export {
+  STE_BYTES,
+  CD_BYTES,
+  L1_DESC_BYTES,
+  Ste,
+  SteConfig,
+  S1Dss,
+  S1Fmt,
+  Strw,
+  L1Std,
+  L1Cd,
+  Cd,
+  TG0_4K,
+  TG1_4K,
+  CMD_BYTES,
+  CmdOp,
+  CMD_NAMES,
+  CmdCfgiSte,
+  CmdCfgiSteRange,
+  CmdCfgiCd,
+  CmdCfgiCdAll,
+  CmdTlbiNhAll,
+  CmdTlbiNhAsid,
+  CmdTlbiNhVa,
+  CmdTlbiS12Vmall,
+  CmdTlbiS2Ipa,
+  CmdTlbiNsnhAll,
+  CmdAtcInv,
+  CmdPriResp,
+  CmdSync,
+  SyncCs,
+  PriRespCode,
+  ATC_INV_SIZE_ALL,
+  EVENT_BYTES,
+  EventRecord,
+  EventFetchRecord,
+  EventId,
+  eventName,
+  PRI_BYTES,
+  PriEntry,
+} from "./smmu/structures.js";
+export { ArmTableWriter, type ArmS1WriterOptions, type ArmS2WriterOptions } from "./pt-arm/table-writer.js";
+export { armS1Format, armS2Format } from "./pt-arm/formats.js";
+export { walkStage1, walkStage2 } from "./pt-arm/walk.js";
+export { newArmWalkResult } from "./pt-arm/walk-result.js";
+export { type ArmS1Config, type ArmS2Config, type ArmWalkResult, Perm as ArmPerm } from "./pt-arm/types.js";
+export { oasBits, oasCode, s1StartLevel, s2Geometry } from "./pt-arm/geometry.js";

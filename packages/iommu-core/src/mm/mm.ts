@@ -1,7 +1,8 @@
 import { Errno, type HostPasid, type Kernel, KernelBug, KernelError, isKernelError } from "@vsva/kernel";
-import { type FirstLevelConfig, type Mapping, type PhysMem, type PteProt, TableWriter, newWalkResult, walkFirstLevel, x86Format } from "@vsva/iommu-hw";
+import type { Mapping, PhysMem, PteProt } from "@vsva/iommu-hw";
 import { PAGE_SIZE, type PageAllocator } from "../page-alloc.js";
 import "../trace-events.js";
+import { type CpuPgtable, type CpuTableWriter, type MmArch, type PgtableFormat, cpuPgtable } from "./cpu-pgtable.js";
 import type { MmuNotifier } from "./mmu-notifier.js";
 import { type MmAccess, PROT_KNOWN, Prot, protDowngrades, vmaAllows } from "./prot.js";
 import { type Vma, VmaList } from "./vma.js";
@@ -14,6 +15,12 @@ export interface MmOptions {
   readonly pages: PageAllocator;
   /** Paging levels: 4 (48-bit VA, the default) or 5 (57-bit VA, LA57). */
   readonly levels?: 4 | 5;
+  /**
+   * The CPU whose tables the mm builds (default "x86-64"). "aarch64": an Arm
+   * host's process, 48-bit VA with the 4 KiB granule (4 levels; `levels: 5`
+   * is EINVAL), shared with an SMMUv3 through a CD's TTB0.
+   */
+  readonly arch?: MmArch;
   /** For traces and messages (default "mm"). */
   readonly name?: string;
 }
@@ -41,8 +48,9 @@ const PAGE = PAGE_SIZE;
 
 /**
  * A process address space (`struct mm_struct`), anonymous memory only. Its
- * x86-64 page tables live in physical memory in the hardware's format, so a
- * VT-d first-level walk from {@link pgd} sees exactly what the CPU sees.
+ * page tables (x86-64, or AArch64 with `arch: "aarch64"`) live in physical
+ * memory in the hardware's format, so a VT-d first-level walk or an SMMUv3
+ * stage-1 walk from {@link pgd} sees exactly what the CPU sees.
  *
  * Pages are demand-faulted: an mmap creates a VMA and nothing else; the
  * first access (CPU, or a device through a page request) faults a zeroed page
@@ -60,7 +68,10 @@ const PAGE = PAGE_SIZE;
 export class Mm {
   readonly name: string;
   readonly levels: 4 | 5;
-  /** Physical address of the top-level table (CR3 / a PASID entry's first-level pointer). Valid until the mm is freed. */
+  readonly arch: MmArch;
+  /** How a device must walk {@link pgd} (what an SVA driver checks before sharing it). */
+  readonly format: PgtableFormat;
+  /** Physical address of the top-level table (CR3 / TTBR0 / a PASID entry's first-level pointer). Valid until the mm is freed. */
   readonly pgd: number;
   /** End of the user address space (`TASK_SIZE`): one page below the canonical hole. */
   readonly taskSize: number;
@@ -69,15 +80,14 @@ export class Mm {
   readonly #kernel: Kernel;
   readonly #mem: PhysMem;
   readonly #pages: PageAllocator;
-  readonly #writer: TableWriter;
+  readonly #writer: CpuTableWriter;
   readonly #vmas = new VmaList();
   /** Resident pages: page VA -> the physical page mapped there (the mm's rss). */
   readonly #resident = new Map<number, number>();
   /** Contents of reclaimed (and PROT_NONE) pages, by page VA. */
   readonly #swap = new Map<number, Uint8Array>();
   readonly #notifiers: MmuNotifier[] = [];
-  readonly #cfg: FirstLevelConfig;
-  readonly #walk = newWalkResult();
+  readonly #pt: CpuPgtable;
   #users = 1;
   #count = 1;
   #taskAlive = true;
@@ -89,16 +99,21 @@ export class Mm {
   constructor(opts: MmOptions) {
     const levels: number = opts.levels ?? 4;
     if (levels !== 4 && levels !== 5) throw new KernelError(Errno.EINVAL, `an mm has 4 or 5 paging levels, not ${levels}`);
+    const arch: string = opts.arch ?? "x86-64";
+    if (arch !== "x86-64" && arch !== "aarch64") throw new KernelError(Errno.EINVAL, `an mm's arch is x86-64 or aarch64, not ${arch}`);
+    if (arch === "aarch64" && levels !== 4) throw new KernelError(Errno.EINVAL, "an AArch64 mm has 48-bit VAs (4 levels of 4 KiB tables); 52-bit VAs are not modelled");
     this.levels = levels;
+    this.arch = arch;
     this.name = opts.name ?? "mm";
     this.#kernel = opts.kernel;
     this.#mem = opts.mem;
     this.#pages = opts.pages;
-    this.taskSize = 2 ** (levels === 4 ? 47 : 56) - PAGE;
-    this.mmapBase = Math.floor(this.taskSize / 3 / PAGE) * PAGE;
     opts.kernel.faults.inject("mm.alloc");
     const pages = opts.pages;
-    this.#writer = new TableWriter(opts.mem, x86Format({ levels }), {
+    this.#pt = cpuPgtable({
+      arch,
+      levels,
+      mem: opts.mem,
       alloc: () => {
         try {
           return pages.allocPage("mm.pgtable");
@@ -111,11 +126,12 @@ export class Mm {
       free: (pa) => {
         pages.freePages(pa);
       },
-      outBits: opts.mem.addrBits,
     });
+    this.#writer = this.#pt.writer;
+    this.format = this.#pt.format;
     this.pgd = this.#writer.root;
-    // The CPU's view: user-mode accesses with NX, SMEP/WP-like checks on.
-    this.#cfg = { root: this.pgd, levels, addrBits: opts.mem.addrBits, sre: true, wpe: true, nxe: true, ere: true, eafe: false, pages1g: true };
+    this.taskSize = this.#pt.taskSize;
+    this.mmapBase = Math.floor(this.taskSize / 3 / PAGE) * PAGE;
   }
 
   // ------------------------------------------------------------ life cycle
@@ -425,14 +441,15 @@ export class Mm {
 
   /** One CPU access: walk; on a fault, handle it and walk again. */
   #cpuTranslate(va: number, write: boolean): number {
-    const access = { write, priv: false };
-    if (this.#state !== "freed" && walkFirstLevel(this.#mem, this.#cfg, va, access, this.#walk).ok) return this.#walk.pa;
+    if (this.#state !== "freed") {
+      const w = this.#pt.walk(va, write);
+      if (w.ok) return w.pa;
+    }
     const r = this.handleMmFault(va, { write });
     if (r !== 0) throw new KernelError(r, `SIGSEGV: ${write ? "write" : "read"} at ${hex(va)} in ${this.name}`);
-    if (!walkFirstLevel(this.#mem, this.#cfg, va, access, this.#walk).ok) {
-      throw new KernelBug(`${this.name}: ${hex(va)} still faults (${this.#walk.kind ?? "?"}) after the fault was handled`);
-    }
-    return this.#walk.pa;
+    const w = this.#pt.walk(va, write);
+    if (!w.ok) throw new KernelBug(`${this.name}: ${hex(va)} still faults (${w.kind}) after the fault was handled`);
+    return w.pa;
   }
 
   #fault(page: number, access: MmAccess): MmFaultResult {
