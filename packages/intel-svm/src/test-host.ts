@@ -1,5 +1,5 @@
 import { Kernel } from "@vsva/kernel";
-import { PciEndpoint, SparseMemory, type VtdOptions, VtdUnit } from "@vsva/iommu-hw";
+import { PciEndpoint, SparseMemory, type VtdOptions, VtdUnit, pciEnableForSva } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, PageAllocator, encodeGpasidBindData, IOMMU_SVA_GPASID_VAL } from "@vsva/iommu-core";
 import { IntelIommu } from "./driver.js";
@@ -57,14 +57,7 @@ export function endpoint(h: TestHost, dev = 4, pasidWidth = 20): PciEndpoint {
     ats: {},
     pri: { outstandingCapacity: 32 },
   });
-  const cs = ep.config;
-  ep.configWrite(0x04, 2, 0x0006);
-  if (cs.pasid !== undefined) ep.configWrite(cs.offsets.pasid + 6, 2, 0x1 | (ep.configRead(cs.offsets.pasid + 4, 2) & 0x6));
-  if (cs.ats !== undefined) ep.configWrite(cs.offsets.ats + 6, 2, 0x8000);
-  if (cs.pri !== undefined) {
-    ep.configWrite(cs.offsets.pri + 0xc, 4, 32);
-    ep.configWrite(cs.offsets.pri + 4, 2, 0x1);
-  }
+  pciEnableForSva(ep);
   ep.attach(h.unit);
   h.unit.attachEndpoint(ep);
   return ep;

@@ -51,6 +51,7 @@ export { DeviceTlb, type AtcEntry, type DeviceTlbStats, type DeviceTlbInvalidati
 export { PageRequestInterface, type PageRequestOutcome, type PriStats, type PriOptions } from "./pci/pri.js";
 export { DmaEngine, type DmaResult, type DmaProgram, type DmaStats, type DmaEngineOptions } from "./pci/dma-engine.js";
 export { DmaWorker } from "./pci/dma-worker.js";
+export { pciEnableForSva, type PciEnableOptions } from "./pci/pci-enable.js";
 
 // Emulated Intel VT-d remapping unit (scalable mode): the unit, its register
 // and in-memory structure layouts (shared with the driver, as a kernel shares

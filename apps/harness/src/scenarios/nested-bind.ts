@@ -1,12 +1,11 @@
 import { IommuProt, PagingDomain, encodeGpasidBindData } from "@vsva/iommu-core";
-import type { IoasidSet } from "@vsva/ioasid";
 import { TableWriter, x86Format } from "@vsva/iommu-hw";
-import { type Ioasid, asHostPasid, asIoasid } from "@vsva/kernel";
+import { asHostPasid } from "@vsva/kernel";
 import { VtdNestingDomain } from "@vsva/intel-svm";
 import { GuestRamView } from "../world/guest-ram.js";
-import { type DeviceSlot, MiB } from "../world/host.js";
+import { MiB } from "../world/host.js";
 import { hostScenario } from "../world/host-scenario.js";
-import { PATTERN, dmaWrite, hexBytes } from "./sva-common.js";
+import { PATTERN, dmaWrite, hexBytes, plugInSvaDevice } from "./sva-common.js";
 
 /** Guest RAM: GPA [0, 4 MiB) is host memory at 8 MiB (the data area below the kernel pool). */
 const GUEST_HPA = 8 * MiB;
@@ -29,80 +28,64 @@ export const nestedBind = hostScenario({
   title: "Nested translation: bind_gpasid on the host (the host half of vSVA)",
   body(ctx) {
     const h = ctx.host;
-    let slot: DeviceSlot | undefined;
-    let s2: PagingDomain | undefined;
-    let set: IoasidSet | undefined;
-    let hpasid: Ioasid = asIoasid(0);
     const guest = new GuestRamView(h.mem, GUEST_HPA, GUEST_RAM);
     // The guest kernel's page allocator: a bump over guest RAM above 1 MiB.
     let nextGpa = 0x10_0000;
     const guestPt = new TableWriter(guest, x86Format({ levels: 4 }), { alloc: () => (nextGpa += 0x1000) });
 
-    ctx.step("plug in dsa0 and probe it; enable SVA (PASID, ATS, PRI)", () => {
-      slot = h.addDevice("dsa0", 4);
-      h.enableSva(slot);
-    });
-    ctx.step("VMM: a nesting-capable unmanaged domain; attach dsa0; map guest RAM GPA -> HPA in its second level", () => {
-      if (slot === undefined) return;
+    const slot = plugInSvaDevice(ctx);
+    const s2 = ctx.step("VMM: a nesting-capable unmanaged domain; attach dsa0; map guest RAM GPA -> HPA in its second level", () => {
       const dom = h.core.domainAlloc(slot.dev, { type: "unmanaged", nestingParent: true });
       if (!(dom instanceof PagingDomain) || !(dom.driver instanceof VtdNestingDomain)) throw new Error("expected a VT-d nesting parent");
-      s2 = dom;
       let attached = false;
       ctx.defer("VMM: detach and free the nesting domain", () => {
-        if (s2 === undefined || slot === undefined) return;
-        if (attached) h.core.detachDevice(s2, slot.dev);
-        h.core.domainFree(s2);
+        if (attached) h.core.detachDevice(dom, slot.dev);
+        h.core.domainFree(dom);
       });
-      h.core.attachDevice(s2, slot.dev);
+      h.core.attachDevice(dom, slot.dev);
       attached = true;
-      h.core.map(s2, 0, GUEST_HPA, GUEST_RAM, IommuProt.READ | IommuProt.WRITE);
+      h.core.map(dom, 0, GUEST_HPA, GUEST_RAM, IommuProt.READ | IommuProt.WRITE);
+      return { dom, vtd: dom.driver };
     });
-    ctx.step("VMM: the VM's IOASID set; allocate a host PASID for the guest (as VFIO will)", () => {
-      if (s2 === undefined) return;
-      set = h.ioasid.allocSet({ vm: "A" }, 8, "mm");
-      const vmSet = set;
-      ctx.defer("VMM: free the VM's IOASID set", () => h.ioasid.freeSet(vmSet));
-      (s2.driver as VtdNestingDomain).setIoasidSet(set);
-      hpasid = h.ioasid.alloc(set, 1, 0xfffff, null);
+    const vm = ctx.step("VMM: the VM's IOASID set; allocate a host PASID for the guest (as VFIO will)", () => {
+      const set = h.ioasid.allocSet({ vm: "A" }, 8, "mm");
+      ctx.defer("VMM: free the VM's IOASID set", () => h.ioasid.freeSet(set));
+      // The 2020 ops carry no IOASID set: the VT-d domain is told its owner's set (see the closing note).
+      s2.vtd.setIoasidSet(set);
+      return { set, hpasid: h.ioasid.alloc(set, 1, 0xfffff, null) };
     });
-    let root = 0;
-    ctx.step("guest: build a 4-level first-level table in guest RAM mapping its buffer (every pointer a GPA)", () => {
+    const root = ctx.step("guest: build a 4-level first-level table in guest RAM mapping its buffer (every pointer a GPA)", () => {
       guestPt.map(GVA, GPA_DATA, 0x1000, { write: true, user: true });
-      root = guestPt.root;
+      return guestPt.root;
     });
     ctx.step("bind_gpasid: nested PASID entry (first level = guest table GPA, second level = the domain's)", () => {
-      if (s2 === undefined || slot === undefined) return;
-      h.core.bindGpasid(s2, slot.dev, encodeGpasidBindData({ hpasid: BigInt(hpasid), gpgd: BigInt(root), addrWidth: 48 }));
-      const bound = hpasid;
+      h.core.bindGpasid(s2.dom, slot.dev, encodeGpasidBindData({ hpasid: BigInt(vm.hpasid), gpgd: BigInt(root), addrWidth: 48 }));
       ctx.defer("unbind the guest PASID if still bound", () => {
-        if (s2?.nested.has(asHostPasid(bound)) === true && slot !== undefined) h.core.unbindGpasidPasid(s2, slot.dev, bound);
+        if (s2.dom.nested.has(asHostPasid(vm.hpasid))) h.core.unbindGpasidPasid(s2.dom, slot.dev, vm.hpasid);
       });
       // The truth for this PASID: the guest's own table, then GPA -> HPA.
-      ctx.bindSpace(hpasid, (va) => {
+      ctx.bindSpace(vm.hpasid, (va) => {
         const m = guestPt.lookup(va);
         return m === null ? null : guest.gpaToHpa(m.pa + (va - m.va));
       });
     });
     ctx.step("DMA with the host PASID: every guest table access and the final GPA go through the second level", () => {
-      if (slot === undefined) return;
-      ctx.expect(dmaWrite(h, slot, hpasid, GVA + 0x10, PATTERN) === "ok", "nested DMA completes");
+      ctx.expect(dmaWrite(h, slot, vm.hpasid, GVA + 0x10, PATTERN) === "ok", "nested DMA completes");
       const landed = new Uint8Array(4);
       h.mem.readBytes(GUEST_HPA + GPA_DATA + 0x10, landed);
       ctx.expect(hexBytes(landed) === hexBytes(PATTERN), "the bytes land in the host page behind the guest's page");
     });
     ctx.step("unbind_gpasid: entry cleared; PASID cache, PASID-based IOTLB and device TLB flushed; page requests drained", () => {
-      if (s2 === undefined || slot === undefined) return;
-      h.core.unbindGpasidPasid(s2, slot.dev, hpasid);
-      ctx.unbindSpace(hpasid);
+      h.core.unbindGpasidPasid(s2.dom, slot.dev, vm.hpasid);
+      ctx.unbindSpace(vm.hpasid);
     });
     ctx.step("a DMA with the unbound PASID faults", () => {
-      if (slot !== undefined) ctx.require(dmaWrite(h, slot, hpasid, GVA + 0x10, PATTERN) !== "ok", "no DMA through an unbound PASID");
+      ctx.require(dmaWrite(h, slot, vm.hpasid, GVA + 0x10, PATTERN) !== "ok", "no DMA through an unbound PASID");
     });
     ctx.step("VMM frees the host PASID: reclaimed at once (no references left)", () => {
-      if (set === undefined) return;
-      h.ioasid.free(set, hpasid);
+      h.ioasid.free(vm.set, vm.hpasid);
       h.settle();
-      ctx.expect(h.ioasid.state(hpasid) === "IDLE", `the host PASID is reclaimed (state ${h.ioasid.state(hpasid)})`);
+      ctx.expect(h.ioasid.state(vm.hpasid) === "IDLE", `the host PASID is reclaimed (state ${h.ioasid.state(vm.hpasid)})`);
     });
   },
 });

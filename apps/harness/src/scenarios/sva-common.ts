@@ -1,5 +1,6 @@
-import type { Mm } from "@vsva/iommu-core";
+import { type Mm, Prot, type SvaBond } from "@vsva/iommu-core";
 import type { DeviceSlot, Host } from "../world/host.js";
+import type { StepContext } from "../world/host-scenario.js";
 import type { AddressResolver } from "../world/invariants.js";
 
 /** What the CPU's page tables of `mm` say `va` maps to: the truth SVA DMA is held to. */
@@ -8,6 +9,50 @@ export function mmResolver(mm: Mm): AddressResolver {
     const m = mm.lookup(va);
     return m === null ? null : m.pa + (va - m.va);
   };
+}
+
+/** Plugs in dsa0 at 00:04.0 (probed by the IOMMU driver) and has its driver enable SVA. */
+export function plugInSvaDevice(ctx: StepContext, label = "plug in dsa0 at 00:04.0 (probed by the IOMMU driver); its driver enables SVA"): DeviceSlot {
+  return ctx.step(label, () => {
+    const slot = ctx.host.addDevice("dsa0", 4);
+    ctx.host.enableSva(slot);
+    return slot;
+  });
+}
+
+export interface BoundProcess {
+  readonly mm: Mm;
+  readonly bond: SvaBond;
+  readonly buf: number;
+  readonly pasid: number;
+}
+
+export interface BindOptions {
+  readonly size: number;
+  /** Fault every page in at mmap (MAP_POPULATE); otherwise pages come on demand. */
+  readonly populate: boolean;
+  readonly stop?: () => void;
+  readonly label: string;
+}
+
+/**
+ * Process P maps a buffer and its driver binds P's mm to the device: the
+ * PASID's address space is declared to the invariant checker, and the
+ * driver's unbind is deferred for every exit path.
+ */
+export function bindProcess(ctx: StepContext, slot: DeviceSlot, o: BindOptions): BoundProcess {
+  const h = ctx.host;
+  return ctx.step(o.label, () => {
+    const mm = h.newMm("P");
+    const buf = mm.mmap(null, o.size, Prot.READ | Prot.WRITE, { populate: o.populate });
+    const stop = o.stop;
+    const bond = h.core.sva.bindDevice(slot.dev, mm, stop === undefined ? {} : { stop: () => stop() });
+    ctx.bindSpace(bond.pasid, mmResolver(mm));
+    ctx.defer("P's driver unbinds (if the bond is still there)", () => {
+      if (bond.state === "bound") h.core.sva.unbindDevice(bond);
+    });
+    return { mm, bond, buf, pasid: bond.pasid };
+  });
 }
 
 /**

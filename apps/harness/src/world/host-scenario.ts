@@ -14,7 +14,8 @@ import { type AddressResolver, InvariantChecker, checkQuiescent } from "./invari
  */
 export interface StepContext {
   readonly host: Host;
-  step(label: string, fn: () => void): void;
+  /** Runs one step and returns what it made; the invariants are checked after it. */
+  step<T>(label: string, fn: () => T): T;
   /** Registers cleanup for what the body just set up; runs on every exit path. */
   defer(label: string, fn: () => void): void;
   /** Declares the address space DMA with `pasid` must reach (see InvariantChecker). */
@@ -76,10 +77,11 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
 
   const ctx: StepContext = {
     host,
-    step(label, fn) {
+    step<T>(label: string, fn: () => T): T {
       userRow(label);
-      fn();
+      const made = fn();
       checkAfter(label);
+      return made;
     },
     defer(label, fn) {
       cleanups.push({ label, fn });

@@ -1,5 +1,5 @@
 import { Kernel } from "@vsva/kernel";
-import { PciEndpoint, SparseMemory, VtdUnit, type VtdOptions } from "@vsva/iommu-hw";
+import { PciEndpoint, SparseMemory, VtdUnit, type VtdOptions, pciEnableForSva } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator } from "@vsva/iommu-core";
 import { IntelIommu } from "@vsva/intel-svm";
@@ -85,7 +85,7 @@ export class Host {
       pri: { outstandingCapacity: 32 },
       trace: this.kernel.trace,
     });
-    enableSvaCapabilities(ep);
+    pciEnableForSva(ep); // the PCI core: bus master, PASID, ATS, PRI
     ep.attach(this.port);
     this.unit.attachEndpoint(ep);
     const dev = this.core.probeDevice(this.iommu, { name, sid: ep.sid, pasidWidth });
@@ -109,20 +109,5 @@ export class Host {
   /** Lets deferred work (IO page faults, teardown work, threaded interrupts) run to completion. */
   settle(): void {
     this.kernel.scheduler.runUntilIdle();
-  }
-}
-
-/** PCI core duty: bus master, then the PASID, ATS and PRI capabilities the device has. */
-function enableSvaCapabilities(ep: PciEndpoint): void {
-  const cs = ep.config;
-  ep.configWrite(0x04, 2, 0x0006); // memory space + bus master
-  if (cs.pasid !== undefined) {
-    const cap = ep.configRead(cs.offsets.pasid + 4, 2);
-    ep.configWrite(cs.offsets.pasid + 6, 2, 0x1 | (cap & 0x6)); // enable, with exec/priv as supported
-  }
-  if (cs.ats !== undefined) ep.configWrite(cs.offsets.ats + 6, 2, 0x8000); // ATS enable, STU 0
-  if (cs.pri !== undefined) {
-    ep.configWrite(cs.offsets.pri + 0xc, 4, 32); // outstanding page request allocation
-    ep.configWrite(cs.offsets.pri + 4, 2, 0x1); // PRI enable
   }
 }

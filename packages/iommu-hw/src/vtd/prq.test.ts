@@ -1,3 +1,4 @@
+import { pciEnableForSva } from "../pci/pci-enable.js";
 import { describe, expect, it } from "vitest";
 import type { PageRequest } from "../iommu-port.js";
 import { PciEndpoint } from "../pci/endpoint.js";
@@ -89,14 +90,7 @@ describe("page-request queue", () => {
       bus: 0, dev: 2, fn: 0, mem: rig.mem, id: { vendorId: 0x8086, deviceId: 0x0b25 },
       pasid: { maxWidth: 20, exec: true, priv: true }, ats: {}, pri: { outstandingCapacity: 32 },
     });
-    const cs = ep.config;
-    ep.configWrite(0x04, 2, 0x0006);
-    if (cs.pasid !== undefined) ep.configWrite(cs.offsets.pasid + 6, 2, 0x1 | (ep.configRead(cs.offsets.pasid + 4, 2) & 0x6));
-    if (cs.ats !== undefined) ep.configWrite(cs.offsets.ats + 6, 2, 0x8000);
-    if (cs.pri !== undefined) {
-      ep.configWrite(cs.offsets.pri + 0xc, 4, 32);
-      ep.configWrite(cs.offsets.pri + 4, 2, 0x1);
-    }
+    pciEnableForSva(ep);
     ep.attach(rig.unit);
     rig.unit.attachEndpoint(ep);
 

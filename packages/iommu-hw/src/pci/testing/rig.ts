@@ -1,4 +1,5 @@
 import { SparseMemory } from "../../mem/sparse-memory.js";
+import { type PciEnableOptions, pciEnableForSva } from "../pci-enable.js";
 import { PciEndpoint, type PciEndpointOptions } from "../endpoint.js";
 import { FakeIommu } from "./fake-iommu.js";
 
@@ -11,7 +12,7 @@ import { FakeIommu } from "./fake-iommu.js";
 export interface RigOptions extends Partial<Omit<PciEndpointOptions, "mem">> {
   /** Capabilities the device does not have at all. */
   readonly without?: readonly ("pasid" | "ats" | "pri")[];
-  readonly enable?: { readonly busMaster?: boolean; readonly pasid?: boolean; readonly ats?: boolean; readonly pri?: boolean; readonly priAllocation?: number };
+  readonly enable?: PciEnableOptions;
 }
 
 export interface Rig {
@@ -43,16 +44,6 @@ export function makeRig(o: RigOptions = {}): Rig {
   ep.attach(iommu);
   iommu.connect(ep);
   const en = o.enable ?? {};
-  const cs = ep.config;
-  if (en.busMaster ?? true) ep.configWrite(0x04, 2, 0x0006);
-  if (cs.pasid !== undefined && (en.pasid ?? true)) {
-    const sup = ep.configRead(cs.offsets.pasid + 4, 2) & 0x6;
-    ep.configWrite(cs.offsets.pasid + 6, 2, 0x1 | sup);
-  }
-  if (cs.ats !== undefined && (en.ats ?? true)) ep.configWrite(cs.offsets.ats + 6, 2, 0x8000);
-  if (cs.pri !== undefined && (en.pri ?? true)) {
-    ep.configWrite(cs.offsets.pri + 0xc, 4, en.priAllocation ?? 32);
-    ep.configWrite(cs.offsets.pri + 4, 2, 0x1);
-  }
+  pciEnableForSva(ep, en);
   return { mem, iommu, ep };
 }
