@@ -11,6 +11,15 @@ import type { SmmuConfig } from "./options.js";
 import { ABORT_NO_EVENT, EventClass, EventId, S1Dss, Strw, eventName } from "./structures.js";
 
 const PAGE = 4096;
+const UTLB_MASK = 63;
+
+interface UtlbSlot {
+  node: CacheNode<TlbEntry> | null;
+  ste: CacheNode<SteInfo> | null;
+  cd: CacheNode<CdInfo> | null;
+  sid: number;
+  ssid: number;
+}
 const TWO63 = 2 ** 63;
 const TWO64 = 2 ** 64;
 const TABLE_READ: WalkAccess = Object.freeze({ write: false });
@@ -50,9 +59,9 @@ const TRANSLATION_CLASS = new Set<number>([EventId.F_TRANSLATION, EventId.F_ADDR
  * as hooks. Every structure problem becomes its event; nothing in memory
  * or in a request makes it throw.
  *
- * The last TLB hit is kept as a micro-TLB: while that TLB node and the STE
+ * A 64-entry micro-TLB sits in front: while a slot's TLB node and the STE
  * and CD cache nodes that led to it are valid, a request from the same
- * StreamID and SubstreamID within the same page is served without a lookup.
+ * StreamID and SubstreamID within that page is served without a lookup.
  */
 export class SmmuTranslator {
   readonly lastFault: FaultDetail = { event: 0, record: false, ats: false, ssid: -1, s2: false, cls: 0, ipa: 0, fetchAddr: 0 };
@@ -63,7 +72,13 @@ export class SmmuTranslator {
   readonly #scratch = new ConfigScratch();
   readonly #stage2: ArmStage2 = { translate: (ipa, access, table, out) => this.#s2(ipa, access, table, out) };
   #curSte: SteInfo | null = null;
-  #fast: CacheNode<TlbEntry> | null = null;
+  /**
+   * A small direct-mapped micro-TLB (as an SMMU's TBU keeps next to a port),
+   * indexed by page and StreamID. Every slot holds the TLB, STE and CD cache
+   * nodes that produced it and is trusted only while all three are valid,
+   * so an invalidation takes effect here the moment it reaches the caches.
+   */
+  readonly #utlb: UtlbSlot[] = Array.from({ length: UTLB_MASK + 1 }, () => ({ node: null, ste: null, cd: null, sid: -1, ssid: -2 }));
   #fastSte: CacheNode<SteInfo> | null = null;
   #fastCd: CacheNode<CdInfo> | null = null;
   #fastSid = -1;
@@ -80,7 +95,8 @@ export class SmmuTranslator {
   ) {}
 
   resetFastPath(): void {
-    this.#fast = null;
+    for (const u of this.#utlb) u.node = null;
+    this.#fastSid = -1;
   }
 
   get lastWalk(): Readonly<ArmWalkResult> {
@@ -88,17 +104,19 @@ export class SmmuTranslator {
   }
 
   translate(req: DmaRequest): TranslateResult {
-    const f = this.#fast;
-    if (f !== null && f.valid && req.sid === this.#fastSid && (req.pasid ?? -1) === this.#fastSsid) {
-      const e = f.value;
-      const off = req.addr - e.inputBase;
-      const ste = this.#fastSte;
-      const cd = this.#fastCd;
+    const addr = req.addr;
+    const slot = this.#utlb[(((addr / PAGE) | 0) ^ req.sid) & UTLB_MASK];
+    const ssid = req.pasid ?? -1;
+    if (slot !== undefined && slot.node !== null && slot.sid === req.sid && slot.ssid === ssid && slot.node.valid) {
+      const e = slot.node.value;
+      const off = addr - e.inputBase;
+      const ste = slot.ste;
+      const cd = slot.cd;
       if (off >= 0 && off < e.size && ste !== null && ste.valid && (cd === null || cd.valid) && this.state.enabled && (req.ats !== true || ste.value.eats !== 0)) {
-        const priv = req.pasid !== undefined && req.priv === true;
-        const need = neededPerms(req.write, req.pasid !== undefined && req.exec === true, priv);
+        const priv = ssid !== -1 && req.priv === true;
+        const need = neededPerms(req.write, ssid !== -1 && req.exec === true, priv);
         if ((e.perms & need) === need) {
-          this.caches.tlb.noteHit(f);
+          this.caches.tlb.noteHit(slot.node);
           return this.#ok(e.pageBase + off, e.size, e.perms, priv);
         }
       }
@@ -115,7 +133,8 @@ export class SmmuTranslator {
       if (st.gbpaAbort) return this.#fault(ABORT_NO_EVENT, false);
       return this.#ok(addr, PAGE, Perm.ALL, false);
     }
-    const ste = this.#ste(req.sid);
+    // The STE and CD of the stream the micro-TLB last served are reused while their cache nodes are valid.
+    const ste = this.#sameStream(req) ? this.#fastSteInfo() ?? this.#ste(req.sid) : this.#ste(req.sid);
     if (ste.fault !== null) return this.#configFault(ste.fault, ste.fault.event !== EventId.C_BAD_STREAMID || st.recordInvalidSid);
     if (ste.kind === "abort") return this.#fault(ABORT_NO_EVENT, false);
     if (req.ats === true && (!this.cfg.ats || ste.eats === 0)) return this.#fault(EventId.F_BAD_ATS_TREQ, true);
@@ -123,13 +142,12 @@ export class SmmuTranslator {
     const ssidIn = req.pasid ?? -1;
     const priv = hasSsid && req.priv === true;
     const exec = hasSsid && req.exec === true;
-    const access: WalkAccess = { write: req.write, exec, priv };
     if (!Number.isInteger(addr)) return this.#fault(EventId.F_TRANSLATION, true);
 
     // A SubstreamID on a stream whose stage 1 is bypassed has no CD to select.
     if ((ste.kind === "bypass" || ste.kind === "s2") && hasSsid) return this.#fault(EventId.C_BAD_SUBSTREAMID, true);
     if (ste.kind === "bypass") return this.#bypass(addr);
-    if (ste.kind === "s2") return this.#stage2Only(req, ste, addr, access, ssidIn);
+    if (ste.kind === "s2") return this.#stage2Only(req, ste, addr, { write: req.write, exec, priv }, ssidIn);
 
     let ssid: number;
     if (hasSsid) {
@@ -141,9 +159,9 @@ export class SmmuTranslator {
       return this.#fault(EventId.F_STREAM_DISABLED, true);
     } else {
       // S1DSS = bypass: stage 1 is skipped for traffic without a SubstreamID.
-      return ste.kind === "nested" ? this.#stage2Only(req, ste, addr, access, ssidIn) : this.#bypass(addr);
+      return ste.kind === "nested" ? this.#stage2Only(req, ste, addr, { write: req.write, exec, priv }, ssidIn) : this.#bypass(addr);
     }
-    const cd = this.#cd(req.sid, ssid, ste);
+    const cd = this.#sameStream(req) ? this.#fastCdInfo() ?? this.#cd(req.sid, ssid, ste) : this.#cd(req.sid, ssid, ste);
     if (cd.fault !== null) {
       const f = cd.fault;
       return this.#configFault(f, !f.s2 || !TRANSLATION_CLASS.has(f.event) || ste.s2r);
@@ -168,7 +186,7 @@ export class SmmuTranslator {
     }
     this.#curSte = ste;
     const tag = tlbTag(cls, vmid, cd.asid);
-    const w = walkStage1(this.mem, s1, va, access, this.#walk, {
+    const w = walkStage1(this.mem, s1, va, { write: req.write, exec, priv }, this.#walk, {
       ...(ste.kind === "nested" ? { stage2: this.#stage2 } : {}),
       ...(this.useCaches ? { walkCache: { cache: this.caches.s1wc, tag } } : {}),
     });
@@ -251,6 +269,24 @@ export class SmmuTranslator {
     return this.#ste(sid);
   }
 
+  #sameStream(req: DmaRequest): boolean {
+    return this.useCaches && req.sid === this.#fastSid && (req.pasid ?? -1) === this.#fastSsid;
+  }
+
+  #fastSteInfo(): SteInfo | undefined {
+    const n = this.#fastSte;
+    if (!n?.valid) return undefined;
+    this.#steNode = n;
+    return n.value;
+  }
+
+  #fastCdInfo(): CdInfo | undefined {
+    const n = this.#fastCd;
+    if (!n?.valid) return undefined;
+    this.#cdNode = n;
+    return n.value;
+  }
+
   /** The CD of (sid, ssid) as the pipeline finds it (or the STE that has none). */
   cdOf(sid: number, ssid: number): CdInfo | SteInfo {
     const ste = this.#ste(sid);
@@ -296,7 +332,14 @@ export class SmmuTranslator {
   #setFast(node: CacheNode<TlbEntry>, req: DmaRequest): void {
     const steNode = this.#steNode;
     if (steNode === undefined) return;
-    this.#fast = node;
+    const slot = this.#utlb[(((req.addr / PAGE) | 0) ^ req.sid) & UTLB_MASK];
+    if (slot !== undefined) {
+      slot.node = node;
+      slot.ste = steNode;
+      slot.cd = this.#cdNode ?? null;
+      slot.sid = req.sid;
+      slot.ssid = req.pasid ?? -1;
+    }
     this.#fastSte = steNode;
     this.#fastCd = this.#cdNode ?? null;
     this.#fastSid = req.sid;
