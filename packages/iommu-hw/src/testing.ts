@@ -2,3 +2,4 @@
 export { FakeIommu, type FakeMapping, FAKE_FAULT_NOT_PRESENT, FAKE_FAULT_PERMISSION } from "./pci/testing/fake-iommu.js";
 export { makeRig, type RigOptions, type Rig } from "./pci/testing/rig.js";
 export { VtdRig, FakeEndpoint, desc, R as VtdRegs } from "./vtd/testing/rig.js";
+export { SmmuRig, FakeSmmuEndpoint, SR as SmmuRegs, cmd as smmuCmd } from "./smmu/testing/rig.js";

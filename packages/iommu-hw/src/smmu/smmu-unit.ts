@@ -2,7 +2,7 @@ import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, format
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
 import { Perm } from "../pt-arm/types.js";
-import { ReadOnlyMem } from "../vtd/read-only-mem.js";
+import { ReadOnlyMem } from "../mem/read-only-mem.js";
 import { DEFAULT_SMMU_CACHES, SmmuCaches, type TlbEntry, TlbClass } from "./caches.js";
 import { CommandQueue } from "./cmdq.js";
 import { type CommandContext, executeCommand } from "./commands.js";

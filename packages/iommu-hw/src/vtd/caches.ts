@@ -121,6 +121,15 @@ const PROBE_LIMIT = 64;
 export const iotlbKey = (pfn: number, sizeCode: number): number => Math.floor(pfn / 2 ** (SIZE_SHIFTS[sizeCode] ?? 0)) * 4 + sizeCode;
 export const sizeCodeOf = (size: number): number => (size >= 2 ** 30 ? 2 : size >= 2 ** 21 ? 1 : 0);
 
+/**
+ * The IOTLB node for 4 KiB page `pfn` in one tag's entries (a
+ * `TaggedLru.keysOf` handle), probing the page sizes in the order
+ * {@link VtdCaches.lookupIotlb} does, without counting or bumping anything.
+ */
+export function probeIotlbKeys(keys: ReadonlyMap<number, CacheNode<IotlbEntry>>, pfn: number): CacheNode<IotlbEntry> | undefined {
+  return keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
+}
+
 export class VtdCaches {
   readonly context: TaggedLru<CtxInfo>;
   readonly pasid: TaggedLru<PasidInfo>;

@@ -1,5 +1,5 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
-import type { CacheClassValue, CtxInfo, PasidInfo } from "./caches.js";
+import type { CacheClassValue, CtxInfo, IotlbEntry, PasidInfo } from "./caches.js";
 
 /**
  * What the context and PASID caches say about one (source ID, request PASID):
@@ -15,8 +15,16 @@ import type { CacheClassValue, CtxInfo, PasidInfo } from "./caches.js";
  * passed every context- and PASID-level check get one (no cached faults), so
  * the checks left on a request are the request-dependent ones (ATS against
  * DTE, PRIV against SRE, EXE against ERE).
+ *
+ * It also holds the IOTLB's handle on its tag (`TaggedLru.keysOf`), so an
+ * IOTLB hit is one probe of that map. The handle is only ever a shortcut: a
+ * miss through it (the tag had emptied, or the page is not cached) goes the
+ * ordinary, counted way, which re-takes the handle.
  */
 export class ResolvedPath {
+  /** The IOTLB's entries of `tag`, as last taken; empty for good once the tag empties. */
+  iotlbKeys: ReadonlyMap<number, CacheNode<IotlbEntry>> | undefined = undefined;
+
   constructor(
     readonly sid: number,
     /** The request's PASID, or -1 for a request without one. */

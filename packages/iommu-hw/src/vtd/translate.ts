@@ -6,7 +6,8 @@ import { walkSecondLevel } from "../pt/second-level.js";
 import type { SecondLevelConfig, SecondStage, WalkAccess, WalkResult } from "../pt/types.js";
 import { newWalkResult, resetWalkResult } from "../pt/walk-result.js";
 import {
-  CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey, sizeCodeOf,
+  CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey, probeIotlbKeys,
+  sizeCodeOf,
 } from "./caches.js";
 import { ContextScratch, fetchContext } from "./context.js";
 import { FaultReason, faultReasonName } from "./fault-reason.js";
@@ -141,9 +142,10 @@ export class Translator {
     if (f !== undefined && f !== null && this.#microPath[slot] === path && f.valid) {
       const e = f.value;
       const off = addr - e.inputBase;
-      // EXE is left to the full check (it also needs ECAP.ERS); PRIV needs SRE.
+      // EXE is left to the full check (it also needs ECAP.ERS); PRIV needs SRE. An address with a
+      // fraction (off not integral; off < 2^30 so `| 0` is exact) is no address: the full path faults it.
       if (
-        off >= 0 && off < e.size && (req.write ? e.write : e.read) && !exec && (priv ? pe.sre : e.user) && (req.ats !== true || ctx.dte) &&
+        off >= 0 && off < e.size && (off | 0) === off && (req.write ? e.write : e.read) && !exec && (priv ? pe.sre : e.user) && (req.ats !== true || ctx.dte) &&
         (e.rightsFor === RightsFor.ANY || e.rightsFor === (priv ? RightsFor.SUPERVISOR : RightsFor.USER))
       ) {
         caches.iotlb.noteHit(f);
@@ -155,7 +157,34 @@ export class Translator {
     caches.context.noteHit(path.ctxNode);
     caches.pasid.noteHit(path.peNode);
     if (req.ats === true && !ctx.dte) return this.#fault(FaultReason.DTE_CLEAR, ctx.fpd, false);
-    return this.#translateIn(req, ctx, pe, path.pasid, path.cls, path.tag, path);
+
+    // The IOTLB through the path's handle on its tag: one probe, nothing counted until the entry
+    // is used. Only the plain case is served here (an integral address, no EXE, PRIV allowed by
+    // SRE, not pass-through, a translation granting the access); anything else, and any miss,
+    // takes #translateIn, which does the counted lookup as before.
+    const keys = path.iotlbKeys;
+    if (keys !== undefined && !exec && (pe.sre || !priv) && pe.pgtt !== Pgtt.PASS_THROUGH && Number.isInteger(addr)) {
+      const pfn = Math.floor(addr / PAGE);
+      const node = probeIotlbKeys(keys, pfn);
+      if (node?.valid === true) {
+        const e = node.value;
+        if (
+          e.fault === 0 && (req.write ? e.write : e.read) && (priv || e.user) &&
+          (e.rightsFor === RightsFor.ANY || e.rightsFor === (priv ? RightsFor.SUPERVISOR : RightsFor.USER))
+        ) {
+          caches.iotlb.noteHit(node);
+          const s = pfn & MICRO_TLB_MASK;
+          this.#microNode[s] = node;
+          this.#microPath[s] = path;
+          const off = addr - e.inputBase;
+          return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+        }
+      }
+    }
+    const r = this.#translateIn(req, ctx, pe, path.pasid, path.cls, path.tag, path);
+    // A missing or dead handle (its tag emptied at some point): take the live one, if any.
+    if (keys === undefined || keys.size === 0) path.iotlbKeys = caches.iotlb.keysOf(path.tag);
+    return r;
   }
 
   /** The context and PASID levels through the caches (lookups, fetches, their faults), then the rest. */

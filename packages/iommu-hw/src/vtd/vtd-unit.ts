@@ -11,7 +11,7 @@ import { type InvalidationContext, executeDescriptor } from "./inv-exec.js";
 import { InvalidationQueue } from "./inv-queue.js";
 import { type VtdConfig, type VtdOptions, resolveConfig } from "./options.js";
 import { PageRequestQueue } from "./prq.js";
-import { ReadOnlyMem } from "./read-only-mem.js";
+import { ReadOnlyMem } from "../mem/read-only-mem.js";
 import { RegisterFile } from "./register-file.js";
 import {
   CapReg,

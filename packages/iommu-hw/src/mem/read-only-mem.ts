@@ -1,4 +1,4 @@
-import { type MemStats, type PhysMem, type U64, newStats } from "../mem/phys-mem.js";
+import { type MemStats, type PhysMem, type U64, newStats } from "./phys-mem.js";
 
 /**
  * A view of memory whose writes are discarded (reported as done): a walk for
