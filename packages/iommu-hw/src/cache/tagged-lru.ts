@@ -87,6 +87,32 @@ export class TaggedLru<V> {
     return this.#byTag.get(tag)?.get(key)?.value;
   }
 
+  /**
+   * The node of (tag, key) without touching recency or counters: a caller's
+   * fast path probes with this and, when it uses the entry, reports the hit
+   * with {@link noteHit}, so the counters and the LRU order are those of
+   * {@link lookup}. A caller that gives up on the entry must then do the
+   * counting {@link lookup} itself.
+   */
+  nodeOf(tag: number, key: number): CacheNode<V> | undefined {
+    return this.#byTag.get(tag)?.get(key);
+  }
+
+  /**
+   * A stable handle on `tag`'s entries (key -> node), or undefined while the
+   * tag holds none. The map is live while the tag has entries; once the tag
+   * empties (invalidation, eviction, {@link invalidateAll}) that map is
+   * dropped and stays empty for good, and a later insert starts a new one.
+   * So a holder probing its handle sees exactly the cache's entries, or
+   * nothing: a miss on a handle is not a miss of the cache, and the holder
+   * must then look up (and may re-take the handle) the ordinary way.
+   * Read-only to the holder; hits found through it are reported with
+   * {@link noteHit}.
+   */
+  keysOf(tag: number): ReadonlyMap<number, CacheNode<V>> | undefined {
+    return this.#byTag.get(tag);
+  }
+
   /** Records a hit served from a caller's fast path on `node`. */
   noteHit(node: CacheNode<V>): void {
     this.stats.hits++;
@@ -164,6 +190,8 @@ export class TaggedLru<V> {
   invalidateAll(): number {
     const n = this.#size;
     for (let node = this.#head; node !== null; node = node.next) node.valid = false;
+    // Empty the per-tag maps too: a holder of a {@link keysOf} handle must find nothing in it.
+    for (const keys of this.#byTag.values()) keys.clear();
     this.#byTag.clear();
     this.#byGroup.clear();
     this.#head = this.#tail = null;
