@@ -6,6 +6,7 @@ import { runScenario } from "./run.js";
 import { toChromeTrace } from "./chrome-trace.js";
 import { formatSweep, sweep } from "./sweep.js";
 import { isHostScenario } from "./world/host-scenario.js";
+import { PLATFORM_NAMES } from "./world/host.js";
 
 // The CLI parser is commander: well kept, typed, with subcommands and help.
 function parseSeed(v: string): number {
@@ -23,7 +24,10 @@ program
   .command("list")
   .description("list the scenarios")
   .action(() => {
-    for (const s of scenarios) console.log(`${s.name.padEnd(28)} ${s.summary}`);
+    for (const s of scenarios) {
+      const on = s.platforms === undefined ? "" : ` [${s.platforms.join(", ")}]`;
+      console.log(`${s.name.padEnd(28)} ${s.summary}${on}`);
+    }
   });
 
 program
@@ -31,6 +35,7 @@ program
   .description("run one scenario and print its timeline and verdict")
   .argument("<name>", "scenario name (see `vsva list`)")
   .option("--seed <n>", "seed for randomness", parseSeed, 1)
+  .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")}`, "vtd")
   .option("--json <file>", "write the raw trace-bus events as JSON")
   .option("--trace <file>", "write Chrome trace-event JSON (open it in Perfetto)")
   .action((name: string, opts: RunCliOptions) => {
@@ -47,14 +52,20 @@ program
   .command("sweep")
   .description("fail every fault-injection point of a scenario's path in turn (fail-nth); each run must roll back cleanly")
   .argument("<name>", "scenario name (a host scenario, see `vsva list`)")
-  .action((name: string) => {
+  .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")}`, "vtd")
+  .action((name: string, opts: { platform: string }) => {
     const scenario = findScenario(name);
     if (scenario === undefined || !isHostScenario(scenario)) {
       console.error(`vsva: '${name}' is not a host scenario with injection points; try 'vsva list'`);
       process.exitCode = 2;
       return;
     }
-    const result = sweep(scenario.def);
+    if (!scenario.platforms?.includes(opts.platform)) {
+      console.error(`vsva: ${scenario.name} runs on ${scenario.platforms?.join(", ") ?? "no platform"}, not on '${opts.platform}'`);
+      process.exitCode = 2;
+      return;
+    }
+    const result = sweep(scenario.def, opts.platform);
     console.log(formatSweep(result));
     process.exitCode = result.ok ? 0 : 1;
   });
@@ -65,6 +76,7 @@ program.action(() => {
 
 interface RunCliOptions {
   readonly seed: number;
+  readonly platform?: string;
   readonly json?: string;
   readonly trace?: string;
 }
@@ -72,7 +84,12 @@ interface RunCliOptions {
 function runAndReport(name: string, opts: RunCliOptions): number {
   const scenario = findScenario(name);
   if (scenario === undefined) return 2;
-  const outcome = runScenario(scenario, { seed: opts.seed });
+  const wanted = opts.platform ?? "vtd";
+  if (scenario.platforms !== undefined && !scenario.platforms.includes(wanted)) {
+    console.error(`vsva: ${scenario.name} runs on ${scenario.platforms.join(", ")}, not on '${wanted}'`);
+    return 2;
+  }
+  const outcome = runScenario(scenario, { seed: opts.seed, ...(opts.platform === undefined ? {} : { platform: opts.platform }) });
   console.log(outcome.text);
   const events = outcome.result?.events ?? [];
   if (opts.json !== undefined) writeFileSync(opts.json, JSON.stringify(events, null, 2) + "\n");

@@ -4,6 +4,8 @@ import type { TimelineRow } from "./timeline.js";
 export interface ScenarioOptions {
   /** Seed for any randomness a scenario uses; the same seed gives the same trace. */
   readonly seed: number;
+  /** The IOMMU platform of the host (host scenarios); "vtd" when absent. */
+  readonly platform?: string;
 }
 
 export interface ScenarioResult {
@@ -20,5 +22,7 @@ export interface ScenarioResult {
 export interface Scenario {
   readonly name: string;
   readonly summary: string;
+  /** Platforms the scenario runs on (absent: it needs no IOMMU platform). */
+  readonly platforms?: readonly string[];
   run(opts: ScenarioOptions): ScenarioResult;
 }

@@ -25,10 +25,10 @@ export interface SweepResult {
 /** A bound on n, far above any path here, so a scenario that injects forever cannot hang the sweep. */
 const MAX_N = 2000;
 
-export function sweep(def: HostScenarioDef): SweepResult {
+export function sweep(def: HostScenarioDef, platform?: string): SweepResult {
   const runs: SweepRun[] = [];
   for (let n = 1; n <= MAX_N; n++) {
-    const r = runHostScenario(def, { seed: 1, failNth: n });
+    const r = runHostScenario(def, { seed: 1, failNth: n, ...(platform === undefined ? {} : { platform }) });
     runs.push({ n, injected: r.injected, errno: r.error === null ? null : errnoName(r.error.errno), violations: r.violations });
     if (r.injected === null) break;
   }

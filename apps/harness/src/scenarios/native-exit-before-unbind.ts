@@ -18,7 +18,7 @@ export const nativeExitBeforeUnbind = hostScenario({
     let stopped = 0;
     let recordedFaults = 0;
     h.kernel.trace.subscribe((e) => {
-      if (e.kind === "vtd.fault" && e.payload.recorded) recordedFaults++;
+      if (h.platform.isReportedFault(e)) recordedFaults++;
     });
     const slot = plugInSvaDevice(ctx);
     const p = bindProcess(ctx, slot, {

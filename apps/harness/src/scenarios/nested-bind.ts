@@ -26,6 +26,8 @@ export const nestedBind = hostScenario({
   name: "nested-bind",
   summary: "host-only vSVA: guest first-level table in GPA space, bind_gpasid installs a nested PASID entry, DMA through both levels, unbind",
   title: "Nested translation: bind_gpasid on the host (the host half of vSVA)",
+  // SMMUv3 reports empty nesting info in the 2020 interface (seed 004): no bind_gpasid there.
+  platforms: ["vtd"],
   body(ctx) {
     const h = ctx.host;
     const guest = new GuestRamView(h.mem, GUEST_HPA, GUEST_RAM);

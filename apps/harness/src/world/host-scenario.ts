@@ -1,8 +1,9 @@
-import { KernelError, TraceRecorder, errnoName } from "@vsva/kernel";
+import { Errno, KernelError, TraceRecorder, errnoName } from "@vsva/kernel";
 import type { Scenario, ScenarioOptions, ScenarioResult } from "../scenario.js";
 import type { TimelineRow } from "../timeline.js";
 import { ACTOR_COLUMNS, rowsFromEvents } from "./events.js";
-import { Host } from "./host.js";
+import { Host, PLATFORM_NAMES } from "./host.js";
+import type { PlatformName } from "./platform.js";
 import { type AddressResolver, InvariantChecker, checkQuiescent } from "./invariants.js";
 
 /**
@@ -36,6 +37,8 @@ export interface HostScenarioDef {
   readonly name: string;
   readonly summary: string;
   readonly title: string;
+  /** Platforms it runs on; all of them when absent. */
+  readonly platforms?: readonly PlatformName[];
   body(ctx: StepContext): void;
 }
 
@@ -52,7 +55,8 @@ export interface HostRunResult extends ScenarioResult {
 }
 
 export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): HostRunResult {
-  const host = new Host();
+  const platform = resolvePlatform(def, opts.platform);
+  const host = new Host({ platform });
   const rec = new TraceRecorder(host.kernel.trace);
   const checker = new InvariantChecker(host);
   const violations: string[] = [];
@@ -131,7 +135,18 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
   if (error !== null && injected !== null) {
     rows.push({ step: rows.length + 1, actor: "USER", text: `injected at ${injected}: the run ended in -${errnoName(error.errno)}, rolled back` });
   }
-  return { title: def.title, columns: ACTOR_COLUMNS, rows, events: [...rec.events], violations, injected, error };
+  return { title: `${def.title} [${platform}]`, columns: ACTOR_COLUMNS, rows, events: [...rec.events], violations, injected, error };
+}
+
+/** The platform a run uses; EINVAL for one the scenario (or vsva) does not have. */
+export function resolvePlatform(def: HostScenarioDef, asked: string | undefined): PlatformName {
+  const name = asked ?? "vtd";
+  const allowed = def.platforms ?? PLATFORM_NAMES;
+  const found = allowed.find((p) => p === name);
+  if (found === undefined) {
+    throw new KernelError(Errno.EINVAL, `${def.name} runs on ${allowed.join(", ")}, not on '${name}'`);
+  }
+  return found;
 }
 
 function teardownHost(host: Host): void {
@@ -147,7 +162,7 @@ function teardownHost(host: Host): void {
     host.core.releaseDevice(dev);
   }
   host.settle();
-  host.drv.shutdown();
+  host.platform.shutdown();
   host.settle();
 }
 
@@ -157,7 +172,7 @@ export interface HostScenario extends Scenario {
 
 /** Adapts a host scenario to the harness's Scenario interface. */
 export function hostScenario(def: HostScenarioDef): HostScenario {
-  return { name: def.name, summary: def.summary, def, run: (opts) => runHostScenario(def, opts) };
+  return { name: def.name, summary: def.summary, platforms: def.platforms ?? PLATFORM_NAMES, def, run: (opts) => runHostScenario(def, opts) };
 }
 
 export function isHostScenario(s: Scenario): s is HostScenario {

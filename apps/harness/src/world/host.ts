@@ -1,9 +1,10 @@
 import { Kernel } from "@vsva/kernel";
-import { PciEndpoint, SparseMemory, VtdUnit, type VtdOptions, pciEnableForSva } from "@vsva/iommu-hw";
+import { PciEndpoint, SparseMemory, pciEnableForSva } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator } from "@vsva/iommu-core";
-import { IntelIommu } from "@vsva/intel-svm";
+import type { Platform, PlatformFactory, PlatformName } from "./platform.js";
 import { RecordingPort } from "./recording-port.js";
+import { vtdPlatform } from "./vtd-platform.js";
 
 /**
  * A whole host, wired as a machine boots: RAM, an emulated VT-d unit, the
@@ -21,7 +22,7 @@ export const POOL_BASE = 16 * MiB;
 export const POOL_SIZE = 32 * MiB;
 
 export interface HostOptions {
-  readonly vtd?: Partial<VtdOptions>;
+  readonly platform?: PlatformName;
 }
 
 export interface DeviceSlot {
@@ -29,14 +30,16 @@ export interface DeviceSlot {
   readonly dev: IommuDevice;
 }
 
+const PLATFORMS: Readonly<Record<PlatformName, PlatformFactory>> = { vtd: vtdPlatform };
+export const PLATFORM_NAMES: readonly PlatformName[] = Object.keys(PLATFORMS) as PlatformName[];
+
 export class Host {
   readonly kernel = new Kernel();
   readonly mem = new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: RAM_SIZE }] });
-  readonly unit: VtdUnit;
+  readonly platform: Platform;
   readonly port: RecordingPort;
   readonly pages: PageAllocator;
   readonly ioasid: IoasidCore;
-  readonly drv: IntelIommu;
   readonly core: IommuCore;
   readonly iommu: Iommu;
   readonly devices: DeviceSlot[] = [];
@@ -44,17 +47,6 @@ export class Host {
 
   constructor(opts: HostOptions = {}) {
     const k = this.kernel;
-    this.unit = new VtdUnit({
-      mem: this.mem,
-      trace: k.trace,
-      name: "dmar0",
-      // The page-request interrupt runs the driver's threaded handler.
-      onInterrupt: (irq) => {
-        if (irq.source === "page-request") this.drv.pageRequestInterrupt();
-      },
-      ...opts.vtd,
-    });
-    this.port = new RecordingPort(this.unit);
     this.pages = new PageAllocator({
       base: POOL_BASE,
       size: POOL_SIZE,
@@ -62,10 +54,10 @@ export class Host {
       faults: k.faults,
     });
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
-    this.drv = new IntelIommu({ mmio: this.unit, mem: this.mem, pages: this.pages, kernel: k, ioasid: this.ioasid });
+    this.platform = PLATFORMS[opts.platform ?? "vtd"]({ kernel: k, mem: this.mem, pages: this.pages, ioasid: this.ioasid });
+    this.port = new RecordingPort(this.platform.port);
     this.core = new IommuCore({ kernel: k, ioasid: this.ioasid });
-    this.drv.init();
-    this.iommu = this.core.registerIommu("dmar0", this.drv);
+    this.iommu = this.core.registerIommu(this.platform.iommuName, this.platform.ops);
   }
 
   /**
@@ -87,7 +79,7 @@ export class Host {
     });
     pciEnableForSva(ep); // the PCI core: bus master, PASID, ATS, PRI
     ep.attach(this.port);
-    this.unit.attachEndpoint(ep);
+    this.platform.attachEndpoint(ep);
     const dev = this.core.probeDevice(this.iommu, { name, sid: ep.sid, pasidWidth });
     const slot = { ep, dev };
     this.devices.push(slot);
@@ -97,7 +89,7 @@ export class Host {
   /** Enables SVA on a probed device and routes its recoverable faults to the core's IO page fault queue. */
   enableSva(slot: DeviceSlot, maxPasid?: number): void {
     this.core.enableFeature(slot.dev, "sva", maxPasid === undefined ? {} : { maxPasid });
-    this.drv.registerFaultHandler(slot.dev, { report: (d, f) => this.core.reportPageRequest(d, f) });
+    this.platform.routeFaults(slot.dev, (d, f) => this.core.reportPageRequest(d, f));
   }
 
   newMm(name: string): Mm {

@@ -74,15 +74,7 @@ export class InvariantChecker {
   }
 
   #checkIommuCaches(): string[] {
-    const out: string[] = [];
-    for (const m of this.host.unit.checkCaches()) {
-      const e = m.cached;
-      out.push(`IOMMU cache serves a stale translation (PASID ${e.hadPasid ? e.pasid : "none"}, input 0x${e.inputBase.toString(16)} -> 0x${e.pageBase.toString(16)}); a fresh walk gives ${m.fresh.ok ? `0x${m.fresh.pa.toString(16)}` : m.fresh.name}`);
-    }
-    for (const m of this.host.unit.checkStructureCaches()) {
-      out.push(`IOMMU ${m.cache} cache entry for source ${m.sid}${m.pasid === null ? "" : ` PASID ${m.pasid}`} differs from memory`);
-    }
-    return out;
+    return this.host.platform.cacheViolations();
   }
 }
 
