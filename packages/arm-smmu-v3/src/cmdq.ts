@@ -1,0 +1,217 @@
+import { Errno, type Kernel, KernelError } from "@vsva/kernel";
+import {
+  CMD_BYTES,
+  CMD_NAMES,
+  CmdOp,
+  CmdSync,
+  CmdqConsReg,
+  CmdqError,
+  GerrorReg,
+  GerrornReg,
+  type PhysMem,
+  QueueBaseReg,
+  SmmuReg,
+  SyncCs,
+} from "@vsva/iommu-hw";
+import type { PageAllocator } from "@vsva/iommu-core";
+import { type SmmuMmio, readReg, writeReg } from "./mmio.js";
+
+/** One 4 KiB page of 16-byte commands (Linux sizes the queue to IDR1.CMDQS; one page is plenty here). */
+const MAX_LOG2 = 8;
+/** Polls of CONS without progress before a submission gives up (the unit is wedged). */
+const POLL_LIMIT = 10_000;
+
+export interface CommandQueueOptions {
+  readonly name: string;
+  readonly mmio: SmmuMmio;
+  readonly mem: PhysMem;
+  readonly pages: PageAllocator;
+  readonly kernel: Kernel;
+  /** IDR1.CMDQS. */
+  readonly maxLog2: number;
+  /**
+   * IDR0.MSI and COHACC: complete a CMD_SYNC by having the SMMU write its
+   * MSI payload over the CMD_SYNC itself and polling that word ("MSI
+   * polling", as Linux does when it can); otherwise poll CMDQ_CONS.
+   */
+  readonly msiPolling: boolean;
+  /** Lets a unit that runs its queue from a work item progress while we wait. */
+  readonly poll?: () => void;
+}
+
+/**
+ * The command queue, driver side (`arm_smmu_cmdq_issue_cmdlist` without the
+ * lock-free machinery: one CPU). A batch is written at PROD, followed by a
+ * CMD_SYNC, PROD is published once, and the submission waits for the sync.
+ *
+ * Errors (`arm_smmu_cmdq_skip_err`): when GERROR.CMDQ_ERR is raised the
+ * queue has stopped with CONS on the bad command. A CERROR_ILL or
+ * CERROR_ABT command is overwritten in memory with a CMD_SYNC (harmless,
+ * so the queue can restart) and the error is acknowledged by toggling
+ * GERRORN.CMDQ_ERR; the batch then completes and the submission fails with
+ * EIO naming the command, leaving the queue usable. CERROR_ATC_INV_SYNC
+ * (an ATC invalidation timed out) is acknowledged without rewriting.
+ */
+export class CommandQueue {
+  #base = -1;
+  #log2 = 0;
+  /** Our PROD: index and wrap bit, as written to CMDQ_PROD. */
+  #prod = 0;
+  #seq = 0;
+  readonly #o: CommandQueueOptions;
+  readonly stats = { batches: 0, commands: 0, errors: 0 };
+
+  constructor(o: CommandQueueOptions) {
+    this.#o = o;
+  }
+
+  get enabled(): boolean {
+    return this.#base >= 0;
+  }
+
+  get base(): number {
+    return this.#base;
+  }
+
+  /** Allocates the queue and programs CMDQ_BASE/PROD/CONS (the queue must be disabled in CR0). ENOMEM. */
+  setup(): void {
+    const o = this.#o;
+    this.#log2 = Math.min(o.maxLog2, MAX_LOG2);
+    const bytes = 2 ** this.#log2 * CMD_BYTES;
+    const base = o.pages.allocPages(Math.max(0, Math.ceil(Math.log2(bytes / 4096))), "smmu.cmdq");
+    const v = QueueBaseReg.alloc();
+    QueueBaseReg.setAddr(v, "ADDR", base);
+    QueueBaseReg.set(v, "LOG2SIZE", this.#log2);
+    QueueBaseReg.set(v, "RWA", 1);
+    writeReg(o.mmio, SmmuReg.CMDQ_BASE, v);
+    o.mmio.mmioWrite32(SmmuReg.CMDQ_PROD, 0);
+    o.mmio.mmioWrite32(SmmuReg.CMDQ_CONS, 0);
+    this.#prod = 0;
+    this.#base = base;
+  }
+
+  /** Frees the queue; CR0.CMDQEN must be clear. Cannot fail. */
+  free(): void {
+    if (this.#base < 0) return;
+    this.#o.pages.freePages(this.#base);
+    this.#base = -1;
+  }
+
+  /**
+   * Issues `cmds` followed by a CMD_SYNC and waits for it. EIO when the unit
+   * refused a command (the queue is recovered first), ETIMEDOUT when it made
+   * no progress, ENODEV when the queue is not set up.
+   */
+  submit(cmds: readonly Uint32Array[]): void {
+    if (this.#base < 0) throw new KernelError(Errno.ENODEV, `${this.#o.name}: command queue not set up`);
+    const failed: string[] = [];
+    // A batch larger than the queue goes in slices, each closed by its own sync.
+    const room = 2 ** this.#log2 - 1;
+    for (let i = 0; i < cmds.length || i === 0; i += room) {
+      const slice = cmds.slice(i, i + room);
+      this.#issue(slice, failed);
+    }
+    this.stats.batches++;
+    this.stats.commands += cmds.length;
+    if (failed.length > 0) throw new KernelError(Errno.EIO, `${this.#o.name}: the SMMU refused ${failed.join(", ")}`);
+  }
+
+  #issue(cmds: readonly Uint32Array[], failed: string[]): void {
+    const o = this.#o;
+    this.#waitForSpace(cmds.length + 1, failed);
+    for (const c of cmds) this.#write(c);
+    const syncAt = this.#slotAddr(this.#prod);
+    const seq = (this.#seq = (this.#seq + 1) >>> 0 || 1);
+    const sync = CmdSync.alloc();
+    CmdSync.set(sync, "OPCODE", CmdOp.SYNC);
+    if (o.msiPolling) {
+      CmdSync.set(sync, "CS", SyncCs.IRQ);
+      CmdSync.set(sync, "MSIDATA", seq);
+      CmdSync.setAddr(sync, "MSIADDR", syncAt);
+    }
+    this.#write(sync);
+    const syncPos = this.#prod;
+    o.mmio.mmioWrite32(SmmuReg.CMDQ_PROD, this.#prod);
+    this.#wait(() => (o.msiPolling ? o.mem.read32(syncAt) === seq : this.#consumed(syncPos)), failed);
+  }
+
+  #slotAddr(ptr: number): number {
+    return this.#base + (ptr & (2 ** this.#log2 - 1)) * CMD_BYTES;
+  }
+
+  #write(cmd: Uint32Array): void {
+    const at = this.#slotAddr(this.#prod);
+    this.#o.mem.write64(at, cmd[0] ?? 0, cmd[1] ?? 0);
+    this.#o.mem.write64(at + 8, cmd[2] ?? 0, cmd[3] ?? 0);
+    this.#prod = (this.#prod + 1) & (2 ** (this.#log2 + 1) - 1);
+  }
+
+  #cons(): number {
+    return CmdqConsReg.get(readReg(this.#o.mmio, SmmuReg.CMDQ_CONS, CmdqConsReg), "RD") & (2 ** (this.#log2 + 1) - 1);
+  }
+
+  /** Whether CONS has gone past the command before `pos` (wrap-aware, queue not full by construction). */
+  #consumed(pos: number): boolean {
+    const size = 2 ** (this.#log2 + 1);
+    const cons = this.#cons();
+    // Distance from CONS to our PROD: what is still queued. The sync at pos-1 is done when it is not queued.
+    const queued = (this.#prod - cons + size) % size;
+    const afterSync = (this.#prod - pos + size) % size;
+    return queued <= afterSync;
+  }
+
+  #waitForSpace(n: number, failed: string[]): void {
+    const size = 2 ** this.#log2;
+    const ring = 2 * size;
+    this.#wait(() => size - (this.#prod - this.#cons() + ring) % ring >= n, failed);
+  }
+
+  #wait(done: () => boolean, failed: string[]): void {
+    let idle = 0;
+    let last = -1;
+    while (!done()) {
+      if (this.#errorPending()) {
+        failed.push(this.#skipError());
+        continue;
+      }
+      this.#o.poll?.();
+      const cons = this.#cons();
+      if (cons !== last) {
+        last = cons;
+        idle = 0;
+      } else if (++idle > POLL_LIMIT) {
+        throw new KernelError(Errno.ETIMEDOUT, `${this.#o.name}: command queue stuck at CONS ${cons}`);
+      }
+    }
+  }
+
+  #errorPending(): boolean {
+    const g = readReg(this.#o.mmio, SmmuReg.GERROR, GerrorReg);
+    const n = readReg(this.#o.mmio, SmmuReg.GERRORN, GerrornReg);
+    return GerrorReg.get(g, "CMDQ_ERR") !== GerrornReg.get(n, "CMDQ_ERR");
+  }
+
+  /** `arm_smmu_cmdq_skip_err`: replaces the faulting command by a CMD_SYNC and acknowledges. Returns what failed. */
+  #skipError(): string {
+    const o = this.#o;
+    const consReg = readReg(o.mmio, SmmuReg.CMDQ_CONS, CmdqConsReg);
+    const err = CmdqConsReg.get(consReg, "ERR");
+    const at = this.#slotAddr(CmdqConsReg.get(consReg, "RD"));
+    const opcode = o.mem.read32(at) & 0xff;
+    const what = `${CMD_NAMES[opcode] ?? `opcode 0x${opcode.toString(16)}`} (${err === CmdqError.ILL ? "CERROR_ILL" : err === CmdqError.ABT ? "CERROR_ABT" : "CERROR_ATC_INV_SYNC"})`;
+    if (err !== CmdqError.ATC_INV_SYNC) {
+      const sync = CmdSync.alloc();
+      CmdSync.set(sync, "OPCODE", CmdOp.SYNC);
+      o.mem.write64(at, sync[0] ?? 0, sync[1] ?? 0);
+      o.mem.write64(at + 8, sync[2] ?? 0, sync[3] ?? 0);
+    }
+    this.stats.errors++;
+    o.kernel.log.warn(`${o.name}.cmdq-error`, `${o.name}: CMDQ error: ${what}, skipped`, "IOMMU");
+    o.kernel.trace.emit("smmu-drv.cmdq-error", "IOMMU", {}, { unit: o.name, command: what });
+    const n = readReg(o.mmio, SmmuReg.GERRORN, GerrornReg);
+    const g = readReg(o.mmio, SmmuReg.GERROR, GerrorReg);
+    GerrornReg.set(n, "CMDQ_ERR", GerrorReg.get(g, "CMDQ_ERR"));
+    writeReg(o.mmio, SmmuReg.GERRORN, n);
+    return what;
+  }
+}

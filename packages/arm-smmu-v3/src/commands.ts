@@ -1,0 +1,138 @@
+import {
+  ATC_INV_SIZE_ALL,
+  CmdAtcInv,
+  CmdCfgiCd,
+  CmdCfgiSte,
+  CmdCfgiSteRange,
+  CmdOp,
+  CmdPriResp,
+  CmdTlbiNhAsid,
+  CmdTlbiNhVa,
+  CmdTlbiNsnhAll,
+  CmdTlbiS12Vmall,
+  CmdTlbiS2Ipa,
+  PriRespCode,
+} from "@vsva/iommu-hw";
+import type { PageResponse } from "@vsva/iommu-core";
+
+/**
+ * Command builders (`arm_smmu_cmdq_build_cmd`), each from its layout. Every
+ * stage-1 command carries VMID 0: stage-1-only STEs are written with
+ * S2VMID = 0, which is how the unit tags their TLB entries.
+ */
+
+const PAGE = 4096;
+
+export function cfgiSte(sid: number): Uint32Array {
+  const c = CmdCfgiSte.alloc();
+  CmdCfgiSte.set(c, "OPCODE", CmdOp.CFGI_STE);
+  CmdCfgiSte.set(c, "SID", sid);
+  CmdCfgiSte.set(c, "LEAF", 1);
+  return c;
+}
+
+/** CFGI_ALL: CFGI_STE_RANGE with Range = 31 (every STE and CD). */
+export function cfgiAll(): Uint32Array {
+  const c = CmdCfgiSteRange.alloc();
+  CmdCfgiSteRange.set(c, "OPCODE", CmdOp.CFGI_STE_RANGE);
+  CmdCfgiSteRange.set(c, "RANGE", 31);
+  return c;
+}
+
+export function cfgiCd(sid: number, ssid: number): Uint32Array {
+  const c = CmdCfgiCd.alloc();
+  CmdCfgiCd.set(c, "OPCODE", CmdOp.CFGI_CD);
+  CmdCfgiCd.set(c, "SID", sid);
+  CmdCfgiCd.set(c, "SSID", ssid);
+  CmdCfgiCd.set(c, "LEAF", 1);
+  return c;
+}
+
+export function tlbiNsnhAll(): Uint32Array {
+  const c = CmdTlbiNsnhAll.alloc();
+  CmdTlbiNsnhAll.set(c, "OPCODE", CmdOp.TLBI_NSNH_ALL);
+  return c;
+}
+
+export function tlbiNhAsid(asid: number): Uint32Array {
+  const c = CmdTlbiNhAsid.alloc();
+  CmdTlbiNhAsid.set(c, "OPCODE", CmdOp.TLBI_NH_ASID);
+  CmdTlbiNhAsid.set(c, "ASID", asid);
+  return c;
+}
+
+/** One 4 KiB page (TG = 0: no range; a block covering it goes too). */
+export function tlbiNhVa(asid: number, va: number): Uint32Array {
+  const c = CmdTlbiNhVa.alloc();
+  CmdTlbiNhVa.set(c, "OPCODE", CmdOp.TLBI_NH_VA);
+  CmdTlbiNhVa.set(c, "ASID", asid);
+  CmdTlbiNhVa.setAddr(c, "ADDR", va);
+  return c;
+}
+
+export function tlbiS12Vmall(vmid: number): Uint32Array {
+  const c = CmdTlbiS12Vmall.alloc();
+  CmdTlbiS12Vmall.set(c, "OPCODE", CmdOp.TLBI_S12_VMALL);
+  CmdTlbiS12Vmall.set(c, "VMID", vmid);
+  return c;
+}
+
+export function tlbiS2Ipa(vmid: number, ipa: number): Uint32Array {
+  const c = CmdTlbiS2Ipa.alloc();
+  CmdTlbiS2Ipa.set(c, "OPCODE", CmdOp.TLBI_S2_IPA);
+  CmdTlbiS2Ipa.set(c, "VMID", vmid);
+  CmdTlbiS2Ipa.setAddr(c, "ADDR", ipa);
+  return c;
+}
+
+/**
+ * TLBI by page over [addr, addr + size) when that is at most `maxPages`
+ * commands, else the whole context (what Linux does past
+ * CMDQ_MAX_TLBI_OPS without range invalidation).
+ */
+export function tlbiRange(byPage: (va: number) => Uint32Array, all: () => Uint32Array, addr: number, size: number, maxPages = 32): Uint32Array[] {
+  const first = Math.floor(addr / PAGE);
+  const last = Math.ceil((addr + size) / PAGE);
+  if (!(size > 0)) return [];
+  if (last - first > maxPages) return [all()];
+  const out: Uint32Array[] = [];
+  for (let p = first; p < last; p++) out.push(byPage(p * PAGE));
+  return out;
+}
+
+/**
+ * ATC_INV over the smallest naturally aligned power-of-two span that covers
+ * [addr, addr + size) (`arm_smmu_atc_inv_to_cmd`); size 0 or a span of
+ * 2^52 bytes or more invalidates everything.
+ */
+export function atcInv(sid: number, ssid: number | undefined, addr: number, size: number): Uint32Array {
+  const c = CmdAtcInv.alloc();
+  CmdAtcInv.set(c, "OPCODE", CmdOp.ATC_INV);
+  CmdAtcInv.set(c, "SID", sid);
+  if (ssid !== undefined) {
+    CmdAtcInv.set(c, "SSV", 1);
+    CmdAtcInv.set(c, "SSID", ssid);
+  }
+  let log2 = ATC_INV_SIZE_ALL;
+  if (size > 0 && addr >= 0) {
+    log2 = Math.max(0, Math.ceil(Math.log2(Math.ceil(size / PAGE))));
+    while (log2 < ATC_INV_SIZE_ALL && Math.floor(addr / (PAGE * 2 ** log2)) !== Math.floor((addr + size - 1) / (PAGE * 2 ** log2))) log2++;
+  }
+  CmdAtcInv.set(c, "SIZE", log2);
+  if (log2 < ATC_INV_SIZE_ALL) CmdAtcInv.setAddr(c, "ADDR", Math.floor(addr / (PAGE * 2 ** log2)) * PAGE * 2 ** log2);
+  return c;
+}
+
+/** PRI_RESP: success → SUCCESS, invalid → DENIED (Linux's IOMMU_PAGE_RESP_INVALID), failure → FAILURE. */
+export function priResp(sid: number, ssid: number | undefined, grpid: number, code: PageResponse["code"]): Uint32Array {
+  const c = CmdPriResp.alloc();
+  CmdPriResp.set(c, "OPCODE", CmdOp.PRI_RESP);
+  CmdPriResp.set(c, "SID", sid);
+  if (ssid !== undefined) {
+    CmdPriResp.set(c, "SSV", 1);
+    CmdPriResp.set(c, "SSID", ssid);
+  }
+  CmdPriResp.set(c, "PRGINDEX", grpid);
+  CmdPriResp.set(c, "RESP", code === "success" ? PriRespCode.SUCCESS : code === "failure" ? PriRespCode.FAILURE : PriRespCode.DENIED);
+  return c;
+}

@@ -1,0 +1,219 @@
+import { Errno, type Kernel, KernelError, Work, type Workqueue } from "@vsva/kernel";
+import type { PhysMem } from "@vsva/iommu-hw";
+import type {
+  DevFeature,
+  DomainAllocRequest,
+  DriverDomain,
+  IommuCap,
+  IommuDevice,
+  IommuOps,
+  PageAllocator,
+  PageResponse,
+  SvaBindingOps,
+  SvaMm,
+} from "@vsva/iommu-core";
+import { SmmuNestingDomain, SmmuS1Domain, SmmuS2Domain } from "./domain.js";
+import type { SmmuMmio } from "./mmio.js";
+import { type IoPageFaultHandler, PageRequests } from "./prq.js";
+import { SmmuHardware, type SmmuMaster } from "./smmu.js";
+import { SmmuBlockedDomain, SmmuIdentityDomain } from "./static-domains.js";
+import { NativeSva } from "./sva.js";
+
+export interface ArmSmmuV3Options {
+  /** Unit name in traces and logs (default "smmu0"). */
+  readonly name?: string;
+  readonly mmio: SmmuMmio;
+  /** The memory the unit reads (host RAM, or a guest's RAM for a vSMMU). */
+  readonly mem: PhysMem;
+  /** Every page the driver puts in memory comes from here. */
+  readonly pages: PageAllocator;
+  readonly kernel: Kernel;
+  /** Lets a unit that runs its command queue from a work item progress while the driver waits. */
+  readonly poll?: () => void;
+}
+
+/**
+ * The Arm SMMUv3 driver for one unit (drivers/iommu/arm/arm-smmu-v3), as
+ * iommu-core's {@link IommuOps}. `init()` brings the unit up; `shutdown()`
+ * takes it down and gives back every page. Everything it knows it learned
+ * from IDR0–IDR5; everything it does reaches the unit through its registers
+ * and the stream table, CD tables and queues it writes in memory.
+ *
+ * Paging domains are stage 1 when the unit has it (like Linux), stage 2
+ * otherwise or when asked for a nesting parent. Interrupts: the host wires
+ * the unit's event-queue, PRI-queue and GERROR interrupts to
+ * {@link eventInterrupt}, {@link pageRequestInterrupt} and {@link gerrorInterrupt}.
+ */
+export class ArmSmmuV3 implements IommuOps {
+  readonly name = "arm-smmu-v3";
+  readonly pasidBits: number;
+  readonly hw: SmmuHardware;
+  readonly sva: NativeSva;
+  readonly prq: PageRequests;
+  readonly #faultHandlers = new Map<IommuDevice, IoPageFaultHandler>();
+  readonly #wq: Workqueue;
+  readonly #prqWork: Work;
+  readonly #evtWork: Work;
+
+  /** Reads the ID registers. ENODEV for a unit this driver cannot drive. */
+  constructor(o: ArmSmmuV3Options) {
+    this.hw = new SmmuHardware({
+      name: o.name ?? "smmu0",
+      mmio: o.mmio,
+      mem: o.mem,
+      pages: o.pages,
+      kernel: o.kernel,
+      ...(o.poll === undefined ? {} : { poll: o.poll }),
+    });
+    const c = this.hw.caps;
+    this.pasidBits = c.s1 ? c.ssidBits : 0;
+    this.prq = new PageRequests(this.hw, (m, ssid) => this.#route(m, ssid));
+    this.sva = new NativeSva(this.hw, (m, ssid) => this.drainPageRequests(m, ssid));
+    this.#wq = o.kernel.scheduler.createWorkqueue(`${this.hw.name}-irq`);
+    this.#prqWork = new Work(`${this.hw.name}-priq`, () => this.processPageRequests());
+    this.#evtWork = new Work(`${this.hw.name}-evtq`, () => this.processEvents());
+  }
+
+  /** Brings the unit up (see SmmuHardware.start). ENOMEM/ETIMEDOUT/EIO with everything undone. */
+  init(): void {
+    this.hw.start();
+  }
+
+  /** Takes the unit down. Cannot fail; devices still probed are released first. */
+  shutdown(): void {
+    if (!this.hw.started) return;
+    for (const m of [...this.hw.masters]) this.releaseDevice(m.dev);
+    this.hw.stop();
+  }
+
+  // --------------------------------------------------------------- IommuOps
+
+  capable(cap: IommuCap): boolean {
+    const c = this.hw.caps;
+    switch (cap) {
+      case "cache-coherency":
+        return c.coherent;
+      case "noexec":
+        // Stage-1 and stage-2 leaves carry XN.
+        return true;
+      case "nesting":
+        // A nesting parent is a stage-2 domain; what it can offer a guest is empty (seed 004).
+        return c.s1 && c.s2;
+    }
+  }
+
+  /** `arm_smmu_probe_device`. ENODEV (StreamID beyond the table), EBUSY, ENOMEM. */
+  probeDevice(dev: IommuDevice): void {
+    this.hw.kernel.faults.inject("smmu.probe-device");
+    this.hw.addMaster(dev);
+  }
+
+  releaseDevice(dev: IommuDevice): void {
+    if (!this.hw.hasMaster(dev)) return;
+    const m = this.hw.master(dev);
+    this.#faultHandlers.delete(m.dev);
+    this.prq.forgetMaster(m);
+    this.sva.forgetMaster(m);
+    this.hw.removeMaster(dev);
+  }
+
+  /** sva needs stage 1 and SubstreamIDs on both sides; iopf needs PRI too. No aux domains on SMMUv3. */
+  devFeatures(dev: IommuDevice): ReadonlySet<DevFeature> {
+    const c = this.hw.caps;
+    const out = new Set<DevFeature>();
+    if (dev.pasidWidth > 0 && c.ssidBits > 0 && c.s1) out.add("sva");
+    if (c.pri && dev.pasidWidth > 0) out.add("iopf");
+    return out;
+  }
+
+  enableFeature(dev: IommuDevice, feature: DevFeature): void {
+    if (!this.devFeatures(dev).has(feature)) throw new KernelError(Errno.ENODEV, `${dev.toString()} cannot do ${feature} on ${this.hw.name}`);
+    this.hw.master(dev);
+  }
+
+  disableFeature(_dev: IommuDevice, _feature: DevFeature): void {
+    // CD tables and the PRI queue live as long as the device and the unit.
+  }
+
+  domainAlloc(req: DomainAllocRequest): DriverDomain {
+    const hw = this.hw;
+    hw.kernel.faults.inject("smmu.domain-alloc");
+    switch (req.type) {
+      case "blocked":
+        return new SmmuBlockedDomain(hw);
+      case "identity":
+        return new SmmuIdentityDomain(hw);
+      default:
+        if (req.nestingParent) {
+          if (!this.capable("nesting")) throw new KernelError(Errno.EINVAL, `${hw.name} cannot nest`);
+          return new SmmuNestingDomain(hw);
+        }
+        return hw.caps.s1 ? new SmmuS1Domain(hw) : new SmmuS2Domain(hw);
+    }
+  }
+
+  svaBind(dev: IommuDevice, mm: SvaMm): SvaBindingOps {
+    return this.sva.bind(dev, mm);
+  }
+
+  /** Sends PRI_RESP for a group a handler took. Cannot fail: a response for no pending group is logged and dropped. */
+  pageResponse(dev: IommuDevice, response: PageResponse): void {
+    if (!this.hw.hasMaster(dev) || !this.prq.respond(this.hw.master(dev), response)) {
+      this.hw.warn("page-response", `no page request group ${response.grpid} pending for ${dev.toString()} PASID ${response.pasid ?? "none"}`);
+    }
+  }
+
+  // ------------------------------------------------------- interrupts, queues
+
+  /** `iommu_register_device_fault_handler`: recoverable faults of PASIDs bound on `dev` go to `handler`. EBUSY if one is there. */
+  registerFaultHandler(dev: IommuDevice, handler: IoPageFaultHandler): void {
+    const phys = this.hw.master(dev).dev;
+    if (this.#faultHandlers.has(phys)) throw new KernelError(Errno.EBUSY, `${phys.toString()} has a fault handler`);
+    this.#faultHandlers.set(phys, handler);
+  }
+
+  unregisterFaultHandler(dev: IommuDevice): void {
+    this.#faultHandlers.delete(dev.physical);
+  }
+
+  /** The PRI-queue interrupt: the queue is processed from a work item (the threaded handler). */
+  pageRequestInterrupt(): void {
+    this.#wq.queueWork(this.#prqWork);
+  }
+
+  /** The event-queue interrupt. */
+  eventInterrupt(): void {
+    this.#wq.queueWork(this.#evtWork);
+  }
+
+  /** GERROR: command-queue errors are handled where commands are issued; the rest is logged. */
+  gerrorInterrupt(): void {
+    this.hw.warn("gerror", "global error interrupt");
+  }
+
+  processPageRequests(): number {
+    return this.prq.process();
+  }
+
+  processEvents(): number {
+    return this.prq.processEvents();
+  }
+
+  /**
+   * After a SubstreamID's CD is cleared (`arm_smmu_sva_unbind` then the
+   * fault-queue flush): pending groups are denied, then whatever the PRI
+   * and event queues still hold is consumed; requests for the gone CD find
+   * no binding and are denied.
+   */
+  drainPageRequests(m: SmmuMaster, ssid: number): void {
+    this.prq.forget(m, ssid);
+    this.prq.process();
+    this.prq.processEvents();
+  }
+
+  #route(m: SmmuMaster, ssid: number | undefined): IoPageFaultHandler | null {
+    if (ssid === undefined) return null;
+    const handler = this.#faultHandlers.get(m.dev) ?? null;
+    return handler !== null && this.sva.isBound(m, ssid) ? handler : null;
+  }
+}

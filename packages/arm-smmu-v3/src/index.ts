@@ -1,0 +1,12 @@
+export { ArmSmmuV3, type ArmSmmuV3Options } from "./driver.js";
+export { SmmuHardware, type SmmuMaster, type StreamConfig, type Stage2Params, type SmmuHardwareOptions } from "./smmu.js";
+export { type SmmuCaps, readCaps } from "./caps.js";
+export type { SmmuMmio } from "./mmio.js";
+export { SmmuS1Domain, SmmuS2Domain, SmmuNestingDomain } from "./domain.js";
+export { SmmuBlockedDomain, SmmuIdentityDomain } from "./static-domains.js";
+export { NativeSva } from "./sva.js";
+export { PageRequests, type IoPageFaultHandler } from "./prq.js";
+export { CommandQueue } from "./cmdq.js";
+export { StreamTable, STRTAB_SPLIT } from "./strtab.js";
+export { CdTable, CD_SPLIT, encodeCd, type CdParams } from "./cd-table.js";
+import "./trace-events.js";
