@@ -70,3 +70,55 @@ describe("TaggedLru", () => {
     );
   });
 });
+
+describe("TaggedLru per-tag handles (keysOf) and uncounted probes (nodeOf)", () => {
+  it("a handle sees the tag's entries while it has any, and nothing once the tag has emptied", () => {
+    const c = new TaggedLru<string>("t", 4);
+    c.insert(1, 10, "a");
+    const h = c.keysOf(1);
+    expect(h?.get(10)?.value).toBe("a");
+    c.insert(1, 11, "b");
+    expect(h?.get(11)?.value).toBe("b"); // the same map while the tag lives
+    c.invalidateTag(1);
+    expect(h?.size).toBe(0);
+    c.insert(1, 10, "c"); // a new map: the old handle stays empty
+    expect(h?.get(10)).toBeUndefined();
+    expect(c.keysOf(1)?.get(10)?.value).toBe("c");
+  });
+
+  it("a handle held across a global invalidation or an eviction that empties its tag finds nothing", () => {
+    const c = new TaggedLru<string>("t", 1);
+    c.insert(1, 10, "a");
+    const h1 = c.keysOf(1);
+    c.insert(2, 20, "b"); // evicts tag 1's only entry
+    expect(h1?.size).toBe(0);
+    const h2 = c.keysOf(2);
+    c.invalidateAll();
+    expect(h2?.size).toBe(0);
+    expect(c.keysOf(2)).toBeUndefined();
+  });
+
+  it("nodeOf counts nothing and moves nothing; noteHit then counts and bumps as lookup would", () => {
+    const c = new TaggedLru<string>("t", 2);
+    c.insert(1, 1, "a");
+    c.insert(1, 2, "b");
+    const n = c.nodeOf(1, 1);
+    expect(c.stats).toMatchObject({ hits: 0, misses: 0 });
+    expect([...c.entries()].map((e) => e.value)).toEqual(["b", "a"]);
+    if (n !== undefined) c.noteHit(n);
+    expect(c.stats.hits).toBe(1);
+    expect([...c.entries()].map((e) => e.value)).toEqual(["a", "b"]);
+    c.insert(1, 3, "c"); // evicts b, the least recent
+    expect(c.peek(1, 2)).toBeUndefined();
+  });
+
+  it("noteHit on a node that has left the cache neither relinks it nor disturbs the order", () => {
+    const c = new TaggedLru<string>("t", 3);
+    const a = c.insert(1, 1, "a");
+    c.insert(1, 2, "b");
+    c.invalidate(1, 1);
+    c.noteHit(a);
+    expect([...c.entries()].map((e) => e.value)).toEqual(["b"]);
+    expect(c.size).toBe(1);
+  });
+});

@@ -233,10 +233,25 @@ export class TaggedLru<V> {
     }
   }
 
+  /**
+   * Moves `node` to the front. This is every hit's cost, so it is written out
+   * (no #unlink/#pushFront calls): a node that is not the head has a
+   * predecessor, and the list then has a head to put it before.
+   */
   #bump(node: CacheNode<V>): void {
-    if (this.#head === node) return;
-    this.#unlink(node);
-    this.#pushFront(node);
+    const head = this.#head;
+    if (head === node || head === null) return;
+    const prev = node.prev;
+    // Not linked (a holder kept an invalidated node): nothing to move.
+    if (prev === null) return;
+    const next = node.next;
+    prev.next = next;
+    if (next !== null) next.prev = prev;
+    else this.#tail = prev;
+    node.prev = null;
+    node.next = head;
+    head.prev = node;
+    this.#head = node;
   }
 
   #pushFront(node: CacheNode<V>): void {
