@@ -59,9 +59,13 @@ abstract class SmmuPagingBase {
     const m = hw.master(dev);
     if (this.attached.has(m)) throw new KernelError(Errno.EBUSY, `${dev.toString()} is already attached`);
     if (m.config.kind !== "abort") throw new KernelError(Errno.EBUSY, `${dev.toString()} is attached elsewhere`);
-    hw.kernel.faults.inject("smmu.attach");
     const fresh = this.tag === 0;
-    if (fresh) this.tag = this.allocTag();
+    // Only a first attach can fail (`arm_smmu_domain_finalise`: context and tables); re-attaching a
+    // finalised domain, as the core does with a default domain after a detach, must not.
+    if (fresh) {
+      hw.kernel.faults.inject("smmu.attach");
+      this.tag = this.allocTag();
+    }
     try {
       this.prepare(m);
     } catch (e) {
