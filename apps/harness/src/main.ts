@@ -35,7 +35,7 @@ program
   .description("run one scenario and print its timeline and verdict")
   .argument("<name>", "scenario name (see `vsva list`)")
   .option("--seed <n>", "seed for randomness", parseSeed, 1)
-  .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")}`, "vtd")
+  .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")} (default: the scenario's first)`)
   .option("--json <file>", "write the raw trace-bus events as JSON")
   .option("--trace <file>", "write Chrome trace-event JSON (open it in Perfetto)")
   .action((name: string, opts: RunCliOptions) => {
@@ -52,20 +52,21 @@ program
   .command("sweep")
   .description("fail every fault-injection point of a scenario's path in turn (fail-nth); each run must roll back cleanly")
   .argument("<name>", "scenario name (a host scenario, see `vsva list`)")
-  .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")}`, "vtd")
-  .action((name: string, opts: { platform: string }) => {
+  .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")} (default: the scenario's first)`)
+  .action((name: string, opts: { platform?: string }) => {
     const scenario = findScenario(name);
     if (scenario === undefined || !isHostScenario(scenario)) {
       console.error(`vsva: '${name}' is not a host scenario with injection points; try 'vsva list'`);
       process.exitCode = 2;
       return;
     }
-    if (!scenario.platforms?.includes(opts.platform)) {
-      console.error(`vsva: ${scenario.name} runs on ${scenario.platforms?.join(", ") ?? "no platform"}, not on '${opts.platform}'`);
+    const platform = opts.platform ?? scenario.platforms?.[0] ?? "vtd";
+    if (!scenario.platforms?.includes(platform)) {
+      console.error(`vsva: ${scenario.name} runs on ${scenario.platforms?.join(", ") ?? "no platform"}, not on '${platform}'`);
       process.exitCode = 2;
       return;
     }
-    const result = sweep(scenario.def, opts.platform);
+    const result = sweep(scenario.def, platform);
     console.log(formatSweep(result));
     process.exitCode = result.ok ? 0 : 1;
   });
@@ -84,12 +85,12 @@ interface RunCliOptions {
 function runAndReport(name: string, opts: RunCliOptions): number {
   const scenario = findScenario(name);
   if (scenario === undefined) return 2;
-  const wanted = opts.platform ?? "vtd";
-  if (scenario.platforms !== undefined && !scenario.platforms.includes(wanted)) {
+  const wanted = opts.platform ?? scenario.platforms?.[0];
+  if (wanted !== undefined && scenario.platforms !== undefined && !scenario.platforms.includes(wanted)) {
     console.error(`vsva: ${scenario.name} runs on ${scenario.platforms.join(", ")}, not on '${wanted}'`);
     return 2;
   }
-  const outcome = runScenario(scenario, { seed: opts.seed, ...(opts.platform === undefined ? {} : { platform: opts.platform }) });
+  const outcome = runScenario(scenario, { seed: opts.seed, ...(wanted === undefined ? {} : { platform: wanted }) });
   console.log(outcome.text);
   const events = outcome.result?.events ?? [];
   if (opts.json !== undefined) writeFileSync(opts.json, JSON.stringify(events, null, 2) + "\n");

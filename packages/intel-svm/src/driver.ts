@@ -186,7 +186,11 @@ export class IntelIommu implements IommuOps {
     }
   }
 
+  /** EINVAL for an mm whose tables VT-d's first level cannot walk (anything but x86-64). */
   svaBind(dev: IommuDevice, mm: SvaMm): SvaBindingOps {
+    if (mm.format !== undefined && mm.format.arch !== "x86-64") {
+      throw new KernelError(Errno.EINVAL, `${mm.name}: VT-d's first level walks x86-64 tables, not ${mm.format.arch}`);
+    }
     return this.native.bind(dev, mm);
   }
 

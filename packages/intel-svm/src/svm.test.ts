@@ -72,3 +72,14 @@ describe("queued invalidation errors", () => {
     expect(() => h.drv.hw.qi.submit([])).not.toThrow();
   });
 });
+
+describe("native SVA refuses what VT-d cannot walk", () => {
+  it("an AArch64 mm is EINVAL, and nothing is programmed", () => {
+    const h = testHost();
+    const ep = endpoint(h);
+    const dev = probe(h, ep);
+    const arm = { pgd: 0x60_0000, levels: 4 as const, pasid: asHostPasid(9), name: "arm", format: { arch: "aarch64" as const, granule: 4096 as const, t0sz: 16 } };
+    expect(() => h.drv.svaBind(dev, arm)).toThrow(/-EINVAL: arm: VT-d's first level walks x86-64 tables, not aarch64/);
+    expect(dmaWrite(ep, 0x4000_0010, PATTERN, 9)).not.toBe("ok");
+  });
+});

@@ -1,11 +1,11 @@
 import type { Scenario } from "../scenario.js";
 import { ioasidFreeBeforeUnbind, ioasidLifecycle } from "./ioasid-lifecycle.js";
 import { nativeExitBeforeUnbind } from "./native-exit-before-unbind.js";
-import { nativeSva } from "./native-sva.js";
+import { nativeSva, smmuNativeSva } from "./native-sva.js";
 import { nestedBind } from "./nested-bind.js";
 import { pageRequest } from "./page-request.js";
 
-export const scenarios: readonly Scenario[] = [nativeSva, nativeExitBeforeUnbind, pageRequest, nestedBind, ioasidLifecycle, ioasidFreeBeforeUnbind];
+export const scenarios: readonly Scenario[] = [nativeSva, nativeExitBeforeUnbind, pageRequest, nestedBind, smmuNativeSva, ioasidLifecycle, ioasidFreeBeforeUnbind];
 
 /** What `vsva` with no arguments runs. */
 export const FLAGSHIP = nativeSva.name;

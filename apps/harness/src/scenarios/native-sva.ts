@@ -1,4 +1,4 @@
-import { hostScenario } from "../world/host-scenario.js";
+import { type HostScenarioDef, hostScenario } from "../world/host-scenario.js";
 import { PATTERN, bindProcess, dmaRead, dmaWrite, hexBytes, plugInSvaDevice } from "./sva-common.js";
 
 /**
@@ -7,7 +7,7 @@ import { PATTERN, bindProcess, dmaRead, dmaWrite, hexBytes, plugInSvaDevice } fr
  * teardown order: stop DMA (7), unbind with PASID-cache + IOTLB + device-TLB
  * flush (9), the PASID freed when the mm is dropped (11).
  */
-export const nativeSva = hostScenario({
+const nativeSvaDef: HostScenarioDef = {
   name: "native-sva",
   summary: "host process binds its mm; DMA through its first-level tables; stop DMA, unbind with full flush, PASID freed at mm drop",
   title: "Native SVA on VT-d (seed 003 native life cycle)",
@@ -41,4 +41,15 @@ export const nativeSva = hostScenario({
       ctx.expect(h.ioasid.snapshot().ids.length === 0, "the PASID went back to the pool");
     });
   },
+};
+
+export const nativeSva = hostScenario(nativeSvaDef);
+
+/** The same life cycle on Arm SMMUv3: a CD per PASID whose TTB0 is the process's AArch64 table, sharing its ASID. */
+export const smmuNativeSva = hostScenario({
+  ...nativeSvaDef,
+  name: "smmu-native-sva",
+  summary: "native-sva on Arm SMMUv3: CD per PASID with the process's AArch64 tables and shared ASID; CFGI_CD, TLBI_NH_ASID and ATC_INV at unbind",
+  title: "Native SVA on SMMUv3 (seed 003 native life cycle)",
+  platforms: ["smmuv3"],
 });

@@ -5,11 +5,13 @@ import { FLAGSHIP, findScenario, scenarios } from "./index.js";
 
 describe("every scenario", () => {
   for (const s of scenarios) {
-    it(`${s.name} holds every invariant`, () => {
-      const r = s.run({ seed: 1 });
-      expect(r.violations).toEqual([]);
-      expect(r.rows.length).toBeGreaterThan(0);
-    });
+    for (const platform of s.platforms ?? [undefined]) {
+      it(`${s.name}${platform === undefined ? "" : ` on ${platform}`} holds every invariant`, () => {
+        const r = s.run({ seed: 1, ...(platform === undefined ? {} : { platform }) });
+        expect(r.violations).toEqual([]);
+        expect(r.rows.length).toBeGreaterThan(0);
+      });
+    }
   }
 
   it("is deterministic: the same seed gives the same trace", () => {
@@ -26,13 +28,15 @@ describe("every scenario", () => {
 
 describe("the fail-nth sweep", () => {
   for (const s of scenarios.filter(isHostScenario)) {
-    it(`${s.name}: every injection point ends in a clean error, rolled back, nothing leaked`, () => {
-      const r = sweep(s.def);
-      const bad = r.runs.filter((run) => run.violations.length > 0);
-      expect(bad).toEqual([]);
-      expect(r.ok).toBe(true);
-      // A sweep that injects nothing proves nothing.
-      expect(r.runs.filter((run) => run.injected !== null).length).toBeGreaterThan(5);
-    });
+    for (const platform of s.platforms ?? []) {
+      it(`${s.name} on ${platform}: every injection point ends in a clean error, rolled back, nothing leaked`, () => {
+        const r = sweep(s.def, platform);
+        const bad = r.runs.filter((run) => run.violations.length > 0);
+        expect(bad).toEqual([]);
+        expect(r.ok).toBe(true);
+        // A sweep that injects nothing proves nothing.
+        expect(r.runs.filter((run) => run.injected !== null).length).toBeGreaterThan(5);
+      });
+    }
   }
 });

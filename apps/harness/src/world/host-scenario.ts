@@ -140,8 +140,8 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
 
 /** The platform a run uses; EINVAL for one the scenario (or vsva) does not have. */
 export function resolvePlatform(def: HostScenarioDef, asked: string | undefined): PlatformName {
-  const name = asked ?? "vtd";
   const allowed = def.platforms ?? PLATFORM_NAMES;
+  const name = asked ?? allowed[0] ?? "vtd";
   const found = allowed.find((p) => p === name);
   if (found === undefined) {
     throw new KernelError(Errno.EINVAL, `${def.name} runs on ${allowed.join(", ")}, not on '${name}'`);

@@ -4,10 +4,12 @@ import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator } from "@vsva/iommu-core";
 import type { Platform, PlatformFactory, PlatformName } from "./platform.js";
 import { RecordingPort } from "./recording-port.js";
+import { smmuPlatform } from "./smmu-platform.js";
 import { vtdPlatform } from "./vtd-platform.js";
 
 /**
- * A whole host, wired as a machine boots: RAM, an emulated VT-d unit, the
+ * A whole host, wired as a machine boots: RAM, an emulated IOMMU (VT-d or
+ * SMMUv3, see platform.ts), the
  * kernel page allocator, the IOASID namespace, the IOMMU core with the VT-d
  * driver registered, and PCIe endpoints below the unit (through a recording
  * port). The harness drives it like user space and a device driver would.
@@ -30,7 +32,7 @@ export interface DeviceSlot {
   readonly dev: IommuDevice;
 }
 
-const PLATFORMS: Readonly<Record<PlatformName, PlatformFactory>> = { vtd: vtdPlatform };
+const PLATFORMS: Readonly<Record<PlatformName, PlatformFactory>> = { vtd: vtdPlatform, smmuv3: smmuPlatform };
 export const PLATFORM_NAMES: readonly PlatformName[] = Object.keys(PLATFORMS) as PlatformName[];
 
 export class Host {
@@ -93,7 +95,8 @@ export class Host {
   }
 
   newMm(name: string): Mm {
-    const mm = new Mm({ kernel: this.kernel, mem: this.mem, pages: this.pages, name });
+    // A process's tables are in the format the platform's CPUs (and so its IOMMU) walk.
+    const mm = new Mm({ kernel: this.kernel, mem: this.mem, pages: this.pages, name, arch: this.platform.mmArch });
     this.mms.push(mm);
     return mm;
   }

@@ -3,7 +3,7 @@ import type { IommuPort, PciEndpoint, SparseMemory } from "@vsva/iommu-hw";
 import type { IommuDevice, IommuOps, PageAllocator, PageRequestFault } from "@vsva/iommu-core";
 import type { Kernel, TraceEvent } from "@vsva/kernel";
 
-export type PlatformName = "vtd";
+export type PlatformName = "vtd" | "smmuv3";
 
 /** What a platform is built from: the host's kernel services and memory. */
 export interface PlatformContext {
