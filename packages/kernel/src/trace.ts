@@ -66,6 +66,20 @@ export class TraceBus {
     return this.#seq;
   }
 
+  /**
+   * Whether anyone is listening. A hot path (a DMA per page, a translation)
+   * may build its payload only when this holds, and otherwise call
+   * {@link skip}, so that event numbering is the same either way.
+   */
+  get active(): boolean {
+    return this.#subs.length !== 0;
+  }
+
+  /** Accounts for an event nobody listens to: exactly what `emit` does without subscribers. */
+  skip(): void {
+    this.#seq++;
+  }
+
   emit<K extends TraceKind>(kind: K, actor: TraceActor<K>, ids: TraceIds, payload: TracePayload<K>, refcount?: number): void {
     if (this.#subs.length === 0) {
       this.#seq++;

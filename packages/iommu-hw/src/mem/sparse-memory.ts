@@ -29,6 +29,13 @@ export class SparseMemory implements PhysMem {
   readonly stats: MemStats = newStats();
   readonly #regions: MemRegion[] = [];
   readonly #frames = new Map<number, Uint32Array>();
+  /**
+   * Byte views of materialised frames, made once per frame: block copies
+   * (DMA) use them instead of building a view per access. Frames are never
+   * dropped and only materialise inside populated regions, so a frame with a
+   * view is a populated one: a copy inside it needs no region scan.
+   */
+  readonly #bytes = new Map<number, Uint8Array>();
   readonly #limit: number;
   // One-entry frame lookup cache: walks hit the same table page repeatedly.
   #lastPfn = -1;
@@ -257,6 +264,17 @@ export class SparseMemory implements PhysMem {
   writeBytes(pa: number, src: Uint8Array): boolean {
     this.stats.writes++;
     this.stats.bytesWritten += src.length;
+    // Fast path: a non-empty copy inside one frame that has been written before. `pa & PAGE_MASK`
+    // takes bits 11:0 exactly for any integer below 2^53, and truncates a fraction as the general
+    // path does; a negative or out-of-range pa has no frame and goes the general way.
+    const off = pa & PAGE_MASK;
+    if (src.length !== 0 && off + src.length <= PAGE_SIZE) {
+      const b = this.#frameBytes(Math.floor(pa / PAGE_SIZE));
+      if (b !== undefined) {
+        b.set(src, off);
+        return true;
+      }
+    }
     if (!this.#rangePopulated(pa, src.length)) {
       this.stats.aborts++;
       return false;
@@ -272,6 +290,18 @@ export class SparseMemory implements PhysMem {
       done += n;
     }
     return true;
+  }
+
+  /** The byte view of materialised frame `pfn`, or undefined if it has not been written. */
+  #frameBytes(pfn: number): Uint8Array | undefined {
+    let b = this.#bytes.get(pfn);
+    if (b === undefined) {
+      const f = this.#frames.get(pfn);
+      if (f === undefined) return undefined;
+      b = new Uint8Array(f.buffer, f.byteOffset, PAGE_SIZE);
+      this.#bytes.set(pfn, b);
+    }
+    return b;
   }
 
   #rangePopulated(pa: number, len: number): boolean {

@@ -86,3 +86,18 @@ describe("DeviceTlb", () => {
     expect(tlb.size).toBe(0);
   });
 });
+
+describe("DeviceTlb repeated lookups of one requester", () => {
+  it("stop serving an entry at its invalidation and serve the refill, counting each lookup once", () => {
+    const tlb = new DeviceTlb("t", 8);
+    tlb.fill(7, false, 0x1000, ok(0xa000));
+    expect(tlb.lookup(7, false, 0x1008)?.paBase).toBe(0xa000);
+    expect(tlb.invalidate({ pasid: 7, addr: 0x1000, size: KiB4 })).toBe(1);
+    expect(tlb.lookup(7, false, 0x1008)).toBeUndefined();
+    tlb.fill(7, false, 0x1000, ok(0xb000));
+    expect(tlb.lookup(7, false, 0x1008)?.paBase).toBe(0xb000);
+    tlb.flushAll();
+    expect(tlb.lookup(7, false, 0x1008)).toBeUndefined();
+    expect(tlb.stats).toMatchObject({ hits: 2, misses: 2, fills: 2 });
+  });
+});

@@ -1,4 +1,4 @@
-import { TaggedLru } from "../cache/tagged-lru.js";
+import { type CacheNode, TaggedLru } from "../cache/tagged-lru.js";
 import type { TranslateOk } from "../iommu-port.js";
 
 /**
@@ -56,7 +56,9 @@ const MIN_SHIFT = 12;
 const groupOf = (tag: number): number => Math.floor(tag / 2);
 const tagOf = (pasid: number | undefined, priv: boolean): number => (pasid ?? NO_PASID_GROUP) * 2 + (priv ? 1 : 0);
 /** Key of the `2^shift`-byte range holding `addr`: range index and size both in the key. */
-const keyOf = (addr: number, shift: number): number => Math.floor(addr / 2 ** shift) * 64 + shift;
+const keyOf = (addr: number, shift: number): number => keyIn(addr, shift, 2 ** shift);
+/** {@link keyOf} with the range size `span` = 2^shift given (no power computed on the lookup path). */
+const keyIn = (addr: number, shift: number, span: number): number => Math.floor(addr / span) * 64 + shift;
 
 function log2Exact(n: number): number {
   if (!Number.isInteger(n) || n < 1) return -1;
@@ -69,6 +71,11 @@ export class DeviceTlb {
   readonly #lru: TaggedLru<AtcEntry>;
   /** Range sizes (as shifts) ever cached since the last full flush, ascending: the sizes a lookup probes. */
   #shifts: number[] = [];
+  /** 2^shift for each of `#shifts`. */
+  #spans: number[] = [];
+  /** The tag last looked up, and the LRU's handle on its entries. */
+  #keysTag = -1;
+  #keys: ReadonlyMap<number, CacheNode<AtcEntry>> | undefined = undefined;
 
   constructor(name: string, capacity: number) {
     this.#lru = new TaggedLru<AtcEntry>(name, capacity, groupOf);
@@ -117,7 +124,10 @@ export class DeviceTlb {
     this.#lru.insert(tagOf(pasid, priv), keyOf(addr, shift), entry);
     this.stats.evictions += this.#lru.stats.evictions - before;
     this.stats.fills++;
-    if (!this.#shifts.includes(shift)) this.#shifts = [...this.#shifts, shift].sort((a, b) => a - b);
+    if (!this.#shifts.includes(shift)) {
+      this.#shifts = [...this.#shifts, shift].sort((a, b) => a - b);
+      this.#spans = this.#shifts.map((sh) => 2 ** sh);
+    }
     return entry;
   }
 
@@ -150,6 +160,7 @@ export class DeviceTlb {
   flushAll(): number {
     const n = this.#lru.invalidateAll();
     this.#shifts = [];
+    this.#spans = [];
     return n;
   }
 
@@ -163,10 +174,26 @@ export class DeviceTlb {
 
   #find(pasid: number | undefined, priv: boolean, addr: number, touch: boolean): AtcEntry | undefined {
     const tag = tagOf(pasid, priv);
-    for (const shift of this.#shifts) {
-      const key = keyOf(addr, shift);
-      if (this.#lru.peek(tag, key) === undefined) continue;
-      return touch ? this.#lru.lookup(tag, key)?.value : this.#lru.peek(tag, key);
+    const lru = this.#lru;
+    // The last tag's entries through the LRU's handle (TaggedLru.keysOf): one probe per size.
+    // A dead handle (its tag emptied since) is empty, and is then taken afresh.
+    let keys = this.#keysTag === tag ? this.#keys : undefined;
+    if (keys === undefined || keys.size === 0) {
+      keys = lru.keysOf(tag);
+      this.#keysTag = tag;
+      this.#keys = keys;
+      if (keys === undefined) return undefined;
+    }
+    // One uncounted probe per cached size; the hit is then counted and bumped once (noteHit),
+    // which is what lookup() would have done, without probing the same key twice.
+    const shifts = this.#shifts;
+    const spans = this.#spans;
+    for (let i = 0; i < shifts.length; i++) {
+      const shift = shifts[i] ?? 0;
+      const node = keys.get(keyIn(addr, shift, spans[i] ?? 1));
+      if (node === undefined) continue;
+      if (touch) lru.noteHit(node);
+      return node.value;
     }
     return undefined;
   }

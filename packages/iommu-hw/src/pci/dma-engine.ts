@@ -98,7 +98,18 @@ export interface DmaEngineOptions {
 const PAGE_SIZE = 4096;
 const MAX_ADDR = 2 ** 53;
 
-type Translation = { readonly pa: number } | { readonly fail: DmaResult } | { readonly fault: true };
+/**
+ * What #translate returns instead of an object (a transfer must allocate
+ * nothing per page): a host-physical address (>= 0), or one of these.
+ */
+const NEEDS_PAGE_REQUEST = -1;
+/** The DMA fails with the result left in `#failure`. */
+const FAILED = -2;
+
+/** The PASID TLP prefix of a request, if the program has a PASID (only built for requests sent upstream). */
+function pasidPart(p: DmaProgram, priv: boolean, exec: boolean): { pasid: number; priv: boolean; exec: boolean } | Record<string, never> {
+  return p.pasid === undefined ? {} : { pasid: p.pasid, priv, exec };
+}
 
 function permits(p: { read: boolean; write: boolean; exec: boolean; privOnly: boolean }, write: boolean, exec: boolean, priv: boolean): boolean {
   if (write ? !p.write : !p.read) return false;
@@ -121,6 +132,11 @@ export class DmaEngine {
   /** Identity of the wait in progress; an outcome for an older wait is stale and ignored. */
   #wait: object | null = null;
   #inRun = false;
+  /** The PASID control last checked against, and 2^width for it. */
+  #pasidCtl: PasidControl | undefined = undefined;
+  #pasidLimit = 0;
+  /** The result of the last #translate that returned FAILED. */
+  #failure: DmaResult = "translationFault";
 
   constructor(host: DmaEngineHost, opts: DmaEngineOptions = {}) {
     this.#host = host;
@@ -217,7 +233,12 @@ export class DmaEngine {
     if (p.pasid === undefined) return undefined;
     const ctl = this.#host.pasidControl();
     if (!ctl?.enabled) return "pasidDisabled";
-    if (!Number.isInteger(p.pasid) || p.pasid < 0 || p.pasid >= 2 ** ctl.width) return "badProgramming";
+    // 2 ** width once per latched control (a variable power is a Math.pow call; this runs per page).
+    if (ctl !== this.#pasidCtl) {
+      this.#pasidCtl = ctl;
+      this.#pasidLimit = 2 ** ctl.width;
+    }
+    if (!Number.isInteger(p.pasid) || p.pasid < 0 || p.pasid >= this.#pasidLimit) return "badProgramming";
     if ((p.priv === true && !ctl.priv) || (p.exec === true && !ctl.exec)) return "pasidDisabled";
     return undefined;
   }
@@ -241,17 +262,18 @@ export class DmaEngine {
     const cur = p.addr + this.#done;
     const chunk = Math.min(p.length - this.#done, PAGE_SIZE - (cur % PAGE_SIZE));
     const write = p.direction === "write";
-    const t = this.#translate(p, cur, write);
-    if ("fail" in t) {
-      if (t.fail === "translationFault" && !write && !this.#host.atsEnabled()) this.#host.noteMasterAbort();
-      this.#finish(t.fail);
+    const pa = this.#translate(p, cur, write);
+    if (pa === FAILED) {
+      const fail = this.#failure;
+      if (fail === "translationFault" && !write && !this.#host.atsEnabled()) this.#host.noteMasterAbort();
+      this.#finish(fail);
       return;
     }
-    if ("fault" in t) {
+    if (pa === NEEDS_PAGE_REQUEST) {
       this.#pageRequest(p, cur, write);
       return;
     }
-    if (!this.#move(p, t.pa, chunk, write)) {
+    if (!this.#move(p, pa, chunk, write)) {
       if (!write) this.#host.noteMasterAbort();
       this.#finish("memoryAbort");
       return;
@@ -262,42 +284,45 @@ export class DmaEngine {
     if (this.#done >= p.length) this.#finish("ok");
   }
 
-  #translate(p: DmaProgram, addr: number, write: boolean): Translation {
+  /** The host-physical address of `addr`, or NEEDS_PAGE_REQUEST, or FAILED (with `#failure` set). */
+  #translate(p: DmaProgram, addr: number, write: boolean): number {
     const port = this.#host.upstream();
     // Not attached below an IOMMU: nothing completes the request.
-    if (port === undefined) return { fail: "memoryAbort" };
+    if (port === undefined) return this.#fail("memoryAbort");
     const priv = p.priv === true;
     const exec = p.exec === true;
-    const pasidPart = p.pasid === undefined ? {} : { pasid: p.pasid, priv, exec };
     if (!this.#host.atsEnabled()) {
       this.stats.translationsRequested++;
-      const r = port.translate({ sid: this.#host.sid, ...pasidPart, addr, write });
-      return r.ok && permits(r, write, exec, priv) ? { pa: r.pa } : { fail: "translationFault" };
+      const r = port.translate({ sid: this.#host.sid, ...pasidPart(p, priv, exec), addr, write });
+      return r.ok && permits(r, write, exec, priv) ? r.pa : this.#fail("translationFault");
     }
     const tlb = this.#host.deviceTlb;
     const hit: AtcEntry | undefined = tlb.lookup(p.pasid, priv, addr);
     if (hit !== undefined && permits(hit, write, exec, priv)) {
       this.stats.deviceTlbHits++;
-      return { pa: hit.paBase + (addr - hit.base) };
+      return hit.paBase + (addr - hit.base);
     }
     // Page Aligned Request: translation requests carry the 4 KiB page address.
     const page = addr - (addr % PAGE_SIZE);
     this.stats.translationsRequested++;
     this.stats.atsTranslations++;
-    const r = port.translate({ sid: this.#host.sid, ...pasidPart, addr: page, write, ats: true });
-    this.#host.trace?.emit("pci.ats-translate", "DEVICE", this.#ids(p.pasid), {
-      addr: page,
-      write,
-      pa: r.ok ? r.pa : -1,
-      reason: r.ok ? 0 : r.reason,
-    });
+    const r = port.translate({ sid: this.#host.sid, ...pasidPart(p, priv, exec), addr: page, write, ats: true });
+    const trace = this.#host.trace;
+    if (trace?.active === true) {
+      trace.emit("pci.ats-translate", "DEVICE", this.#ids(p.pasid), { addr: page, write, pa: r.ok ? r.pa : -1, reason: r.ok ? 0 : r.reason });
+    } else trace?.skip();
     if (r.ok) {
       tlb.fill(p.pasid, priv, page, r);
       // A completion without the needed permission is the ATS way of saying
       // "not (yet) for this access": ask for it with a page request.
-      return permits(r, write, exec, priv) ? { pa: this.#paOf(r, page, addr) } : { fault: true };
+      return permits(r, write, exec, priv) ? this.#paOf(r, page, addr) : NEEDS_PAGE_REQUEST;
     }
-    return r.recoverable ? { fault: true } : { fail: "translationFault" };
+    return r.recoverable ? NEEDS_PAGE_REQUEST : this.#fail("translationFault");
+  }
+
+  #fail(result: DmaResult): number {
+    this.#failure = result;
+    return FAILED;
   }
 
   #paOf(r: TranslateOk, page: number, addr: number): number {
@@ -360,7 +385,9 @@ export class DmaEngine {
       const plen = pat.length;
       if (plen === 0) return false;
       const phase = this.#done % plen;
-      // A pattern that covers this chunk at its phase is written as it is.
+      // A pattern that is exactly this chunk is written as it is (no view to make);
+      // one that covers it at its phase, through a view.
+      if (phase === 0 && len === plen) return mem.writeBytes(pa, pat);
       if (phase + len <= plen) return mem.writeBytes(pa, pat.subarray(phase, phase + len));
       const data = this.#scratch.subarray(0, len);
       // One period at the right phase (two block copies), then doubling copies
@@ -386,13 +413,17 @@ export class DmaEngine {
     this.#wait = null;
     this.stats.completed++;
     const p = this.#program;
-    this.#host.trace?.emit("pci.dma-complete", "DEVICE", this.#ids(p?.pasid), {
-      result,
-      addr: p?.addr ?? 0,
-      length: p?.length ?? 0,
-      write: p?.direction === "write",
-      bytes: this.#done,
-    });
+    // The payload is built only for listeners (once per transfer, but a 4 KiB transfer is short).
+    const trace = this.#host.trace;
+    if (trace?.active === true) {
+      trace.emit("pci.dma-complete", "DEVICE", this.#ids(p?.pasid), {
+        result,
+        addr: p?.addr ?? 0,
+        length: p?.length ?? 0,
+        write: p?.direction === "write",
+        bytes: this.#done,
+      });
+    } else trace?.skip();
     this.onComplete?.(result);
   }
 

@@ -34,6 +34,16 @@ export interface PciEndpointOptions extends EndpointConfigOptions {
 
 const PAGE_SHIFT = 12;
 
+/** One bit of a live register view. */
+interface LiveBit {
+  readonly view: Uint32Array;
+  readonly word: number;
+  readonly mask: number;
+}
+
+const liveBit = (view: Uint32Array, b: { readonly word: number; readonly mask: number }): LiveBit => ({ view, word: b.word, mask: b.mask });
+const bitSet = (b: LiveBit): boolean => ((b.view[b.word] ?? 0) & b.mask) !== 0;
+
 /**
  * The smallest naturally aligned power-of-two range of at least `min` bytes
  * covering `[addr, addr + size)`. Garbage in (NaN, negative) covers from 0.
@@ -71,6 +81,8 @@ export class PciEndpoint implements EndpointPort {
     this.#mem = opts.mem;
     this.#trace = opts.trace;
     this.config = buildEndpointConfig(opts);
+    this.#busMaster = liveBit(this.config.command.view, this.config.command.layout.bit("BUS_MASTER"));
+    this.#atsEnable = this.config.ats === undefined ? undefined : liveBit(this.config.ats.view, this.config.ats.layout.bit("ENABLE"));
     const entries = opts.deviceTlbEntries ?? 64;
     if (!Number.isInteger(entries) || entries < 1) {
       throw new KernelError(Errno.EINVAL, `${this.name}: device TLB size must be a positive integer, got ${entries}`);
@@ -119,6 +131,14 @@ export class PciEndpoint implements EndpointPort {
   }
 
   #pasidLatch: PasidControl | undefined | null = null;
+  /**
+   * Bus Master Enable and ATS Enable as (live register view, word, mask) from
+   * their layouts: the DMA engine asks for them on every transfer and page,
+   * and a by-name field lookup was a visible share of a 4 KiB DMA. Read live,
+   * not latched, so device-side updates (`Register.set`) are seen too.
+   */
+  readonly #busMaster: LiveBit;
+  readonly #atsEnable: LiveBit | undefined;
 
   #pasidControl(): PasidControl | undefined {
     if (this.#pasidLatch !== null) return this.#pasidLatch;
@@ -154,11 +174,11 @@ export class PciEndpoint implements EndpointPort {
   }
 
   get busMasterEnabled(): boolean {
-    return this.config.command.flag("BUS_MASTER");
+    return bitSet(this.#busMaster);
   }
 
   get atsEnabled(): boolean {
-    return this.config.ats?.flag("ENABLE") ?? false;
+    return this.#atsEnable !== undefined && bitSet(this.#atsEnable);
   }
 
   get pasidEnabled(): boolean {
