@@ -1,18 +1,10 @@
-import { TaggedLru } from "../cache/tagged-lru.js";
-import { levelPrefix, levelSize } from "./geometry.js";
+import { LevelPrefixCache, type LevelGeometry } from "../cache/level-prefix-cache.js";
+import { levelSize } from "./geometry.js";
 import type { PagingStructureCache, PscEntry } from "./types.js";
 
-/** Beyond this many keys per level a range invalidation filters the tag instead of probing key by key. */
-const RANGE_PROBE_LIMIT = 64;
-
-function key(level: number, addr: number): number {
-  // The prefix may be negative (upper-half VAs); 8 slots leave room for levels 1..7.
-  return levelPrefix(addr, level) * 8 + level;
-}
-
-function keyLevel(k: number): number {
-  return ((k % 8) + 8) % 8;
-}
+/** x86-64 and VT-d second-level tables: levels 1 (4 KiB leaves) to 5; non-leaf entries live at 2..5. */
+const TABLE_LEVELS = [2, 3, 4, 5] as const;
+const X86_WALK_GEOMETRY: LevelGeometry = { levelSize, tableLevels: TABLE_LEVELS };
 
 /**
  * A paging-structure cache (VT-d "PML5/PML4/PDPE/PDE caches", SDM §4.10.3)
@@ -37,59 +29,14 @@ function keyLevel(k: number): number {
  *   invalidation of a domain must also drop the first-level entries of every
  *   nested PASID of that domain (`invalidateGroup(did)` on the first-level cache).
  */
-export class WalkCache implements PagingStructureCache {
-  readonly lru: TaggedLru<PscEntry>;
-
+export class WalkCache extends LevelPrefixCache<PscEntry> implements PagingStructureCache {
   constructor(name: string, capacity: number, groupOf?: (tag: number) => number) {
-    this.lru = new TaggedLru<PscEntry>(name, capacity, groupOf);
+    super(name, capacity, X86_WALK_GEOMETRY, groupOf);
   }
 
-  lookup(tag: number, level: number, addr: number): PscEntry | undefined {
-    return this.lru.lookup(tag, key(level, addr))?.value;
-  }
-
-  insert(tag: number, level: number, addr: number, entry: PscEntry): void {
-    this.lru.insert(tag, key(level, addr), entry);
-  }
-
-  get size(): number {
-    return this.lru.size;
-  }
-
-  /** Drops the entries of `tag` that translate any address in [addr, addr + size). Returns how many. */
-  invalidateRange(tag: number, addr: number, size: number, maxLevel = 5): number {
-    if (!(size > 0)) return 0;
-    const last = addr + size - 1;
-    let n = 0;
-    let wide = false;
-    for (let level = 2; level <= maxLevel; level++) {
-      const first = levelPrefix(addr, level);
-      const end = levelPrefix(last, level);
-      if (end - first >= RANGE_PROBE_LIMIT) {
-        wide = true;
-        continue;
-      }
-      for (let p = first; p <= end; p++) if (this.lru.invalidate(tag, p * 8 + level)) n++;
-    }
-    if (wide) {
-      n += this.lru.invalidateTag(tag, (k) => {
-        const level = keyLevel(k);
-        const base = ((k - level) / 8) * levelSize(level);
-        return base <= last && base + levelSize(level) > addr;
-      });
-    }
-    return n;
-  }
-
-  invalidateTag(tag: number): number {
-    return this.lru.invalidateTag(tag);
-  }
-
-  invalidateGroup(group: number): number {
-    return this.lru.invalidateGroup(group);
-  }
-
-  invalidateAll(): number {
-    return this.lru.invalidateAll();
+  /** Drops the entries of `tag` that translate any address in [addr, addr + size), at levels 2..`maxLevel`. */
+  override invalidateRange(tag: number, addr: number, size: number, maxLevel: number | readonly number[] = 5): number {
+    const levels = typeof maxLevel === "number" ? TABLE_LEVELS.filter((l) => l <= maxLevel) : maxLevel;
+    return super.invalidateRange(tag, addr, size, levels);
   }
 }
