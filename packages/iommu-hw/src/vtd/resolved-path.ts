@@ -2,6 +2,14 @@ import type { CacheNode } from "../cache/tagged-lru.js";
 import type { CacheClassValue, CtxInfo, IotlbEntry, PasidInfo } from "./caches.js";
 
 /**
+ * Slots of the micro-TLB in front of the IOTLB: direct-mapped on the low bits
+ * of the 4 KiB page number, like a small first-level TLB (a 2 MiB or 1 GiB
+ * entry may sit in several slots). It holds IOTLB nodes, not copies, so it
+ * can never be staler than the IOTLB.
+ */
+export const MICRO_TLB_SLOTS = 16;
+
+/**
  * What the context and PASID caches say about one (source ID, request PASID):
  * the two cache nodes, the PASID the translation runs under (the request's, or
  * RID_PASID) and the IOTLB tag it implies. A request whose path is still valid
@@ -24,6 +32,12 @@ import type { CacheClassValue, CtxInfo, IotlbEntry, PasidInfo } from "./caches.j
 export class ResolvedPath {
   /** The IOTLB's entries of `tag`, as last taken; empty for good once the tag empties. */
   iotlbKeys: ReadonlyMap<number, CacheNode<IotlbEntry>> | undefined = undefined;
+  /**
+   * This path's micro-TLB: IOTLB nodes direct-mapped on the low bits of the
+   * 4 KiB page number (see {@link MICRO_TLB_SLOTS}). Per path, so a slot needs no
+   * path tag: a hit is one load and the node's `valid`.
+   */
+  readonly micro: (CacheNode<IotlbEntry> | null)[];
 
   constructor(
     readonly sid: number,
@@ -35,7 +49,9 @@ export class ResolvedPath {
     readonly pasid: number,
     readonly cls: CacheClassValue,
     readonly tag: number,
-  ) {}
+  ) {
+    this.micro = new Array<CacheNode<IotlbEntry> | null>(MICRO_TLB_SLOTS).fill(null);
+  }
 
   get live(): boolean {
     return this.ctxNode.valid && this.peNode.valid;

@@ -13,7 +13,7 @@ import { ContextScratch, fetchContext } from "./context.js";
 import { FaultReason, faultReasonName } from "./fault-reason.js";
 import type { VtdConfig } from "./options.js";
 import { PasidScratch, fetchPasid } from "./pasid.js";
-import { ResolvedPath, ResolvedPaths } from "./resolved-path.js";
+import { MICRO_TLB_SLOTS, ResolvedPath, ResolvedPaths } from "./resolved-path.js";
 import { Pgtt } from "./structures.js";
 import { isPageLevelFault, walkFaultReason } from "./walk-fault.js";
 
@@ -39,13 +39,7 @@ export interface FaultDetail {
   pageLevel: boolean;
 }
 
-/**
- * Slots of the micro-TLB in front of the IOTLB: direct-mapped on the low bits
- * of the 4 KiB page number, like a small first-level TLB (a 2 MiB or 1 GiB
- * entry may sit in several slots). It holds IOTLB nodes, not copies, so it
- * can never be staler than the IOTLB.
- */
-export const MICRO_TLB_SLOTS = 16;
+export { MICRO_TLB_SLOTS };
 const MICRO_TLB_MASK = MICRO_TLB_SLOTS - 1;
 
 /**
@@ -69,7 +63,7 @@ const modulo = (a: number, m: number): number => a - Math.floor(a / m) * m;
  * - a {@link ResolvedPath} per (source, PASID) stands for the context-cache
  *   and PASID-cache lookups while both entries stay cached (their hits are
  *   still counted and their recency bumped, as the lookups would);
- * - a micro-TLB of {@link MICRO_TLB_SLOTS} keeps recent IOTLB hits: while a
+ * - a per-path micro-TLB of {@link MICRO_TLB_SLOTS} keeps recent IOTLB hits: while a
  *   slot's node and path are valid, a request on the same path inside that
  *   page is served without any lookup (and counted as the IOTLB hit it is).
  * Both are trusted only through `CacheNode.valid`, so any invalidation or
@@ -91,9 +85,7 @@ export class Translator {
   #nestedSl: SecondLevelConfig | null = null;
   #nestedDid = 0;
   readonly #paths: ResolvedPaths;
-  // The micro-TLB, as two parallel arrays of MICRO_TLB_SLOTS.
-  readonly #microNode: (CacheNode<IotlbEntry> | null)[] = new Array<CacheNode<IotlbEntry> | null>(MICRO_TLB_SLOTS).fill(null);
-  readonly #microPath: (ResolvedPath | null)[] = new Array<ResolvedPath | null>(MICRO_TLB_SLOTS).fill(null);
+  // The micro-TLB lives on each resolved path (ResolvedPath.micro).
   // Nodes met by the lookups of the current request.
   #ctxNode: CacheNode<CtxInfo> | undefined;
   #peNode: CacheNode<PasidInfo> | undefined;
@@ -109,8 +101,6 @@ export class Translator {
 
   /** Forgets the micro-TLB and the resolved paths (root table or TE changed). */
   resetFastPath(): void {
-    this.#microNode.fill(null);
-    this.#microPath.fill(null);
     this.#paths.clear();
   }
 
@@ -138,8 +128,8 @@ export class Translator {
     // the PASID cache (their recency is not bumped); it is an IOTLB hit all the same.
     // ToUint32 keeps bits 31:0 of an integral address exactly, so `>>> 12` takes page-number bits.
     const slot = (addr >>> 12) & MICRO_TLB_MASK;
-    const f = this.#microNode[slot];
-    if (f !== undefined && f !== null && this.#microPath[slot] === path && f.valid) {
+    const f = path.micro[slot];
+    if (f?.valid === true) {
       const e = f.value;
       const off = addr - e.inputBase;
       // EXE is left to the full check (it also needs ECAP.ERS); PRIV needs SRE. An address with a
@@ -174,8 +164,7 @@ export class Translator {
         ) {
           caches.iotlb.noteHit(node);
           const s = pfn & MICRO_TLB_MASK;
-          this.#microNode[s] = node;
-          this.#microPath[s] = path;
+          path.micro[s] = node;
           const off = addr - e.inputBase;
           return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
         }
@@ -244,8 +233,7 @@ export class Translator {
         ) {
           if (path !== null) {
             const slot = pfn & MICRO_TLB_MASK;
-            this.#microNode[slot] = node;
-            this.#microPath[slot] = path;
+            path.micro[slot] = node;
           }
           const off = addr - e.inputBase;
           return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
