@@ -1,3 +1,4 @@
+import { asIoasid } from "@vsva/kernel";
 import { type HostScenarioDef, hostScenario } from "../world/host-scenario.js";
 import { PATTERN, bindProcess, dmaRead, dmaWrite, hexBytes, plugInSvaDevice } from "./sva-common.js";
 
@@ -19,6 +20,7 @@ const nativeSvaDef: HostScenarioDef = {
       populate: true,
       label: "(2,3) P maps 16 KiB; the driver binds P's mm: one PASID for the mm, first level = P's page tables",
     });
+    ctx.expect(h.ioasid.refcount(asIoasid(p.pasid)) === 1, "refcount 1: the mm holds its PASID (native SVA binds take no IOASID reference)");
     ctx.step("(4) DMA: dsa0 writes P's buffer and reads what the CPU wrote", () => {
       p.mm.write(p.buf + 0x1000, Uint8Array.of(1, 2, 3, 4));
       ctx.expect(dmaWrite(h, slot, p.pasid, p.buf, PATTERN) === "ok", "DMA write with P's PASID completes");

@@ -54,7 +54,9 @@ export const nestedBind = hostScenario({
       ctx.defer("VMM: free the VM's IOASID set", () => h.ioasid.freeSet(set));
       // The 2020 ops carry no IOASID set: the VT-d domain is told its owner's set (see the closing note).
       s2.vtd.setIoasidSet(set);
-      return { set, hpasid: h.ioasid.alloc(set, 1, 0xfffff, null) };
+      const hpasid = h.ioasid.alloc(set, 1, 0xfffff, null);
+      ctx.expect(h.ioasid.refcount(hpasid) === 1, "refcount 1: the VMM's allocation is the only holder");
+      return { set, hpasid };
     });
     const root = ctx.step("guest: build a 4-level first-level table in guest RAM mapping its buffer (every pointer a GPA)", () => {
       guestPt.map(GVA, GPA_DATA, 0x1000, { write: true, user: true });
@@ -65,6 +67,7 @@ export const nestedBind = hostScenario({
       ctx.defer("unbind the guest PASID if still bound", () => {
         if (s2.dom.nested.has(asHostPasid(vm.hpasid))) h.core.unbindGpasidPasid(s2.dom, slot.dev, vm.hpasid);
       });
+      ctx.expect(h.ioasid.refcount(vm.hpasid) === 2, `refcount 2 while bound: the VMM and the IOMMU driver's bind (got ${h.ioasid.refcount(vm.hpasid)})`);
       // The truth for this PASID: the guest's own table, then GPA -> HPA.
       ctx.bindSpace(vm.hpasid, (va) => {
         const m = guestPt.lookup(va);
@@ -80,6 +83,7 @@ export const nestedBind = hostScenario({
     ctx.step("unbind_gpasid: entry cleared; PASID cache, PASID-based IOTLB and device TLB flushed; page requests drained", () => {
       h.core.unbindGpasidPasid(s2.dom, slot.dev, vm.hpasid);
       ctx.unbindSpace(vm.hpasid);
+      ctx.expect(h.ioasid.refcount(vm.hpasid) === 1, `refcount back to 1 after unbind: the driver dropped its reference (got ${h.ioasid.refcount(vm.hpasid)})`);
     });
     ctx.step("a DMA with the unbound PASID faults", () => {
       ctx.require(dmaWrite(h, slot, vm.hpasid, GVA + 0x10, PATTERN) !== "ok", "no DMA through an unbound PASID");
