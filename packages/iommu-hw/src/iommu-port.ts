@@ -54,6 +54,26 @@ export interface TranslateFault {
    * context): the endpoint should use PRI rather than give up.
    */
   readonly recoverable: boolean;
+  /**
+   * Present when the IOMMU holds the transaction instead of terminating it
+   * (the SMMUv3 stall model, for a stream and context that software set to
+   * stall): the requester must wait, not retry or give up. The IOMMU
+   * completes the transaction later through {@link EndpointPort.stallResolved}
+   * with the same `stag`. Absent on every VT-d result and on SMMUv3 results
+   * of streams that do not stall.
+   */
+  readonly stalled?: { readonly stag: number };
+}
+
+/**
+ * How a stalled transaction ended: `result` is the re-translation after a
+ * retry (which may be `ok`, or stalled again under a new tag), or the fault
+ * that terminated it (a RESUME with terminate or abort, a STALL_TERM, the
+ * stream being disabled).
+ */
+export interface StallResolution {
+  readonly stag: number;
+  readonly result: TranslateResult;
 }
 
 export type TranslateResult = TranslateOk | TranslateFault;
@@ -99,4 +119,11 @@ export interface EndpointPort {
    */
   invalidateDeviceTlb(inv: { readonly pasid?: number; readonly global?: boolean; readonly addr: number; readonly size: number }): void;
   pageResponse(resp: PageGroupResponse): void;
+  /**
+   * A transaction the IOMMU stalled has been resumed or terminated (SMMUv3
+   * stall model). Optional: only requesters that can stall (platform
+   * masters; PCIe uses PRI instead) implement it, and an IOMMU only stalls
+   * transactions of streams software configured to stall.
+   */
+  stallResolved?(resolution: StallResolution): void;
 }

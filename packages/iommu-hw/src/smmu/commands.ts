@@ -44,6 +44,8 @@ export interface CommandContext {
   syncSignal(cs: number, msiAddr: number, msiData: number): void;
   /** CMD_RESUME / CMD_STALL_TERM on a stalled transaction (stall model only). */
   resume(sid: number, stag: number | null, resp: number): void;
+  /** CFGI_STE / CFGI_STE_RANGE / CFGI_ALL over StreamIDs [first, last]: stalls of a stream now disabled are terminated. */
+  steInvalidated(first: number, last: number): void;
   /** Any configuration or TLB invalidation: the translator's micro-TLB must not outlive it. */
   invalidated(): void;
   readonly trace: TraceBus | undefined;
@@ -77,6 +79,7 @@ const LAYOUTS: ReadonlyMap<number, Layout<string>> = new Map<number, Layout<stri
 
 const NH = [TlbClass.S1, TlbClass.NESTED] as const;
 const EL2 = [TlbClass.EL2] as const;
+const TWO32 = 2 ** 32;
 const TWO63 = 2 ** 63;
 const TWO64 = 2 ** 64;
 
@@ -119,6 +122,7 @@ export function executeCommand(ctx: CommandContext, cmd: Uint32Array): number {
     case CmdOp.CFGI_STE: {
       const s = g("SID");
       removed = caches.invalidateStes(s, s);
+      ctx.steInvalidated(s, s);
       break;
     }
     case CmdOp.CFGI_STE_RANGE: {
@@ -128,7 +132,11 @@ export function executeCommand(ctx: CommandContext, cmd: Uint32Array): number {
       if (g("RANGE") === 31) {
         removed = caches.ste.invalidateAll() + caches.cd.invalidateAll();
         sid = null;
-      } else removed = caches.invalidateStes(first, first + span - 1);
+        ctx.steInvalidated(0, TWO32 - 1);
+      } else {
+        removed = caches.invalidateStes(first, first + span - 1);
+        ctx.steInvalidated(first, first + span - 1);
+      }
       break;
     }
     case CmdOp.CFGI_CD:

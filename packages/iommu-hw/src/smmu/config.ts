@@ -49,6 +49,10 @@ export interface SteInfo {
   readonly s2: ArmS2Config | null;
   /** S2R: record stage-2 translation-class faults. */
   readonly s2r: boolean;
+  /** S2S: stage-2 translation-class faults stall (stall model only). */
+  readonly s2s: boolean;
+  /** S1STALLD: stage-1 stalls are disabled for this stream (a CD with S = 1 is then C_BAD_CD). */
+  readonly s1stalld: boolean;
 }
 
 /** A decoded, validated CD. */
@@ -70,7 +74,7 @@ function cfgFault(event: number, why: string, fetchAddr = 0): ConfigFault {
   return { event, fetchAddr, s2: false, ipa: 0, why };
 }
 
-const EMPTY_STE: Omit<SteInfo, "fault"> = { kind: "abort", s1Fmt: 0, ctxPtr: 0, cdMax: 0, s1dss: 0, eats: 0, strw: 0, vmid: 0, s2: null, s2r: false };
+const EMPTY_STE: Omit<SteInfo, "fault"> = { kind: "abort", s1Fmt: 0, ctxPtr: 0, cdMax: 0, s1dss: 0, eats: 0, strw: 0, vmid: 0, s2: null, s2r: false, s2s: false, s1stalld: false };
 const EMPTY_CD: Omit<CdInfo, "fault"> = { asid: 0, ttb0: null, ttb1: null, record: false, stall: false, aset: false };
 
 function steFault(f: ConfigFault): SteInfo {
@@ -196,6 +200,8 @@ export function decodeSte(v: Uint32Array, cfg: SmmuConfig): SteInfo {
     vmid,
     s2,
     s2r: useS2 && g("S2R") === 1,
+    s2s: useS2 && g("S2S") === 1,
+    s1stalld: useS1 && g("S1STALLD") === 1,
   };
 }
 

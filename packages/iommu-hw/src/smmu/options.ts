@@ -46,8 +46,19 @@ export interface SmmuOptions {
   readonly oas?: number;
   /** IDR0.HTTU: 0 none, 1 access flag, 2 access flag and dirty state (default 2). */
   readonly httu?: 0 | 1 | 2;
-  /** Stall model: false (default) advertises terminate-only and refuses CD.S = 1 (as QEMU does). */
+  /**
+   * Stall model: false (default) advertises terminate-only (IDR0.STALL_MODEL = 1)
+   * and refuses CD.S = 1, STE.S2S = 1 and STE.S1STALLD = 1 (as QEMU does); true
+   * advertises stall and terminate (STALL_MODEL = 0) and holds faulting
+   * transactions of streams set to stall until CMD_RESUME / CMD_STALL_TERM.
+   */
   readonly stall?: boolean;
+  /**
+   * IDR5.STALL_MAX: how many transactions may be stalled at once (1..65535,
+   * default 64). A fault that would stall beyond it is terminated. STAGs are
+   * the lowest free tags, so they stay below this.
+   */
+  readonly stallMax?: number;
   /** IDR0.HYP: EL2 stream worlds and the TLBI_EL2_* commands (default false). */
   readonly hyp?: boolean;
   /** IDR3.XNX (default false), IDR3.RIL (default true), IDR3.HAD (default true). */
@@ -87,6 +98,7 @@ export interface SmmuConfig {
   readonly oaBits: number;
   readonly httu: 0 | 1 | 2;
   readonly stall: boolean;
+  readonly stallMax: number;
   readonly hyp: boolean;
   readonly xnx: boolean;
   readonly ril: boolean;
@@ -140,6 +152,7 @@ export function resolveSmmuConfig(o: SmmuOptions): SmmuConfig {
     oaBits: Math.min(oas, MAX_OA_BITS_4K),
     httu,
     stall: o.stall ?? false,
+    stallMax: intIn("STALL_MAX", o.stallMax ?? 64, 1, 0xffff),
     hyp: o.hyp ?? false,
     xnx: o.xnx ?? false,
     ril: o.ril ?? true,

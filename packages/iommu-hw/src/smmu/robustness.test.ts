@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { PagePool } from "../pt/page-pool.js";
 import { ArmTableWriter } from "../pt-arm/table-writer.js";
 import { CD_TABLE, CMDQ, EVENTQ, FakeSmmuEndpoint, PRIQ, STRTAB, SmmuRig, cmd } from "./testing/rig.js";
+import { PlatformDmaMaster } from "./platform-master.js";
 
 const BASE = 0x40_0000_0000;
 const PAGES = 16;
@@ -122,11 +123,16 @@ describe("robustness: nothing software, a guest or a device does makes the unit 
 
   it("survives random register, table, command, DMA and page-request traffic", () => {
     fc.assert(
-      fc.property(fc.boolean(), fc.array(fuzzArb, { maxLength: 60 }), (twoLevel, ops) => {
-        const rig = new SmmuRig().bringUp({ twoLevel });
+      fc.property(fc.boolean(), fc.boolean(), fc.array(fuzzArb, { maxLength: 60 }), (twoLevel, stall, ops) => {
+        // With the stall model, the CD and stage 2 stall and a platform master waits on its stalls (RESUME/STALL_TERM come from the random commands).
+        const rig = new SmmuRig({ stall }).bringUp({ twoLevel });
+        const master = new PlatformDmaMaster({ sid: sourceId(0, 2, 1), mem: rig.mem });
+        master.attach(rig.unit);
         rig.unit.attachEndpoint(new FakeSmmuEndpoint(rig.dev));
-        rig.ste(rig.dev, { config: 7, ctx: CD_TABLE, cdmax: 4, s2ttb: 0x10_0000, eats: 1, s2r: true }, twoLevel);
-        rig.cd(CD_TABLE, { ttb0: 0x10_1000 });
+        rig.unit.attachEndpoint(master);
+        rig.ste(rig.dev, { config: 7, ctx: CD_TABLE, cdmax: 4, s2ttb: 0x10_0000, eats: 1, s2r: true, s2s: stall }, twoLevel);
+        rig.ste(master.sid, { config: 5, ctx: CD_TABLE }, twoLevel);
+        rig.cd(CD_TABLE, { ttb0: 0x10_1000, s: stall });
         for (const o of ops) {
           switch (o.k) {
             case "w32":
@@ -145,6 +151,7 @@ describe("robustness: nothing software, a guest or a device does makes the unit 
               const req = { sid: o.sid as SourceId, addr: o.addr, write: o.write, ats: o.ats, ...(o.pasid === undefined ? {} : { pasid: o.pasid, priv: o.priv, exec: o.exec }) };
               const r = rig.unit.translate(req);
               expect(typeof r.ok).toBe("boolean");
+              if (!o.ats) master.start({ addr: o.addr, length: 16, direction: o.write ? "write" : "read" });
               break;
             }
             case "pri":

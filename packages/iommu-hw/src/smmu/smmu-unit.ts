@@ -1,5 +1,6 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
+import { StallTable, type StallEnd } from "./stalls.js";
 import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
 import { Perm } from "../pt-arm/types.js";
 import { ReadOnlyMem } from "../mem/read-only-mem.js";
@@ -62,6 +63,9 @@ export interface SmmuStructureMismatch {
   readonly cached: SteInfo | CdInfo;
   readonly fresh: SteInfo | CdInfo;
 }
+
+/** What ends a stalled transaction, per CMD_RESUME.Resp (spec-facts §B4.2, Linux's encoding). */
+const RESUME_ACTIONS: readonly StallEnd[] = ["terminate", "retry", "abort"];
 
 const FETCH_EVENTS = new Set<number>([EventId.F_STE_FETCH, EventId.F_CD_FETCH, EventId.F_WALK_EABT]);
 const TWO32 = 0x1_0000_0000;
@@ -129,6 +133,7 @@ export class SmmuUnit implements IommuPort {
   readonly #event = EventRecord.alloc();
   readonly #fetchEvent = EventFetchRecord.alloc();
   readonly #pri = PriEntry.alloc();
+  readonly #stalls: StallTable;
   /** Counters for tests and reports. */
   readonly stats = { syncs: 0, interrupts: 0, events: 0 };
 
@@ -182,6 +187,11 @@ export class SmmuUnit implements IommuPort {
     GbpaReg.set(this.#r.gbpa, "SHCFG", 1);
 
     this.#translator = new SmmuTranslator(this.#mem, cfg, this.caches, this.#state);
+    this.#stalls = new StallTable(cfg.stallMax, {
+      retranslate: (req) => this.translate(req),
+      deliver: (sid, resolution) => this.#endpoints.get(sid)?.stallResolved?.(resolution),
+      trace: (sid, ssid, stag, action) => this.#trace?.emit("smmu.stall", "HW", this.#ids(sid, ssid), { unit: cfg.name, sid, ssid: ssid < 0 ? null : ssid, stag, action }),
+    });
     this.#roMem = new ReadOnlyMem(this.#mem);
     this.#fresh = new SmmuTranslator(this.#roMem, cfg, this.caches, this.#state, false);
 
@@ -207,9 +217,11 @@ export class SmmuUnit implements IommuPort {
       caches: this.caches,
       endpoint: (sid) => this.#endpoints.get(sid),
       syncSignal: (cs, addr, data) => this.#sync(cs, addr, data),
-      resume: () => {
-        // Stalled transactions are not held (the endpoint gets its fault at once); RESUME retires nothing.
+      resume: (sid, stag, resp) => {
+        if (stag === null) this.#stalls.endAll((s) => s.sid === sid, "stall-term");
+        else this.#stalls.resume(sid, stag, RESUME_ACTIONS[resp] ?? "abort");
       },
+      steInvalidated: (first, last) => this.#disabledStreams(first, last),
       invalidated: () => this.#translator.resetFastPath(),
       trace: this.#trace,
       unit: cfg.name,
@@ -264,6 +276,7 @@ export class SmmuUnit implements IommuPort {
     const idr5 = regs.define(SmmuReg.IDR5, Idr5Reg);
     Idr5Reg.set(idr5, "OAS", c.oasCode);
     Idr5Reg.set(idr5, "GRAN4K", 1);
+    Idr5Reg.set(idr5, "STALL_MAX", c.stall ? c.stallMax : 0);
     const iidr = regs.define(SmmuReg.IIDR, IidrReg);
     IidrReg.set(iidr, "IMPLEMENTER", 0x43b); // Arm's JEP106 code, as Arm's own SMMUs report
     IidrReg.set(iidr, "PRODUCTID", 0x5a);
@@ -351,6 +364,8 @@ export class SmmuUnit implements IommuPort {
         if (en !== this.#state.enabled) {
           this.#state.enabled = en;
           this.#translator.resetFastPath();
+          // SPEC?: with SMMUEN cleared nothing will translate the held transactions again; they are terminated.
+          if (!en) this.#stalls.endAll(() => true, "disable");
         }
         this.#cmdq.kick();
         return;
@@ -433,25 +448,60 @@ export class SmmuUnit implements IommuPort {
 
   translate(req: DmaRequest): TranslateResult {
     const r = this.#translator.translate(req);
-    if (!r.ok) this.#report(req, r, this.#translator.lastFault);
-    return r;
+    return r.ok ? r : this.#report(req, r, this.#translator.lastFault);
   }
 
-  #report(req: DmaRequest, r: TranslateFault, d: FaultDetail): void {
+  /**
+   * Records a fault, and holds the transaction when it may stall (§B1.2
+   * STALL_MODEL, §B4.3 Stall/STAG): a free STAG and a written event record
+   * with Stall = 1 are both needed, because software learns of a stall only
+   * from that record. A stall record is written whatever CD.R / STE.S2R say
+   * (SPEC?: our reading of the stall model; Linux always sets R anyway). If
+   * the queue is disabled, full or unwritable, or every STAG is taken, the
+   * transaction is terminated as on a terminate-model stream.
+   */
+  #report(req: DmaRequest, r: TranslateFault, d: FaultDetail): TranslateFault {
     let suppressed: "not-recorded" | "ats" | "disabled" | "overflow" | "abort" | null = null;
-    if (!d.record) suppressed = "not-recorded";
+    const priv = req.pasid !== undefined && req.priv === true;
+    const exec = req.pasid !== undefined && req.exec === true;
+    let stag = d.stall ? this.#stalls.freeTag() : -1;
+    if (stag >= 0) {
+      const out = this.#writeEvent(req.sid, d.ssid, req.addr, req.write, priv, exec, d, stag);
+      if (out !== "written") {
+        suppressed = out;
+        stag = -1;
+      }
+    } else if (!d.record) suppressed = "not-recorded";
     else if (d.ats) suppressed = "ats";
     else {
-      const out = this.#writeEvent(req.sid, d.ssid, req.addr, req.write, req.pasid !== undefined && req.priv === true, req.pasid !== undefined && req.exec === true, d);
+      const out = this.#writeEvent(req.sid, d.ssid, req.addr, req.write, priv, exec, d, -1);
       if (out !== "written") suppressed = out;
     }
     this.#trace?.emit("smmu.event", "HW", this.#ids(req.sid, d.ssid), {
       unit: this.cfg.name, event: r.reason, name: r.name, sid: req.sid, ssid: d.ssid < 0 ? null : d.ssid, addr: req.addr, write: req.write,
-      recorded: suppressed === null, suppressed,
+      recorded: suppressed === null, suppressed, stag: stag < 0 ? null : stag,
     });
+    if (stag < 0) return r;
+    this.#stalls.hold(stag, { sid: req.sid, ssid: d.ssid, req, fault: { ok: false, reason: r.reason, name: r.name, recoverable: false } });
+    return { ok: false, reason: r.reason, name: r.name, recoverable: false, stalled: { stag } };
   }
 
-  #writeEvent(sid: number, ssid: number, addr: number, write: boolean, priv: boolean, exec: boolean, d: FaultDetail): "written" | "overflow" | "abort" | "disabled" {
+  /** After CFGI_STE*: a stream whose STE now aborts or is invalid can never complete its stalled transactions (they are terminated). */
+  #disabledStreams(first: number, last: number): void {
+    if (this.#stalls.size === 0) return;
+    const scratch = new ConfigScratch();
+    const gone = new Set<number>();
+    for (const sid of this.#stalls.streams()) {
+      if (sid < first || sid > last) continue;
+      const ste = fetchSte(this.#roMem, this.#state.st, sid, this.cfg, scratch);
+      if (ste.fault !== null || ste.kind === "abort") gone.add(sid);
+    }
+    if (gone.size > 0) this.#stalls.endAll((s) => gone.has(s.sid), "config");
+  }
+
+  #writeEvent(
+    sid: number, ssid: number, addr: number, write: boolean, priv: boolean, exec: boolean, d: FaultDetail, stag: number,
+  ): "written" | "overflow" | "abort" | "disabled" {
     const fetch = FETCH_EVENTS.has(d.event);
     const v = fetch ? this.#fetchEvent : this.#event;
     v.fill(0);
@@ -467,6 +517,10 @@ export class SmmuUnit implements IommuPort {
     L.set(v, "RNW", write ? 0 : 1);
     L.set(v, "S2", d.s2 ? 1 : 0);
     L.set(v, "CLASS", d.cls & 3);
+    if (stag >= 0) {
+      L.set(v, "STALL", 1);
+      L.set(v, "STAG", stag);
+    }
     const a = halves(addr);
     L.set(v, "INPUT_ADDR_LO", a.lo);
     L.set(v, "INPUT_ADDR_HI", a.hi);
@@ -496,8 +550,8 @@ export class SmmuUnit implements IommuPort {
     if (!this.cfg.pri || !this.#state.enabled || Cr0AckReg.get(this.#r.cr0ack, "PRIQEN") === 0) return refuse("invalid", "refused");
     if (!Number.isInteger(req.sid) || req.sid < 0 || req.sid >= 2 ** sidBits) {
       if (this.#state.recordInvalidSid) {
-        const d: FaultDetail = { event: EventId.C_BAD_STREAMID, record: true, ats: false, ssid: req.pasid ?? -1, s2: false, cls: 0, ipa: 0, fetchAddr: 0 };
-        this.#writeEvent(req.sid, d.ssid, req.addr, req.write, req.priv, req.exec, d);
+        const d: FaultDetail = { event: EventId.C_BAD_STREAMID, record: true, ats: false, ssid: req.pasid ?? -1, s2: false, cls: 0, ipa: 0, fetchAddr: 0, stall: false };
+        this.#writeEvent(req.sid, d.ssid, req.addr, req.write, req.priv, req.exec, d, -1);
       }
       return refuse("invalid", "refused");
     }
@@ -541,6 +595,11 @@ export class SmmuUnit implements IommuPort {
   /** Runs the command queue now (in deferred mode, what the work item would do). Returns commands completed. */
   processCommands(): number {
     return this.#cmdq.process();
+  }
+
+  /** Transactions stalled now, waiting for CMD_RESUME / CMD_STALL_TERM. */
+  get outstandingStalls(): number {
+    return this.#stalls.size;
   }
 
   /** Whether a deferred command-queue run is waiting for the scheduler. */

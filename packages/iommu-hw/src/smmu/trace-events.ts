@@ -19,6 +19,22 @@ declare module "@vsva/kernel" {
         readonly recorded: boolean;
         /** Why not: no record due (CD.R/S2R clear, or an abort), an ATS request, the queue disabled, full or unwritable. */
         readonly suppressed: "not-recorded" | "ats" | "disabled" | "overflow" | "abort" | null;
+        /** The STAG when the transaction was stalled (the record has Stall = 1), else null. */
+        readonly stag: number | null;
+      };
+    };
+    "smmu.stall": {
+      actor: "HW";
+      payload: {
+        readonly unit: string;
+        readonly sid: number;
+        readonly ssid: number | null;
+        readonly stag: number;
+        /**
+         * held: stalled; retry / terminate / abort: a CMD_RESUME ended it; stall-term: CMD_STALL_TERM;
+         * config: its stream was disabled (CFGI_STE*); disable: SMMUEN cleared; ignored: a RESUME naming no stalled transaction.
+         */
+        readonly action: "held" | "retry" | "terminate" | "abort" | "stall-term" | "config" | "disable" | "ignored";
       };
     };
     "smmu.command": {

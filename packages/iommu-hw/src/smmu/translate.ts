@@ -47,6 +47,13 @@ export interface FaultDetail {
   cls: number;
   ipa: number;
   fetchAddr: number;
+  /**
+   * The transaction may stall instead of being terminated: a translation-class
+   * fault of a non-ATS request, at stage 1 with CD.S = 1 or at stage 2 with
+   * STE.S2S = 1 (spec-facts §B1.2 STALL_MODEL, §B2.2 S2S, §B3.2 S). Whether
+   * it does is the unit's decision (a free STAG, room in the event queue).
+   */
+  stall: boolean;
 }
 
 const modulo = (a: number, m: number): number => a - Math.floor(a / m) * m;
@@ -64,7 +71,7 @@ const TRANSLATION_CLASS = new Set<number>([EventId.F_TRANSLATION, EventId.F_ADDR
  * StreamID and SubstreamID within that page is served without a lookup.
  */
 export class SmmuTranslator {
-  readonly lastFault: FaultDetail = { event: 0, record: false, ats: false, ssid: -1, s2: false, cls: 0, ipa: 0, fetchAddr: 0 };
+  readonly lastFault: FaultDetail = { event: 0, record: false, ats: false, ssid: -1, s2: false, cls: 0, ipa: 0, fetchAddr: 0, stall: false };
   /** Perm bits of the last successful translation (for the cache checker). */
   lastPerms = 0;
   readonly #walk: ArmWalkResult = newArmWalkResult();
@@ -166,9 +173,13 @@ export class SmmuTranslator {
       const f = cd.fault;
       return this.#configFault(f, !f.s2 || !TRANSLATION_CLASS.has(f.event) || ste.s2r);
     }
+    // SPEC?: a CD that asks to stall on a stream whose STE disables stage-1 stalls is ILLEGAL (C_BAD_CD), as we read the S1STALLD description.
+    if (cd.stall && ste.s1stalld) {
+      return this.#configFault({ event: EventId.C_BAD_CD, fetchAddr: 0, s2: false, ipa: 0, why: "CD.S = 1 with STE.S1STALLD = 1" }, true);
+    }
     const va = addr >= TWO63 ? addr - TWO64 : addr;
     const s1: ArmS1Config | null = va < 0 ? cd.ttb1 : cd.ttb0;
-    if (s1 === null) return this.#fault(EventId.F_TRANSLATION, cd.record, req.ats === true, true);
+    if (s1 === null) return this.#fault(EventId.F_TRANSLATION, cd.record, req.ats === true, true, cd.stall);
     const cls: TlbClassValue = ste.strw === Strw.EL2 ? TlbClass.EL2 : ste.kind === "nested" ? TlbClass.NESTED : TlbClass.S1;
     const vmid = cls === TlbClass.EL2 ? 0 : ste.vmid;
     const pfn = Math.floor(va / PAGE);
@@ -190,7 +201,7 @@ export class SmmuTranslator {
       ...(ste.kind === "nested" ? { stage2: this.#stage2 } : {}),
       ...(this.useCaches ? { walkCache: { cache: this.caches.s1wc, tag } } : {}),
     });
-    if (!w.ok) return this.#walkFault(w, w.stage === 2 ? ste.s2r : cd.record, req.ats === true, this.cfg.pri && w.stage === 1);
+    if (!w.ok) return this.#walkFault(w, w.stage === 2 ? ste.s2r : cd.record, req.ats === true, this.cfg.pri && w.stage === 1, w.stage === 2 ? ste.s2s : cd.stall);
     const off = modulo(va, w.pageSize);
     const e: TlbEntry = {
       pageBase: w.pa - off, size: w.pageSize, perms: w.perms, inputBase: va - off, cls, vmid,
@@ -219,7 +230,7 @@ export class SmmuTranslator {
       }
     }
     const w = walkStage2(this.mem, s2, ipa, access, false, this.#walk, this.useCaches ? { walkCache: { cache: this.caches.s2wc, tag: ste.vmid } } : undefined);
-    if (!w.ok) return this.#walkFault(w, ste.s2r, req.ats === true, false);
+    if (!w.ok) return this.#walkFault(w, ste.s2r, req.ats === true, false, ste.s2s);
     const off = modulo(ipa, w.pageSize);
     if (this.useCaches) {
       const node = this.caches.insert({ pageBase: w.pa - off, size: w.pageSize, perms: w.perms, inputBase: ipa - off, cls: TlbClass.S2, vmid: ste.vmid, asid: 0, sid: req.sid, ssid });
@@ -366,7 +377,7 @@ export class SmmuTranslator {
     return this.#finish(f.event, record, false, false);
   }
 
-  #walkFault(w: ArmWalkResult, recordTranslation: boolean, ats: boolean, pageLevel: boolean): TranslateFault {
+  #walkFault(w: ArmWalkResult, recordTranslation: boolean, ats: boolean, pageLevel: boolean, stall: boolean): TranslateFault {
     const d = this.lastFault;
     const event = s2Event(w);
     d.s2 = w.stage === 2;
@@ -375,23 +386,24 @@ export class SmmuTranslator {
     d.fetchAddr = w.fetchAddr;
     const translationClass = TRANSLATION_CLASS.has(event);
     const recoverable = pageLevel && event !== EventId.F_ADDR_SIZE && translationClass;
-    return this.#finish(event, translationClass ? recordTranslation : true, ats && translationClass, recoverable);
+    return this.#finish(event, translationClass ? recordTranslation : true, ats && translationClass, recoverable, stall && translationClass && !ats);
   }
 
-  #fault(event: number, record: boolean, ats = false, recoverable = false): TranslateFault {
+  #fault(event: number, record: boolean, ats = false, recoverable = false, stall = false): TranslateFault {
     const d = this.lastFault;
     d.s2 = false;
     d.cls = EventClass.IN;
     d.ipa = 0;
     d.fetchAddr = 0;
-    return this.#finish(event, record && event !== ABORT_NO_EVENT, ats, recoverable && this.cfg.pri);
+    return this.#finish(event, record && event !== ABORT_NO_EVENT, ats, recoverable && this.cfg.pri, stall && !ats);
   }
 
-  #finish(event: number, record: boolean, ats: boolean, recoverable: boolean): TranslateFault {
+  #finish(event: number, record: boolean, ats: boolean, recoverable: boolean, stall = false): TranslateFault {
     const d = this.lastFault;
     d.event = event;
     d.record = record;
     d.ats = ats;
+    d.stall = stall;
     return { ok: false, reason: event, name: eventName(event), recoverable };
   }
 }

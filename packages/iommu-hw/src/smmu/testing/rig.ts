@@ -43,7 +43,7 @@ export const TABLE = D_V | D_T;
 export interface SteOpts {
   v?: boolean; config: number; s1fmt?: number; ctx?: number; cdmax?: number; s1dss?: number; s1stalld?: boolean;
   eats?: number; strw?: number; vmid?: number;
-  s2t0sz?: number; s2sl0?: number; s2tg?: number; s2ps?: number; s2aa64?: boolean; s2endi?: boolean; s2affd?: boolean; s2r?: boolean; s2ttb?: number;
+  s2t0sz?: number; s2sl0?: number; s2tg?: number; s2ps?: number; s2aa64?: boolean; s2endi?: boolean; s2affd?: boolean; s2r?: boolean; s2s?: boolean; s2ttb?: number;
 }
 
 export interface CdOpts {
@@ -59,7 +59,7 @@ export function steWords(o: SteOpts): bigint[] {
   const dw1 = BigInt(o.s1dss ?? 0) | b(o.s1stalld, 27n) | (BigInt(o.eats ?? 0) << 28n) | (BigInt(o.strw ?? 0) << 30n);
   const dw2 =
     BigInt(o.vmid ?? 0) | (BigInt(o.s2t0sz ?? 16) << 32n) | (BigInt(o.s2sl0 ?? 2) << 38n) | (BigInt(o.s2tg ?? 0) << 46n) | (BigInt(o.s2ps ?? 5) << 48n) |
-    (o.s2aa64 === false ? 0n : 1n << 51n) | b(o.s2endi, 52n) | b(o.s2affd, 53n) | b(o.s2r, 58n);
+    (o.s2aa64 === false ? 0n : 1n << 51n) | b(o.s2endi, 52n) | b(o.s2affd, 53n) | b(o.s2s, 57n) | b(o.s2r, 58n);
   const dw3 = BigInt(o.s2ttb ?? 0);
   return [dw0, dw1, dw2, dw3];
 }
@@ -99,13 +99,16 @@ export const cmd = {
     0x41n | (ssid === undefined ? 0n : (1n << 11n) | (BigInt(ssid) << 12n)) | (BigInt(sid) << 32n),
     BigInt(prgi) | (BigInt(resp) << 12n),
   ],
+  /** Resp 13:12 (0 terminate, 1 retry, 2 abort) and SID in dword 0; STAG in dword 1 bits 15:0. */
+  resume: (sid: number, stag: number, resp: number): [bigint, bigint] => [0x44n | (BigInt(resp) << 12n) | (BigInt(sid) << 32n), BigInt(stag)],
+  stallTerm: (sid: number): [bigint, bigint] => [0x45n | (BigInt(sid) << 32n), 0n],
   sync: (cs = 0, msiAddr = 0, msiData = 0): [bigint, bigint] => [0x46n | (BigInt(cs) << 12n) | (BigInt(msiData) << 32n), BigInt(msiAddr)],
   raw: (lo: bigint, hi: bigint): [bigint, bigint] => [lo, hi],
 };
 
 /** A decoded event record, read back by hand (§B4.3). */
 export interface RawEvent {
-  id: number; ssv: boolean; ssid: number; sid: number; pnu: boolean; ind: boolean; rnw: boolean; s2: boolean; cls: number; addr: bigint; dw3: bigint;
+  id: number; ssv: boolean; ssid: number; sid: number; stag: number; stall: boolean; pnu: boolean; ind: boolean; rnw: boolean; s2: boolean; cls: number; addr: bigint; dw3: bigint;
 }
 
 export class FakeSmmuEndpoint implements EndpointPort {
@@ -230,7 +233,7 @@ export class SmmuRig {
       const dw1 = this.r64(at + 8);
       out.push({
         id: Number(dw0 & 0xffn), ssv: ((dw0 >> 11n) & 1n) === 1n, ssid: Number((dw0 >> 12n) & 0xfffffn), sid: Number(dw0 >> 32n),
-        pnu: ((dw1 >> 33n) & 1n) === 1n, ind: ((dw1 >> 34n) & 1n) === 1n, rnw: ((dw1 >> 35n) & 1n) === 1n, s2: ((dw1 >> 39n) & 1n) === 1n,
+        stag: Number(dw1 & 0xffffn), stall: ((dw1 >> 31n) & 1n) === 1n, pnu: ((dw1 >> 33n) & 1n) === 1n, ind: ((dw1 >> 34n) & 1n) === 1n, rnw: ((dw1 >> 35n) & 1n) === 1n, s2: ((dw1 >> 39n) & 1n) === 1n,
         cls: Number((dw1 >> 40n) & 3n), addr: this.r64(at + 16), dw3: this.r64(at + 24),
       });
       this.#evtCons = (this.#evtCons + 1) & (2 * n - 1);
