@@ -29,6 +29,8 @@ export interface SmmuCaps {
   readonly ril: boolean;
   /** IDR0.STALL_MODEL = 1: stalls are not supported (terminate model only). */
   readonly stallForbidden: boolean;
+  /** IDR0.STALL_MODEL = 2: every stream stalls (Linux's ARM_SMMU_FEAT_STALL_FORCE). */
+  readonly stallForced: boolean;
   /** log2 of the maximum entries of each queue (IDR1). */
   readonly cmdqBits: number;
   readonly eventqBits: number;
@@ -69,6 +71,7 @@ export function readCaps(mmio: SmmuMmio): SmmuCaps {
     msi: g0("MSI") === 1,
     ril: Idr3Reg.get(idr3, "RIL") === 1,
     stallForbidden: g0("STALL_MODEL") === 1,
+    stallForced: g0("STALL_MODEL") === 2,
     cmdqBits: g1("CMDQS"),
     eventqBits: g1("EVENTQS"),
     priqBits: g1("PRIQS"),

@@ -17,6 +17,8 @@ export interface CdParams {
   readonly ips: number;
   /** HA: let the SMMU set AF (when IDR0.HTTU allows): what the CPU's tables expect for shared mms. */
   readonly ha: boolean;
+  /** S: stall faulting transactions instead of terminating them (a master whose stalls are enabled). */
+  readonly stall?: boolean;
 }
 
 /** MAIR as Linux programs it for io-pgtable-arm: index 0 normal write-back (0xff), 1 non-cacheable (0x44), 2 device nGnRE (0x04). */
@@ -40,6 +42,7 @@ export function encodeCd(p: CdParams): Uint32Array {
   Cd.set(v, "IPS", p.ips);
   Cd.set(v, "AA64", 1);
   Cd.set(v, "HA", p.ha ? 1 : 0);
+  Cd.set(v, "S", p.stall === true ? 1 : 0);
   Cd.set(v, "R", 1);
   Cd.set(v, "A", 1);
   Cd.set(v, "ASID", p.asid);

@@ -192,7 +192,7 @@ export class SmmuS1Domain extends SmmuPagingBase implements PagingDomainOps {
   }
 
   protected prepare(m: SmmuMaster): void {
-    this.hw.writeCd(m, 0, encodeCd({ asid: this.tag, ttb0: this.writer.root, t0sz: 64 - this.#inputBits, ips: this.hw.caps.oasCode, ha: false }));
+    this.hw.writeCd(m, 0, encodeCd({ asid: this.tag, ttb0: this.writer.root, t0sz: 64 - this.#inputBits, ips: this.hw.caps.oasCode, ha: false, stall: m.stallEnabled }));
   }
 
   protected override unprepare(m: SmmuMaster): void {

@@ -15,7 +15,7 @@ import type {
 import { SmmuNestingDomain, SmmuS1Domain, SmmuS2Domain } from "./domain.js";
 import type { SmmuMmio } from "./mmio.js";
 import { type IoPageFaultHandler, PageRequests } from "./prq.js";
-import { SmmuHardware, type SmmuMaster } from "./smmu.js";
+import { SmmuHardware, type SmmuFirmware, type SmmuMaster } from "./smmu.js";
 import { SmmuBlockedDomain, SmmuIdentityDomain } from "./static-domains.js";
 import { NativeSva } from "./sva.js";
 
@@ -30,6 +30,8 @@ export interface ArmSmmuV3Options {
   readonly kernel: Kernel;
   /** Lets a unit that runs its command queue from a work item progress while the driver waits. */
   readonly poll?: () => void;
+  /** Firmware's description of the masters (which of them can stall); none: no master stalls unless the unit forces it. */
+  readonly firmware?: SmmuFirmware;
 }
 
 /**
@@ -64,11 +66,12 @@ export class ArmSmmuV3 implements IommuOps {
       pages: o.pages,
       kernel: o.kernel,
       ...(o.poll === undefined ? {} : { poll: o.poll }),
+      ...(o.firmware === undefined ? {} : { firmware: o.firmware }),
     });
     const c = this.hw.caps;
     this.pasidBits = c.s1 ? c.ssidBits : 0;
     this.prq = new PageRequests(this.hw, (m, ssid) => this.#route(m, ssid));
-    this.sva = new NativeSva(this.hw, (m, ssid) => this.drainPageRequests(m, ssid));
+    this.sva = new NativeSva(this.hw, (m, ssid) => this.drainPageRequests(m, ssid), (m, ssid) => this.#quiesceStalls(m, ssid));
     this.#wq = o.kernel.scheduler.createWorkqueue(`${this.hw.name}-irq`);
     this.#prqWork = new Work(`${this.hw.name}-priq`, () => this.processPageRequests());
     this.#evtWork = new Work(`${this.hw.name}-evtq`, () => this.processEvents());
@@ -112,6 +115,7 @@ export class ArmSmmuV3 implements IommuOps {
     if (!this.hw.hasMaster(dev)) return;
     const m = this.hw.master(dev);
     this.#faultHandlers.delete(m.dev);
+    this.prq.stalls.terminateMaster(m);
     this.prq.forgetMaster(m);
     this.sva.forgetMaster(m);
     this.hw.removeMaster(dev);
@@ -122,7 +126,9 @@ export class ArmSmmuV3 implements IommuOps {
     const c = this.hw.caps;
     const out = new Set<DevFeature>();
     if (dev.pasidWidth > 0 && c.ssidBits > 0 && c.s1) out.add("sva");
-    if (c.pri && dev.pasidWidth > 0) out.add("iopf");
+    // arm_smmu_master_iopf_supported: PRI, or a master whose transactions stall.
+    const stalls = this.hw.hasMaster(dev) && this.hw.master(dev).stallEnabled;
+    if ((c.pri || stalls) && dev.pasidWidth > 0) out.add("iopf");
     return out;
   }
 
@@ -156,9 +162,15 @@ export class ArmSmmuV3 implements IommuOps {
     return this.sva.bind(dev, mm);
   }
 
-  /** Sends PRI_RESP for a group a handler took. Cannot fail: a response for no pending group is logged and dropped. */
+  /**
+   * Answers a fault a handler took: CMD_RESUME for a master whose
+   * transactions stall (retry on success, abort otherwise), PRI_RESP for
+   * the others. Cannot fail: a response for nothing pending is logged and dropped.
+   */
   pageResponse(dev: IommuDevice, response: PageResponse): void {
-    if (!this.hw.hasMaster(dev) || !this.prq.respond(this.hw.master(dev), response)) {
+    const m = this.hw.hasMaster(dev) ? this.hw.master(dev) : null;
+    const sent = m !== null && (m.stallEnabled ? this.prq.stalls.respond(m, response) : this.prq.respond(m, response));
+    if (!sent) {
       this.hw.warn("page-response", `no page request group ${response.grpid} pending for ${dev.toString()} PASID ${response.pasid ?? "none"}`);
     }
   }
@@ -209,6 +221,18 @@ export class ArmSmmuV3 implements IommuOps {
     this.prq.forget(m, ssid);
     this.prq.process();
     this.prq.processEvents();
+  }
+
+  /**
+   * Before a SubstreamID's CD is cleared or quietened: stalls the unit has
+   * reported are brought in from the event queue, and every stall of that
+   * context is aborted, so no transaction stays held for a context that is
+   * about to go (and none is retried against the next one).
+   */
+  #quiesceStalls(m: SmmuMaster, ssid: number): void {
+    if (!m.stallEnabled) return;
+    this.prq.processEvents();
+    this.prq.stalls.abortSsid(m, ssid);
   }
 
   #route(m: SmmuMaster, ssid: number | undefined): IoPageFaultHandler | null {

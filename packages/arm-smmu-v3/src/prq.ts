@@ -3,6 +3,7 @@ import { EventRecord, PriEntry, eventName } from "@vsva/iommu-hw";
 import type { IommuDevice, PageRequestFault, PageResponse } from "@vsva/iommu-core";
 import { priResp } from "./commands.js";
 import type { SmmuHardware, SmmuMaster } from "./smmu.js";
+import { StalledFaults } from "./stalls.js";
 
 /**
  * Where recoverable faults go (iommu-core's IO page fault queue, through
@@ -27,11 +28,15 @@ export class PageRequests {
   /** Groups reported and not yet answered: `${sid}/${ssid}/${prgi}`. */
   readonly #pending = new Set<string>();
   readonly stats = { processed: 0, reported: 0, autoDenied: 0, responses: 0, events: 0 };
+  /** Event records with Stall = 1: IO page faults answered with CMD_RESUME. */
+  readonly stalls: StalledFaults;
 
   constructor(
     private readonly hw: SmmuHardware,
     private readonly route: FaultRoute,
-  ) {}
+  ) {
+    this.stalls = new StalledFaults(hw, route);
+  }
 
   get pendingGroups(): number {
     return this.#pending.size;
@@ -44,10 +49,11 @@ export class PageRequests {
     return n;
   }
 
-  /** Consumes the event queue; returns the events logged. */
+  /** Consumes the event queue; returns the events consumed (stalls are reported as faults, the rest logged). */
   processEvents(): number {
     const hw = this.hw;
     const n = hw.evtq.drain((rec) => {
+      if (this.stalls.handle(rec)) return;
       const id = EventRecord.get(rec, "EVENTID");
       const sid = EventRecord.get(rec, "SID");
       const ssid = EventRecord.get(rec, "SSV") === 1 ? EventRecord.get(rec, "SSID") : null;

@@ -55,6 +55,18 @@ export interface SmmuMaster {
   cd: CdTable | null;
   /** SVA binds on this master (CDs at SSID ≥ 1). */
   svaBinds: number;
+  /**
+   * Its CDs stall faulting transactions (`master->stall_enabled`): the unit
+   * has stalls and firmware says the master can take them ("dma-can-stall"),
+   * or the unit forces stalls.
+   */
+  readonly stallEnabled: boolean;
+}
+
+/** What firmware (DT or IORT) says about the masters behind the unit. */
+export interface SmmuFirmware {
+  /** The "dma-can-stall" property (IORT: the named component's stall flag) of the master at `sid`. */
+  dmaCanStall(sid: number): boolean;
 }
 
 export interface SmmuHardwareOptions {
@@ -64,6 +76,7 @@ export interface SmmuHardwareOptions {
   readonly pages: PageAllocator;
   readonly kernel: Kernel;
   readonly poll?: () => void;
+  readonly firmware?: SmmuFirmware;
 }
 
 /** Polls of CR0ACK before giving up (`arm_smmu_write_reg_sync`). */
@@ -89,6 +102,7 @@ export class SmmuHardware {
   readonly asids: IdAllocator;
   readonly vmids: IdAllocator;
   readonly #masters = new Map<IommuDevice, SmmuMaster>();
+  readonly #firmware: SmmuFirmware | undefined;
   #started = false;
 
   /** Reads the ID registers. ENODEV for a unit this driver cannot run. */
@@ -98,6 +112,7 @@ export class SmmuHardware {
     this.mem = o.mem;
     this.pages = o.pages;
     this.kernel = o.kernel;
+    this.#firmware = o.firmware;
     this.caps = readCaps(o.mmio);
     checkCaps(this.caps, o.name);
     const c = this.caps;
@@ -244,7 +259,10 @@ export class SmmuHardware {
     if (this.#masters.has(dev)) throw new KernelError(Errno.EBUSY, `${dev.toString()} is already probed on ${this.name}`);
     for (const m of this.#masters.values()) if (m.sid === dev.sid) throw new KernelError(Errno.EBUSY, `StreamID ${dev.sid} is taken by ${m.dev.toString()}`);
     const fresh = this.strtab.ensure(dev.sid);
-    const m: SmmuMaster = { dev, sid: dev.sid, ssidBits: Math.min(dev.pasidWidth, this.caps.ssidBits), config: { kind: "abort" }, cd: null, svaBinds: 0 };
+    // arm_smmu_probe_device: stalls only where the unit has them and firmware vouches for the master (or the unit forces them).
+    const c = this.caps;
+    const stallEnabled = c.stallForced || (!c.stallForbidden && this.#firmware?.dmaCanStall(dev.sid) === true);
+    const m: SmmuMaster = { dev, sid: dev.sid, ssidBits: Math.min(dev.pasidWidth, c.ssidBits), config: { kind: "abort" }, cd: null, svaBinds: 0, stallEnabled };
     this.#masters.set(dev, m);
     // A new level-2 table: the unit must refetch the L1 descriptor it may have seen invalid.
     if (fresh) this.flush("probe", [cfgiSte(dev.sid)]);
@@ -301,6 +319,8 @@ export class SmmuHardware {
       Ste.set(v, "S1CSH", 3);
       Ste.set(v, "STRW", Strw.NSEL1);
       Ste.set(v, "EATS", eats);
+      // A master that cannot stall must not be stalled by a CD (STE.S1STALLD); not allowed without the stall model.
+      if (!this.caps.stallForbidden && !this.caps.stallForced && !m.stallEnabled) Ste.set(v, "S1STALLD", 1);
     } else if (c.kind === "bypass") {
       Ste.set(v, "CONFIG", SteConfig.BYPASS);
       Ste.set(v, "SHCFG", 1);

@@ -32,6 +32,10 @@ interface MmAsid {
  *   freed with the device.
  * - unbind: CD cleared, CFGI_CD, TLBI_NH_ASID, ATC_INV, sync; then the PRI
  *   and event queues are drained of that SubstreamID's records.
+ * - stalls (a master whose CDs have S = 1): before release or unbind
+ *   touches the CD, every transaction stalled on that SubstreamID is
+ *   aborted with CMD_RESUME, so none waits on (or is retried against) a
+ *   context that is going. The quiet CD does not stall.
  */
 export class NativeSva {
   /** pasid -> masters bound at it. */
@@ -43,6 +47,8 @@ export class NativeSva {
   constructor(
     private readonly hw: SmmuHardware,
     private readonly drain: (m: SmmuMaster, ssid: number) => void,
+    /** Ends the stalled transactions of (master, SubstreamID) before its CD goes. */
+    private readonly quiesce: (m: SmmuMaster, ssid: number) => void = () => undefined,
   ) {}
 
   isBound(m: SmmuMaster, pasid: number): boolean {
@@ -84,7 +90,7 @@ export class NativeSva {
     const freshCd = m.cd === null;
     const a = this.#getAsid(mm);
     try {
-      hw.writeCd(m, pasid, encodeCd({ asid: a.asid, ttb0: mm.pgd, t0sz: f.t0sz, ips: hw.caps.oasCode, ha: hw.caps.httu >= 1 }));
+      hw.writeCd(m, pasid, encodeCd({ asid: a.asid, ttb0: mm.pgd, t0sz: f.t0sz, ips: hw.caps.oasCode, ha: hw.caps.httu >= 1, stall: m.stallEnabled }));
     } catch (e) {
       this.#putAsid(mm);
       if (freshCd && m.cd !== null) {
@@ -117,6 +123,8 @@ export class NativeSva {
       release: () => {
         if (ended) return;
         ended = true;
+        this.quiesce(m, pasid);
+        // S = 0 too: DMA still in flight after exit must abort quietly, not stall on a context nobody serves.
         const q = encodeCd({ asid: 0, ttb0: 0, t0sz: f.t0sz, ips: hw.caps.oasCode, ha: false });
         Cd.set(q, "EPD0", 1);
         Cd.set(q, "R", 0);
@@ -133,6 +141,7 @@ export class NativeSva {
       unbind: () => {
         if (ended) return;
         ended = true;
+        this.quiesce(m, pasid);
         m.cd?.clear(pasid);
         hw.flush("sva-unbind", [cfgiCdOf(m, pasid), tlbiNhAsid(a.asid), ...this.#atc(m, pasid, 0, 0)]);
         m.svaBinds--;

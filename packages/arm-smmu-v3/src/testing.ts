@@ -1,8 +1,9 @@
-import { Kernel } from "@vsva/kernel";
+import { Kernel, type SourceId } from "@vsva/kernel";
 import { PciEndpoint, SmmuUnit, type SmmuOptions, SparseMemory } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator } from "@vsva/iommu-core";
 import { ArmSmmuV3 } from "./driver.js";
+import type { SmmuFirmware } from "./smmu.js";
 
 /**
  * A whole Arm host for tests and the harness (`@vsva/arm-smmu-v3/testing`):
@@ -24,6 +25,8 @@ export interface SmmuHostOptions {
   readonly deferredCommands?: boolean;
   /** Run `drv.init()` (default true). */
   readonly init?: boolean;
+  /** What firmware says about the masters (e.g. which StreamIDs have "dma-can-stall"). */
+  readonly firmware?: SmmuFirmware;
 }
 
 export class SmmuTestHost {
@@ -58,7 +61,10 @@ export class SmmuTestHost {
     });
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
     const unit = this.unit;
-    this.drv = new ArmSmmuV3({ mmio: unit, mem: this.mem, pages: this.pages, kernel: k, poll: () => unit.processCommands() });
+    this.drv = new ArmSmmuV3({
+      mmio: unit, mem: this.mem, pages: this.pages, kernel: k, poll: () => unit.processCommands(),
+      ...(o.firmware === undefined ? {} : { firmware: o.firmware }),
+    });
     if (o.init ?? true) this.drv.init();
     this.core = new IommuCore({ kernel: k, ioasid: this.ioasid });
     this.iommu = this.core.registerIommu("smmu0", this.drv);
@@ -92,8 +98,8 @@ export class SmmuTestHost {
     return ep;
   }
 
-  /** Probes the endpoint's function in the core and routes its page requests to the core's fault queue. */
-  probe(ep: PciEndpoint, name = "dsa0", pasidWidth = 20): IommuDevice {
+  /** Probes the endpoint's function (or a platform master, by StreamID) in the core and routes its page requests and stalls to the core's fault queue. */
+  probe(ep: { readonly sid: SourceId }, name = "dsa0", pasidWidth = 20): IommuDevice {
     const dev = this.core.probeDevice(this.iommu, { name, sid: ep.sid, pasidWidth });
     this.drv.registerFaultHandler(dev, { report: (d, f) => this.core.reportPageRequest(d, f) });
     return dev;

@@ -14,6 +14,11 @@ declare module "@vsva/kernel" {
       actor: "IOMMU";
       payload: { readonly unit: string; readonly addr: number; readonly groupIndex: number; readonly outcome: "reported" | "invalid" | "no-response" };
     };
+    "smmu-drv.stall": {
+      actor: "IOMMU";
+      /** reported: an IO page fault for the core; retry / abort: the CMD_RESUME sent; stall-term: CMD_STALL_TERM for a master going away (stag -1). */
+      payload: { readonly unit: string; readonly sid: number; readonly stag: number; readonly action: "reported" | "retry" | "abort" | "stall-term" };
+    };
     "smmu-drv.page-response": { actor: "IOMMU"; payload: { readonly unit: string; readonly groupIndex: number; readonly code: string } };
   }
 }

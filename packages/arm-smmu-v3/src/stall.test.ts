@@ -1,0 +1,150 @@
+import { describe, expect, it } from "vitest";
+import { type SourceId, sourceId } from "@vsva/kernel";
+import type { EndpointPort, PhysMem, SmmuUnit, TranslateResult } from "@vsva/iommu-hw";
+import { Prot, type SvaBond } from "@vsva/iommu-core";
+import { PATTERN, SmmuTestHost, dmaWrite } from "./testing.js";
+
+const RW = Prot.READ | Prot.WRITE;
+const STALL_SID = sourceId(0, 6, 0);
+/** iommu-hw's StallResolution (not exported from its index yet). */
+type StallResolution = Parameters<NonNullable<EndpointPort["stallResolved"]>>[0];
+
+/**
+ * A platform (non-PCIe) master that writes one small buffer by StreamID and
+ * SubstreamID and waits when the SMMU stalls it. (@vsva/iommu-hw's
+ * PlatformDmaMaster is the full model; this stays until it is exported.)
+ */
+class StallingMaster implements EndpointPort {
+  status: "idle" | "stalled" | "ok" | "fault" = "idle";
+  stag = -1;
+  #bytes: Uint8Array = new Uint8Array(0);
+
+  constructor(
+    readonly sid: SourceId,
+    private readonly unit: SmmuUnit,
+    private readonly mem: PhysMem,
+  ) {
+    unit.attachEndpoint(this);
+  }
+
+  write(ssid: number, addr: number, bytes: Uint8Array): string {
+    this.#bytes = bytes;
+    this.#complete(this.unit.translate({ sid: this.sid, pasid: ssid, priv: false, exec: false, addr, write: true }));
+    return this.status;
+  }
+
+  #complete(r: TranslateResult): void {
+    if (r.ok) this.status = this.mem.writeBytes(r.pa, this.#bytes) ? "ok" : "fault";
+    else if (r.stalled !== undefined) {
+      this.status = "stalled";
+      this.stag = r.stalled.stag;
+    } else this.status = "fault";
+  }
+
+  stallResolved(res: StallResolution): void {
+    if (this.status === "stalled" && res.stag === this.stag) this.#complete(res.result);
+  }
+
+  invalidateDeviceTlb(): void {
+    // No ATC on this master.
+  }
+
+  pageResponse(): void {
+    // No PRI on this master.
+  }
+}
+
+function stallHost() {
+  const h = new SmmuTestHost({ unit: { stall: true }, firmware: { dmaCanStall: (sid) => sid === STALL_SID } });
+  const master = new StallingMaster(STALL_SID, h.unit, h.mem);
+  const dev = h.probe(master, "accel0", 16);
+  h.core.enableFeature(dev, "sva");
+  h.core.enableFeature(dev, "iopf");
+  const mm = h.newMm();
+  const bond: SvaBond = h.core.sva.bindDevice(dev, mm);
+  return { h, master, dev, mm, bond };
+}
+
+describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", () => {
+  it("an SVA write to a page not yet faulted in stalls; the driver reports it, the core faults the page in, CMD_RESUME retry completes the DMA", () => {
+    const { h, master, mm, bond } = stallHost();
+    const va = mm.mmap(null, 0x1000, RW);
+    expect(master.write(bond.pasid, va + 8, PATTERN)).toBe("stalled");
+    expect(h.unit.outstandingStalls).toBe(1);
+    const actions: string[] = [];
+    h.kernel.trace.subscribe((e) => {
+      if (e.kind === "smmu-drv.stall") actions.push(e.payload.action);
+    });
+    h.kernel.scheduler.runUntilIdle();
+    expect(actions).toEqual(["reported", "retry"]);
+    expect(master.status).toBe("ok");
+    expect(mm.read(va + 8, 4)).toEqual(PATTERN);
+    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.drv.prq.stalls.pending).toBe(0);
+    expect(h.unit.checkCaches()).toEqual([]);
+    h.core.sva.unbindDevice(bond);
+  });
+
+  it("a stall on an address no mapping covers is answered invalid and the transaction aborted", () => {
+    const { h, master, bond } = stallHost();
+    expect(master.write(bond.pasid, 0x7700_0000, PATTERN)).toBe("stalled");
+    h.kernel.scheduler.runUntilIdle();
+    expect(master.status).toBe("fault");
+    expect(h.drv.prq.stalls.stats).toMatchObject({ reported: 1, aborted: 1, resumed: 0 });
+    expect(h.unit.outstandingStalls).toBe(0);
+    h.core.sva.unbindDevice(bond);
+  });
+
+  it("exit before unbind with a stall outstanding: release aborts it before the CD turns quiet; later DMA aborts without stalling", () => {
+    const { h, master, mm, bond } = stallHost();
+    const va = mm.mmap(null, 0x1000, RW);
+    expect(master.write(bond.pasid, va, PATTERN)).toBe("stalled");
+    mm.exit();
+    expect(master.status).toBe("fault");
+    expect(h.unit.outstandingStalls).toBe(0);
+    h.kernel.scheduler.runUntilIdle();
+    expect(master.write(bond.pasid, va, PATTERN)).toBe("fault");
+    expect(h.unit.outstandingStalls).toBe(0);
+    h.core.sva.unbindDevice(bond);
+    expect(h.drv.sva.asidsHeld).toBe(0);
+  });
+
+  it("unbind with a stall outstanding aborts it before the CD is cleared; releasing the device aborts the binds' stalls, then CMD_STALL_TERM", () => {
+    const { h, master, dev, mm, bond } = stallHost();
+    const va = mm.mmap(null, 0x1000, RW);
+    master.write(bond.pasid, va, PATTERN);
+    h.core.sva.unbindDevice(bond);
+    expect(master.status).toBe("fault");
+    expect(h.unit.outstandingStalls).toBe(0);
+    const bond2 = h.core.sva.bindDevice(dev, mm);
+    master.write(bond2.pasid, va + 0x10_0000, PATTERN);
+    expect(h.unit.outstandingStalls).toBe(1);
+    const actions: string[] = [];
+    h.kernel.trace.subscribe((e) => {
+      if (e.kind === "smmu-drv.stall") actions.push(e.payload.action);
+    });
+    h.core.releaseDevice(dev);
+    expect(actions).toEqual(["reported", "abort", "stall-term"]);
+    expect(master.status).toBe("fault");
+    expect(h.unit.outstandingStalls).toBe(0);
+    h.kernel.scheduler.runUntilIdle();
+    expect(h.unit.outstandingStalls).toBe(0);
+  });
+
+  it("a PCIe function on the same stall-capable unit keeps PRI (STE.S1STALLD set, CD.S clear)", () => {
+    const h = new SmmuTestHost({ unit: { stall: true }, firmware: { dmaCanStall: (sid) => sid === STALL_SID } });
+    const ep = h.endpoint();
+    const dev = h.probe(ep);
+    h.core.enableFeature(dev, "sva");
+    h.core.enableFeature(dev, "iopf");
+    const mm = h.newMm();
+    const va = mm.mmap(null, 0x1000, RW);
+    const bond = h.core.sva.bindDevice(dev, mm);
+    expect(dmaWrite(ep, va, PATTERN, bond.pasid)).toBe("pageRequestPending");
+    h.kernel.scheduler.runUntilIdle();
+    expect(ep.dma.trigger()).toBe("ok");
+    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.drv.hw.master(dev).stallEnabled).toBe(false);
+    h.core.sva.unbindDevice(bond);
+  });
+});
