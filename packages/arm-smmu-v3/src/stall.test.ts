@@ -148,3 +148,49 @@ describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", (
     h.core.sva.unbindDevice(bond);
   });
 });
+
+describe("arm-smmu-v3: fail-nth over a stalling master's bind and stall round trip", () => {
+  function scenario(n: number | null) {
+    const h = new SmmuTestHost({ unit: { stall: true }, firmware: { dmaCanStall: (sid) => sid === STALL_SID }, init: false });
+    const master = new StallingMaster(STALL_SID, h.unit, h.mem);
+    const mm = h.newMm();
+    let dev: ReturnType<SmmuTestHost["probe"]> | null = null;
+    let bond: SvaBond | null = null;
+    let failed = false;
+    if (n !== null) h.kernel.faults.failNth(n);
+    try {
+      h.drv.init();
+      dev = h.probe(master, "accel0", 16);
+      h.core.enableFeature(dev, "sva");
+      h.core.enableFeature(dev, "iopf");
+      bond = h.core.sva.bindDevice(dev, mm);
+      const va = mm.mmap(null, 0x1000, RW);
+      master.write(bond.pasid, va, PATTERN);
+      h.kernel.scheduler.runUntilIdle();
+    } catch {
+      failed = true;
+    }
+    h.kernel.faults.disarm();
+    const injected = h.kernel.faults.injected.length;
+    // Whatever happened, the master is never left waiting once the faults are handled.
+    const settled = master.status !== "stalled";
+    if (bond !== null) h.core.sva.unbindDevice(bond);
+    mm.exit();
+    if (dev !== null) h.core.releaseDevice(dev);
+    h.drv.shutdown();
+    return { h, failed, injected, settled, status: master.status };
+  }
+
+  it("every failure leaves no stall held, no page, ASID or PASID behind; a clean run completes the DMA", () => {
+    expect(scenario(null)).toMatchObject({ failed: false, status: "ok" });
+    let n = 1;
+    for (; n < 200; n++) {
+      const r = scenario(n);
+      if (!r.failed && r.injected === 0) break;
+      expect({ n, settled: r.settled, stalls: r.h.unit.outstandingStalls, live: r.h.pages.live(), asids: r.h.drv.hw.asids.inUse, pasids: r.h.ioasid.allocated })
+        .toEqual({ n, settled: true, stalls: 0, live: [], asids: 0, pasids: 0 });
+    }
+    expect(n).toBeGreaterThan(5);
+    expect(n).toBeLessThan(200);
+  });
+});
