@@ -1,4 +1,7 @@
 import {
+  CmdResume,
+  CmdStallTerm,
+  ResumeResp,
   ATC_INV_SIZE_ALL,
   CmdAtcInv,
   CmdCfgiCd,
@@ -12,7 +15,6 @@ import {
   CmdTlbiS12Vmall,
   CmdTlbiS2Ipa,
   PriRespCode,
-  defineLayout,
 } from "@vsva/iommu-hw";
 import type { PageResponse } from "@vsva/iommu-core";
 
@@ -24,15 +26,8 @@ import type { PageResponse } from "@vsva/iommu-core";
 
 const PAGE = 4096;
 
-/**
- * CMD_RESUME and CMD_STALL_TERM as spec-facts §B4.2 and linux-anchor §5 give
- * them. @vsva/iommu-hw declares the same layouts (smmu/structures.ts) but
- * does not export them yet; these two go once it does.
- */
-const CmdResume = defineLayout("CMD_RESUME", 128, { OPCODE: [7, 0], RESP: [13, 12], SID: [63, 32], STAG: [79, 64] });
-const CmdStallTerm = defineLayout("CMD_STALL_TERM", 128, { OPCODE: [7, 0], SID: [63, 32] });
-/** CMD_RESUME.Resp (Linux's CMDQ_RESUME_0_RESP_*). */
-const RESUME_RESP = { terminate: 0, retry: 1, abort: 2 } as const;
+/** CMD_RESUME.Resp (Linux's CMDQ_RESUME_0_RESP_*), by the driver's names. */
+const RESUME_RESP = { terminate: ResumeResp.TERMINATE, retry: ResumeResp.RETRY, abort: ResumeResp.ABORT } as const;
 
 /** CMD_RESUME for the transaction stalled under `stag` on StreamID `sid`. */
 export function resume(sid: number, stag: number, action: keyof typeof RESUME_RESP): Uint32Array {

@@ -1,62 +1,25 @@
 import { describe, expect, it } from "vitest";
-import { type SourceId, sourceId } from "@vsva/kernel";
-import type { EndpointPort, PhysMem, SmmuUnit, TranslateResult } from "@vsva/iommu-hw";
+import { sourceId } from "@vsva/kernel";
+import { type PhysMem, PlatformDmaMaster, type PlatformDmaStatus, type SmmuUnit } from "@vsva/iommu-hw";
 import { Prot, type SvaBond } from "@vsva/iommu-core";
 import { PATTERN, SmmuTestHost, dmaWrite } from "./testing.js";
 
 const RW = Prot.READ | Prot.WRITE;
 const STALL_SID = sourceId(0, 6, 0);
-/** iommu-hw's StallResolution (not exported from its index yet). */
-type StallResolution = Parameters<NonNullable<EndpointPort["stallResolved"]>>[0];
-
-/**
- * A platform (non-PCIe) master that writes one small buffer by StreamID and
- * SubstreamID and waits when the SMMU stalls it. (@vsva/iommu-hw's
- * PlatformDmaMaster is the full model; this stays until it is exported.)
- */
-class StallingMaster implements EndpointPort {
-  status: "idle" | "stalled" | "ok" | "fault" = "idle";
-  stag = -1;
-  #bytes: Uint8Array = new Uint8Array(0);
-
-  constructor(
-    readonly sid: SourceId,
-    private readonly unit: SmmuUnit,
-    private readonly mem: PhysMem,
-  ) {
-    unit.attachEndpoint(this);
-  }
-
-  write(ssid: number, addr: number, bytes: Uint8Array): string {
-    this.#bytes = bytes;
-    this.#complete(this.unit.translate({ sid: this.sid, pasid: ssid, priv: false, exec: false, addr, write: true }));
-    return this.status;
-  }
-
-  #complete(r: TranslateResult): void {
-    if (r.ok) this.status = this.mem.writeBytes(r.pa, this.#bytes) ? "ok" : "fault";
-    else if (r.stalled !== undefined) {
-      this.status = "stalled";
-      this.stag = r.stalled.stag;
-    } else this.status = "fault";
-  }
-
-  stallResolved(res: StallResolution): void {
-    if (this.status === "stalled" && res.stag === this.stag) this.#complete(res.result);
-  }
-
-  invalidateDeviceTlb(): void {
-    // No ATC on this master.
-  }
-
-  pageResponse(): void {
-    // No PRI on this master.
-  }
+/** A platform (non-PCIe) master that writes one small buffer by StreamID and SubstreamID, and waits when the SMMU stalls it. */
+function stallingMaster(unit: SmmuUnit, mem: PhysMem) {
+  const master = new PlatformDmaMaster({ sid: STALL_SID, mem });
+  master.attach(unit);
+  unit.attachEndpoint(master);
+  return Object.assign(master, {
+    write: (ssid: number, addr: number, bytes: Uint8Array): PlatformDmaStatus =>
+      master.start({ ssid, addr, length: bytes.length, direction: "write", pattern: bytes }),
+  });
 }
 
 function stallHost() {
   const h = new SmmuTestHost({ unit: { stall: true }, firmware: { dmaCanStall: (sid) => sid === STALL_SID } });
-  const master = new StallingMaster(STALL_SID, h.unit, h.mem);
+  const master = stallingMaster(h.unit, h.mem);
   const dev = h.probe(master, "accel0", 16);
   h.core.enableFeature(dev, "sva");
   h.core.enableFeature(dev, "iopf");
@@ -152,7 +115,7 @@ describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", (
 describe("arm-smmu-v3: fail-nth over a stalling master's bind and stall round trip", () => {
   function scenario(n: number | null) {
     const h = new SmmuTestHost({ unit: { stall: true }, firmware: { dmaCanStall: (sid) => sid === STALL_SID }, init: false });
-    const master = new StallingMaster(STALL_SID, h.unit, h.mem);
+    const master = stallingMaster(h.unit, h.mem);
     const mm = h.newMm();
     let dev: ReturnType<SmmuTestHost["probe"]> | null = null;
     let bond: SvaBond | null = null;

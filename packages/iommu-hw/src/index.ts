@@ -1,7 +1,7 @@
 export { MEM_ABORT, type U64, type MemStats, type PhysMem, u64, newStats, resetStats, u64ToBigInt, bigIntToU64, u64ToNumber, numberToU64 } from "./mem/phys-mem.js";
 export { SparseMemory, type SparseMemoryOptions, type MemRegion, PAGE_SIZE, PAGE_SHIFT } from "./mem/sparse-memory.js";
 export { defineLayout, type Layout, type FieldAccess, type FieldSpec, type FieldDecl } from "./layout.js";
-export type { DmaRequest, TranslateOk, TranslateFault, TranslateResult, PageRequest, PageResponseCode, PageGroupResponse, IommuPort, EndpointPort } from "./iommu-port.js";
+export type { DmaRequest, TranslateOk, TranslateFault, TranslateResult, PageRequest, PageResponseCode, PageGroupResponse, IommuPort, EndpointPort, StallResolution } from "./iommu-port.js";
 export { TaggedLru, CacheNode, type CacheStats } from "./cache/tagged-lru.js";
 
 // Page-table formats and walkers (x86-64 first level, VT-d second level, nested).
@@ -204,7 +204,11 @@ export {
   eventName,
   PRI_BYTES,
   PriEntry,
+  CmdResume,
+  CmdStallTerm,
+  ResumeResp,
 } from "./smmu/structures.js";
+export { PlatformDmaMaster, type PlatformDmaMasterOptions, type PlatformDmaProgram, type PlatformDmaStatus } from "./smmu/platform-master.js";
 export { ArmTableWriter, type ArmS1WriterOptions, type ArmS2WriterOptions } from "./pt-arm/table-writer.js";
 export { armS1Format, armS2Format } from "./pt-arm/formats.js";
 export { walkStage1, walkStage2 } from "./pt-arm/walk.js";
