@@ -10,7 +10,7 @@ import { type CommandContext, executeCommand } from "./commands.js";
 import { type CdInfo, ConfigScratch, type SteInfo, fetchCd, fetchSte } from "./config.js";
 import { type SmmuConfig, type SmmuInterrupt, type SmmuOptions, resolveSmmuConfig } from "./options.js";
 import { OutputQueue } from "./queues.js";
-import { SmmuRegisterFile } from "./register-file.js";
+import { RegisterFile } from "../mmio/register-file.js";
 import {
   AidrReg,
   CmdqConsReg,
@@ -114,7 +114,7 @@ export class SmmuUnit implements IommuPort {
   readonly cfg: SmmuConfig;
   readonly caches: SmmuCaches;
   readonly #mem: PhysMem;
-  readonly #regs = new SmmuRegisterFile(SMMU_REG_WINDOW);
+  readonly #regs = new RegisterFile(SMMU_REG_WINDOW);
   readonly #state: SmmuState = { enabled: false, gbpaAbort: false, recordInvalidSid: false, st: { base: 0, log2size: 0, split: 0, fmt: 0 } };
   readonly #translator: SmmuTranslator;
   readonly #fresh: SmmuTranslator;

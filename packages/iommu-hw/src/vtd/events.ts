@@ -1,5 +1,5 @@
 import type { VtdInterrupt } from "./options.js";
-import type { RegisterFile } from "./register-file.js";
+import type { RegisterFile } from "../mmio/register-file.js";
 import { EventAddrReg, EventCtlReg, EventDataReg, EventUaddrReg } from "./regs.js";
 
 /**

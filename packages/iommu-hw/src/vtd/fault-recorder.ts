@@ -1,5 +1,5 @@
 import type { EventSource } from "./events.js";
-import type { RegisterFile } from "./register-file.js";
+import type { RegisterFile } from "../mmio/register-file.js";
 import { FrcdReg, FstsReg, RegOffset } from "./regs.js";
 import { pageField } from "./structures.js";
 

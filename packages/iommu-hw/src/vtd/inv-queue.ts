@@ -1,6 +1,6 @@
 import { Work, type Workqueue } from "@vsva/kernel";
 import type { PhysMem } from "../mem/phys-mem.js";
-import type { RegisterFile } from "./register-file.js";
+import type { RegisterFile } from "../mmio/register-file.js";
 import { IqaReg, IqercdReg, IqhReg, IqtReg, RegOffset } from "./regs.js";
 import { Iqei } from "./inv-exec.js";
 

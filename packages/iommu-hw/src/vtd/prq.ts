@@ -2,7 +2,7 @@ import type { PageRequest } from "../iommu-port.js";
 import type { PhysMem } from "../mem/phys-mem.js";
 import { PAGE_REQUEST_BYTES, PAGE_REQUEST_TYPE, PageRequestDesc } from "./descriptors.js";
 import type { EventSource } from "./events.js";
-import type { RegisterFile } from "./register-file.js";
+import type { RegisterFile } from "../mmio/register-file.js";
 import { PqaReg, PqhReg, PqtReg, PrsReg, RegOffset } from "./regs.js";
 import { pageField } from "./structures.js";
 

@@ -1,4 +1,4 @@
-import type { RegisterFile } from "./register-file.js";
+import type { RegisterFile } from "../mmio/register-file.js";
 import { RegOffset, VccapReg, VcmdReg, VcrspReg } from "./regs.js";
 
 /**

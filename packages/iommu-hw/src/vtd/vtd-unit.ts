@@ -12,7 +12,7 @@ import { InvalidationQueue } from "./inv-queue.js";
 import { type VtdConfig, type VtdOptions, resolveConfig } from "./options.js";
 import { PageRequestQueue } from "./prq.js";
 import { ReadOnlyMem } from "../mem/read-only-mem.js";
-import { RegisterFile } from "./register-file.js";
+import { RegisterFile } from "../mmio/register-file.js";
 import {
   CapReg,
   CcmdReg,
@@ -25,6 +25,7 @@ import {
   IotlbReg,
   IrtaReg,
   IvaReg,
+  REG_WINDOW,
   RegOffset,
   RtaddrReg,
   VerReg,
@@ -77,7 +78,7 @@ export class VtdUnit implements IommuPort {
   readonly cfg: VtdConfig;
   readonly caches: VtdCaches;
   readonly #mem: PhysMem;
-  readonly #regs = new RegisterFile();
+  readonly #regs = new RegisterFile(REG_WINDOW);
   readonly #root: RootState = { translationEnabled: false, rootTable: 0, ttm: 0 };
   readonly #translator: Translator;
   readonly #fresh: Translator;

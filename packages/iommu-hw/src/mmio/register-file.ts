@@ -1,5 +1,4 @@
 import type { Layout } from "../layout.js";
-import { REG_WINDOW } from "./regs.js";
 
 /**
  * Storage for a register window with guest-visible access rules derived from
@@ -8,16 +7,29 @@ import { REG_WINDOW } from "./regs.js";
  *
  * Software-side accesses (`read32`/`write32`) apply the rules; the hardware
  * model reads and writes registers through `view()` and the layout helpers,
- * bypassing them, as the silicon does.
+ * bypassing them, as the silicon does. The VT-d and SMMUv3 units both use it.
  */
 export class RegisterFile {
-  readonly #dw = new Uint32Array(REG_WINDOW / 4);
-  readonly #writable = new Uint32Array(REG_WINDOW / 4);
-  readonly #w1c = new Uint32Array(REG_WINDOW / 4);
-  readonly #readable = new Uint32Array(REG_WINDOW / 4);
+  readonly #dw: Uint32Array;
+  readonly #writable: Uint32Array;
+  readonly #w1c: Uint32Array;
+  readonly #readable: Uint32Array;
   /** Per dword: offset of the register it belongs to, or -1 for a hole. */
-  readonly #owner = new Int32Array(REG_WINDOW / 4).fill(-1);
+  readonly #owner: Int32Array;
   readonly #names = new Map<number, string>();
+
+  /** A window of `windowBytes` (a multiple of 4) of MMIO space; everything undefined in it is a hole. */
+  constructor(readonly windowBytes: number) {
+    if (!Number.isInteger(windowBytes) || windowBytes <= 0 || windowBytes % 4 !== 0) {
+      throw new RangeError(`register window of ${windowBytes} bytes is not a positive multiple of 4`);
+    }
+    const n = windowBytes / 4;
+    this.#dw = new Uint32Array(n);
+    this.#writable = new Uint32Array(n);
+    this.#w1c = new Uint32Array(n);
+    this.#readable = new Uint32Array(n);
+    this.#owner = new Int32Array(n).fill(-1);
+  }
 
   /** Declares a register at `offset` (4-byte aligned; 8-byte aligned for 64-bit and wider). */
   define(offset: number, layout: Layout<string>): Uint32Array {
@@ -68,7 +80,7 @@ export class RegisterFile {
 
   /** Offset of the register that holds the dword at `offset`, or -1. */
   ownerOf(offset: number): number {
-    if (!RegisterFile.#valid(offset)) return -1;
+    if (!this.#valid(offset)) return -1;
     return this.#owner[offset >>> 2] ?? -1;
   }
 
@@ -77,13 +89,13 @@ export class RegisterFile {
   }
 
   /** A dword-aligned offset inside the window (anything else is a hole, whatever software passes). */
-  static #valid(offset: number): boolean {
-    return Number.isInteger(offset) && offset >= 0 && offset < REG_WINDOW && (offset & 3) === 0;
+  #valid(offset: number): boolean {
+    return Number.isInteger(offset) && offset >= 0 && offset < this.windowBytes && (offset & 3) === 0;
   }
 
   /** Software read: write-only and reserved bits read as zero, holes read as zero. */
   read32(offset: number): number {
-    if (!RegisterFile.#valid(offset)) return 0;
+    if (!this.#valid(offset)) return 0;
     const w = offset >>> 2;
     return ((this.#dw[w] ?? 0) & (this.#readable[w] ?? 0)) >>> 0;
   }
@@ -94,7 +106,7 @@ export class RegisterFile {
    * register's offset (for side effects) or -1 for a hole or a misaligned access.
    */
   write32(offset: number, value: number): number {
-    if (!RegisterFile.#valid(offset)) return -1;
+    if (!this.#valid(offset)) return -1;
     const w = offset >>> 2;
     const owner = this.#owner[w] ?? -1;
     if (owner === -1) return -1;
@@ -104,5 +116,15 @@ export class RegisterFile {
     const v = value >>> 0;
     this.#dw[w] = (((old & ~wm) | (v & wm)) & ~(v & cm)) >>> 0;
     return owner;
+  }
+
+  /** The raw stored dword (hardware view). */
+  raw32(offset: number): number {
+    return this.#valid(offset) ? (this.#dw[offset >>> 2] ?? 0) : 0;
+  }
+
+  /** Restores a raw dword (for writes the unit refuses, like a producer's pointer written while its queue runs). */
+  setRaw32(offset: number, value: number): void {
+    if (this.#valid(offset)) this.#dw[offset >>> 2] = value >>> 0;
   }
 }
