@@ -6,6 +6,7 @@ import type {
   DriverDomain,
   IommuCap,
   IommuDevice,
+  IommuCoreUplink,
   IommuOps,
   PageAllocator,
   PageResponse,
@@ -52,7 +53,10 @@ export class ArmSmmuV3 implements IommuOps {
   readonly hw: SmmuHardware;
   readonly sva: NativeSva;
   readonly prq: PageRequests;
-  readonly #faultHandlers = new Map<IommuDevice, IoPageFaultHandler>();
+  /** The core's side of the contract, set when the core registers this driver. */
+  #uplink: IommuCoreUplink | null = null;
+  /** Recoverable faults of bound PASIDs go to the core (`iommu_report_device_fault`). */
+  readonly #toCore: IoPageFaultHandler = { report: (dev, fault) => this.#uplink?.reportDeviceFault(dev, fault) ?? false };
   readonly #wq: Workqueue;
   readonly #prqWork: Work;
   readonly #evtWork: Work;
@@ -114,7 +118,6 @@ export class ArmSmmuV3 implements IommuOps {
   releaseDevice(dev: IommuDevice): void {
     if (!this.hw.hasMaster(dev)) return;
     const m = this.hw.master(dev);
-    this.#faultHandlers.delete(m.dev);
     this.prq.stalls.terminateMaster(m);
     this.prq.forgetMaster(m);
     this.sva.forgetMaster(m);
@@ -177,16 +180,11 @@ export class ArmSmmuV3 implements IommuOps {
 
   // ------------------------------------------------------- interrupts, queues
 
-  /** `iommu_register_device_fault_handler`: recoverable faults of PASIDs bound on `dev` go to `handler`. EBUSY if one is there. */
-  registerFaultHandler(dev: IommuDevice, handler: IoPageFaultHandler): void {
-    const phys = this.hw.master(dev).dev;
-    if (this.#faultHandlers.has(phys)) throw new KernelError(Errno.EBUSY, `${phys.toString()} has a fault handler`);
-    this.#faultHandlers.set(phys, handler);
+  /** `IommuOps.connect`: the core this driver reports recoverable faults to. */
+  connect(uplink: IommuCoreUplink): void {
+    this.#uplink = uplink;
   }
 
-  unregisterFaultHandler(dev: IommuDevice): void {
-    this.#faultHandlers.delete(dev.physical);
-  }
 
   /** The PRI-queue interrupt: the queue is processed from a work item (the threaded handler). */
   pageRequestInterrupt(): void {
@@ -237,7 +235,6 @@ export class ArmSmmuV3 implements IommuOps {
 
   #route(m: SmmuMaster, ssid: number | undefined): IoPageFaultHandler | null {
     if (ssid === undefined) return null;
-    const handler = this.#faultHandlers.get(m.dev) ?? null;
-    return handler !== null && this.sva.isBound(m, ssid) ? handler : null;
+    return this.sva.isBound(m, ssid) ? this.#toCore : null;
   }
 }

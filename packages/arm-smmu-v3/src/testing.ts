@@ -98,11 +98,13 @@ export class SmmuTestHost {
     return ep;
   }
 
-  /** Probes the endpoint's function (or a platform master, by StreamID) in the core and routes its page requests and stalls to the core's fault queue. */
+  /**
+   * Probes the endpoint's function (or a platform master, by StreamID) in the
+   * core. Its page requests and stalls reach the core's IO page fault queue
+   * once SVA (or IOPF) is enabled on it: the core registers that handler.
+   */
   probe(ep: { readonly sid: SourceId }, name = "dsa0", pasidWidth = 20): IommuDevice {
-    const dev = this.core.probeDevice(this.iommu, { name, sid: ep.sid, pasidWidth });
-    this.drv.registerFaultHandler(dev, { report: (d, f) => this.core.reportPageRequest(d, f) });
-    return dev;
+    return this.core.probeDevice(this.iommu, { name, sid: ep.sid, pasidWidth });
   }
 
   /** An AArch64 process. */

@@ -7,6 +7,7 @@ import type {
   DriverDomain,
   IommuCap,
   IommuDevice,
+  IommuCoreUplink,
   IommuOps,
   PageAllocator,
   PageResponse,
@@ -59,7 +60,10 @@ export class IntelIommu implements IommuOps {
   readonly #o: IntelIommuOptions;
   #hostSet: IoasidSet | null = null;
   #ownsHostSet = false;
-  readonly #faultHandlers = new Map<IommuDevice, IoPageFaultHandler>();
+  /** The core's side of the contract, set when the core registers this driver. */
+  #uplink: IommuCoreUplink | null = null;
+  /** Recoverable faults of bound PASIDs go to the core (`iommu_report_device_fault`). */
+  readonly #toCore: IoPageFaultHandler = { report: (dev, fault) => this.#uplink?.reportDeviceFault(dev, fault) ?? false };
   readonly #wq: Workqueue;
   readonly #prqWork: Work;
 
@@ -145,7 +149,6 @@ export class IntelIommu implements IommuOps {
 
   releaseDevice(dev: IommuDevice): void {
     if (!this.hw.hasDevice(dev)) return;
-    this.#faultHandlers.delete(dev);
     this.hw.removeDevice(dev);
   }
 
@@ -210,16 +213,11 @@ export class IntelIommu implements IommuOps {
 
   // ------------------------------------------------------- page requests
 
-  /** `iommu_register_device_fault_handler`: recoverable faults of PASIDs bound on `dev` go to `handler`. EBUSY if one is there. */
-  registerFaultHandler(dev: IommuDevice, handler: IoPageFaultHandler): void {
-    const phys = this.hw.device(dev).dev;
-    if (this.#faultHandlers.has(phys)) throw new KernelError(Errno.EBUSY, `${phys.toString()} has a fault handler`);
-    this.#faultHandlers.set(phys, handler);
+  /** `IommuOps.connect`: the core this driver reports recoverable faults to. */
+  connect(uplink: IommuCoreUplink): void {
+    this.#uplink = uplink;
   }
 
-  unregisterFaultHandler(dev: IommuDevice): void {
-    this.#faultHandlers.delete(dev.physical);
-  }
 
   /** The page-request interrupt: the queue is processed from a work item (the threaded handler). */
   pageRequestInterrupt(): void {
@@ -250,11 +248,9 @@ export class IntelIommu implements IommuOps {
 
   #route(d: VtdDevice, pasid: number | undefined): IoPageFaultHandler | null {
     if (pasid === undefined) return null;
-    const handler = this.#faultHandlers.get(d.dev) ?? null;
-    if (handler === null) return null;
     const svm = this.nested.svmOf(pasid);
-    if (svm !== undefined && !svm.defunct && svm.devs.has(d.dev)) return handler;
-    return this.native.isBound(d, pasid) ? handler : null;
+    if (svm !== undefined && !svm.defunct && svm.devs.has(d.dev)) return this.#toCore;
+    return this.native.isBound(d, pasid) ? this.#toCore : null;
   }
 
   #env(): DomainEnv {

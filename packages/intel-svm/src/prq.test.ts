@@ -15,11 +15,17 @@ function guestMapsNextPage(vm: ReturnType<typeof vmHost>): void {
   vm.mem.write64(pte, (GPA_DATA + 0x1000) | 0x7, 0);
 }
 
+/** As VFIO does for a device whose nested PASIDs' faults go to the guest: its handler instead of the IO page fault queue. */
+function useHandler(vm: ReturnType<typeof vmHost>, s: ReturnType<typeof sink>): void {
+  vm.core.unregisterDeviceFaultHandler(vm.pdev);
+  vm.core.registerDeviceFaultHandler(vm.pdev, (d, f) => s.report(d, f));
+}
+
 describe("page requests: drain, report, respond", () => {
   it("a DMA to a page the guest has not mapped raises a page request; the handler maps it and answers success; the DMA completes", () => {
     const vm = vmHost();
     const s = sink();
-    vm.drv.registerFaultHandler(vm.pdev, s);
+    useHandler(vm, s);
     const hpasid = vm.alloc();
     vm.vtd.bindGpasid(vm.pdev, bindData(vm, hpasid));
     expect(dmaWrite(vm.ep, GVA + 0x1000, PATTERN, hpasid)).toBe("pageRequestPending");
@@ -34,6 +40,7 @@ describe("page requests: drain, report, respond", () => {
 
   it("answers 'invalid' itself when nobody handles the PASID, and the device gives up", () => {
     const vm = vmHost();
+    vm.core.unregisterDeviceFaultHandler(vm.pdev); // no IO page fault queue, no VFIO handler
     const hpasid = vm.alloc();
     vm.vtd.bindGpasid(vm.pdev, bindData(vm, hpasid));
     expect(dmaWrite(vm.ep, GVA + 0x1000, PATTERN, hpasid)).toBe("pageRequestPending");
@@ -53,7 +60,7 @@ describe("page requests: drain, report, respond", () => {
   it("unbind drains: a group still pending for the PASID is answered 'invalid' before the PASID can be reused", () => {
     const vm = vmHost();
     const s = sink();
-    vm.drv.registerFaultHandler(vm.pdev, s);
+    useHandler(vm, s);
     const hpasid = vm.alloc();
     vm.vtd.bindGpasid(vm.pdev, bindData(vm, hpasid));
     expect(dmaWrite(vm.ep, GVA + 0x1000, PATTERN, hpasid)).toBe("pageRequestPending");
@@ -67,7 +74,7 @@ describe("page requests: drain, report, respond", () => {
   it("the page-request interrupt processes the queue from a work item", () => {
     const vm = vmHost();
     const s = sink();
-    vm.drv.registerFaultHandler(vm.pdev, s);
+    useHandler(vm, s);
     const hpasid = vm.alloc();
     vm.vtd.bindGpasid(vm.pdev, bindData(vm, hpasid));
     dmaWrite(vm.ep, GVA + 0x1000, PATTERN, hpasid);

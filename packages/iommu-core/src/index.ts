@@ -20,6 +20,8 @@ export {
   type SvaBindingOps,
   type DriverDomain,
   type IommuOps,
+  type IommuCoreUplink,
+  type DeviceFaultHandler,
   IommuProt,
   IOMMU_PROT_KNOWN,
 } from "./ops.js";

@@ -5,7 +5,7 @@ import { BlockedDomain, IdentityDomain, type IommuDomain, NestedDomain, PagingDo
 import { IommuGroup } from "./group.js";
 import { IopfQueue } from "./iopf.js";
 import { Iommu } from "./iommu.js";
-import { type DevFeature, type DomainAllocRequest, IOMMU_PROT_KNOWN, type IommuOps, IommuProt, type NestingParentOps, type PageRequestFault } from "./ops.js";
+import { type DevFeature, type DomainAllocRequest, IOMMU_PROT_KNOWN, type IommuOps, IommuProt, type NestingParentOps, type PageRequestFault, type DeviceFaultHandler } from "./ops.js";
 import { iommuPgsize, pgsizesFromBitmap } from "./pgsize.js";
 import { IommuSva } from "./sva.js";
 import "./trace-events.js";
@@ -69,6 +69,9 @@ export class IommuCore {
   readonly #iommus: Iommu[] = [];
   readonly #groups = new Map<string, IommuGroup>();
   readonly #devices = new Set<IommuDevice>();
+  readonly #faultHandlers = new Map<IommuDevice, DeviceFaultHandler>();
+  /** The IO page fault queue as a device fault handler (`iommu_queue_iopf`). */
+  readonly #iopfHandler: DeviceFaultHandler = (dev, fault) => this.reportPageRequest(dev, fault);
   #nextIommuId = 1;
   #nextGroupId = 0;
   #nextDomainId = 1;
@@ -111,6 +114,31 @@ export class IommuCore {
     return this.iopf.report(dev, fault);
   }
 
+  /**
+   * `iommu_register_device_fault_handler`: recoverable faults of `dev` (a
+   * physical device of this core) go to `handler`. Enabling SVA registers the
+   * IO page fault queue; VFIO can register its own to forward guest faults.
+   * EBUSY when one is registered; ENODEV for a device not probed here; EINVAL
+   * for a sub-device (faults come from the physical device).
+   */
+  registerDeviceFaultHandler(dev: IommuDevice, handler: DeviceFaultHandler): void {
+    if (!this.#devices.has(dev)) throw new KernelError(Errno.ENODEV, `${dev.name} is not a device of this IOMMU core`);
+    if (dev.isSubDevice) throw new KernelError(Errno.EINVAL, `${dev.name} is a sub-device; faults come from ${dev.physical.name}`);
+    if (this.#faultHandlers.has(dev)) throw new KernelError(Errno.EBUSY, `${dev.name} already has a fault handler`);
+    this.#faultHandlers.set(dev, handler);
+  }
+
+  /** Removes `dev`'s fault handler, if any; cannot fail. */
+  unregisterDeviceFaultHandler(dev: IommuDevice): void {
+    this.#faultHandlers.delete(dev);
+  }
+
+  /** `iommu_report_device_fault`, reached by drivers through their uplink. */
+  reportDeviceFault(dev: IommuDevice, fault: PageRequestFault): boolean {
+    const handler = this.#faultHandlers.get(dev);
+    return handler === undefined ? false : handler(dev, fault);
+  }
+
   get iommus(): readonly Iommu[] {
     return this.#iommus;
   }
@@ -133,6 +161,7 @@ export class IommuCore {
     if (this.#iommus.some((i) => i.name === name)) throw new KernelError(Errno.EEXIST, `IOMMU ${name} is already registered`);
     const iommu = new Iommu(this.#nextIommuId++, name, ops);
     this.#iommus.push(iommu);
+    ops.connect({ reportDeviceFault: (dev, fault) => this.reportDeviceFault(dev, fault) });
     return iommu;
   }
 
@@ -230,6 +259,7 @@ export class IommuCore {
       }
     }
     iommu?.ops.releaseDevice(dev);
+    this.#faultHandlers.delete(dev);
     this.#devices.delete(dev);
     this.#trace("iommu.release", { device: dev.name }, { iommu: iommu?.name ?? "", group: group?.id ?? -1 });
   }
@@ -256,6 +286,9 @@ export class IommuCore {
     iommu.ops.enableFeature(dev, feature);
     dev.features.add(feature);
     if (feature === "sva") dev.maxPasids = maxPasids;
+    // Recoverable faults of SVA (or IOPF) devices go to the IO page fault queue
+    // (iommu_queue_iopf), unless someone (VFIO) registered a handler first.
+    if ((feature === "sva" || feature === "iopf") && !this.#faultHandlers.has(dev)) this.#faultHandlers.set(dev, this.#iopfHandler);
   }
 
   /** EBUSY while PASIDs are bound on the device or sub-devices are aux-attached; ENODEV when not enabled. */
@@ -686,6 +719,8 @@ export class IommuCore {
     dev.iommu?.ops.disableFeature(dev, f);
     dev.features.delete(f);
     if (f === "sva") dev.maxPasids = 0;
+    const stillFaulting = dev.features.has("sva") || dev.features.has("iopf");
+    if (!stillFaulting && this.#faultHandlers.get(dev) === this.#iopfHandler) this.#faultHandlers.delete(dev);
   }
 
   #boundOn(dev: IommuDevice): boolean {

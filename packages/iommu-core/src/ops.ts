@@ -203,10 +203,29 @@ export interface SvaBindingOps {
 
 export type DriverDomain = BlockedDomainOps | IdentityDomainOps | PagingDomainOps | NestingParentOps;
 
+/** A device fault handler (`iommu_dev_fault_handler_t`): true when it took the fault and will answer it. */
+export type DeviceFaultHandler = (dev: IommuDevice, fault: PageRequestFault) => boolean;
+
+/**
+ * What a driver may call in the IOMMU core it is registered with, handed to
+ * it once by `IommuCore.registerIommu` (there is no global core to call).
+ */
+export interface IommuCoreUplink {
+  /**
+   * `iommu_report_device_fault`: a recoverable fault (a PRI page request, an
+   * SMMU stall) of `dev`, a physical device, for the fault handler the core
+   * has for it. Atomic context is fine. False when no handler takes it: the
+   * driver answers the fault itself (invalid / terminate).
+   */
+  reportDeviceFault(dev: IommuDevice, fault: PageRequestFault): boolean;
+}
+
 /** Per-IOMMU operations. */
 export interface IommuOps {
   /** Driver name, for traces ("intel-iommu", "arm-smmu-v3", "mock"). */
   readonly name: string;
+  /** Called once, at registration, with the core's side of the contract. */
+  connect(uplink: IommuCoreUplink): void;
   /** PASID bits this IOMMU supports (0 = none); caps every device's PASID space. */
   readonly pasidBits: number;
   capable(cap: IommuCap): boolean;
@@ -232,7 +251,7 @@ export interface IommuOps {
   svaBind(dev: IommuDevice, mm: SvaMm): SvaBindingOps;
   /**
    * Sends a page-group response to `dev` (a physical device), for a group the
-   * driver reported with `IommuCore.reportPageRequest`. Called outside
+   * driver reported with `IommuCoreUplink.reportDeviceFault`. Called outside
    * atomic context, once per group. Cannot fail: a response the hardware
    * cannot take is the driver's to log.
    */

@@ -88,10 +88,9 @@ export class Host {
     return slot;
   }
 
-  /** Enables SVA on a probed device and routes its recoverable faults to the core's IO page fault queue. */
+  /** Enables SVA on a probed device; the core then routes its recoverable faults to the IO page fault queue. */
   enableSva(slot: DeviceSlot, maxPasid?: number): void {
     this.core.enableFeature(slot.dev, "sva", maxPasid === undefined ? {} : { maxPasid });
-    this.platform.routeFaults(slot.dev, (d, f) => this.core.reportPageRequest(d, f));
   }
 
   newMm(name: string): Mm {

@@ -1,6 +1,6 @@
 import type { IoasidCore } from "@vsva/ioasid";
 import type { IommuPort, PciEndpoint, SparseMemory } from "@vsva/iommu-hw";
-import type { IommuDevice, IommuOps, PageAllocator, PageRequestFault } from "@vsva/iommu-core";
+import type { IommuOps, PageAllocator } from "@vsva/iommu-core";
 import type { Kernel, TraceEvent } from "@vsva/kernel";
 
 export type PlatformName = "vtd" | "smmuv3";
@@ -30,8 +30,6 @@ export interface Platform {
   readonly mmArch: "x86-64" | "aarch64";
   /** Places an endpoint below the unit (its device TLB invalidations and page responses). */
   attachEndpoint(ep: PciEndpoint): void;
-  /** Routes a device's recoverable faults (page requests) to the core's IO page fault queue. */
-  routeFaults(dev: IommuDevice, report: (dev: IommuDevice, fault: PageRequestFault) => boolean): void;
   /** Cached translations or structures that disagree with memory: each a missing flush. */
   cacheViolations(): string[];
   /** Whether an event is a fault the IOMMU reported to software. */

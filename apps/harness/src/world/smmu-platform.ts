@@ -26,7 +26,6 @@ export function smmuPlatform(ctx: PlatformContext): Platform {
     ops: driver,
     mmArch: "aarch64",
     attachEndpoint: (ep) => unit.attachEndpoint(ep),
-    routeFaults: (dev, report) => driver.registerFaultHandler(dev, { report }),
     cacheViolations() {
       const out: string[] = [];
       for (const m of unit.checkCaches()) {

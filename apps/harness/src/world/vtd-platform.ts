@@ -24,7 +24,6 @@ export function vtdPlatform(ctx: PlatformContext): Platform {
     ops: driver,
     mmArch: "x86-64",
     attachEndpoint: (ep) => unit.attachEndpoint(ep),
-    routeFaults: (dev, report) => driver.registerFaultHandler(dev, { report }),
     cacheViolations() {
       const out: string[] = [];
       for (const m of unit.checkCaches()) {

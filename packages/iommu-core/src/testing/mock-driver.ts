@@ -8,6 +8,7 @@ import type {
   IdentityDomainOps,
   IommuCap,
   IommuOps,
+  IommuCoreUplink,
   MapPagesResult,
   NestingParentOps,
   PageResponse,
@@ -168,6 +169,8 @@ export interface MockSvaEntry {
 export class MockIommu implements IommuOps {
   readonly name = "mock";
   readonly pasidBits: number;
+  /** The core's side of the contract, once registered. */
+  uplink: IommuCoreUplink | null = null;
   readonly #opts: MockIommuOptions;
   /** Device -> context page. */
   readonly contexts = new Map<IommuDevice, number>();
@@ -275,6 +278,10 @@ export class MockIommu implements IommuOps {
       },
       unbind: () => end("unbind"),
     };
+  }
+
+  connect(uplink: IommuCoreUplink): void {
+    this.uplink = uplink;
   }
 
   pageResponse(dev: IommuDevice, response: PageResponse): void {
