@@ -16,7 +16,6 @@ if (fs.existsSync(dir)) {
   process.exit(1);
 }
 fs.mkdirSync(path.join(dir, "src"), { recursive: true });
-fs.mkdirSync(path.join(dir, "bench"), { recursive: true });
 const write = (f, text) => fs.writeFileSync(path.join(dir, f), text);
 const json = (v) => JSON.stringify(v, null, 2) + "\n";
 write("package.json", json({
@@ -36,7 +35,7 @@ write("package.json", json({
     typecheck: "tsc -p tsconfig.json",
     lint: "eslint .",
     test: "vitest run",
-    bench: "tsx --conditions=@vsva/source bench/index.ts",
+    // Add `"bench": "tsx --conditions=@vsva/source bench/index.ts"` with the package's first bench.
   },
   dependencies: Object.fromEntries(deps.map((d) => [`@vsva/${d}`, "workspace:*"])),
   devDependencies: { "@types/node": "catalog:", "fast-check": "catalog:", tinybench: "catalog:", tsx: "catalog:", typescript: "catalog:", vitest: "catalog:" },
