@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { FLAGSHIP, findScenario, scenarios } from "./scenarios/index.js";
 import { runScenario } from "./run.js";
 import { toChromeTrace } from "./chrome-trace.js";
+import { renderHtmlReport } from "./report/html-report.js";
 import { formatSweep, sweep } from "./sweep.js";
 import { isHostScenario } from "./world/host-scenario.js";
 import { PLATFORM_NAMES } from "./world/host.js";
@@ -38,6 +39,7 @@ program
   .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")} (default: the scenario's first)`)
   .option("--json <file>", "write the raw trace-bus events as JSON")
   .option("--trace <file>", "write Chrome trace-event JSON (open it in Perfetto)")
+  .option("--report <file>", "write a self-contained HTML page with the swimlane timeline")
   .action((name: string, opts: RunCliOptions) => {
     const scenario = findScenario(name);
     if (scenario === undefined) {
@@ -80,6 +82,7 @@ interface RunCliOptions {
   readonly platform?: string;
   readonly json?: string;
   readonly trace?: string;
+  readonly report?: string;
 }
 
 function runAndReport(name: string, opts: RunCliOptions): number {
@@ -95,6 +98,12 @@ function runAndReport(name: string, opts: RunCliOptions): number {
   const events = outcome.result?.events ?? [];
   if (opts.json !== undefined) writeFileSync(opts.json, JSON.stringify(events, null, 2) + "\n");
   if (opts.trace !== undefined) writeFileSync(opts.trace, JSON.stringify(toChromeTrace(events, scenario.name)) + "\n");
+  if (opts.report !== undefined) {
+    // A run that oopsed has no result; its report still says FAIL, with the oops as the violation.
+    const result = outcome.result ?? { title: scenario.name, columns: [], rows: [], events: [], violations: [outcome.text] };
+    const meta = { scenario: scenario.name, seed: opts.seed, ...(wanted === undefined ? {} : { platform: wanted }) };
+    writeFileSync(opts.report, renderHtmlReport(result, meta));
+  }
   return outcome.ok ? 0 : 1;
 }
 

@@ -10,6 +10,8 @@ export interface TimelineRow {
   readonly text: string;
   /** The refcount after this step, as the code under test computed it. */
   readonly refcount?: number;
+  /** The trace-bus event this row was made from (absent for USER steps and replayed tables). */
+  readonly seq?: number;
 }
 
 export function renderTimeline(columns: readonly string[], rows: readonly TimelineRow[]): string {

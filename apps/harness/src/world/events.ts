@@ -42,7 +42,7 @@ export function rowsFromEvents(events: readonly TraceEvent[], firstStep: number)
     const text = `${e.kind} ${summary(e)}`.trim();
     // The Ref column follows IOASIDs, as in seed 003's tables; set refcounts stay in the trace.
     const ref = e.refcount !== undefined && !e.kind.startsWith("ioasid.set") ? { refcount: e.refcount } : {};
-    rows.push({ step: step++, actor, text, ...ref });
+    rows.push({ step: step++, actor, text, seq: e.seq, ...ref });
   }
   return rows;
 }
