@@ -67,7 +67,13 @@ aside { position: sticky; top: 0; max-height: 100vh; overflow: auto; padding: 8p
 #detail-json { margin: 0; padding: 10px; background: #0f172a; color: #e2e8f0; border-radius: 6px; font-size: 12px; white-space: pre-wrap; overflow-wrap: anywhere; min-height: 4em; }
 .keys { font-size: 12px; color: var(--muted); }
 kbd { border: 1px solid #d0d5dd; border-bottom-width: 2px; border-radius: 3px; padding: 0 4px; font-size: 11px; }
-@media (max-width: 1100px) { main { grid-template-columns: minmax(0, 1fr); } aside { position: static; max-height: none; padding-left: 24px; } .summary { grid-template-columns: minmax(0, 1fr); } }
+/* Narrow windows: the event panel docks to the bottom, so it stays in view beside the rows it explains. */
+@media (max-width: 1100px) {
+  main { grid-template-columns: minmax(0, 1fr); padding-bottom: 38vh; }
+  .lanes { padding-right: 24px; }
+  aside { position: fixed; top: auto; left: 0; right: 0; bottom: 0; max-height: 36vh; background: var(--bg); border-top: 2px solid var(--fg); padding: 4px 24px 12px; box-shadow: 0 -4px 12px rgba(16, 24, 40, .08); }
+  .summary { grid-template-columns: minmax(0, 1fr); }
+}
 `;
 
 /**
