@@ -11,7 +11,7 @@ import { PATTERN, bindProcess, dmaRead, dmaWrite, hexBytes, plugInSvaDevice } fr
 const nativeSvaDef: HostScenarioDef = {
   name: "native-sva",
   summary: "host process binds its mm; DMA through its first-level tables; stop DMA, unbind with full flush, PASID freed at mm drop",
-  title: "Native SVA on VT-d (seed 003 native life cycle)",
+  title: "Native SVA (seed 003 native life cycle)",
   body(ctx) {
     const h = ctx.host;
     const slot = plugInSvaDevice(ctx, "(1) process P opens the accelerator: dsa0 is probed and its driver enables SVA");

@@ -11,7 +11,7 @@ import { PATTERN, bindProcess, dmaWrite, dmaWriteNoWait, hexBytes, plugInSvaDevi
 export const pageRequest = hostScenario({
   name: "page-request",
   summary: "DMA to a not-present page: page request, fault handled against the mm, page group response, retry succeeds",
-  title: "IO page fault: PRI round trip on VT-d",
+  title: "IO page fault: PRI round trip",
   body(ctx) {
     const h = ctx.host;
     const slot = plugInSvaDevice(ctx, "plug in dsa0 and enable SVA (PASID, ATS, PRI)");
