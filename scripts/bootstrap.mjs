@@ -42,6 +42,8 @@ const childEnv = {
   ...process.env,
   PATH: [path.join(toolsDir, "bin"), process.env.PATH ?? ""].join(path.delimiter),
   TURBO_TELEMETRY_DISABLED: "1",
+  // The pinned pnpm is deliberate (toolchain.md): no upgrade banner.
+  npm_config_update_notifier: "false",
 };
 
 function run(cmd, args) {
