@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import fc from "fast-check";
 import type { TranslateOk } from "../iommu-port.js";
 import { DeviceTlb } from "./device-tlb.js";
 
@@ -99,5 +100,100 @@ describe("DeviceTlb repeated lookups of one requester", () => {
     tlb.flushAll();
     expect(tlb.lookup(7, false, 0x1008)).toBeUndefined();
     expect(tlb.stats).toMatchObject({ hits: 2, misses: 2, fills: 2 });
+  });
+});
+
+/**
+ * The device TLB as the spec describes it, with nothing clever: a recency list
+ * searched in full, the smallest covering range winning. The real one answers
+ * through a Map per tag and a direct-mapped lookup memo; this is what both must
+ * agree with.
+ */
+class ReferenceAtc {
+  entries: { pasid: number | undefined; priv: boolean; base: number; size: number; paBase: number }[] = [];
+  hits = 0;
+  misses = 0;
+  constructor(readonly capacity: number) {}
+  fill(pasid: number | undefined, priv: boolean, addr: number, pa: number, size: number): void {
+    const base = addr - (addr % size);
+    this.entries = this.entries.filter((e) => !(e.pasid === pasid && e.priv === priv && e.base === base && e.size === size));
+    if (this.entries.length >= this.capacity) this.entries.pop();
+    this.entries.unshift({ pasid, priv, base, size, paBase: pa - (addr % size) });
+  }
+  lookup(pasid: number | undefined, priv: boolean, addr: number): { base: number; size: number; paBase: number } | undefined {
+    let best: (typeof this.entries)[number] | undefined;
+    for (const e of this.entries) {
+      if (e.pasid === pasid && e.priv === priv && e.base <= addr && addr < e.base + e.size && (best === undefined || e.size < best.size)) best = e;
+    }
+    if (best === undefined) {
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
+    this.entries = [best, ...this.entries.filter((e) => e !== best)];
+    return { base: best.base, size: best.size, paBase: best.paBase };
+  }
+  invalidate(pasid: number | undefined, addr: number, size: number): void {
+    this.entries = this.entries.filter((e) => !(e.pasid === pasid && e.base < addr + size && addr < e.base + e.size));
+  }
+}
+
+describe("DeviceTlb lookups agree with a plain recency list (property)", () => {
+  // Pages 256 apart share a lookup-memo slot; a 2 MiB range covers several of them,
+  // so the memo is exercised where a stale answer would show: a smaller entry filled
+  // under a remembered larger one, an invalidated or evicted remembered entry, and
+  // two requesters or two pages taking turns in one slot.
+  const pages = [0, 0x100, 0x200, 0x7f_0000_0100];
+  const addrArb = fc.tuple(fc.constantFrom(...pages), fc.nat({ max: 0xfff })).map(([pfn, off]) => pfn * KiB4 + off);
+  const reqArb = fc.oneof(
+    { weight: 3, arbitrary: fc.constant<[number | undefined, boolean]>([3, false]) },
+    { weight: 1, arbitrary: fc.constantFrom<[number | undefined, boolean]>([4, false], [3, true], [undefined, false]) },
+  );
+  const opArb = fc.oneof(
+    { weight: 3, arbitrary: fc.record({ op: fc.constant("fill" as const), req: reqArb, addr: addrArb, big: fc.boolean(), pa: fc.nat({ max: 0xff }) }) },
+    { weight: 6, arbitrary: fc.record({ op: fc.constant("lookup" as const), req: reqArb, addr: addrArb }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant("invalidate" as const), req: reqArb, addr: addrArb, big: fc.boolean() }) },
+    { weight: 1, arbitrary: fc.record({ op: fc.constant("flush" as const) }) },
+  );
+
+  it("same hit or miss, same entry, same counters and the same recency order after any sequence", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 6 }), fc.array(opArb, { minLength: 20, maxLength: 80 }), (capacity, ops) => {
+        const tlb = new DeviceTlb("t", capacity);
+        const ref = new ReferenceAtc(capacity);
+        for (const o of ops) {
+          if (o.op === "fill") {
+            const size = o.big ? MiB2 : KiB4;
+            const pa = o.pa * MiB2 + (o.addr % size);
+            tlb.fill(o.req[0], o.req[1], o.addr, ok(pa, size));
+            ref.fill(o.req[0], o.req[1], o.addr, pa, size);
+          } else if (o.op === "lookup") {
+            const got = tlb.lookup(o.req[0], o.req[1], o.addr);
+            const want = ref.lookup(o.req[0], o.req[1], o.addr);
+            expect(got === undefined ? undefined : { base: got.base, size: got.size, paBase: got.paBase }).toEqual(want);
+          } else if (o.op === "invalidate") {
+            const size = o.big ? MiB2 : KiB4;
+            const addr = o.addr - (o.addr % size);
+            tlb.invalidate(o.req[0] === undefined ? { addr, size } : { pasid: o.req[0], addr, size });
+            // An invalidation names the PASID, not the privilege: both levels go (the reference ignores priv here).
+            ref.invalidate(o.req[0], addr, size);
+          } else {
+            tlb.flushAll();
+            ref.entries = [];
+          }
+        }
+        expect(tlb.stats).toMatchObject({ hits: ref.hits, misses: ref.misses });
+        expect([...tlb.entries()].map((e) => [e.pasid, e.priv, e.entry.base, e.entry.size])).toEqual(ref.entries.map((e) => [e.pasid, e.priv, e.base, e.size]));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it("stops serving a remembered 2 MiB entry for a page as soon as a 4 KiB entry for that page is filled", () => {
+    const tlb = new DeviceTlb("t", 8);
+    tlb.fill(5, false, 0, ok(0x4000_0000, MiB2));
+    expect(tlb.lookup(5, false, 0x10_0000)?.size).toBe(MiB2); // remembered for page 0x100
+    tlb.fill(5, false, 0x10_0000, ok(0x9000));
+    expect(tlb.lookup(5, false, 0x10_0000)?.paBase).toBe(0x9000);
   });
 });

@@ -60,6 +60,15 @@ const keyOf = (addr: number, shift: number): number => keyIn(addr, shift, 2 ** s
 /** {@link keyOf} with the range size `span` = 2^shift given (no power computed on the lookup path). */
 const keyIn = (addr: number, shift: number, span: number): number => Math.floor(addr / span) * 64 + shift;
 
+/**
+ * Slots of the lookup memo (see {@link DeviceTlb}): direct-mapped by the low
+ * bits of the 4 KiB page number. A power of two, larger than a typical device
+ * TLB so that a streaming DMA over its working set rarely collides.
+ */
+const MEMO_SLOTS = 256;
+const MEMO_MASK = MEMO_SLOTS - 1;
+const PAGE_SIZE = 4096;
+
 function log2Exact(n: number): number {
   if (!Number.isInteger(n) || n < 1) return -1;
   const s = Math.round(Math.log2(n));
@@ -76,6 +85,22 @@ export class DeviceTlb {
   /** The tag last looked up, and the LRU's handle on its entries. */
   #keysTag = -1;
   #keys: ReadonlyMap<number, CacheNode<AtcEntry>> | undefined = undefined;
+  /**
+   * A lookup memo, not a cache level: slot `pfn & MEMO_MASK` remembers the
+   * node the full probe returned for (tag, 4 KiB page `pfn`) while the
+   * generation was `#gen`. Every address of a 4 KiB page probes to the same
+   * node (entries are aligned ranges of at least 4 KiB), and that answer can
+   * change only when the node goes (its `valid` drops, on invalidation,
+   * eviction, replacement or flush) or when a fill adds an entry that a probe
+   * would find first (every fill bumps `#gen`). So a memo hit is exactly the
+   * probe's answer, found by a few array loads instead of a Map probe with a
+   * floating-point key per cached size. It holds node references only:
+   * entries, recency and counters stay the LRU's.
+   */
+  readonly #memoNode: (CacheNode<AtcEntry> | undefined)[] = new Array<CacheNode<AtcEntry> | undefined>(MEMO_SLOTS).fill(undefined);
+  readonly #memoPfn = new Float64Array(MEMO_SLOTS).fill(-1);
+  readonly #memoGen = new Float64Array(MEMO_SLOTS);
+  #gen = 0;
 
   constructor(name: string, capacity: number) {
     this.#lru = new TaggedLru<AtcEntry>(name, capacity, groupOf);
@@ -121,6 +146,7 @@ export class DeviceTlb {
       privOnly: t.privOnly,
     };
     const before = this.#lru.stats.evictions;
+    this.#gen++;
     this.#lru.insert(tagOf(pasid, priv), keyOf(addr, shift), entry);
     this.stats.evictions += this.#lru.stats.evictions - before;
     this.stats.fills++;
@@ -175,6 +201,14 @@ export class DeviceTlb {
   #find(pasid: number | undefined, priv: boolean, addr: number, touch: boolean): AtcEntry | undefined {
     const tag = tagOf(pasid, priv);
     const lru = this.#lru;
+    const pfn = Math.floor(addr / PAGE_SIZE);
+    // ToInt32 keeps the low 32 bits of any integer below 2^53, so this is pfn mod MEMO_SLOTS.
+    const slot = pfn & MEMO_MASK;
+    const memo = this.#memoNode[slot];
+    if (memo?.valid === true && memo.tag === tag && this.#memoPfn[slot] === pfn && this.#memoGen[slot] === this.#gen) {
+      if (touch) lru.noteHit(memo);
+      return memo.value;
+    }
     // The last tag's entries through the LRU's handle (TaggedLru.keysOf): one probe per size.
     // A dead handle (its tag emptied since) is empty, and is then taken afresh.
     let keys = this.#keysTag === tag ? this.#keys : undefined;
@@ -193,6 +227,9 @@ export class DeviceTlb {
       const node = keys.get(keyIn(addr, shift, spans[i] ?? 1));
       if (node === undefined) continue;
       if (touch) lru.noteHit(node);
+      this.#memoNode[slot] = node;
+      this.#memoPfn[slot] = pfn;
+      this.#memoGen[slot] = this.#gen;
       return node.value;
     }
     return undefined;
