@@ -17,6 +17,10 @@ export interface SparseMemoryOptions {
   readonly regions?: readonly MemRegion[];
 }
 
+/** Slots of the byte-view memo (a power of two): enough for a DMA streaming over a few hundred pages. */
+const BYTES_MEMO_SLOTS = 256;
+const BYTES_MEMO_MASK = BYTES_MEMO_SLOTS - 1;
+
 /**
  * A sparse, 4 KiB-framed physical address space. Frames inside a populated
  * region materialise (zeroed) on first write; reads of a never-written frame in
@@ -36,6 +40,9 @@ export class SparseMemory implements PhysMem {
    * view is a populated one: a copy inside it needs no region scan.
    */
   readonly #bytes = new Map<number, Uint8Array>();
+  /** Slot `pfn & BYTES_MEMO_MASK` remembers frame `#bytesMemoPfn[slot]`'s view (-1: none). */
+  readonly #bytesMemoPfn = new Float64Array(BYTES_MEMO_SLOTS).fill(-1);
+  readonly #bytesMemo: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(BYTES_MEMO_SLOTS).fill(undefined);
   readonly #limit: number;
   // One-entry frame lookup cache: walks hit the same table page repeatedly.
   #lastPfn = -1;
@@ -294,6 +301,10 @@ export class SparseMemory implements PhysMem {
 
   /** The byte view of materialised frame `pfn`, or undefined if it has not been written. */
   #frameBytes(pfn: number): Uint8Array | undefined {
+    // Direct-mapped memo in front of the Map: frames are never dropped, so a
+    // remembered view stays right for good and needs no invalidation.
+    const slot = pfn & BYTES_MEMO_MASK;
+    if (this.#bytesMemoPfn[slot] === pfn) return this.#bytesMemo[slot];
     let b = this.#bytes.get(pfn);
     if (b === undefined) {
       const f = this.#frames.get(pfn);
@@ -301,6 +312,8 @@ export class SparseMemory implements PhysMem {
       b = new Uint8Array(f.buffer, f.byteOffset, PAGE_SIZE);
       this.#bytes.set(pfn, b);
     }
+    this.#bytesMemoPfn[slot] = pfn;
+    this.#bytesMemo[slot] = b;
     return b;
   }
 
