@@ -128,6 +128,28 @@ describe("DMA engine: what hardware refuses", () => {
     expect(ep.dma.bytesDone).toBe(PAGE);
   });
 
+  it("in stepwise mode, checks Bus Master Enable again at the first step: software may clear it after the trigger", () => {
+    const { iommu, ep, mem } = makeRig({ dma: { mode: "stepwise" } });
+    iommu.map(undefined, 0x1000, { pa: 0x2000 });
+    ep.dma.setProgram({ addr: 0x1000, length: 16, direction: "write", pattern });
+    expect(ep.dma.trigger()).toBe("running");
+    ep.configWrite(0x04, 2, 0);
+    ep.dma.step();
+    expect(ep.dma.result).toBe("busMasterDisabled");
+    expect(mem.stats.writes).toBe(0);
+  });
+
+  it("resumed after a page response, checks PASID Enable again: it may have been cleared during the wait", () => {
+    const { iommu, ep, mem } = makeRig();
+    ep.dma.setProgram({ pasid: 7, addr: 0x40_0000, length: 16, direction: "write", pattern });
+    expect(ep.dma.trigger()).toBe("pageRequestPending");
+    iommu.map(7, 0x40_0000, { pa: 0x8000 });
+    ep.configWrite(ep.config.offsets.pasid + 6, 2, 0);
+    iommu.respond({ sid: ep.sid, pasid: 7, groupIndex: 0 }, "success");
+    expect(ep.dma.result).toBe("pasidDisabled");
+    expect(mem.read8(0x8000)).toBe(0);
+  });
+
   it("cannot tag a request with a PASID while the PASID capability is disabled", () => {
     const { iommu, ep } = makeRig({ enable: { pasid: false } });
     iommu.map(5, 0x1000, { pa: 0x2000 });

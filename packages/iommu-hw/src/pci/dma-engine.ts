@@ -96,6 +96,13 @@ export interface DmaEngineOptions {
 }
 
 const PAGE_SIZE = 4096;
+/**
+ * Offset within a 4 KiB page as `addr & PAGE_MASK`: exact for any integer
+ * below 2^53 (ToInt32 keeps the low 32 bits, and with them the low 12), where
+ * `addr % PAGE_SIZE` on an address above 2^31 is a floating-point remainder,
+ * a runtime call on every page.
+ */
+const PAGE_MASK = PAGE_SIZE - 1;
 const MAX_ADDR = 2 ** 53;
 
 /**
@@ -137,6 +144,14 @@ export class DmaEngine {
   #pasidLimit = 0;
   /** The result of the last #translate that returned FAILED. */
   #failure: DmaResult = "translationFault";
+  /**
+   * Set by an immediate-mode trigger that has just validated the program: the
+   * first step runs synchronously after it, before software can touch the
+   * configuration, so its re-check of Bus Master and PASID control would read
+   * the same registers again. Any later step (stepwise, or resumed after a
+   * page request) re-checks.
+   */
+  #justValidated = false;
 
   constructor(host: DmaEngineHost, opts: DmaEngineOptions = {}) {
     this.#host = host;
@@ -183,7 +198,10 @@ export class DmaEngine {
       return this.#state;
     }
     this.#state = "running";
-    if (this.mode === "immediate") this.run();
+    if (this.mode === "immediate") {
+      this.#justValidated = true;
+      this.run();
+    }
     return this.#state;
   }
 
@@ -212,6 +230,7 @@ export class DmaEngine {
     this.#state = "idle";
     this.#program = undefined;
     this.#done = 0;
+    this.#justValidated = false;
   }
 
   #validate(): DmaResult | undefined {
@@ -249,18 +268,21 @@ export class DmaEngine {
       this.#finish("badProgramming");
       return;
     }
-    // Software may have changed the configuration since the trigger.
-    if (!this.#host.busMasterEnabled()) {
-      this.#finish("busMasterDisabled");
-      return;
-    }
-    const pasidBad = this.#checkPasid(p);
-    if (pasidBad !== undefined) {
-      this.#finish(pasidBad);
-      return;
+    if (this.#justValidated) this.#justValidated = false;
+    else {
+      // Software may have changed the configuration since the trigger.
+      if (!this.#host.busMasterEnabled()) {
+        this.#finish("busMasterDisabled");
+        return;
+      }
+      const pasidBad = this.#checkPasid(p);
+      if (pasidBad !== undefined) {
+        this.#finish(pasidBad);
+        return;
+      }
     }
     const cur = p.addr + this.#done;
-    const chunk = Math.min(p.length - this.#done, PAGE_SIZE - (cur % PAGE_SIZE));
+    const chunk = Math.min(p.length - this.#done, PAGE_SIZE - (cur & PAGE_MASK));
     const write = p.direction === "write";
     const pa = this.#translate(p, cur, write);
     if (pa === FAILED) {
@@ -303,7 +325,7 @@ export class DmaEngine {
       return hit.paBase + (addr - hit.base);
     }
     // Page Aligned Request: translation requests carry the 4 KiB page address.
-    const page = addr - (addr % PAGE_SIZE);
+    const page = addr - (addr & PAGE_MASK);
     this.stats.translationsRequested++;
     this.stats.atsTranslations++;
     const r = port.translate({ sid: this.#host.sid, ...pasidPart(p, priv, exec), addr: page, write, ats: true });
