@@ -1,5 +1,5 @@
 import type { HostPasid } from "@vsva/kernel";
-import { EventRecord, PriEntry, eventName } from "@vsva/iommu-hw";
+import { EventRecord, PriEntry, addrOfPageField, eventName } from "@vsva/iommu-hw";
 import type { IommuDevice, PageRequestFault, PageResponse } from "@vsva/iommu-core";
 import { priResp } from "./commands.js";
 import type { SmmuHardware, SmmuMaster } from "./smmu.js";
@@ -98,8 +98,7 @@ export class PageRequests {
     const pfn = PriEntry.get(rec, "ADDR");
     const fault: PageRequestFault = {
       pasid: ssid as HostPasid | undefined,
-      // ADDR holds bits 63:12; an upper-half address comes back negative.
-      addr: (pfn >= 2 ** 51 ? pfn - 2 ** 52 : pfn) * 4096,
+      addr: addrOfPageField(pfn),
       read: PriEntry.get(rec, "READ") === 1,
       write: PriEntry.get(rec, "WRITE") === 1,
       exec: PriEntry.get(rec, "EXEC") === 1,

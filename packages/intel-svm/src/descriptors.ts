@@ -13,6 +13,7 @@ import {
   PiotlbGran,
   ResponseCode,
   WaitDesc,
+  pageField,
 } from "@vsva/iommu-hw";
 
 /**
@@ -22,13 +23,6 @@ import {
  */
 
 const PAGE = 4096;
-/** ADDR fields hold address bits 63:12 in 52 bits. */
-const PFN_SPAN = 2 ** 52;
-
-function pfnField(addr: number): number {
-  const pfn = Math.floor(addr / PAGE);
-  return pfn < 0 ? pfn + PFN_SPAN : pfn % PFN_SPAN;
-}
 
 /** log2 of the smallest power of two >= n (n >= 1). */
 export function orderOf(n: number): number {
@@ -68,7 +62,7 @@ export function iotlbPages(did: number, addr: number, am: number, leafOnly: bool
     DID: did,
     AM: am,
     IH: leafOnly ? 1 : 0,
-    ADDR: pfnField(Math.floor(addr / span) * span),
+    ADDR: pageField(Math.floor(addr / span) * span),
   });
 }
 
@@ -87,7 +81,7 @@ export function piotlbPages(did: number, pasid: number, addr: number, am: number
     PASID: pasid,
     AM: am,
     IH: leafOnly ? 1 : 0,
-    ADDR: pfnField(Math.floor(addr / span) * span),
+    ADDR: pageField(Math.floor(addr / span) * span),
   });
 }
 
@@ -100,12 +94,12 @@ export function piotlbPages(did: number, pasid: number, addr: number, am: number
 export function devTlbPasid(sid: number, pasid: number, addr: number, order: number): Uint32Array {
   const d = PasidDeviceTlbDesc.encode({ TYPE: InvType.PASID_DEVICE_TLB, SID: sid, PASID: pasid });
   if (order === 0) {
-    PasidDeviceTlbDesc.set(d, "ADDR", pfnField(addr));
+    PasidDeviceTlbDesc.set(d, "ADDR", pageField(addr));
     return d;
   }
   const o = Math.min(order, 52);
   const pages = 2 ** o;
-  const base = o >= 52 ? 0 : Math.floor(pfnField(addr) / pages) * pages;
+  const base = o >= 52 ? 0 : Math.floor(pageField(addr) / pages) * pages;
   // Size bits: ones below position o-1 (2^(o-1) - 1), the bit at o-1 stays 0.
   PasidDeviceTlbDesc.set(d, "ADDR", base + 2 ** (o - 1) - 1);
   PasidDeviceTlbDesc.set(d, "S", 1);

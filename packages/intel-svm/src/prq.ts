@@ -1,5 +1,5 @@
 import { Errno, type HostPasid, KernelError, isKernelError } from "@vsva/kernel";
-import { PAGE_REQUEST_BYTES, PageRequestDesc, PqaReg, PqhReg, PqtReg, PrsReg, RegOffset } from "@vsva/iommu-hw";
+import { PAGE_REQUEST_BYTES, PageRequestDesc, PqaReg, PqhReg, PqtReg, PrsReg, RegOffset, addrOfPageField } from "@vsva/iommu-hw";
 import type { IommuDevice, PageRequestFault } from "@vsva/iommu-core";
 import { type ResponseCodeName, pageGroupResponse } from "./descriptors.js";
 import { readReg32, readReg64, writeReg64 } from "./mmio.js";
@@ -151,8 +151,7 @@ export class PageRequestQueue {
     const pfn = PageRequestDesc.get(v, "ADDR");
     const fault: PageRequestFault = {
       pasid: pasid as HostPasid | undefined,
-      // ADDR holds bits 63:12; an upper-half address comes back negative, as the unit encoded it.
-      addr: (pfn >= 2 ** 51 ? pfn - 2 ** 52 : pfn) * 4096,
+      addr: addrOfPageField(pfn),
       read: PageRequestDesc.get(v, "RD") === 1,
       write: PageRequestDesc.get(v, "WR") === 1,
       exec: PageRequestDesc.get(v, "ER") === 1,

@@ -105,8 +105,8 @@ export {
   type PgttValue,
   pasidDirIndex,
   pasidTableIndex,
-  pageField,
 } from "./vtd/structures.js";
+export { pageField, signedPageNumber, addrOfPageField } from "./page-field.js";
 export {
   InvType,
   ContextCacheDesc,

@@ -2,6 +2,7 @@ import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, format
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { StallTable, type StallEnd } from "./stalls.js";
 import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
+import { pageField } from "../page-field.js";
 import { Perm } from "../pt-arm/types.js";
 import { ReadOnlyMem } from "../mem/read-only-mem.js";
 import { DEFAULT_SMMU_CACHES, SmmuCaches, type TlbEntry, TlbClass } from "./caches.js";
@@ -568,7 +569,7 @@ export class SmmuUnit implements IommuPort {
     PriEntry.set(p, "WRITE", req.write ? 1 : 0);
     PriEntry.set(p, "LAST", req.lastInGroup ? 1 : 0);
     PriEntry.set(p, "PRGINDEX", fit(req.groupIndex, 9));
-    PriEntry.set(p, "ADDR", fit(req.addr / 4096, 52));
+    PriEntry.set(p, "ADDR", pageField(req.addr));
     const out = this.#priq.push(p);
     if (out !== "written") return refuse("success", "overflow");
     this.#trace?.emit("smmu.page-request", "HW", this.#ids(req.sid, req.pasid ?? -1), {

@@ -1,7 +1,7 @@
 import type { EventSource } from "./events.js";
 import type { RegisterFile } from "../mmio/register-file.js";
 import { FrcdReg, FstsReg, RegOffset } from "./regs.js";
-import { pageField } from "./structures.js";
+import { pageField } from "../page-field.js";
 
 /** What the unit knows about a fault it must record (A1.10). */
 export interface FaultRecord {

@@ -22,6 +22,7 @@ import {
   ResponseCode,
   WaitDesc,
 } from "./descriptors.js";
+import { signedPageNumber } from "../page-field.js";
 import type { VtdConfig } from "./options.js";
 import "./trace-events.js";
 
@@ -50,22 +51,19 @@ export interface InvalidationContext {
   readonly trace: TraceBus | undefined;
 }
 
-const PFN_SPAN = 2 ** 52;
-/** A 52-bit page number from an ADDR field as a signed page number (upper-half addresses sign-extended). */
-const signedPfn = (pfn: number): number => (pfn >= PFN_SPAN / 2 ? pfn - PFN_SPAN : pfn);
 
 /**
  * Device-TLB range encoding (A3.3): with S=1, the lowest zero bit of ADDR at
  * or above bit 12 gives the size; every address bit below it is a size bit.
  */
 export function decodeDeviceTlbRange(pfnField: number, s: boolean): { addr: number; size: number } {
-  if (!s) return { addr: signedPfn(pfnField) * 4096, size: 4096 };
+  if (!s) return { addr: signedPageNumber(pfnField) * 4096, size: 4096 };
   let p = 0;
   while (p < 52 && Math.floor(pfnField / 2 ** p) % 2 === 1) p++;
   if (p >= 51) return { addr: 0, size: 2 ** 64 };
   const pages = 2 ** (p + 1);
   const base = Math.floor(pfnField / pages) * pages;
-  return { addr: signedPfn(base) * 4096, size: pages * 4096 };
+  return { addr: signedPageNumber(base) * 4096, size: pages * 4096 };
 }
 
 const RC_CODE: Readonly<Record<number, PageResponseCode>> = {
@@ -170,7 +168,7 @@ export function executeDescriptor(x: InvalidationContext, d: Uint32Array, wide: 
       if (g === PiotlbGran.PASID) {
         n = caches.invalidatePasidMappings(did, pasid);
       } else {
-        const pfn = signedPfn(Math.floor(PasidIotlbDesc.get(d, "ADDR") / 2 ** am) * 2 ** am);
+        const pfn = signedPageNumber(Math.floor(PasidIotlbDesc.get(d, "ADDR") / 2 ** am) * 2 ** am);
         addr = pfn * 4096;
         n = caches.invalidatePasidPages(did, pasid, pfn, am, PasidIotlbDesc.get(d, "IH") === 1);
       }

@@ -4,7 +4,7 @@ import { PAGE_REQUEST_BYTES, PAGE_REQUEST_TYPE, PageRequestDesc } from "./descri
 import type { EventSource } from "./events.js";
 import type { RegisterFile } from "../mmio/register-file.js";
 import { PqaReg, PqhReg, PqtReg, PrsReg, RegOffset } from "./regs.js";
-import { pageField } from "./structures.js";
+import { pageField } from "../page-field.js";
 
 /**
  * The page-request queue (A1.12, A4.1): hardware writes 256-bit page-request

@@ -80,15 +80,3 @@ export type PgttValue = (typeof Pgtt)[keyof typeof Pgtt];
 export const pasidDirIndex = (pasid: number): number => (pasid >>> 6) & 0x3fff;
 export const pasidTableIndex = (pasid: number): number => pasid & 0x3f;
 
-/**
- * Bits 63:12 of an address as an ADDR/FI-style 52-bit field value: an
- * upper-half (negative, sign-extended) address keeps its two's-complement
- * bits; anything that is not a finite number becomes 0 rather than an
- * exception (a device's garbage must not crash the unit).
- */
-export function pageField(addr: number): number {
-  if (!Number.isFinite(addr)) return 0;
-  const pfn = Math.floor(addr / 4096);
-  const span = 2 ** 52;
-  return ((pfn % span) + span) % span;
-}
