@@ -1,6 +1,7 @@
 import { Scheduler, type SourceId } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
-import { CD_TABLE, CMDQ, D_AP2, FakeSmmuEndpoint, S1_PAGE, S2_PAGE, SR, SYNC_WORD, SmmuRig, cmd } from "./testing/rig.js";
+import { CD_TABLE, CMDQ, D_AP2, S1_PAGE, S2_PAGE, SR, SYNC_WORD, SmmuRig, cmd } from "./testing/rig.js";
+import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 import { armIdx, mapPath } from "./testing/tables.js";
 
 // Staleness (DESIGN.md rule 2): each cache keeps serving what it holds until the matching command runs.
@@ -136,7 +137,7 @@ describe("cache staleness until the matching command", () => {
 describe("command queue", () => {
   it("forwards ATC_INV to the endpoint with SubstreamID, span and Global", () => {
     const rig = new SmmuRig().bringUp();
-    const ep = new FakeSmmuEndpoint(rig.dev);
+    const ep = new FakeEndpoint(rig.dev);
     rig.unit.attachEndpoint(ep);
     rig.submit(cmd.atcInv(rig.dev, 5, 0x12_3000, 0), cmd.atcInv(rig.dev, undefined, 0x40_0000, 9), cmd.atcInv(rig.dev, 5, 0, 52, true));
     expect(ep.invalidations).toEqual([
@@ -158,7 +159,7 @@ describe("command queue", () => {
 
   it("stops on an illegal command with CONS on it, ERR = CERROR_ILL and GERROR.CMDQ_ERR; resumes after GERRORN", () => {
     const rig = new SmmuRig().bringUp();
-    const ep = new FakeSmmuEndpoint(rig.dev);
+    const ep = new FakeEndpoint(rig.dev);
     rig.unit.attachEndpoint(ep);
     rig.submit(cmd.sync(), cmd.raw(0x7fn, 0n), cmd.atcInv(rig.dev, undefined, 0, 0));
     expect(rig.reg(SR.CMDQ_CONS)).toBe(1 | (1 << 24));

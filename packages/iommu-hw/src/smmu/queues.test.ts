@@ -1,7 +1,8 @@
 import { sourceId } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
 import { PciEndpoint } from "../pci/endpoint.js";
-import { CD_TABLE, CR0_CMDQEN, CR0_EVENTQEN, CR0_PRIQEN, CR0_SMMUEN, EVENTQ, FakeSmmuEndpoint, PRIQ, S1_PAGE, SR, SmmuRig, cmd } from "./testing/rig.js";
+import { CD_TABLE, CR0_CMDQEN, CR0_EVENTQEN, CR0_PRIQEN, CR0_SMMUEN, EVENTQ, PRIQ, S1_PAGE, SR, SmmuRig, cmd } from "./testing/rig.js";
+import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 import { mapPath } from "./testing/tables.js";
 
 describe("registers", () => {
@@ -108,7 +109,7 @@ describe("PRI queue", () => {
 
   it("overflows: the request is lost, OVFLG toggles and a last-in-group request is answered Success by the unit", () => {
     const rig = new SmmuRig().bringUp({ priqLog2: 1 });
-    const ep = new FakeSmmuEndpoint(rig.dev);
+    const ep = new FakeEndpoint(rig.dev);
     rig.unit.attachEndpoint(ep);
     expect([rig.unit.pageRequest(req(rig, { lastInGroup: false })), rig.unit.pageRequest(req(rig, { lastInGroup: false }))]).toEqual([true, true]);
     expect(rig.unit.pageRequest(req(rig, { groupIndex: 3 }))).toBe(false);
@@ -118,7 +119,7 @@ describe("PRI queue", () => {
 
   it("refuses requests while PRIQEN is clear, answering Invalid Request", () => {
     const rig = new SmmuRig().bringUp({ cr0: CR0_SMMUEN | CR0_EVENTQEN | CR0_CMDQEN });
-    const ep = new FakeSmmuEndpoint(rig.dev);
+    const ep = new FakeEndpoint(rig.dev);
     rig.unit.attachEndpoint(ep);
     expect(rig.unit.pageRequest(req(rig))).toBe(false);
     expect(ep.responses.map((r) => r.code)).toEqual(["invalid"]);

@@ -3,7 +3,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { PagePool } from "../pt/page-pool.js";
 import { ArmTableWriter } from "../pt-arm/table-writer.js";
-import { CD_TABLE, CMDQ, EVENTQ, FakeSmmuEndpoint, PRIQ, STRTAB, SmmuRig, cmd } from "./testing/rig.js";
+import { CD_TABLE, CMDQ, EVENTQ, PRIQ, STRTAB, SmmuRig, cmd } from "./testing/rig.js";
+import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 import { PlatformDmaMaster } from "./platform-master.js";
 
 const BASE = 0x40_0000_0000;
@@ -128,7 +129,7 @@ describe("robustness: nothing software, a guest or a device does makes the unit 
         const rig = new SmmuRig({ stall }).bringUp({ twoLevel });
         const master = new PlatformDmaMaster({ sid: sourceId(0, 2, 1), mem: rig.mem });
         master.attach(rig.unit);
-        rig.unit.attachEndpoint(new FakeSmmuEndpoint(rig.dev));
+        rig.unit.attachEndpoint(new FakeEndpoint(rig.dev));
         rig.unit.attachEndpoint(master);
         rig.ste(rig.dev, { config: 7, ctx: CD_TABLE, cdmax: 4, s2ttb: 0x10_0000, eats: 1, s2r: true, s2s: stall }, twoLevel);
         rig.ste(master.sid, { config: 5, ctx: CD_TABLE }, twoLevel);

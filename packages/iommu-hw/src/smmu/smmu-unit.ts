@@ -2,6 +2,7 @@ import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, format
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { StallTable, type StallEnd } from "./stalls.js";
 import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
+import { sameValue } from "../cache/same-value.js";
 import { pageField } from "../page-field.js";
 import { Perm } from "../pt-arm/types.js";
 import { ReadOnlyMem } from "../mem/read-only-mem.js";
@@ -70,15 +71,6 @@ const RESUME_ACTIONS: readonly StallEnd[] = ["terminate", "retry", "abort"];
 
 const FETCH_EVENTS = new Set<number>([EventId.F_STE_FETCH, EventId.F_CD_FETCH, EventId.F_WALK_EABT]);
 const TWO32 = 0x1_0000_0000;
-
-function sameValue(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
-  const ka = Object.keys(a).sort();
-  const kb = Object.keys(b).sort();
-  if (ka.length !== kb.length || ka.some((k, i) => k !== kb[i])) return false;
-  return ka.every((k) => sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
-}
 
 /** Low and high 32 bits of any number (two's complement for negatives; 0 for NaN). */
 function halves(x: number): { lo: number; hi: number } {

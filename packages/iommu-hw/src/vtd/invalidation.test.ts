@@ -2,7 +2,8 @@ import { Scheduler, sourceId } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
 import type { DmaRequest, TranslateResult } from "../iommu-port.js";
 import type { VtdInterrupt } from "./options.js";
-import { FL_P, FL_RW, FL_US, FakeEndpoint, IQ_BASE, R, SL_R, SL_W, STATUS, VtdRig, desc } from "./testing/rig.js";
+import { FL_P, FL_RW, FL_US, IQ_BASE, R, SL_R, SL_W, STATUS, VtdRig, desc } from "./testing/rig.js";
+import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 
 const PASID = 9;
 const DID = 3;

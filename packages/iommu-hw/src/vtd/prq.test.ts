@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest";
 import type { PageRequest } from "../iommu-port.js";
 import { PciEndpoint } from "../pci/endpoint.js";
 import type { VtdInterrupt } from "./options.js";
-import { FakeEndpoint, PRQ_BASE, R, VtdRig, desc } from "./testing/rig.js";
+import { PRQ_BASE, R, VtdRig, desc } from "./testing/rig.js";
+import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 
 const PASID = 77;
 const DID = 4;

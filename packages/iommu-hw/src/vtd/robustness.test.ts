@@ -1,7 +1,8 @@
 import { type SourceId, sourceId } from "@vsva/kernel";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { CTX_LO, FakeEndpoint, IQ_BASE, PASID_DIR, PRQ_BASE, R, ROOT, VtdRig, desc } from "./testing/rig.js";
+import { CTX_LO, IQ_BASE, PASID_DIR, PRQ_BASE, R, ROOT, VtdRig, desc } from "./testing/rig.js";
+import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 
 /**
  * Whatever a guest or a buggy driver writes (registers, tables, descriptors)

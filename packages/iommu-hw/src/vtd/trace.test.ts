@@ -1,6 +1,7 @@
 import { Scheduler, TraceBus, TraceRecorder } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
-import { FakeEndpoint, PRQ_BASE, R, VtdRig, desc } from "./testing/rig.js";
+import { PRQ_BASE, R, VtdRig, desc } from "./testing/rig.js";
+import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 
 describe("trace events of the VT-d unit", () => {
   it("emits faults (with why they were not recorded), invalidations, queue errors, page requests and responses", () => {

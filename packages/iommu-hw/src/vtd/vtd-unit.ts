@@ -1,6 +1,7 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
+import { sameValue } from "../cache/same-value.js";
 import { CacheClass, type CtxInfo, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, type PasidInfo, RightsFor, VtdCaches } from "./caches.js";
 import { ContextScratch, fetchContext } from "./context.js";
 import { PasidScratch, fetchPasid } from "./pasid.js";
@@ -47,16 +48,6 @@ export interface StructureCacheMismatch {
   readonly pasid: number | null;
   readonly cached: CtxInfo | PasidInfo;
   readonly fresh: CtxInfo | PasidInfo;
-}
-
-/** Structural equality of plain decoded entries (numbers, booleans, nested configs, null). */
-function sameValue(a: unknown, b: unknown): boolean {
-  if (a === b) return true;
-  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
-  const ka = Object.keys(a).sort();
-  const kb = Object.keys(b).sort();
-  if (ka.length !== kb.length || ka.some((k, i) => k !== kb[i])) return false;
-  return ka.every((k) => sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
 
 /**

@@ -1,5 +1,4 @@
 import { type SourceId, sourceId } from "@vsva/kernel";
-import type { EndpointPort, PageGroupResponse } from "../../iommu-port.js";
 import { bigIntToU64, u64ToBigInt } from "../../mem/phys-mem.js";
 import { SparseMemory } from "../../mem/sparse-memory.js";
 import type { SmmuInterrupt, SmmuOptions } from "../options.js";
@@ -109,18 +108,6 @@ export const cmd = {
 /** A decoded event record, read back by hand (§B4.3). */
 export interface RawEvent {
   id: number; ssv: boolean; ssid: number; sid: number; stag: number; stall: boolean; pnu: boolean; ind: boolean; rnw: boolean; s2: boolean; cls: number; addr: bigint; dw3: bigint;
-}
-
-export class FakeSmmuEndpoint implements EndpointPort {
-  readonly invalidations: { pasid?: number; global?: boolean; addr: number; size: number }[] = [];
-  readonly responses: PageGroupResponse[] = [];
-  constructor(readonly sid: SourceId) {}
-  invalidateDeviceTlb(inv: { readonly pasid?: number; readonly global?: boolean; readonly addr: number; readonly size: number }): void {
-    this.invalidations.push({ ...inv });
-  }
-  pageResponse(resp: PageGroupResponse): void {
-    this.responses.push(resp);
-  }
 }
 
 export class SmmuRig {

@@ -1,5 +1,4 @@
 import { type SourceId, sourceId } from "@vsva/kernel";
-import type { EndpointPort, PageGroupResponse } from "../../iommu-port.js";
 import { bigIntToU64, u64ToBigInt } from "../../mem/phys-mem.js";
 import { SparseMemory } from "../../mem/sparse-memory.js";
 import type { VtdOptions } from "../options.js";
@@ -51,19 +50,6 @@ export interface PasidOpts {
   present?: boolean; fpd?: boolean; pgtt: number; did: number;
   aw?: number; slptr?: number; flptr?: number; flpm?: number;
   sre?: boolean; ere?: boolean; wpe?: boolean; nxe?: boolean; slee?: boolean;
-}
-
-/** An endpoint that records what the unit sends it. */
-export class FakeEndpoint implements EndpointPort {
-  readonly invalidations: { pasid?: number; global?: boolean; addr: number; size: number }[] = [];
-  readonly responses: PageGroupResponse[] = [];
-  constructor(readonly sid: SourceId) {}
-  invalidateDeviceTlb(inv: { readonly pasid?: number; readonly global?: boolean; readonly addr: number; readonly size: number }): void {
-    this.invalidations.push({ ...inv });
-  }
-  pageResponse(resp: PageGroupResponse): void {
-    this.responses.push(resp);
-  }
 }
 
 export class VtdRig {
