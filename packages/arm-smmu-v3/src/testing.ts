@@ -1,7 +1,7 @@
 import { Kernel, type SourceId } from "@vsva/kernel";
 import { PciEndpoint, SmmuUnit, type SmmuOptions, SparseMemory } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
-import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator } from "@vsva/iommu-core";
+import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator, PhysMemBacking } from "@vsva/iommu-core";
 import { ArmSmmuV3 } from "./driver.js";
 import type { SmmuFirmware } from "./smmu.js";
 
@@ -56,7 +56,7 @@ export class SmmuTestHost {
     this.pages = new PageAllocator({
       base: POOL_BASE,
       size: POOL_SIZE,
-      backing: { zero: (pa, len) => this.mem.writeBytes(pa, new Uint8Array(len)) },
+      backing: new PhysMemBacking(this.mem),
       faults: k.faults,
     });
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });

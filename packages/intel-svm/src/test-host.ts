@@ -1,7 +1,7 @@
 import { Kernel } from "@vsva/kernel";
 import { PciEndpoint, SparseMemory, type VtdOptions, VtdUnit, pciEnableForSva } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
-import { type Iommu, IommuCore, type IommuDevice, PageAllocator, encodeGpasidBindData, IOMMU_SVA_GPASID_VAL } from "@vsva/iommu-core";
+import { type Iommu, IommuCore, type IommuDevice, PageAllocator, PhysMemBacking, encodeGpasidBindData, IOMMU_SVA_GPASID_VAL } from "@vsva/iommu-core";
 import { IntelIommu } from "./driver.js";
 
 /**
@@ -34,7 +34,7 @@ export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true): TestH
   const pages = new PageAllocator({
     base: POOL_BASE,
     size: POOL_SIZE,
-    backing: { zero: (pa, len) => mem.writeBytes(pa, new Uint8Array(len)) },
+    backing: new PhysMemBacking(mem),
     faults: kernel.faults,
   });
   const ioasid = new IoasidCore({ scheduler: kernel.scheduler, trace: kernel.trace, faults: kernel.faults, log: kernel.log });

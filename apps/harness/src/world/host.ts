@@ -1,7 +1,7 @@
 import { Kernel } from "@vsva/kernel";
 import { PciEndpoint, SparseMemory, pciEnableForSva } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
-import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator } from "@vsva/iommu-core";
+import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator, PhysMemBacking } from "@vsva/iommu-core";
 import type { Platform, PlatformFactory, PlatformName } from "./platform.js";
 import { RecordingPort } from "./recording-port.js";
 import { smmuPlatform } from "./smmu-platform.js";
@@ -52,7 +52,7 @@ export class Host {
     this.pages = new PageAllocator({
       base: POOL_BASE,
       size: POOL_SIZE,
-      backing: { zero: (pa, len) => this.mem.writeBytes(pa, new Uint8Array(len)) },
+      backing: new PhysMemBacking(this.mem),
       faults: k.faults,
     });
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
