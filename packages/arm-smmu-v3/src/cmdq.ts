@@ -9,12 +9,11 @@ import {
   GerrorReg,
   GerrornReg,
   type PhysMem,
-  QueueBaseReg,
   SmmuReg,
   SyncCs,
 } from "@vsva/iommu-hw";
 import type { PageAllocator } from "@vsva/iommu-core";
-import { type SmmuMmio, readReg, writeReg } from "./mmio.js";
+import { type SmmuMmio, programQueue, readReg, writeReg } from "./mmio.js";
 
 /** One 4 KiB page of 16-byte commands (Linux sizes the queue to IDR1.CMDQS; one page is plenty here). */
 const MAX_LOG2 = 8;
@@ -73,19 +72,15 @@ export class CommandQueue {
     return this.#base;
   }
 
-  /** Allocates the queue and programs CMDQ_BASE/PROD/CONS (the queue must be disabled in CR0). ENOMEM. */
+  /** Allocates the queue and programs CMDQ_BASE/PROD/CONS (the queue must be disabled in CR0). ENOMEM; EBUSY if already set up. */
   setup(): void {
     const o = this.#o;
-    this.#log2 = Math.min(o.maxLog2, MAX_LOG2);
-    const bytes = 2 ** this.#log2 * CMD_BYTES;
+    if (this.#base >= 0) throw new KernelError(Errno.EBUSY, `${o.name}: command queue already set up`);
+    const log2 = Math.min(o.maxLog2, MAX_LOG2);
+    const bytes = 2 ** log2 * CMD_BYTES;
     const base = o.pages.allocPages(Math.max(0, Math.ceil(Math.log2(bytes / 4096))), "smmu.cmdq");
-    const v = QueueBaseReg.alloc();
-    QueueBaseReg.setAddr(v, "ADDR", base);
-    QueueBaseReg.set(v, "LOG2SIZE", this.#log2);
-    QueueBaseReg.set(v, "RWA", 1);
-    writeReg(o.mmio, SmmuReg.CMDQ_BASE, v);
-    o.mmio.mmioWrite32(SmmuReg.CMDQ_PROD, 0);
-    o.mmio.mmioWrite32(SmmuReg.CMDQ_CONS, 0);
+    programQueue(o.mmio, { base: SmmuReg.CMDQ_BASE, prod: SmmuReg.CMDQ_PROD, cons: SmmuReg.CMDQ_CONS }, base, log2);
+    this.#log2 = log2;
     this.#prod = 0;
     this.#base = base;
   }

@@ -1,4 +1,4 @@
-import type { U64 } from "@vsva/iommu-hw";
+import { QueueBaseReg, type U64 } from "@vsva/iommu-hw";
 
 /**
  * The register window of an SMMUv3 as a driver sees it (two 64 KiB pages of
@@ -29,4 +29,26 @@ export function readReg(mmio: SmmuMmio, offset: number, layout: { alloc(): Uint3
 export function writeReg(mmio: SmmuMmio, offset: number, v: Uint32Array): void {
   if (v.length === 1) mmio.mmioWrite32(offset, v[0] ?? 0);
   else mmio.mmioWrite64(offset, { lo: v[0] ?? 0, hi: v[1] ?? 0 });
+}
+
+/** Register offsets of one queue: its *_BASE, and its PROD and CONS (on page 1 for the queues the SMMU produces into). */
+export interface QueueRegs {
+  readonly base: number;
+  readonly prod: number;
+  readonly cons: number;
+}
+
+/**
+ * Points a queue (command, event or PRI) at `addr` with 2^log2 entries,
+ * write-allocate hinted as Linux does, and zeroes PROD and CONS. The queue's
+ * enable bit in CR0 must be clear.
+ */
+export function programQueue(mmio: SmmuMmio, regs: QueueRegs, addr: number, log2: number): void {
+  const v = QueueBaseReg.alloc();
+  QueueBaseReg.setAddr(v, "ADDR", addr);
+  QueueBaseReg.set(v, "LOG2SIZE", log2);
+  QueueBaseReg.set(v, "RWA", 1);
+  writeReg(mmio, regs.base, v);
+  mmio.mmioWrite32(regs.prod, 0);
+  mmio.mmioWrite32(regs.cons, 0);
 }

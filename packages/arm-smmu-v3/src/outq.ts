@@ -1,7 +1,7 @@
 import { Errno, type Kernel, KernelError } from "@vsva/kernel";
-import { type Layout, OutqConsReg, OutqProdReg, type PhysMem, QueueBaseReg } from "@vsva/iommu-hw";
+import { type Layout, OutqConsReg, OutqProdReg, type PhysMem } from "@vsva/iommu-hw";
 import type { PageAllocator } from "@vsva/iommu-core";
-import { type SmmuMmio, readReg, writeReg } from "./mmio.js";
+import { type SmmuMmio, programQueue, readReg, writeReg } from "./mmio.js";
 
 export interface OutputQueueOptions<F extends string> {
   readonly name: string;
@@ -48,15 +48,10 @@ export class OutputQueueReader<F extends string> {
   setup(): void {
     const o = this.#o;
     if (this.#base >= 0) throw new KernelError(Errno.EBUSY, `${o.name}: queue already set up`);
-    this.#log2 = Math.min(o.maxLog2, Math.log2(4096 / o.entryBytes));
+    const log2 = Math.min(o.maxLog2, Math.log2(4096 / o.entryBytes));
     const base = o.pages.allocPage(o.tag);
-    const v = QueueBaseReg.alloc();
-    QueueBaseReg.setAddr(v, "ADDR", base);
-    QueueBaseReg.set(v, "LOG2SIZE", this.#log2);
-    QueueBaseReg.set(v, "RWA", 1);
-    writeReg(o.mmio, o.baseReg, v);
-    o.mmio.mmioWrite32(o.prodReg, 0);
-    o.mmio.mmioWrite32(o.consReg, 0);
+    programQueue(o.mmio, { base: o.baseReg, prod: o.prodReg, cons: o.consReg }, base, log2);
+    this.#log2 = log2;
     this.#base = base;
   }
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { Errno } from "@vsva/kernel";
 import { Cr0AckReg, SmmuReg, StrtabBaseCfgReg } from "@vsva/iommu-hw";
 import { SmmuTestHost } from "./testing.js";
 
@@ -40,4 +41,16 @@ describe("probe and bring-up from IDR0-IDR5", () => {
     expect(h.pages.live()).toEqual([]);
     expect(Cr0AckReg.get(Uint32Array.of(h.unit.mmioRead32(SmmuReg.CR0ACK)), "SMMUEN")).toBe(0);
   });
+
+  it("refuses to set up a queue twice with EBUSY, allocating nothing and keeping the queue in use", () => {
+    const h = new SmmuTestHost();
+    const live = h.pages.stats.livePages;
+    const cmdqBase = h.drv.hw.cmdq.base;
+    expect(() => h.drv.hw.cmdq.setup()).toThrow(expect.objectContaining({ errno: Errno.EBUSY }));
+    expect(() => h.drv.hw.evtq.setup()).toThrow(expect.objectContaining({ errno: Errno.EBUSY }));
+    expect(h.pages.stats.livePages).toBe(live);
+    expect(h.drv.hw.cmdq.base).toBe(cmdqBase);
+    expect(h.unit.mmioRead64(SmmuReg.CMDQ_BASE).lo & ~0xfff).toBe(cmdqBase % 2 ** 32 & ~0xfff);
+  });
 });
+
