@@ -26,85 +26,56 @@ import type { PageResponse } from "@vsva/iommu-core";
 
 const PAGE = 4096;
 
+/** SSV and SSID of a command naming a substream, or neither. */
+const substream = (ssid: number | undefined): { SSV?: number; SSID?: number } => (ssid === undefined ? {} : { SSV: 1, SSID: ssid });
+
 /** CMD_RESUME.Resp (Linux's CMDQ_RESUME_0_RESP_*), by the driver's names. */
 const RESUME_RESP = { terminate: ResumeResp.TERMINATE, retry: ResumeResp.RETRY, abort: ResumeResp.ABORT } as const;
 
 /** CMD_RESUME for the transaction stalled under `stag` on StreamID `sid`. */
 export function resume(sid: number, stag: number, action: keyof typeof RESUME_RESP): Uint32Array {
-  const c = CmdResume.alloc();
-  CmdResume.set(c, "OPCODE", CmdOp.RESUME);
-  CmdResume.set(c, "SID", sid);
-  CmdResume.set(c, "STAG", stag);
-  CmdResume.set(c, "RESP", RESUME_RESP[action]);
-  return c;
+  return CmdResume.encode({ OPCODE: CmdOp.RESUME, SID: sid, STAG: stag, RESP: RESUME_RESP[action] });
 }
 
 /** CMD_STALL_TERM: every transaction stalled on StreamID `sid` is terminated. */
 export function stallTerm(sid: number): Uint32Array {
-  const c = CmdStallTerm.alloc();
-  CmdStallTerm.set(c, "OPCODE", CmdOp.STALL_TERM);
-  CmdStallTerm.set(c, "SID", sid);
-  return c;
+  return CmdStallTerm.encode({ OPCODE: CmdOp.STALL_TERM, SID: sid });
 }
 
 export function cfgiSte(sid: number): Uint32Array {
-  const c = CmdCfgiSte.alloc();
-  CmdCfgiSte.set(c, "OPCODE", CmdOp.CFGI_STE);
-  CmdCfgiSte.set(c, "SID", sid);
-  CmdCfgiSte.set(c, "LEAF", 1);
-  return c;
+  return CmdCfgiSte.encode({ OPCODE: CmdOp.CFGI_STE, SID: sid, LEAF: 1 });
 }
 
 /** CFGI_ALL: CFGI_STE_RANGE with Range = 31 (every STE and CD). */
 export function cfgiAll(): Uint32Array {
-  const c = CmdCfgiSteRange.alloc();
-  CmdCfgiSteRange.set(c, "OPCODE", CmdOp.CFGI_STE_RANGE);
-  CmdCfgiSteRange.set(c, "RANGE", 31);
-  return c;
+  return CmdCfgiSteRange.encode({ OPCODE: CmdOp.CFGI_STE_RANGE, RANGE: 31 });
 }
 
 export function cfgiCd(sid: number, ssid: number): Uint32Array {
-  const c = CmdCfgiCd.alloc();
-  CmdCfgiCd.set(c, "OPCODE", CmdOp.CFGI_CD);
-  CmdCfgiCd.set(c, "SID", sid);
-  CmdCfgiCd.set(c, "SSID", ssid);
-  CmdCfgiCd.set(c, "LEAF", 1);
-  return c;
+  return CmdCfgiCd.encode({ OPCODE: CmdOp.CFGI_CD, SID: sid, SSID: ssid, LEAF: 1 });
 }
 
 export function tlbiNsnhAll(): Uint32Array {
-  const c = CmdTlbiNsnhAll.alloc();
-  CmdTlbiNsnhAll.set(c, "OPCODE", CmdOp.TLBI_NSNH_ALL);
-  return c;
+  return CmdTlbiNsnhAll.encode({ OPCODE: CmdOp.TLBI_NSNH_ALL });
 }
 
 export function tlbiNhAsid(asid: number): Uint32Array {
-  const c = CmdTlbiNhAsid.alloc();
-  CmdTlbiNhAsid.set(c, "OPCODE", CmdOp.TLBI_NH_ASID);
-  CmdTlbiNhAsid.set(c, "ASID", asid);
-  return c;
+  return CmdTlbiNhAsid.encode({ OPCODE: CmdOp.TLBI_NH_ASID, ASID: asid });
 }
 
 /** One 4 KiB page (TG = 0: no range; a block covering it goes too). */
 export function tlbiNhVa(asid: number, va: number): Uint32Array {
-  const c = CmdTlbiNhVa.alloc();
-  CmdTlbiNhVa.set(c, "OPCODE", CmdOp.TLBI_NH_VA);
-  CmdTlbiNhVa.set(c, "ASID", asid);
+  const c = CmdTlbiNhVa.encode({ OPCODE: CmdOp.TLBI_NH_VA, ASID: asid });
   CmdTlbiNhVa.setAddr(c, "ADDR", va);
   return c;
 }
 
 export function tlbiS12Vmall(vmid: number): Uint32Array {
-  const c = CmdTlbiS12Vmall.alloc();
-  CmdTlbiS12Vmall.set(c, "OPCODE", CmdOp.TLBI_S12_VMALL);
-  CmdTlbiS12Vmall.set(c, "VMID", vmid);
-  return c;
+  return CmdTlbiS12Vmall.encode({ OPCODE: CmdOp.TLBI_S12_VMALL, VMID: vmid });
 }
 
 export function tlbiS2Ipa(vmid: number, ipa: number): Uint32Array {
-  const c = CmdTlbiS2Ipa.alloc();
-  CmdTlbiS2Ipa.set(c, "OPCODE", CmdOp.TLBI_S2_IPA);
-  CmdTlbiS2Ipa.set(c, "VMID", vmid);
+  const c = CmdTlbiS2Ipa.encode({ OPCODE: CmdOp.TLBI_S2_IPA, VMID: vmid });
   CmdTlbiS2Ipa.setAddr(c, "ADDR", ipa);
   return c;
 }
@@ -130,13 +101,7 @@ export function tlbiRange(byPage: (va: number) => Uint32Array, all: () => Uint32
  * 2^52 bytes or more invalidates everything.
  */
 export function atcInv(sid: number, ssid: number | undefined, addr: number, size: number): Uint32Array {
-  const c = CmdAtcInv.alloc();
-  CmdAtcInv.set(c, "OPCODE", CmdOp.ATC_INV);
-  CmdAtcInv.set(c, "SID", sid);
-  if (ssid !== undefined) {
-    CmdAtcInv.set(c, "SSV", 1);
-    CmdAtcInv.set(c, "SSID", ssid);
-  }
+  const c = CmdAtcInv.encode({ OPCODE: CmdOp.ATC_INV, SID: sid, ...substream(ssid) });
   let log2 = ATC_INV_SIZE_ALL;
   if (size > 0 && addr >= 0) {
     log2 = Math.max(0, Math.ceil(Math.log2(Math.ceil(size / PAGE))));
@@ -149,14 +114,6 @@ export function atcInv(sid: number, ssid: number | undefined, addr: number, size
 
 /** PRI_RESP: success → SUCCESS, invalid → DENIED (Linux's IOMMU_PAGE_RESP_INVALID), failure → FAILURE. */
 export function priResp(sid: number, ssid: number | undefined, grpid: number, code: PageResponse["code"]): Uint32Array {
-  const c = CmdPriResp.alloc();
-  CmdPriResp.set(c, "OPCODE", CmdOp.PRI_RESP);
-  CmdPriResp.set(c, "SID", sid);
-  if (ssid !== undefined) {
-    CmdPriResp.set(c, "SSV", 1);
-    CmdPriResp.set(c, "SSID", ssid);
-  }
-  CmdPriResp.set(c, "PRGINDEX", grpid);
-  CmdPriResp.set(c, "RESP", code === "success" ? PriRespCode.SUCCESS : code === "failure" ? PriRespCode.FAILURE : PriRespCode.DENIED);
-  return c;
+  const resp = code === "success" ? PriRespCode.SUCCESS : code === "failure" ? PriRespCode.FAILURE : PriRespCode.DENIED;
+  return CmdPriResp.encode({ OPCODE: CmdOp.PRI_RESP, SID: sid, ...substream(ssid), PRGINDEX: grpid, RESP: resp });
 }
