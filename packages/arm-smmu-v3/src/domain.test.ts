@@ -1,21 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { Errno, isKernelError } from "@vsva/kernel";
+import { Errno } from "@vsva/kernel";
 import { CmdOp, CmdTlbiNhAsid } from "@vsva/iommu-hw";
 import { EMPTY_NESTING_INFO, IommuProt, type PagingDomain } from "@vsva/iommu-core";
 import { SmmuNestingDomain, SmmuS2Domain } from "./domain.js";
 import { PATTERN, SmmuTestHost, dmaWrite } from "./testing.js";
+import { errnoOf } from "@vsva/kernel/testing";
 
 const RW = IommuProt.READ | IommuProt.WRITE;
-
-function errnoOf(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
-}
 
 describe("paging domains through the real unit", () => {
   it("stage 1: DMA without PASID goes through CD 0's tables; unmap + flush leaves nothing stale and the DMA faults", () => {

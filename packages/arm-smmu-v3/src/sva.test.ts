@@ -1,19 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { Errno, isKernelError } from "@vsva/kernel";
+import { Errno } from "@vsva/kernel";
 import { Mm, Prot } from "@vsva/iommu-core";
 import { PATTERN, SmmuTestHost, dmaWrite } from "./testing.js";
+import { errnoOf } from "@vsva/kernel/testing";
 
 const RW = Prot.READ | Prot.WRITE;
-
-function errnoOf(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
-}
 
 function svaHost() {
   const h = new SmmuTestHost();

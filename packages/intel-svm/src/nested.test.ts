@@ -1,19 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { Errno, KernelError, TraceRecorder, asHostPasid } from "@vsva/kernel";
+import { Errno, TraceRecorder, asHostPasid } from "@vsva/kernel";
 import { PasidEntry, Pgtt } from "@vsva/iommu-hw";
 import { IommuProt, VtdGpasidFlag } from "@vsva/iommu-core";
 import { GPA_DATA, GUEST_HPA, GVA, bindData, vmHost } from "./nested-host.js";
 import { PATTERN, bindBytes, dmaWrite } from "./test-host.js";
-
-function errnoOf(fn: () => unknown): number | "ok" {
-  try {
-    fn();
-    return "ok";
-  } catch (e) {
-    if (e instanceof KernelError) return e.errno;
-    throw e;
-  }
-}
+import { errnoOf } from "@vsva/kernel/testing";
 
 describe("bind_gpasid: nested translation", () => {
   it("DMA with the host PASID goes through the guest first level and the domain's second level", () => {

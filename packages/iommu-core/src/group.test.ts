@@ -2,16 +2,7 @@ import { Errno, KernelBug, KernelError, sourceId } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
 import { IommuProt } from "./ops.js";
 import { mockHost } from "./testing/mock-host.js";
-
-function errnoOf(fn: () => unknown): number | "ok" {
-  try {
-    fn();
-    return "ok";
-  } catch (e) {
-    if (e instanceof KernelError) return e.errno;
-    throw e;
-  }
-}
+import { errnoOf } from "@vsva/kernel/testing";
 
 /** Two functions of one card behind a bridge without ACS share a group; a third device is alone. */
 function topology(defaultDomain: "dma" | "identity" | "none" = "dma") {

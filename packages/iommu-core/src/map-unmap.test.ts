@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { PagingDomain } from "./domain.js";
 import { IommuProt } from "./ops.js";
 import { mockHost } from "./testing/mock-host.js";
+import { errnoOf } from "@vsva/kernel/testing";
 
 const K4 = 0x1000;
 const M2 = 0x20_0000;
@@ -14,16 +15,6 @@ function bench() {
   const dev = h.core.probeDevice(h.iommu, { name: "nic", sid: sourceId(0, 2, 0) });
   const domain = h.core.domainAlloc(dev, { type: "unmanaged", nestingParent: false }) as PagingDomain;
   return { ...h, dev, domain };
-}
-
-function errnoOf(fn: () => unknown): number | "ok" {
-  try {
-    fn();
-    return "ok";
-  } catch (e) {
-    if (e instanceof KernelError) return e.errno;
-    throw e;
-  }
 }
 
 describe("map splits a range into the page sizes the domain supports", () => {

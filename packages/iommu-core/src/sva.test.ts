@@ -1,20 +1,11 @@
-import { Errno, type TraceEvent, isKernelError } from "@vsva/kernel";
+import { Errno, type TraceEvent } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
 import { Prot } from "./mm/prot.js";
 import { PAGE_SIZE } from "./page-alloc.js";
 import { type SvaHost, svaHost } from "./testing/index.js";
+import { errnoOf } from "@vsva/kernel/testing";
 
 const VA = 0x10_0000_0000;
-
-function errnoOf(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
-}
 
 /** Only what the IOMMU side holds (device contexts, default domains) may remain once every mm and bond is gone. */
 function onlyContextsLeft(h: SvaHost): boolean {

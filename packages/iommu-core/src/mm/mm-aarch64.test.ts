@@ -1,10 +1,11 @@
-import { Errno, Kernel, isKernelError } from "@vsva/kernel";
+import { Errno, Kernel } from "@vsva/kernel";
 import { type ArmS1Config, ArmPerm, SparseMemory, newArmWalkResult, walkStage1 } from "@vsva/iommu-hw";
 import { describe, expect, it } from "vitest";
 import { PAGE_SIZE, PageAllocator } from "../page-alloc.js";
 import { Mm } from "./mm.js";
 import { PhysMemBacking } from "./phys-backing.js";
 import { Prot } from "./prot.js";
+import { errnoOf } from "@vsva/kernel/testing";
 
 const POOL = 0x4000_0000;
 const VA = 0x7f00_0000_0000;
@@ -21,16 +22,6 @@ function rig() {
 function smmuWalk(mem: SparseMemory, mm: Mm, va: number, write: boolean) {
   const cfg: ArmS1Config = { ttb: mm.pgd, inputBits: 48, upper: false, outputBits: 46, affd: false, ha: false, hd: false, had: false };
   return walkStage1(mem, cfg, va, { write, priv: false }, newArmWalkResult());
-}
-
-function errnoOf(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
 }
 
 describe("an AArch64 process address space", () => {

@@ -1,4 +1,4 @@
-import { Errno, Kernel, isKernelError } from "@vsva/kernel";
+import { Errno, Kernel } from "@vsva/kernel";
 import { SparseMemory } from "@vsva/iommu-hw";
 import fc from "fast-check";
 import { expect, it } from "vitest";
@@ -6,6 +6,7 @@ import { PAGE_SIZE, PageAllocator } from "../page-alloc.js";
 import { Mm } from "./mm.js";
 import { PhysMemBacking } from "./phys-backing.js";
 import { Prot, vmaAllows } from "./prot.js";
+import { errnoOf } from "@vsva/kernel/testing";
 
 /**
  * Random mmap/munmap/mprotect/reclaim/CPU-access sequences over a 16-page
@@ -40,16 +41,6 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 interface ModelPage {
   prot: number;
   bytes: Map<number, number>;
-}
-
-function errnoOf(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
 }
 
 function expectedVmas(model: Map<number, ModelPage>): { start: number; end: number; prot: number }[] {

@@ -1,4 +1,4 @@
-import { Errno, Kernel, KernelBug, isKernelError } from "@vsva/kernel";
+import { Errno, Kernel, KernelBug } from "@vsva/kernel";
 import { SparseMemory, newWalkResult, walkFirstLevel } from "@vsva/iommu-hw";
 import { describe, expect, it } from "vitest";
 import { PAGE_SIZE, PageAllocator } from "../page-alloc.js";
@@ -6,6 +6,7 @@ import { Mm } from "./mm.js";
 import type { MmuNotifier } from "./mmu-notifier.js";
 import { PhysMemBacking } from "./phys-backing.js";
 import { Prot } from "./prot.js";
+import { errnoOf } from "@vsva/kernel/testing";
 
 const POOL = 0x4000_0000;
 const VA = 0x4000_0000_0000;
@@ -38,16 +39,6 @@ function recorder(onInvalidate?: (start: number, end: number) => void, onRelease
       },
     },
   };
-}
-
-function errnoOf(fn: () => unknown): number {
-  try {
-    fn();
-  } catch (e) {
-    if (isKernelError(e)) return e.errno;
-    throw e;
-  }
-  return 0;
 }
 
 const bytes = (...b: number[]) => new Uint8Array(b);

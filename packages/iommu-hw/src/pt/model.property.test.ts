@@ -1,4 +1,4 @@
-import { Errno, KernelError } from "@vsva/kernel";
+import { Errno } from "@vsva/kernel";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { SparseMemory } from "../mem/sparse-memory.js";
@@ -9,6 +9,7 @@ import { walkSecondLevel } from "./second-level.js";
 import { TableWriter } from "./table-writer.js";
 import type { WalkResult } from "./types.js";
 import { newWalkResult } from "./walk-result.js";
+import { errnoOf } from "@vsva/kernel/testing";
 
 // The writer and the walkers against a model: a list of leaves (va, pa, size,
 // writable). Random map/unmap/protect sequences; after each step, every model
@@ -75,16 +76,6 @@ function overlaps(l: Leaf, va: number, size: number): boolean {
   return l.va < va + size && va < l.va + l.size;
 }
 
-function errnoOf(f: () => unknown): number | undefined {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof KernelError) return e.errno;
-    throw e;
-  }
-  return undefined;
-}
-
 interface Case {
   name: string;
   fmt: PageTableFormat;
@@ -142,24 +133,24 @@ describe("table writer and walkers agree with a model map", () => {
             if (op.op === "map") {
               const pa = op.pa * op.size;
               const leaves = split(c.fmt, va, pa, size, op.write, op.fixed ? op.size : undefined);
-              const expected = model.some((l) => overlaps(l, va, size)) ? Errno.EEXIST : undefined;
+              const expected = model.some((l) => overlaps(l, va, size)) ? Errno.EEXIST : 0;
               expect(errnoOf(() => w.map(va, pa, size, { write: op.write }, op.fixed ? op.size : undefined))).toBe(expected);
-              if (expected === undefined) model.push(...leaves);
+              if (expected === 0) model.push(...leaves);
             } else {
               const hit = model.filter((l) => overlaps(l, va, size));
               const cuts = hit.some((l) => l.va < va || l.va + l.size > va + size);
               if (op.op === "unmap") {
                 let n: number | undefined;
-                expect(errnoOf(() => (n = w.unmap(va, size)))).toBe(cuts ? Errno.EINVAL : undefined);
+                expect(errnoOf(() => (n = w.unmap(va, size)))).toBe(cuts ? Errno.EINVAL : 0);
                 if (!cuts) {
                   expect(n).toBe(hit.reduce((s, l) => s + l.size, 0));
                   model = model.filter((l) => !overlaps(l, va, size));
                 }
               } else {
                 const covered = hit.reduce((s, l) => s + l.size, 0) === size;
-                const expected = cuts ? Errno.EINVAL : covered ? undefined : Errno.ENOENT;
+                const expected = cuts ? Errno.EINVAL : covered ? 0 : Errno.ENOENT;
                 expect(errnoOf(() => w.protect(va, size, { write: op.write }))).toBe(expected);
-                if (expected === undefined) for (const l of hit) l.write = op.write;
+                if (expected === 0) for (const l of hit) l.write = op.write;
               }
             }
 
