@@ -1,5 +1,5 @@
 import { Kernel, type SourceId } from "@vsva/kernel";
-import { PciEndpoint, SmmuUnit, type SmmuOptions, SparseMemory } from "@vsva/iommu-hw";
+import { PciEndpoint, SmmuUnit, type SmmuOptions, SparseMemory, pciEnableForSva } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator, PhysMemBacking } from "@vsva/iommu-core";
 import { ArmSmmuV3 } from "./driver.js";
@@ -85,14 +85,7 @@ export class SmmuTestHost {
       ats: {},
       pri: { outstandingCapacity: 32 },
     });
-    const cs = ep.config;
-    ep.configWrite(0x04, 2, 0x0006);
-    if (cs.pasid !== undefined) ep.configWrite(cs.offsets.pasid + 6, 2, 0x1 | (ep.configRead(cs.offsets.pasid + 4, 2) & 0x6));
-    if (cs.ats !== undefined) ep.configWrite(cs.offsets.ats + 6, 2, 0x8000);
-    if (cs.pri !== undefined) {
-      ep.configWrite(cs.offsets.pri + 0xc, 4, 32);
-      ep.configWrite(cs.offsets.pri + 4, 2, 0x1);
-    }
+    pciEnableForSva(ep);
     ep.attach(this.unit);
     this.unit.attachEndpoint(ep);
     return ep;

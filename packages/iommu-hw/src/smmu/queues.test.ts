@@ -1,6 +1,7 @@
 import { sourceId } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
 import { PciEndpoint } from "../pci/endpoint.js";
+import { pciEnableForSva } from "../pci/pci-enable.js";
 import { CD_TABLE, CR0_CMDQEN, CR0_EVENTQEN, CR0_PRIQEN, CR0_SMMUEN, EVENTQ, PRIQ, S1_PAGE, SR, SmmuRig, cmd } from "./testing/rig.js";
 import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 import { mapPath } from "./testing/tables.js";
@@ -135,14 +136,7 @@ describe("PRI queue", () => {
       bus: 0, dev: 2, fn: 0, mem: rig.mem, id: { vendorId: 0x13b5, deviceId: 0xff80 },
       pasid: { maxWidth: 20, exec: true, priv: true }, ats: {}, pri: { outstandingCapacity: 32 },
     });
-    const cs = ep.config;
-    ep.configWrite(0x04, 2, 0x0006);
-    if (cs.pasid !== undefined) ep.configWrite(cs.offsets.pasid + 6, 2, 0x1 | (ep.configRead(cs.offsets.pasid + 4, 2) & 0x6));
-    if (cs.ats !== undefined) ep.configWrite(cs.offsets.ats + 6, 2, 0x8000);
-    if (cs.pri !== undefined) {
-      ep.configWrite(cs.offsets.pri + 0xc, 4, 32);
-      ep.configWrite(cs.offsets.pri + 4, 2, 0x1);
-    }
+    pciEnableForSva(ep);
     ep.attach(rig.unit);
     rig.unit.attachEndpoint(ep);
     expect(ep.sid).toBe(sourceId(0, 2, 0));
