@@ -1,5 +1,4 @@
-import { Errno, type Kernel, KernelError, Work, type Workqueue } from "@vsva/kernel";
-import type { PhysMem } from "@vsva/iommu-hw";
+import { Errno, KernelError, Work, type Workqueue } from "@vsva/kernel";
 import type {
   DevFeature,
   DomainAllocRequest,
@@ -8,31 +7,19 @@ import type {
   IommuDevice,
   IommuCoreUplink,
   IommuOps,
-  PageAllocator,
   PageResponse,
   SvaBindingOps,
   SvaMm,
 } from "@vsva/iommu-core";
 import { SmmuNestingDomain, SmmuS1Domain, SmmuS2Domain } from "./domain.js";
-import type { SmmuMmio } from "./mmio.js";
 import { type IoPageFaultHandler, PageRequests } from "./prq.js";
-import { SmmuHardware, type SmmuFirmware, type SmmuMaster } from "./smmu.js";
+import { SmmuHardware, type SmmuHardwareOptions, type SmmuMaster } from "./smmu.js";
 import { SmmuBlockedDomain, SmmuIdentityDomain } from "./static-domains.js";
 import { NativeSva } from "./sva.js";
 
-export interface ArmSmmuV3Options {
-  /** Unit name in traces and logs (default "smmu0"). */
+/** The hardware's options with the unit name optional (default "smmu0"). */
+export interface ArmSmmuV3Options extends Omit<SmmuHardwareOptions, "name"> {
   readonly name?: string;
-  readonly mmio: SmmuMmio;
-  /** The memory the unit reads (host RAM, or a guest's RAM for a vSMMU). */
-  readonly mem: PhysMem;
-  /** Every page the driver puts in memory comes from here. */
-  readonly pages: PageAllocator;
-  readonly kernel: Kernel;
-  /** Lets a unit that runs its command queue from a work item progress while the driver waits. */
-  readonly poll?: () => void;
-  /** Firmware's description of the masters (which of them can stall); none: no master stalls unless the unit forces it. */
-  readonly firmware?: SmmuFirmware;
 }
 
 /**
@@ -63,15 +50,7 @@ export class ArmSmmuV3 implements IommuOps {
 
   /** Reads the ID registers. ENODEV for a unit this driver cannot drive. */
   constructor(o: ArmSmmuV3Options) {
-    this.hw = new SmmuHardware({
-      name: o.name ?? "smmu0",
-      mmio: o.mmio,
-      mem: o.mem,
-      pages: o.pages,
-      kernel: o.kernel,
-      ...(o.poll === undefined ? {} : { poll: o.poll }),
-      ...(o.firmware === undefined ? {} : { firmware: o.firmware }),
-    });
+    this.hw = new SmmuHardware({ ...o, name: o.name ?? "smmu0" });
     const c = this.hw.caps;
     this.pasidBits = c.s1 ? c.ssidBits : 0;
     this.prq = new PageRequests(this.hw, (m, ssid) => this.#route(m, ssid));

@@ -70,12 +70,17 @@ export interface SmmuFirmware {
 }
 
 export interface SmmuHardwareOptions {
+  /** Unit name in traces and logs. */
   readonly name: string;
   readonly mmio: SmmuMmio;
+  /** The memory the unit reads (host RAM, or a guest's RAM for a vSMMU). */
   readonly mem: PhysMem;
+  /** Every page the driver puts in memory comes from here. */
   readonly pages: PageAllocator;
   readonly kernel: Kernel;
+  /** Lets a unit that runs its command queue from a work item progress while the driver waits. */
   readonly poll?: () => void;
+  /** Firmware's description of the masters (which of them can stall); none: no master stalls unless the unit forces it. */
   readonly firmware?: SmmuFirmware;
 }
 
