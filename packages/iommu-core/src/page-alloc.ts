@@ -3,7 +3,7 @@ import { Errno, type FaultInjector, KernelBug, KernelError } from "@vsva/kernel"
 /**
  * The little of physical memory the page allocator needs: zeroing a freshly
  * allocated range. Defined here so iommu-core needs no hardware import; the
- * host wires it to iommu-hw's SparseMemory (a guest, to its RAM view).
+ * host wires it to pgtable's SparseMemory (a guest, to its RAM view).
  * Returns false when the range is not backed (an abort), as PhysMem does.
  */
 export interface PageBacking {

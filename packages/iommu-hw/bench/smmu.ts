@@ -1,6 +1,5 @@
 import { Bench } from "tinybench";
-import { resetStats } from "../src/mem/phys-mem.js";
-import { Perm } from "../src/pt-arm/types.js";
+import { resetStats, ArmPerm as Perm } from "@vsva/pgtable";
 import { TlbClass } from "../src/smmu/caches.js";
 import { CD_TABLE, S1_PAGE, S2_PAGE, SmmuRig, cmd } from "../src/smmu/testing/rig.js";
 import { armIdx, mapPath } from "../src/smmu/testing/tables.js";

@@ -1,5 +1,5 @@
 import { Bench } from "tinybench";
-import { resetStats } from "../src/mem/phys-mem.js";
+import { resetStats } from "@vsva/pgtable";
 import { CacheClass, RightsFor, cacheTag, iotlbKey } from "../src/vtd/caches.js";
 import { FL_P, FL_RW, FL_US, VtdRig, desc } from "../src/vtd/testing/rig.js";
 import { MICRO_TLB_SLOTS } from "../src/vtd/translate.js";

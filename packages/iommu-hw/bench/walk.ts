@@ -1,13 +1,5 @@
-import { resetStats } from "../src/mem/phys-mem.js";
-import { SparseMemory } from "../src/mem/sparse-memory.js";
-import { walkFirstLevel } from "../src/pt/first-level.js";
-import { slFormat, x86Format } from "../src/pt/formats.js";
-import { PagePool } from "../src/pt/page-pool.js";
-import { secondLevelStage, walkSecondLevel } from "../src/pt/second-level.js";
-import { TableWriter } from "../src/pt/table-writer.js";
-import type { FirstLevelConfig, FirstLevelWalkOptions, SecondLevelConfig } from "../src/pt/types.js";
+import { resetStats, SparseMemory, walkFirstLevel, slFormat, x86Format, PagePool, secondLevelStage, walkSecondLevel, TableWriter, type FirstLevelConfig, type FirstLevelWalkOptions, type SecondLevelConfig, newWalkResult } from "@vsva/pgtable";
 import { WalkCache } from "../src/pt/walk-cache.js";
-import { newWalkResult } from "../src/pt/walk-result.js";
 import type { Figure } from "./figure.js";
 
 /**

@@ -1,6 +1,8 @@
-export { MEM_ABORT, type U64, type MemStats, type PhysMem, u64, newStats, resetStats, u64ToBigInt, bigIntToU64, u64ToNumber, numberToU64 } from "./mem/phys-mem.js";
-export { SparseMemory, type SparseMemoryOptions, type MemRegion, PAGE_SIZE, PAGE_SHIFT } from "./mem/sparse-memory.js";
-export { defineLayout, type Layout, type FieldAccess, type FieldSpec, type FieldDecl } from "./layout.js";
+// Memory and page-table formats live in `@vsva/pgtable` (shared with the CPU's
+// process model); the names a unit's user needs to build one are re-exported here.
+export { MEM_ABORT, type U64, type MemStats, type PhysMem, u64, newStats, resetStats, u64ToBigInt, bigIntToU64, u64ToNumber, numberToU64 } from "@vsva/pgtable";
+export { SparseMemory, type SparseMemoryOptions, type MemRegion, PAGE_SIZE, PAGE_SHIFT } from "@vsva/pgtable";
+export { defineLayout, type Layout, type FieldAccess, type FieldSpec, type FieldDecl } from "@vsva/pgtable";
 export type { DmaRequest, TranslateOk, TranslateFault, TranslateResult, PageRequest, PageResponseCode, PageGroupResponse, IommuPort, EndpointPort, StallResolution } from "./iommu-port.js";
 export { TaggedLru, CacheNode, type CacheStats } from "./cache/tagged-lru.js";
 
@@ -23,16 +25,16 @@ export type {
   WalkFirstLevel,
   WalkSecondLevel,
   WalkOutcome,
-} from "./pt/types.js";
-export { newWalkResult, resetWalkResult, toOutcome } from "./pt/walk-result.js";
-export { walkFirstLevel } from "./pt/first-level.js";
-export { walkSecondLevel, secondLevelStage } from "./pt/second-level.js";
+} from "@vsva/pgtable";
+export { newWalkResult, resetWalkResult, toOutcome } from "@vsva/pgtable";
+export { walkFirstLevel } from "@vsva/pgtable";
+export { walkSecondLevel, secondLevelStage } from "@vsva/pgtable";
 export { WalkCache } from "./pt/walk-cache.js";
-export { X86_PTE, X86_PDE_2M, X86_PDPTE_1G, X86, x86ReservedMask, x86EntryName, type X86Level, type X86ReservedOptions } from "./pt/x86-pte.js";
-export { SL_PTE, SL_PDE_2M, SL_PDPTE_1G, SL, slReservedMask, type SlReservedOptions } from "./pt/sl-pte.js";
-export { x86Format, slFormat, type PteProt, type LeafProt, type PageTableFormat, type X86FormatOptions, type SlFormatOptions } from "./pt/formats.js";
-export { TableWriter, type PageAllocator, type Mapping, type TableWriterOptions } from "./pt/table-writer.js";
-export { PagePool } from "./pt/page-pool.js";
+export { X86_PTE, X86_PDE_2M, X86_PDPTE_1G, X86, x86ReservedMask, x86EntryName, type X86Level, type X86ReservedOptions } from "@vsva/pgtable";
+export { SL_PTE, SL_PDE_2M, SL_PDPTE_1G, SL, slReservedMask, type SlReservedOptions } from "@vsva/pgtable";
+export { x86Format, slFormat, type PteProt, type LeafProt, type PageTableFormat, type X86FormatOptions, type SlFormatOptions } from "@vsva/pgtable";
+export { TableWriter, type PageAllocator, type Mapping, type TableWriterOptions } from "@vsva/pgtable";
+export { PagePool } from "@vsva/pgtable";
 
 // PCIe endpoint: config space with PASID/ATS/PRI, device TLB, PRI, DMA engine.
 export { PciEndpoint, type PciEndpointOptions, normaliseRange } from "./pci/endpoint.js";
@@ -209,9 +211,9 @@ export {
   ResumeResp,
 } from "./smmu/structures.js";
 export { PlatformDmaMaster, type PlatformDmaMasterOptions, type PlatformDmaProgram, type PlatformDmaStatus } from "./smmu/platform-master.js";
-export { ArmTableWriter, type ArmS1WriterOptions, type ArmS2WriterOptions } from "./pt-arm/table-writer.js";
-export { armS1Format, armS2Format } from "./pt-arm/formats.js";
-export { walkStage1, walkStage2 } from "./pt-arm/walk.js";
-export { newArmWalkResult } from "./pt-arm/walk-result.js";
-export { type ArmS1Config, type ArmS2Config, type ArmWalkResult, Perm as ArmPerm } from "./pt-arm/types.js";
-export { oasBits, oasCode, s1StartLevel, s2Geometry } from "./pt-arm/geometry.js";
+export { ArmTableWriter, type ArmS1WriterOptions, type ArmS2WriterOptions } from "@vsva/pgtable";
+export { armS1Format, armS2Format } from "@vsva/pgtable";
+export { walkStage1, walkStage2 } from "@vsva/pgtable";
+export { newArmWalkResult } from "@vsva/pgtable";
+export { type ArmS1Config, type ArmS2Config, type ArmWalkResult, ArmPerm } from "@vsva/pgtable";
+export { oasBits, oasCode, s1StartLevel, s2Geometry } from "@vsva/pgtable";

@@ -11,7 +11,7 @@ import {
   walkFirstLevel,
   walkStage1,
   x86Format,
-} from "@vsva/iommu-hw";
+} from "@vsva/pgtable";
 
 /** Which CPU's page tables an mm builds. */
 export type MmArch = "x86-64" | "aarch64";

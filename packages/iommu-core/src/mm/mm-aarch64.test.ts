@@ -1,5 +1,5 @@
 import { Errno, Kernel } from "@vsva/kernel";
-import { type ArmS1Config, ArmPerm, SparseMemory, newArmWalkResult, walkStage1 } from "@vsva/iommu-hw";
+import { type ArmS1Config, ArmPerm, SparseMemory, newArmWalkResult, walkStage1 } from "@vsva/pgtable";
 import { describe, expect, it } from "vitest";
 import { PAGE_SIZE, PageAllocator } from "../page-alloc.js";
 import { Mm } from "./mm.js";

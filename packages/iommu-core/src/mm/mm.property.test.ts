@@ -1,5 +1,5 @@
 import { Errno, Kernel } from "@vsva/kernel";
-import { SparseMemory } from "@vsva/iommu-hw";
+import { SparseMemory } from "@vsva/pgtable";
 import fc from "fast-check";
 import { expect, it } from "vitest";
 import { PAGE_SIZE, PageAllocator } from "../page-alloc.js";

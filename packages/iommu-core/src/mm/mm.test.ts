@@ -1,5 +1,5 @@
 import { Errno, Kernel, KernelBug } from "@vsva/kernel";
-import { SparseMemory, newWalkResult, walkFirstLevel } from "@vsva/iommu-hw";
+import { SparseMemory, newWalkResult, walkFirstLevel } from "@vsva/pgtable";
 import { describe, expect, it } from "vitest";
 import { PAGE_SIZE, PageAllocator } from "../page-alloc.js";
 import { Mm } from "./mm.js";

@@ -1,5 +1,5 @@
 import { Errno, type HostPasid, type Kernel, KernelBug, KernelError, isKernelError } from "@vsva/kernel";
-import type { Mapping, PhysMem, PteProt } from "@vsva/iommu-hw";
+import type { Mapping, PhysMem, PteProt } from "@vsva/pgtable";
 import { PAGE_SIZE, type PageAllocator } from "../page-alloc.js";
 import "../trace-events.js";
 import { type CpuPgtable, type CpuTableWriter, type MmArch, type PgtableFormat, cpuPgtable } from "./cpu-pgtable.js";

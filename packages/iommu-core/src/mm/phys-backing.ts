@@ -1,4 +1,4 @@
-import type { PhysMem } from "@vsva/iommu-hw";
+import type { PhysMem } from "@vsva/pgtable";
 import type { PageBacking } from "../page-alloc.js";
 
 const ZERO_CHUNK = 64 * 1024;

@@ -1,6 +1,6 @@
 import { Kernel, sourceId } from "@vsva/kernel";
 import { IoasidCore } from "@vsva/ioasid";
-import { SparseMemory } from "@vsva/iommu-hw";
+import { SparseMemory } from "@vsva/pgtable";
 import type { IommuDevice } from "../device.js";
 import { IommuCore } from "../iommu-core.js";
 import type { Iommu } from "../iommu.js";

@@ -1,4 +1,4 @@
-import type { Layout } from "../layout.js";
+import type { Layout } from "@vsva/pgtable";
 
 /**
  * Storage for a register window with guest-visible access rules derived from

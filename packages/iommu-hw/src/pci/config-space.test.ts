@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { Errno, isKernelError } from "@vsva/kernel";
-import { defineLayout } from "../layout.js";
+import { defineLayout } from "@vsva/pgtable";
 import { ConfigSpace, findCapability, findExtCapability } from "./config-space.js";
 import { buildEndpointConfig, type EndpointConfigOptions } from "./endpoint-config.js";
 import { PCI_CAP_ID_EXP, PciExtCapId } from "./regs.js";

@@ -1,5 +1,5 @@
 import { Errno, KernelError } from "@vsva/kernel";
-import type { FieldAccess, Layout } from "../layout.js";
+import type { FieldAccess, Layout } from "@vsva/pgtable";
 
 /**
  * A 4 KiB PCI Express configuration space: the access machinery only. What

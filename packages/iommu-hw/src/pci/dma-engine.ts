@@ -1,6 +1,6 @@
 import type { SourceId, TraceBus } from "@vsva/kernel";
 import type { IommuPort, TranslateOk } from "../iommu-port.js";
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { PhysMem } from "@vsva/pgtable";
 import type { AtcEntry, DeviceTlb } from "./device-tlb.js";
 import type { PageRequestInterface, PageRequestOutcome } from "./pri.js";
 import "./trace-events.js";

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { Errno, TraceBus, TraceRecorder, isKernelError, sourceId } from "@vsva/kernel";
-import { SparseMemory } from "../mem/sparse-memory.js";
+import { SparseMemory } from "@vsva/pgtable";
 import { PciEndpoint, normaliseRange } from "./endpoint.js";
 import { makeRig } from "./testing/rig.js";
 

@@ -1,6 +1,6 @@
 import { Errno, KernelError, type SourceId, type TraceBus, formatBdf, sourceId } from "@vsva/kernel";
 import type { EndpointPort, IommuPort, PageGroupResponse } from "../iommu-port.js";
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { PhysMem } from "@vsva/pgtable";
 import { DeviceTlb, type DeviceTlbInvalidation } from "./device-tlb.js";
 import { DmaEngine, type DmaEngineOptions, type PasidControl } from "./dma-engine.js";
 import { type EndpointConfig, type EndpointConfigOptions, buildEndpointConfig } from "./endpoint-config.js";

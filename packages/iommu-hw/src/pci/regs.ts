@@ -1,4 +1,4 @@
-import { defineLayout } from "../layout.js";
+import { defineLayout } from "@vsva/pgtable";
 
 /**
  * PCI Express configuration registers of the endpoint, declared once as data.

@@ -1,6 +1,5 @@
 import { LevelPrefixCache, type LevelGeometry } from "../cache/level-prefix-cache.js";
-import { armLevelSize } from "./geometry.js";
-import type { ArmTableEntry, ArmWalkCacheLike } from "./types.js";
+import { armLevelSize, type ArmTableEntry, type ArmWalkCacheLike } from "@vsva/pgtable";
 
 /** VMSAv8-64 with the 4 KiB granule: table descriptors at levels 0..2 (level 3 holds only pages). */
 const ARM_WALK_GEOMETRY: LevelGeometry = { levelSize: armLevelSize, tableLevels: [0, 1, 2] };

@@ -1,13 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { resetStats } from "../mem/phys-mem.js";
-import { SparseMemory } from "../mem/sparse-memory.js";
-import { PagePool } from "../pt/page-pool.js";
-import { ArmTableWriter } from "./table-writer.js";
-import { type ArmS1Config, type ArmS2Config, Perm } from "./types.js";
-import { walkStage1, walkStage2, stage2Of } from "./walk.js";
+import { resetStats, SparseMemory, PagePool, ArmTableWriter, type ArmS1Config, type ArmS2Config, ArmPerm as Perm, walkStage1, walkStage2, stage2Of, newArmWalkResult } from "@vsva/pgtable";
 import { ArmWalkCache } from "./walk-cache.js";
-import { newArmWalkResult } from "./walk-result.js";
 
 // Descriptor bits restated from spec-facts §B5 by hand, independently of descriptors.ts.
 const V = 1n, T = 2n, AP1 = 1n << 6n, AP2 = 1n << 7n, AF = 1n << 10n, NG = 1n << 11n;

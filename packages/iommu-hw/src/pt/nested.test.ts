@@ -1,14 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { resetStats } from "../mem/phys-mem.js";
-import { SparseMemory } from "../mem/sparse-memory.js";
-import { walkFirstLevel } from "./first-level.js";
-import { slFormat } from "./formats.js";
-import { PagePool } from "./page-pool.js";
-import { secondLevelStage, walkSecondLevel } from "./second-level.js";
-import { TableWriter } from "./table-writer.js";
-import type { FirstLevelConfig, SecondLevelConfig, WalkAccess } from "./types.js";
+import { resetStats, SparseMemory, walkFirstLevel, slFormat, PagePool, secondLevelStage, walkSecondLevel, TableWriter, type FirstLevelConfig, type SecondLevelConfig, type WalkAccess, newWalkResult, toOutcome } from "@vsva/pgtable";
 import { WalkCache } from "./walk-cache.js";
-import { newWalkResult, toOutcome } from "./walk-result.js";
 
 // Nested (PGTT=3): a guest first-level table whose every pointer is a GPA,
 // over a host second level mapping GPA g to HPA g + SHIFT. The first-level

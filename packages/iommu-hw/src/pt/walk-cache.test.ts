@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { PscEntry } from "./types.js";
+import type { PscEntry } from "@vsva/pgtable";
 import { WalkCache } from "./walk-cache.js";
 
 const M2 = 2 ** 21;

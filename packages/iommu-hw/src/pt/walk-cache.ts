@@ -1,6 +1,5 @@
 import { LevelPrefixCache, type LevelGeometry } from "../cache/level-prefix-cache.js";
-import { levelSize } from "./geometry.js";
-import type { PagingStructureCache, PscEntry } from "./types.js";
+import { levelSize, type PagingStructureCache, type PscEntry } from "@vsva/pgtable";
 
 /** x86-64 and VT-d second-level tables: levels 1 (4 KiB leaves) to 5; non-leaf entries live at 2..5. */
 const TABLE_LEVELS = [2, 3, 4, 5] as const;

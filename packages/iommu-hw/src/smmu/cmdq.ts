@@ -1,5 +1,5 @@
 import { Work, type Workqueue } from "@vsva/kernel";
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { PhysMem } from "@vsva/pgtable";
 import { QueueGeometry } from "./queues.js";
 import { CmdqConsReg, CmdqError, CmdqProdReg } from "./regs.js";
 import { CMD_BYTES } from "./structures.js";

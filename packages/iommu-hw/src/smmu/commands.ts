@@ -1,6 +1,6 @@
 import type { TraceBus } from "@vsva/kernel";
 import type { EndpointPort, PageResponseCode } from "../iommu-port.js";
-import type { Layout } from "../layout.js";
+import type { Layout } from "@vsva/pgtable";
 import type { SmmuCaches } from "./caches.js";
 import { TlbClass } from "./caches.js";
 import type { SmmuConfig } from "./options.js";

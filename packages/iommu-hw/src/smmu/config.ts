@@ -1,6 +1,4 @@
-import type { PhysMem } from "../mem/phys-mem.js";
-import { armLevelShift, oasBits, s1StartLevel, s2Geometry } from "../pt-arm/geometry.js";
-import type { ArmS1Config, ArmS2Config, ArmWalkResult } from "../pt-arm/types.js";
+import { type PhysMem, armLevelShift, oasBits, s1StartLevel, s2Geometry, type ArmS1Config, type ArmS2Config, type ArmWalkResult } from "@vsva/pgtable";
 import type { SmmuConfig } from "./options.js";
 import { CD_BYTES, Cd, EventId, L1Cd, L1Std, L1_DESC_BYTES, S1Fmt, STE_BYTES, Ste, SteConfig, Strw, TG0_4K, TG1_4K } from "./structures.js";
 

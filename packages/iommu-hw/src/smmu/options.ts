@@ -1,6 +1,5 @@
 import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel";
-import type { PhysMem } from "../mem/phys-mem.js";
-import { MAX_OA_BITS_4K, oasCode } from "../pt-arm/geometry.js";
+import { type PhysMem, MAX_OA_BITS_4K, oasCode } from "@vsva/pgtable";
 
 /** An interrupt the unit signals: an MSI (`addr` ≠ 0, from *_IRQ_CFG0/1) or the wired line (`addr` = 0). */
 export interface SmmuInterrupt {

@@ -1,6 +1,6 @@
 import type { SourceId } from "@vsva/kernel";
 import type { EndpointPort, IommuPort, StallResolution, TranslateFault, TranslateResult } from "../iommu-port.js";
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { PhysMem } from "@vsva/pgtable";
 
 const PAGE = 4096;
 

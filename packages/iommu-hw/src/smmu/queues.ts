@@ -1,5 +1,4 @@
-import type { Layout } from "../layout.js";
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { Layout, PhysMem } from "@vsva/pgtable";
 import { OutqConsReg, OutqProdReg, QueueBaseReg } from "./regs.js";
 
 /**

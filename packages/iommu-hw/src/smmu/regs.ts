@@ -1,4 +1,4 @@
-import { defineLayout } from "../layout.js";
+import { defineLayout } from "@vsva/pgtable";
 
 /**
  * The SMMUv3 register file, declared once as data (spec-facts §B1). Each

@@ -1,8 +1,7 @@
 import { type SourceId, sourceId } from "@vsva/kernel";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { PagePool } from "../pt/page-pool.js";
-import { ArmTableWriter } from "../pt-arm/table-writer.js";
+import { PagePool, ArmTableWriter } from "@vsva/pgtable";
 import { CD_TABLE, CMDQ, EVENTQ, PRIQ, STRTAB, SmmuRig, cmd } from "./testing/rig.js";
 import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 import { PlatformDmaMaster } from "./platform-master.js";

@@ -1,11 +1,9 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { StallTable, type StallEnd } from "./stalls.js";
-import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
+import { type PhysMem, type U64, numberToU64, ArmPerm as Perm, ReadOnlyMem } from "@vsva/pgtable";
 import { sameValue } from "../cache/same-value.js";
 import { pageField } from "../page-field.js";
-import { Perm } from "../pt-arm/types.js";
-import { ReadOnlyMem } from "../mem/read-only-mem.js";
 import { DEFAULT_SMMU_CACHES, SmmuCaches, type TlbEntry, TlbClass } from "./caches.js";
 import { CommandQueue } from "./cmdq.js";
 import { type CommandContext, executeCommand } from "./commands.js";

@@ -1,4 +1,4 @@
-import { defineLayout } from "../layout.js";
+import { defineLayout } from "@vsva/pgtable";
 
 /**
  * SMMUv3 in-memory structures (spec-facts §B2, §B3), declared once as data

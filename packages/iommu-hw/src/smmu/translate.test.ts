@@ -1,7 +1,7 @@
 import { type SourceId, sourceId } from "@vsva/kernel";
 import type { TranslateResult } from "../iommu-port.js";
 import { describe, expect, it } from "vitest";
-import { resetStats } from "../mem/phys-mem.js";
+import { resetStats } from "@vsva/pgtable";
 import { EventId } from "./structures.js";
 import { CD_TABLE, CR0_CMDQEN, CR0_EVENTQEN, D_AF, D_AP1, D_AP2, D_S2R, D_T, D_V, S1_PAGE, S2_PAGE, SR, STRTAB, SmmuRig, cmd } from "./testing/rig.js";
 import { armIdx, mapPath } from "./testing/tables.js";

@@ -1,10 +1,6 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
 import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
-import type { PhysMem } from "../mem/phys-mem.js";
-import type { WalkAccess } from "../pt/types.js";
-import { type ArmS1Config, type ArmStage2, type ArmWalkResult, Perm, neededPerms } from "../pt-arm/types.js";
-import { walkStage1, walkStage2 } from "../pt-arm/walk.js";
-import { newArmWalkResult, resetArmWalkResult } from "../pt-arm/walk-result.js";
+import { type PhysMem, type WalkAccess, type ArmS1Config, type ArmStage2, type ArmWalkResult, ArmPerm as Perm, neededPerms, walkStage1, walkStage2, newArmWalkResult, resetArmWalkResult } from "@vsva/pgtable";
 import { type SmmuCaches, type TlbClassValue, type TlbEntry, GLOBAL_ASID, TlbClass, tlbTag } from "./caches.js";
 import { type CdInfo, ConfigScratch, type ConfigFault, type SteInfo, type StreamTableRegs, fetchCd, fetchSte, s2Event } from "./config.js";
 import type { SmmuConfig } from "./options.js";

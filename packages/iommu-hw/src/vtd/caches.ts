@@ -1,5 +1,5 @@
 import { type CacheNode, type CacheStats, TaggedLru } from "../cache/tagged-lru.js";
-import type { FirstLevelConfig, SecondLevelConfig } from "../pt/types.js";
+import type { FirstLevelConfig, SecondLevelConfig } from "@vsva/pgtable";
 import { WalkCache } from "../pt/walk-cache.js";
 
 /**

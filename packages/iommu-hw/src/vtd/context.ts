@@ -1,4 +1,4 @@
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { PhysMem } from "@vsva/pgtable";
 import type { CtxInfo } from "./caches.js";
 import { FaultReason } from "./fault-reason.js";
 import { CONTEXT_ENTRY_BYTES, ContextEntry, ROOT_ENTRY_BYTES, RootEntry } from "./structures.js";

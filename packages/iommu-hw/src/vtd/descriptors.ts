@@ -1,4 +1,4 @@
-import { defineLayout } from "../layout.js";
+import { defineLayout } from "@vsva/pgtable";
 
 /**
  * Invalidation-queue descriptors (spec-facts A3) and the page-request

@@ -1,7 +1,6 @@
 import { type TraceBus, formatBdf, type SourceId } from "@vsva/kernel";
 import type { EndpointPort, PageResponseCode } from "../iommu-port.js";
-import type { Layout } from "../layout.js";
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { Layout, PhysMem } from "@vsva/pgtable";
 import type { VtdCaches } from "./caches.js";
 import {
   CcGran,

@@ -1,5 +1,5 @@
 import { Work, type Workqueue } from "@vsva/kernel";
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { PhysMem } from "@vsva/pgtable";
 import type { RegisterFile } from "../mmio/register-file.js";
 import { IqaReg, IqercdReg, IqhReg, IqtReg, RegOffset } from "./regs.js";
 import { Iqei } from "./inv-exec.js";

@@ -1,5 +1,5 @@
 import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel";
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { PhysMem } from "@vsva/pgtable";
 import type { VcmdBackend } from "./vcmd.js";
 
 /** An interrupt the unit raises through one of its MSI register sets. */

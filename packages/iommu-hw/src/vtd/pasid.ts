@@ -1,5 +1,4 @@
-import type { PhysMem } from "../mem/phys-mem.js";
-import type { FirstLevelConfig, SecondLevelConfig } from "../pt/types.js";
+import type { PhysMem, FirstLevelConfig, SecondLevelConfig } from "@vsva/pgtable";
 import type { CtxInfo, PasidInfo } from "./caches.js";
 import { FaultReason } from "./fault-reason.js";
 import { slLevelsForAw, type VtdConfig } from "./options.js";

@@ -1,5 +1,5 @@
 import type { PageRequest } from "../iommu-port.js";
-import type { PhysMem } from "../mem/phys-mem.js";
+import type { PhysMem } from "@vsva/pgtable";
 import { PAGE_REQUEST_BYTES, PAGE_REQUEST_TYPE, PageRequestDesc } from "./descriptors.js";
 import type { EventSource } from "./events.js";
 import type { RegisterFile } from "../mmio/register-file.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SparseMemory } from "../mem/sparse-memory.js";
+import { SparseMemory } from "@vsva/pgtable";
 import { GCMD_QIE, GCMD_SRTP, GCMD_TE, MiB, R, VtdRig } from "./testing/rig.js";
 import { VtdUnit } from "./vtd-unit.js";
 

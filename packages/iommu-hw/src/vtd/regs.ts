@@ -1,4 +1,4 @@
-import { defineLayout } from "../layout.js";
+import { defineLayout } from "@vsva/pgtable";
 
 /**
  * The VT-d register file, declared once as data (spec-facts A1). Each layout

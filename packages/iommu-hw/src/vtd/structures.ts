@@ -1,4 +1,4 @@
-import { defineLayout } from "../layout.js";
+import { defineLayout } from "@vsva/pgtable";
 
 /**
  * Scalable-mode translation structures in memory (spec-facts A2). Bits not

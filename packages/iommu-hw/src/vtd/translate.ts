@@ -1,10 +1,6 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
 import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
-import type { PhysMem } from "../mem/phys-mem.js";
-import { walkFirstLevel } from "../pt/first-level.js";
-import { walkSecondLevel } from "../pt/second-level.js";
-import type { SecondLevelConfig, SecondStage, WalkAccess, WalkResult } from "../pt/types.js";
-import { newWalkResult, resetWalkResult } from "../pt/walk-result.js";
+import { type PhysMem, walkFirstLevel, walkSecondLevel, type SecondLevelConfig, type SecondStage, type WalkAccess, type WalkResult, newWalkResult, resetWalkResult } from "@vsva/pgtable";
 import {
   CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey, probeIotlbKeys,
   sizeCodeOf,

@@ -1,6 +1,6 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
-import { type PhysMem, type U64, numberToU64 } from "../mem/phys-mem.js";
+import { type PhysMem, type U64, numberToU64, ReadOnlyMem } from "@vsva/pgtable";
 import { sameValue } from "../cache/same-value.js";
 import { CacheClass, type CtxInfo, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, type PasidInfo, RightsFor, VtdCaches } from "./caches.js";
 import { ContextScratch, fetchContext } from "./context.js";
@@ -12,7 +12,6 @@ import { type InvalidationContext, executeDescriptor } from "./inv-exec.js";
 import { InvalidationQueue } from "./inv-queue.js";
 import { type VtdConfig, type VtdOptions, resolveConfig } from "./options.js";
 import { PageRequestQueue } from "./prq.js";
-import { ReadOnlyMem } from "../mem/read-only-mem.js";
 import { RegisterFile } from "../mmio/register-file.js";
 import {
   CapReg,

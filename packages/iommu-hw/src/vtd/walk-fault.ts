@@ -1,4 +1,4 @@
-import type { Denied, WalkResult } from "../pt/types.js";
+import type { Denied, WalkResult } from "@vsva/pgtable";
 import { FaultReason } from "./fault-reason.js";
 
 const DENIED_REASON: Readonly<Record<Denied, number>> = {

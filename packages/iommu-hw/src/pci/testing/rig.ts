@@ -1,4 +1,4 @@
-import { SparseMemory } from "../../mem/sparse-memory.js";
+import { SparseMemory } from "@vsva/pgtable";
 import { type PciEnableOptions, pciEnableForSva } from "../pci-enable.js";
 import { PciEndpoint, type PciEndpointOptions } from "../endpoint.js";
 import { FakeIommu } from "./fake-iommu.js";

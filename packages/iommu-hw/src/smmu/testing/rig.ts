@@ -1,6 +1,5 @@
 import { type SourceId, sourceId } from "@vsva/kernel";
-import { bigIntToU64, u64ToBigInt } from "../../mem/phys-mem.js";
-import { SparseMemory } from "../../mem/sparse-memory.js";
+import { bigIntToU64, u64ToBigInt, SparseMemory } from "@vsva/pgtable";
 import type { SmmuInterrupt, SmmuOptions } from "../options.js";
 import { SmmuUnit } from "../smmu-unit.js";
 
