@@ -1,7 +1,6 @@
 import js from "@eslint/js";
 import { defineConfig, globalIgnores } from "eslint/config";
 import tseslint from "typescript-eslint";
-import vsva from "./tools/eslint/layers.js";
 
 export default defineConfig(
   globalIgnores(["**/dist/**", "**/coverage/**", "**/.turbo/**", "**/node_modules/**", ".tools/**", "out/**"]),
@@ -10,11 +9,9 @@ export default defineConfig(
   tseslint.configs.stylisticTypeChecked,
   { languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } } },
   {
-    plugins: { vsva },
+    // Import rules between and inside packages (layers.json) are checked by
+    // dependency-cruiser, the turbo task //#lint:layers, not here.
     rules: {
-      "vsva/layering": "error",
-      "vsva/no-escape": "error",
-      "vsva/no-cycle": "error",
       // Bit manipulation is the job here: `x & 1` is intentional, and numbers in
       // template literals (addresses in messages) are fine.
       "no-bitwise": "off",
