@@ -117,6 +117,7 @@ export {
   PasidIotlbDesc,
   PasidCacheDesc,
   PasidDeviceTlbDesc,
+  pfsidFields,
   PageGroupResponseDesc,
   PageRequestDesc,
   CcGran,
