@@ -179,7 +179,7 @@ export class NestedBinder implements NestingBackend {
     const caps = this.#hw.caps;
     return {
       format: PasidFormat.INTEL_VTD,
-      features: NestingFeature.SYSWIDE_PASID | NestingFeature.BIND_PGTBL | NestingFeature.CACHE_INVLD,
+      features: NestingFeature.BIND_PGTBL | NestingFeature.CACHE_INVLD,
       addrWidth: caps.fl5 ? 57 : 48,
       pasidBits: caps.pasidBits,
       vendor: { kind: "vtd", capReg: caps.cap & VTD_CAP_MASK, ecapReg: caps.ecap & VTD_ECAP_MASK },
