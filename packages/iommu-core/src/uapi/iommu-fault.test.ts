@@ -11,7 +11,7 @@ import {
   decodeIommuFault,
   encodeIommuFault,
   pageRequestRecord,
-} from "./iommu-fault.js";
+} from "../index.js";
 
 /** Little-endian bytes from a hex string written as the struct lies in memory (spaces ignored). */
 const hex = (s: string): Uint8Array => Uint8Array.from((s.replace(/\s+/g, "").match(/../g) ?? []).map((b) => parseInt(b, 16)));

@@ -2,7 +2,7 @@ import { Errno, asHostPasid, isKernelError } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { PageResponseLayout, decodePageResponse, encodePageResponse } from "./page-response.js";
+import { PageResponseLayout, decodePageResponse, encodePageResponse } from "../index.js";
 
 /** Little-endian bytes from a hex string written as the struct lies in memory (spaces ignored). */
 const hex = (s: string): Uint8Array => Uint8Array.from((s.replace(/\s+/g, "").match(/../g) ?? []).map((b) => parseInt(b, 16)));
