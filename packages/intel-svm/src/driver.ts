@@ -183,7 +183,7 @@ export class IntelIommu implements IommuOps {
       default:
         if (req.nestingParent) {
           if (!this.capable("nesting")) throw new KernelError(Errno.EINVAL, `${this.hw.name} cannot nest`);
-          return new VtdNestingDomain(this.#env(), this.nested);
+          return new VtdNestingDomain(this.#env(), this.nested, req.ioasidSet);
         }
         return new VtdPagingDomain(this.#env());
     }

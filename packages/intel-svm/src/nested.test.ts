@@ -158,15 +158,6 @@ describe("bind_gpasid refusals (each one rate-limited in the log)", () => {
     c("EAFE on a unit without EAFS", Errno.EINVAL, (vm) => () => vm.vtd.bindGpasid(vm.pdev, bindData(vm, vm.alloc(), undefined, { vtdFlags: VtdGpasidFlag.EAFE }))),
     c("memory-type flags", Errno.EINVAL, (vm) => () => vm.vtd.bindGpasid(vm.pdev, bindData(vm, vm.alloc(), undefined, { vtdFlags: VtdGpasidFlag.PCD }))),
     c(
-      "nesting domain without an owning IOASID set",
-      Errno.EINVAL,
-      (vm) => {
-        const bare = vm.core.domainAlloc(vm.pdev, { type: "unmanaged", nestingParent: true });
-        const drv = (bare as typeof vm.parent).driver as typeof vm.vtd;
-        return () => drv.bindGpasid(vm.pdev, bindData(vm, vm.alloc()));
-      },
-    ),
-    c(
       "PASID already bound to another first level",
       Errno.EBUSY,
       (vm) => {

@@ -102,8 +102,7 @@ export class NestedBinder implements NestingBackend {
    *   beyond the device's PASID table; guest address width above the unit's
    *   MGAW, or 57 bits without first-level 5-level paging; gpgd not page
    *   aligned or above the domain's second-level width; EAFE/SRE the unit
-   *   lacks; any memory-type flag (the unit reports no ECAP.MTS); the domain
-   *   has no owning IOASID set;
+   *   lacks; any memory-type flag (the unit reports no ECAP.MTS);
    * - ENOENT: the PASID is not allocated or is being freed; EACCES: another
    *   set owns it (from `ioasid_find` with the owner's set);
    * - EBUSY: this requester has the PASID bound already (Kevin/Eric in seed
@@ -266,7 +265,6 @@ export class NestedBinder implements NestingBackend {
     if ((f & VtdGpasidFlag.EAFE) !== 0 && !caps.extendedAccessed) throw new KernelError(Errno.EINVAL, "EAFE without ECAP.EAFS");
     if ((f & VtdGpasidFlag.SRE) !== 0 && !caps.supervisorRequests) throw new KernelError(Errno.EINVAL, "SRE without ECAP.SRS");
     const set = domain.ioasidSet;
-    if (set === null) throw new KernelError(Errno.EINVAL, "the nesting domain has no owning IOASID set");
 
     const io = this.#ioasid;
     const pasid = hpasid as number as Ioasid;
@@ -342,7 +340,6 @@ export class NestedBinder implements NestingBackend {
 
   #unbind(domain: VtdNestingDomain, dev: IommuDevice, hpasid: number): void {
     const set = domain.ioasidSet;
-    if (set === null) throw new KernelError(Errno.EINVAL, "the nesting domain has no owning IOASID set");
     if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= PASID_MAX) throw new KernelError(Errno.EINVAL, `host PASID ${hpasid}`);
     // After FREE this fails with ENOENT: the teardown work owns the binding now (seed 003 step 30).
     const found = this.#ioasid.find(set, hpasid as Ioasid);

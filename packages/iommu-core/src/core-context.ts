@@ -1,5 +1,5 @@
 import { Errno, type Kernel, KernelError, type TraceIds, type TraceKind, type TracePayload } from "@vsva/kernel";
-import type { IoasidCore } from "@vsva/ioasid";
+import type { IoasidCore, IoasidSet } from "@vsva/ioasid";
 import type { IommuDevice } from "./device.js";
 import type { PagingDomain } from "./domain.js";
 import type { Iommu } from "./iommu.js";
@@ -8,7 +8,7 @@ import "./trace-events.js";
 
 export type IommuTraceKind = Extract<TraceKind, `iommu.${string}`>;
 
-export type NestingParent = PagingDomain & { readonly driver: NestingParentOps };
+export type NestingParent = PagingDomain & { readonly driver: NestingParentOps; readonly ioasidSet: IoasidSet };
 
 /**
  * What the parts of one IOMMU core share (not exported from the package):

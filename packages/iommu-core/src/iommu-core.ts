@@ -112,7 +112,10 @@ export class IommuCore {
     if (this.#iommus.some((i) => i.name === name)) throw new KernelError(Errno.EEXIST, `IOMMU ${name} is already registered`);
     const iommu = new Iommu(this.#nextIommuId++, name, ops);
     this.#iommus.push(iommu);
-    ops.connect({ reportDeviceFault: (dev, fault) => this.reportDeviceFault(dev, fault) });
+    ops.connect({
+      reportDeviceFault: (dev, fault) => this.reportDeviceFault(dev, fault),
+      gpasidFreed: (domain, hpasid) => this.#nesting.gpasidFreed(domain, hpasid),
+    });
     return iommu;
   }
 
@@ -288,7 +291,7 @@ export class IommuCore {
   // ------------------------------------------------------------- nesting UAPI
 
   /** Nesting info of a nesting parent (seed 004); ENODEV for any other domain, as the v7 VT-d patch. */
-  nestingInfo(domain: IommuDomain): NestingInfo {
+  nestingInfo(domain: IommuDomain | null | undefined): NestingInfo {
     return this.#nesting.nestingInfo(domain);
   }
 
@@ -296,10 +299,13 @@ export class IommuCore {
    * `iommu_uapi_sva_bind_gpasid`: binds a guest first level at a host PASID on
    * `dev` over `domain` (the second level). Returns the nested domain.
    *
-   * Errors, after the UAPI decoder's: EINVAL when the domain is not a nesting
-   * parent, `dev` is not attached to it (for a sub-device: aux-attached), SVA is
-   * not enabled on the physical device or the hpasid is beyond its limit;
-   * EBUSY when this requester already has the PASID bound (seed 000: Kevin and
+   * Errors: EINVAL for no device or domain (VFIO has none for an mdev that
+   * is not IOMMU-backed), EFAULT for no user buffer; then the UAPI decoder's;
+   * EINVAL when the domain is not a nesting parent, `dev` is not attached to
+   * it (for a sub-device: aux-attached), SVA is not enabled on the physical
+   * device or the hpasid is beyond its limit; ENOENT when the PASID is not
+   * allocated or being freed, EACCES when it is not in the domain's IOASID
+   * set (the owner check, before the driver is called); EBUSY when this requester already has the PASID bound (seed 000: Kevin and
    * Eric: binding a PASID twice to one device is meaningless, refuse it here)
    * or when the PASID is bound to a different first level; ENOMEM.
    *
@@ -308,26 +314,34 @@ export class IommuCore {
    * counted (Jacob's `sdev->users`, kept in the core because the driver is not
    * mdev-aware).
    */
-  bindGpasid(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions = {}): NestedDomain {
+  bindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions = {}): NestedDomain {
     return this.#nesting.bindGpasid(domain, dev, user, opts);
   }
 
-  /** The in-kernel form of {@link bindGpasid}, for an already validated request. */
-  bindGpasidData(domain: IommuDomain, dev: IommuDevice, data: GpasidBindData): NestedDomain {
+  /** The in-kernel form of {@link bindGpasid}, for an already decoded request (EINVAL when it is missing). */
+  bindGpasidData(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, data: GpasidBindData | null | undefined): NestedDomain {
     return this.#nesting.bindGpasidData(domain, dev, data);
   }
 
   /**
    * `iommu_uapi_sva_unbind_gpasid`: the same struct identifies the binding.
-   * EINVAL when it is not bound for this requester (upstream returns EINVAL;
-   * the thread in seed 000 wanted in-kernel unbind to be void, which
-   * {@link releaseDevice} and {@link detachGroup} are: they cannot fail).
+   * EINVAL/EFAULT for no device, domain or user buffer, as bind. ENOENT when
+   * the PASID is not allocated or is being freed: also a late unbind after
+   * the IOASID was freed while bound, whose binding the driver tore down and
+   * reported (the 2020 IOASID design, Documentation/driver-api/ioasid.rst,
+   * "free before unbind", note 3: the unbind's `ioasid_find()` fails, and
+   * ioasid.c's `ioasid_find()` returns -ENOENT for an ID that is gone or
+   * FREE_PENDING). EACCES for another set's PASID. EINVAL when the PASID is
+   * live in the set but not bound for this requester. The thread in seed 000
+   * wanted in-kernel unbind to be void, which {@link releaseDevice} and
+   * {@link detachGroup} are: they cannot fail.
    */
-  unbindGpasid(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions = {}): void {
+  unbindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions = {}): void {
     this.#nesting.unbindGpasid(domain, dev, user, opts);
   }
 
-  unbindGpasidPasid(domain: IommuDomain, dev: IommuDevice, hpasid: number): void {
+  /** The in-kernel form of {@link unbindGpasid}, by host PASID; the same errors. */
+  unbindGpasidPasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, hpasid: number): void {
     this.#nesting.unbindGpasidPasid(domain, dev, hpasid);
   }
 
@@ -335,9 +349,11 @@ export class IommuCore {
    * `iommu_uapi_cache_invalidate`: validates the user's struct, then checks
    * what the caller may touch: `dev` attached to the nesting parent, and any
    * PASID it names bound on `dev` through this domain (EINVAL otherwise, so a
-   * guest cannot flush another VM's PASID).
+   * guest cannot flush another VM's PASID; ENOENT/EACCES first when the
+   * PASID is not the domain's set's). EINVAL/EFAULT for no device, domain or
+   * user buffer, as bind.
    */
-  cacheInvalidate(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions = {}): CacheInvalidateInfo {
+  cacheInvalidate(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions = {}): CacheInvalidateInfo {
     return this.#nesting.cacheInvalidate(domain, dev, user, opts);
   }
 }
