@@ -1,7 +1,7 @@
 import { Errno, type HostPasid, type Ioasid, KernelError, type TraceIds, isKernelError } from "@vsva/kernel";
-import type { CoreContext, NestingParent } from "./core-context.js";
+import { type CoreContext, type NestingParent, deviceArg, domainArg } from "./core-context.js";
 import { IommuDevice } from "./device.js";
-import { BlockedDomain, IdentityDomain, type IommuDomain, NestedDomain, PagingDomain } from "./domain.js";
+import { type IommuDomain, NestedDomain, PagingDomain } from "./domain.js";
 import type { NestingParentOps } from "./ops.js";
 import { type CacheInvalidateInfo, CacheInvalidateLayout, decodeCacheInvalidateInfo } from "./uapi/cache-invalidate.js";
 import { InvGranularity, PASID_MAX } from "./uapi/constants.js";
@@ -254,23 +254,6 @@ export class NestingUapi {
       throw e;
     }
   }
-}
-
-/**
- * A device argument from a caller that may have none: VFIO hands the core no
- * device for an mdev that is not IOMMU-backed (seed 001's review). EINVAL, as
- * upstream's entry points refuse a NULL device, never a TypeError.
- */
-function deviceArg(dev: IommuDevice | null | undefined, what: string): IommuDevice {
-  if (!(dev instanceof IommuDevice)) throw new KernelError(Errno.EINVAL, `${what}: no device`);
-  return dev;
-}
-
-/** The same for a domain argument. */
-function domainArg(domain: IommuDomain | null | undefined, what: string): IommuDomain {
-  const ok = domain instanceof BlockedDomain || domain instanceof IdentityDomain || domain instanceof PagingDomain || domain instanceof NestedDomain;
-  if (!ok) throw new KernelError(Errno.EINVAL, `${what}: no domain`);
-  return domain;
 }
 
 /** In-kernel bind data (already decoded) as much as the core reads of it: EINVAL when missing or malformed. */
