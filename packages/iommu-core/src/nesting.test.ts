@@ -147,6 +147,55 @@ describe("bind_gpasid through the core", () => {
   });
 });
 
+describe("the core owns the binding record", () => {
+  it("a driver's FREE report drops the record without calling the driver back; domain free after it unbinds nothing twice", () => {
+    const { core, mock, kernel, parent, pdev, mdev1, set } = vm();
+    const rec = new TraceRecorder(kernel.trace);
+    core.attachSubDevice(parent, mdev1);
+    const nested = core.bindGpasid(parent, pdev, bind(0x40));
+    core.bindGpasid(parent, mdev1, bind(0x40));
+    const live = core.liveDomains;
+    // What a driver does on an IOASID FREE: tear its entry down itself, then report.
+    mock.pasidEntries.delete("dsa/64");
+    if (parent.type !== "unmanaged" || parent.driver.kind !== "nesting-parent") throw new Error("expected a nesting parent");
+    mock.uplink?.gpasidFreed(parent.driver, nested.hpasid);
+    expect(nested.freed).toBe(true);
+    expect(parent.nested.size).toBe(0);
+    expect(core.liveDomains).toBe(live - 1);
+    expect(rec.ofKind("iommu.gpasid-freed").map((e) => e.payload.users)).toEqual([2]);
+    // A report for what the core does not know is ignored.
+    mock.uplink?.gpasidFreed(parent.driver, nested.hpasid);
+    expect(core.liveDomains).toBe(live - 1);
+    // The mock throws on an unbind of an entry it does not have: teardown must not reach it.
+    core.detachSubDevice(parent, mdev1);
+    core.detachDevice(parent, pdev);
+    core.domainFree(parent);
+    expect(set.refcount).toBe(1);
+  });
+
+  it("an unbind of a PASID that was never allocated is ENOENT (ioasid_find), of one live but not bound EINVAL", () => {
+    const { core, parent, pdev } = vm();
+    expect(errnoOf(() => core.unbindGpasid(parent, pdev, bind(0x99)))).toBe(Errno.ENOENT);
+    expect(errnoOf(() => core.unbindGpasid(parent, pdev, bind(3)))).toBe(Errno.EINVAL);
+  });
+
+  it("the nesting parent holds its IOASID set until freed; a bad set fails the allocation with nothing left", () => {
+    const h = mockHost();
+    const pdev = h.core.probeDevice(h.iommu, { name: "p", sid: sourceId(1, 0, 0), pasidWidth: 20 });
+    const set = vmSet(h);
+    const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true, ioasidSet: set });
+    expect(set.refcount).toBe(2);
+    h.core.domainFree(parent);
+    expect(set.refcount).toBe(1);
+    const live = h.core.liveDomains;
+    const driverDomains = h.mock.domains.size;
+    h.core.ioasid.setPut(set);
+    expect(errnoOf(() => h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true, ioasidSet: set }))).toBe(Errno.EINVAL);
+    expect(h.core.liveDomains).toBe(live);
+    expect(h.mock.domains.size).toBe(driverDomains);
+  });
+});
+
 describe("cache invalidation through the core", () => {
   it("passes a valid invalidation for a bound PASID to the driver on the physical device", () => {
     const { core, mock, parent, pdev, mdev1 } = vm();
