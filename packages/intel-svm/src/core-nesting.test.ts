@@ -2,7 +2,17 @@ import { describe, expect, it } from "vitest";
 import { Errno, TraceRecorder, asHostPasid } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
 import { IoasidCore } from "@vsva/ioasid";
-import { CacheInvType, type GpasidBindData, type IommuDevice, type IommuDomain, InvGranularity, InvPasidFlag, encodeCacheInvalidateInfo } from "@vsva/iommu-core";
+import {
+  CacheInvType,
+  type GpasidBindData,
+  type IommuDevice,
+  type IommuDomain,
+  InvGranularity,
+  InvPasidFlag,
+  decodeNestingInfo,
+  encodeCacheInvalidateInfo,
+  nestingInfoSize,
+} from "@vsva/iommu-core";
 import { VtdNestingDomain } from "@vsva/intel-svm";
 import { GPA_DATA, GUEST_HPA, GVA, type VmHost, vmHost } from "./nested-host.js";
 import { PATTERN, bindBytes, dmaWrite } from "./test-host.js";
@@ -219,6 +229,8 @@ describe("no TypeError at the boundary VFIO calls", () => {
     ["cache invalidate: no device", (vm) => vm.core.cacheInvalidate(vm.parent, null, inv), Errno.EINVAL],
     ["cache invalidate: null user buffer", (vm) => vm.core.cacheInvalidate(vm.parent, vm.pdev, null), Errno.EFAULT],
     ["nesting info: no domain", (vm) => vm.core.nestingInfo(null), Errno.EINVAL],
+    ["nesting info to user: no domain", (vm) => vm.core.nestingInfoToUser(null, new Uint8Array(64)), Errno.EINVAL],
+    ["nesting info to user: null user buffer", (vm) => vm.core.nestingInfoToUser(vm.parent, null), Errno.EFAULT],
     ["domain alloc: no device", (vm) => vm.core.domainAlloc(null, { type: "unmanaged", nestingParent: true, ioasidSet: vm.set }), Errno.EINVAL],
     ["attach device: no device", (vm) => vm.core.attachDevice(vm.parent, null), Errno.EINVAL],
     ["attach device: no domain", (vm) => vm.core.attachDevice(undefined, vm.pdev), Errno.EINVAL],
@@ -248,5 +260,30 @@ describe("no TypeError at the boundary VFIO calls", () => {
     const domain: IommuDomain | null = null;
     expect(errnoOf(() => vm.core.bindGpasid(domain, null, null))).toBe(Errno.EINVAL);
     expect(rec.ofKind("iommu.uapi-refused").map((e) => [e.ids.device, e.payload.errno])).toEqual([["no device", Errno.EINVAL]]);
+  });
+});
+
+describe("nesting info through the UAPI table", () => {
+  it("a short argsz gets the size needed; a large enough buffer gets the struct the VMM decodes back to the driver's report", () => {
+    const vm = vmHost();
+    const info = vm.core.nestingInfo(vm.parent);
+    const size = nestingInfoSize(info);
+    const probe = new Uint8Array(4);
+    new DataView(probe.buffer).setUint32(0, 4, true);
+    expect(vm.core.nestingInfoToUser(vm.parent, probe)).toBe(size);
+    expect(new DataView(probe.buffer).getUint32(0, true)).toBe(size);
+    const buf = new Uint8Array(size);
+    new DataView(buf.buffer).setUint32(0, size, true);
+    expect(vm.core.nestingInfoToUser(vm.parent, buf)).toBe(size);
+    expect(decodeNestingInfo(buf)).toEqual(info);
+  });
+
+  it("fewer than 4 user bytes is EFAULT; argsz below the table's minimum of a bind is EINVAL before the rest is read", () => {
+    const vm = vmHost();
+    expect(errnoOf(() => vm.core.nestingInfoToUser(vm.parent, new Uint8Array(2)))).toBe(Errno.EFAULT);
+    const short = bindBytes(vm.alloc(), { gpgd: vm.gpgd });
+    new DataView(short.buffer).setUint32(0, 8, true);
+    expect(errnoOf(() => vm.core.bindGpasid(vm.parent, vm.pdev, short))).toBe(Errno.EINVAL);
+    expect(vm.parent.nested.size).toBe(0);
   });
 });

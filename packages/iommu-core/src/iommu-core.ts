@@ -306,6 +306,17 @@ export class IommuCore {
   }
 
   /**
+   * The nesting info written into a user buffer with the series' argsz
+   * protocol (what VFIO's nesting capability copies out): a buffer whose
+   * argsz is too small gets only argsz, set to the size needed. Returns that
+   * size. ENODEV as {@link nestingInfo}; EINVAL for no domain; EFAULT for no
+   * buffer or one shorter than it claims.
+   */
+  nestingInfoToUser(domain: IommuDomain | null | undefined, user: Uint8Array | null | undefined): number {
+    return this.#nesting.nestingInfoToUser(domain, user);
+  }
+
+  /**
    * `iommu_uapi_sva_bind_gpasid`: binds a guest first level at a host PASID on
    * `dev` over `domain` (the second level). Returns the nested domain.
    *

@@ -6,7 +6,7 @@ import type { NestingParentOps } from "./ops.js";
 import { type CacheInvalidateInfo, CacheInvalidateLayout, decodeCacheInvalidateInfo } from "./uapi/cache-invalidate.js";
 import { InvGranularity, PASID_MAX } from "./uapi/constants.js";
 import { type GpasidBindData, GpasidBindLayout, type UapiDecodeOptions, decodeGpasidBindData } from "./uapi/gpasid-bind.js";
-import type { NestingInfo } from "./uapi/nesting-info.js";
+import { type NestingInfo, NestingInfoLayout, reportNestingInfo } from "./uapi/nesting-info.js";
 import { readArgsz } from "./uapi/struct-layout.js";
 
 /**
@@ -18,6 +18,9 @@ import { readArgsz } from "./uapi/struct-layout.js";
  */
 interface UapiOp<T> {
   readonly minSize: number;
+  /** Whether the op acts on a device (a missing one is EINVAL before the struct is read). */
+  readonly device: boolean;
+  /** Copies the struct in and checks it; an op that only writes its reply passes the buffer on. */
   readonly decode: (user: Uint8Array, opts: UapiDecodeOptions) => T;
 }
 
@@ -26,6 +29,7 @@ interface NestingUapiArgs {
   readonly "bind-gpasid": GpasidBindData;
   readonly "unbind-gpasid": GpasidBindData;
   readonly "cache-invalidate": CacheInvalidateInfo;
+  readonly "nesting-info": Uint8Array;
 }
 
 type NestingUapiOp = keyof NestingUapiArgs;
@@ -33,11 +37,14 @@ type NestingUapiOp = keyof NestingUapiArgs;
 /** The struct checks of every nesting op that takes a user struct, in one table. */
 const NESTING_UAPI_OPS: { readonly [K in NestingUapiOp]: UapiOp<NestingUapiArgs[K]> } = {
   // struct iommu_gpasid_bind_data: everything up to the vendor union is mandatory.
-  "bind-gpasid": { minSize: GpasidBindLayout.offsetOf("vendor"), decode: decodeGpasidBindData },
+  "bind-gpasid": { minSize: GpasidBindLayout.offsetOf("vendor"), device: true, decode: decodeGpasidBindData },
   // Unbind takes the same struct (iommu_uapi_sva_unbind_gpasid).
-  "unbind-gpasid": { minSize: GpasidBindLayout.offsetOf("vendor"), decode: decodeGpasidBindData },
+  "unbind-gpasid": { minSize: GpasidBindLayout.offsetOf("vendor"), device: true, decode: decodeGpasidBindData },
   // struct iommu_cache_invalidate_info: the header up to the granularity union.
-  "cache-invalidate": { minSize: CacheInvalidateLayout.offsetOf("granu"), decode: decodeCacheInvalidateInfo },
+  "cache-invalidate": { minSize: CacheInvalidateLayout.offsetOf("granu"), device: true, decode: decodeCacheInvalidateInfo },
+  // struct iommu_nesting_info is written back: only argsz is read, and a
+  // short argsz gets the size needed (the series' protocol, reportNestingInfo).
+  "nesting-info": { minSize: NestingInfoLayout.offsetOfEnd("argsz"), device: false, decode: (user) => user },
 };
 
 /**
@@ -64,8 +71,13 @@ export class NestingUapi {
     return p.driver.nestingInfo();
   }
 
+  /** The nesting info written to a user buffer; returns the size it needs. */
+  nestingInfoToUser(domain: IommuDomain | null | undefined, user: Uint8Array | null | undefined): number {
+    return this.#dispatch("nesting-info", null, user, {}, (buf) => reportNestingInfo(this.nestingInfo(domain), buf));
+  }
+
   bindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions): NestedDomain {
-    return this.#dispatch("bind-gpasid", dev, user, opts, (d, data) => this.bindGpasidData(domain, d, data));
+    return this.#dispatch("bind-gpasid", dev, user, opts, (data) => this.bindGpasidData(domain, dev, data));
   }
 
   bindGpasidData(domain: IommuDomain | null | undefined, devArg: IommuDevice | null | undefined, dataArg: GpasidBindData | null | undefined): NestedDomain {
@@ -100,7 +112,7 @@ export class NestingUapi {
   }
 
   unbindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions): void {
-    this.#dispatch("unbind-gpasid", dev, user, opts, (d, data) => this.unbindGpasidPasid(domain, d, data.hpasid));
+    this.#dispatch("unbind-gpasid", dev, user, opts, (data) => this.unbindGpasidPasid(domain, dev, data.hpasid));
   }
 
   unbindGpasidPasid(domain: IommuDomain | null | undefined, devArg: IommuDevice | null | undefined, hpasid: number): void {
@@ -115,7 +127,7 @@ export class NestingUapi {
   }
 
   cacheInvalidate(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions): CacheInvalidateInfo {
-    return this.#dispatch("cache-invalidate", dev, user, opts, (d, info) => this.#cacheInvalidate(domain, d, info));
+    return this.#dispatch("cache-invalidate", dev, user, opts, (info) => this.#cacheInvalidate(domain, deviceArg(dev, "cache invalidate"), info));
   }
 
   #cacheInvalidate(domain: IommuDomain | null | undefined, dev: IommuDevice, info: CacheInvalidateInfo): CacheInvalidateInfo {
@@ -235,17 +247,17 @@ export class NestingUapi {
     devArg: IommuDevice | null | undefined,
     user: Uint8Array | null | undefined,
     opts: UapiDecodeOptions,
-    handler: (dev: IommuDevice, arg: NestingUapiArgs[K]) => R,
+    handler: (arg: NestingUapiArgs[K]) => R,
   ): R {
     const entry: UapiOp<NestingUapiArgs[K]> = NESTING_UAPI_OPS[op];
-    const name = devArg instanceof IommuDevice ? devArg.name : "no device";
+    const name = devArg instanceof IommuDevice ? devArg.name : entry.device ? "no device" : "-";
     try {
-      const dev = deviceArg(devArg, op);
+      if (entry.device) deviceArg(devArg, op);
       // A null or absent user pointer faults in copy_from_user: EFAULT.
       if (!(user instanceof Uint8Array)) throw new KernelError(Errno.EFAULT, `${op}: no user buffer`);
       const argsz = readArgsz(user);
       if (argsz < entry.minSize) throw new KernelError(Errno.EINVAL, `argsz ${argsz} below the ${entry.minSize} mandatory bytes`);
-      return handler(dev, entry.decode(user, opts));
+      return handler(entry.decode(user, opts));
     } catch (e) {
       if (isKernelError(e)) {
         this.#ctx.kernel.log.warn(`iommu.${op}`, `${op} on ${name}: ${e.message}`, "IOMMU");
