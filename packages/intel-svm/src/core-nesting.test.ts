@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Errno, TraceRecorder, asHostPasid } from "@vsva/kernel";
+import { Errno, TraceRecorder, asHostPasid, isKernelError } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
 import { IoasidCore } from "@vsva/ioasid";
 import {
@@ -284,6 +284,49 @@ describe("nesting info through the UAPI table", () => {
     const short = bindBytes(vm.alloc(), { gpgd: vm.gpgd });
     new DataView(short.buffer).setUint32(0, 8, true);
     expect(errnoOf(() => vm.core.bindGpasid(vm.parent, vm.pdev, short))).toBe(Errno.EINVAL);
+    expect(vm.parent.nested.size).toBe(0);
+  });
+});
+
+describe("junk at every entry VFIO calls is a KernelError, never a JavaScript exception", () => {
+  /** What a careless or hostile caller outside TypeScript's reach can pass. */
+  const JUNK: readonly unknown[] = [null, undefined, 0, -1, Number.NaN, "dsa0", {}, [], () => 0, new Uint8Array(0), new Uint8Array(3), 7n, { hpasid: 1 }];
+
+  it("each entry, each argument position, each junk value", () => {
+    const vm = vmHost();
+    const core = vm.core;
+    const ok = bindBytes(vm.alloc(), { gpgd: vm.gpgd });
+    // [entry, valid arguments]: each position in turn gets each junk value, the others stay valid.
+    const entries: readonly (readonly [string, (...args: never[]) => unknown, readonly unknown[]])[] = [
+      ["bindGpasid", core.bindGpasid.bind(core), [vm.parent, vm.pdev, ok]],
+      ["bindGpasidData", core.bindGpasidData.bind(core), [vm.parent, vm.pdev, vm.core.nestingInfo(vm.parent) /* not bind data */]],
+      ["unbindGpasid", core.unbindGpasid.bind(core), [vm.parent, vm.pdev, ok]],
+      ["unbindGpasidPasid", core.unbindGpasidPasid.bind(core), [vm.parent, vm.pdev, 5]],
+      ["cacheInvalidate", core.cacheInvalidate.bind(core), [vm.parent, vm.pdev, encodeCacheInvalidateInfo({ cache: CacheInvType.IOTLB })]],
+      ["nestingInfo", core.nestingInfo.bind(core), [vm.parent]],
+      ["nestingInfoToUser", core.nestingInfoToUser.bind(core), [vm.parent, new Uint8Array(64)]],
+      ["domainAlloc", core.domainAlloc.bind(core), [vm.pdev, { type: "unmanaged", nestingParent: true, ioasidSet: vm.set }]],
+      ["attachSubDevice", core.attachSubDevice.bind(core), [vm.parent, vm.pdev]],
+      ["enableFeature", core.enableFeature.bind(core), [vm.pdev, "iopf"]],
+      ["map", core.map.bind(core), [vm.parent, 0x80_0000, 0x80_0000, 0x1000, 3]],
+      ["unmap", core.unmap.bind(core), [vm.parent, 0x80_0000, 0x1000]],
+      ["iovaToPhys", core.iovaToPhys.bind(core), [vm.parent, 0]],
+      ["registerDeviceFaultHandler", core.registerDeviceFaultHandler.bind(core), [vm.pdev, () => false]],
+    ];
+    const escaped: string[] = [];
+    for (const [name, fn, valid] of entries) {
+      for (let pos = 0; pos < valid.length; pos++) {
+        for (const junk of JUNK) {
+          const args = valid.map((v, i) => (i === pos ? junk : v)) as never[];
+          try {
+            fn(...args);
+          } catch (e) {
+            if (!isKernelError(e)) escaped.push(`${name} arg ${pos} = ${String(junk)}: ${String(e)}`);
+          }
+        }
+      }
+    }
+    expect(escaped).toEqual([]);
     expect(vm.parent.nested.size).toBe(0);
   });
 });

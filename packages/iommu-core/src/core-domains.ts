@@ -149,11 +149,11 @@ export class CoreDomains {
     const d = pagingOf(domain, "map");
     checkRange(d, iova, size);
     if (!Number.isSafeInteger(paddr) || paddr < 0 || paddr % d.minPageSize !== 0) {
-      throw new KernelError(Errno.EINVAL, `paddr 0x${paddr.toString(16)} is not aligned to 0x${d.minPageSize.toString(16)}`);
+      throw new KernelError(Errno.EINVAL, `paddr ${hex(paddr)} is not aligned to ${hex(d.minPageSize)}`);
     }
     if (!Number.isSafeInteger(paddr + size)) throw new KernelError(Errno.EINVAL, `paddr + size overflows`);
     if (!Number.isInteger(prot) || (prot & ~IOMMU_PROT_KNOWN) !== 0 || (prot & (IommuProt.READ | IommuProt.WRITE)) === 0) {
-      throw new KernelError(Errno.EINVAL, `prot 0x${prot.toString(16)}`);
+      throw new KernelError(Errno.EINVAL, `prot ${hex(prot)}`);
     }
     let mapped = 0;
     while (mapped < size) {
@@ -266,11 +266,11 @@ function checkRange(d: PagingDomain, iova: number, size: number): void {
   if (!Number.isSafeInteger(size) || size <= 0) throw new KernelError(Errno.EINVAL, `size ${size}`);
   if (!Number.isSafeInteger(iova) || iova < 0) throw new KernelError(Errno.EINVAL, `iova ${iova}`);
   if (iova % min !== 0 || size % min !== 0) {
-    throw new KernelError(Errno.EINVAL, `iova 0x${iova.toString(16)} size 0x${size.toString(16)} not aligned to 0x${min.toString(16)}`);
+    throw new KernelError(Errno.EINVAL, `iova ${hex(iova)} size ${hex(size)} not aligned to ${hex(min)}`);
   }
   const last = iova + size - 1;
   if (!Number.isSafeInteger(last) || iova < d.driver.aperture.start || last > d.driver.aperture.end) {
-    throw new KernelError(Errno.EINVAL, `[0x${iova.toString(16)}, +0x${size.toString(16)}) outside the aperture`);
+    throw new KernelError(Errno.EINVAL, `[${hex(iova)}, +${hex(size)}) outside the aperture`);
   }
 }
 
@@ -284,4 +284,9 @@ function unmapRange(d: PagingDomain, iova: number, size: number): number {
   }
   if (unmapped > 0) d.driver.flushIotlb(iova, unmapped);
   return unmapped;
+}
+
+/** A number for a message; whatever a caller passed instead is shown as it is (the message must not throw). */
+function hex(v: unknown): string {
+  return typeof v === "number" && Number.isFinite(v) ? `0x${v.toString(16)}` : String(v);
 }

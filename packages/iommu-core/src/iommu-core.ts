@@ -294,8 +294,8 @@ export class IommuCore {
   }
 
   /** `iommu_iova_to_phys`: identity returns iova, blocked and unmapped return null. */
-  iovaToPhys(domain: IommuDomain, iova: number): number | null {
-    return this.#domains.iovaToPhys(domain, iova);
+  iovaToPhys(domain: IommuDomain | null | undefined, iova: number): number | null {
+    return this.#domains.iovaToPhys(domainArg(domain, "iova to phys"), iova);
   }
 
   // ------------------------------------------------------------- nesting UAPI
