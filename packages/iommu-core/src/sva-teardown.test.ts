@@ -166,6 +166,27 @@ describe("the SVA release at mm exit finishes whatever a callback does", () => {
   });
 });
 
+describe("a device that goes away under its bonds", () => {
+  it("ends the bonds, and each owner's later unbind only drops its reference", () => {
+    const h = svaHost();
+    const dev = h.svaDevice("dsa", 0);
+    const mm = h.newMm("proc");
+    const first = h.core.sva.bindDevice(dev, mm);
+    const second = h.core.sva.bindDevice(dev, mm);
+    expect(second).toBe(first);
+    h.core.releaseDevice(dev);
+    expect(first.bondState).toBe("unbound");
+    expect(h.mock.svaEntries.size).toBe(0);
+    expect(errnoOf(() => h.core.sva.unbindDevice(first))).toBe(0);
+    expect(errnoOf(() => h.core.sva.unbindDevice(second))).toBe(0);
+    // One unbind more than there were binds is still the caller's bug.
+    expect(() => h.core.sva.unbindDevice(first)).toThrow(/no reference left/);
+    mm.exit();
+    expect(mm.state).toBe("freed");
+    expect(svaLeftovers(h)).toEqual(NOTHING);
+  });
+});
+
 describe("mm exit", () => {
   it("finishes exit_mmap and frees the mm when an mmu notifier's release throws, and logs it", () => {
     const h = svaHost();

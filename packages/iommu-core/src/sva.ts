@@ -339,8 +339,8 @@ export class IommuSva {
     const d = this.#mms.get(bond.mm);
     if (d?.bonds.get(bond.dev) !== bond) return;
     const wasBound = bond.state === "bound";
+    // The owners' references stay: each owner still unbinds once, and that only drops its reference.
     bond.state = "unbound";
-    bond.refs = 0;
     d.bonds.delete(bond.dev);
     if (wasBound) {
       // Unbind cannot fail: a driver that throws anyway is reported and the core's records still end.
