@@ -46,6 +46,8 @@ export interface CommandQueueOptions {
   readonly msiPolling: boolean;
   /** Lets a unit that runs its queue from a work item progress while we wait. */
   readonly poll?: () => void;
+  /** Polls one wait may make (default {@link CMDQ_POLL_LIMIT}). */
+  readonly pollLimit?: number;
 }
 
 /**
@@ -70,8 +72,13 @@ export class CommandQueue {
   readonly #o: CommandQueueOptions;
   readonly stats = { batches: 0, commands: 0, errors: 0 };
 
+  readonly #pollLimit: number;
+
   constructor(o: CommandQueueOptions) {
+    const limit = o.pollLimit ?? CMDQ_POLL_LIMIT;
+    if (!Number.isInteger(limit) || limit < 1) throw new KernelError(Errno.EINVAL, `${o.name}: command queue poll limit ${limit} must be a positive integer`);
     this.#o = o;
+    this.#pollLimit = limit;
   }
 
   get enabled(): boolean {
@@ -105,7 +112,7 @@ export class CommandQueue {
   /**
    * Issues `cmds` followed by a CMD_SYNC and waits for it. EIO when the unit
    * refused a command (the queue is recovered first), ETIMEDOUT when a wait
-   * did not end within {@link CMDQ_POLL_LIMIT} polls (however many errors
+   * did not end within the poll limit (however many errors
    * the unit raised meanwhile), ENODEV when the queue is not set up.
    */
   submit(cmds: readonly Uint32Array[]): void {
@@ -176,15 +183,15 @@ export class CommandQueue {
   }
 
   /**
-   * Polls until `done`, skipping command errors as they come; at most
-   * {@link CMDQ_POLL_LIMIT} polls in all, then ETIMEDOUT naming where the
+   * Polls until `done`, skipping command errors as they come; at most the
+   * poll limit ({@link CMDQ_POLL_LIMIT} by default) in all, then ETIMEDOUT naming where the
    * queue stood and what it refused meanwhile.
    */
   #wait(done: () => boolean, failed: Failures): void {
     for (let polls = 0; !done(); polls++) {
-      if (polls >= CMDQ_POLL_LIMIT) {
+      if (polls >= this.#pollLimit) {
         const refused = failed.count > 0 ? `; refused meanwhile: ${failed.describe()}` : "";
-        throw new KernelError(Errno.ETIMEDOUT, `${this.#o.name}: command queue wait timed out after ${CMDQ_POLL_LIMIT} polls (PROD ${this.#prod}, CONS ${this.#cons()})${refused}`);
+        throw new KernelError(Errno.ETIMEDOUT, `${this.#o.name}: command queue wait timed out after ${this.#pollLimit} polls (PROD ${this.#prod}, CONS ${this.#cons()})${refused}`);
       }
       if (this.#errorPending()) {
         failed.add(this.#skipError());
