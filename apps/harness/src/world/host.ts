@@ -3,7 +3,7 @@ import { PciEndpoint, SparseMemory, pciEnableForSva } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator, PhysMemBacking } from "@vsva/iommu-core";
 import type { Platform, PlatformFactory, PlatformName } from "./platform.js";
-import { RecordingPort } from "./recording-port.js";
+import { DMA_RECORD_RING, RecordingPort } from "./recording-port.js";
 import { smmuPlatform } from "./smmu-platform.js";
 import { vtdPlatform } from "./vtd-platform.js";
 
@@ -25,6 +25,14 @@ export const POOL_SIZE = 32 * MiB;
 
 export interface HostOptions {
   readonly platform?: PlatformName;
+  /**
+   * Keep the whole history: every DMA record and every process, freed or
+   * not. Otherwise the host keeps the processes not yet freed and the DMA
+   * recorder the latest `dmaRecords` records, so a long run stays bounded.
+   */
+  readonly history?: boolean;
+  /** Records the DMA recorder keeps without `history` (default DMA_RECORD_RING). */
+  readonly dmaRecords?: number;
 }
 
 export interface DeviceSlot {
@@ -45,10 +53,12 @@ export class Host {
   readonly core: IommuCore;
   readonly iommu: Iommu;
   readonly devices: DeviceSlot[] = [];
-  readonly mms: Mm[] = [];
+  readonly #mms: Mm[] = [];
+  readonly #history: boolean;
 
   constructor(opts: HostOptions = {}) {
     const k = this.kernel;
+    this.#history = opts.history ?? false;
     this.pages = new PageAllocator({
       base: POOL_BASE,
       size: POOL_SIZE,
@@ -57,7 +67,7 @@ export class Host {
     });
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
     this.platform = PLATFORMS[opts.platform ?? "vtd"]({ kernel: k, mem: this.mem, pages: this.pages, ioasid: this.ioasid });
-    this.port = new RecordingPort(this.platform.port);
+    this.port = new RecordingPort(this.platform.port, { keep: this.#history ? "all" : (opts.dmaRecords ?? DMA_RECORD_RING) });
     this.core = new IommuCore({ kernel: k, ioasid: this.ioasid });
     this.iommu = this.core.registerIommu(this.platform.iommuName, this.platform.ops);
   }
@@ -96,8 +106,23 @@ export class Host {
   newMm(name: string): Mm {
     // A process's tables are in the format the platform's CPUs (and so its IOMMU) walk.
     const mm = new Mm({ kernel: this.kernel, mem: this.mem, pages: this.pages, name, arch: this.platform.mmArch });
-    this.mms.push(mm);
+    this.#forgetFreed();
+    this.#mms.push(mm);
     return mm;
+  }
+
+  /** The processes made here: those not yet freed, or every one with `history`. */
+  get mms(): readonly Mm[] {
+    this.#forgetFreed();
+    return [...this.#mms];
+  }
+
+  /** A freed mm has nothing left to check or tear down: without `history` the host lets it go. */
+  #forgetFreed(): void {
+    if (this.#history) return;
+    let kept = 0;
+    for (const mm of this.#mms) if (mm.state !== "freed") this.#mms[kept++] = mm;
+    this.#mms.length = kept;
   }
 
   /** Lets deferred work (IO page faults, teardown work, threaded interrupts) run to completion. */

@@ -39,7 +39,9 @@ export class InvariantChecker {
   #checkDma(): string[] {
     const out: string[] = [];
     const records = this.host.port.since(this.#mark);
+    const lost = this.host.port.lostSince(this.#mark);
     this.#mark = this.host.port.mark();
+    if (lost > 0) out.push(`${lost} DMA translations went unchecked: the recording ring overwrote them before this check`);
     for (const { req, result } of records) {
       if (!result.ok) continue;
       if (req.pasid === undefined) continue; // requests without PASID are the DMA API's, not SVA's
