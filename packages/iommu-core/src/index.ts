@@ -105,3 +105,4 @@ export {
   reportNestingInfo,
   decodeNestingInfo,
 } from "./uapi/nesting-info.js";
+export { IOMMU_CORE_FAULT_POINTS } from "./fault-points.js";

@@ -54,7 +54,7 @@ describe("fault point registries and fail-nth coverage", () => {
   });
 
   it("finds the literal names a source passes to inject", () => {
-    const src = `k.faults.inject("a.b");\nthis.#faults.inject( 'c.d', Errno.ENOSPC);\nfaults.inject(\`t.\${x}\`);\ntrace.emit("a.b");`;
-    expect(injectedPointLiterals(src)).toEqual(["a.b", "c.d"]);
+    const src = `k.faults.inject("a.b");\nthis.#faults.inject( 'c.d', Errno.ENOSPC);\nfaults.inject(\`t.\${x}\`);\ntrace.emit("a.b");\nif (!f.shouldFail("e.f")) {}`;
+    expect(injectedPointLiterals(src)).toEqual(["a.b", "c.d", "e.f"]);
   });
 });

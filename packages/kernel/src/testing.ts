@@ -63,14 +63,15 @@ export class FaultCoverage {
 }
 
 /**
- * The point names passed as string literals to `.inject(...)` in a source
+ * The point names passed as string literals to `.inject(...)` (or
+ * `.shouldFail(...)`, for a step that degrades instead of throwing) in a source
  * text: what a package's code injects, for checking against its registry.
  * Names built at run time are not seen here; {@link FaultCoverage.undeclared}
  * catches those once a sweep meets them.
  */
 export function injectedPointLiterals(source: string): string[] {
   const out: string[] = [];
-  for (const m of source.matchAll(/\.inject\(\s*(["'])([^"'\n]+)\1/g)) {
+  for (const m of source.matchAll(/\.(?:inject|shouldFail)\(\s*(["'])([^"'\n]+)\1/g)) {
     const name = m[2];
     if (name !== undefined) out.push(name);
   }
