@@ -1,4 +1,4 @@
-import { Kernel } from "@vsva/kernel";
+import { Kernel, KernelBug } from "@vsva/kernel";
 import { PciEndpoint, SparseMemory, pciEnableForSva } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator, PhysMemBacking } from "@vsva/iommu-core";
@@ -33,11 +33,25 @@ export interface HostOptions {
   readonly history?: boolean;
   /** Records the DMA recorder keeps without `history` (default DMA_RECORD_RING). */
   readonly dmaRecords?: number;
+  /**
+   * Build only what cannot fail (kernel, RAM, page pool, IOASID namespace)
+   * and leave the boot of the IOMMU platform to {@link Host.bringUp}, so a
+   * fail-nth sweep can be armed before it.
+   */
+  readonly deferBringUp?: boolean;
 }
 
 export interface DeviceSlot {
   readonly ep: PciEndpoint;
   readonly dev: IommuDevice;
+}
+
+/** What bring-up made: the platform, the recorder in front of it, the IOMMU core with its driver registered. */
+interface Booted {
+  readonly platform: Platform;
+  readonly port: RecordingPort;
+  readonly core: IommuCore;
+  readonly iommu: Iommu;
 }
 
 const PLATFORMS: Readonly<Record<PlatformName, PlatformFactory>> = { vtd: vtdPlatform, smmuv3: smmuPlatform };
@@ -46,15 +60,14 @@ export const PLATFORM_NAMES: readonly PlatformName[] = Object.keys(PLATFORMS) as
 export class Host {
   readonly kernel = new Kernel();
   readonly mem = new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: RAM_SIZE }] });
-  readonly platform: Platform;
-  readonly port: RecordingPort;
   readonly pages: PageAllocator;
   readonly ioasid: IoasidCore;
-  readonly core: IommuCore;
-  readonly iommu: Iommu;
   readonly devices: DeviceSlot[] = [];
   readonly #mms: Mm[] = [];
   readonly #history: boolean;
+  readonly #platformName: PlatformName;
+  readonly #dmaRecords: number | "all";
+  #booted: Booted | null = null;
 
   constructor(opts: HostOptions = {}) {
     const k = this.kernel;
@@ -66,10 +79,58 @@ export class Host {
       faults: k.faults,
     });
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
-    this.platform = PLATFORMS[opts.platform ?? "vtd"]({ kernel: k, mem: this.mem, pages: this.pages, ioasid: this.ioasid });
-    this.port = new RecordingPort(this.platform.port, { keep: this.#history ? "all" : (opts.dmaRecords ?? DMA_RECORD_RING) });
-    this.core = new IommuCore({ kernel: k, ioasid: this.ioasid });
-    this.iommu = this.core.registerIommu(this.platform.iommuName, this.platform.ops);
+    this.#platformName = opts.platform ?? "vtd";
+    this.#dmaRecords = this.#history ? "all" : (opts.dmaRecords ?? DMA_RECORD_RING);
+    if (opts.deferBringUp !== true) this.bringUp();
+  }
+
+  /**
+   * Boots the IOMMU platform as the machine would: the unit and its
+   * driver's init, the IOMMU core with the driver registered. ENOMEM,
+   * ETIMEDOUT, EIO (the driver's init) with nothing kept: every page it
+   * took is back and the host can be dropped (or brought up again).
+   */
+  bringUp(): void {
+    if (this.#booted !== null) throw new KernelBug("the host is already up");
+    const k = this.kernel;
+    const platform = PLATFORMS[this.#platformName]({ kernel: k, mem: this.mem, pages: this.pages, ioasid: this.ioasid });
+    const port = new RecordingPort(platform.port, { keep: this.#dmaRecords });
+    const core = new IommuCore({ kernel: k, ioasid: this.ioasid });
+    let iommu: Iommu;
+    try {
+      iommu = core.registerIommu(platform.iommuName, platform.ops);
+    } catch (e) {
+      platform.shutdown();
+      throw e;
+    }
+    this.#booted = { platform, port, core, iommu };
+  }
+
+  /** Whether {@link bringUp} has succeeded. */
+  get up(): boolean {
+    return this.#booted !== null;
+  }
+
+  get platform(): Platform {
+    return this.#up().platform;
+  }
+
+  /** The DMA recorder between the endpoints and the unit. */
+  get port(): RecordingPort {
+    return this.#up().port;
+  }
+
+  get core(): IommuCore {
+    return this.#up().core;
+  }
+
+  get iommu(): Iommu {
+    return this.#up().iommu;
+  }
+
+  #up(): Booted {
+    if (this.#booted === null) throw new KernelBug("the host's IOMMU platform is not up (bringUp)");
+    return this.#booted;
   }
 
   /**
