@@ -17,8 +17,18 @@ import { type SmmuMmio, programQueue, readReg, writeReg } from "./mmio.js";
 
 /** One 4 KiB page of 16-byte commands (Linux sizes the queue to IDR1.CMDQS; one page is plenty here). */
 const MAX_LOG2 = 8;
-/** Polls of CONS without progress before a submission gives up (the unit is wedged). */
-const POLL_LIMIT = 10_000;
+/**
+ * Polls one wait may make before it gives up with ETIMEDOUT, whatever the
+ * unit does meanwhile: Linux's `queue_poll` (drivers/iommu/arm/arm-smmu-v3/
+ * arm-smmu-v3.c) fails once ARM_SMMU_POLL_TIMEOUT_US has passed since
+ * `queue_poll_init`, a deadline that CONS moving does not push back. Here
+ * time is counted in polls, so the bound is deterministic. Each command
+ * error skipped counts as a poll: a unit that raises CERROR again and again
+ * cannot keep the wait alive either.
+ */
+export const CMDQ_POLL_LIMIT = 10_000;
+/** Refused commands named in one submission's EIO; the rest are counted. */
+const MAX_NAMED_FAILURES = 8;
 
 export interface CommandQueueOptions {
   readonly name: string;
@@ -36,6 +46,8 @@ export interface CommandQueueOptions {
   readonly msiPolling: boolean;
   /** Lets a unit that runs its queue from a work item progress while we wait. */
   readonly poll?: () => void;
+  /** Polls one wait may make (default {@link CMDQ_POLL_LIMIT}). */
+  readonly pollLimit?: number;
 }
 
 /**
@@ -60,8 +72,13 @@ export class CommandQueue {
   readonly #o: CommandQueueOptions;
   readonly stats = { batches: 0, commands: 0, errors: 0 };
 
+  readonly #pollLimit: number;
+
   constructor(o: CommandQueueOptions) {
+    const limit = o.pollLimit ?? CMDQ_POLL_LIMIT;
+    if (!Number.isInteger(limit) || limit < 1) throw new KernelError(Errno.EINVAL, `${o.name}: command queue poll limit ${limit} must be a positive integer`);
     this.#o = o;
+    this.#pollLimit = limit;
   }
 
   get enabled(): boolean {
@@ -94,24 +111,28 @@ export class CommandQueue {
 
   /**
    * Issues `cmds` followed by a CMD_SYNC and waits for it. EIO when the unit
-   * refused a command (the queue is recovered first), ETIMEDOUT when it made
-   * no progress, ENODEV when the queue is not set up.
+   * refused a command (the queue is recovered first), ETIMEDOUT when a wait
+   * did not end within the poll limit (however many errors
+   * the unit raised meanwhile), ENODEV when the queue is not set up.
    */
   submit(cmds: readonly Uint32Array[]): void {
     if (this.#base < 0) throw new KernelError(Errno.ENODEV, `${this.#o.name}: command queue not set up`);
-    const failed: string[] = [];
+    const failed = new Failures();
     // A batch larger than the queue goes in slices, each closed by its own sync.
     const room = 2 ** this.#log2 - 1;
-    for (let i = 0; i < cmds.length || i === 0; i += room) {
-      const slice = cmds.slice(i, i + room);
-      this.#issue(slice, failed);
+    try {
+      for (let i = 0; i < cmds.length || i === 0; i += room) {
+        const slice = cmds.slice(i, i + room);
+        this.#issue(slice, failed);
+      }
+    } finally {
+      this.stats.batches++;
+      this.stats.commands += cmds.length;
     }
-    this.stats.batches++;
-    this.stats.commands += cmds.length;
-    if (failed.length > 0) throw new KernelError(Errno.EIO, `${this.#o.name}: the SMMU refused ${failed.join(", ")}`);
+    if (failed.count > 0) throw new KernelError(Errno.EIO, `${this.#o.name}: the SMMU refused ${failed.describe()}`);
   }
 
-  #issue(cmds: readonly Uint32Array[], failed: string[]): void {
+  #issue(cmds: readonly Uint32Array[], failed: Failures): void {
     const o = this.#o;
     this.#waitForSpace(cmds.length + 1, failed);
     for (const c of cmds) this.#write(c);
@@ -155,28 +176,28 @@ export class CommandQueue {
     return queued <= afterSync;
   }
 
-  #waitForSpace(n: number, failed: string[]): void {
+  #waitForSpace(n: number, failed: Failures): void {
     const size = 2 ** this.#log2;
     const ring = 2 * size;
     this.#wait(() => size - (this.#prod - this.#cons() + ring) % ring >= n, failed);
   }
 
-  #wait(done: () => boolean, failed: string[]): void {
-    let idle = 0;
-    let last = -1;
-    while (!done()) {
+  /**
+   * Polls until `done`, skipping command errors as they come; at most the
+   * poll limit ({@link CMDQ_POLL_LIMIT} by default) in all, then ETIMEDOUT naming where the
+   * queue stood and what it refused meanwhile.
+   */
+  #wait(done: () => boolean, failed: Failures): void {
+    for (let polls = 0; !done(); polls++) {
+      if (polls >= this.#pollLimit) {
+        const refused = failed.count > 0 ? `; refused meanwhile: ${failed.describe()}` : "";
+        throw new KernelError(Errno.ETIMEDOUT, `${this.#o.name}: command queue wait timed out after ${this.#pollLimit} polls (PROD ${this.#prod}, CONS ${this.#cons()})${refused}`);
+      }
       if (this.#errorPending()) {
-        failed.push(this.#skipError());
+        failed.add(this.#skipError());
         continue;
       }
       this.#o.poll?.();
-      const cons = this.#cons();
-      if (cons !== last) {
-        last = cons;
-        idle = 0;
-      } else if (++idle > POLL_LIMIT) {
-        throw new KernelError(Errno.ETIMEDOUT, `${this.#o.name}: command queue stuck at CONS ${cons}`);
-      }
     }
   }
 
@@ -208,5 +229,25 @@ export class CommandQueue {
     GerrornReg.set(n, "CMDQ_ERR", GerrorReg.get(g, "CMDQ_ERR"));
     writeReg(o.mmio, SmmuReg.GERRORN, n);
     return what;
+  }
+}
+
+/** The commands one submission saw refused: the first few by name, all of them counted. */
+class Failures {
+  readonly #named: string[] = [];
+  #count = 0;
+
+  get count(): number {
+    return this.#count;
+  }
+
+  add(what: string): void {
+    this.#count++;
+    if (this.#named.length < MAX_NAMED_FAILURES) this.#named.push(what);
+  }
+
+  describe(): string {
+    const more = this.#count - this.#named.length;
+    return more > 0 ? `${this.#named.join(", ")} and ${more} more` : this.#named.join(", ");
   }
 }

@@ -1,6 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { isKernelError } from "@vsva/kernel";
-import { type IommuDevice, type IommuDomain, IommuProt, type Mm, Prot, type SvaBond } from "@vsva/iommu-core";
+import { FaultCoverage, sourceFaultPoints } from "@vsva/kernel/testing";
+import { IOASID_FAULT_POINTS } from "@vsva/ioasid";
+import { IOMMU_CORE_FAULT_POINTS, type IommuDevice, type IommuDomain, IommuProt, type Mm, Prot, type SvaBond } from "@vsva/iommu-core";
+import { fileURLToPath } from "node:url";
+import { SMMU_FAULT_POINTS } from "./fault-points.js";
 import { PATTERN, SmmuTestHost, dmaWrite } from "./testing.js";
 
 /**
@@ -56,7 +60,7 @@ function scenario(n: number | null) {
   if (s1 !== null) h.core.domainFree(s1);
   if (s2 !== null) h.core.domainFree(s2);
   h.drv.shutdown();
-  return { h, failed, injected };
+  return { h, failed, injected, faults: h.kernel.faults };
 }
 
 describe("fail-nth sweep over bring-up, probe, attach, map and SVA bind", () => {
@@ -64,20 +68,26 @@ describe("fail-nth sweep over bring-up, probe, attach, map and SVA bind", () => 
     const clean = scenario(null);
     expect(clean.failed).toBeNull();
     expect(clean.h.pages.live()).toEqual([]);
-    const points = new Set<string>();
+    // Every point the driver declares is failed somewhere in this sweep, and every point it meets is declared by someone.
+    const cov = new FaultCoverage(SMMU_FAULT_POINTS, [IOMMU_CORE_FAULT_POINTS, IOASID_FAULT_POINTS]);
     let n = 1;
     for (; n < 300; n++) {
       const r = scenario(n);
+      cov.record(r.faults);
       if (r.failed === null && r.injected.length === 0) break;
-      for (const p of r.injected) points.add(p);
       expect({ n, live: r.h.pages.live() }).toEqual({ n, live: [] });
       expect({ n, asids: r.h.drv.hw.asids.inUse, vmids: r.h.drv.hw.vmids.inUse, pasids: r.h.ioasid.allocated }).toEqual({ n, asids: 0, vmids: 0, pasids: 0 });
       expect(r.h.core.liveDomains).toBe(0);
     }
     expect(n).toBeLessThan(300);
     expect(n).toBeGreaterThan(15);
-    for (const p of ["smmu.init", "iommu.page-alloc", "smmu.probe-device", "smmu.attach", "smmu.map", "smmu.asid-alloc", "smmu.vmid-alloc", "smmu.sva-bind"]) {
-      expect(points).toContain(p);
-    }
+    expect(cov.missing()).toEqual([]);
+    expect(cov.undeclared()).toEqual([]);
+  });
+
+  it("declares every point its code injects by name", () => {
+    const named = sourceFaultPoints(fileURLToPath(new URL(".", import.meta.url)));
+    expect(named.length).toBeGreaterThan(0);
+    expect(named.filter((p) => !SMMU_FAULT_POINTS.has(p))).toEqual([]);
   });
 });

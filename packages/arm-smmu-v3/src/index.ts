@@ -11,3 +11,4 @@ export { CommandQueue } from "./cmdq.js";
 export { StreamTable, STRTAB_SPLIT } from "./strtab.js";
 export { CdTable, CD_SPLIT, encodeCd, type CdParams } from "./cd-table.js";
 import "./trace-events.js";
+export { SMMU_FAULT_POINTS } from "./fault-points.js";

@@ -82,6 +82,8 @@ export interface SmmuHardwareOptions {
   readonly poll?: () => void;
   /** Firmware's description of the masters (which of them can stall); none: no master stalls unless the unit forces it. */
   readonly firmware?: SmmuFirmware;
+  /** Polls a command-queue wait makes before ETIMEDOUT (default CMDQ_POLL_LIMIT); tests of a wedged unit lower it. */
+  readonly cmdqPollLimit?: number;
 }
 
 /** Polls of CR0ACK before giving up (`arm_smmu_write_reg_sync`). */
@@ -124,6 +126,7 @@ export class SmmuHardware {
     this.cmdq = new CommandQueue({
       name: o.name, mmio: o.mmio, mem: o.mem, pages: o.pages, kernel: o.kernel, maxLog2: c.cmdqBits, msiPolling: c.msi && c.coherent,
       ...(o.poll === undefined ? {} : { poll: o.poll }),
+      ...(o.cmdqPollLimit === undefined ? {} : { pollLimit: o.cmdqPollLimit }),
     });
     const q = { mmio: o.mmio, mem: o.mem, pages: o.pages, kernel: o.kernel };
     this.evtq = new OutputQueueReader({

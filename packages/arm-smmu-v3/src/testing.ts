@@ -27,6 +27,8 @@ export interface SmmuHostOptions {
   readonly init?: boolean;
   /** What firmware says about the masters (e.g. which StreamIDs have "dma-can-stall"). */
   readonly firmware?: SmmuFirmware;
+  /** Polls a command-queue wait makes before ETIMEDOUT (the driver's default otherwise). */
+  readonly cmdqPollLimit?: number;
 }
 
 export class SmmuTestHost {
@@ -64,6 +66,7 @@ export class SmmuTestHost {
     this.drv = new ArmSmmuV3({
       mmio: unit, mem: this.mem, pages: this.pages, kernel: k, poll: () => unit.processCommands(),
       ...(o.firmware === undefined ? {} : { firmware: o.firmware }),
+      ...(o.cmdqPollLimit === undefined ? {} : { cmdqPollLimit: o.cmdqPollLimit }),
     });
     if (o.init ?? true) this.drv.init();
     this.core = new IommuCore({ kernel: k, ioasid: this.ioasid });

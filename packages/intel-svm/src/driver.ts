@@ -39,6 +39,8 @@ export interface IntelIommuOptions {
   readonly hostPasidQuota?: number;
   /** See QueuedInvalidationOptions.poll: lets a deferred-invalidation unit progress while the driver waits. */
   readonly poll?: () => void;
+  /** See QueuedInvalidationOptions.polls: status reads one invalidation wait may make. */
+  readonly qiPolls?: number;
 }
 
 /**
@@ -78,6 +80,7 @@ export class IntelIommu implements IommuOps {
       pages: o.pages,
       kernel: o.kernel,
       ...(o.poll === undefined ? {} : { poll: o.poll }),
+      ...(o.qiPolls === undefined ? {} : { qiPolls: o.qiPolls }),
     });
     this.pasidBits = this.hw.caps.pasidBits;
     this.nested = new NestedBinder(this.hw, o.ioasid);

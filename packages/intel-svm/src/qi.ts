@@ -8,7 +8,14 @@ import { type VtdMmio, readReg32, readReg64, writeReg64 } from "./mmio.js";
 /** Descriptor slot size: the driver always runs the queue 256 bits wide (IQA.DW=1, as Linux does with SMTS). */
 const SLOT = 32;
 const QUEUE_BYTES = 4096;
-/** Status reads before a submission is declared timed out. */
+/**
+ * Status reads before a submission is declared timed out. Linux's
+ * `qi_submit_sync` (drivers/iommu/intel/dmar.c) spins until the wait
+ * descriptor's status is written, leaving IQE (-EINVAL) and ITE (abort and
+ * restart) to `qi_check_fault`; a unit that never writes the status would
+ * hang it. Here every submission is bounded by this count, whatever the
+ * unit reports meanwhile (queue errors included), then fails with EIO.
+ */
 export const QI_POLLS = 10_000;
 
 export interface QueuedInvalidationOptions {
@@ -23,6 +30,8 @@ export interface QueuedInvalidationOptions {
    * make progress: typically one scheduler step.
    */
   readonly poll?: () => void;
+  /** Status reads one submission may make (default {@link QI_POLLS}); tests of a wedged unit lower it. */
+  readonly polls?: number;
 }
 
 /** The reason an invalidation-queue error (IQERCD.IQEI) reported. */
@@ -57,8 +66,13 @@ export class QueuedInvalidation {
   /** Submissions made and descriptors written, for tests and benchmarks. */
   readonly stats = { submissions: 0, descriptors: 0, errors: 0 };
 
+  readonly #polls: number;
+
   constructor(opts: QueuedInvalidationOptions) {
+    const polls = opts.polls ?? QI_POLLS;
+    if (!Number.isInteger(polls) || polls < 1) throw new KernelError(Errno.EINVAL, `${opts.name}: invalidation wait poll count ${polls} must be a positive integer`);
     this.#o = opts;
+    this.#polls = polls;
   }
 
   get enabled(): boolean {
@@ -124,12 +138,13 @@ export class QueuedInvalidation {
     this.stats.descriptors += descs.length + 1;
     mmio.mmioWrite64(RegOffset.IQT, this.#tail);
     let fault: string | null = null;
-    for (let i = 0; i < QI_POLLS; i++) {
+    const polls = this.#polls;
+    for (let i = 0; i < polls; i++) {
       if (mem.read32(this.#status) === seq) break;
       const reason = this.#checkFault(start, waitDesc(this.#status + 8, seq));
       if (reason !== null) fault ??= reason;
       this.#o.poll?.();
-      if (i === QI_POLLS - 1) {
+      if (i === polls - 1) {
         this.stats.errors++;
         throw new KernelError(Errno.EIO, `${this.#o.name}: invalidation wait ${seq} did not complete`);
       }

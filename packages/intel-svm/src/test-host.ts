@@ -27,7 +27,7 @@ export interface TestHost {
   readonly iommu: Iommu;
 }
 
-export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true): TestHost {
+export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true, driverOpts: { readonly qiPolls?: number } = {}): TestHost {
   const kernel = new Kernel();
   const mem = new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: 64 * MiB }] });
   const unit = new VtdUnit({ mem, trace: kernel.trace, name: "dmar0", ...unitOpts });
@@ -38,7 +38,7 @@ export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true): TestH
     faults: kernel.faults,
   });
   const ioasid = new IoasidCore({ scheduler: kernel.scheduler, trace: kernel.trace, faults: kernel.faults, log: kernel.log });
-  const drv = new IntelIommu({ mmio: unit, mem, pages, kernel, ioasid });
+  const drv = new IntelIommu({ mmio: unit, mem, pages, kernel, ioasid, ...driverOpts });
   if (init) drv.init();
   // One IOASID namespace for the driver and the core, as on a real host: the core checks PASID ownership in it.
   const core = new IommuCore({ kernel, ioasid });

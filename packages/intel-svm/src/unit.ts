@@ -40,6 +40,8 @@ export interface VtdHardwareOptions {
   readonly kernel: Kernel;
   /** See {@link QueuedInvalidationOptions.poll}. */
   readonly poll?: () => void;
+  /** See {@link QueuedInvalidationOptions.polls}. */
+  readonly qiPolls?: number;
 }
 
 /** Whole address space for a device-TLB range. */
@@ -75,7 +77,7 @@ export class VtdHardware {
     this.caps = readCaps(o.mmio);
     checkCaps(this.caps, o.name);
     this.dids = new DomainIds(this.caps.domainIds);
-    this.qi = new QueuedInvalidation({ name: o.name, mmio: o.mmio, mem: o.mem, pages: o.pages, log: o.kernel.log, ...(o.poll === undefined ? {} : { poll: o.poll }) });
+    this.qi = new QueuedInvalidation({ name: o.name, mmio: o.mmio, mem: o.mem, pages: o.pages, log: o.kernel.log, ...(o.poll === undefined ? {} : { poll: o.poll }), ...(o.qiPolls === undefined ? {} : { polls: o.qiPolls }) });
   }
 
   /**

@@ -1,5 +1,8 @@
-import { asSpid, type Ioasid, isKernelError, Kernel, KernelError, NOTIFY_DONE } from "@vsva/kernel";
+import { asSpid, type FaultInjector, type Ioasid, isKernelError, Kernel, KernelError, NOTIFY_DONE } from "@vsva/kernel";
+import { FaultCoverage, sourceFaultPoints } from "@vsva/kernel/testing";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { IOASID_FAULT_POINTS } from "./fault-points.js";
 import { IoasidCore } from "./core.js";
 import { type IoasidAllocatorOps, IoasidPriority, type IoasidSet } from "./types.js";
 
@@ -30,6 +33,7 @@ class Vcmd implements IoasidAllocatorOps {
 interface Run {
   readonly completed: boolean;
   readonly injected: readonly string[];
+  readonly faults: FaultInjector;
 }
 
 function runOnce(n: number, custom: boolean): Run {
@@ -91,7 +95,7 @@ function runOnce(n: number, custom: boolean): Run {
   expect(core.available).toBe(core.capacity);
   expect(core.snapshot().sets).toEqual([]);
   expect(vcmd.live.size).toBe(0);
-  return { completed, injected: [...kernel.faults.injected] };
+  return { completed, injected: [...kernel.faults.injected], faults: kernel.faults };
 }
 
 describe("fail-nth sweep over the alloc and attach paths", () => {
@@ -116,4 +120,25 @@ describe("fail-nth sweep over the alloc and attach paths", () => {
       expect(new Set(failedAt)).toEqual(new Set(points));
     });
   }
+});
+
+describe("fail-nth coverage of the IOASID core", () => {
+  it("fails every declared fault point in some run of the sweeps, and meets none undeclared", () => {
+    const cov = new FaultCoverage(IOASID_FAULT_POINTS);
+    for (const custom of [false, true]) {
+      for (let n = 1; n < 100; n++) {
+        const r = runOnce(n, custom);
+        cov.record(r.faults);
+        if (r.injected.length === 0) break;
+      }
+    }
+    expect(cov.missing()).toEqual([]);
+    expect(cov.undeclared()).toEqual([]);
+  });
+
+  it("declares every point its code injects by name", () => {
+    const named = sourceFaultPoints(fileURLToPath(new URL(".", import.meta.url)));
+    expect(named.length).toBeGreaterThan(0);
+    expect(named.filter((p) => !IOASID_FAULT_POINTS.has(p))).toEqual([]);
+  });
 });

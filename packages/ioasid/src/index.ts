@@ -12,3 +12,4 @@ export {
   type IoasidInfo,
 } from "./types.js";
 import "./trace-events.js";
+export { IOASID_FAULT_POINTS } from "./fault-points.js";

@@ -130,3 +130,4 @@ export {
   decodeIommuFault,
   pageRequestRecord,
 } from "./uapi/iommu-fault.js";
+export { IOMMU_CORE_FAULT_POINTS } from "./fault-points.js";

@@ -150,7 +150,10 @@ export class IommuSva {
    * Errors, each leaving everything unchanged: ENODEV `dev` is not a probed
    * device or SVA is not enabled on it; EINVAL a sub-device (SVA binds the
    * physical device), the mm is exiting or gone, or another stop callback
-   * is refused by the driver; EOVERFLOW the mm's PASID is at or above the
+   * is refused by the driver, or `opts` is not an options object whose
+   * `stop`, when given, is a function (checked before anything else is
+   * touched: a bad callback would otherwise only surface at mm exit, inside
+   * the release path); EOVERFLOW the mm's PASID is at or above the
    * device's `maxPasids`; ENOSPC no PASID left in [1, maxPasids) or in the
    * SVA set's quota; ENOMEM injected (`ioasid.set_alloc`, `ioasid.alloc`,
    * `mm.notifier-alloc`, `iommu.sva-bond`, or the driver's).
@@ -162,6 +165,7 @@ export class IommuSva {
     const iommu = dev.iommu;
     if (iommu === null || !dev.hasFeature("sva")) throw new KernelError(Errno.ENODEV, `SVA is not enabled on ${dev.name}`);
     if (mm.state !== "live" || mm.users === 0) throw new KernelError(Errno.EINVAL, `${mm.name} is ${mm.state}; a dying mm cannot be bound`);
+    checkBindOptions(opts);
 
     let data = this.#mms.get(mm);
     const existing = data?.bonds.get(dev);
@@ -231,6 +235,7 @@ export class IommuSva {
    * back. Errors as {@link bindDevice}; EINVAL for an empty group.
    */
   bindGroup(group: IommuGroup, mm: Mm, opts: SvaBindOptions = {}): SvaBond[] {
+    checkBindOptions(opts);
     if (group.devices.length === 0) throw new KernelError(Errno.EINVAL, `group ${group.id} has no devices`);
     const hadPasid = mm.pasid !== null;
     const bonds: SvaBond[] = [];
@@ -310,15 +315,21 @@ export class IommuSva {
    * driver binding is released (fault reporting off, entry torn down,
    * flushed) and the PASID's pending faults are answered, before exit_mmap
    * unmaps anything.
+   *
+   * Nothing here may stop half way: the mm's exit cannot be refused or
+   * retried, so a stop callback or a driver that throws is reported (a
+   * WARN, as `mmu_notifier_release` callers get no error back) and the
+   * teardown goes on. Every bond ends "released" and the owners' unbinds
+   * still find a consistent record.
    */
   #release(d: SvaMmData): void {
     d.released = true;
     const bonds = [...d.bonds.values()].filter((b) => b.state === "bound");
-    for (const b of bonds) for (const stop of b.stops) stop(b);
+    for (const b of bonds) for (const stop of b.stops) this.#guarded(b, "stop callback", () => stop(b));
     for (const b of bonds) {
       b.state = "released";
-      b.driver.release();
-      this.#iopf.flush(b.dev, b.pasid);
+      this.#guarded(b, "driver release", () => b.driver.release());
+      this.#guarded(b, "fault queue flush", () => this.#iopf.flush(b.dev, b.pasid));
     }
     this.#kernel.trace.emit("sva.release", "IOMMU", { hpasid: d.view.pasid }, { mm: d.mm.name, bonds: bonds.length });
   }
@@ -328,12 +339,13 @@ export class IommuSva {
     const d = this.#mms.get(bond.mm);
     if (d?.bonds.get(bond.dev) !== bond) return;
     const wasBound = bond.state === "bound";
+    // The owners' references stay: each owner still unbinds once, and that only drops its reference.
     bond.state = "unbound";
-    bond.refs = 0;
     d.bonds.delete(bond.dev);
     if (wasBound) {
-      bond.driver.unbind();
-      this.#iopf.flush(bond.dev, bond.pasid);
+      // Unbind cannot fail: a driver that throws anyway is reported and the core's records still end.
+      this.#guarded(bond, "driver unbind", () => bond.driver.unbind());
+      this.#guarded(bond, "fault queue flush", () => this.#iopf.flush(bond.dev, bond.pasid));
     }
     if (d.bonds.size > 0) return;
     bond.mm.unregisterNotifier(d.notifier);
@@ -343,8 +355,36 @@ export class IommuSva {
     bond.mm.mmdrop();
   }
 
+  /**
+   * Runs one step of a teardown that must not stop half way. What it throws
+   * (a driver's KernelError, a callback's TypeError) is a bug of the code
+   * called: reported as the kernel's WARN would be (a log line and a
+   * trace event, both kept by the run) and the teardown continues.
+   */
+  #guarded(bond: SvaBond, what: string, step: () => void): void {
+    try {
+      step();
+    } catch (e) {
+      const error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+      const message = `${bond.mm.name} on ${bond.dev.name} (PASID ${bond.pasid}): ${what} threw (${error}); teardown continued`;
+      this.#kernel.log.warn(`sva.${what}`, message, "IOMMU");
+      this.#kernel.trace.emit("sva.warn", "IOMMU", { device: bond.dev.name, hpasid: bond.pasid }, { mm: bond.mm.name, step: what, error });
+    }
+  }
+
   #trace(kind: "sva.bind" | "sva.unbind", bond: SvaBond, payload: { mm: string; refs: number; driverCalled: boolean }): void {
     const ids: TraceIds = { device: bond.dev.name, hpasid: bond.pasid };
     this.#kernel.trace.emit(kind, "IOMMU", ids, payload);
   }
+}
+
+/**
+ * EINVAL unless `opts` is an options object whose `stop`, if present, is a
+ * function. The options come from a device driver (and, through VFIO, from
+ * user space): a bad one must be refused at bind, not found at mm exit.
+ */
+function checkBindOptions(opts: unknown): asserts opts is SvaBindOptions {
+  if (typeof opts !== "object" || opts === null) throw new KernelError(Errno.EINVAL, `SVA bind options must be an object, got ${opts === null ? "null" : typeof opts}`);
+  const stop: unknown = (opts as { readonly stop?: unknown }).stop;
+  if (stop !== undefined && typeof stop !== "function") throw new KernelError(Errno.EINVAL, `SVA bind option stop must be a function, got ${stop === null ? "null" : typeof stop}`);
 }

@@ -30,6 +30,8 @@ declare module "@vsva/kernel" {
     "sva.bind": { actor: "IOMMU"; payload: { readonly mm: string; readonly refs: number; readonly driverCalled: boolean } };
     "sva.unbind": { actor: "IOMMU"; payload: { readonly mm: string; readonly refs: number; readonly driverCalled: boolean } };
     "sva.release": { actor: "IOMMU"; payload: { readonly mm: string; readonly bonds: number } };
+    /** A teardown step of a bond threw (a WARN): the teardown went on without it. */
+    "sva.warn": { actor: "IOMMU"; payload: { readonly mm: string; readonly step: string; readonly error: string } };
     "iopf.report": { actor: "IOMMU"; payload: { readonly addr: number; readonly grpid: number; readonly last: boolean; readonly queued: boolean } };
     "iopf.response": { actor: "IOMMU"; payload: { readonly grpid: number; readonly faults: number; readonly code: "success" | "invalid" | "failure"; readonly why: string } };
   }

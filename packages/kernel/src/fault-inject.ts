@@ -14,6 +14,33 @@ import type { TraceBus } from "./trace.js";
  *
  * Counters record every point seen, so a sweep knows the path's points.
  */
+/**
+ * The fault-injection points one package declares: every name its code
+ * passes to {@link FaultInjector.inject}, listed once. A package's fail-nth
+ * coverage test checks the list both ways: each declared point is failed by
+ * some sweep (a point no sweep reaches is a rollback nobody tested), and
+ * each point a sweep meets is declared somewhere (a new point cannot slip
+ * in unlisted).
+ */
+export interface FaultPointRegistry<P extends string = string> {
+  /** The package that declares them ("@vsva/ioasid"). */
+  readonly owner: string;
+  readonly points: readonly P[];
+  /** Whether `point` is one of these. */
+  has(point: string): point is P;
+}
+
+/** Declares a package's points. EINVAL for an empty or repeated name. */
+export function declareFaultPoints<const P extends string>(owner: string, points: readonly P[]): FaultPointRegistry<P> {
+  const set = new Set<string>();
+  for (const p of points) {
+    if (p.length === 0 || set.has(p)) throw new KernelError(Errno.EINVAL, `${owner}: fault point '${p}' is empty or declared twice`);
+    set.add(p);
+  }
+  const frozen = Object.freeze([...points]);
+  return Object.freeze({ owner, points: frozen, has: (point: string): point is P => set.has(point) });
+}
+
 export interface FailPointSpec {
   /** Fail from the nth hit of this point on (1 = the first). */
   readonly nth?: number;

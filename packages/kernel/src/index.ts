@@ -46,6 +46,6 @@ export {
   TraceBus,
   TraceRecorder,
 } from "./trace.js";
-export { FaultInjector, type FailPointSpec } from "./fault-inject.js";
+export { FaultInjector, type FailPointSpec, type FaultPointRegistry, declareFaultPoints } from "./fault-inject.js";
 export { RateLimitedLog, type RateLimitOptions, type LogLine } from "./ratelimit.js";
 export { Kernel, type KernelOptions } from "./kernel.js";

@@ -56,7 +56,8 @@ export interface HostRunResult extends ScenarioResult {
 
 export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): HostRunResult {
   const platform = resolvePlatform(def, opts.platform);
-  const host = new Host({ platform });
+  // The platform boots inside the run, after the sweep is armed: its bring-up is swept like any step.
+  const host = new Host({ platform, deferBringUp: true });
   const rec = new TraceRecorder(host.kernel.trace);
   const checker = new InvariantChecker(host);
   const violations: string[] = [];
@@ -102,6 +103,7 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
 
   if (opts.failNth !== undefined) host.kernel.faults.failNth(opts.failNth);
   try {
+    host.bringUp();
     def.body(ctx);
   } catch (e) {
     if (e instanceof KernelError) {
@@ -151,6 +153,7 @@ export function resolvePlatform(def: HostScenarioDef, asked: string | undefined)
 
 function teardownHost(host: Host): void {
   host.settle();
+  if (!host.up) return; // the bring-up failed and undid itself: no device, process or unit to take down
   for (const mm of host.mms) {
     if (mm.state === "live") {
       mm.exit();

@@ -1,9 +1,9 @@
-import { Kernel } from "@vsva/kernel";
+import { Kernel, KernelBug } from "@vsva/kernel";
 import { PciEndpoint, SparseMemory, pciEnableForSva } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator, PhysMemBacking } from "@vsva/iommu-core";
 import type { Platform, PlatformFactory, PlatformName } from "./platform.js";
-import { RecordingPort } from "./recording-port.js";
+import { DMA_RECORD_RING, RecordingPort } from "./recording-port.js";
 import { smmuPlatform } from "./smmu-platform.js";
 import { vtdPlatform } from "./vtd-platform.js";
 
@@ -25,11 +25,33 @@ export const POOL_SIZE = 32 * MiB;
 
 export interface HostOptions {
   readonly platform?: PlatformName;
+  /**
+   * Keep the whole history: every DMA record and every process, freed or
+   * not. Otherwise the host keeps the processes not yet freed and the DMA
+   * recorder the latest `dmaRecords` records, so a long run stays bounded.
+   */
+  readonly history?: boolean;
+  /** Records the DMA recorder keeps without `history` (default DMA_RECORD_RING). */
+  readonly dmaRecords?: number;
+  /**
+   * Build only what cannot fail (kernel, RAM, page pool, IOASID namespace)
+   * and leave the boot of the IOMMU platform to {@link Host.bringUp}, so a
+   * fail-nth sweep can be armed before it.
+   */
+  readonly deferBringUp?: boolean;
 }
 
 export interface DeviceSlot {
   readonly ep: PciEndpoint;
   readonly dev: IommuDevice;
+}
+
+/** What bring-up made: the platform, the recorder in front of it, the IOMMU core with its driver registered. */
+interface Booted {
+  readonly platform: Platform;
+  readonly port: RecordingPort;
+  readonly core: IommuCore;
+  readonly iommu: Iommu;
 }
 
 const PLATFORMS: Readonly<Record<PlatformName, PlatformFactory>> = { vtd: vtdPlatform, smmuv3: smmuPlatform };
@@ -38,17 +60,18 @@ export const PLATFORM_NAMES: readonly PlatformName[] = Object.keys(PLATFORMS) as
 export class Host {
   readonly kernel = new Kernel();
   readonly mem = new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: RAM_SIZE }] });
-  readonly platform: Platform;
-  readonly port: RecordingPort;
   readonly pages: PageAllocator;
   readonly ioasid: IoasidCore;
-  readonly core: IommuCore;
-  readonly iommu: Iommu;
   readonly devices: DeviceSlot[] = [];
-  readonly mms: Mm[] = [];
+  readonly #mms: Mm[] = [];
+  readonly #history: boolean;
+  readonly #platformName: PlatformName;
+  readonly #dmaRecords: number | "all";
+  #booted: Booted | null = null;
 
   constructor(opts: HostOptions = {}) {
     const k = this.kernel;
+    this.#history = opts.history ?? false;
     this.pages = new PageAllocator({
       base: POOL_BASE,
       size: POOL_SIZE,
@@ -56,10 +79,58 @@ export class Host {
       faults: k.faults,
     });
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
-    this.platform = PLATFORMS[opts.platform ?? "vtd"]({ kernel: k, mem: this.mem, pages: this.pages, ioasid: this.ioasid });
-    this.port = new RecordingPort(this.platform.port);
-    this.core = new IommuCore({ kernel: k, ioasid: this.ioasid });
-    this.iommu = this.core.registerIommu(this.platform.iommuName, this.platform.ops);
+    this.#platformName = opts.platform ?? "vtd";
+    this.#dmaRecords = this.#history ? "all" : (opts.dmaRecords ?? DMA_RECORD_RING);
+    if (opts.deferBringUp !== true) this.bringUp();
+  }
+
+  /**
+   * Boots the IOMMU platform as the machine would: the unit and its
+   * driver's init, the IOMMU core with the driver registered. ENOMEM,
+   * ETIMEDOUT, EIO (the driver's init) with nothing kept: every page it
+   * took is back and the host can be dropped (or brought up again).
+   */
+  bringUp(): void {
+    if (this.#booted !== null) throw new KernelBug("the host is already up");
+    const k = this.kernel;
+    const platform = PLATFORMS[this.#platformName]({ kernel: k, mem: this.mem, pages: this.pages, ioasid: this.ioasid });
+    const port = new RecordingPort(platform.port, { keep: this.#dmaRecords });
+    const core = new IommuCore({ kernel: k, ioasid: this.ioasid });
+    let iommu: Iommu;
+    try {
+      iommu = core.registerIommu(platform.iommuName, platform.ops);
+    } catch (e) {
+      platform.shutdown();
+      throw e;
+    }
+    this.#booted = { platform, port, core, iommu };
+  }
+
+  /** Whether {@link bringUp} has succeeded. */
+  get up(): boolean {
+    return this.#booted !== null;
+  }
+
+  get platform(): Platform {
+    return this.#up().platform;
+  }
+
+  /** The DMA recorder between the endpoints and the unit. */
+  get port(): RecordingPort {
+    return this.#up().port;
+  }
+
+  get core(): IommuCore {
+    return this.#up().core;
+  }
+
+  get iommu(): Iommu {
+    return this.#up().iommu;
+  }
+
+  #up(): Booted {
+    if (this.#booted === null) throw new KernelBug("the host's IOMMU platform is not up (bringUp)");
+    return this.#booted;
   }
 
   /**
@@ -96,8 +167,23 @@ export class Host {
   newMm(name: string): Mm {
     // A process's tables are in the format the platform's CPUs (and so its IOMMU) walk.
     const mm = new Mm({ kernel: this.kernel, mem: this.mem, pages: this.pages, name, arch: this.platform.mmArch });
-    this.mms.push(mm);
+    this.#forgetFreed();
+    this.#mms.push(mm);
     return mm;
+  }
+
+  /** The processes made here: those not yet freed, or every one with `history`. */
+  get mms(): readonly Mm[] {
+    this.#forgetFreed();
+    return [...this.#mms];
+  }
+
+  /** A freed mm has nothing left to check or tear down: without `history` the host lets it go. */
+  #forgetFreed(): void {
+    if (this.#history) return;
+    let kept = 0;
+    for (const mm of this.#mms) if (mm.state !== "freed") this.#mms[kept++] = mm;
+    this.#mms.length = kept;
   }
 
   /** Lets deferred work (IO page faults, teardown work, threaded interrupts) run to completion. */

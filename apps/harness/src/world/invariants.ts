@@ -39,7 +39,9 @@ export class InvariantChecker {
   #checkDma(): string[] {
     const out: string[] = [];
     const records = this.host.port.since(this.#mark);
+    const lost = this.host.port.lostSince(this.#mark);
     this.#mark = this.host.port.mark();
+    if (lost > 0) out.push(`${lost} DMA translations went unchecked: the recording ring overwrote them before this check`);
     for (const { req, result } of records) {
       if (!result.ok) continue;
       if (req.pasid === undefined) continue; // requests without PASID are the DMA API's, not SVA's
@@ -90,7 +92,7 @@ export function checkQuiescent(host: Host): string[] {
   const snap = host.ioasid.snapshot();
   for (const id of snap.ids) out.push(`IOASID ${id.id} not reclaimed at quiescence (state ${id.state}, refcount ${id.refcount})`);
   for (const mm of host.mms) if (mm.state !== "freed") out.push(`${mm.name} is ${mm.state}, not freed, after its task exited (a reference leaked)`);
-  if (host.core.sva.liveBonds !== 0) out.push(`${host.core.sva.liveBonds} SVA bonds left at teardown`);
+  if (host.up && host.core.sva.liveBonds !== 0) out.push(`${host.core.sva.liveBonds} SVA bonds left at teardown`);
   if (host.kernel.scheduler.pending() !== 0) out.push(`${host.kernel.scheduler.pending()} work items never ran`);
   return out;
 }

@@ -536,7 +536,14 @@ export class Mm {
     this.#state = "exiting";
     const ns = [...this.#notifiers].reverse();
     this.#kernel.trace.emit("mm.release", "MM", this.#pasid === null ? {} : { hpasid: this.#pasid }, { mm: this.name, notifiers: ns.length });
-    for (const n of ns) n.release(this);
+    for (const n of ns) {
+      // The exit cannot be refused or retried: a release callback that throws is a WARN, and exit_mmap goes on.
+      try {
+        n.release(this);
+      } catch (e) {
+        this.#kernel.log.warn("mm.release", `${this.name}: an mmu notifier's release threw (${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}); exit continued`, "MM");
+      }
+    }
     this.#notifiers.length = 0;
     const victims = this.#residentIn(-Infinity, Infinity);
     for (const [v] of victims) this.#writer.unmap(v, PAGE);
