@@ -50,7 +50,7 @@ describe("probe and bring-up from IDR0-IDR5", () => {
     expect(() => h.drv.hw.evtq.setup()).toThrow(expect.objectContaining({ errno: Errno.EBUSY }));
     expect(h.pages.stats.livePages).toBe(live);
     expect(h.drv.hw.cmdq.base).toBe(cmdqBase);
-    expect(h.unit.mmioRead64(SmmuReg.CMDQ_BASE).lo & ~0xfff).toBe(cmdqBase % 2 ** 32 & ~0xfff);
+    expect(h.unit.mmioRead64(SmmuReg.CMDQ_BASE) & 0xf_ffff_ffff_f000n).toBe(BigInt(cmdqBase));
   });
 });
 

@@ -16,7 +16,7 @@ import type {
 } from "@vsva/iommu-core";
 import { type DomainEnv, VtdNestingDomain, VtdPagingDomain } from "./domain.js";
 import { IoasidFreeHandler } from "./ioasid-notifier.js";
-import type { VtdMmio } from "./mmio.js";
+import type { Mmio } from "./mmio.js";
 import { NestedBinder } from "./nested.js";
 import { type IoPageFaultHandler, PageRequestQueue } from "./prq.js";
 import { VtdBlockedDomain, VtdIdentityDomain } from "./static-domains.js";
@@ -27,7 +27,7 @@ export interface IntelIommuOptions {
   /** Unit name in traces and logs (default "dmar0"). */
   readonly name?: string;
   /** The unit's registers. */
-  readonly mmio: VtdMmio;
+  readonly mmio: Mmio;
   /** The memory the unit reads (host RAM, or a guest's RAM for a vIOMMU). */
   readonly mem: PhysMem;
   /** Every page the driver puts in memory comes from here. */

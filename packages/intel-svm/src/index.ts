@@ -1,7 +1,6 @@
 export { IntelIommu, type IntelIommuOptions } from "./driver.js";
 export { VtdHardware, type VtdDevice, type VtdHardwareOptions } from "./unit.js";
 export { type VtdCaps, readCaps } from "./caps.js";
-export type { VtdMmio } from "./mmio.js";
 export { VtdPagingDomain, VtdNestingDomain } from "./domain.js";
 export { VtdBlockedDomain, VtdIdentityDomain } from "./static-domains.js";
 export { NestedBinder, GuestSvm, type SvmDev } from "./nested.js";

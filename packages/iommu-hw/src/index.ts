@@ -6,6 +6,9 @@ export { defineLayout, type Layout, type FieldAccess, type FieldSpec, type Field
 export type { DmaRequest, TranslateOk, TranslateFault, TranslateResult, PageRequest, PageResponseCode, PageGroupResponse, IommuPort, EndpointPort, StallResolution } from "./iommu-port.js";
 export { TaggedLru, CacheNode, type CacheStats } from "./cache/tagged-lru.js";
 
+// The register window both units implement (64-bit values as bigint) and layout-typed access to it.
+export { type Mmio, readReg, writeReg, joinDwords } from "./mmio/mmio.js";
+
 // Page-table formats and walkers (x86-64 first level, VT-d second level, nested).
 export type {
   Stage,

@@ -1,7 +1,7 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { StallTable, type StallEnd } from "./stalls.js";
-import { type PhysMem, type U64, numberToU64, ArmPerm as Perm, ReadOnlyMem } from "@vsva/pgtable";
+import { type PhysMem, ArmPerm as Perm, ReadOnlyMem } from "@vsva/pgtable";
 import { sameValue } from "../cache/same-value.js";
 import { pageField } from "../page-field.js";
 import { DEFAULT_SMMU_CACHES, SmmuCaches, type TlbEntry, TlbClass } from "./caches.js";
@@ -11,6 +11,7 @@ import { type CdInfo, ConfigScratch, type SteInfo, fetchCd, fetchSte } from "./c
 import { type SmmuConfig, type SmmuInterrupt, type SmmuOptions, resolveSmmuConfig } from "./options.js";
 import { OutputQueue } from "./queues.js";
 import { RegisterFile } from "../mmio/register-file.js";
+import { type Mmio, checkMmio32, checkMmio64, joinDwords } from "../mmio/mmio.js";
 import {
   AidrReg,
   CmdqConsReg,
@@ -89,9 +90,9 @@ function fit(x: number, bits: number): number {
 /**
  * An emulated Arm SMMUv3 (non-secure side, AArch64 tables, 4 KiB granule).
  *
- * Software drives it only through its registers (`mmio*`, two 64 KiB
- * pages) and the structures in memory they point at: stream table (linear
- * or 2-level), CD tables (linear or 2-level, SubstreamIDs up to 20 bits),
+ * Software drives it only through its registers (an {@link Mmio} window
+ * of two 64 KiB pages; 64-bit values are `bigint`s) and the structures in
+ * memory they point at: stream table (linear or 2-level), CD tables (linear or 2-level, SubstreamIDs up to 20 bits),
  * command, event and PRI queues. Endpoints reach it through
  * {@link IommuPort} with `sid` = StreamID and `pasid` = SubstreamID; it
  * reaches them through the {@link EndpointPort} they register (ATC_INV,
@@ -101,7 +102,7 @@ function fit(x: number, bits: number): number {
  * Nothing software, a guest or a device writes can make it throw: bad
  * values give the architectural event, command error or GERROR bit.
  */
-export class SmmuUnit implements IommuPort {
+export class SmmuUnit implements IommuPort, Mmio {
   readonly cfg: SmmuConfig;
   readonly caches: SmmuCaches;
   readonly #mem: PhysMem;
@@ -294,19 +295,21 @@ export class SmmuUnit implements IommuPort {
     return this.#regs.read32(offset);
   }
 
-  mmioRead64(offset: number): U64 {
-    return { lo: this.#regs.read32(offset), hi: this.#regs.read32(offset + 4) };
+  mmioRead64(offset: number): bigint {
+    return joinDwords(this.#regs.read32(offset), this.#regs.read32(offset + 4));
   }
 
+  /** EINVAL if `value` does not hold 32 bits (see {@link Mmio}). */
   mmioWrite32(offset: number, value: number): void {
+    const v = checkMmio32(value, offset);
     const before = this.#regs.raw32(offset);
-    const owner = this.#regs.write32(offset, value);
+    const owner = this.#regs.write32(offset, v);
     if (owner >= 0) this.#afterWrite(owner, offset, before);
   }
 
-  /** One 64-bit write (its side effect runs once both halves are in). Numbers at or above 2^53 are not exact: pass {lo, hi}. */
-  mmioWrite64(offset: number, value: U64 | number): void {
-    const v = typeof value === "number" ? numberToU64(Number.isFinite(value) && value >= 0 ? value : 0) : value;
+  /** One 64-bit write (its side effect runs once both halves are in). EINVAL unless `value` is a bigint in 0 .. 2^64 − 1. */
+  mmioWrite64(offset: number, value: bigint): void {
+    const v = checkMmio64(value, offset);
     const before = this.#regs.raw32(offset);
     const beforeHi = this.#regs.raw32(offset + 4);
     const owner = this.#regs.write32(offset, v.lo);

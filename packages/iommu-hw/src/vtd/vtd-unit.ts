@@ -1,6 +1,6 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
-import { type PhysMem, type U64, numberToU64, ReadOnlyMem } from "@vsva/pgtable";
+import { type PhysMem, ReadOnlyMem } from "@vsva/pgtable";
 import { sameValue } from "../cache/same-value.js";
 import { CacheClass, type CtxInfo, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, type PasidInfo, RightsFor, VtdCaches } from "./caches.js";
 import { ContextScratch, fetchContext } from "./context.js";
@@ -13,6 +13,7 @@ import { InvalidationQueue } from "./inv-queue.js";
 import { type VtdConfig, type VtdOptions, resolveConfig } from "./options.js";
 import { PageRequestQueue } from "./prq.js";
 import { RegisterFile } from "../mmio/register-file.js";
+import { type Mmio, checkMmio32, checkMmio64, joinDwords } from "../mmio/mmio.js";
 import {
   CapReg,
   CcmdReg,
@@ -56,15 +57,14 @@ export interface StructureCacheMismatch {
  * in memory they point at; endpoints reach it through {@link IommuPort} and
  * are reached through the {@link EndpointPort} they register by source ID.
  *
- * 64-bit registers are read and written as {@link U64} halves ({lo, hi}),
- * so bits 63:53 stay exact; `mmioWrite64` also takes a number below 2^53 for
- * convenience. 32-bit accesses to either half of a 64-bit register are
- * allowed. Unimplemented offsets read 0 and ignore writes.
+ * Its registers are an {@link Mmio} window: 64-bit values are `bigint`s,
+ * and 32-bit accesses to either half of a 64-bit register are allowed.
+ * Unimplemented offsets read 0 and ignore writes.
  *
  * Nothing software or a device writes can make it throw: bad values produce
  * the architectural fault, queue error or status.
  */
-export class VtdUnit implements IommuPort {
+export class VtdUnit implements IommuPort, Mmio {
   readonly cfg: VtdConfig;
   readonly caches: VtdCaches;
   readonly #mem: PhysMem;
@@ -223,18 +223,19 @@ export class VtdUnit implements IommuPort {
     return this.#regs.read32(offset);
   }
 
-  mmioRead64(offset: number): U64 {
-    return { lo: this.#regs.read32(offset), hi: this.#regs.read32(offset + 4) };
+  mmioRead64(offset: number): bigint {
+    return joinDwords(this.#regs.read32(offset), this.#regs.read32(offset + 4));
   }
 
+  /** EINVAL if `value` does not hold 32 bits (see {@link Mmio}). */
   mmioWrite32(offset: number, value: number): void {
-    const owner = this.#regs.write32(offset, value);
+    const owner = this.#regs.write32(offset, checkMmio32(value, offset));
     if (owner >= 0) this.#afterWrite(owner, offset);
   }
 
-  /** A 64-bit write (one side effect, after both halves are in). Numbers at or above 2^53 are not exact: pass {lo, hi}. */
-  mmioWrite64(offset: number, value: U64 | number): void {
-    const v = typeof value === "number" ? numberToU64(Number.isFinite(value) && value >= 0 ? value : 0) : value;
+  /** A 64-bit write (one side effect, after both halves are in). EINVAL unless `value` is a bigint in 0 .. 2^64 − 1. */
+  mmioWrite64(offset: number, value: bigint): void {
+    const v = checkMmio64(value, offset);
     const owner = this.#regs.write32(offset, v.lo);
     this.#regs.write32(offset + 4, v.hi);
     if (owner >= 0) this.#afterWrite(owner, offset);
