@@ -62,7 +62,7 @@ export class SmmuTestHost {
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
     const unit = this.unit;
     this.drv = new ArmSmmuV3({
-      mmio: unit, mem: this.mem, pages: this.pages, kernel: k, poll: () => unit.processCommands(),
+      mmio: unit, mem: this.mem, pages: this.pages, kernel: k, poll: () => unit.debug.processCommands(),
       ...(o.firmware === undefined ? {} : { firmware: o.firmware }),
     });
     if (o.init ?? true) this.drv.init();

@@ -64,7 +64,7 @@ describe("cached translations equal fresh walks after the right invalidations (p
           }
           if (o.k === "dma") {
             const cached = rig.unit.translate({ sid: rig.dev, pasid: ssid, addr: va, write: o.write });
-            const fresh = rig.unit.translateUncached({ sid: rig.dev, pasid: ssid, addr: va, write: o.write });
+            const fresh = rig.unit.debug.translateUncached({ sid: rig.dev, pasid: ssid, addr: va, write: o.write });
             expect(cached).toEqual(fresh);
           }
           if (changed !== null) {
@@ -72,7 +72,7 @@ describe("cached translations equal fresh walks after the right invalidations (p
             for (let i = 0; i < changed[1]; i++) cmds.push(cmd.nhVa(0, ssid, changed[0] + i * 4096, true));
             rig.submit(...cmds, cmd.sync());
           }
-          expect(rig.unit.checkCaches()).toEqual([]);
+          expect(rig.unit.debug.checkCaches()).toEqual([]);
         }
       }),
       { numRuns: 80 },
@@ -84,7 +84,7 @@ describe("cached translations equal fresh walks after the right invalidations (p
     writers[0]?.map(BASE, 0x200_0000, 4096, { write: true });
     expect(rig.unit.translate({ sid: rig.dev, pasid: 1, addr: BASE, write: true }).ok).toBe(true);
     writers[0]?.unmap(BASE, 4096);
-    const stale = rig.unit.checkCaches();
+    const stale = rig.unit.debug.checkCaches();
     expect(stale).toHaveLength(1);
     expect(stale[0]?.cached.inputBase).toBe(BASE);
     expect(rig.unit.translate({ sid: rig.dev, pasid: 1, addr: BASE, write: true }).ok).toBe(true);
@@ -164,8 +164,8 @@ describe("robustness: nothing software, a guest or a device does makes the unit 
           }
           rig.unit.mmioRead32(o.k === "w32" || o.k === "w64" ? o.off : 0);
         }
-        rig.unit.checkCaches();
-        rig.unit.checkStructureCaches();
+        rig.unit.debug.checkCaches();
+        rig.unit.debug.checkStructureCaches();
       }),
       { numRuns: 150 },
     );

@@ -91,8 +91,8 @@ describe("robustness", () => {
         rig.setReg64(R.PQA, BigInt(PRQ_BASE));
         rig.unit.attachEndpoint(new FakeEndpoint(rig.dev));
         for (const op of ops) run(rig, op);
-        rig.unit.checkCaches();
-        rig.unit.checkStructureCaches();
+        rig.unit.debug.checkCaches();
+        rig.unit.debug.checkStructureCaches();
       }),
       { numRuns: 300 },
     );
@@ -105,12 +105,12 @@ describe("structure-cache check", () => {
     rig.device();
     rig.setPasid(0, { pgtt: 4, did: 1 });
     expect(rig.unit.translate({ sid: rig.dev, addr: 0x1000, write: false }).ok).toBe(true);
-    expect(rig.unit.checkStructureCaches()).toEqual([]);
+    expect(rig.unit.debug.checkStructureCaches()).toEqual([]);
     rig.setPasid(0, { pgtt: 4, did: 2 });
     rig.setContext(rig.dev, { pre: false });
-    expect(rig.unit.checkStructureCaches().map((m) => m.cache).sort()).toEqual(["context", "pasid"]);
+    expect(rig.unit.debug.checkStructureCaches().map((m) => m.cache).sort()).toEqual(["context", "pasid"]);
     rig.submit(desc.contextCache(1), desc.pasidCache(3, 0));
-    expect(rig.unit.checkStructureCaches()).toEqual([]);
+    expect(rig.unit.debug.checkStructureCaches()).toEqual([]);
   });
 });
 

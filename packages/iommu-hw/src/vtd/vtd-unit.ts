@@ -1,10 +1,8 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, ReadOnlyMem } from "@vsva/pgtable";
-import { sameValue } from "../cache/same-value.js";
-import { CacheClass, type CtxInfo, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, type PasidInfo, RightsFor, VtdCaches } from "./caches.js";
-import { ContextScratch, fetchContext } from "./context.js";
-import { PasidScratch, fetchPasid } from "./pasid.js";
+import { DEFAULT_CACHE_CAPACITIES, VtdCaches } from "./caches.js";
+import { VtdDebug } from "./debug.js";
 import { EventSource } from "./events.js";
 import { FaultReason, faultReasonName } from "./fault-reason.js";
 import { FaultRecorder } from "./fault-recorder.js";
@@ -35,21 +33,6 @@ import "./trace-events.js";
 import { type RootState, Translator } from "./translate.js";
 import { VirtualCommand } from "./vcmd.js";
 
-/** A cached translation next to what a fresh walk finds now (for the invariant checker). */
-export interface CacheMismatch {
-  readonly cached: IotlbEntry;
-  readonly fresh: TranslateResult;
-}
-
-/** A cached context or PASID entry that no longer matches memory. */
-export interface StructureCacheMismatch {
-  readonly cache: "context" | "pasid";
-  readonly sid: number;
-  readonly pasid: number | null;
-  readonly cached: CtxInfo | PasidInfo;
-  readonly fresh: CtxInfo | PasidInfo;
-}
-
 /**
  * An emulated Intel VT-d remapping unit in scalable mode.
  *
@@ -66,7 +49,9 @@ export interface StructureCacheMismatch {
  */
 export class VtdUnit implements IommuPort, Mmio {
   readonly cfg: VtdConfig;
-  readonly caches: VtdCaches;
+  /** Caches, coherence checks, the queue's run-now hand: for tests, benches and invariant checks, not for drivers. */
+  readonly debug: VtdDebug;
+  readonly #caches: VtdCaches;
   readonly #mem: PhysMem;
   readonly #regs = new RegisterFile(REG_WINDOW);
   readonly #root: RootState = { translationEnabled: false, rootTable: 0, ttm: 0 };
@@ -101,7 +86,7 @@ export class VtdUnit implements IommuPort, Mmio {
     for (const [k, v] of Object.entries(sizes)) {
       if (!Number.isInteger(v) || v < 1) throw new KernelError(Errno.EINVAL, `VT-d unit: ${k} cache capacity ${String(v)} must be a positive integer`);
     }
-    this.caches = new VtdCaches(sizes);
+    this.#caches = new VtdCaches(sizes);
     const regs = this.#regs;
 
     const ver = regs.define(RegOffset.VER, VerReg);
@@ -132,16 +117,16 @@ export class VtdUnit implements IommuPort, Mmio {
     }
     this.#vcmd = opts.vcmd === undefined ? null : new VirtualCommand(regs, opts.vcmd, cfg.pasidBits);
 
-    this.#translator = new Translator(this.#mem, cfg, this.caches, this.#root);
+    this.#translator = new Translator(this.#mem, cfg, this.#caches, this.#root);
     this.#roMem = new ReadOnlyMem(this.#mem);
-    this.#fresh = new Translator(this.#roMem, cfg, this.caches, this.#root, false);
+    this.#fresh = new Translator(this.#roMem, cfg, this.#caches, this.#root, false);
 
     const inv = opts.invalidation ?? "immediate";
     const wq = inv === "immediate" ? null : inv.scheduler.createWorkqueue(`${cfg.name}-qi`);
     const ictx: InvalidationContext = {
       mem: this.#mem,
       cfg,
-      caches: this.caches,
+      caches: this.#caches,
       endpoint: (sid) => this.#endpoints.get(sid),
       scalableMode: () => this.#root.ttm === 1,
       waitInterrupt: () => {
@@ -165,6 +150,7 @@ export class VtdUnit implements IommuPort, Mmio {
       },
       wq,
     );
+    this.debug = new VtdDebug({ cfg, caches: this.#caches, root: this.#root, translator: this.#translator, fresh: this.#fresh, roMem: this.#roMem, iq: this.#iq });
   }
 
   #writeCaps(cap: Uint32Array, ecap: Uint32Array): void {
@@ -329,8 +315,8 @@ export class VtdUnit implements IommuPort, Mmio {
     const c = this.#ccmd;
     if (CcmdReg.get(c, "ICC") === 0) return;
     const g = CcmdReg.get(c, "CIRG");
-    if (g === 3) this.caches.invalidateContextDevice(CcmdReg.get(c, "SID"), CcmdReg.get(c, "FM"));
-    else if (g !== 0) this.caches.context.invalidateAll();
+    if (g === 3) this.#caches.invalidateContextDevice(CcmdReg.get(c, "SID"), CcmdReg.get(c, "FM"));
+    else if (g !== 0) this.#caches.context.invalidateAll();
     CcmdReg.set(c, "CAIG", g);
     CcmdReg.set(c, "ICC", 0);
   }
@@ -341,12 +327,12 @@ export class VtdUnit implements IommuPort, Mmio {
     if (IotlbReg.get(r, "IVT") === 0) return;
     const g = IotlbReg.get(r, "IIRG");
     const did = IotlbReg.get(r, "DID");
-    if (g === 1) this.caches.invalidateAllTranslations();
-    else if (g === 2) this.caches.invalidateDomain(did);
+    if (g === 1) this.#caches.invalidateAllTranslations();
+    else if (g === 2) this.#caches.invalidateDomain(did);
     else if (g === 3) {
       const am = Math.min(IvaReg.get(this.#iva, "AM"), this.cfg.maxAddressMask);
       const pfn = Math.floor(IvaReg.get(this.#iva, "ADDR") / 2 ** am) * 2 ** am;
-      this.caches.invalidateDomainPages(did, pfn, am, IvaReg.get(this.#iva, "IH") === 1);
+      this.#caches.invalidateDomainPages(did, pfn, am, IvaReg.get(this.#iva, "IH") === 1);
     }
     IotlbReg.set(r, "IAIG", g);
     IotlbReg.set(r, "IVT", 0);
@@ -447,85 +433,5 @@ export class VtdUnit implements IommuPort, Mmio {
   #ids(sid: number, pasid: number | undefined): TraceIds {
     const device = formatBdf(sid as SourceId);
     return pasid === undefined ? { device } : { device, hpasid: pasid };
-  }
-
-  // --- for tests, benches and the invariant checker ------------------------------
-
-  /** Runs the invalidation queue now (in deferred mode, what the work item would do). Returns descriptors processed. */
-  processInvalidations(): number {
-    return this.#iq.process();
-  }
-
-  /** Whether a deferred invalidation-queue run is waiting for the scheduler. */
-  get invalidationPending(): boolean {
-    return this.#iq.pending;
-  }
-
-  /** The memory references and PSC hits of the last page walk. */
-  get lastWalk(): { readonly reads: number; readonly writes: number; readonly pscHits: number } {
-    return this.#translator.lastWalk;
-  }
-
-  /** Every leaf translation the IOTLB holds, as a device would be served it. */
-  *cachedTranslations(): IterableIterator<IotlbEntry> {
-    for (const node of this.caches.iotlb.entries()) {
-      if (node.value.cls !== CacheClass.NESTED_SECOND && node.value.fault === 0) yield node.value;
-    }
-  }
-
-  /**
-   * Compares each cached leaf translation with a fresh walk that bypasses
-   * every cache and writes nothing to memory. After software has made the
-   * invalidations its table changes require, the answer is empty; what is
-   * left is stale. The nested second-stage entries are checked through the
-   * nested translations that use them.
-   */
-  checkCaches(): CacheMismatch[] {
-    const out: CacheMismatch[] = [];
-    if (!this.#root.translationEnabled) return out;
-    for (const e of this.cachedTranslations()) {
-      const req: DmaRequest = {
-        sid: e.sid as SourceId,
-        // Re-walk with the privilege the entry's rights were found for.
-        ...(e.hadPasid ? { pasid: e.pasid, priv: e.rightsFor === RightsFor.SUPERVISOR || (e.rightsFor === RightsFor.ANY && !e.user) } : {}),
-        addr: e.inputBase,
-        write: false,
-      };
-      const fresh = this.#fresh.translate(req);
-      const same =
-        fresh.ok && fresh.pa === e.pageBase && fresh.size === e.size && fresh.read === e.read && fresh.write === e.write &&
-        fresh.exec === e.exec && fresh.privOnly === !e.user;
-      if (!same) out.push({ cached: e, fresh });
-    }
-    return out;
-  }
-
-  /**
-   * Compares every cached context entry and PASID entry with a fresh fetch
-   * from memory. A mismatch after software has issued the context-cache and
-   * PASID-cache invalidations its changes require is a missing flush.
-   */
-  checkStructureCaches(): StructureCacheMismatch[] {
-    const out: StructureCacheMismatch[] = [];
-    const cs = new ContextScratch();
-    const ps = new PasidScratch();
-    const root = this.#root.rootTable;
-    for (const node of this.caches.context.entries()) {
-      const fresh = fetchContext(this.#roMem, root, node.key, this.cfg, cs);
-      if (!sameValue(node.value, fresh)) out.push({ cache: "context", sid: node.key, pasid: null, cached: node.value, fresh });
-    }
-    for (const node of this.caches.pasid.entries()) {
-      const sid = node.key;
-      const pasid = node.tag % 2 ** 20;
-      const ctx = fetchContext(this.#roMem, root, sid, this.cfg, cs);
-      const fresh = ctx.fault !== 0 ? ctx : fetchPasid(this.#roMem, ctx, pasid, this.cfg, ps);
-      if (!sameValue(node.value, fresh)) out.push({ cache: "pasid", sid, pasid, cached: node.value, fresh });
-    }
-    return out;
-  }
-
-  /** A translation that bypasses every cache and writes nothing (records no fault). */
-  translateUncached(req: DmaRequest): TranslateResult {
-    return this.#fresh.translate(req);
   }
 }
