@@ -27,6 +27,8 @@ export interface SmmuHostOptions {
   readonly init?: boolean;
   /** What firmware says about the masters (e.g. which StreamIDs have "dma-can-stall"). */
   readonly firmware?: SmmuFirmware;
+  /** Runs each time the driver polls the command queue, before the unit is let run (a test's VMM acts there). */
+  readonly onPoll?: () => void;
 }
 
 export class SmmuTestHost {
@@ -62,7 +64,11 @@ export class SmmuTestHost {
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
     const unit = this.unit;
     this.drv = new ArmSmmuV3({
-      mmio: unit, mem: this.mem, pages: this.pages, kernel: k, poll: () => unit.debug.processCommands(),
+      mmio: unit, mem: this.mem, pages: this.pages, kernel: k,
+      poll: () => {
+        o.onPoll?.();
+        unit.debug.processCommands();
+      },
       ...(o.firmware === undefined ? {} : { firmware: o.firmware }),
     });
     if (o.init ?? true) this.drv.init();

@@ -27,7 +27,8 @@ export interface TestHost {
   readonly iommu: Iommu;
 }
 
-export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true): TestHost {
+/** `poll` is the driver's (see `QueuedInvalidationOptions.poll`): a test's VMM acts there while the driver waits. */
+export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true, drvOpts: { readonly poll?: () => void } = {}): TestHost {
   const kernel = new Kernel();
   const mem = new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: 64 * MiB }] });
   const unit = new VtdUnit({ mem, trace: kernel.trace, name: "dmar0", ...unitOpts });
@@ -38,7 +39,7 @@ export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true): TestH
     faults: kernel.faults,
   });
   const ioasid = new IoasidCore({ scheduler: kernel.scheduler, trace: kernel.trace, faults: kernel.faults, log: kernel.log });
-  const drv = new IntelIommu({ mmio: unit, mem, pages, kernel, ioasid });
+  const drv = new IntelIommu({ mmio: unit, mem, pages, kernel, ioasid, ...drvOpts });
   if (init) drv.init();
   const core = new IommuCore({ kernel });
   const iommu = core.registerIommu("dmar0", drv);

@@ -8,6 +8,10 @@ export { TaggedLru, CacheNode, type CacheStats } from "./cache/tagged-lru.js";
 
 // The register window both units implement (64-bit values as bigint) and layout-typed access to it.
 export { type Mmio, readReg, writeReg, joinDwords } from "./mmio/mmio.js";
+// Trap points a VMM uses on either unit (one hook for register accesses, queue entries and virtual commands).
+export type {
+  TrapReply, TrapReadValue, VcmdReply, MmioReadTrap, MmioWriteTrap, QueueEntryTrap, VcmdTrap, VtdTrapEvent, SmmuTrapEvent, VtdTrap, SmmuTrap, DeferredOutcome,
+} from "./trap.js";
 
 // Page-table formats and walkers (x86-64 first level, VT-d second level, nested).
 export type {
@@ -136,7 +140,7 @@ export {
   INV_TYPE_NAMES,
 } from "./vtd/descriptors.js";
 export { FaultReason, type FaultReasonCode, faultReasonName } from "./vtd/fault-reason.js";
-export { type VcmdBackend, VcmdCommand, VcmdStatus } from "./vtd/vcmd.js";
+export { VcmdCommand, VcmdStatus } from "./vtd/vcmd.js";
 
 // SMMUv3 (appended by the arm-smmu-v3 driver's helper; the unit's owner may reorganise):
 // the emulated unit, its register and in-memory structure layouts, and the

@@ -10,6 +10,7 @@ import { type CommandContext, executeCommand } from "./commands.js";
 import { ConfigScratch, fetchSte } from "./config.js";
 import { type SmmuConfig, type SmmuInterrupt, type SmmuOptions, resolveSmmuConfig } from "./options.js";
 import { OutputQueue } from "./queues.js";
+import { type DeferredOutcome, type SmmuTrap, entryBytes, entryReply, readReply, writeReply } from "../trap.js";
 import { RegisterFile } from "../mmio/register-file.js";
 import { type Mmio, checkMmio32, checkMmio64, joinDwords } from "../mmio/mmio.js";
 import {
@@ -45,7 +46,7 @@ import {
   StrtabBaseCfgReg,
   StrtabBaseReg,
 } from "./regs.js";
-import { EVENT_BYTES, EventFetchRecord, EventId, EventRecord, PRI_BYTES, PriEntry, SyncCs, eventName } from "./structures.js";
+import { CMD_NAMES, EVENT_BYTES, EventFetchRecord, EventId, EventRecord, PRI_BYTES, PriEntry, SyncCs, eventName } from "./structures.js";
 import "./trace-events.js";
 import { type FaultDetail, type SmmuState, SmmuTranslator } from "./translate.js";
 
@@ -84,7 +85,14 @@ function fit(x: number, bits: number): number {
  * abort that records nothing).
  *
  * Nothing software, a guest or a device writes can make it throw: bad
- * values give the architectural event, command error or GERROR bit.
+ * values give the architectural event, command error or GERROR bit (a value
+ * that is not a register value at all is EINVAL at the {@link Mmio}
+ * boundary).
+ *
+ * Made with a `trap` ({@link SmmuTrap}), it offers a VMM every register
+ * access and every command it fetches, each to be passed to the model,
+ * handled, or (a command) deferred until {@link completeDeferred}. It does
+ * not know whether it is a host's SMMU or a guest's virtual one.
  */
 export class SmmuUnit implements IommuPort, Mmio {
   readonly cfg: SmmuConfig;
@@ -100,6 +108,7 @@ export class SmmuUnit implements IommuPort, Mmio {
   readonly #endpoints = new Map<number, EndpointPort>();
   readonly #trace: TraceBus | undefined;
   readonly #onInterrupt: ((irq: SmmuInterrupt) => void) | undefined;
+  readonly #trap: SmmuTrap | null;
   readonly #r: Record<
     "cr0" | "cr0ack" | "cr2" | "gbpa" | "irqCtrl" | "irqCtrlAck" | "gerror" | "gerrorn" | "gerrCfg0" | "gerrCfg1" | "strtabBase" | "strtabCfg" |
     "cmdqBase" | "cmdqProd" | "cmdqCons" | "evtqBase" | "evtqProd" | "evtqCons" | "evtqCfg0" | "evtqCfg1" | "priqBase" | "priqProd" | "priqCons" | "priqCfg0" | "priqCfg1",
@@ -121,6 +130,7 @@ export class SmmuUnit implements IommuPort, Mmio {
     this.#mem = opts.mem;
     this.#trace = opts.trace;
     this.#onInterrupt = opts.onInterrupt;
+    this.#trap = opts.trap ?? null;
     const sizes = { ...DEFAULT_SMMU_CACHES, ...opts.caches };
     for (const [k, v] of Object.entries(sizes)) {
       if (!Number.isInteger(v) || v < 1) throw new KernelError(Errno.EINVAL, `SMMUv3: ${k} cache capacity ${String(v)} must be a positive integer`);
@@ -213,6 +223,12 @@ export class SmmuUnit implements IommuPort, Mmio {
         this.#raiseGerror("CMDQ_ERR");
       },
       execute: (cmd) => executeCommand(cctx, cmd),
+      fetched: (cmd, seq, slot, addr) => {
+        const trap = this.#trap;
+        if (trap === null) return "pass";
+        const type = (cmd[0] ?? 0) & 0xff;
+        return entryReply(trap({ kind: "command", seq, slot, addr, ...entryBytes(cmd), type, name: CMD_NAMES[type] ?? `opcode 0x${type.toString(16)}` }), "command");
+      },
     }, wq);
     this.debug = new SmmuDebug({
       cfg, caches: this.#caches, state: this.#state, translator: this.#translator, fresh: this.#fresh, roMem: this.#roMem,
@@ -281,16 +297,19 @@ export class SmmuUnit implements IommuPort, Mmio {
   // --- MMIO ----------------------------------------------------------------
 
   mmioRead32(offset: number): number {
-    return this.#regs.read32(offset);
+    const t = this.#trap === null ? null : readReply(this.#trap({ kind: "mmio-read", offset, width: 32 }), 32);
+    return t === null ? this.#regs.read32(offset) : Number(t);
   }
 
   mmioRead64(offset: number): bigint {
-    return joinDwords(this.#regs.read32(offset), this.#regs.read32(offset + 4));
+    const t = this.#trap === null ? null : readReply(this.#trap({ kind: "mmio-read", offset, width: 64 }), 64);
+    return t ?? joinDwords(this.#regs.read32(offset), this.#regs.read32(offset + 4));
   }
 
   /** EINVAL if `value` does not hold 32 bits (see {@link Mmio}). */
   mmioWrite32(offset: number, value: number): void {
     const v = checkMmio32(value, offset);
+    if (this.#trap !== null && !writeReply(this.#trap({ kind: "mmio-write", offset, width: 32, value: BigInt(v) }))) return;
     const before = this.#regs.raw32(offset);
     const owner = this.#regs.write32(offset, v);
     if (owner >= 0) this.#afterWrite(owner, offset, before);
@@ -299,6 +318,7 @@ export class SmmuUnit implements IommuPort, Mmio {
   /** One 64-bit write (its side effect runs once both halves are in). EINVAL unless `value` is a bigint in 0 .. 2^64 − 1. */
   mmioWrite64(offset: number, value: bigint): void {
     const v = checkMmio64(value, offset);
+    if (this.#trap !== null && !writeReply(this.#trap({ kind: "mmio-write", offset, width: 64, value }))) return;
     const before = this.#regs.raw32(offset);
     const beforeHi = this.#regs.raw32(offset + 4);
     const owner = this.#regs.write32(offset, v.lo);
@@ -343,6 +363,7 @@ export class SmmuUnit implements IommuPort, Mmio {
       case SmmuReg.CR0: {
         // CR0ACK follows at once (QEMU); each enable acts as it is acknowledged.
         for (const f of Cr0Reg.fieldNames) Cr0AckReg.set(r.cr0ack, f, Cr0Reg.get(r.cr0, f));
+        if (Cr0AckReg.get(r.cr0ack, "CMDQEN") === 0) this.#cmdq.disabled();
         const en = Cr0AckReg.get(r.cr0ack, "SMMUEN") === 1;
         if (en !== this.#state.enabled) {
           this.#state.enabled = en;
@@ -425,6 +446,24 @@ export class SmmuUnit implements IommuPort, Mmio {
     } else if (cs === SyncCs.SEV && this.cfg.sev) {
       this.#onInterrupt?.({ source: "sev", addr: 0, data: 0 });
     }
+  }
+
+  // --- traps --------------------------------------------------------------------
+
+  /** The fetch number of the command a trap deferred (CMDQ_CONS is stopped on it), or null. */
+  get deferred(): number | null {
+    return this.#cmdq.deferredSeq;
+  }
+
+  /**
+   * Finishes the command a trap deferred (see `QueueEntryTrap`): "pass"
+   * executes it now (a CMD_SYNC signals here: its MSI write, interrupt or
+   * event), "handled" moves CMDQ_CONS past it without executing it. The
+   * queue then goes on as after a PROD write. ENOENT if `seq` is not the
+   * deferred command.
+   */
+  completeDeferred(seq: number, outcome: DeferredOutcome): void {
+    this.#cmdq.complete(seq, outcome);
   }
 
   // --- the endpoint side ---------------------------------------------------------

@@ -32,6 +32,8 @@ import {
 import "./trace-events.js";
 import { type RootState, Translator } from "./translate.js";
 import { VirtualCommand } from "./vcmd.js";
+import { DescType, INV_TYPE_NAMES } from "./descriptors.js";
+import { type DeferredOutcome, type VtdTrap, entryBytes, entryReply, readReply, vcmdReply, writeReply } from "../trap.js";
 
 /**
  * An emulated Intel VT-d remapping unit in scalable mode.
@@ -45,7 +47,14 @@ import { VirtualCommand } from "./vcmd.js";
  * Unimplemented offsets read 0 and ignore writes.
  *
  * Nothing software or a device writes can make it throw: bad values produce
- * the architectural fault, queue error or status.
+ * the architectural fault, queue error or status (a value that is not a
+ * register value at all is EINVAL at the {@link Mmio} boundary).
+ *
+ * Made with a `trap` ({@link VtdTrap}), it offers a VMM every register
+ * access, every invalidation descriptor it fetches and every virtual
+ * command, each to be passed to the model, handled, or (a descriptor)
+ * deferred until {@link completeDeferred}. It does not know whether it is
+ * a host's unit or a guest's virtual one.
  */
 export class VtdUnit implements IommuPort, Mmio {
   readonly cfg: VtdConfig;
@@ -65,6 +74,7 @@ export class VtdUnit implements IommuPort, Mmio {
   readonly #iq: InvalidationQueue;
   readonly #prq: PageRequestQueue | null;
   readonly #vcmd: VirtualCommand | null;
+  readonly #trap: VtdTrap | null;
   readonly #endpoints = new Map<number, EndpointPort>();
   readonly #trace: TraceBus | undefined;
   readonly #gcmd: Uint32Array;
@@ -115,7 +125,8 @@ export class VtdUnit implements IommuPort, Mmio {
       this.#prEvent = null;
       this.#prq = null;
     }
-    this.#vcmd = opts.vcmd === undefined ? null : new VirtualCommand(regs, opts.vcmd, cfg.pasidBits);
+    this.#vcmd = cfg.virtualCommand ? new VirtualCommand(regs, cfg.pasidBits) : null;
+    this.#trap = opts.trap ?? null;
 
     this.#translator = new Translator(this.#mem, cfg, this.#caches, this.#root);
     this.#roMem = new ReadOnlyMem(this.#mem);
@@ -147,6 +158,12 @@ export class VtdUnit implements IommuPort, Mmio {
           this.#trace?.emit("vtd.queue-error", "HW", {}, { unit: cfg.name, iqei, head });
         },
         execute: (d, wide) => executeDescriptor(ictx, d, wide),
+        fetched: (d, seq, slot, addr) => {
+          const trap = this.#trap;
+          if (trap === null) return "pass";
+          const type = DescType.get(d, "TYPE");
+          return entryReply(trap({ kind: "descriptor", seq, slot, addr, ...entryBytes(d), type, name: INV_TYPE_NAMES[type] ?? `type ${type}` }), "descriptor");
+        },
       },
       wq,
     );
@@ -206,22 +223,27 @@ export class VtdUnit implements IommuPort, Mmio {
   // --- MMIO ----------------------------------------------------------------
 
   mmioRead32(offset: number): number {
-    return this.#regs.read32(offset);
+    const t = this.#trap === null ? null : readReply(this.#trap({ kind: "mmio-read", offset, width: 32 }), 32);
+    return t === null ? this.#regs.read32(offset) : Number(t);
   }
 
   mmioRead64(offset: number): bigint {
-    return joinDwords(this.#regs.read32(offset), this.#regs.read32(offset + 4));
+    const t = this.#trap === null ? null : readReply(this.#trap({ kind: "mmio-read", offset, width: 64 }), 64);
+    return t ?? joinDwords(this.#regs.read32(offset), this.#regs.read32(offset + 4));
   }
 
   /** EINVAL if `value` does not hold 32 bits (see {@link Mmio}). */
   mmioWrite32(offset: number, value: number): void {
-    const owner = this.#regs.write32(offset, checkMmio32(value, offset));
+    const v = checkMmio32(value, offset);
+    if (this.#trap !== null && !writeReply(this.#trap({ kind: "mmio-write", offset, width: 32, value: BigInt(v) }))) return;
+    const owner = this.#regs.write32(offset, v);
     if (owner >= 0) this.#afterWrite(owner, offset);
   }
 
   /** A 64-bit write (one side effect, after both halves are in). EINVAL unless `value` is a bigint in 0 .. 2^64 − 1. */
   mmioWrite64(offset: number, value: bigint): void {
     const v = checkMmio64(value, offset);
+    if (this.#trap !== null && !writeReply(this.#trap({ kind: "mmio-write", offset, width: 64, value }))) return;
     const owner = this.#regs.write32(offset, v.lo);
     this.#regs.write32(offset + 4, v.hi);
     if (owner >= 0) this.#afterWrite(owner, offset);
@@ -261,7 +283,8 @@ export class VtdUnit implements IommuPort, Mmio {
       case RegOffset.VCMD:
         // The command is in the low dword: a write of the high half alone runs nothing.
         if (offset === RegOffset.VCMD && this.#vcmd !== null) {
-          const o = this.#vcmd.onVcmdWrite();
+          const reply = this.#trap === null ? null : vcmdReply(this.#trap({ kind: "vcmd", ...this.#vcmd.written }));
+          const o = this.#vcmd.respond(reply);
           this.#trace?.emit("vtd.vcmd", "HW", {}, { unit: this.cfg.name, ...o });
         }
         return;
@@ -336,6 +359,24 @@ export class VtdUnit implements IommuPort, Mmio {
     }
     IotlbReg.set(r, "IAIG", g);
     IotlbReg.set(r, "IVT", 0);
+  }
+
+  // --- traps --------------------------------------------------------------------
+
+  /** The fetch number of the invalidation descriptor a trap deferred (the queue is stopped at it), or null. */
+  get deferred(): number | null {
+    return this.#iq.deferredSeq;
+  }
+
+  /**
+   * Finishes the descriptor a trap deferred (see `QueueEntryTrap`):
+   * "pass" executes it now (a wait descriptor writes its status and raises
+   * its interrupt here), "handled" moves IQH past it without executing it.
+   * The queue then goes on as after an IQT write (at once, or in a work
+   * item in deferred mode). ENOENT if `seq` is not the deferred descriptor.
+   */
+  completeDeferred(seq: number, outcome: DeferredOutcome): void {
+    this.#iq.complete(seq, outcome);
   }
 
   // --- the endpoint side ---------------------------------------------------------
