@@ -1,5 +1,5 @@
 import { Errno, KernelError } from "@vsva/kernel";
-import { CapReg, EcapReg, RegOffset } from "@vsva/iommu-hw";
+import { CapReg, EcapReg, RegOffset, VccapReg } from "@vsva/iommu-hw";
 import { type Mmio, readReg } from "./mmio.js";
 
 /**
@@ -39,6 +39,8 @@ export interface VtdCaps {
   readonly secondLevel: boolean;
   readonly smPageWalkCoherent: boolean;
   readonly virtualCommand: boolean;
+  /** VCCAP.PAS (read only when ECAP.VCS): the virtual command interface allocates PASIDs (VT-d §10.4.42). */
+  readonly vcmdPasid: boolean;
 }
 
 const SAGAW_WIDTHS: readonly (readonly [bit: number, width: 39 | 48 | 57])[] = [
@@ -85,6 +87,7 @@ export function readCaps(mmio: Mmio): VtdCaps {
     secondLevel: E("SLTS"),
     smPageWalkCoherent: E("SMPWCS"),
     virtualCommand: E("VCS"),
+    vcmdPasid: E("VCS") && VccapReg.get(readReg(mmio, RegOffset.VCCAP, VccapReg), "PAS") === 1,
   };
 }
 

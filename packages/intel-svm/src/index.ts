@@ -8,5 +8,6 @@ export { IoasidFreeHandler } from "./ioasid-notifier.js";
 export { PageRequestQueue, type IoPageFaultHandler } from "./prq.js";
 export { NativeSvm } from "./svm.js";
 export { QueuedInvalidation } from "./qi.js";
+export { VcmdPasidAllocator } from "./vcmd.js";
 export { DomainIds, FLPT_DEFAULT_DID } from "./did.js";
 import "./trace-events.js";
