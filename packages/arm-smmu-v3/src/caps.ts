@@ -1,6 +1,6 @@
 import { Errno, KernelError } from "@vsva/kernel";
 import { Idr0Reg, Idr1Reg, Idr3Reg, Idr5Reg, SmmuReg, oasBits } from "@vsva/iommu-hw";
-import { type SmmuMmio, readReg } from "./mmio.js";
+import { type Mmio, readReg } from "./mmio.js";
 
 /** What the driver learned from IDR0, IDR1, IDR3 and IDR5 (`arm_smmu_device_hw_probe`). */
 export interface SmmuCaps {
@@ -43,7 +43,7 @@ const TTF_AARCH64 = 2;
 const TTENDIAN_BIG_ONLY = 3;
 
 /** Reads the ID registers (`arm_smmu_device_hw_probe`). */
-export function readCaps(mmio: SmmuMmio): SmmuCaps {
+export function readCaps(mmio: Mmio): SmmuCaps {
   const idr0 = readReg(mmio, SmmuReg.IDR0, Idr0Reg);
   const idr1 = readReg(mmio, SmmuReg.IDR1, Idr1Reg);
   const idr3 = readReg(mmio, SmmuReg.IDR3, Idr3Reg);

@@ -17,7 +17,7 @@ function rewriteCmdqBase(h: SmmuTestHost): void {
   h.unit.mmioWrite32(SmmuReg.CR0, off[0]);
   const base = h.unit.mmioRead64(SmmuReg.CMDQ_BASE);
   // Same size and attributes, another address.
-  h.unit.mmioWrite64(SmmuReg.CMDQ_BASE, { lo: (base.lo & 0xfff) | GARBAGE, hi: base.hi });
+  h.unit.mmioWrite64(SmmuReg.CMDQ_BASE, (base & ~0xffff_ffffn) | BigInt((Number(base & 0xfffn) | GARBAGE) >>> 0));
   h.unit.mmioWrite32(SmmuReg.CR0, cr0);
 }
 

@@ -13,7 +13,7 @@ import {
   SyncCs,
 } from "@vsva/iommu-hw";
 import type { PageAllocator } from "@vsva/iommu-core";
-import { type SmmuMmio, programQueue, readReg, writeReg } from "./mmio.js";
+import { type Mmio, programQueue, readReg, writeReg } from "./mmio.js";
 
 /** One 4 KiB page of 16-byte commands (Linux sizes the queue to IDR1.CMDQS; one page is plenty here). */
 const MAX_LOG2 = 8;
@@ -32,7 +32,7 @@ const MAX_NAMED_FAILURES = 8;
 
 export interface CommandQueueOptions {
   readonly name: string;
-  readonly mmio: SmmuMmio;
+  readonly mmio: Mmio;
   readonly mem: PhysMem;
   readonly pages: PageAllocator;
   readonly kernel: Kernel;

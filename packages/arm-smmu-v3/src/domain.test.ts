@@ -19,12 +19,12 @@ describe("paging domains through the real unit", () => {
     expect(dmaWrite(ep, 0x10_1008, PATTERN)).toBe("ok");
     expect(h.mem.read32(0x30_1008)).toBe(0xefbeadde);
     h.core.unmap(dom, 0x10_0000, 0x2000);
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
     expect([...ep.deviceTlb.entries()]).toEqual([]);
     expect(dmaWrite(ep, 0x10_1008, PATTERN)).not.toBe("ok");
     h.core.detachDevice(dom, dev);
     h.core.domainFree(dom);
-    expect(h.unit.checkStructureCaches()).toEqual([]);
+    expect(h.unit.debug.checkStructureCaches()).toEqual([]);
   });
 
   it("a 2 MiB mapping is one block; its unmap invalidates the whole ASID", () => {
@@ -42,7 +42,7 @@ describe("paging domains through the real unit", () => {
     });
     h.core.unmap(dom, 0x20_0000, 0x20_0000);
     expect(seen).toContain("CMD_TLBI_NH_ASID");
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
   });
 
   it("stage 2: a nesting parent translates by VMID, reports empty nesting info and refuses bind_gpasid (seed 004)", () => {
@@ -59,7 +59,7 @@ describe("paging domains through the real unit", () => {
     expect(h.core.nestingInfo(dom)).toEqual(EMPTY_NESTING_INFO);
     expect(errnoOf(() => (drv as SmmuNestingDomain).bindGpasid(dev, {} as never))).toBe(Errno.ENODEV);
     h.core.unmap(dom, 0x8000_0000, 0x1000);
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
     expect(dmaWrite(ep, 0x8000_0004, PATTERN)).not.toBe("ok");
   });
 
@@ -116,7 +116,7 @@ describe("command queue errors", () => {
     h.core.map(dom, 0x1000, 0x30_0000, 0x1000, RW);
     expect(dmaWrite(ep, 0x1000, PATTERN)).toBe("ok");
     h.core.unmap(dom, 0x1000, 0x1000);
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
   });
 
   it("works the same when the unit runs its queue from a work item (CONS polled while the driver waits)", () => {
@@ -129,7 +129,7 @@ describe("command queue errors", () => {
     expect(dmaWrite(ep, 0x1000, PATTERN)).toBe("ok");
     h.core.unmap(dom, 0x1000, 0x1000);
     h.kernel.scheduler.drain();
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
     expect(dmaWrite(ep, 0x1000, PATTERN)).not.toBe("ok");
   });
 });

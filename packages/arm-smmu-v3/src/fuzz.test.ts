@@ -61,7 +61,7 @@ function smmuTarget(): DriverFuzzTarget & { readonly h: SmmuTestHost } {
       const word = Math.floor(rand() * 2 ** 32);
       if (rand() < 0.5) {
         const reg = REGISTERS[Math.floor(rand() * REGISTERS.length)] ?? SmmuReg.CR0;
-        if (BASE_REGISTERS.includes(reg)) write64(reg, { lo: word & ~0xfff | (word & 0x1f), hi: Math.floor(rand() * 0x10) });
+        if (BASE_REGISTERS.includes(reg)) write64(reg, (BigInt(Math.floor(rand() * 0x10)) << 32n) | BigInt(((word & ~0xfff) | (word & 0x1f)) >>> 0));
         else write32(reg, word);
         return;
       }

@@ -2,7 +2,6 @@ export { ArmSmmuV3, type ArmSmmuV3Options } from "./driver.js";
 export { SmmuHardware, type SmmuMaster, type SmmuFirmware, type StreamConfig, type Stage2Params, type SmmuHardwareOptions } from "./smmu.js";
 export { StalledFaults } from "./stalls.js";
 export { type SmmuCaps, readCaps } from "./caps.js";
-export type { SmmuMmio } from "./mmio.js";
 export { SmmuS1Domain, SmmuS2Domain, SmmuNestingDomain } from "./domain.js";
 export { SmmuBlockedDomain, SmmuIdentityDomain } from "./static-domains.js";
 export { NativeSva } from "./sva.js";

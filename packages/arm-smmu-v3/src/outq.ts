@@ -1,11 +1,11 @@
 import { Errno, type Kernel, KernelError } from "@vsva/kernel";
 import { type Layout, OutqConsReg, OutqProdReg, type PhysMem } from "@vsva/iommu-hw";
 import type { PageAllocator } from "@vsva/iommu-core";
-import { type SmmuMmio, programQueue, readReg, writeReg } from "./mmio.js";
+import { type Mmio, programQueue, readReg, writeReg } from "./mmio.js";
 
 export interface OutputQueueOptions<F extends string> {
   readonly name: string;
-  readonly mmio: SmmuMmio;
+  readonly mmio: Mmio;
   readonly mem: PhysMem;
   readonly pages: PageAllocator;
   readonly kernel: Kernel;

@@ -24,7 +24,7 @@ import { CdTable } from "./cd-table.js";
 import { CommandQueue } from "./cmdq.js";
 import { cfgiAll, cfgiCd, cfgiSte, tlbiNsnhAll } from "./commands.js";
 import { IdAllocator } from "./ids.js";
-import { type SmmuMmio, readReg, writeReg } from "./mmio.js";
+import { type Mmio, readReg, writeReg } from "./mmio.js";
 import { OutputQueueReader } from "./outq.js";
 import { SHCFG_INCOMING, StreamTable } from "./strtab.js";
 import "./trace-events.js";
@@ -72,7 +72,7 @@ export interface SmmuFirmware {
 export interface SmmuHardwareOptions {
   /** Unit name in traces and logs. */
   readonly name: string;
-  readonly mmio: SmmuMmio;
+  readonly mmio: Mmio;
   /** The memory the unit reads (host RAM, or a guest's RAM for a vSMMU). */
   readonly mem: PhysMem;
   /** Every page the driver puts in memory comes from here. */
@@ -98,7 +98,7 @@ const ACK_POLLS = 1000;
 export class SmmuHardware {
   readonly name: string;
   readonly caps: SmmuCaps;
-  readonly mmio: SmmuMmio;
+  readonly mmio: Mmio;
   readonly mem: PhysMem;
   readonly pages: PageAllocator;
   readonly kernel: Kernel;

@@ -33,7 +33,7 @@ describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", (
     const { h, master, mm, bond } = stallHost();
     const va = mm.mmap(null, 0x1000, RW);
     expect(master.write(bond.pasid, va + 8, PATTERN)).toBe("stalled");
-    expect(h.unit.outstandingStalls).toBe(1);
+    expect(h.unit.debug.outstandingStalls).toBe(1);
     const actions: string[] = [];
     h.kernel.trace.subscribe((e) => {
       if (e.kind === "smmu-drv.stall") actions.push(e.payload.action);
@@ -42,9 +42,9 @@ describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", (
     expect(actions).toEqual(["reported", "retry"]);
     expect(master.status).toBe("ok");
     expect(mm.read(va + 8, 4)).toEqual(PATTERN);
-    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.unit.debug.outstandingStalls).toBe(0);
     expect(h.drv.prq.stalls.pending).toBe(0);
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
     h.core.sva.unbindDevice(bond);
   });
 
@@ -54,7 +54,7 @@ describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", (
     h.kernel.scheduler.runUntilIdle();
     expect(master.status).toBe("fault");
     expect(h.drv.prq.stalls.stats).toMatchObject({ reported: 1, aborted: 1, resumed: 0 });
-    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.unit.debug.outstandingStalls).toBe(0);
     h.core.sva.unbindDevice(bond);
   });
 
@@ -64,10 +64,10 @@ describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", (
     expect(master.write(bond.pasid, va, PATTERN)).toBe("stalled");
     mm.exit();
     expect(master.status).toBe("fault");
-    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.unit.debug.outstandingStalls).toBe(0);
     h.kernel.scheduler.runUntilIdle();
     expect(master.write(bond.pasid, va, PATTERN)).toBe("fault");
-    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.unit.debug.outstandingStalls).toBe(0);
     h.core.sva.unbindDevice(bond);
     expect(h.drv.sva.asidsHeld).toBe(0);
   });
@@ -78,10 +78,10 @@ describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", (
     master.write(bond.pasid, va, PATTERN);
     h.core.sva.unbindDevice(bond);
     expect(master.status).toBe("fault");
-    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.unit.debug.outstandingStalls).toBe(0);
     const bond2 = h.core.sva.bindDevice(dev, mm);
     master.write(bond2.pasid, va + 0x10_0000, PATTERN);
-    expect(h.unit.outstandingStalls).toBe(1);
+    expect(h.unit.debug.outstandingStalls).toBe(1);
     const actions: string[] = [];
     h.kernel.trace.subscribe((e) => {
       if (e.kind === "smmu-drv.stall") actions.push(e.payload.action);
@@ -89,9 +89,9 @@ describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", (
     h.core.releaseDevice(dev);
     expect(actions).toEqual(["reported", "abort", "stall-term"]);
     expect(master.status).toBe("fault");
-    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.unit.debug.outstandingStalls).toBe(0);
     h.kernel.scheduler.runUntilIdle();
-    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.unit.debug.outstandingStalls).toBe(0);
   });
 
   it("a PCIe function on the same stall-capable unit keeps PRI (STE.S1STALLD set, CD.S clear)", () => {
@@ -106,7 +106,7 @@ describe("arm-smmu-v3: stall model for a master firmware marks dma-can-stall", (
     expect(dmaWrite(ep, va, PATTERN, bond.pasid)).toBe("pageRequestPending");
     h.kernel.scheduler.runUntilIdle();
     expect(ep.dma.trigger()).toBe("ok");
-    expect(h.unit.outstandingStalls).toBe(0);
+    expect(h.unit.debug.outstandingStalls).toBe(0);
     expect(h.drv.hw.master(dev).stallEnabled).toBe(false);
     h.core.sva.unbindDevice(bond);
   });
@@ -150,7 +150,7 @@ describe("arm-smmu-v3: fail-nth over a stalling master's bind and stall round tr
     for (; n < 200; n++) {
       const r = scenario(n);
       if (!r.failed && r.injected === 0) break;
-      expect({ n, settled: r.settled, stalls: r.h.unit.outstandingStalls, live: r.h.pages.live(), asids: r.h.drv.hw.asids.inUse, pasids: r.h.ioasid.allocated })
+      expect({ n, settled: r.settled, stalls: r.h.unit.debug.outstandingStalls, live: r.h.pages.live(), asids: r.h.drv.hw.asids.inUse, pasids: r.h.ioasid.allocated })
         .toEqual({ n, settled: true, stalls: 0, live: [], asids: 0, pasids: 0 });
     }
     expect(n).toBeGreaterThan(5);

@@ -2,7 +2,7 @@ import { Errno, KernelError } from "@vsva/kernel";
 import { L1Std, L1_DESC_BYTES, type PhysMem, STE_BYTES, Ste, SteConfig, StrtabBaseCfgReg, StrtabBaseReg, SmmuReg } from "@vsva/iommu-hw";
 import type { PageAllocator } from "@vsva/iommu-core";
 import type { SmmuCaps } from "./caps.js";
-import { type SmmuMmio, writeReg } from "./mmio.js";
+import { type Mmio, writeReg } from "./mmio.js";
 
 /** 2-level split: 256 STEs (16 KiB) per level-2 table, as Linux's STRTAB_SPLIT (linux-anchor §5). */
 export const STRTAB_SPLIT = 8;
@@ -48,7 +48,7 @@ export class StreamTable {
   }
 
   /** Allocates the table and programs STRTAB_BASE/STRTAB_BASE_CFG. ENOMEM. */
-  setup(mmio: SmmuMmio): void {
+  setup(mmio: Mmio): void {
     const bytes = this.twoLevel ? 2 ** (this.sidBits - STRTAB_SPLIT) * L1_DESC_BYTES : 2 ** this.sidBits * STE_BYTES;
     this.#order = Math.max(0, Math.ceil(Math.log2(bytes / 4096)));
     const base = this.pages.allocPages(this.#order, "smmu.strtab");

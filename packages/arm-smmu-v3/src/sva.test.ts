@@ -26,12 +26,12 @@ describe("native SVA: a CD per PASID over the process's AArch64 tables", () => {
     // The translation is cached in the unit and in the device's ATC; munmap must remove both.
     expect([...ep.deviceTlb.entries()].some((e) => e.pasid === bond.pasid)).toBe(true);
     mm.munmap(va, 0x1000);
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
     expect([...ep.deviceTlb.entries()].some((e) => e.pasid === bond.pasid && e.entry.base === va)).toBe(false);
     expect(dmaWrite(ep, va + 0x1010, PATTERN, bond.pasid)).toBe("ok");
     h.core.sva.unbindDevice(bond);
-    expect(h.unit.checkCaches()).toEqual([]);
-    expect(h.unit.checkStructureCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkStructureCaches()).toEqual([]);
     expect([...ep.deviceTlb.entries()].some((e) => e.pasid === bond.pasid)).toBe(false);
     expect(dmaWrite(ep, va + 0x1010, PATTERN, bond.pasid)).not.toBe("ok");
     expect(h.drv.sva.asidsHeld).toBe(0);
@@ -80,7 +80,7 @@ describe("native SVA: a CD per PASID over the process's AArch64 tables", () => {
     });
     mm.exit();
     expect(bond.bondState).toBe("released");
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
     ep.configWrite(ep.config.offsets.ats + 6, 2, 0); // no ATS: the request reaches the unit's fault path
     expect(dmaWrite(ep, va, PATTERN, bond.pasid)).not.toBe("ok");
     expect(events).toEqual([{ name: "F_TRANSLATION", recorded: false }]);

@@ -29,6 +29,8 @@ export interface SmmuHostOptions {
   readonly firmware?: SmmuFirmware;
   /** Polls a command-queue wait makes before ETIMEDOUT (the driver's default otherwise). */
   readonly cmdqPollLimit?: number;
+  /** Runs each time the driver polls the command queue, before the unit is let run (a test's VMM acts there). */
+  readonly onPoll?: () => void;
 }
 
 export class SmmuTestHost {
@@ -64,7 +66,11 @@ export class SmmuTestHost {
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
     const unit = this.unit;
     this.drv = new ArmSmmuV3({
-      mmio: unit, mem: this.mem, pages: this.pages, kernel: k, poll: () => unit.processCommands(),
+      mmio: unit, mem: this.mem, pages: this.pages, kernel: k,
+      poll: () => {
+        o.onPoll?.();
+        unit.debug.processCommands();
+      },
       ...(o.firmware === undefined ? {} : { firmware: o.firmware }),
       ...(o.cmdqPollLimit === undefined ? {} : { cmdqPollLimit: o.cmdqPollLimit }),
     });

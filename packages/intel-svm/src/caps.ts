@@ -1,6 +1,6 @@
 import { Errno, KernelError } from "@vsva/kernel";
-import { CapReg, EcapReg, RegOffset } from "@vsva/iommu-hw";
-import { type VtdMmio, readReg64 } from "./mmio.js";
+import { CapReg, EcapReg, RegOffset, VccapReg } from "@vsva/iommu-hw";
+import { type Mmio, readReg } from "./mmio.js";
 
 /**
  * What a VT-d unit can do, read once from CAP and ECAP at probe (spec-facts
@@ -41,6 +41,8 @@ export interface VtdCaps {
   readonly secondLevel: boolean;
   readonly smPageWalkCoherent: boolean;
   readonly virtualCommand: boolean;
+  /** VCCAP.PAS (read only when ECAP.VCS): the virtual command interface allocates PASIDs (VT-d §10.4.42). */
+  readonly vcmdPasid: boolean;
 }
 
 const SAGAW_WIDTHS: readonly (readonly [bit: number, width: 39 | 48 | 57])[] = [
@@ -50,9 +52,9 @@ const SAGAW_WIDTHS: readonly (readonly [bit: number, width: 39 | 48 | 57])[] = [
 ];
 
 /** Decodes CAP/ECAP. */
-export function readCaps(mmio: VtdMmio): VtdCaps {
-  const c = readReg64(mmio, RegOffset.CAP, CapReg);
-  const e = readReg64(mmio, RegOffset.ECAP, EcapReg);
+export function readCaps(mmio: Mmio): VtdCaps {
+  const c = readReg(mmio, RegOffset.CAP, CapReg);
+  const e = readReg(mmio, RegOffset.ECAP, EcapReg);
   const cap = (BigInt(c[1] ?? 0) << 32n) | BigInt(c[0] ?? 0);
   const ecap = (BigInt(e[1] ?? 0) << 32n) | BigInt(e[0] ?? 0);
   const C = (f: Parameters<typeof CapReg.get>[1]): number => CapReg.get(c, f);
@@ -88,6 +90,7 @@ export function readCaps(mmio: VtdMmio): VtdCaps {
     secondLevel: E("SLTS"),
     smPageWalkCoherent: E("SMPWCS"),
     virtualCommand: E("VCS"),
+    vcmdPasid: E("VCS") && VccapReg.get(readReg(mmio, RegOffset.VCCAP, VccapReg), "PAS") === 1,
   };
 }
 

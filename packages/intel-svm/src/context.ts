@@ -2,7 +2,7 @@ import { CONTEXT_ENTRY_BYTES, ContextEntry, type PhysMem, ROOT_ENTRY_BYTES, Root
 import type { PageAllocator } from "@vsva/iommu-core";
 import { Errno, KernelBug, KernelError } from "@vsva/kernel";
 import { globalCommand } from "./gcmd.js";
-import { type VtdMmio, writeReg64 } from "./mmio.js";
+import { type Mmio, writeReg } from "./mmio.js";
 
 /** What a scalable-mode context entry says about a device (A2.2). */
 export interface ContextSetup {
@@ -37,11 +37,11 @@ export class ContextTables {
   }
 
   /** Points RTADDR at the root table in scalable mode (TTM=1) and latches it with SRTP. EIO. */
-  install(mmio: VtdMmio): void {
+  install(mmio: Mmio): void {
     const rt = RtaddrReg.alloc();
     RtaddrReg.setAddr(rt, "RTA", this.root);
     RtaddrReg.set(rt, "TTM", 1);
-    writeReg64(mmio, RegOffset.RTADDR, rt);
+    writeReg(mmio, RegOffset.RTADDR, rt);
     globalCommand(mmio, "SRTP");
   }
 

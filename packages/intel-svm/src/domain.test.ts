@@ -37,9 +37,9 @@ describe("paging domains: second-level tables and RID_PASID", () => {
     const { core, domain, ep, unit } = dmaHost();
     core.map(domain, 0x10_0000, 0x40_0000, 0x1000, RW);
     expect(dmaWrite(ep, 0x10_0000, PATTERN)).toBe("ok");
-    expect([...unit.cachedTranslations()].length).toBeGreaterThan(0);
+    expect([...unit.debug.cachedTranslations()].length).toBeGreaterThan(0);
     expect(core.unmap(domain, 0x10_0000, 0x1000)).toBe(0x1000);
-    expect(unit.checkCaches()).toEqual([]);
+    expect(unit.debug.checkCaches()).toEqual([]);
     expect(dmaWrite(ep, 0x10_0000, PATTERN)).toBe("translationFault");
   });
 

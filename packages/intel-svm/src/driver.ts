@@ -16,18 +16,19 @@ import type {
 } from "@vsva/iommu-core";
 import { type DomainEnv, VtdNestingDomain, VtdPagingDomain } from "./domain.js";
 import { IoasidFreeHandler } from "./ioasid-notifier.js";
-import type { VtdMmio } from "./mmio.js";
+import type { Mmio } from "./mmio.js";
 import { NestedBinder } from "./nested.js";
 import { type IoPageFaultHandler, PageRequestQueue } from "./prq.js";
 import { VtdBlockedDomain, VtdIdentityDomain } from "./static-domains.js";
 import { NativeSvm } from "./svm.js";
 import { type VtdDevice, VtdHardware } from "./unit.js";
+import { VcmdPasidAllocator } from "./vcmd.js";
 
 export interface IntelIommuOptions {
   /** Unit name in traces and logs (default "dmar0"). */
   readonly name?: string;
   /** The unit's registers. */
-  readonly mmio: VtdMmio;
+  readonly mmio: Mmio;
   /** The memory the unit reads (host RAM, or a guest's RAM for a vIOMMU). */
   readonly mem: PhysMem;
   /** Every page the driver puts in memory comes from here. */
@@ -61,6 +62,7 @@ export class IntelIommu implements IommuOps {
   readonly #ioasid: IoasidCore;
   readonly #o: IntelIommuOptions;
   #hostSet: IoasidSet | null = null;
+  #vcmd: VcmdPasidAllocator | null = null;
   #ownsHostSet = false;
   /** The core's side of the contract, set when the core registers this driver. */
   #uplink: IommuCoreUplink | null = null;
@@ -95,8 +97,13 @@ export class IntelIommu implements IommuOps {
 
   /**
    * Brings the unit up (root table, invalidation queue, translation), the
-   * page-request queue when the unit has PRS, the host IOASID set and the
-   * IOASID notifier. ENOMEM/EIO/ENOSPC with everything undone.
+   * page-request queue when the unit has PRS, the host IOASID set, the
+   * IOASID notifier and, on a vIOMMU that allocates PASIDs through its
+   * virtual command interface, that allocator as the IOASID layer's custom
+   * allocator. ENOMEM/EIO/ENOSPC with everything undone; EAGAIN when the
+   * allocator cannot take over because IOASIDs are already outstanding
+   * (Linux then turns scalable mode off; this driver runs only in scalable
+   * mode, so the unit is not brought up).
    */
   init(): void {
     const hw = this.hw;
@@ -109,6 +116,12 @@ export class IntelIommu implements IommuOps {
         this.#ownsHostSet = true;
       }
       this.#ioasid.registerNotifier(null, this.freeHandler);
+      try {
+        this.#registerVcmdAllocator();
+      } catch (e) {
+        this.#ioasid.unregisterNotifier(null, this.freeHandler);
+        throw e;
+      }
     } catch (e) {
       this.#dropHostSet();
       this.prq.disable();
@@ -117,9 +130,14 @@ export class IntelIommu implements IommuOps {
     }
   }
 
-  /** Takes the unit down. Devices should be released first; cannot fail. */
+  /**
+   * Takes the unit down. Devices should be released first; cannot fail. The
+   * virtual-command allocator is unregistered; while PASIDs it handed out
+   * are still allocated the IOASID layer keeps it (EBUSY), which is logged.
+   */
   shutdown(): void {
     if (!this.hw.started) return;
+    this.#unregisterVcmdAllocator();
     try {
       this.#ioasid.unregisterNotifier(null, this.freeHandler);
     } catch {
@@ -255,6 +273,37 @@ export class IntelIommu implements IommuOps {
     const svm = this.nested.svmOf(pasid);
     if (svm !== undefined && !svm.defunct && svm.devs.has(d.dev)) return this.#toCore;
     return this.native.isBound(d, pasid) ? this.#toCore : null;
+  }
+
+  /** The custom allocator this driver registered (a vIOMMU with VCCAP.PAS), or null. */
+  get vcmdAllocator(): VcmdPasidAllocator | null {
+    return this.#vcmd;
+  }
+
+  /**
+   * `register_pasid_allocator()`: only a unit in caching mode (a vIOMMU: on
+   * the host PASIDs are system-wide already) whose virtual command interface
+   * allocates PASIDs (ECAP.VCS, VCCAP.PAS). Scalable mode is a given here.
+   */
+  #registerVcmdAllocator(): void {
+    const c = this.hw.caps;
+    // Still registered from the last run (its PASIDs were outstanding at shutdown): it serves again.
+    if (this.#vcmd !== null || !c.cachingMode || !c.virtualCommand || !c.vcmdPasid) return;
+    const a = new VcmdPasidAllocator(this.hw);
+    this.#ioasid.registerAllocator(a);
+    this.#vcmd = a;
+  }
+
+  #unregisterVcmdAllocator(): void {
+    const a = this.#vcmd;
+    if (a === null) return;
+    try {
+      this.#ioasid.unregisterAllocator(a);
+      this.#vcmd = null;
+    } catch (e) {
+      if (!isKernelError(e)) throw e;
+      this.hw.warn("vcmd-unregister", e.message);
+    }
   }
 
   #env(): DomainEnv {

@@ -63,7 +63,7 @@ function vtdTarget(): DriverFuzzTarget & { readonly h: TestHost } {
       const word = Math.floor(rand() * 2 ** 32);
       if (rand() < 0.5) {
         const reg = REGISTERS[Math.floor(rand() * REGISTERS.length)] ?? RegOffset.GCMD;
-        if (WIDE.includes(reg)) write64(reg, { lo: word, hi: Math.floor(rand() * 0x10) });
+        if (WIDE.includes(reg)) write64(reg, (BigInt(Math.floor(rand() * 0x10)) << 32n) | BigInt(word));
         else write32(reg, word);
         return;
       }

@@ -1,6 +1,6 @@
 import { Errno, KernelError } from "@vsva/kernel";
 import { GcmdReg, GstsReg, RegOffset } from "@vsva/iommu-hw";
-import type { VtdMmio } from "./mmio.js";
+import type { Mmio } from "./mmio.js";
 
 /** How many times a status register is read before a command is declared timed out. */
 export const STATUS_POLLS = 1000;
@@ -19,7 +19,7 @@ type Command = keyof typeof STATUS_OF;
  * `iommu_set_root_entry`/`iommu_enable_translation` do. EIO when the unit
  * never reports completion.
  */
-export function globalCommand(mmio: VtdMmio, cmd: Command, on = true): void {
+export function globalCommand(mmio: Mmio, cmd: Command, on = true): void {
   const gsts = new Uint32Array(1);
   gsts[0] = mmio.mmioRead32(RegOffset.GSTS);
   const gcmd = GcmdReg.alloc();

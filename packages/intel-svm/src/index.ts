@@ -1,7 +1,6 @@
 export { IntelIommu, type IntelIommuOptions } from "./driver.js";
 export { VtdHardware, type VtdDevice, type VtdHardwareOptions } from "./unit.js";
 export { type VtdCaps, readCaps } from "./caps.js";
-export type { VtdMmio } from "./mmio.js";
 export { VtdPagingDomain, VtdNestingDomain } from "./domain.js";
 export { VtdBlockedDomain, VtdIdentityDomain } from "./static-domains.js";
 export { NestedBinder, GuestSvm, type SvmDev } from "./nested.js";
@@ -9,6 +8,7 @@ export { IoasidFreeHandler } from "./ioasid-notifier.js";
 export { PageRequestQueue, type IoPageFaultHandler } from "./prq.js";
 export { NativeSvm } from "./svm.js";
 export { QueuedInvalidation } from "./qi.js";
+export { VcmdPasidAllocator } from "./vcmd.js";
 export { DomainIds, FLPT_DEFAULT_DID } from "./did.js";
 import "./trace-events.js";
 export { VTD_FAULT_POINTS } from "./fault-points.js";

@@ -46,9 +46,9 @@ describe("bind_gpasid: nested translation", () => {
     const hpasid = vm.alloc();
     vm.core.bindGpasid(vm.parent, vm.pdev, bindBytes(hpasid, { gpgd: vm.gpgd }));
     expect(dmaWrite(vm.ep, GVA, PATTERN, hpasid)).toBe("ok");
-    expect([...vm.unit.cachedTranslations()].some((t) => t.hadPasid && t.pasid === hpasid)).toBe(true);
+    expect([...vm.unit.debug.cachedTranslations()].some((t) => t.hadPasid && t.pasid === hpasid)).toBe(true);
     vm.core.unbindGpasid(vm.parent, vm.pdev, bindBytes(hpasid, { gpgd: vm.gpgd }));
-    expect([...vm.unit.cachedTranslations()].some((t) => t.hadPasid && t.pasid === hpasid)).toBe(false);
+    expect([...vm.unit.debug.cachedTranslations()].some((t) => t.hadPasid && t.pasid === hpasid)).toBe(false);
     expect([...vm.ep.deviceTlb.entries()].some((t) => t.pasid === hpasid)).toBe(false);
     expect(dmaWrite(vm.ep, GVA, PATTERN, hpasid)).toBe("translationFault");
     expect(vm.drv.hw.device(vm.pdev).table.isPresent(hpasid)).toBe(false);
@@ -61,7 +61,7 @@ describe("bind_gpasid: nested translation", () => {
     expect(dmaWrite(vm.ep, GVA, PATTERN, hpasid)).toBe("ok");
     // Guest RAM was mapped with 2 MiB pages: the VMM unmaps the one holding the data page.
     expect(vm.core.unmap(vm.parent, 0, 2 * 1024 * 1024)).toBe(2 * 1024 * 1024);
-    expect(vm.unit.checkCaches()).toEqual([]);
+    expect(vm.unit.debug.checkCaches()).toEqual([]);
     expect([...vm.ep.deviceTlb.entries()].some((t) => t.pasid === hpasid)).toBe(false);
     expect(dmaWrite(vm.ep, GVA, PATTERN, hpasid)).toBe("translationFault");
     vm.core.map(vm.parent, 0, GUEST_HPA, 2 * 1024 * 1024, IommuProt.READ | IommuProt.WRITE);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Errno, Kernel, KernelError } from "@vsva/kernel";
-import { GstsReg, RegOffset, RtaddrReg, SparseMemory, VtdUnit } from "@vsva/iommu-hw";
+import { GstsReg, RegOffset, RtaddrReg, SparseMemory, VtdUnit, readReg } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { PageAllocator } from "@vsva/iommu-core";
 import { IntelIommu } from "./driver.js";
@@ -20,8 +20,7 @@ describe("probe and bring-up through the registers", () => {
     const h = testHost();
     const gsts = new Uint32Array([h.unit.mmioRead32(RegOffset.GSTS)]);
     expect([GstsReg.get(gsts, "RTPS"), GstsReg.get(gsts, "QIES"), GstsReg.get(gsts, "TES")]).toEqual([1, 1, 1]);
-    const rt = h.unit.mmioRead64(RegOffset.RTADDR);
-    const v = new Uint32Array([rt.lo, rt.hi]);
+    const v = readReg(h.unit, RegOffset.RTADDR, RtaddrReg);
     expect(RtaddrReg.get(v, "TTM")).toBe(1);
     expect(h.pages.owns(RtaddrReg.getAddr(v, "RTA"))).toBe(true);
   });

@@ -2,7 +2,7 @@ import { Errno, type HostPasid, KernelError, isKernelError } from "@vsva/kernel"
 import { PAGE_REQUEST_BYTES, PageRequestDesc, PqaReg, PqhReg, PqtReg, PrsReg, RegOffset, addrOfPageField } from "@vsva/iommu-hw";
 import type { IommuDevice, PageRequestFault } from "@vsva/iommu-core";
 import { type PageGroupResponseArgs, type ResponseCodeName, pageGroupResponse } from "./descriptors.js";
-import { readReg32, readReg64, writeReg64 } from "./mmio.js";
+import { readReg, writeReg } from "./mmio.js";
 
 /** The page-request event's MSI message: an x86 interrupt address and a vector of our own. */
 const PRQ_MSI_ADDR = 0xfee0_0000;
@@ -65,12 +65,12 @@ export class PageRequestQueue {
   enable(): void {
     const hw = this.#hw;
     const base = hw.pages.allocPages(PQS, "vtd.prq");
-    hw.mmio.mmioWrite64(RegOffset.PQH, 0);
-    hw.mmio.mmioWrite64(RegOffset.PQT, 0);
+    hw.mmio.mmioWrite64(RegOffset.PQH, 0n);
+    hw.mmio.mmioWrite64(RegOffset.PQT, 0n);
     const pqa = PqaReg.alloc();
     PqaReg.setAddr(pqa, "PQA", base);
     PqaReg.set(pqa, "PQS", PQS);
-    writeReg64(hw.mmio, RegOffset.PQA, pqa);
+    writeReg(hw.mmio, RegOffset.PQA, pqa);
     this.#base = base;
     // Request the page-request interrupt (dmar_alloc_hwirq + unmask): program
     // the MSI message, then clear PECTL.IM, which is set out of reset.
@@ -85,7 +85,7 @@ export class PageRequestQueue {
   disable(): void {
     if (this.#base < 0) return;
     this.#hw.mmio.mmioWrite32(RegOffset.PECTL, EVENT_CTL_IM);
-    this.#hw.mmio.mmioWrite64(RegOffset.PQA, 0);
+    this.#hw.mmio.mmioWrite64(RegOffset.PQA, 0n);
     this.#hw.pages.freePages(this.#base);
     this.#base = -1;
     this.#pending.clear();
@@ -105,19 +105,19 @@ export class PageRequestQueue {
   process(): number {
     if (this.#base < 0) return 0;
     const hw = this.#hw;
-    const prs = readReg32(hw.mmio, RegOffset.PRS, PrsReg);
+    const prs = readReg(hw.mmio, RegOffset.PRS, PrsReg);
     const overflow = PrsReg.get(prs, "PRO") === 1;
     hw.clearPrs(true, false);
     let n = 0;
     for (;;) {
-      const head = (PqhReg.get(readReg64(hw.mmio, RegOffset.PQH, PqhReg), "PQH") * PAGE_REQUEST_BYTES) % QUEUE_BYTES;
-      const tail = (PqtReg.get(readReg64(hw.mmio, RegOffset.PQT, PqtReg), "PQT") * PAGE_REQUEST_BYTES) % QUEUE_BYTES;
+      const head = (PqhReg.get(readReg(hw.mmio, RegOffset.PQH, PqhReg), "PQH") * PAGE_REQUEST_BYTES) % QUEUE_BYTES;
+      const tail = (PqtReg.get(readReg(hw.mmio, RegOffset.PQT, PqtReg), "PQT") * PAGE_REQUEST_BYTES) % QUEUE_BYTES;
       if (head === tail) break;
       this.#handle(this.#base + head);
       n++;
       const next = PqhReg.alloc();
       PqhReg.set(next, "PQH", ((head + PAGE_REQUEST_BYTES) % QUEUE_BYTES) / PAGE_REQUEST_BYTES);
-      writeReg64(hw.mmio, RegOffset.PQH, next);
+      writeReg(hw.mmio, RegOffset.PQH, next);
     }
     if (overflow) {
       this.stats.overflows++;

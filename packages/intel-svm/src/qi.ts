@@ -3,7 +3,7 @@ import { FstsReg, IqaReg, IqercdReg, IqhReg, IqtReg, type PhysMem, RegOffset } f
 import type { PageAllocator } from "@vsva/iommu-core";
 import { waitDesc } from "./descriptors.js";
 import { globalCommand } from "./gcmd.js";
-import { type VtdMmio, readReg32, readReg64, writeReg64 } from "./mmio.js";
+import { type Mmio, readReg, writeReg } from "./mmio.js";
 
 /** Descriptor slot size: the driver always runs the queue 256 bits wide (IQA.DW=1, as Linux does with SMTS). */
 const SLOT = 32;
@@ -20,7 +20,7 @@ export const QI_POLLS = 10_000;
 
 export interface QueuedInvalidationOptions {
   readonly name: string;
-  readonly mmio: VtdMmio;
+  readonly mmio: Mmio;
   readonly mem: PhysMem;
   readonly pages: PageAllocator;
   readonly log: RateLimitedLog;
@@ -90,8 +90,8 @@ export class QueuedInvalidation {
       IqaReg.setAddr(iqa, "IQA", queue);
       IqaReg.set(iqa, "DW", 1);
       IqaReg.set(iqa, "QS", 0);
-      writeReg64(mmio, RegOffset.IQA, iqa);
-      mmio.mmioWrite64(RegOffset.IQT, 0);
+      writeReg(mmio, RegOffset.IQA, iqa);
+      mmio.mmioWrite64(RegOffset.IQT, 0n);
       globalCommand(mmio, "QIE", true);
     } catch (e) {
       if (status >= 0) pages.freePages(status);
@@ -136,7 +136,7 @@ export class QueuedInvalidation {
     for (const d of [...descs, wait]) this.#write(d);
     this.stats.submissions++;
     this.stats.descriptors += descs.length + 1;
-    mmio.mmioWrite64(RegOffset.IQT, this.#tail);
+    mmio.mmioWrite64(RegOffset.IQT, BigInt(this.#tail));
     let fault: string | null = null;
     const polls = this.#polls;
     for (let i = 0; i < polls; i++) {
@@ -171,10 +171,10 @@ export class QueuedInvalidation {
    */
   #checkFault(start: number, wait: Uint32Array): string | null {
     const { mmio, mem } = this.#o;
-    const fsts = readReg32(mmio, RegOffset.FSTS, FstsReg);
+    const fsts = readReg(mmio, RegOffset.FSTS, FstsReg);
     if (FstsReg.get(fsts, "IQE") === 0) return null;
-    const head = IqhReg.get(readReg64(mmio, RegOffset.IQH, IqhReg), "QH") * 16;
-    const iqei = IqercdReg.get(readReg64(mmio, RegOffset.IQERCD, IqercdReg), "IQEI");
+    const head = IqhReg.get(readReg(mmio, RegOffset.IQH, IqhReg), "QH") * 16;
+    const iqei = IqercdReg.get(readReg(mmio, RegOffset.IQERCD, IqercdReg), "IQEI");
     const inBatch = (head - start + QUEUE_BYTES) % QUEUE_BYTES < (this.#tail - start + QUEUE_BYTES) % QUEUE_BYTES;
     if (inBatch) {
       const pa = this.#queue + head;

@@ -21,7 +21,7 @@ describe("native SVA (first level = the process's page table)", () => {
     expect(dmaWrite(ep, 0x4000_0010, PATTERN, 9)).toBe("ok");
     expect(h.mem.read32(0x30_0010)).toBe(0xefbeadde);
     bond.unbind();
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
     expect([...ep.deviceTlb.entries()].some((e) => e.pasid === 9)).toBe(false);
     expect(dmaWrite(ep, 0x4000_0010, PATTERN, 9)).toBe("translationFault");
   });
@@ -35,7 +35,7 @@ describe("native SVA (first level = the process's page table)", () => {
     expect(dmaWrite(ep, 0x4000_0000, PATTERN, 9)).toBe("ok");
     w.unmap(0x4000_0000, 0x1000);
     bond.invalidateRange(0x4000_0000, 0x4000_1000);
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
     // Not served from a cache: the page is missing now, so the device asks for it (PRI).
     expect(dmaWrite(ep, 0x4000_0000, PATTERN, 9)).toBe("pageRequestPending");
   });

@@ -27,7 +27,8 @@ export interface TestHost {
   readonly iommu: Iommu;
 }
 
-export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true, driverOpts: { readonly qiPolls?: number } = {}): TestHost {
+/** `poll` is the driver's (see `QueuedInvalidationOptions.poll`): a test's VMM acts there while the driver waits. */
+export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true, driverOpts: { readonly qiPolls?: number; readonly poll?: () => void } = {}): TestHost {
   const kernel = new Kernel();
   const mem = new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: 64 * MiB }] });
   const unit = new VtdUnit({ mem, trace: kernel.trace, name: "dmar0", ...unitOpts });

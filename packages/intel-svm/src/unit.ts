@@ -6,7 +6,7 @@ import { ContextTables } from "./context.js";
 import { contextCacheDevice, devTlb, devTlbPasid, fenceWait, iotlbDomain, pasidCachePasid, piotlbPasid } from "./descriptors.js";
 import { DomainIds } from "./did.js";
 import { globalCommand } from "./gcmd.js";
-import type { VtdMmio } from "./mmio.js";
+import type { Mmio } from "./mmio.js";
 import { PasidTable } from "./pasid-table.js";
 import { QueuedInvalidation } from "./qi.js";
 import "./trace-events.js";
@@ -33,7 +33,7 @@ export interface VtdDevice {
 
 export interface VtdHardwareOptions {
   readonly name: string;
-  readonly mmio: VtdMmio;
+  readonly mmio: Mmio;
   /** The memory the unit reads its tables and queues from. */
   readonly mem: PhysMem;
   readonly pages: PageAllocator;
@@ -58,7 +58,7 @@ export const ALL_ORDER = 52;
 export class VtdHardware {
   readonly name: string;
   readonly caps: VtdCaps;
-  readonly mmio: VtdMmio;
+  readonly mmio: Mmio;
   readonly mem: PhysMem;
   readonly pages: PageAllocator;
   readonly kernel: Kernel;

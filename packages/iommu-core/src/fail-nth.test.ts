@@ -1,6 +1,6 @@
 import { type FaultInjector, isKernelError } from "@vsva/kernel";
 import { FaultCoverage, sourceFaultPoints } from "@vsva/kernel/testing";
-import { IOASID_FAULT_POINTS } from "@vsva/ioasid";
+import { IOASID_FAULT_POINTS, type IoasidSet } from "@vsva/ioasid";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import {
@@ -34,13 +34,17 @@ function scenario(n: number | null): { failed: boolean; faults: FaultInjector; l
   let gpasid = false;
   let mm: Mm | null = null;
   let bond: SvaBond | null = null;
+  let set: IoasidSet | null = null;
   let failed = false;
   if (n !== null) h.kernel.faults.failNth(n);
   try {
     dev = h.svaDevice("dsa", 0);
     const d = dev;
     h.core.enableFeature(d, "aux");
-    parent = h.core.domainAlloc(d, { type: "unmanaged", nestingParent: true });
+    // The VM's set owns the guest's host PASID (the nesting parent is given it at allocation).
+    set = h.ioasid.allocSet({ vm: 1 }, 8, "mm");
+    h.ioasid.alloc(set, 0x40, 0x40);
+    parent = h.core.domainAlloc(d, { type: "unmanaged", nestingParent: true, ioasidSet: set });
     h.core.attachDevice(parent, d);
     h.core.map(parent, 0, 0x30_0000, 0x4000, IommuProt.READ | IommuProt.WRITE);
     h.core.addSubDevice(d, "wq0");
@@ -64,6 +68,11 @@ function scenario(n: number | null): { failed: boolean; faults: FaultInjector; l
   mm?.exit();
   if (dev !== null) h.core.releaseDevice(dev);
   if (parent !== null) h.core.domainFree(parent);
+  if (set !== null) {
+    h.ioasid.freeSet(set);
+    h.ioasid.setPut(set);
+  }
+  h.kernel.scheduler.runUntilIdle();
   const leftovers = {
     pages: h.pages.live().filter((p) => !p.tag.startsWith("mock.")),
     pasids: h.ioasid.allocated,

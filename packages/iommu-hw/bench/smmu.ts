@@ -73,7 +73,7 @@ function walkFigures(): Figure[] {
 /** A unit whose TLB holds `total` entries, FLUSHED of them for ASID 7. */
 function invalidationRig(total: number): { rig: SmmuRig; refill: () => void } {
   const rig = new SmmuRig({ caches: { tlb: total + FLUSHED } }).bringUp();
-  const c = rig.unit.caches;
+  const c = rig.unit.debug.caches;
   const entry = (asid: number, pfn: number) => ({
     pageBase: pfn * 4096, size: 4096, perms: Perm.ALL, inputBase: pfn * 4096, cls: TlbClass.S1, vmid: 0, asid, sid: rig.dev, ssid: 0,
   });

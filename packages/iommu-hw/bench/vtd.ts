@@ -65,7 +65,7 @@ function walkFigures(): Figure[] {
 /** A unit whose IOTLB holds `total` entries, FLUSHED of them for (DID, PASID). */
 function invalidationRig(total: number): { rig: VtdRig; refill: () => void } {
   const rig = new VtdRig({ caches: { iotlb: total + FLUSHED } }).bringUp();
-  const iotlb = rig.unit.caches.iotlb;
+  const iotlb = rig.unit.debug.caches.iotlb;
   const entry = (pasid: number, pfn: number) => ({
     fault: 0, pageBase: pfn * 4096, size: 4096, read: true, write: true, exec: true, user: true,
     sid: rig.dev, pasid, hadPasid: true, rightsFor: RightsFor.ANY, cls: CacheClass.FIRST, did: DID, inputBase: pfn * 4096,

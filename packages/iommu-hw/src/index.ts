@@ -6,6 +6,13 @@ export { defineLayout, type Layout, type FieldAccess, type FieldSpec, type Field
 export type { DmaRequest, TranslateOk, TranslateFault, TranslateResult, PageRequest, PageResponseCode, PageGroupResponse, IommuPort, EndpointPort, StallResolution } from "./iommu-port.js";
 export { TaggedLru, CacheNode, type CacheStats } from "./cache/tagged-lru.js";
 
+// The register window both units implement (64-bit values as bigint) and layout-typed access to it.
+export { type Mmio, readReg, writeReg, joinDwords } from "./mmio/mmio.js";
+// Trap points a VMM uses on either unit (one hook for register accesses, queue entries and virtual commands).
+export type {
+  TrapReply, TrapReadValue, VcmdReply, MmioReadTrap, MmioWriteTrap, QueueEntryTrap, VcmdTrap, VtdTrapEvent, SmmuTrapEvent, VtdTrap, SmmuTrap, DeferredOutcome,
+} from "./trap.js";
+
 // Page-table formats and walkers (x86-64 first level, VT-d second level, nested).
 export type {
   Stage,
@@ -58,7 +65,8 @@ export { pciEnableForSva, type PciEnableOptions } from "./pci/pci-enable.js";
 // Emulated Intel VT-d remapping unit (scalable mode): the unit, its register
 // and in-memory structure layouts (shared with the driver, as a kernel shares
 // a spec's field definitions), descriptors and fault reasons.
-export { VtdUnit, type CacheMismatch, type StructureCacheMismatch } from "./vtd/vtd-unit.js";
+export { VtdUnit } from "./vtd/vtd-unit.js";
+export { VtdDebug, type CacheMismatch, type StructureCacheMismatch } from "./vtd/debug.js";
 export { type IotlbEntry, type CtxInfo, type PasidInfo, CacheClass, RightsFor, type RightsForValue } from "./vtd/caches.js";
 export { type VtdOptions, type VtdConfig, type VtdCacheSizes, type VtdInterrupt } from "./vtd/options.js";
 export {
@@ -133,12 +141,13 @@ export {
   INV_TYPE_NAMES,
 } from "./vtd/descriptors.js";
 export { FaultReason, type FaultReasonCode, faultReasonName } from "./vtd/fault-reason.js";
-export { type VcmdBackend, VcmdCommand, VcmdStatus } from "./vtd/vcmd.js";
+export { VcmdCommand, VcmdStatus } from "./vtd/vcmd.js";
 
 // SMMUv3 (appended by the arm-smmu-v3 driver's helper; the unit's owner may reorganise):
 // the emulated unit, its register and in-memory structure layouts, and the
 // AArch64 (VMSAv8-64, 4 KiB granule) table formats, writer and walkers.
-export { SmmuUnit, type SmmuCacheMismatch, type SmmuStructureMismatch } from "./smmu/smmu-unit.js";
+export { SmmuUnit } from "./smmu/smmu-unit.js";
+export { SmmuDebug, type SmmuCacheMismatch, type SmmuStructureMismatch, type SmmuStats } from "./smmu/debug.js";
 export { type SmmuOptions, type SmmuConfig, type SmmuInterrupt, type SmmuCacheSizes } from "./smmu/options.js";
 export {
   SmmuReg,

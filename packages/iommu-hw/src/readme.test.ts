@@ -2,7 +2,7 @@ import { sourceId } from "@vsva/kernel";
 import { expect, it } from "vitest";
 import {
   ContextEntry, GcmdReg, PagePool, PasidDirEntry, PasidEntry, Pgtt, RegOffset, RootEntry, RtaddrReg,
-  SparseMemory, TableWriter, VtdUnit, pasidDirIndex, pasidTableIndex, x86Format,
+  SparseMemory, TableWriter, VtdUnit, joinDwords, pasidDirIndex, pasidTableIndex, x86Format,
 } from "./index.js";
 
 // The example of README.md, line for line (imports from "./index.js" instead of "@vsva/iommu-hw").
@@ -22,7 +22,7 @@ it("runs the README example", () => {
   PasidEntry.write(mem, table + 64 * pasidTableIndex(pasid), PasidEntry.encode({ P: 1, PGTT: Pgtt.FIRST_LEVEL, DID: did, NXE: 1, FLPTPTR: fl.root / 4096 }));
   // The driver's part: RTADDR (TTM=01b, scalable mode), GCMD.SRTP, then GCMD.TE.
   const [lo, hi] = RtaddrReg.encode({ RTA: root / 4096, TTM: 1 });
-  iommu.mmioWrite64(RegOffset.RTADDR, { lo: lo ?? 0, hi: hi ?? 0 });
+  iommu.mmioWrite64(RegOffset.RTADDR, joinDwords(lo ?? 0, hi ?? 0));
   iommu.mmioWrite32(RegOffset.GCMD, GcmdReg.bit("SRTP").mask);
   iommu.mmioWrite32(RegOffset.GCMD, GcmdReg.bit("TE").mask);
   // A DMA write with PASID 5, as the endpoint would send it.

@@ -16,7 +16,7 @@ export function smmuPlatform(ctx: PlatformContext): Platform {
       else if (irq.source === "gerror") drv?.gerrorInterrupt();
     },
   });
-  const driver = new ArmSmmuV3({ mmio: unit, mem: ctx.mem, pages: ctx.pages, kernel: ctx.kernel, poll: () => unit.processCommands() });
+  const driver = new ArmSmmuV3({ mmio: unit, mem: ctx.mem, pages: ctx.pages, kernel: ctx.kernel, poll: () => unit.debug.processCommands() });
   drv = driver;
   driver.init();
   return {
@@ -28,12 +28,12 @@ export function smmuPlatform(ctx: PlatformContext): Platform {
     attachEndpoint: (ep) => unit.attachEndpoint(ep),
     cacheViolations() {
       const out: string[] = [];
-      for (const m of unit.checkCaches()) {
+      for (const m of unit.debug.checkCaches()) {
         const e = m.cached;
         const fresh = m.fresh.ok ? `0x${m.fresh.pa.toString(16)}` : m.fresh.name;
         out.push(`SMMU TLB serves a stale translation (StreamID ${e.sid}, SSID ${e.ssid < 0 ? "none" : e.ssid}, ASID ${e.asid}, input 0x${e.inputBase.toString(16)} -> 0x${e.pageBase.toString(16)}); a fresh walk gives ${fresh}`);
       }
-      for (const m of unit.checkStructureCaches()) {
+      for (const m of unit.debug.checkStructureCaches()) {
         out.push(`SMMU ${m.cache.toUpperCase()} cache entry for StreamID ${m.sid}${m.ssid === null ? "" : ` SSID ${m.ssid}`} differs from memory`);
       }
       return out;

@@ -26,11 +26,11 @@ export function vtdPlatform(ctx: PlatformContext): Platform {
     attachEndpoint: (ep) => unit.attachEndpoint(ep),
     cacheViolations() {
       const out: string[] = [];
-      for (const m of unit.checkCaches()) {
+      for (const m of unit.debug.checkCaches()) {
         const e = m.cached;
         out.push(`IOMMU cache serves a stale translation (PASID ${e.hadPasid ? e.pasid : "none"}, input 0x${e.inputBase.toString(16)} -> 0x${e.pageBase.toString(16)}); a fresh walk gives ${m.fresh.ok ? `0x${m.fresh.pa.toString(16)}` : m.fresh.name}`);
       }
-      for (const m of unit.checkStructureCaches()) {
+      for (const m of unit.debug.checkStructureCaches()) {
         out.push(`IOMMU ${m.cache} cache entry for source ${m.sid}${m.pasid === null ? "" : ` PASID ${m.pasid}`} differs from memory`);
       }
       return out;

@@ -1,4 +1,4 @@
-import { Work, type Workqueue } from "@vsva/kernel";
+import { Errno, KernelError, Work, type Workqueue } from "@vsva/kernel";
 import type { PhysMem } from "@vsva/pgtable";
 import { QueueGeometry } from "./queues.js";
 import { CmdqConsReg, CmdqError, CmdqProdReg } from "./regs.js";
@@ -13,6 +13,18 @@ export interface CommandQueueHooks {
   error(code: number, cons: number): void;
   /** Runs one command; CmdqError code. */
   execute(cmd: Uint32Array): number;
+  /**
+   * A command was fetched (the trap point): "pass" executes it, "handled"
+   * moves past it, "defer" stops the queue at it. `seq` numbers fetches.
+   */
+  fetched(cmd: Uint32Array, seq: number, slot: number, addr: number): "pass" | "handled" | "defer";
+}
+
+/** A command the trap deferred: CONS stays on it until it completes. */
+interface Deferred {
+  readonly seq: number;
+  readonly cons: number;
+  readonly cmd: Uint32Array;
 }
 
 /**
@@ -26,11 +38,18 @@ export interface CommandQueueHooks {
  *
  * Processing is immediate (inside the PROD write) or deferred to a work
  * item, so the window between submission and completion is observable.
+ * Each fetched command passes the unit's trap point first, which may defer
+ * it: CONS stays on it and nothing after it is consumed until
+ * {@link complete}.
  */
 export class CommandQueue {
   readonly #cmd = new Uint32Array(4);
   readonly #pair = { lo: 0, hi: 0 };
   readonly #work: Work | null;
+  #fetches = 0;
+  #deferred: Deferred | null = null;
+  #busy = false;
+  #rerun = false;
   readonly stats = { processed: 0, errors: 0 };
 
   constructor(
@@ -56,11 +75,77 @@ export class CommandQueue {
     else this.process();
   }
 
-  /** Consumes commands until the queue is empty or stops on an error; returns how many completed. */
+  /** The fetch number of the command the queue is stopped at, or null. */
+  get deferredSeq(): number | null {
+    return this.#deferred?.seq ?? null;
+  }
+
+  /** CMDQEN cleared: a deferred command is dropped with everything else not consumed. */
+  disabled(): void {
+    this.#deferred = null;
+  }
+
+  /**
+   * Finishes the deferred command `seq`: "pass" executes it now (an illegal
+   * one stops the queue with CMDQ_ERR, as it would have at fetch),
+   * "handled" only moves CONS past it. Then the queue goes on as after a
+   * PROD write. ENOENT if `seq` is not the deferred command.
+   */
+  complete(seq: number, outcome: "pass" | "handled"): void {
+    const d = this.#deferred;
+    if (d?.seq !== seq) throw new KernelError(Errno.ENOENT, `no command ${seq} is deferred`);
+    this.#deferred = null;
+    if (outcome === "pass") {
+      const code = this.hooks.execute(d.cmd);
+      if (code !== CmdqError.NONE) {
+        this.#fail(code, d.cons);
+        return;
+      }
+    }
+    CmdqConsReg.set(this.cons, "RD", QueueGeometry.of(this.base, this.maxLog2).next(d.cons));
+    this.stats.processed++;
+    this.kick();
+  }
+
+  #fail(code: number, cons: number): void {
+    CmdqConsReg.set(this.cons, "ERR", code);
+    this.stats.errors++;
+    this.hooks.error(code, cons);
+  }
+
+  /**
+   * Consumes commands until the queue is empty, stops on an error or at a
+   * deferred command; returns how many completed. A call made while it runs
+   * (a trap that writes PROD) is folded into the running one.
+   */
   process(): number {
+    if (this.#busy) {
+      this.#rerun = true;
+      return 0;
+    }
+    this.#busy = true;
+    let n = 0;
+    try {
+      this.#rerun = false;
+      do {
+        n += this.#run();
+      } while (this.#takeRerun());
+    } finally {
+      this.#busy = false;
+    }
+    return n;
+  }
+
+  #takeRerun(): boolean {
+    const again = this.#rerun;
+    this.#rerun = false;
+    return again;
+  }
+
+  #run(): number {
     const h = this.hooks;
     let n = 0;
-    while (h.enabled() && !h.stopped()) {
+    while (h.enabled() && !h.stopped() && this.#deferred === null) {
       const g = QueueGeometry.of(this.base, this.maxLog2);
       const p = CmdqProdReg.get(this.prod, "WR");
       const c = CmdqConsReg.get(this.cons, "RD");
@@ -76,11 +161,18 @@ export class CommandQueue {
         d[i] = this.#pair.lo;
         d[i + 1] = this.#pair.hi;
       }
-      const code = fetched ? h.execute(d) : CmdqError.ABT;
+      let code: number = CmdqError.ABT;
+      if (fetched) {
+        const seq = ++this.#fetches;
+        const verdict = h.fetched(d, seq, g.index(c), at);
+        if (verdict === "defer") {
+          this.#deferred = { seq, cons: c, cmd: Uint32Array.from(d) };
+          break;
+        }
+        code = verdict === "pass" ? h.execute(d) : CmdqError.NONE;
+      }
       if (code !== CmdqError.NONE) {
-        CmdqConsReg.set(this.cons, "ERR", code);
-        this.stats.errors++;
-        h.error(code, c);
+        this.#fail(code, c);
         break;
       }
       CmdqConsReg.set(this.cons, "RD", g.next(c));

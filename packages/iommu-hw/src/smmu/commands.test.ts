@@ -34,10 +34,10 @@ describe("cache staleness until the matching command", () => {
     expect(pa(rig, VA)).toBe(0x10_0000);
     rig.ste(rig.dev, { config: 0 });
     expect(pa(rig, VA)).toBe(0x10_0000);
-    expect(rig.unit.checkStructureCaches().map((m) => m.cache)).toEqual(["ste", "cd"]);
+    expect(rig.unit.debug.checkStructureCaches().map((m) => m.cache)).toEqual(["ste", "cd"]);
     rig.submit(cmd.cfgiSte(rig.dev));
     expect(pa(rig, VA)).toBe(-0);
-    expect(rig.unit.checkStructureCaches()).toEqual([]);
+    expect(rig.unit.debug.checkStructureCaches()).toEqual([]);
   });
 
   it("CFGI_STE_RANGE covers its aligned block of StreamIDs, and CFGI_ALL everything", () => {
@@ -74,12 +74,12 @@ describe("cache staleness until the matching command", () => {
     expect(pa(rig, VA)).toBe(0x10_0000);
     rig.w64(leaf(VA), 0x30_0000n | S1_PAGE);
     expect(pa(rig, VA)).toBe(0x10_0000);
-    expect(rig.unit.checkCaches()).toHaveLength(1);
+    expect(rig.unit.debug.checkCaches()).toHaveLength(1);
     rig.submit(cmd.nhAsid(0, 8));
     expect(pa(rig, VA)).toBe(0x10_0000);
     rig.submit(cmd.nhAsid(0, 7));
     expect(pa(rig, VA)).toBe(0x30_0000);
-    expect(rig.unit.checkCaches()).toEqual([]);
+    expect(rig.unit.debug.checkCaches()).toEqual([]);
   });
 
   it("global (nG = 0) entries survive TLBI_NH_ASID and go with TLBI_NH_VA or TLBI_NH_ALL", () => {
@@ -205,7 +205,7 @@ describe("command queue", () => {
     const rig = new SmmuRig({ commands: { scheduler: sched } }).bringUp();
     rig.submit(cmd.sync(), cmd.sync());
     expect(rig.reg(SR.CMDQ_CONS)).toBe(0);
-    expect(rig.unit.commandsPending).toBe(true);
+    expect(rig.unit.debug.commandsPending).toBe(true);
     sched.runUntilIdle();
     expect(rig.reg(SR.CMDQ_CONS)).toBe(2);
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SparseMemory } from "../mem/sparse-memory.js";
+import { SparseMemory } from "@vsva/pgtable";
 import { decodeCd, decodeSte } from "./config.js";
 import { resolveSmmuConfig } from "./options.js";
 

@@ -1,4 +1,5 @@
 import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel";
+import type { SmmuTrap } from "../trap.js";
 import { type PhysMem, MAX_OA_BITS_4K, oasCode } from "@vsva/pgtable";
 
 /** An interrupt the unit signals: an MSI (`addr` ≠ 0, from *_IRQ_CFG0/1) or the wired line (`addr` = 0). */
@@ -78,6 +79,8 @@ export interface SmmuOptions {
   /** Name in traces (e.g. "smmu0"). */
   readonly name?: string;
   readonly onInterrupt?: (irq: SmmuInterrupt) => void;
+  /** Trap points for a VMM (register accesses, fetched commands); absent, the unit is the model alone. */
+  readonly trap?: SmmuTrap;
 }
 
 export interface SmmuConfig {

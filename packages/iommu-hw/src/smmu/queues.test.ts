@@ -73,7 +73,7 @@ describe("event queue", () => {
     expect(rig.reg(SR.EVENTQ_PROD)).toBe(0x8000_0004);
     fault();
     expect(rig.reg(SR.EVENTQ_PROD)).toBe(0x8000_0004);
-    expect(rig.unit.queueStats.eventq).toMatchObject({ written: 4, overflowed: 2 });
+    expect(rig.unit.debug.queueStats.eventq).toMatchObject({ written: 4, overflowed: 2 });
     expect(rig.events()).toHaveLength(4);
     rig.setReg(SR.EVENTQ_CONS, 0x8000_0004);
     fault();

@@ -1,16 +1,18 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { StallTable, type StallEnd } from "./stalls.js";
-import { type PhysMem, type U64, numberToU64, ArmPerm as Perm, ReadOnlyMem } from "@vsva/pgtable";
-import { sameValue } from "../cache/same-value.js";
+import { type PhysMem, ReadOnlyMem } from "@vsva/pgtable";
 import { pageField } from "../page-field.js";
-import { DEFAULT_SMMU_CACHES, SmmuCaches, type TlbEntry, TlbClass } from "./caches.js";
+import { DEFAULT_SMMU_CACHES, SmmuCaches } from "./caches.js";
+import { SmmuDebug, type SmmuStats } from "./debug.js";
 import { CommandQueue } from "./cmdq.js";
 import { type CommandContext, executeCommand } from "./commands.js";
-import { type CdInfo, ConfigScratch, type SteInfo, fetchCd, fetchSte } from "./config.js";
+import { ConfigScratch, fetchSte } from "./config.js";
 import { type SmmuConfig, type SmmuInterrupt, type SmmuOptions, resolveSmmuConfig } from "./options.js";
 import { OutputQueue } from "./queues.js";
+import { type DeferredOutcome, type SmmuTrap, entryBytes, entryReply, readReply, writeReply } from "../trap.js";
 import { RegisterFile } from "../mmio/register-file.js";
+import { type Mmio, checkMmio32, checkMmio64, joinDwords } from "../mmio/mmio.js";
 import {
   AidrReg,
   CmdqConsReg,
@@ -44,25 +46,9 @@ import {
   StrtabBaseCfgReg,
   StrtabBaseReg,
 } from "./regs.js";
-import { EVENT_BYTES, EventFetchRecord, EventId, EventRecord, PRI_BYTES, PriEntry, SyncCs, eventName } from "./structures.js";
+import { CMD_NAMES, EVENT_BYTES, EventFetchRecord, EventId, EventRecord, PRI_BYTES, PriEntry, SyncCs, eventName } from "./structures.js";
 import "./trace-events.js";
 import { type FaultDetail, type SmmuState, SmmuTranslator } from "./translate.js";
-
-/** A cached translation next to what a fresh walk finds now. */
-export interface SmmuCacheMismatch {
-  readonly cached: TlbEntry;
-  readonly fresh: TranslateResult;
-  readonly freshPerms: number;
-}
-
-/** A cached STE or CD that no longer matches memory. */
-export interface SmmuStructureMismatch {
-  readonly cache: "ste" | "cd";
-  readonly sid: number;
-  readonly ssid: number | null;
-  readonly cached: SteInfo | CdInfo;
-  readonly fresh: SteInfo | CdInfo;
-}
 
 /** What ends a stalled transaction, per CMD_RESUME.Resp (spec-facts §B4.2, Linux's encoding). */
 const RESUME_ACTIONS: readonly StallEnd[] = ["terminate", "retry", "abort"];
@@ -89,9 +75,9 @@ function fit(x: number, bits: number): number {
 /**
  * An emulated Arm SMMUv3 (non-secure side, AArch64 tables, 4 KiB granule).
  *
- * Software drives it only through its registers (`mmio*`, two 64 KiB
- * pages) and the structures in memory they point at: stream table (linear
- * or 2-level), CD tables (linear or 2-level, SubstreamIDs up to 20 bits),
+ * Software drives it only through its registers (an {@link Mmio} window
+ * of two 64 KiB pages; 64-bit values are `bigint`s) and the structures in
+ * memory they point at: stream table (linear or 2-level), CD tables (linear or 2-level, SubstreamIDs up to 20 bits),
  * command, event and PRI queues. Endpoints reach it through
  * {@link IommuPort} with `sid` = StreamID and `pasid` = SubstreamID; it
  * reaches them through the {@link EndpointPort} they register (ATC_INV,
@@ -99,11 +85,20 @@ function fit(x: number, bits: number): number {
  * abort that records nothing).
  *
  * Nothing software, a guest or a device writes can make it throw: bad
- * values give the architectural event, command error or GERROR bit.
+ * values give the architectural event, command error or GERROR bit (a value
+ * that is not a register value at all is EINVAL at the {@link Mmio}
+ * boundary).
+ *
+ * Made with a `trap` ({@link SmmuTrap}), it offers a VMM every register
+ * access and every command it fetches, each to be passed to the model,
+ * handled, or (a command) deferred until {@link completeDeferred}. It does
+ * not know whether it is a host's SMMU or a guest's virtual one.
  */
-export class SmmuUnit implements IommuPort {
+export class SmmuUnit implements IommuPort, Mmio {
   readonly cfg: SmmuConfig;
-  readonly caches: SmmuCaches;
+  /** Caches, counters, coherence checks, the queue's run-now hand: for tests, benches and invariant checks, not for drivers. */
+  readonly debug: SmmuDebug;
+  readonly #caches: SmmuCaches;
   readonly #mem: PhysMem;
   readonly #regs = new RegisterFile(SMMU_REG_WINDOW);
   readonly #state: SmmuState = { enabled: false, gbpaAbort: false, recordInvalidSid: false, st: { base: 0, log2size: 0, split: 0, fmt: 0 } };
@@ -113,6 +108,7 @@ export class SmmuUnit implements IommuPort {
   readonly #endpoints = new Map<number, EndpointPort>();
   readonly #trace: TraceBus | undefined;
   readonly #onInterrupt: ((irq: SmmuInterrupt) => void) | undefined;
+  readonly #trap: SmmuTrap | null;
   readonly #r: Record<
     "cr0" | "cr0ack" | "cr2" | "gbpa" | "irqCtrl" | "irqCtrlAck" | "gerror" | "gerrorn" | "gerrCfg0" | "gerrCfg1" | "strtabBase" | "strtabCfg" |
     "cmdqBase" | "cmdqProd" | "cmdqCons" | "evtqBase" | "evtqProd" | "evtqCons" | "evtqCfg0" | "evtqCfg1" | "priqBase" | "priqProd" | "priqCons" | "priqCfg0" | "priqCfg1",
@@ -125,8 +121,7 @@ export class SmmuUnit implements IommuPort {
   readonly #fetchEvent = EventFetchRecord.alloc();
   readonly #pri = PriEntry.alloc();
   readonly #stalls: StallTable;
-  /** Counters for tests and reports. */
-  readonly stats = { syncs: 0, interrupts: 0, events: 0 };
+  readonly #stats: SmmuStats = { syncs: 0, interrupts: 0, events: 0 };
 
   /** EINVAL when the options describe an impossible unit. */
   constructor(opts: SmmuOptions) {
@@ -135,11 +130,12 @@ export class SmmuUnit implements IommuPort {
     this.#mem = opts.mem;
     this.#trace = opts.trace;
     this.#onInterrupt = opts.onInterrupt;
+    this.#trap = opts.trap ?? null;
     const sizes = { ...DEFAULT_SMMU_CACHES, ...opts.caches };
     for (const [k, v] of Object.entries(sizes)) {
       if (!Number.isInteger(v) || v < 1) throw new KernelError(Errno.EINVAL, `SMMUv3: ${k} cache capacity ${String(v)} must be a positive integer`);
     }
-    this.caches = new SmmuCaches(sizes);
+    this.#caches = new SmmuCaches(sizes);
     const regs = this.#regs;
     this.#writeIdRegisters();
     this.#r = {
@@ -177,14 +173,14 @@ export class SmmuUnit implements IommuPort {
     // GBPA out of reset: SHCFG = 1 ("use incoming"), QEMU's reset value (§B1.6).
     GbpaReg.set(this.#r.gbpa, "SHCFG", 1);
 
-    this.#translator = new SmmuTranslator(this.#mem, cfg, this.caches, this.#state);
+    this.#translator = new SmmuTranslator(this.#mem, cfg, this.#caches, this.#state);
     this.#stalls = new StallTable(cfg.stallMax, {
       retranslate: (req) => this.translate(req),
       deliver: (sid, resolution) => this.#endpoints.get(sid)?.stallResolved?.(resolution),
       trace: (sid, ssid, stag, action) => this.#trace?.emit("smmu.stall", "HW", this.#ids(sid, ssid), { unit: cfg.name, sid, ssid: ssid < 0 ? null : ssid, stag, action }),
     });
     this.#roMem = new ReadOnlyMem(this.#mem);
-    this.#fresh = new SmmuTranslator(this.#roMem, cfg, this.caches, this.#state, false);
+    this.#fresh = new SmmuTranslator(this.#roMem, cfg, this.#caches, this.#state, false);
 
     const r = this.#r;
     const ack = (f: "EVENTQEN" | "PRIQEN" | "CMDQEN"): boolean => Cr0AckReg.get(r.cr0ack, f) === 1;
@@ -205,7 +201,7 @@ export class SmmuUnit implements IommuPort {
     });
     const cctx: CommandContext = {
       cfg,
-      caches: this.caches,
+      caches: this.#caches,
       endpoint: (sid) => this.#endpoints.get(sid),
       syncSignal: (cs, addr, data) => this.#sync(cs, addr, data),
       resume: (sid, stag, resp) => {
@@ -227,7 +223,17 @@ export class SmmuUnit implements IommuPort {
         this.#raiseGerror("CMDQ_ERR");
       },
       execute: (cmd) => executeCommand(cctx, cmd),
+      fetched: (cmd, seq, slot, addr) => {
+        const trap = this.#trap;
+        if (trap === null) return "pass";
+        const type = (cmd[0] ?? 0) & 0xff;
+        return entryReply(trap({ kind: "command", seq, slot, addr, ...entryBytes(cmd), type, name: CMD_NAMES[type] ?? `opcode 0x${type.toString(16)}` }), "command");
+      },
     }, wq);
+    this.debug = new SmmuDebug({
+      cfg, caches: this.#caches, state: this.#state, translator: this.#translator, fresh: this.#fresh, roMem: this.#roMem,
+      cmdq: this.#cmdq, evtq: this.#evtq, priq: this.#priq, stalls: this.#stalls, stats: this.#stats,
+    });
   }
 
   #writeIdRegisters(): void {
@@ -291,22 +297,28 @@ export class SmmuUnit implements IommuPort {
   // --- MMIO ----------------------------------------------------------------
 
   mmioRead32(offset: number): number {
-    return this.#regs.read32(offset);
+    const t = this.#trap === null ? null : readReply(this.#trap({ kind: "mmio-read", offset, width: 32 }), 32);
+    return t === null ? this.#regs.read32(offset) : Number(t);
   }
 
-  mmioRead64(offset: number): U64 {
-    return { lo: this.#regs.read32(offset), hi: this.#regs.read32(offset + 4) };
+  mmioRead64(offset: number): bigint {
+    const t = this.#trap === null ? null : readReply(this.#trap({ kind: "mmio-read", offset, width: 64 }), 64);
+    return t ?? joinDwords(this.#regs.read32(offset), this.#regs.read32(offset + 4));
   }
 
+  /** EINVAL if `value` does not hold 32 bits (see {@link Mmio}). */
   mmioWrite32(offset: number, value: number): void {
+    const v = checkMmio32(value, offset);
+    if (this.#trap !== null && !writeReply(this.#trap({ kind: "mmio-write", offset, width: 32, value: BigInt(v) }))) return;
     const before = this.#regs.raw32(offset);
-    const owner = this.#regs.write32(offset, value);
+    const owner = this.#regs.write32(offset, v);
     if (owner >= 0) this.#afterWrite(owner, offset, before);
   }
 
-  /** One 64-bit write (its side effect runs once both halves are in). Numbers at or above 2^53 are not exact: pass {lo, hi}. */
-  mmioWrite64(offset: number, value: U64 | number): void {
-    const v = typeof value === "number" ? numberToU64(Number.isFinite(value) && value >= 0 ? value : 0) : value;
+  /** One 64-bit write (its side effect runs once both halves are in). EINVAL unless `value` is a bigint in 0 .. 2^64 − 1. */
+  mmioWrite64(offset: number, value: bigint): void {
+    const v = checkMmio64(value, offset);
+    if (this.#trap !== null && !writeReply(this.#trap({ kind: "mmio-write", offset, width: 64, value }))) return;
     const before = this.#regs.raw32(offset);
     const beforeHi = this.#regs.raw32(offset + 4);
     const owner = this.#regs.write32(offset, v.lo);
@@ -351,6 +363,7 @@ export class SmmuUnit implements IommuPort {
       case SmmuReg.CR0: {
         // CR0ACK follows at once (QEMU); each enable acts as it is acknowledged.
         for (const f of Cr0Reg.fieldNames) Cr0AckReg.set(r.cr0ack, f, Cr0Reg.get(r.cr0, f));
+        if (Cr0AckReg.get(r.cr0ack, "CMDQEN") === 0) this.#cmdq.disabled();
         const en = Cr0AckReg.get(r.cr0ack, "SMMUEN") === 1;
         if (en !== this.#state.enabled) {
           this.#state.enabled = en;
@@ -411,7 +424,7 @@ export class SmmuUnit implements IommuPort {
   }
 
   #interrupt(source: SmmuInterrupt["source"], cfg0: Uint32Array, cfg1: Uint32Array): void {
-    this.stats.interrupts++;
+    this.#stats.interrupts++;
     const addr = this.cfg.msi ? IrqCfg0Reg.getAddr(cfg0, "ADDR") : 0;
     this.#onInterrupt?.({ source, addr, data: addr === 0 ? 0 : IrqCfg1Reg.get(cfg1, "DATA") });
   }
@@ -424,15 +437,33 @@ export class SmmuUnit implements IommuPort {
    * signals a wake-up event. Software may also just poll CONS.
    */
   #sync(cs: number, addr: number, data: number): void {
-    this.stats.syncs++;
+    this.#stats.syncs++;
     if (cs === SyncCs.IRQ) {
-      this.stats.interrupts++;
+      this.#stats.interrupts++;
       if (this.cfg.msi && addr !== 0) {
         if (!this.#mem.isPopulated(addr) || !this.#mem.write32(addr, data)) this.#onInterrupt?.({ source: "cmd-sync", addr, data });
       } else this.#onInterrupt?.({ source: "cmd-sync", addr: 0, data: 0 });
     } else if (cs === SyncCs.SEV && this.cfg.sev) {
       this.#onInterrupt?.({ source: "sev", addr: 0, data: 0 });
     }
+  }
+
+  // --- traps --------------------------------------------------------------------
+
+  /** The fetch number of the command a trap deferred (CMDQ_CONS is stopped on it), or null. */
+  get deferred(): number | null {
+    return this.#cmdq.deferredSeq;
+  }
+
+  /**
+   * Finishes the command a trap deferred (see `QueueEntryTrap`): "pass"
+   * executes it now (a CMD_SYNC signals here: its MSI write, interrupt or
+   * event), "handled" moves CMDQ_CONS past it without executing it. The
+   * queue then goes on as after a PROD write. ENOENT if `seq` is not the
+   * deferred command.
+   */
+  completeDeferred(seq: number, outcome: DeferredOutcome): void {
+    this.#cmdq.complete(seq, outcome);
   }
 
   // --- the endpoint side ---------------------------------------------------------
@@ -517,7 +548,7 @@ export class SmmuUnit implements IommuPort {
     L.set(v, "INPUT_ADDR_HI", a.hi);
     if (fetch) EventFetchRecord.set(v, "FETCH_ADDR", fit(d.fetchAddr / 8, 49));
     else if (d.s2) EventRecord.set(v, "IPA", fit(d.ipa / 4096, 40));
-    this.stats.events++;
+    this.#stats.events++;
     return this.#evtq.push(v);
   }
 
@@ -579,90 +610,6 @@ export class SmmuUnit implements IommuPort {
   #ids(sid: number, ssid: number): TraceIds {
     const device = Number.isInteger(sid) && sid >= 0 && sid < 0x10000 ? formatBdf(sid as SourceId) : String(sid);
     return ssid >= 0 ? { device, hpasid: ssid } : { device };
-  }
-
-  // --- for tests, benches and the invariant checker ------------------------------
-
-  /** Runs the command queue now (in deferred mode, what the work item would do). Returns commands completed. */
-  processCommands(): number {
-    return this.#cmdq.process();
-  }
-
-  /** Transactions stalled now, waiting for CMD_RESUME / CMD_STALL_TERM. */
-  get outstandingStalls(): number {
-    return this.#stalls.size;
-  }
-
-  /** Whether a deferred command-queue run is waiting for the scheduler. */
-  get commandsPending(): boolean {
-    return this.#cmdq.pending;
-  }
-
-  get lastWalk(): { readonly reads: number; readonly writes: number; readonly walkCacheHits: number } {
-    return this.#translator.lastWalk;
-  }
-
-  get queueStats(): { readonly cmdq: CommandQueue["stats"]; readonly eventq: OutputQueue<string>["stats"]; readonly priq: OutputQueue<string>["stats"] } {
-    return { cmdq: this.#cmdq.stats, eventq: this.#evtq.stats, priq: this.#priq.stats };
-  }
-
-  /**
-   * Compares each cached leaf translation with a fresh translation that
-   * bypasses every cache and writes nothing. After software has issued the
-   * invalidations its table changes require, the answer is empty. Stage-2
-   * entries filled by nested walks are checked through the nested entries
-   * that use them.
-   */
-  checkCaches(): SmmuCacheMismatch[] {
-    const out: SmmuCacheMismatch[] = [];
-    if (!this.#state.enabled) return out;
-    for (const node of this.caches.tlb.entries()) {
-      const e = node.value;
-      if (e.sid < 0) continue;
-      const privAccess = (e.perms & (Perm.USER_READ | Perm.USER_WRITE | Perm.USER_EXEC)) === 0;
-      const read = (e.perms & (privAccess ? Perm.PRIV_READ : Perm.USER_READ)) !== 0;
-      const req: DmaRequest = {
-        sid: e.sid as SourceId,
-        ...(e.ssid >= 0 ? { pasid: e.ssid, priv: privAccess, exec: !read } : {}),
-        addr: e.inputBase,
-        write: !read && e.ssid < 0,
-      };
-      const fresh = this.#fresh.translate(req);
-      const freshPerms = fresh.ok ? this.#fresh.lastPerms : 0;
-      const same = fresh.ok && fresh.pa === e.pageBase && fresh.size === e.size && freshPerms === e.perms;
-      if (!same && !(e.cls === TlbClass.S2 && e.ssid >= 0)) out.push({ cached: e, fresh, freshPerms });
-    }
-    return out;
-  }
-
-  /** Compares every cached STE and CD with a fresh fetch: a mismatch is a missing CFGI_*. */
-  checkStructureCaches(): SmmuStructureMismatch[] {
-    const out: SmmuStructureMismatch[] = [];
-    const s = new ConfigScratch();
-    for (const node of this.caches.ste.entries()) {
-      const fresh = fetchSte(this.#roMem, this.#state.st, node.tag, this.cfg, s);
-      if (!sameValue(node.value, fresh)) out.push({ cache: "ste", sid: node.tag, ssid: null, cached: node.value, fresh });
-    }
-    for (const node of this.caches.cd.entries()) {
-      const ste = fetchSte(this.#roMem, this.#state.st, node.tag, this.cfg, s);
-      if (ste.fault !== null || (ste.kind !== "s1" && ste.kind !== "nested")) {
-        out.push({ cache: "cd", sid: node.tag, ssid: node.key, cached: node.value, fresh: ste });
-        continue;
-      }
-      // A nested CD address is an IPA: translate it like the fresh pipeline would.
-      const fresh = ste.kind === "nested" ? this.#freshNestedCd(node.tag, node.key) : fetchCd(this.#roMem, ste, node.key, this.cfg, s);
-      if (!sameValue(node.value, fresh)) out.push({ cache: "cd", sid: node.tag, ssid: node.key, cached: node.value, fresh });
-    }
-    return out;
-  }
-
-  #freshNestedCd(sid: number, ssid: number): CdInfo | SteInfo {
-    return this.#fresh.cdOf(sid, ssid);
-  }
-
-  /** A translation that bypasses every cache and writes nothing (records no event). */
-  translateUncached(req: DmaRequest): TranslateResult {
-    return this.#fresh.translate(req);
   }
 
   /** The event name of a reason code (for messages). */

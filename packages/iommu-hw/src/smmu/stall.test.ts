@@ -59,14 +59,14 @@ describe("SMMUv3 stall model: a stage-1 fault on a stalling CD holds the transac
     const [e, ...more] = rig.events();
     expect(more).toEqual([]);
     expect(e).toMatchObject({ id: EventId.F_TRANSLATION, sid: dev, stall: true, stag: master.stag, rnw: false, cls: 2, addr: BigInt(HOLE + 0x20) });
-    expect(rig.unit.outstandingStalls).toBe(1);
+    expect(rig.unit.debug.outstandingStalls).toBe(1);
     mapPath(rig, root, HOLE, 0xa000n | S1_PAGE);
     rig.submit(cmd.resume(dev, e?.stag ?? -1, 1), cmd.sync());
     expect(master.status).toBe("ok");
     expect(read(rig, 0xa020, 4)).toEqual(DATA);
-    expect(rig.unit.outstandingStalls).toBe(0);
+    expect(rig.unit.debug.outstandingStalls).toBe(0);
     // Stalls leave nothing stale behind: every cached translation is what a fresh walk finds.
-    expect(rig.unit.checkCaches()).toEqual([]);
+    expect(rig.unit.debug.checkCaches()).toEqual([]);
     expect(rig.events()).toEqual([]);
   });
 
@@ -82,7 +82,7 @@ describe("SMMUv3 stall model: a stage-1 fault on a stalling CD holds the transac
     const events = rig.events();
     expect(events.map((e) => [e.stall, e.stag])).toEqual([[true, 0], [true, 1], [true, master.stag]]);
     expect(master.stag).not.toBe(0);
-    expect(rig.unit.outstandingStalls).toBe(2);
+    expect(rig.unit.debug.outstandingStalls).toBe(2);
   });
 
   it("RESUME terminate (and abort) ends the transaction with the fault it stalled on", () => {
@@ -95,7 +95,7 @@ describe("SMMUv3 stall model: a stage-1 fault on a stalling CD holds the transac
       expect(master.lastFault).toMatchObject({ reason: EventId.F_TRANSLATION, recoverable: false });
       expect(master.lastFault?.stalled).toBeUndefined();
       expect(master.transferred).toBe(0x10);
-      expect(rig.unit.outstandingStalls).toBe(0);
+      expect(rig.unit.debug.outstandingStalls).toBe(0);
     }
   });
 
@@ -108,10 +108,10 @@ describe("SMMUv3 stall model: a stage-1 fault on a stalling CD holds the transac
     master.start({ addr: HOLE, length: 4, direction: "write" });
     const direct = rig.unit.translate({ sid: dev, addr: HOLE + 0x3000, write: true });
     const elsewhere = rig.unit.translate({ sid: dev2, addr: HOLE, write: true });
-    expect([direct.ok, elsewhere.ok, rig.unit.outstandingStalls]).toEqual([false, false, 3]);
+    expect([direct.ok, elsewhere.ok, rig.unit.debug.outstandingStalls]).toEqual([false, false, 3]);
     rig.submit(cmd.stallTerm(dev));
     expect(master.status).toBe("fault");
-    expect(rig.unit.outstandingStalls).toBe(1);
+    expect(rig.unit.debug.outstandingStalls).toBe(1);
     expect(heard).toEqual([]);
     rig.submit(cmd.stallTerm(dev2));
     expect(heard).toMatchObject([{ stag: elsewhere.ok ? -1 : elsewhere.stalled?.stag, result: { ok: false, reason: EventId.F_TRANSLATION } }]);
@@ -122,7 +122,7 @@ describe("SMMUv3 stall model: a stage-1 fault on a stalling CD holds the transac
     master.start({ addr: HOLE, length: 4, direction: "write" });
     rig.submit(cmd.resume(dev, master.stag + 1, 1), cmd.resume(sourceId(0, 3, 0), master.stag, 0), cmd.sync());
     expect(master.status).toBe("stalled");
-    expect(rig.unit.outstandingStalls).toBe(1);
+    expect(rig.unit.debug.outstandingStalls).toBe(1);
     expect(rig.reg(SR.CMDQ_CONS) >>> 24).toBe(0);
   });
 
@@ -134,7 +134,7 @@ describe("SMMUv3 stall model: a stage-1 fault on a stalling CD holds the transac
     rig.ste(dev, { config: 0 });
     rig.submit(cmd.cfgiSte(dev), cmd.sync());
     expect(master.status).toBe("fault");
-    expect(rig.unit.outstandingStalls).toBe(0);
+    expect(rig.unit.debug.outstandingStalls).toBe(0);
   });
 
   it("clearing SMMUEN terminates every stall", () => {
@@ -154,12 +154,12 @@ describe("SMMUv3 stall model: when a fault cannot stall it is terminated", () =>
     const third = u.translate({ sid: full.dev, addr: HOLE + 0x2000, write: true });
     expect(third).toMatchObject({ ok: false, reason: EventId.F_TRANSLATION });
     expect(third.ok ? null : third.stalled).toBeUndefined();
-    expect(u.outstandingStalls).toBe(2);
-    expect(u.queueStats.eventq.overflowed).toBe(1);
+    expect(u.debug.outstandingStalls).toBe(2);
+    expect(u.debug.queueStats.eventq.overflowed).toBe(1);
 
     const off = stallRig({ cr0: CR0_SMMUEN | CR0_CMDQEN });
     expect(off.master.start({ addr: HOLE, length: 4, direction: "write" })).toBe("fault");
-    expect(off.rig.unit.outstandingStalls).toBe(0);
+    expect(off.rig.unit.debug.outstandingStalls).toBe(0);
   });
 
   it("terminates beyond IDR5.STALL_MAX outstanding stalls", () => {
@@ -183,7 +183,7 @@ describe("SMMUv3 stall model: when a fault cannot stall it is terminated", () =>
     rig.submit(cmd.cfgiSte(dev));
     const r = rig.unit.translate({ sid: dev, addr: HOLE, write: false, ats: true });
     expect(r.ok ? null : r.stalled).toBeUndefined();
-    expect(rig.unit.outstandingStalls).toBe(0);
+    expect(rig.unit.debug.outstandingStalls).toBe(0);
   });
 
   it("a unit without the stall model refuses CD.S = 1 (C_BAD_CD) and CMD_RESUME (CERROR_ILL)", () => {

@@ -212,7 +212,7 @@ describe("nested translation (stage 1 over stage 2)", () => {
     // 2 MiB region, so after the first 4-read stage-2 walk each later one is a single read from the level-2
     // walk-cache entry: 4 + 4 + 4 × 1. (With IPAs in different 512 GiB regions it is 5 × 4 + 4 = 24: bench/smmu.ts.)
     expect(rig.mem.stats.reads).toBe(12);
-    expect(rig.unit.lastWalk.reads).toBe(12);
+    expect(rig.unit.debug.lastWalk.reads).toBe(12);
     resetStats(rig.mem.stats);
     expect(rig.unit.translate({ ...req, addr: VA + 0x1000 })).toMatchObject({ ok: true, pa: 0xa000 + SHIFT });
     // The neighbour: its stage-1 leaf, and its output IPA from the stage-2 walk cache.

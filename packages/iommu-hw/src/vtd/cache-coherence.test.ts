@@ -90,7 +90,7 @@ describe("cached translations agree with fresh walks", () => {
             m.delete(op.page);
           }
           invalidate(rig, s, op.page, op.inv);
-          expect(rig.unit.checkCaches()).toEqual([]);
+          expect(rig.unit.debug.checkCaches()).toEqual([]);
         }
       }),
       { numRuns: 150 },
@@ -109,7 +109,7 @@ describe("cached translations agree with fresh walks", () => {
         rig.w64(leaf, (BigInt(frame) << 12n) | (s.pgtt === 1 ? 0x7n : 0x3n));
         rig.unit.translate(s.pgtt === 1 ? { sid: rig.dev, pasid: s.pasid, addr, write: false } : { sid: rig.dev, addr, write: false });
         rig.w64(leaf, (BigInt(frame + 1) << 12n) | (s.pgtt === 1 ? 0x7n : 0x3n));
-        const bad = rig.unit.checkCaches();
+        const bad = rig.unit.debug.checkCaches();
         expect(bad).toHaveLength(1);
         expect(bad[0]?.cached.pageBase).toBe(frame * 4096);
       }),

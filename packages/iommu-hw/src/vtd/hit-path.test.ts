@@ -95,7 +95,7 @@ function apply(w: World, op: Op): void {
         exec: op.exec,
         ats: op.ats,
       };
-      expect(seen(rig.unit.translate(req))).toEqual(seen(rig.unit.translateUncached(req)));
+      expect(seen(rig.unit.translate(req))).toEqual(seen(rig.unit.debug.translateUncached(req)));
       return;
     }
     case "upgrade": {
@@ -132,7 +132,7 @@ describe("the IOTLB-hit path", () => {
         for (const op of ops) apply(w, op);
         // A rights upgrade made without invalidation leaves a cached entry narrower than the
         // tables (served correctly by the re-walk above, but reported by the checker).
-        if (!ops.some((o) => o.kind === "upgrade")) expect(w.rig.unit.checkCaches()).toEqual([]);
+        if (!ops.some((o) => o.kind === "upgrade")) expect(w.rig.unit.debug.checkCaches()).toEqual([]);
       }),
       { numRuns: 300 },
     );
@@ -140,7 +140,7 @@ describe("the IOTLB-hit path", () => {
 
   it("counts each IOTLB hit once, whether the micro-TLB or the IOTLB lookup serves it", () => {
     const w = world();
-    const stats = w.rig.unit.caches.iotlb.stats;
+    const stats = w.rig.unit.debug.caches.iotlb.stats;
     const reqs = Array.from({ length: PAGES }, (_, p) => ({ sid: w.rig.dev, pasid: PASID, addr: BASE + p * 4096, write: false }))
       .filter((_, p) => KINDS[p % 4] === "rw" || KINDS[p % 4] === "ro");
     for (const r of reqs) expect(w.rig.unit.translate(r).ok).toBe(true);
@@ -158,7 +158,7 @@ describe("the IOTLB-hit path", () => {
 
   it("counts context-cache and PASID-cache hits on an IOTLB lookup, as the lookups would", () => {
     const w = world();
-    const { context, pasid } = w.rig.unit.caches.stats();
+    const { context, pasid } = w.rig.unit.debug.caches.stats();
     const a = { sid: w.rig.dev, pasid: PASID, addr: BASE, write: false };
     const b = { ...a, addr: BASE + MICRO_TLB_SLOTS * 4096 }; // same micro-TLB slot as a
     w.rig.unit.translate(a);
@@ -183,8 +183,8 @@ describe("the IOTLB-hit path", () => {
     rig.unit.translate(at(2)); // miss: evicts the least recent, page 1
     const tag = cacheTag(CacheClass.FIRST, DID, PASID);
     const pfn = BASE / 4096;
-    expect(rig.unit.caches.iotlb.peek(tag, iotlbKey(pfn, 0))).toBeDefined();
-    expect(rig.unit.caches.iotlb.peek(tag, iotlbKey(pfn + 1, 0))).toBeUndefined();
+    expect(rig.unit.debug.caches.iotlb.peek(tag, iotlbKey(pfn, 0))).toBeDefined();
+    expect(rig.unit.debug.caches.iotlb.peek(tag, iotlbKey(pfn + 1, 0))).toBeUndefined();
   });
 
   it("does not let a user write through a read-only page a supervisor write (WPE=0) cached as writable", () => {
@@ -227,8 +227,8 @@ describe("resolved paths", () => {
   it("are found only under their exact source ID and PASID, never through a colliding key", () => {
     const w = world();
     w.rig.unit.translate({ sid: w.rig.dev, pasid: PASID, addr: BASE, write: false });
-    const [ctx] = w.rig.unit.caches.context.entries();
-    const [pe] = w.rig.unit.caches.pasid.entries();
+    const [ctx] = w.rig.unit.debug.caches.context.entries();
+    const [pe] = w.rig.unit.debug.caches.pasid.entries();
     if (ctx === undefined || pe === undefined) throw new Error("the context and PASID caches should hold the device's entries");
     const paths = new ResolvedPaths(8);
     paths.add(new ResolvedPath(1, 2 ** 20 - 1, ctx, pe, 2 ** 20 - 1, CacheClass.FIRST, 0));
@@ -241,8 +241,8 @@ describe("resolved paths", () => {
   it("die with the context or PASID cache entry they rest on", () => {
     const w = world();
     w.rig.unit.translate({ sid: w.rig.dev, pasid: PASID, addr: BASE, write: false });
-    const [ctx] = w.rig.unit.caches.context.entries();
-    const [pe] = w.rig.unit.caches.pasid.entries();
+    const [ctx] = w.rig.unit.debug.caches.context.entries();
+    const [pe] = w.rig.unit.debug.caches.pasid.entries();
     if (ctx === undefined || pe === undefined) throw new Error("the context and PASID caches should hold the device's entries");
     const paths = new ResolvedPaths(8);
     paths.add(new ResolvedPath(w.rig.dev, PASID, ctx, pe, PASID, CacheClass.FIRST, 0));

@@ -1,4 +1,4 @@
-import { Work, type Workqueue } from "@vsva/kernel";
+import { Errno, KernelError, Work, type Workqueue } from "@vsva/kernel";
 import type { PhysMem } from "@vsva/pgtable";
 import type { RegisterFile } from "../mmio/register-file.js";
 import { IqaReg, IqercdReg, IqhReg, IqtReg, RegOffset } from "./regs.js";
@@ -14,6 +14,19 @@ export interface QueueHooks {
   error(iqei: number, head: number): void;
   /** Runs one descriptor; 0 or an IQEI code. */
   execute(desc: Uint32Array, wide: boolean): number;
+  /**
+   * A descriptor was fetched (the trap point): "pass" executes it, "handled"
+   * moves past it, "defer" stops the queue at it. `seq` numbers fetches.
+   */
+  fetched(desc: Uint32Array, seq: number, slot: number, addr: number): "pass" | "handled" | "defer";
+}
+
+/** A descriptor the trap deferred: the queue is stopped at `head` until it completes. */
+interface Deferred {
+  readonly seq: number;
+  readonly head: number;
+  readonly desc: Uint32Array;
+  readonly wide: boolean;
 }
 
 /**
@@ -28,7 +41,9 @@ export interface QueueHooks {
  *
  * Processing is immediate (inside the IQT write) or, given a work queue,
  * deferred to a work item, so the window between submission and completion
- * can be explored.
+ * can be explored. Each fetched descriptor passes the unit's trap point
+ * first, which may defer it: IQH stays on it and nothing after it is
+ * consumed until {@link complete}.
  */
 export class InvalidationQueue {
   readonly #iqa: Uint32Array;
@@ -38,6 +53,10 @@ export class InvalidationQueue {
   readonly #desc = new Uint32Array(8);
   readonly #pair = { lo: 0, hi: 0 };
   readonly #work: Work | null;
+  #fetches = 0;
+  #busy = false;
+  #rerun = false;
+  #deferred: Deferred | null = null;
   readonly stats = { processed: 0, errors: 0 };
 
   constructor(
@@ -62,9 +81,39 @@ export class InvalidationQueue {
     return this.#work?.pending ?? false;
   }
 
-  /** IQH is reset to 0 whenever queued invalidation is disabled. */
+  /** IQH is reset to 0 whenever queued invalidation is disabled; a deferred descriptor is dropped with the rest. */
   resetHead(): void {
     IqhReg.set(this.#iqh, "QH", 0);
+    this.#deferred = null;
+  }
+
+  /** The fetch number of the descriptor the queue is stopped at, or null. */
+  get deferredSeq(): number | null {
+    return this.#deferred?.seq ?? null;
+  }
+
+  /**
+   * Finishes the deferred descriptor `seq`: "pass" executes it now (an
+   * invalid one stops the queue with IQE, as it would have at fetch),
+   * "handled" only moves past it. Then the queue goes on as after an IQT
+   * write. ENOENT if `seq` is not the deferred descriptor (never deferred,
+   * completed already, or dropped when QIE was cleared).
+   */
+  complete(seq: number, outcome: "pass" | "handled"): void {
+    const d = this.#deferred;
+    if (d?.seq !== seq) throw new KernelError(Errno.ENOENT, `no invalidation descriptor ${seq} is deferred`);
+    this.#deferred = null;
+    if (outcome === "pass") {
+      const code = this.hooks.execute(d.desc, d.wide);
+      if (code !== 0) {
+        this.#stop(code, d.head);
+        return;
+      }
+    }
+    const size = 4096 * 2 ** IqaReg.get(this.#iqa, "QS");
+    IqhReg.set(this.#iqh, "QH", ((d.head + (d.wide ? 32 : 16)) % size) / 16);
+    this.stats.processed++;
+    this.kick();
   }
 
   /** Software advanced the tail or cleared IQE: run now or schedule a run. */
@@ -74,10 +123,38 @@ export class InvalidationQueue {
     else this.process();
   }
 
-  /** Consumes descriptors until the queue is empty or stops on an error; returns how many were processed. */
+  /**
+   * Consumes descriptors until the queue is empty, stops on an error or at a
+   * deferred descriptor; returns how many were processed. A call made while
+   * it runs (a trap that writes IQT or FSTS) is folded into the running one.
+   */
   process(): number {
+    if (this.#busy) {
+      this.#rerun = true;
+      return 0;
+    }
+    this.#busy = true;
+    let n = 0;
+    try {
+      this.#rerun = false;
+      do {
+        n += this.#run();
+      } while (this.#takeRerun());
+    } finally {
+      this.#busy = false;
+    }
+    return n;
+  }
+
+  #takeRerun(): boolean {
+    const again = this.#rerun;
+    this.#rerun = false;
+    return again;
+  }
+
+  #run(): number {
     const h = this.hooks;
-    if (!h.enabled() || h.stopped()) return 0;
+    if (!h.enabled() || h.stopped() || this.#deferred !== null) return 0;
     const wide = IqaReg.get(this.#iqa, "DW") === 1;
     const bytes = wide ? 32 : 16;
     const size = 4096 * 2 ** IqaReg.get(this.#iqa, "QS");
@@ -104,7 +181,13 @@ export class InvalidationQueue {
         d[i + 1] = pair.hi;
       }
       if (!fetched) return n + this.#stop(Iqei.FETCH_ERROR, head);
-      const code = h.execute(d, wide);
+      const seq = ++this.#fetches;
+      const verdict = h.fetched(d, seq, head / bytes, base + head);
+      if (verdict === "defer") {
+        this.#deferred = { seq, head, desc: Uint32Array.from(d), wide };
+        return n;
+      }
+      const code = verdict === "pass" ? h.execute(d, wide) : 0;
       if (code !== 0) return n + this.#stop(code, head);
       head = (head + bytes) % size;
       IqhReg.set(this.#iqh, "QH", head / 16);

@@ -344,7 +344,7 @@ describe("deferred invalidation processing", () => {
     rig.unit.translate(at);
     rig.flMap(root, 0x1000, 0xb000);
     rig.submit(desc.pasidIotlb(2, DID, PASID), desc.wait({ sw: true, data: 7, addr: STATUS }));
-    expect(rig.unit.invalidationPending).toBe(true);
+    expect(rig.unit.debug.invalidationPending).toBe(true);
     expect(pa(rig.unit.translate(at))).toBe(0xa000);
     expect(rig.mem.read32(STATUS)).toBe(0);
     sched.runUntilIdle();

@@ -30,14 +30,14 @@ describe("IOTLB hits through a resolved path's tag handle", () => {
   it("counts one hit per lookup and keeps the IOTLB's LRU order, as the counted lookup would", () => {
     const { rig: r, at } = rig(PAGES);
     for (let p = 0; p < PAGES; p++) r.unit.translate(at(p)); // misses: fill pages 0, 1, 2
-    const stats = r.unit.caches.iotlb.stats;
+    const stats = r.unit.debug.caches.iotlb.stats;
     expect(stats).toMatchObject({ hits: 0, misses: PAGES });
     r.unit.translate(at(0)); // same slot as page 2: an IOTLB lookup proper, page 0 becomes the most recent
     r.unit.translate(at(1));
     expect(stats).toMatchObject({ hits: 2, misses: PAGES });
     const pfn = (p: number): number => (BASE + p * MICRO_TLB_SLOTS * 4096) / 4096;
     const tag = cacheTag(CacheClass.FIRST, DID, PASID);
-    expect([...r.unit.caches.iotlb.entries()].map((n) => [n.tag, n.key])).toEqual([[tag, iotlbKey(pfn(1), 0)], [tag, iotlbKey(pfn(0), 0)], [tag, iotlbKey(pfn(2), 0)]]);
+    expect([...r.unit.debug.caches.iotlb.entries()].map((n) => [n.tag, n.key])).toEqual([[tag, iotlbKey(pfn(1), 0)], [tag, iotlbKey(pfn(0), 0)], [tag, iotlbKey(pfn(2), 0)]]);
   });
 
   it("serves nothing from a handle whose tag has been flushed, and picks up the refilled tag", () => {
@@ -49,13 +49,13 @@ describe("IOTLB hits through a resolved path's tag handle", () => {
     r.submit(desc.pasidIotlb(2, DID, PASID));
     const t = r.unit.translate(at(0));
     expect(t.ok && t.pa).toBe(0x500 * 4096);
-    const misses = r.unit.caches.iotlb.stats.misses;
+    const misses = r.unit.debug.caches.iotlb.stats.misses;
     const again = r.unit.translate(at(2)); // refilled tag, through the new handle
     expect(again.ok).toBe(true);
-    expect(r.unit.caches.iotlb.stats.misses).toBe(misses + 1);
-    const hits = r.unit.caches.iotlb.stats.hits;
+    expect(r.unit.debug.caches.iotlb.stats.misses).toBe(misses + 1);
+    const hits = r.unit.debug.caches.iotlb.stats.hits;
     expect(r.unit.translate(at(0)).ok).toBe(true);
-    expect(r.unit.caches.iotlb.stats.hits).toBe(hits + 1);
+    expect(r.unit.debug.caches.iotlb.stats.hits).toBe(hits + 1);
   });
 
   it("faults an address with a fraction even when its page is cached (micro-TLB and IOTLB alike)", () => {

@@ -1,6 +1,6 @@
 import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel";
 import type { PhysMem } from "@vsva/pgtable";
-import type { VcmdBackend } from "./vcmd.js";
+import type { VtdTrap } from "../trap.js";
 
 /** An interrupt the unit raises through one of its MSI register sets. */
 export interface VtdInterrupt {
@@ -72,8 +72,10 @@ export interface VtdOptions {
   readonly maxAddressMask?: number;
   /** Version reported in VER (default 3.0, the first with scalable mode). */
   readonly version?: { readonly major: number; readonly minor: number };
-  /** Virtual command backend: sets ECAP.VCS and VCCAP.PAS (a vIOMMU). Absent on a host unit: the registers are inert. */
-  readonly vcmd?: VcmdBackend;
+  /** ECAP.VCS and VCCAP.PAS: the virtual command interface (a vIOMMU; its trap answers the commands). Default false: the registers are holes. */
+  readonly virtualCommand?: boolean;
+  /** Trap points for a VMM (register accesses, fetched descriptors, virtual commands); absent, the unit is the model alone. */
+  readonly trap?: VtdTrap;
   readonly caches?: VtdCacheSizes;
   /**
    * How the invalidation queue runs: "immediate" consumes descriptors inside
@@ -184,7 +186,7 @@ export function resolveConfig(o: VtdOptions): VtdConfig {
     faultRecords,
     maxAddressMask,
     version,
-    virtualCommand: o.vcmd !== undefined,
+    virtualCommand: o.virtualCommand ?? false,
     name: o.name ?? "dmar",
   };
 }

@@ -1,8 +1,10 @@
-import { type SourceId, sourceId } from "@vsva/kernel";
+import { Errno, type SourceId, sourceId } from "@vsva/kernel";
+import { errnoOf } from "@vsva/kernel/testing";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CTX_LO, IQ_BASE, PASID_DIR, PRQ_BASE, R, ROOT, VtdRig, desc } from "./testing/rig.js";
 import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
+import { joinDwords } from "../mmio/mmio.js";
 
 /**
  * Whatever a guest or a buggy driver writes (registers, tables, descriptors)
@@ -44,14 +46,18 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ k: fc.constant("prq" as const), pasid: fc.option(fc.integer({ min: 0, max: 2 ** 20 - 1 }), { nil: undefined }), addr: anyNumber, last: fc.boolean(), prgi: fc.integer({ min: 0, max: 511 }) }),
 );
 
+const fits32 = (v: number): boolean => Number.isInteger(v) && v >= -(2 ** 31) && v <= 0xffff_ffff;
+
 function run(rig: VtdRig, op: Op): void {
   switch (op.k) {
     case "w32":
-      rig.unit.mmioWrite32(op.off, op.v);
+      // A value that is not 32 bits is refused at the boundary (EINVAL), never truncated.
+      if (fits32(op.v)) rig.unit.mmioWrite32(op.off, op.v);
+      else expect(errnoOf(() => rig.unit.mmioWrite32(op.off, op.v))).toBe(Errno.EINVAL);
       rig.unit.mmioRead32(op.off);
       return;
     case "w64":
-      rig.unit.mmioWrite64(op.off, { lo: op.lo, hi: op.hi });
+      rig.unit.mmioWrite64(op.off, joinDwords(op.lo, op.hi));
       return;
     case "mem":
       rig.w64(op.at, op.v);
@@ -85,8 +91,8 @@ describe("robustness", () => {
         rig.setReg64(R.PQA, BigInt(PRQ_BASE));
         rig.unit.attachEndpoint(new FakeEndpoint(rig.dev));
         for (const op of ops) run(rig, op);
-        rig.unit.checkCaches();
-        rig.unit.checkStructureCaches();
+        rig.unit.debug.checkCaches();
+        rig.unit.debug.checkStructureCaches();
       }),
       { numRuns: 300 },
     );
@@ -99,12 +105,12 @@ describe("structure-cache check", () => {
     rig.device();
     rig.setPasid(0, { pgtt: 4, did: 1 });
     expect(rig.unit.translate({ sid: rig.dev, addr: 0x1000, write: false }).ok).toBe(true);
-    expect(rig.unit.checkStructureCaches()).toEqual([]);
+    expect(rig.unit.debug.checkStructureCaches()).toEqual([]);
     rig.setPasid(0, { pgtt: 4, did: 2 });
     rig.setContext(rig.dev, { pre: false });
-    expect(rig.unit.checkStructureCaches().map((m) => m.cache).sort()).toEqual(["context", "pasid"]);
+    expect(rig.unit.debug.checkStructureCaches().map((m) => m.cache).sort()).toEqual(["context", "pasid"]);
     rig.submit(desc.contextCache(1), desc.pasidCache(3, 0));
-    expect(rig.unit.checkStructureCaches()).toEqual([]);
+    expect(rig.unit.debug.checkStructureCaches()).toEqual([]);
   });
 });
 

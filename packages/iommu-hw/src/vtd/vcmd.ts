@@ -1,22 +1,14 @@
 import type { RegisterFile } from "../mmio/register-file.js";
+import type { VcmdReply } from "../trap.js";
 import { RegOffset, VccapReg, VcmdReg, VcrspReg } from "./regs.js";
-
-/**
- * What a vIOMMU's virtual command interface asks of the VMM behind it (the
- * 2020 vSVA PASID allocation). Both calls complete synchronously.
- */
-export interface VcmdBackend {
-  /** A newly allocated PASID, or a negative errno (e.g. -ENOSPC) when none is available. */
-  allocPasid(): number;
-  /** 0, or a negative errno when the PASID cannot be freed (not allocated, not the caller's). */
-  freePasid(pasid: number): number;
-}
 
 export const VcmdCommand = { ALLOC_PASID: 1, FREE_PASID: 2 } as const;
 
 /**
- * VCRSP status codes, VT-d 3.0–3.2 layout (A1.13 (a)). D1 #3: "no PASID
- * available" / "invalid PASID" is 2, as in fixed Linux and the QEMU RFC.
+ * VCRSP status codes, VT-d 3.0–3.2 layout (§10.4.44). "No PASID available"
+ * (allocate) and "invalid PASID" (free) are 2, as Linux's
+ * `intel_vcmd_ioasid_alloc()` reads them after Zenghui Yu's status-code fix
+ * and as the 2020 QEMU vSVA series reports them.
  */
 export const VcmdStatus = { SUCCESS: 0, UNDEFINED_COMMAND: 1, NO_PASID_OR_INVALID: 2 } as const;
 
@@ -28,9 +20,13 @@ export interface VcmdOutcome {
 }
 
 /**
- * The virtual command registers. Only defined when the unit has a backend
- * (ECAP.VCS=1); on a host unit they are holes that read 0 and ignore writes.
- * Commands complete inside the VCMD write, so VCRSP.IP never reads 1.
+ * The virtual command registers (VT-d §10.4.42–44: VCCAP, VCMD, VCRSP).
+ * Only defined when the unit reports ECAP.VCS; on a unit without it they
+ * are holes that read 0 and ignore writes. A command is answered inside the
+ * VCMD write, so VCRSP.IP never reads 1: by the unit's trap (a VMM that
+ * allocates PASIDs from the host) or, without one, by the model, which has
+ * no PASIDs to give (allocate and free both report status 2; any other
+ * command is undefined).
  */
 export class VirtualCommand {
   readonly #cmd: Uint32Array;
@@ -38,7 +34,6 @@ export class VirtualCommand {
 
   constructor(
     regs: RegisterFile,
-    private readonly backend: VcmdBackend,
     private readonly pasidBits: number,
   ) {
     const cap = regs.define(RegOffset.VCCAP, VccapReg);
@@ -47,21 +42,27 @@ export class VirtualCommand {
     this.#rsp = regs.define(RegOffset.VCRSP, VcrspReg);
   }
 
-  /** Runs the command just written to VCMD. */
-  onVcmdWrite(): VcmdOutcome {
-    const cmd = VcmdReg.get(this.#cmd, "CMD");
-    const operand = VcmdReg.get(this.#cmd, "OPERAND");
-    let status: number = VcmdStatus.SUCCESS;
+  /** The command just written to VCMD. */
+  get written(): { readonly cmd: number; readonly operand: number } {
+    return { cmd: VcmdReg.get(this.#cmd, "CMD"), operand: VcmdReg.get(this.#cmd, "OPERAND") };
+  }
+
+  /** Completes the command just written with `reply` (the trap's answer), or the model's own when null. */
+  respond(reply: VcmdReply | null): VcmdOutcome {
+    const { cmd, operand } = this.written;
+    let status: number;
     let result = 0;
-    if (cmd === VcmdCommand.ALLOC_PASID) {
-      const pasid = this.backend.allocPasid();
-      // A backend answer that does not fit the unit's PASID width is no PASID at all.
-      if (Number.isInteger(pasid) && pasid >= 0 && pasid < 2 ** this.pasidBits) result = pasid;
-      else status = VcmdStatus.NO_PASID_OR_INVALID;
-    } else if (cmd === VcmdCommand.FREE_PASID) {
-      if (this.backend.freePasid(operand) !== 0) status = VcmdStatus.NO_PASID_OR_INVALID;
+    if (reply === null) {
+      status = cmd === VcmdCommand.ALLOC_PASID || cmd === VcmdCommand.FREE_PASID ? VcmdStatus.NO_PASID_OR_INVALID : VcmdStatus.UNDEFINED_COMMAND;
     } else {
-      status = VcmdStatus.UNDEFINED_COMMAND;
+      // SC is two bits; an answer outside them is no valid answer at all.
+      status = reply.status >= 0 && reply.status <= 3 ? reply.status : VcmdStatus.NO_PASID_OR_INVALID;
+      const r = reply.result ?? 0;
+      if (status === VcmdStatus.SUCCESS && cmd === VcmdCommand.ALLOC_PASID) {
+        // A PASID that does not fit the unit's PASID width is no PASID at all.
+        if (r >= 0 && r < 2 ** this.pasidBits) result = r;
+        else status = VcmdStatus.NO_PASID_OR_INVALID;
+      }
     }
     VcrspReg.set(this.#rsp, "IP", 0);
     VcrspReg.set(this.#rsp, "SC", status);

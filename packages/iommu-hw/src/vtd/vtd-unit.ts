@@ -1,10 +1,8 @@
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
-import { type PhysMem, type U64, numberToU64, ReadOnlyMem } from "@vsva/pgtable";
-import { sameValue } from "../cache/same-value.js";
-import { CacheClass, type CtxInfo, DEFAULT_CACHE_CAPACITIES, type IotlbEntry, type PasidInfo, RightsFor, VtdCaches } from "./caches.js";
-import { ContextScratch, fetchContext } from "./context.js";
-import { PasidScratch, fetchPasid } from "./pasid.js";
+import { type PhysMem, ReadOnlyMem } from "@vsva/pgtable";
+import { DEFAULT_CACHE_CAPACITIES, VtdCaches } from "./caches.js";
+import { VtdDebug } from "./debug.js";
 import { EventSource } from "./events.js";
 import { FaultReason, faultReasonName } from "./fault-reason.js";
 import { FaultRecorder } from "./fault-recorder.js";
@@ -13,6 +11,7 @@ import { InvalidationQueue } from "./inv-queue.js";
 import { type VtdConfig, type VtdOptions, resolveConfig } from "./options.js";
 import { PageRequestQueue } from "./prq.js";
 import { RegisterFile } from "../mmio/register-file.js";
+import { type Mmio, checkMmio32, checkMmio64, joinDwords } from "../mmio/mmio.js";
 import {
   CapReg,
   CcmdReg,
@@ -33,21 +32,8 @@ import {
 import "./trace-events.js";
 import { type RootState, Translator } from "./translate.js";
 import { VirtualCommand } from "./vcmd.js";
-
-/** A cached translation next to what a fresh walk finds now (for the invariant checker). */
-export interface CacheMismatch {
-  readonly cached: IotlbEntry;
-  readonly fresh: TranslateResult;
-}
-
-/** A cached context or PASID entry that no longer matches memory. */
-export interface StructureCacheMismatch {
-  readonly cache: "context" | "pasid";
-  readonly sid: number;
-  readonly pasid: number | null;
-  readonly cached: CtxInfo | PasidInfo;
-  readonly fresh: CtxInfo | PasidInfo;
-}
+import { DescType, INV_TYPE_NAMES } from "./descriptors.js";
+import { type DeferredOutcome, type VtdTrap, entryBytes, entryReply, readReply, vcmdReply, writeReply } from "../trap.js";
 
 /**
  * An emulated Intel VT-d remapping unit in scalable mode.
@@ -56,17 +42,25 @@ export interface StructureCacheMismatch {
  * in memory they point at; endpoints reach it through {@link IommuPort} and
  * are reached through the {@link EndpointPort} they register by source ID.
  *
- * 64-bit registers are read and written as {@link U64} halves ({lo, hi}),
- * so bits 63:53 stay exact; `mmioWrite64` also takes a number below 2^53 for
- * convenience. 32-bit accesses to either half of a 64-bit register are
- * allowed. Unimplemented offsets read 0 and ignore writes.
+ * Its registers are an {@link Mmio} window: 64-bit values are `bigint`s,
+ * and 32-bit accesses to either half of a 64-bit register are allowed.
+ * Unimplemented offsets read 0 and ignore writes.
  *
  * Nothing software or a device writes can make it throw: bad values produce
- * the architectural fault, queue error or status.
+ * the architectural fault, queue error or status (a value that is not a
+ * register value at all is EINVAL at the {@link Mmio} boundary).
+ *
+ * Made with a `trap` ({@link VtdTrap}), it offers a VMM every register
+ * access, every invalidation descriptor it fetches and every virtual
+ * command, each to be passed to the model, handled, or (a descriptor)
+ * deferred until {@link completeDeferred}. It does not know whether it is
+ * a host's unit or a guest's virtual one.
  */
-export class VtdUnit implements IommuPort {
+export class VtdUnit implements IommuPort, Mmio {
   readonly cfg: VtdConfig;
-  readonly caches: VtdCaches;
+  /** Caches, coherence checks, the queue's run-now hand: for tests, benches and invariant checks, not for drivers. */
+  readonly debug: VtdDebug;
+  readonly #caches: VtdCaches;
   readonly #mem: PhysMem;
   readonly #regs = new RegisterFile(REG_WINDOW);
   readonly #root: RootState = { translationEnabled: false, rootTable: 0, ttm: 0 };
@@ -80,6 +74,7 @@ export class VtdUnit implements IommuPort {
   readonly #iq: InvalidationQueue;
   readonly #prq: PageRequestQueue | null;
   readonly #vcmd: VirtualCommand | null;
+  readonly #trap: VtdTrap | null;
   readonly #endpoints = new Map<number, EndpointPort>();
   readonly #trace: TraceBus | undefined;
   readonly #gcmd: Uint32Array;
@@ -101,7 +96,7 @@ export class VtdUnit implements IommuPort {
     for (const [k, v] of Object.entries(sizes)) {
       if (!Number.isInteger(v) || v < 1) throw new KernelError(Errno.EINVAL, `VT-d unit: ${k} cache capacity ${String(v)} must be a positive integer`);
     }
-    this.caches = new VtdCaches(sizes);
+    this.#caches = new VtdCaches(sizes);
     const regs = this.#regs;
 
     const ver = regs.define(RegOffset.VER, VerReg);
@@ -130,18 +125,19 @@ export class VtdUnit implements IommuPort {
       this.#prEvent = null;
       this.#prq = null;
     }
-    this.#vcmd = opts.vcmd === undefined ? null : new VirtualCommand(regs, opts.vcmd, cfg.pasidBits);
+    this.#vcmd = cfg.virtualCommand ? new VirtualCommand(regs, cfg.pasidBits) : null;
+    this.#trap = opts.trap ?? null;
 
-    this.#translator = new Translator(this.#mem, cfg, this.caches, this.#root);
+    this.#translator = new Translator(this.#mem, cfg, this.#caches, this.#root);
     this.#roMem = new ReadOnlyMem(this.#mem);
-    this.#fresh = new Translator(this.#roMem, cfg, this.caches, this.#root, false);
+    this.#fresh = new Translator(this.#roMem, cfg, this.#caches, this.#root, false);
 
     const inv = opts.invalidation ?? "immediate";
     const wq = inv === "immediate" ? null : inv.scheduler.createWorkqueue(`${cfg.name}-qi`);
     const ictx: InvalidationContext = {
       mem: this.#mem,
       cfg,
-      caches: this.caches,
+      caches: this.#caches,
       endpoint: (sid) => this.#endpoints.get(sid),
       scalableMode: () => this.#root.ttm === 1,
       waitInterrupt: () => {
@@ -162,9 +158,16 @@ export class VtdUnit implements IommuPort {
           this.#trace?.emit("vtd.queue-error", "HW", {}, { unit: cfg.name, iqei, head });
         },
         execute: (d, wide) => executeDescriptor(ictx, d, wide),
+        fetched: (d, seq, slot, addr) => {
+          const trap = this.#trap;
+          if (trap === null) return "pass";
+          const type = DescType.get(d, "TYPE");
+          return entryReply(trap({ kind: "descriptor", seq, slot, addr, ...entryBytes(d), type, name: INV_TYPE_NAMES[type] ?? `type ${type}` }), "descriptor");
+        },
       },
       wq,
     );
+    this.debug = new VtdDebug({ cfg, caches: this.#caches, root: this.#root, translator: this.#translator, fresh: this.#fresh, roMem: this.#roMem, iq: this.#iq });
   }
 
   #writeCaps(cap: Uint32Array, ecap: Uint32Array): void {
@@ -221,21 +224,27 @@ export class VtdUnit implements IommuPort {
   // --- MMIO ----------------------------------------------------------------
 
   mmioRead32(offset: number): number {
-    return this.#regs.read32(offset);
+    const t = this.#trap === null ? null : readReply(this.#trap({ kind: "mmio-read", offset, width: 32 }), 32);
+    return t === null ? this.#regs.read32(offset) : Number(t);
   }
 
-  mmioRead64(offset: number): U64 {
-    return { lo: this.#regs.read32(offset), hi: this.#regs.read32(offset + 4) };
+  mmioRead64(offset: number): bigint {
+    const t = this.#trap === null ? null : readReply(this.#trap({ kind: "mmio-read", offset, width: 64 }), 64);
+    return t ?? joinDwords(this.#regs.read32(offset), this.#regs.read32(offset + 4));
   }
 
+  /** EINVAL if `value` does not hold 32 bits (see {@link Mmio}). */
   mmioWrite32(offset: number, value: number): void {
-    const owner = this.#regs.write32(offset, value);
+    const v = checkMmio32(value, offset);
+    if (this.#trap !== null && !writeReply(this.#trap({ kind: "mmio-write", offset, width: 32, value: BigInt(v) }))) return;
+    const owner = this.#regs.write32(offset, v);
     if (owner >= 0) this.#afterWrite(owner, offset);
   }
 
-  /** A 64-bit write (one side effect, after both halves are in). Numbers at or above 2^53 are not exact: pass {lo, hi}. */
-  mmioWrite64(offset: number, value: U64 | number): void {
-    const v = typeof value === "number" ? numberToU64(Number.isFinite(value) && value >= 0 ? value : 0) : value;
+  /** A 64-bit write (one side effect, after both halves are in). EINVAL unless `value` is a bigint in 0 .. 2^64 − 1. */
+  mmioWrite64(offset: number, value: bigint): void {
+    const v = checkMmio64(value, offset);
+    if (this.#trap !== null && !writeReply(this.#trap({ kind: "mmio-write", offset, width: 64, value }))) return;
     const owner = this.#regs.write32(offset, v.lo);
     this.#regs.write32(offset + 4, v.hi);
     if (owner >= 0) this.#afterWrite(owner, offset);
@@ -275,7 +284,8 @@ export class VtdUnit implements IommuPort {
       case RegOffset.VCMD:
         // The command is in the low dword: a write of the high half alone runs nothing.
         if (offset === RegOffset.VCMD && this.#vcmd !== null) {
-          const o = this.#vcmd.onVcmdWrite();
+          const reply = this.#trap === null ? null : vcmdReply(this.#trap({ kind: "vcmd", ...this.#vcmd.written }));
+          const o = this.#vcmd.respond(reply);
           this.#trace?.emit("vtd.vcmd", "HW", {}, { unit: this.cfg.name, ...o });
         }
         return;
@@ -329,8 +339,8 @@ export class VtdUnit implements IommuPort {
     const c = this.#ccmd;
     if (CcmdReg.get(c, "ICC") === 0) return;
     const g = CcmdReg.get(c, "CIRG");
-    if (g === 3) this.caches.invalidateContextDevice(CcmdReg.get(c, "SID"), CcmdReg.get(c, "FM"));
-    else if (g !== 0) this.caches.context.invalidateAll();
+    if (g === 3) this.#caches.invalidateContextDevice(CcmdReg.get(c, "SID"), CcmdReg.get(c, "FM"));
+    else if (g !== 0) this.#caches.context.invalidateAll();
     CcmdReg.set(c, "CAIG", g);
     CcmdReg.set(c, "ICC", 0);
   }
@@ -341,15 +351,33 @@ export class VtdUnit implements IommuPort {
     if (IotlbReg.get(r, "IVT") === 0) return;
     const g = IotlbReg.get(r, "IIRG");
     const did = IotlbReg.get(r, "DID");
-    if (g === 1) this.caches.invalidateAllTranslations();
-    else if (g === 2) this.caches.invalidateDomain(did);
+    if (g === 1) this.#caches.invalidateAllTranslations();
+    else if (g === 2) this.#caches.invalidateDomain(did);
     else if (g === 3) {
       const am = Math.min(IvaReg.get(this.#iva, "AM"), this.cfg.maxAddressMask);
       const pfn = Math.floor(IvaReg.get(this.#iva, "ADDR") / 2 ** am) * 2 ** am;
-      this.caches.invalidateDomainPages(did, pfn, am, IvaReg.get(this.#iva, "IH") === 1);
+      this.#caches.invalidateDomainPages(did, pfn, am, IvaReg.get(this.#iva, "IH") === 1);
     }
     IotlbReg.set(r, "IAIG", g);
     IotlbReg.set(r, "IVT", 0);
+  }
+
+  // --- traps --------------------------------------------------------------------
+
+  /** The fetch number of the invalidation descriptor a trap deferred (the queue is stopped at it), or null. */
+  get deferred(): number | null {
+    return this.#iq.deferredSeq;
+  }
+
+  /**
+   * Finishes the descriptor a trap deferred (see `QueueEntryTrap`):
+   * "pass" executes it now (a wait descriptor writes its status and raises
+   * its interrupt here), "handled" moves IQH past it without executing it.
+   * The queue then goes on as after an IQT write (at once, or in a work
+   * item in deferred mode). ENOENT if `seq` is not the deferred descriptor.
+   */
+  completeDeferred(seq: number, outcome: DeferredOutcome): void {
+    this.#iq.complete(seq, outcome);
   }
 
   // --- the endpoint side ---------------------------------------------------------
@@ -447,85 +475,5 @@ export class VtdUnit implements IommuPort {
   #ids(sid: number, pasid: number | undefined): TraceIds {
     const device = formatBdf(sid as SourceId);
     return pasid === undefined ? { device } : { device, hpasid: pasid };
-  }
-
-  // --- for tests, benches and the invariant checker ------------------------------
-
-  /** Runs the invalidation queue now (in deferred mode, what the work item would do). Returns descriptors processed. */
-  processInvalidations(): number {
-    return this.#iq.process();
-  }
-
-  /** Whether a deferred invalidation-queue run is waiting for the scheduler. */
-  get invalidationPending(): boolean {
-    return this.#iq.pending;
-  }
-
-  /** The memory references and PSC hits of the last page walk. */
-  get lastWalk(): { readonly reads: number; readonly writes: number; readonly pscHits: number } {
-    return this.#translator.lastWalk;
-  }
-
-  /** Every leaf translation the IOTLB holds, as a device would be served it. */
-  *cachedTranslations(): IterableIterator<IotlbEntry> {
-    for (const node of this.caches.iotlb.entries()) {
-      if (node.value.cls !== CacheClass.NESTED_SECOND && node.value.fault === 0) yield node.value;
-    }
-  }
-
-  /**
-   * Compares each cached leaf translation with a fresh walk that bypasses
-   * every cache and writes nothing to memory. After software has made the
-   * invalidations its table changes require, the answer is empty; what is
-   * left is stale. The nested second-stage entries are checked through the
-   * nested translations that use them.
-   */
-  checkCaches(): CacheMismatch[] {
-    const out: CacheMismatch[] = [];
-    if (!this.#root.translationEnabled) return out;
-    for (const e of this.cachedTranslations()) {
-      const req: DmaRequest = {
-        sid: e.sid as SourceId,
-        // Re-walk with the privilege the entry's rights were found for.
-        ...(e.hadPasid ? { pasid: e.pasid, priv: e.rightsFor === RightsFor.SUPERVISOR || (e.rightsFor === RightsFor.ANY && !e.user) } : {}),
-        addr: e.inputBase,
-        write: false,
-      };
-      const fresh = this.#fresh.translate(req);
-      const same =
-        fresh.ok && fresh.pa === e.pageBase && fresh.size === e.size && fresh.read === e.read && fresh.write === e.write &&
-        fresh.exec === e.exec && fresh.privOnly === !e.user;
-      if (!same) out.push({ cached: e, fresh });
-    }
-    return out;
-  }
-
-  /**
-   * Compares every cached context entry and PASID entry with a fresh fetch
-   * from memory. A mismatch after software has issued the context-cache and
-   * PASID-cache invalidations its changes require is a missing flush.
-   */
-  checkStructureCaches(): StructureCacheMismatch[] {
-    const out: StructureCacheMismatch[] = [];
-    const cs = new ContextScratch();
-    const ps = new PasidScratch();
-    const root = this.#root.rootTable;
-    for (const node of this.caches.context.entries()) {
-      const fresh = fetchContext(this.#roMem, root, node.key, this.cfg, cs);
-      if (!sameValue(node.value, fresh)) out.push({ cache: "context", sid: node.key, pasid: null, cached: node.value, fresh });
-    }
-    for (const node of this.caches.pasid.entries()) {
-      const sid = node.key;
-      const pasid = node.tag % 2 ** 20;
-      const ctx = fetchContext(this.#roMem, root, sid, this.cfg, cs);
-      const fresh = ctx.fault !== 0 ? ctx : fetchPasid(this.#roMem, ctx, pasid, this.cfg, ps);
-      if (!sameValue(node.value, fresh)) out.push({ cache: "pasid", sid, pasid, cached: node.value, fresh });
-    }
-    return out;
-  }
-
-  /** A translation that bypasses every cache and writes nothing (records no fault). */
-  translateUncached(req: DmaRequest): TranslateResult {
-    return this.#fresh.translate(req);
   }
 }

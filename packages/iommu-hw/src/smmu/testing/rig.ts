@@ -150,7 +150,7 @@ export class SmmuRig {
   }
 
   setReg64(off: number, v: bigint): void {
-    this.unit.mmioWrite64(off, bigIntToU64(v));
+    this.unit.mmioWrite64(off, v);
   }
 
   /**

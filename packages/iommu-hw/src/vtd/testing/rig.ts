@@ -81,11 +81,11 @@ export class VtdRig {
   }
 
   reg64(off: number): bigint {
-    return u64ToBigInt(this.unit.mmioRead64(off));
+    return this.unit.mmioRead64(off);
   }
 
   setReg64(off: number, v: bigint): void {
-    this.unit.mmioWrite64(off, bigIntToU64(v));
+    this.unit.mmioWrite64(off, v);
   }
 
   // --- bring-up through registers, as a driver would ---------------------------------
