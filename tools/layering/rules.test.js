@@ -209,9 +209,9 @@ describe("layers.json", () => {
     expect(allowed.get("b")).toEqual(["b", "a"]);
   });
 
-  it("holds for the workspace's own file: vfio-type1 never uses a driver, kvm-pasid only kernel, ioasid and machine", () => {
+  it("holds for the workspace's own file: vfio-type1 never uses a driver, kvm-pasid only kernel, pgtable, ioasid and machine", () => {
     const allowed = allowedImports(readLayers());
     expect(allowed.get("vfio-type1")).not.toContain("intel-svm");
-    expect(allowed.get("kvm-pasid")?.slice(1).sort()).toEqual(["ioasid", "kernel", "machine"]);
+    expect(allowed.get("kvm-pasid")?.slice(1).sort()).toEqual(["ioasid", "kernel", "machine", "pgtable"]);
   });
 });

@@ -9,9 +9,12 @@ import { defineLayout } from "@vsva/pgtable";
  * `arch/x86/include/asm/msr-index.h` (MSR_IA32_PASID, MSR_IA32_PASID_VALID)
  * and `Documentation/x86/sva.rst`; ENQCMD's #GP when the MSR is not valid is
  * the Intel SDM Vol. 2A ENQCMD page. The VMCS encodings 0x2038/0x203A ("low"
- * and "high PASID directory address", 64-bit controls) appear in public VMCS
- * headers and in Intel SDM Vol. 3 Appendix B/C; the basic exit reasons 72 and
- * 73 (ENQCMD / ENQCMDS PASID translation failure) in SDM Vol. 3 Appendix C.
+ * and "high PASID directory address", 64-bit VM-execution controls) are those
+ * of public hypervisors' VMCS-encoding headers (the field-encoding appendix of
+ * the Intel SDM Vol. 3 lists the 64-bit control fields); the basic exit
+ * reasons 72 and 73 (ENQCMD / ENQCMDS PASID translation failure) are in the
+ * SDM Vol. 3 Appendix C and in intel/tdx-module's
+ * `src/common/x86_defs/vmcs_defs.h`.
  *
  * SPEC? The translation structure below — guest PASID bit 19 picks the low or
  * high PASID directory; a directory is one 4 KiB page of 512 8-byte entries
@@ -19,8 +22,8 @@ import { defineLayout } from "@vsva/pgtable";
  * table is one 4 KiB page of 1024 4-byte entries indexed by guest PASID 9:0
  * (bit 31 valid, 19:0 the host PASID) — is the one described in the Intel
  * Architecture Instruction Set Extensions and Future Features Programming
- * Reference, chapter "VMX support for PASID translation" (Intel document
- * 319433, 2020 editions), as recalled, not re-read against the document. It is
+ * Reference (Intel document 319433, 2020 editions), in its chapter on VMX
+ * PASID translation, as recalled, not re-read against the document. It is
  * the layout we model because it is the only one ever published for this VMCS
  * field pair; 2 directories x 512 x 1024 covers the 2^20 guest PASIDs exactly.
  * Which bits are reserved, and whether the CPU checks them, is not known to
