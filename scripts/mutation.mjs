@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// `pnpm mutation [pkg...]`: Stryker on each named package (default: kernel and
+// ioasid), one after the other. Reports land in reports/mutation/<pkg>/.
+// Concurrency defaults to 2 (VSVA_MUTATE_CONCURRENCY to change it).
+import { spawnSync } from "node:child_process";
+import console from "node:console";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const pkgs = process.argv.slice(2).filter((a) => a !== "--");
+const targets = pkgs.length > 0 ? pkgs : ["kernel", "ioasid"];
+let failed = 0;
+for (const pkg of targets) {
+  if (!existsSync(join(root, "packages", pkg, "vitest.config.ts"))) {
+    console.error(`mutation: no package packages/${pkg} with a vitest.config.ts`);
+    failed++;
+    continue;
+  }
+  console.log(`\n=== mutation testing packages/${pkg} ===`);
+  const r = spawnSync("stryker", ["run", "stryker.config.mjs"], {
+    cwd: root,
+    stdio: "inherit",
+    shell: process.platform === "win32",
+    env: { ...process.env, VSVA_MUTATE_PACKAGE: pkg },
+  });
+  if (r.status !== 0) failed++;
+}
+process.exit(failed === 0 ? 0 : 1);
