@@ -75,6 +75,16 @@ describe("Scheduler ordering", () => {
     expect(s.now()).toBe(0);
   });
 
+  it("runUntilIdle runs at most maxItems ready items", () => {
+    const s = new Scheduler();
+    const wq = s.createWorkqueue("wq");
+    const { log, work } = recorder();
+    for (const n of ["a", "b", "c"]) wq.queueWork(work(n));
+    expect(s.runUntilIdle(2)).toBe(2);
+    expect(log).toEqual(["a", "b"]);
+    expect(s.pending()).toBe(1);
+  });
+
   it("runUntilIdle stops after maxItems without moving the clock further", () => {
     const s = new Scheduler();
     const wq = s.createWorkqueue("wq");
@@ -177,6 +187,36 @@ describe("Scheduler flush", () => {
     other.flush();
     expect(log.at(-1)).toBe("o-late");
     expect(s.now()).toBe(1000);
+  });
+
+  it("flush runs this queue's ready items before moving the clock, then each delayed one at its own deadline", () => {
+    const s = new Scheduler();
+    const mine = s.createWorkqueue("mine");
+    const at: [string, number][] = [];
+    const timed = (name: string) => new Work(name, () => at.push([name, s.now()]));
+    mine.queueDelayedWork(timed("late"), 300);
+    mine.queueDelayedWork(timed("soon"), 100);
+    mine.queueWork(timed("now"));
+    mine.flush();
+    expect(at).toEqual([
+      ["now", 0],
+      ["soon", 100],
+      ["late", 300],
+    ]);
+  });
+
+  it("flush does not run another queue's ready item just because that queue has delayed work", () => {
+    const s = new Scheduler();
+    const mine = s.createWorkqueue("mine");
+    const other = s.createWorkqueue("other");
+    const { log, work } = recorder();
+    mine.queueWork(work("m1"));
+    other.queueWork(work("o1"));
+    other.queueDelayedWork(work("o-late"), 100);
+    mine.flush();
+    expect(log).toEqual(["m1"]);
+    expect(s.pending()).toBe(2);
+    expect(s.now()).toBe(0);
   });
 
   it("flush stops when this queue's items are done, leaving later items of other queues", () => {
