@@ -31,7 +31,7 @@ export default {
   ignorers: ["trace-payload"],
   coverageAnalysis: "perTest",
   concurrency: Number(process.env.VSVA_MUTATE_CONCURRENCY ?? 2),
-  timeoutMS: 20000,
+  timeoutMS: 5000,
   reporters: ["clear-text", "progress-append-only", "html", "json"],
   htmlReporter: { fileName: `reports/mutation/${pkg}/index.html` },
   jsonReporter: { fileName: `reports/mutation/${pkg}/mutation.json` },

@@ -10,7 +10,12 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const pkgs = process.argv.slice(2).filter((a) => a !== "--");
+// Package names first; anything from the first option on goes to Stryker as is,
+// e.g. `pnpm mutation arm-smmu-v3 --mutate packages/arm-smmu-v3/src/sva.ts`.
+const args = process.argv.slice(2).filter((a) => a !== "--");
+const firstOption = args.findIndex((a) => a.startsWith("-"));
+const pkgs = firstOption < 0 ? args : args.slice(0, firstOption);
+const passThrough = firstOption < 0 ? [] : args.slice(firstOption);
 const targets = pkgs.length > 0 ? pkgs : ["kernel", "ioasid"];
 let failed = 0;
 for (const pkg of targets) {
@@ -20,7 +25,7 @@ for (const pkg of targets) {
     continue;
   }
   console.log(`\n=== mutation testing packages/${pkg} ===`);
-  const r = spawnSync("stryker", ["run", "stryker.config.mjs"], {
+  const r = spawnSync("stryker", ["run", "stryker.config.mjs", ...passThrough], {
     cwd: root,
     stdio: "inherit",
     shell: process.platform === "win32",
