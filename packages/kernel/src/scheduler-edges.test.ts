@@ -205,6 +205,22 @@ describe("Scheduler flush", () => {
     ]);
   });
 
+  it("flush moves the clock to this queue's next deadline, not to another queue's earlier one", () => {
+    const s = new Scheduler();
+    const mine = s.createWorkqueue("mine");
+    const other = s.createWorkqueue("other");
+    const at: [string, number][] = [];
+    const timed = (name: string) => new Work(name, () => at.push([name, s.now()]));
+    other.queueDelayedWork(timed("other"), 100);
+    mine.queueDelayedWork(timed("mine"), 300);
+    mine.flush();
+    // One jump to 300: the other queue's item became due on the way and ran first, at 300.
+    expect(at).toEqual([
+      ["other", 300],
+      ["mine", 300],
+    ]);
+  });
+
   it("flush does not run another queue's ready item just because that queue has delayed work", () => {
     const s = new Scheduler();
     const mine = s.createWorkqueue("mine");
