@@ -20,7 +20,7 @@ function smallResult(violations: readonly string[] = []): ScenarioResult {
     { step: 4, actor: "USER", text: "close it" },
     ...rowsFromEvents(rec.events.slice(2), 5),
   ];
-  return { title: `A test run ${HOSTILE}`, columns: ["USER", "IOMMU", "IOASID"], rows, events: [...rec.events], violations };
+  return { title: `A test run ${HOSTILE}`, columns: ["USER", "IOMMU", "IOASID"], rows, events: [...rec.events], choices: [], violations };
 }
 
 function swimlane(html: string): string {

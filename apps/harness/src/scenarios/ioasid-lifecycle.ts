@@ -21,6 +21,8 @@ function toResult(title: string, rows: readonly LifecycleRow[], rec: TraceRecord
       ...(r.refcount === null ? {} : { refcount: r.refcount }),
     })),
     events: [...rec.events],
+    // The tables fix every step and value: there is nothing for a seed to choose.
+    choices: [],
     violations,
   };
 }
