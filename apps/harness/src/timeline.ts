@@ -57,13 +57,20 @@ function grid(columns: readonly string[], rows: readonly TimelineRow[], stepW: n
     style: { head: [], border: [], compact: true },
     colWidths: [stepW + 2, ...widths.map((w) => w + 2), refW + 2],
   });
+  const spanWidth = widths.reduce((a, w) => a + w, 0) + CELL_OVERHEAD * (widths.length - 1);
   for (const r of rows) {
     const known = columns.includes(r.actor);
+    const ref = r.refcount === undefined ? "" : String(r.refcount);
+    if (!known && r.seq === undefined) {
+      // A narrative row of an actor with no column (a replayed table's "GUEST STARTS DMA") spans them all.
+      table.push([String(r.step), { colSpan: columns.length, content: wrap(`${r.actor}: ${r.text}`, spanWidth) }, ref]);
+      continue;
+    }
     const cells = columns.map((c, i) => {
       const text = c === r.actor ? r.text : !known && i === 0 ? `${r.actor}: ${r.text}` : "";
       return wrap(text, widths[i] ?? NATURAL.other);
     });
-    table.push([String(r.step), ...cells, r.refcount === undefined ? "" : String(r.refcount)]);
+    table.push([String(r.step), ...cells, ref]);
   }
   return table.toString();
 }
