@@ -1,4 +1,4 @@
-// ESLint plugin that keeps the workspace layered (STYLE.md "Layers point one way").
+// ESLint plugin that keeps the workspace layered (dependencies point down the order of layers.json).
 //
 // Three rules, all driven by data rather than hand-kept lists:
 // - `vsva/layering`: a package may import another `@vsva/*` package only if that

@@ -17,8 +17,8 @@ import {
 } from "@vsva/iommu-hw";
 
 /**
- * Builders of the invalidation-queue descriptors the driver issues (spec-facts
- * A3, A4.2), each from the shared layouts. Values are 128-bit; the queue
+ * Builders of the invalidation-queue descriptors the driver issues (VT-d spec §6.5.2
+ * and the page group response of chapter 7), each from the shared layouts. Values are 128-bit; the queue
  * writes them into 256-bit slots with qw2/qw3 zero.
  */
 
@@ -31,7 +31,7 @@ export function orderOf(n: number): number {
   return o;
 }
 
-/** Context-cache invalidation of one device (A3.1 G=3). */
+/** Context-cache invalidation of one device (VT-d §6.5.2 context-cache descriptor G=3). */
 export function contextCacheDevice(sid: number): Uint32Array {
   return ContextCacheDesc.encode({ TYPE: InvType.CONTEXT_CACHE, G: CcGran.DEVICE, SID: sid });
 }
@@ -40,18 +40,18 @@ export function contextCacheGlobal(): Uint32Array {
   return ContextCacheDesc.encode({ TYPE: InvType.CONTEXT_CACHE, G: CcGran.GLOBAL });
 }
 
-/** PASID-cache invalidation of one PASID entry (A3.7 G=1). */
+/** PASID-cache invalidation of one PASID entry (VT-d §6.5.2 PASID-cache descriptor G=1). */
 export function pasidCachePasid(did: number, pasid: number): Uint32Array {
   return PasidCacheDesc.encode({ TYPE: InvType.PASID_CACHE, G: PcGran.PASID, DID: did, PASID: pasid });
 }
 
-/** IOTLB domain-selective invalidation (A3.2 G=2): second-level and nested entries tagged DID. */
+/** IOTLB domain-selective invalidation (VT-d §6.5.2 IOTLB descriptor G=2): second-level and nested entries tagged DID. */
 export function iotlbDomain(did: number): Uint32Array {
   return IotlbDesc.encode({ TYPE: InvType.IOTLB, G: IotlbGran.DOMAIN, DID: did });
 }
 
 /**
- * IOTLB page-selective invalidation within DID (A3.2 G=3) of 2^am pages at
+ * IOTLB page-selective invalidation within DID (VT-d §6.5.2 IOTLB descriptor G=3) of 2^am pages at
  * `addr` (aligned down to the mask, as `qi_flush_iotlb` with a PSI request).
  */
 export function iotlbPages(did: number, addr: number, am: number, leafOnly: boolean): Uint32Array {
@@ -66,12 +66,12 @@ export function iotlbPages(did: number, addr: number, am: number, leafOnly: bool
   });
 }
 
-/** PASID-based IOTLB, every mapping of (DID, PASID) (A3.6 G=2; qi_flush_piotlb with npages = -1). */
+/** PASID-based IOTLB, every mapping of (DID, PASID) (VT-d §6.5.2 PASID-based-IOTLB descriptor G=2; qi_flush_piotlb with npages = -1). */
 export function piotlbPasid(did: number, pasid: number): Uint32Array {
   return PasidIotlbDesc.encode({ TYPE: InvType.PASID_IOTLB, G: PiotlbGran.PASID, DID: did, PASID: pasid });
 }
 
-/** PASID-based IOTLB of 2^am pages at `addr` (A3.6 G=3). */
+/** PASID-based IOTLB of 2^am pages at `addr` (VT-d §6.5.2 PASID-based-IOTLB descriptor G=3). */
 export function piotlbPages(did: number, pasid: number, addr: number, am: number, leafOnly: boolean): Uint32Array {
   const span = PAGE * 2 ** am;
   return PasidIotlbDesc.encode({
@@ -86,7 +86,7 @@ export function piotlbPages(did: number, pasid: number, addr: number, am: number
 }
 
 /**
- * PASID-based device-TLB invalidation (A3.8) of `2^order` pages at `addr`;
+ * PASID-based device-TLB invalidation (VT-d §6.5.2 PASID-based-device-TLB descriptor) of `2^order` pages at `addr`;
  * `order` 52 or more means the whole address space. With S=1 the lowest zero
  * address bit at or above bit 12 encodes the size, so every bit below it is
  * set (as `qi_flush_dev_iotlb_pasid` does).
@@ -106,7 +106,7 @@ export function devTlbPasid(sid: number, pasid: number, addr: number, order: num
   return d;
 }
 
-/** Device-TLB invalidation for requests without PASID (A3.3), same range encoding as {@link devTlbPasid}. */
+/** Device-TLB invalidation for requests without PASID (VT-d §6.5.2 device-TLB descriptor), same range encoding as {@link devTlbPasid}. */
 export function devTlb(sid: number, addr: number, order: number): Uint32Array {
   const d = DeviceTlbDesc.encode({ TYPE: InvType.DEVICE_TLB, SID: sid });
   const p = devTlbPasid(sid, 0, addr, order);
@@ -116,7 +116,7 @@ export function devTlb(sid: number, addr: number, order: number): Uint32Array {
 }
 
 /**
- * Invalidation wait (A3.5) with a status write of `data` at `statusAddr`;
+ * Invalidation wait (VT-d §6.5.2 invalidation-wait descriptor) with a status write of `data` at `statusAddr`;
  * `drain` sets PD (page-request drain: every page request received before
  * it is in the queue once it completes) and FN (fence).
  */
@@ -137,7 +137,7 @@ export type ResponseCodeName = "success" | "invalid" | "failure";
 
 const RC: Record<ResponseCodeName, number> = { success: ResponseCode.SUCCESS, invalid: ResponseCode.INVALID, failure: ResponseCode.FAILURE };
 
-/** Page group response (A4.2, type 9). PP and PASID only when the request carried a PASID. */
+/** Page group response (VT-d spec chapter 7, descriptor type 9). PP and PASID only when the request carried a PASID. */
 export function pageGroupResponse(sid: number, pasid: number | undefined, groupIndex: number, code: ResponseCodeName): Uint32Array {
   return PageGroupResponseDesc.encode({
     TYPE: InvType.PAGE_GROUP_RESPONSE,

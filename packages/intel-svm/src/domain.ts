@@ -192,7 +192,7 @@ export abstract class VtdDomainBase {
    * IOTLB page-selective by DID over the smallest aligned power-of-two block
    * covering the range (domain-selective beyond CAP.MAMV), then the device
    * TLBs. Page-selective type 2 is the flush for second-level and nested
-   * entries (A3.2); PASID-based type 6 would miss second-level-only ones.
+   * entries (VT-d §6.5.2 IOTLB descriptor); PASID-based type 6 would miss second-level-only ones.
    */
   #flushRange(iova: number, size: number, devTlbToo: boolean): void {
     const hw = this.env.hw;
@@ -261,7 +261,7 @@ export class VtdPagingDomain extends VtdDomainBase implements PagingDomainOps {
 /**
  * A paging domain that is the second level of nested translation. Its owner
  * (VFIO, for one VM) names the IOASID set whose PASIDs may be bound over it:
- * a bind or unbind of a PASID outside that set is refused (seed 003: damage
+ * a bind or unbind of a PASID outside that set is refused (the ioasid.rst proposal: damage
  * stays within the guest that owns the set).
  */
 export class VtdNestingDomain extends VtdDomainBase implements NestingParentOps {

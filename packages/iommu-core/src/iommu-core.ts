@@ -44,7 +44,7 @@ export interface ProbeOptions {
 }
 
 export interface EnableFeatureOptions {
-  /** Seed 002 `iommu_sva_device_init(dev, features, max_pasid)`: 0 or absent = the PCI limit. */
+  /** `iommu_sva_device_init(dev, features, max_pasid)` of the 2017 SVA API series (Brucker, "iommu/process" RFCv2): 0 or absent = the PCI limit. */
   readonly maxPasid?: number;
 }
 
@@ -266,7 +266,7 @@ export class IommuCore {
 
   /**
    * `iommu_dev_enable_feature`. For "sva" this also fixes the device's PASID
-   * limit (seed 002): min(2^pasidWidth, 2^iommu.pasidBits, maxPasid if given).
+   * limit (the 2017 SVA API series): min(2^pasidWidth, 2^iommu.pasidBits, maxPasid if given).
    * ENODEV: the device or its IOMMU lacks the feature (no PASID capability);
    * EINVAL: a sub-device (features belong to the physical device) or a bad
    * limit; EBUSY: already enabled.
@@ -474,7 +474,7 @@ export class IommuCore {
 
   // ------------------------------------------------------------ nesting UAPI
 
-  /** Nesting info of a nesting parent (seed 004); ENODEV for any other domain, as the v7 VT-d patch. */
+  /** Nesting info of a nesting parent (Yi Liu's vSVA VFIO series, v7, 2020); ENODEV for any other domain, as the v7 VT-d patch. */
   nestingInfo(domain: IommuDomain): NestingInfo {
     const p = this.#nestingParentOf(domain, Errno.ENODEV);
     return p.driver.nestingInfo();
@@ -487,7 +487,7 @@ export class IommuCore {
    * Errors, after the UAPI decoder's: EINVAL when the domain is not a nesting
    * parent, `dev` is not attached to it (for a sub-device: aux-attached), SVA is
    * not enabled on the physical device or the hpasid is beyond its limit;
-   * EBUSY when this requester already has the PASID bound (seed 000: Kevin and
+   * EBUSY when this requester already has the PASID bound (v11 VT-d bind_gpasid review, 2020: Kevin and
    * Eric: binding a PASID twice to one device is meaningless, refuse it here)
    * or when the PASID is bound to a different first level; ENOMEM.
    *
@@ -534,7 +534,7 @@ export class IommuCore {
   /**
    * `iommu_uapi_sva_unbind_gpasid`: the same struct identifies the binding.
    * EINVAL when it is not bound for this requester (upstream returns EINVAL;
-   * the thread in seed 000 wanted in-kernel unbind to be void, which
+   * the v11 VT-d bind_gpasid review thread (2020) wanted in-kernel unbind to be void, which
    * {@link releaseDevice} and {@link detachGroup} are: they cannot fail).
    */
   unbindGpasid(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions = {}): void {

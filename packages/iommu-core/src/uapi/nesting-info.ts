@@ -3,7 +3,7 @@ import { NESTING_FEATURES_KNOWN, PasidFormat } from "./constants.js";
 import { copyToUser, defineStruct, readArgsz } from "./struct-layout.js";
 
 /**
- * struct iommu_nesting_info as posted in MLK v7 (never merged; spec-facts C3).
+ * struct iommu_nesting_info as posted in Yi Liu's "vfio: expose virtual Shared Virtual Addressing to VMs" v7 (Sep 2020; never merged).
  * Reported by the kernel, so the core encodes it; the VMM decodes it.
  */
 export const NestingInfoLayout = defineStruct("iommu_nesting_info", 32, {
@@ -16,7 +16,7 @@ export const NestingInfoLayout = defineStruct("iommu_nesting_info", 32, {
   padding: [20, "bytes", 12],
 });
 
-/** struct iommu_nesting_info_vtd (v7: implicit 4-byte hole after flags, §D1 #24). */
+/** struct iommu_nesting_info_vtd (v7: implicit 4-byte hole after flags). */
 export const NestingInfoVtdLayout = defineStruct("iommu_nesting_info_vtd", 24, {
   flags: [0, "u32"],
   hole: [4, "bytes", 4],
@@ -33,7 +33,7 @@ export interface NestingInfoVtd {
 
 /**
  * What a driver reports about a nesting-capable domain. `format: NONE` with no
- * vendor part is the "empty" nesting info SMMU reports (seed 004): VFIO then
+ * vendor part is the "empty" nesting info SMMU reports (the same series): VFIO then
  * knows nesting is not usable for vSVA there.
  */
 export type NestingInfo =
@@ -56,8 +56,8 @@ export function nestingInfoSize(info: NestingInfo): number {
 }
 
 /**
- * Writes the info into the user's buffer with the series' argsz protocol (MLK
- * v7, VT-d and SMMU `*_nesting_info`): if the user's argsz is smaller than the
+ * Writes the info into the user's buffer with the series' argsz protocol (Yi
+ * Liu's vSVA VFIO series v7, VT-d and SMMU `*_nesting_info`): if the user's argsz is smaller than the
  * struct, only argsz is written back with the size needed and the call
  * succeeds, so the caller can retry with a larger buffer. Otherwise the whole
  * struct is written, argsz set to its true size, flags and padding zero.

@@ -1,8 +1,8 @@
 import { defineLayout } from "../layout.js";
 
 /**
- * Invalidation-queue descriptors (spec-facts A3) and the page-request
- * descriptor (A4.1), as 128-bit layouts over qw0/qw1. With IQA.DW=1 a
+ * Invalidation-queue descriptors (VT-d spec §6.5.2) and the page-request
+ * descriptor (VT-d spec chapter 7), as 128-bit layouts over qw0/qw1. With IQA.DW=1 a
  * descriptor is 256 bits and qw2/qw3 are reserved except where a type says
  * otherwise (private data of a page group response). Every layout names
  * TYPE_HI (Type[6:4] at bits 11:9) so that non-zero values there read as an
@@ -123,7 +123,7 @@ export const PasidDeviceTlbDesc = defineLayout("PASID-based device-TLB invalidat
   ADDR: [127, 76],
 });
 
-/** A4.2. D1 #6: PDP is accepted (Linux sets it), unlike QEMU which reserves it. */
+/** Page group response (VT-d spec chapter 7). PDP is accepted (Linux sets it), unlike QEMU which reserves it. */
 export const PageGroupResponseDesc = defineLayout("page group response", 128, {
   TYPE: [3, 0],
   PP: [4, 4],
@@ -136,16 +136,16 @@ export const PageGroupResponseDesc = defineLayout("page group response", 128, {
   PRGI: [75, 67],
 });
 
-/** Granularities of the types that have them (A3.1, A3.2, A3.6, A3.7). */
+/** Granularities of the types that have them (VT-d §6.5.2 context-cache descriptor, VT-d §6.5.2 IOTLB descriptor, VT-d §6.5.2 PASID-based-IOTLB descriptor, VT-d §6.5.2 PASID-cache descriptor). */
 export const CcGran = { GLOBAL: 1, DOMAIN: 2, DEVICE: 3 } as const;
 export const IotlbGran = { GLOBAL: 1, DOMAIN: 2, PAGE: 3 } as const;
 export const PiotlbGran = { PASID: 2, PAGE: 3 } as const;
 export const PcGran = { DOMAIN: 0, PASID: 1, GLOBAL: 3 } as const;
 
-/** Page-group response codes (A4.2). */
+/** Page-group response codes (VT-d spec chapter 7). */
 export const ResponseCode = { SUCCESS: 0, INVALID: 1, FAILURE: 0xf } as const;
 
-/** A4.1: the 256-bit page-request descriptor hardware writes into the page-request queue. */
+/** VT-d spec chapter 7: the 256-bit page-request descriptor hardware writes into the page-request queue. */
 export const PageRequestDesc = defineLayout("page request", 256, {
   TYPE: [7, 0],
   PP: [8, 8],

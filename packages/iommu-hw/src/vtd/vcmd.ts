@@ -15,7 +15,7 @@ export interface VcmdBackend {
 export const VcmdCommand = { ALLOC_PASID: 1, FREE_PASID: 2 } as const;
 
 /**
- * VCRSP status codes, VT-d 3.0–3.2 layout (A1.13 (a)). D1 #3: "no PASID
+ * VCRSP status codes, VT-d 3.0–3.2 layout (VT-d §10.4 VCMD/VCRSP). D1 #3: "no PASID
  * available" / "invalid PASID" is 2, as in fixed Linux and the QEMU RFC.
  */
 export const VcmdStatus = { SUCCESS: 0, UNDEFINED_COMMAND: 1, NO_PASID_OR_INVALID: 2 } as const;
