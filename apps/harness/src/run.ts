@@ -29,6 +29,6 @@ export function runScenario(scenario: Scenario, opts: ScenarioOptions, layout: T
 }
 
 /** The seed and what it chose: enough to reproduce the run (`vsva run NAME --seed N`). */
-export function seedLine(seed: number, choices: readonly string[]): string {
+export function seedLine(seed: number, choices: readonly string[] = []): string {
   return `seed ${seed}: ${choices.length === 0 ? "this scenario has no free choices" : choices.join(", ")}`;
 }

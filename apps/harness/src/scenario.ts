@@ -15,8 +15,8 @@ export interface ScenarioResult {
   readonly rows: readonly TimelineRow[];
   /** Every trace-bus event of the run. */
   readonly events: readonly TraceEvent[];
-  /** The seeded choices the run made ("what = value"), so it can be reproduced; empty when it has none. */
-  readonly choices: readonly string[];
+  /** The seeded choices the run made ("what = value"), so it can be reproduced; absent or empty when it has none. */
+  readonly choices?: readonly string[];
   /** Invariants that did not hold; empty for a passing run. */
   readonly violations: readonly string[];
 }

@@ -30,9 +30,9 @@ describe("every scenario", () => {
       for (const r of runs) expect(r.ok, r.text).toBe(true);
       expect(new Set(runs.map((r) => r.text)).size).toBe(3);
       expect(new Set(runs.map((r) => (r.result?.choices ?? []).join("; "))).size).toBe(3);
-      const first = runs[0]?.result?.choices[0];
-      expect(first).toBeDefined();
-      expect(runs[0]?.text.split("\n")[1]).toBe(`seed 1: ${runs[0]?.result?.choices.join(", ") ?? ""}`);
+      const choices = runs[0]?.result?.choices ?? [];
+      expect(choices.length).toBeGreaterThan(0);
+      expect(runs[0]?.text.split("\n")[1]).toBe(`seed 1: ${choices.join(", ")}`);
     });
   }
 
