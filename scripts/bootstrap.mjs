@@ -24,12 +24,12 @@ function pnpmVersion(bin) {
 
 function ensurePnpm() {
   // An exact match matters: pnpm refuses to run under a packageManager pin it
-  // cannot verify (toolchain.md P1).
+  // cannot verify.
   if (pnpmVersion("pnpm") === wanted) return "pnpm";
   if (pnpmVersion(localPnpm) === wanted) return localPnpm;
   console.error(`installing pnpm ${wanted} into .tools/ ...`);
   const args = ["install", "-g", "--prefix", toolsDir, "--no-fund", "--no-audit", `pnpm@${wanted}`];
-  // npm with --prefix loses the global npmrc and its CA file (toolchain.md P3).
+  // npm with --prefix loses the global npmrc and its CA file (seen with npm 10).
   const ca = "/etc/ssl/certs/ca-certificates.crt";
   if (fs.existsSync(ca)) args.push("--cafile", ca);
   run("npm", args);
@@ -42,7 +42,7 @@ const childEnv = {
   ...process.env,
   PATH: [path.join(toolsDir, "bin"), process.env.PATH ?? ""].join(path.delimiter),
   TURBO_TELEMETRY_DISABLED: "1",
-  // The pinned pnpm is deliberate (toolchain.md): no upgrade banner.
+  // The pinned pnpm is deliberate: no upgrade banner.
   npm_config_update_notifier: "false",
 };
 

@@ -6,7 +6,7 @@ import type { TraceEvent } from "@vsva/kernel";
  *
  * One track ("thread") per actor, each event an instant on its actor's track,
  * and every reference count reported with an event as a counter track, so the
- * refcount column of seed 003's tables becomes a graph.
+ * refcount column of the ioasid.rst life-cycle tables becomes a graph.
  *
  * The time axis is the event order, one microsecond per event: in a functional
  * simulator the virtual clock stands still across most steps, and a lifecycle

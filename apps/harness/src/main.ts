@@ -1,6 +1,5 @@
 #!/usr/bin/env node
-import { writeFileSync } from "node:fs";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, type CommanderError, InvalidArgumentError } from "commander";
 import { FLAGSHIP, findScenario, scenarios } from "./scenarios/index.js";
 import { runScenario } from "./run.js";
 import { toChromeTrace } from "./chrome-trace.js";
@@ -8,6 +7,7 @@ import { renderHtmlReport } from "./report/html-report.js";
 import { formatSweep, sweep } from "./sweep.js";
 import { isHostScenario } from "./world/host-scenario.js";
 import { PLATFORM_NAMES } from "./world/host.js";
+import { EXIT, type OutputFile, UsageError, checkOutputs, harnessVersion, invocationDir, terminalWidth, writeOutputs } from "./cli.js";
 
 // The CLI parser is commander: well kept, typed, with subcommands and help.
 function parseSeed(v: string): number {
@@ -16,10 +16,33 @@ function parseSeed(v: string): number {
   return n;
 }
 
+// `vsva list | head -2`: the reader went away; what is left to print has no one to read it.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code === "EPIPE") process.exit();
+  throw e;
+});
+
 const program = new Command()
   .name("vsva")
   .description("Full-system simulator of Linux vSVA: runs lifecycle scenarios and checks their invariants.")
-  .showHelpAfterError();
+  .version(harnessVersion(), "-V, --version", "print the version")
+  .showHelpAfterError()
+  // Every parse error (unknown option, missing argument, bad value) is a usage error: exit 2.
+  .exitOverride((err: CommanderError) => {
+    process.exit(err.exitCode === 0 ? EXIT.pass : EXIT.usage);
+  })
+  .addHelpText(
+    "after",
+    `
+With no command, runs ${FLAGSHIP}. Relative output paths are taken from the
+directory you ran the command in.
+
+Exit status:
+  0  the run passed: every invariant held after every step
+  1  an invariant was violated (or the simulator oopsed)
+  2  usage error: unknown command, scenario or option, bad value, an output
+     file that cannot be written`,
+  );
 
 program
   .command("list")
@@ -35,19 +58,13 @@ program
   .command("run")
   .description("run one scenario and print its timeline and verdict")
   .argument("<name>", "scenario name (see `vsva list`)")
-  .option("--seed <n>", "seed for randomness", parseSeed, 1)
-  .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")} (default: the scenario's first)`)
+  .option("--seed <n>", "seed of the scenario's free choices (device slot, buffer addresses, PASIDs); printed with the run", parseSeed, 1)
+  .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")} (default: the scenario's first; only for scenarios that list platforms)`)
   .option("--json <file>", "write the raw trace-bus events as JSON")
   .option("--trace <file>", "write Chrome trace-event JSON (open it in Perfetto)")
   .option("--report <file>", "write a self-contained HTML page with the swimlane timeline")
   .action((name: string, opts: RunCliOptions) => {
-    const scenario = findScenario(name);
-    if (scenario === undefined) {
-      console.error(`vsva: no scenario named '${name}'; try 'vsva list'`);
-      process.exitCode = 2;
-      return;
-    }
-    process.exitCode = runAndReport(scenario.name, opts);
+    process.exitCode = runAndReport(name, opts);
   });
 
 program
@@ -59,21 +76,28 @@ program
     const scenario = findScenario(name);
     if (scenario === undefined || !isHostScenario(scenario)) {
       console.error(`vsva: '${name}' is not a host scenario with injection points; try 'vsva list'`);
-      process.exitCode = 2;
+      process.exitCode = EXIT.usage;
       return;
     }
     const platform = opts.platform ?? scenario.platforms?.[0] ?? "vtd";
     if (!scenario.platforms?.includes(platform)) {
       console.error(`vsva: ${scenario.name} runs on ${scenario.platforms?.join(", ") ?? "no platform"}, not on '${platform}'`);
-      process.exitCode = 2;
+      process.exitCode = EXIT.usage;
       return;
     }
     const result = sweep(scenario.def, platform);
     console.log(formatSweep(result));
-    process.exitCode = result.ok ? 0 : 1;
+    process.exitCode = result.ok ? EXIT.pass : EXIT.violated;
   });
 
-program.action(() => {
+// Without a command, the flagship; a word that is no command is an error, not "too many arguments".
+program.allowExcessArguments().action(() => {
+  const stray = program.args[0];
+  if (stray !== undefined) {
+    console.error(`vsva: unknown command '${stray}' (commands: list, run, sweep; see 'vsva --help')`);
+    process.exitCode = EXIT.usage;
+    return;
+  }
   process.exitCode = runAndReport(FLAGSHIP, { seed: 1 });
 });
 
@@ -87,24 +111,56 @@ interface RunCliOptions {
 
 function runAndReport(name: string, opts: RunCliOptions): number {
   const scenario = findScenario(name);
-  if (scenario === undefined) return 2;
+  if (scenario === undefined) {
+    console.error(`vsva: no scenario named '${name}'; try 'vsva list'`);
+    return EXIT.usage;
+  }
+  if (opts.platform !== undefined && scenario.platforms === undefined) {
+    console.error(`vsva: ${scenario.name} uses no IOMMU platform; --platform does not apply to it`);
+    return EXIT.usage;
+  }
   const wanted = opts.platform ?? scenario.platforms?.[0];
   if (wanted !== undefined && scenario.platforms !== undefined && !scenario.platforms.includes(wanted)) {
     console.error(`vsva: ${scenario.name} runs on ${scenario.platforms.join(", ")}, not on '${wanted}'`);
-    return 2;
+    return EXIT.usage;
   }
-  const outcome = runScenario(scenario, { seed: opts.seed, ...(wanted === undefined ? {} : { platform: wanted }) });
+  // Every output is checked before the run: a path that cannot be written is a usage error, not a stack trace after PASS.
+  let outputs: readonly OutputFile[];
+  try {
+    outputs = checkOutputs(
+      [
+        { option: "--json", path: opts.json },
+        { option: "--trace", path: opts.trace },
+        { option: "--report", path: opts.report },
+      ],
+      invocationDir(),
+    );
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`vsva: ${e.message}`);
+    return EXIT.usage;
+  }
+  const outcome = runScenario(scenario, { seed: opts.seed, ...(wanted === undefined ? {} : { platform: wanted }) }, terminalWidth());
   console.log(outcome.text);
   const events = outcome.result?.events ?? [];
-  if (opts.json !== undefined) writeFileSync(opts.json, JSON.stringify(events, null, 2) + "\n");
-  if (opts.trace !== undefined) writeFileSync(opts.trace, JSON.stringify(toChromeTrace(events, scenario.name)) + "\n");
-  if (opts.report !== undefined) {
-    // A run that oopsed has no result; its report still says FAIL, with the oops as the violation.
-    const result = outcome.result ?? { title: scenario.name, columns: [], rows: [], events: [], violations: [outcome.text] };
-    const meta = { scenario: scenario.name, seed: opts.seed, ...(wanted === undefined ? {} : { platform: wanted }) };
-    writeFileSync(opts.report, renderHtmlReport(result, meta));
+  const contents: Record<string, () => string> = {
+    "--json": () => JSON.stringify(events, null, 2) + "\n",
+    "--trace": () => JSON.stringify(toChromeTrace(events, scenario.name)) + "\n",
+    "--report": () => {
+      // A run that oopsed has no result; its report still says FAIL, with the oops as the violation.
+      const result = outcome.result ?? { title: scenario.name, columns: [], rows: [], events: [], choices: [], violations: [outcome.text] };
+      const meta = { scenario: scenario.name, seed: opts.seed, ...(wanted === undefined ? {} : { platform: wanted }) };
+      return renderHtmlReport(result, meta);
+    },
+  };
+  try {
+    for (const line of writeOutputs(outputs, (o) => contents[o.option]?.() ?? "")) console.log(line);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`vsva: ${e.message}`);
+    return EXIT.usage;
   }
-  return outcome.ok ? 0 : 1;
+  return outcome.ok ? EXIT.pass : EXIT.violated;
 }
 
 program.parse();

@@ -2,7 +2,7 @@ import type { TraceEvent } from "@vsva/kernel";
 import type { TimelineRow } from "./timeline.js";
 
 export interface ScenarioOptions {
-  /** Seed for any randomness a scenario uses; the same seed gives the same trace. */
+  /** Seed of the scenario's free choices (addresses, slots, PASIDs); the same seed gives the same trace. */
   readonly seed: number;
   /** The IOMMU platform of the host (host scenarios); "vtd" when absent. */
   readonly platform?: string;
@@ -15,6 +15,8 @@ export interface ScenarioResult {
   readonly rows: readonly TimelineRow[];
   /** Every trace-bus event of the run. */
   readonly events: readonly TraceEvent[];
+  /** The seeded choices the run made ("what = value"), so it can be reproduced; absent or empty when it has none. */
+  readonly choices?: readonly string[];
   /** Invariants that did not hold; empty for a passing run. */
   readonly violations: readonly string[];
 }

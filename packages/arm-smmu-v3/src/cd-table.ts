@@ -2,7 +2,7 @@ import { Errno, KernelError } from "@vsva/kernel";
 import { CD_BYTES, Cd, L1Cd, L1_DESC_BYTES, type PhysMem, S1Fmt, TG0_4K } from "@vsva/iommu-hw";
 import type { PageAllocator } from "@vsva/iommu-core";
 
-/** CDs per level-2 table: 1024 (64 KiB, S1Fmt = 64K_L2), as Linux's CTXDESC_SPLIT (linux-anchor §5). */
+/** CDs per level-2 table: 1024 (64 KiB, S1Fmt = 64K_L2), as Linux's CTXDESC_SPLIT (drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h). */
 export const CD_SPLIT = 10;
 const LEAF_ORDER = 4;
 

@@ -45,7 +45,7 @@ describe("paging domains through the real unit", () => {
     expect(h.unit.debug.checkCaches()).toEqual([]);
   });
 
-  it("stage 2: a nesting parent translates by VMID, reports empty nesting info and refuses bind_gpasid (seed 004)", () => {
+  it("stage 2: a nesting parent translates by VMID, reports empty nesting info and refuses bind_gpasid (the 2020 vSVA interface)", () => {
     const h = new SmmuTestHost();
     const ep = h.endpoint();
     const dev = h.probe(ep);

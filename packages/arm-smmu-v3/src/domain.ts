@@ -274,8 +274,8 @@ export class SmmuS2Domain extends SmmuStage2Base implements PagingDomainOps {
 
 /**
  * A stage-2 domain asked for as a nesting parent (DOMAIN_ATTR_NESTING). It
- * translates like any stage-2 domain, but reports EMPTY nesting info (seed
- * 004, "iommu/smmu: Report empty domain nesting info"): the 2020 interface
+ * translates like any stage-2 domain, but reports EMPTY nesting info (the 2020 vSVA VFIO series,
+ * "iommu/smmu: Report empty domain nesting info"): the 2020 interface
  * bound a guest's PASID table (its CD table) to the host STE, and that
  * SMMU PASID-table binding was never merged; letting a guest own stage-1
  * CD tables needs a different UAPI (iommufd's vSTE). So vSVA through

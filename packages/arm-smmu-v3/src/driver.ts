@@ -83,7 +83,7 @@ export class ArmSmmuV3 implements IommuOps {
         // Stage-1 and stage-2 leaves carry XN.
         return true;
       case "nesting":
-        // A nesting parent is a stage-2 domain; what it can offer a guest is empty (seed 004).
+        // A nesting parent is a stage-2 domain; what it can offer a guest is empty (the 2020 vSVA VFIO series: no SMMUv3 nesting format).
         return c.s1 && c.s2;
     }
   }

@@ -4,7 +4,7 @@ import type { PageAllocator } from "@vsva/iommu-core";
 import type { SmmuCaps } from "./caps.js";
 import { type Mmio, writeReg } from "./mmio.js";
 
-/** 2-level split: 256 STEs (16 KiB) per level-2 table, as Linux's STRTAB_SPLIT (linux-anchor §5). */
+/** 2-level split: 256 STEs (16 KiB) per level-2 table, as Linux's STRTAB_SPLIT (drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h). */
 export const STRTAB_SPLIT = 8;
 /** STE.SHCFG = 1: use the incoming shareability (STRTAB_STE_1_SHCFG_INCOMING). */
 export const SHCFG_INCOMING = 1;
@@ -88,7 +88,7 @@ export class StreamTable {
     this.#initStes(l2, 2 ** STRTAB_SPLIT);
     const d = L1Std.alloc();
     L1Std.setAddr(d, "L2PTR", l2);
-    // SPAN = SPLIT + 1: the level-2 table holds 2^(SPAN-1) STEs (linux-anchor §5, spec-facts §B2.1).
+    // SPAN = SPLIT + 1: the level-2 table holds 2^(SPAN-1) STEs (SMMUv3 spec §3.3, STRTAB_BASE_CFG.SPLIT; Linux arm-smmu-v3.c: arm_smmu_init_strtab_2lvl()).
     L1Std.set(d, "SPAN", STRTAB_SPLIT + 1);
     L1Std.write(this.mem, this.#base + i * L1_DESC_BYTES, d);
     this.#l2.set(i, l2);

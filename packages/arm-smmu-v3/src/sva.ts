@@ -5,7 +5,7 @@ import { encodeCd } from "./cd-table.js";
 import { atcInv, cfgiCd, tlbiNhAsid, tlbiNhVa, tlbiRange } from "./commands.js";
 import type { SmmuHardware, SmmuMaster } from "./smmu.js";
 
-/** The T0SZ range a 4 KiB-granule CD accepts (spec-facts §B3.2; the unit's C_BAD_CD check). */
+/** The T0SZ range a 4 KiB-granule CD accepts (SMMUv3 spec §5.4, CD.T0SZ; the unit's C_BAD_CD check). */
 const T0SZ_MIN = 16;
 const T0SZ_MAX = 39;
 

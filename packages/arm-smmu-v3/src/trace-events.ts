@@ -1,5 +1,5 @@
 /**
- * Trace events of the SMMUv3 driver (DESIGN.md rule 5), added to the
+ * Trace events of the SMMUv3 driver (every layer reports what it does on the typed trace bus), added to the
  * kernel's registry by declaration merging. Hardware events are the unit's
  * (`smmu.*`); these say what the driver decided.
  */

@@ -3,8 +3,8 @@ import { CapReg, EcapReg, RegOffset, VccapReg } from "@vsva/iommu-hw";
 import { type Mmio, readReg } from "./mmio.js";
 
 /**
- * What a VT-d unit can do, read once from CAP and ECAP at probe (spec-facts
- * A1.3/A1.4), in the terms the driver decides on. The raw registers are kept
+ * What a VT-d unit can do, read once from CAP and ECAP at probe (VT-d spec §10.4.2–10.4.3,
+ * CAP and ECAP), in the terms the driver decides on. The raw registers are kept
  * for the vendor part of the nesting info a vIOMMU mirrors.
  */
 export interface VtdCaps {
@@ -123,6 +123,6 @@ export function defaultSlWidth(caps: VtdCaps): 39 | 48 | 57 {
   return widest;
 }
 
-/** PASID-entry AW encoding of a second-level width (A2.4: levels = AW + 2). */
+/** PASID-entry AW encoding of a second-level width (VT-d spec §9.6: levels = AW + 2). */
 export const awOf = (width: 39 | 48 | 57): 1 | 2 | 3 => (width === 39 ? 1 : width === 48 ? 2 : 3);
 export const levelsOf = (width: 39 | 48 | 57): 3 | 4 | 5 => (width === 39 ? 3 : width === 48 ? 4 : 5);

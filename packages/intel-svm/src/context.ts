@@ -4,7 +4,7 @@ import { Errno, KernelBug, KernelError } from "@vsva/kernel";
 import { globalCommand } from "./gcmd.js";
 import { type Mmio, writeReg } from "./mmio.js";
 
-/** What a scalable-mode context entry says about a device (A2.2). */
+/** What a scalable-mode context entry says about a device (VT-d spec §9.4). */
 export interface ContextSetup {
   readonly pasidDir: number;
   /** PDTS: the directory has 2^(pdts + 7) entries. */
@@ -14,7 +14,7 @@ export interface ContextSetup {
 }
 
 /**
- * The root table and the per-bus scalable-mode context tables (A2.1, A2.2):
+ * The root table and the per-bus scalable-mode context tables (VT-d spec §9.2, §9.4):
  * a root entry points at a lower table (devfn 0x00–0x7F) and an upper one
  * (0x80–0xFF), each allocated the first time a device needs it. Entries are
  * written with the present bit last when set and first when cleared, so the
@@ -60,7 +60,7 @@ export class ContextTables {
     ContextEntry.set(ce, "DTE", s.deviceTlb ? 1 : 0);
     // PASIDE stays clear until the first PASID user: see enablePasid().
     ContextEntry.set(ce, "PRE", s.pageRequests ? 1 : 0);
-    // RID_PASID stays 0: requests without PASID use PASID entry 0 (A2.5).
+    // RID_PASID stays 0: requests without PASID use PASID entry 0 (VT-d spec §9.4, RID_PASID).
     ContextEntry.set(ce, "P", 1);
     this.#writeEntry(at, ce, true);
   }

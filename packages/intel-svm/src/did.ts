@@ -1,8 +1,8 @@
 import { Errno, KernelError } from "@vsva/kernel";
 
 /**
- * Domain IDs of one unit (A2.4 DID). 0 and 1 are reserved as Linux reserves
- * them in scalable mode (NUM_RESERVED_DID = 2, linux-anchor §4): DID 0 is
+ * Domain IDs of one unit (the PASID entry's DID, VT-d spec §9.6). 0 and 1 are reserved as Linux reserves
+ * them in scalable mode (NUM_RESERVED_DID = 2 in drivers/iommu/intel/iommu.c): DID 0 is
  * what not-present entries are tagged with in caching mode, DID 1
  * (FLPT_DEFAULT_DID) tags first-level-only (SVA) and pass-through entries.
  */

@@ -192,7 +192,7 @@ export abstract class VtdDomainBase {
    * IOTLB page-selective by DID over the smallest aligned power-of-two block
    * covering the range (domain-selective beyond CAP.MAMV), then the device
    * TLBs. Page-selective type 2 is the flush for second-level and nested
-   * entries (A3.2); PASID-based type 6 would miss second-level-only ones.
+   * entries (VT-d §6.5.2 IOTLB descriptor); PASID-based type 6 would miss second-level-only ones.
    */
   #flushRange(iova: number, size: number, devTlbToo: boolean): void {
     const hw = this.env.hw;

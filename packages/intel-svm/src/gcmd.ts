@@ -5,14 +5,14 @@ import type { Mmio } from "./mmio.js";
 /** How many times a status register is read before a command is declared timed out. */
 export const STATUS_POLLS = 1000;
 
-/** Latched command bits (A1.5): they stay as GSTS reports them when another command is written. */
+/** Latched command bits (VT-d §10.4 GCMD/GSTS): they stay as GSTS reports them when another command is written. */
 const LATCHED = ["TE", "QIE", "IRE", "CFI", "EAFL"] as const;
 const STATUS_OF = { TE: "TES", QIE: "QIES", IRE: "IRES", CFI: "CFIS", EAFL: "AFLS", SRTP: "RTPS", WBF: "WBFS" } as const;
 
 type Command = keyof typeof STATUS_OF;
 
 /**
- * Issues one global command (A1.5): GCMD is written as the currently latched
+ * Issues one global command (VT-d §10.4 GCMD/GSTS): GCMD is written as the currently latched
  * status bits with exactly one bit changed, then GSTS is polled until the
  * matching status bit reports it (one-shot SRTP: RTPS set; WBF: WBFS clear).
  * One command at a time, as the specification requires and as Linux's

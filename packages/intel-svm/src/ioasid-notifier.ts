@@ -8,7 +8,7 @@ import type { VtdHardware } from "./unit.js";
 export type GpasidFreedReport = (domain: VtdNestingDomain, hpasid: HostPasid) => void;
 
 /**
- * The driver's IOASID notifier (seed 003, "iommu_nb_handler"): system-wide,
+ * The driver's IOASID notifier (the ioasid.rst proposal's "iommu_nb_handler", iommu list, 2020): system-wide,
  * at IOMMU priority, so CPU (KVM) and DEVICE (VDCM) subscribers have
  * quiesced submission before the IOMMU context goes. It handles FREE that
  * arrives before unbind: notifiers run in atomic context, so the handler

@@ -28,7 +28,7 @@ function kvm(vm: ReturnType<typeof vmHost>) {
   return order;
 }
 
-describe("IOASID life cycle of a guest PASID (seed 003, IOMMU column)", () => {
+describe("IOASID life cycle of a guest PASID (ioasid.rst table, IOMMU column)", () => {
   it("normal order: refs 1, 2 (bind), 3 (KVM on BIND), 2 (KVM on UNBIND), 1 (unbind puts), 0 at free; reclaimed", () => {
     const vm = vmHost();
     kvm(vm);

@@ -19,9 +19,9 @@ import type { NestingBackend, VtdNestingDomain } from "./domain.js";
 import { nestedEntry } from "./pasid-entry.js";
 import { ALL_ORDER, type VtdDevice, type VtdHardware } from "./unit.js";
 
-/** VT-d supports nested binds only for devices with the full 20-bit PASID space (seed 000). */
+/** VT-d supports nested binds only for devices with the full 20-bit PASID space (v11 VT-d bind_gpasid review, 2020). */
 const FULL_PASID_BITS = 20;
-/** What a vIOMMU may mirror of the host CAP/ECAP (MLK v7 VTD_CAP_MASK / VTD_ECAP_MASK, spec-facts C3.2). */
+/** What a vIOMMU may mirror of the host CAP/ECAP (VTD_CAP_MASK / VTD_ECAP_MASK of Yi Liu's vSVA VFIO series v7, Sep 2020). */
 const VTD_CAP_MASK = (1n << 56n) | (1n << 60n);
 const VTD_ECAP_MASK = (1n << 29n) | (1n << 30n) | (1n << 31n) | (1n << 34n) | (1n << 40n);
 
@@ -68,8 +68,8 @@ export class GuestSvm {
 }
 
 /**
- * `intel_svm_bind_gpasid` / `intel_svm_unbind_gpasid` (seed 000) with every
- * fix its review asked for, and the IOASID life cycle of seed 003's IOMMU
+ * `intel_svm_bind_gpasid` / `intel_svm_unbind_gpasid` ("iommu/vt-d: Add bind guest PASID support" v11, 2020) with every
+ * fix its review asked for, and the IOASID life cycle of the ioasid.rst tables' IOMMU
  * column: a reference is taken at the first bind of a PASID and dropped when
  * its last device unbinds; attaching the guest PASID as the IOASID's SPID is
  * what makes the IOASID core send BIND (and detaching it, UNBIND).
@@ -124,7 +124,7 @@ export class NestedBinder implements NestingBackend {
    * page-request drain for the PASID before it can be reused (seed 000's
    * TODO, done).
    *
-   * An unbind of something not bound fails: seed 000 asked "shall we return
+   * An unbind of something not bound fails: the v11 review asked "shall we return
    * an error?" and Jacob agreed there is no way to recover, leaving the
    * errno open. We return ENOENT when the PASID itself is gone (freed or
    * being freed: seed 003's late unbind, "ioasid_find() fails"), EACCES when
@@ -176,7 +176,7 @@ export class NestedBinder implements NestingBackend {
     });
   }
 
-  /** The VT-d part of `iommu_nesting_info` (seed 004, MLK v7). */
+  /** The VT-d part of `iommu_nesting_info` (Yi Liu's vSVA VFIO series v7, Sep 2020). */
   nestingInfo(_domain: VtdNestingDomain): NestingInfo {
     const caps = this.#hw.caps;
     return {
@@ -274,7 +274,7 @@ export class NestedBinder implements NestingBackend {
     if (phys.pasidWidth !== FULL_PASID_BITS) {
       throw new KernelError(Errno.EINVAL, `${phys.toString()} has ${phys.pasidWidth}-bit PASIDs; nesting needs ${FULL_PASID_BITS}`);
     }
-    // Only the host PASID range can be checked: the guest's is the guest's business (seed 000).
+    // Only the host PASID range can be checked: the guest's is the guest's business (v11 VT-d bind_gpasid review).
     const hpasid = data.hpasid;
     const limit = Math.min(PASID_MAX, d.table.maxPasids, 2 ** caps.pasidBits);
     if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= limit) throw new KernelError(Errno.EINVAL, `host PASID ${hpasid} outside 1..${limit - 1}`);
@@ -359,7 +359,7 @@ export class NestedBinder implements NestingBackend {
   #unbind(domain: VtdNestingDomain, dev: IommuDevice, hpasid: number): void {
     const set = domain.ioasidSet;
     if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= PASID_MAX) throw new KernelError(Errno.EINVAL, `host PASID ${hpasid}`);
-    // After FREE this fails with ENOENT: the teardown work owns the binding now (seed 003 step 30).
+    // After FREE this fails with ENOENT: the teardown work owns the binding now (ioasid.rst exception table, its last row).
     const found = this.#ioasid.find(set, hpasid as Ioasid);
     const svm = found instanceof GuestSvm && found.owner === this ? found : undefined;
     const d = this.#hw.device(dev);
@@ -392,7 +392,7 @@ export class NestedBinder implements NestingBackend {
     return svm.gpasid === undefined ? ids : { ...ids, gpasid: svm.gpasid };
   }
 
-  /** Refusals of user-triggerable calls are logged rate-limited (seed 000 v11), then rethrown. */
+  /** Refusals of user-triggerable calls are logged rate-limited (v11 VT-d bind_gpasid review), then rethrown. */
   #user(op: string, dev: IommuDevice, fn: () => void): void {
     try {
       fn();

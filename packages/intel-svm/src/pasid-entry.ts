@@ -1,7 +1,7 @@
 import { PasidEntry, Pgtt } from "@vsva/iommu-hw";
 
 /**
- * PASID-table entry values (A2.4) for each translation type, built from the
+ * PASID-table entry values (VT-d spec §9.6) for each translation type, built from the
  * shared layout. Address fields in qword 2 (FLPTPTR) hold address >> 12.
  */
 

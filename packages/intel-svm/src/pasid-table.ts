@@ -3,12 +3,12 @@ import type { PageAllocator } from "@vsva/iommu-core";
 import { KernelBug } from "@vsva/kernel";
 
 const PAGE = 4096;
-/** A2.2: the directory has at least 2^7 entries (PDTS = 0). */
+/** VT-d spec §9.4 (PDTS): the directory has at least 2^7 entries (PDTS = 0). */
 const MIN_DIR_BITS = 7;
 
 /**
- * One device's PASID directory and its PASID tables (A2.3, A2.4), per
- * physical device "for better security" (seed 000). The directory is sized
+ * One device's PASID directory and its PASID tables (VT-d spec §9.5, §9.6), per
+ * physical device "for better security" (v11 VT-d bind_gpasid review, iommu list, 2020). The directory is sized
  * for the device's PASID width and allocated with the device; each 64-entry
  * table is allocated the first time a PASID in its range is set up, from the
  * page allocator, and kept until the device goes (as Linux keeps them).

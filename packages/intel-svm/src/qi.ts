@@ -46,7 +46,7 @@ const IQEI_NAMES: Readonly<Record<number, string>> = {
 };
 
 /**
- * The driver's side of queued invalidation (A1.11, `qi_submit_sync`): a
+ * The driver's side of queued invalidation (VT-d §10.4 IQA/IQH/IQT, `qi_submit_sync`): a
  * 4 KiB ring of 256-bit slots from the page allocator, a status page, and a
  * synchronous submit that appends an invalidation-wait descriptor with a
  * status write and polls the status word for its sequence number.

@@ -1,5 +1,5 @@
 /**
- * Trace events of the VT-d driver (DESIGN.md rule 5), added to the kernel's
+ * Trace events of the VT-d driver, added to the kernel's
  * registry by declaration merging. Hardware events are the unit's (`vtd.*`);
  * these say what the driver decided.
  */

@@ -51,7 +51,8 @@ export const ALL_ORDER = 52;
  * One VT-d unit as the driver holds it (`struct intel_iommu`): its
  * capabilities, root and context tables, invalidation queue, domain IDs and
  * the devices behind it with their PASID tables, plus the PASID-entry
- * programming rules shared by every kind of domain (linux-anchor §4: setup
+ * programming rules shared by every kind of domain (drivers/iommu/intel/pasid.c: intel_pasid_setup_*() and
+ * intel_pasid_tear_down_entry(): setup
  * refuses a present entry with EBUSY and flushes in caching mode; teardown
  * clears the entry and flushes the PASID cache, the IOTLB and the device TLB).
  */
@@ -82,7 +83,7 @@ export class VtdHardware {
 
   /**
    * Brings the unit up: root table (SRTP, scalable mode), queued
-   * invalidation, then translation. Each step is one global command (A1.5).
+   * invalidation, then translation. Each step is one global command (VT-d §10.4 GCMD/GSTS).
    * ENOMEM/EIO with everything undone.
    */
   start(): void {
@@ -206,10 +207,10 @@ export class VtdHardware {
 
   /**
    * Clears a PASID entry and makes the unit and the device forget it
-   * (`intel_pasid_tear_down_entry` plus what seed 000's review asked for):
+   * (`intel_pasid_tear_down_entry` plus what the v11 bind_gpasid review asked for):
    * PASID-cache invalidation, then PASID-based IOTLB for first-level and
    * nested entries or domain-selective IOTLB for second-level-only ones
-   * (type 6 does not reach them, A3.6), then the device TLB, skipped in
+   * (type 6 does not reach them, VT-d §6.5.2 PASID-based-IOTLB descriptor), then the device TLB, skipped in
    * caching mode where the vIOMMU's device TLB is the host's concern.
    * Cannot fail: a queue error is logged.
    */

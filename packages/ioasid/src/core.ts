@@ -82,7 +82,7 @@ function isU32(n: number): boolean {
 
 /**
  * One host's (or one guest's) IOASID namespace: drivers/iommu/ioasid.c as
- * extended by seed 003. Never a global: each kernel instance owns one.
+ * extended for guest SVA ("IOASID extensions for guest SVA", iommu list, 2020). Never a global: each kernel instance owns one.
  *
  * Conventions: every operation either succeeds or throws a `KernelError`
  * with the errno the kernel would return and leaves the state unchanged. A
@@ -378,7 +378,7 @@ export class IoasidCore {
 
   /**
    * `ioasid_find_by_spid`: the IOASID a set's private ID maps to, taking a
-   * reference (as step 10 of seed 003's table) unless `get` is false.
+   * reference (as step 10 of the ioasid.rst guest life-cycle table) unless `get` is false.
    * Errors: EINVAL bad set or SPID; ENOENT no such SPID in the set, or its
    * IOASID is FREE_PENDING.
    */
@@ -450,7 +450,7 @@ export class IoasidCore {
    * SPID still visible to the handlers) when the ID is ACTIVE; on a
    * FREE_PENDING ID it detaches silently, because FREE already told every
    * subscriber to tear down ("IOMMU driver will also avoid sending UNBIND if
-   * the PASID is already FREE", seed 003's KVM rules).
+   * the PASID is already FREE", the KVM rules in the ioasid.rst proposal).
    * Errors: EINVAL bad ID or set, or no SPID attached (a double detach);
    * ENOENT not allocated; EACCES another set owns it.
    */

@@ -10,7 +10,7 @@ interface MmRegistration {
 }
 
 /**
- * The two notifier scopes of seed 003 — system-wide and per set — and the
+ * The two notifier scopes of the ioasid.rst proposal (iommu list, 2020) — system-wide and per set — and the
  * pending list of mm registrations.
  *
  * Both scopes are `AtomicNotifierChain`s (registration rules, priority order,
@@ -19,7 +19,7 @@ interface MmRegistration {
  * hold across scopes, so a per-set KVM block at CPU priority runs before a
  * system-wide IOMMU block even though they sit on different chains. At equal
  * priority the set scope runs first (decision): the set's subscribers are the
- * VM's own components, and the seed's rule is to quiesce the DMA sources
+ * VM's own components, and the proposal's rule is to quiesce the DMA sources
  * before system-wide hardware context is torn down. A block returning a value
  * with NOTIFY_STOP_MASK ends the whole merged walk, as it would one chain.
  */

@@ -1,13 +1,13 @@
 import type { Ioasid, NotifierBlock, Spid } from "@vsva/kernel";
 
 /**
- * Set token types (seed 003 after review: `IOASID_SET_TYPE_NULL` renamed NONE).
+ * Set token types (the ioasid.rst proposal after review, iommu list, Oct 2020: `IOASID_SET_TYPE_NULL` renamed NONE).
  * A "none" token is an arbitrary value and need not be unique; an "mm" token
  * stands for an mm_struct and is unique among live sets.
  */
 export type IoasidSetType = "none" | "mm";
 
-/** An IOASID's state (seed 003 / the extended ioasid.c: IDLE, ACTIVE, FREE_PENDING). */
+/** An IOASID's state (the extended drivers/iommu/ioasid.c of the 2020 proposal: IDLE, ACTIVE, FREE_PENDING). */
 export type IoasidState = "IDLE" | "ACTIVE" | "FREE_PENDING";
 
 /** Notification events. Only the core sends them, as a by-product of alloc/free and attach/detach SPID. */

@@ -25,7 +25,7 @@ export class IommuDevice {
   auxDomain: IommuDomain | null = null;
   /**
    * How many PASIDs this device may use, 0 until SVA is enabled: the smallest
-   * of the PCI limit, the IOMMU's and the limit its driver asked for (seed 002:
+   * of the PCI limit, the IOMMU's and the limit its driver asked for (the 2017 SVA API review:
    * endpoints with product limits narrower than their capability).
    */
   maxPasids = 0;

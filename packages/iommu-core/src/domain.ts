@@ -88,7 +88,7 @@ export class PagingDomain extends DomainBase {
  * level (the object the 2020 `bind_gpasid` creates). Devices bound at the PASID
  * are tracked per physical device, each with the requesters (the device itself
  * or its sub-devices) that asked: the driver is called for the first requester
- * of a physical device and for the last one leaving (seed 000).
+ * of a physical device and for the last one leaving (review of "iommu/vt-d: Add bind guest PASID support" v11, iommu list, 2020).
  */
 export class NestedDomain extends DomainBase {
   readonly type = "nested" as const;

@@ -149,7 +149,7 @@ describe("probe and release", () => {
   });
 });
 
-describe("per-device PASID limits (seed 002)", () => {
+describe("per-device PASID limits (the 2017 SVA API review: iommu_sva_device_init max_pasid)", () => {
   it("take the smallest of the PCI width, the IOMMU's width and the driver's limit", () => {
     const h = mockHost({ mock: { pasidBits: 16 } });
     const a = h.core.probeDevice(h.iommu, { name: "a", sid: sourceId(1, 0, 0), pasidWidth: 20 });

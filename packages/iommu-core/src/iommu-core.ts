@@ -186,7 +186,7 @@ export class IommuCore {
 
   /**
    * `iommu_dev_enable_feature`. For "sva" this also fixes the device's PASID
-   * limit (seed 002): min(2^pasidWidth, 2^iommu.pasidBits, maxPasid if given).
+   * limit (the 2017 SVA API series): min(2^pasidWidth, 2^iommu.pasidBits, maxPasid if given).
    * ENODEV: the device or its IOMMU lacks the feature (no PASID capability);
    * EINVAL: a sub-device (features belong to the physical device) or a bad
    * limit; EBUSY: already enabled.

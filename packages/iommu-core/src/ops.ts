@@ -9,7 +9,7 @@ import type { NestingInfo } from "./uapi/nesting-info.js";
 /**
  * The driver contract (include/linux/iommu.h `iommu_ops` / `iommu_domain_ops`),
  * split per IOMMU and per domain. Drivers implement primitives; the core
- * validates, splits and unwinds (STYLE.md §8). What a driver can do is asked
+ * validates, splits and unwinds. What a driver can do is asked
  * through {@link IommuOps.capable} and {@link IommuOps.devFeatures}, never
  * guessed from which methods exist: there are no optional callbacks. Which
  * domain operations exist follows from the domain's kind.
@@ -63,7 +63,7 @@ export type DomainAllocRequest =
  * What a driver reads of a process address space to share it with a device
  * (the `mm_struct` fields an SVA driver uses). The core passes one object per
  * mm for as long as the mm has bonds, so drivers may key per-mm state on it
- * (or on its PASID: one PASID per mm, seed 002 / linux-anchor §3).
+ * (or on its PASID: one PASID per mm, as the 2017 SVA API review settled and Linux iommu-sva.c keeps).
  */
 export interface SvaMm {
   /** Physical address of the top-level CPU page table (x86-64 format): the first-level pointer of the PASID entry. */
@@ -181,7 +181,7 @@ export interface NestingParentOps extends Omit<PagingDomainOps, "kind"> {
   unbindGpasid(dev: IommuDevice, hpasid: HostPasid): void;
   /** Passes a validated guest invalidation through to the hardware. EINVAL for what the hardware cannot express. */
   cacheInvalidate(dev: IommuDevice, info: CacheInvalidateInfo): void;
-  /** What this domain can offer a guest's vIOMMU (seed 004). */
+  /** What this domain can offer a guest's vIOMMU (Yi Liu's vSVA VFIO series, v7, 2020). */
   nestingInfo(): NestingInfo;
 }
 

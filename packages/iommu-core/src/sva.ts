@@ -10,7 +10,7 @@ import "./trace-events.js";
 
 export interface SvaBindOptions {
   /**
-   * Seed 002's shutdown callback (Joerg's `iovm_shutdown_cb`): called when the
+   * The shutdown callback of the 2017 SVA API review (Joerg Roedel's `iovm_shutdown_cb`): called when the
    * mm exits while still bound, before the PASID is torn down, so the device
    * driver stops the device's use of the PASID. Each distinct callback given
    * to binds of the bond is called once.
@@ -85,12 +85,12 @@ export interface IommuSvaOptions {
 
 /**
  * Shared virtual addressing in the core (drivers/iommu/iommu-sva.c): binds
- * an mm — never a task (seed 002, Joerg) — to devices.
+ * an mm — never a task (the 2017 SVA API review, Joerg Roedel) — to devices.
  *
- * - One PASID per mm for the mm's life (linux-anchor §3): allocated from the
+ * - One PASID per mm for the mm's life (Linux drivers/iommu/iommu-sva-lib.c: iommu_sva_alloc_pasid()): allocated from the
  *   host's IOASID namespace, in an SVA set, by the mm's first bind, in
  *   [1, maxPasids of that device); freed when the mm is freed.
- * - Per-device limit (seed 002, Sinan/Jean): a bind to a device whose
+ * - Per-device limit (the 2017 SVA API review, Sinan Kaya/Jean-Philippe Brucker): a bind to a device whose
  *   `maxPasids` the mm's PASID does not fit under fails with EOVERFLOW.
  * - A bond per (device, mm), counted: a second bind returns the same bond.
  * - An mmu notifier per bound mm forwards invalidations to every bond's
@@ -229,7 +229,7 @@ export class IommuSva {
   }
 
   /**
-   * Binds `mm` to every device of `group` (seed 002's `bind_group`, for
+   * Binds `mm` to every device of `group` (the 2017 SVA API series' `bind_group`, for
    * VFIO), all or nothing: if one fails, those already bound by this call
    * are unbound and, if this call gave the mm its PASID, the PASID goes
    * back. Errors as {@link bindDevice}; EINVAL for an empty group.

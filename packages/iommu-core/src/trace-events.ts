@@ -1,5 +1,5 @@
 /**
- * Trace events of the IOMMU core (DESIGN.md rule 5), added to the kernel's
+ * Trace events of the IOMMU core, added to the kernel's
  * registry by declaration merging.
  */
 declare module "@vsva/kernel" {

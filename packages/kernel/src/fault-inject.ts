@@ -3,7 +3,7 @@ import { KernelError } from "./error.js";
 import type { TraceBus } from "./trace.js";
 
 /**
- * Named fault-injection points (DESIGN.md rule 6). Every allocation or
+ * Named fault-injection points (after Linux's fault-injection framework and iommufd's fail_nth). Every allocation or
  * fallible step the kernel could fail calls {@link FaultInjector.inject} with
  * its point name. Two ways to arm:
  *

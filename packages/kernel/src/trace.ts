@@ -1,7 +1,7 @@
 import type { VmId } from "./ids.js";
 
 /**
- * The typed trace bus (DESIGN.md rule 5). Every layer emits events with an
+ * The typed trace bus. Every layer emits events with an
  * actor, a kind, the IDs involved and a payload; timelines, reports and
  * invariant checks are built from them.
  *

@@ -2,7 +2,7 @@ import { Errno, KernelError } from "@vsva/kernel";
 import type { PhysMem } from "./mem/phys-mem.js";
 
 /**
- * Declarative bit layouts (STYLE.md §6): an entry or register is declared once
+ * Declarative bit layouts: an entry or register is declared once
  * as data, field name -> bit range (and access, for registers), and every
  * reader, writer, encoder and reserved-bit mask is derived from that
  * declaration. No magic shifts elsewhere.

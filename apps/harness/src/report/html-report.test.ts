@@ -20,11 +20,11 @@ function smallResult(violations: readonly string[] = []): ScenarioResult {
     { step: 4, actor: "USER", text: "close it" },
     ...rowsFromEvents(rec.events.slice(2), 5),
   ];
-  return { title: `A test run ${HOSTILE}`, columns: ["USER", "IOMMU", "IOASID"], rows, events: [...rec.events], violations };
+  return { title: `A test run ${HOSTILE}`, columns: ["USER", "IOMMU", "IOASID"], rows, events: [...rec.events], choices: [], violations };
 }
 
 function swimlane(html: string): string {
-  const m = /<table id="swimlane">([\s\S]*?)<\/table>/.exec(html);
+  const m = /<table id="swimlane"[^>]*>([\s\S]*?)<\/table>/.exec(html);
   if (m?.[1] === undefined) throw new Error("the page has a swimlane table");
   return m[1];
 }
@@ -79,7 +79,7 @@ describe("renderHtmlReport: structure", () => {
   it("puts an actor without a lane in the first lane, named", () => {
     const rows = bodyRows(renderHtmlReport(smallResult(), { scenario: "small", seed: 3 }));
     const vfio = rows.find((tr) => tr.includes(`data-actor="VFIO"`)) ?? "";
-    expect(cellsOf(vfio)[1]).toMatch(/^VFIO: <b>kernel\.log<\/b>/);
+    expect(cellsOf(vfio)[1]).toMatch(/^VFIO: <b>kernel\.<wbr>log<\/b>/);
   });
 
   it("ties each row made from an event to that event, whose full JSON is in the page", () => {
@@ -90,15 +90,20 @@ describe("renderHtmlReport: structure", () => {
     expect(embeddedEvents(html)).toEqual(JSON.parse(JSON.stringify(result.events)));
   });
 
-  it("shows the header facts and counts every trace event under the actor that emitted it", () => {
+  it("shows the header facts, and per actor the rows its lane header counts beside the events it emitted", () => {
     const html = renderHtmlReport(smallResult(), { scenario: "small", platform: "smmuv3", seed: 42 });
     expect(html).toContain("<dt>scenario</dt><dd>small</dd>");
     expect(html).toContain("<dt>platform</dt><dd>smmuv3</dd>");
     expect(html).toContain("<dt>seed</dt><dd>42</dd>");
     const counts = /<table class="counts" id="actor-counts">([\s\S]*?)<\/table>/.exec(html)?.[1] ?? "";
-    const pairs = [...counts.matchAll(/<th>(?:<span[^>]*><\/span>)?([A-Z]+)<\/th><td class="n">(\d+)<\/td>/g)].map((m) => `${m[1] ?? ""}=${m[2] ?? ""}`);
-    // Lane actors first in lane order (none of these events is IOMMU's own), then the rest by name.
-    expect(pairs).toEqual(["KERNEL=2", "VFIO=1"]);
+    const triples = [...counts.matchAll(/<th>(?:<span[^>]*><\/span>)?([A-Z]+)<\/th><td class="n">(\d+)<\/td><td class="n">(\d+)<\/td>/g)].map(
+      (m) => `${m[1] ?? ""}=${m[2] ?? ""}/${m[3] ?? ""}`,
+    );
+    // Lane actors first in lane order, then the rest by name; KERNEL's events are drawn in the IOMMU lane.
+    expect(triples).toEqual(["USER=2/0", "IOMMU=2/0", "KERNEL=0/2", "VFIO=1/1"]);
+    // The lane headers carry the same row counts as the table.
+    const heads = [...swimlane(html).matchAll(/<th class="lane"[^>]*>([A-Z]+) <span class="n">(\d+)<\/span>/g)].map((m) => `${m[1] ?? ""}=${m[2] ?? ""}`);
+    expect(heads).toEqual(["USER=2", "IOMMU=2", "IOASID=0"]);
   });
 
   it("draws the refcount chart for the IOASID the rows count", () => {
@@ -106,6 +111,61 @@ describe("renderHtmlReport: structure", () => {
     expect(html).toMatch(/<svg class="chart"/);
     expect(html).toContain("IOASID 5");
   });
+});
+
+describe("renderHtmlReport: what the lanes hold", () => {
+  it("agrees with the lane headers on every actor's rows, and names the event kinds it does not draw (native-sva)", () => {
+    const scenario = findScenario("native-sva");
+    if (scenario === undefined) throw new Error("native-sva is listed");
+    const result = scenario.run({ seed: 1, platform: "vtd" });
+    const html = renderHtmlReport(result, { scenario: "native-sva", platform: "vtd", seed: 1 });
+    const heads = new Map([...swimlane(html).matchAll(/<th class="lane"[^>]*>([A-Z]+) <span class="n">(\d+)<\/span>/g)].map((m) => [m[1] ?? "", Number(m[2])]));
+    const counts = /<table class="counts" id="actor-counts">([\s\S]*?)<\/table>/.exec(html)?.[1] ?? "";
+    const rowsCounted = new Map([...counts.matchAll(/<th>(?:<span[^>]*><\/span>)?([A-Z]+)<\/th><td class="n">(\d+)<\/td>/g)].map((m) => [m[1] ?? "", Number(m[2])]));
+    for (const [actor, n] of heads) expect(rowsCounted.get(actor), actor).toBe(n);
+    // Events with no row (per-access ones) are named, not silently missing.
+    const drawn = new Set(result.rows.flatMap((r) => (r.seq === undefined ? [] : [r.seq])));
+    const undrawn = result.events.filter((e) => !drawn.has(e.seq));
+    expect(undrawn.length).toBeGreaterThan(0);
+    for (const e of undrawn) expect(counts).toContain(`<code>${e.kind}</code>`);
+  });
+
+  it("breaks identifiers between their parts, never inside a word", () => {
+    const scenario = findScenario("native-sva");
+    if (scenario === undefined) throw new Error("native-sva is listed");
+    const html = renderHtmlReport(scenario.run({ seed: 1, platform: "vtd" }), { scenario: "native-sva", platform: "vtd", seed: 1 });
+    expect(swimlane(html)).toContain("<b>vtd.<wbr>invalidation</b>");
+    expect(html).not.toMatch(/#swimlane td \{[^}]*overflow-wrap: anywhere/);
+    // The lanes keep a minimum width (the page scrolls sideways below it) rather than squeezing words.
+    expect(html).toMatch(/<table id="swimlane" style="min-width:\d+px">/);
+  });
+
+  for (const name of ["ioasid-lifecycle", "ioasid-free-before-unbind"]) {
+    it(`${name}: rows numbered from 1, the guest's markers span the lanes, every stand-in's row in its own lane`, () => {
+      const scenario = findScenario(name);
+      if (scenario === undefined) throw new Error(`${name} is listed`);
+      const result = scenario.run({ seed: 1 });
+      expect(result.rows.map((r) => r.step)).toEqual(result.rows.map((_, i) => i + 1));
+      const rows = bodyRows(renderHtmlReport(result, { scenario: name, seed: 1 }));
+      expect(rows[0]).toMatch(/data-step="1"/);
+      const lanes = ["VFIO", "IOMMU", "KVM", "VDCM", "IOASID"];
+      rows.forEach((tr, i) => {
+        const r = result.rows[i];
+        if (r === undefined) throw new Error("as many rows as timeline rows");
+        if (r.actor === "GUEST") {
+          expect(tr).toMatch(/^<tr class="step"/);
+          expect(r.text).not.toMatch(/^-/);
+        } else {
+          expect(lanes).toContain(r.actor);
+          const cells = cellsOf(tr).slice(1, 1 + lanes.length);
+          cells.forEach((c, j) => {
+            expect(c !== "", `${r.actor}: ${r.text}`).toBe(lanes[j] === r.actor);
+          });
+        }
+      });
+      expect(result.rows.some((r) => r.actor === "GUEST")).toBe(true);
+    });
+  }
 });
 
 describe("renderHtmlReport: verdict", () => {

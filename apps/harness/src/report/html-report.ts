@@ -37,40 +37,77 @@ function renderHeader(result: ScenarioResult, meta: ReportMeta): string {
     `<header><h1>${escapeHtml(result.title)}</h1>` +
     `<dl class="meta">${facts.map(([k, v]) => `<div><dt>${k}</dt><dd>${escapeHtml(v)}</dd></div>`).join("")}</dl>` +
     `<div id="verdict">${verdict}</div>` +
-    `<div class="summary"><section><h2>Trace events by actor</h2>${renderCounts(result)}</section>` +
+    `<div class="summary"><section><h2>Rows and trace events by actor</h2>${renderCounts(result)}</section>` +
     `<section><h2>IOASID reference count</h2>${renderRefcountChart(refcountSeries(result.rows, result.events), result.rows)}</section></div>` +
     `</header>`
   );
 }
 
 /**
- * Every trace event counted by the actor that emitted it (including the
- * per-access events the swimlane leaves out), lane actors first in lane order,
- * the rest by name, so the table reads the same way on every run.
+ * Per actor, the rows its lane shows (the number in the lane's header) and
+ * the trace events it emitted, with what the swimlane leaves out said
+ * outright: per-access events (ATS translations, per-page maps) are in the
+ * trace but get no row, and a replayed table's rows are not trace events at
+ * all. Lane actors first in lane order, the rest by name, so the table reads
+ * the same way on every run.
  */
 function renderCounts(result: ScenarioResult): string {
-  const counts = new Map<string, number>();
-  for (const e of result.events) counts.set(e.actor, (counts.get(e.actor) ?? 0) + 1);
-  const inLanes = result.columns.filter((c) => counts.has(c));
-  const others = [...counts.keys()].filter((a) => !result.columns.includes(a)).sort();
-  if (inLanes.length + others.length === 0) return `<p class="muted">No trace events.</p>`;
+  const rowsOf = new Map<string, number>();
+  for (const r of result.rows) rowsOf.set(r.actor, (rowsOf.get(r.actor) ?? 0) + 1);
+  const shown = new Set(result.rows.flatMap((r) => (r.seq === undefined ? [] : [r.seq])));
+  const eventsOf = new Map<string, number>();
+  const hiddenKinds = new Map<string, Set<string>>();
+  for (const e of result.events) {
+    eventsOf.set(e.actor, (eventsOf.get(e.actor) ?? 0) + 1);
+    if (!shown.has(e.seq)) hiddenKinds.set(e.actor, (hiddenKinds.get(e.actor) ?? new Set<string>()).add(e.kind));
+  }
+  const actors = [...new Set([...rowsOf.keys(), ...eventsOf.keys()])];
+  const inLanes = result.columns.filter((c) => actors.includes(c));
+  const others = actors.filter((a) => !result.columns.includes(a)).sort();
+  if (inLanes.length + others.length === 0) return `<p class="muted">No rows and no trace events.</p>`;
+  const fromTrace = shown.size > 0;
   const line = (actor: string): string => {
     const lane = result.columns.indexOf(actor);
     const swatch = lane < 0 ? "" : `<span class="swatch" style="background:${laneColour(lane)}"></span>`;
-    return `<tr><th>${swatch}${escapeHtml(actor)}</th><td class="n">${String(counts.get(actor) ?? 0)}</td></tr>`;
+    const kinds = fromTrace ? [...(hiddenKinds.get(actor) ?? [])].sort() : [];
+    const note = kinds.length === 0 ? "" : `not drawn: ${kinds.map((k) => `<code>${escapeHtml(k)}</code>`).join(", ")}`;
+    return (
+      `<tr><th>${swatch}${escapeHtml(actor)}</th><td class="n">${String(rowsOf.get(actor) ?? 0)}</td>` +
+      `<td class="n">${String(eventsOf.get(actor) ?? 0)}</td><td class="hidden-kinds">${note}</td></tr>`
+    );
   };
-  return `<table class="counts" id="actor-counts"><tbody>${[...inLanes, ...others].map(line).join("")}</tbody></table>`;
+  const caption = fromTrace
+    ? "Rows: what the swimlane shows (the number in each lane's header). Events: everything on the trace bus; kernel-internal events are drawn in the IOMMU lane, per-access ones are left to --json and --trace."
+    : "Rows replay the published table; events are what the code under test put on the trace bus while replaying it (in --json and --trace).";
+  return (
+    `<table class="counts" id="actor-counts"><thead><tr><th>actor</th><th class="n">rows</th><th class="n">events</th><th></th></tr></thead>` +
+    `<tbody>${[...inLanes, ...others].map(line).join("")}</tbody></table><p class="muted counts-note">${caption}</p>`
+  );
+}
+
+/**
+ * Marks where a long identifier may wrap: after a "." "_" "/" "(" or "->"
+ * inside it (a "-" already allows a break; "->" is kept whole), so a cell
+ * breaks "vtd.<wbr>invalidation" between its parts and never inside a word.
+ * Escapes everything else.
+ */
+function breakable(text: string): string {
+  return escapeHtml(text)
+    .replace(/([._/(])(?=[A-Za-z0-9])/g, "$1<wbr>")
+    .replace(/-&gt;/g, `<span class="nb">-&gt;</span><wbr>`);
 }
 
 /** The first word of an event row is its kind: set in bold so the lane reads as a list of kinds. */
-function cellText(row: TimelineRow, inLane: boolean): string {
-  const text = inLane ? row.text : `${row.actor}: ${row.text}`;
-  if (row.seq === undefined) return escapeHtml(text);
+function cellText(row: TimelineRow): string {
+  if (row.seq === undefined) return breakable(row.text);
   const space = row.text.indexOf(" ");
   const kind = space < 0 ? row.text : row.text.slice(0, space);
   const rest = space < 0 ? "" : row.text.slice(space);
-  return `${inLane ? "" : `${escapeHtml(row.actor)}: `}<b>${escapeHtml(kind)}</b>${escapeHtml(rest)}`;
+  return `<b>${breakable(kind)}</b>${breakable(rest)}`;
 }
+
+/** The narrowest a lane may be (in monospace characters): the longest event kinds ("vtd.invalidation", "pci.dma-complete") fit on one line. */
+const MIN_LANE_CH = 16;
 
 function renderSwimlane(result: ScenarioResult): string {
   const { columns, rows } = result;
@@ -79,7 +116,9 @@ function renderSwimlane(result: ScenarioResult): string {
   const cols = `<colgroup><col class="num">${columns.map((c) => `<col class="${c === STEP_ACTOR ? "lane step-lane" : "lane"}">`).join("")}<col class="ref"></colgroup>`;
   const head =
     `<thead><tr><th>#</th>` +
-    columns.map((c, i) => `<th class="lane" style="--lane:${laneColour(i)}">${escapeHtml(c)} <span class="n">${String(perLane[i] ?? 0)}</span></th>`).join("") +
+    columns
+      .map((c, i) => `<th class="lane" style="--lane:${laneColour(i)}" title="${String(perLane[i] ?? 0)} rows in this lane">${escapeHtml(c)} <span class="n">${String(perLane[i] ?? 0)}</span></th>`)
+      .join("") +
     `<th>Ref</th></tr></thead>`;
   // The Ref cell is marked where the count differs from the one shown last, so increments and drops stand out.
   let lastRef: number | undefined;
@@ -90,26 +129,30 @@ function renderSwimlane(result: ScenarioResult): string {
     const attrs =
       `data-row="${String(index)}" data-step="${String(r.step)}" data-actor="${escapeHtml(r.actor)}"` + (r.seq === undefined ? "" : ` data-seq="${String(r.seq)}"`);
     const num = `<td class="num">${String(r.step)}</td>`;
-    if (r.actor === STEP_ACTOR) {
-      return `<tr class="step" id="row-${String(r.step)}" ${attrs}>${num}<td class="steptext" colspan="${String(columns.length)}"><span class="who">${STEP_ACTOR}</span>${escapeHtml(r.text)}</td>${ref}</tr>`;
-    }
-    // An actor without a lane of its own goes to the first lane, named, as the text timeline does.
     const lane = columns.indexOf(r.actor);
+    // Scenario steps, and narrative rows of an actor with no lane (a replayed table's "GUEST STARTS DMA"), span every lane.
+    if (r.actor === STEP_ACTOR || (lane < 0 && r.seq === undefined)) {
+      return `<tr class="step" id="row-${String(r.step)}" ${attrs}>${num}<td class="steptext" colspan="${String(columns.length)}"><span class="who">${escapeHtml(r.actor)}</span>${breakable(r.text)}</td>${ref}</tr>`;
+    }
+    // An event of an actor without a lane of its own goes to the first lane, named, as the text timeline does.
     const at = lane < 0 ? 0 : lane;
-    const cells = columns
-      .map((_, i) => (i === at ? `<td class="lane cell" style="--lane:${laneColour(i)}">${cellText(r, lane >= 0)}</td>` : `<td class="lane"></td>`))
-      .join("");
+    const text = lane < 0 ? `${escapeHtml(r.actor)}: ${cellText(r)}` : cellText(r);
+    const cells = columns.map((_, i) => (i === at ? `<td class="lane cell" style="--lane:${laneColour(i)}">${text}</td>` : `<td class="lane"></td>`)).join("");
     return `<tr class="ev" id="row-${String(r.step)}" ${attrs}>${num}${cells}${ref}</tr>`;
   });
-  return `<table id="swimlane">${cols}${head}<tbody>${body.join("")}</tbody></table>`;
+  // Below this width the page scrolls sideways instead of breaking identifiers: the fixed columns
+  // (3.2em + 3em + the step lane's 4.5em at 12px) and each lane's MIN_LANE_CH monospace characters at 11.5px (~6.9px), padding and border.
+  const lanes = columns.filter((c) => c !== STEP_ACTOR).length;
+  const minWidth = 74 + (columns.includes(STEP_ACTOR) ? 54 : 0) + lanes * Math.ceil(MIN_LANE_CH * 6.9 + 15);
+  return `<table id="swimlane" style="min-width:${String(minWidth)}px">${cols}${head}<tbody>${body.join("")}</tbody></table>`;
 }
 
 function renderDetail(): string {
   return (
-    `<aside><h2>Selected row</h2><p id="detail-head" class="muted">Click a row to see its trace event.</p>` +
+    `<aside><details id="detail" open><summary><h2>Selected row</h2></summary><p id="detail-head" class="muted">Click a row to see its trace event.</p>` +
     `<pre id="detail-json"></pre>` +
     `<p class="keys"><kbd>↑</kbd> <kbd>↓</kbd> or <kbd>k</kbd> <kbd>j</kbd> move between rows; the chart's points select their row.</p>` +
-    `<noscript><p class="muted">The event panel needs JavaScript; the raw events are also written by <code>--json</code>.</p></noscript></aside>`
+    `<noscript><p class="muted">The event panel needs JavaScript; the raw events are also written by <code>--json</code>.</p></noscript></details></aside>`
   );
 }
 

@@ -28,7 +28,10 @@ h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .04em; color: v
 .summary { display: grid; grid-template-columns: minmax(260px, 1fr) minmax(0, 2.2fr); gap: 8px 32px; align-items: start; }
 .counts { border-collapse: collapse; font-size: 13px; }
 .counts th, .counts td { padding: 2px 10px 2px 0; text-align: left; }
-.counts td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.counts td.n, .counts th.n { text-align: right; font-variant-numeric: tabular-nums; }
+.counts thead th { color: var(--muted); font-weight: 400; font-size: 12px; }
+.counts .hidden-kinds { color: var(--muted); font-size: 12px; }
+.counts-note { font-size: 12px; max-width: 60em; }
 .counts .swatch { margin-right: 6px; }
 .chart { width: 100%; height: auto; max-height: 170px; display: block; }
 .chart .grid { stroke: var(--line); stroke-width: 1; }
@@ -44,15 +47,16 @@ main { display: grid; grid-template-columns: minmax(0, 1fr) 400px; align-items: 
 .lanes { padding: 8px 0 24px 24px; }
 #swimlane { width: 100%; border-collapse: separate; border-spacing: 0; table-layout: fixed; font-size: 12px; }
 #swimlane col.num { width: 3.2em; }
-#swimlane col.ref { width: 3.6em; }
-#swimlane col.step-lane { width: 5.5em; }
+#swimlane col.ref { width: 3em; }
+#swimlane col.step-lane { width: 4.5em; }
 #swimlane thead th { position: sticky; top: 0; z-index: 1; background: var(--bg); padding: 6px 6px; text-align: left; font-size: 12px; border-bottom: 2px solid var(--fg); }
 #swimlane thead th.lane { border-top: 4px solid var(--lane); }
 #swimlane thead th .n { color: var(--muted); font-weight: 400; }
-#swimlane td { padding: 3px 6px; vertical-align: top; border-bottom: 1px solid var(--line); overflow-wrap: anywhere; }
+#swimlane td { padding: 3px 6px; vertical-align: top; border-bottom: 1px solid var(--line); overflow-wrap: break-word; hyphens: none; }
 #swimlane td.lane { border-left: 1px solid var(--line); }
-#swimlane td.cell { background: color-mix(in srgb, var(--lane) 11%, transparent); border-left: 3px solid var(--lane); }
+#swimlane td.cell { font-size: 11.5px; background: color-mix(in srgb, var(--lane) 11%, transparent); border-left: 3px solid var(--lane); }
 #swimlane td.cell b { font-weight: 600; }
+#swimlane .nb { white-space: nowrap; }
 #swimlane td.num { color: var(--muted); text-align: right; }
 #swimlane td.ref { text-align: center; font-weight: 600; border-left: 1px solid var(--line); }
 #swimlane td.ref.changed { background: #fff4e5; }
@@ -62,16 +66,19 @@ main { display: grid; grid-template-columns: minmax(0, 1fr) 400px; align-items: 
 #swimlane tbody tr { cursor: pointer; }
 #swimlane tbody tr:hover td { box-shadow: inset 0 0 0 9999px rgba(16, 24, 40, .04); }
 #swimlane tbody tr.selected td { box-shadow: inset 0 0 0 9999px rgba(37, 99, 235, .13); }
-aside { position: sticky; top: 0; max-height: 100vh; overflow: auto; padding: 8px 24px 24px 16px; }
+aside { position: sticky; top: 0; z-index: 2; max-height: 100vh; overflow: auto; padding: 8px 24px 24px 16px; background: var(--bg); }
+aside summary { cursor: pointer; }
+aside summary h2 { display: inline; }
 #detail-head { font-size: 13px; margin: 0 0 6px; }
 #detail-json { margin: 0; padding: 10px; background: #0f172a; color: #e2e8f0; border-radius: 6px; font-size: 12px; white-space: pre-wrap; overflow-wrap: anywhere; min-height: 4em; }
 .keys { font-size: 12px; color: var(--muted); }
 kbd { border: 1px solid #d0d5dd; border-bottom-width: 2px; border-radius: 3px; padding: 0 4px; font-size: 11px; }
-/* Narrow windows: the event panel docks to the bottom, so it stays in view beside the rows it explains. */
+/* Narrow windows: the event panel docks to the bottom, at most 28% of the window and collapsible, so it stays in view beside the rows it explains without hiding them. */
 @media (max-width: 1100px) {
-  main { grid-template-columns: minmax(0, 1fr); padding-bottom: 38vh; }
-  .lanes { padding-right: 24px; }
-  aside { position: fixed; top: auto; left: 0; right: 0; bottom: 0; max-height: 36vh; background: var(--bg); border-top: 2px solid var(--fg); padding: 4px 24px 12px; box-shadow: 0 -4px 12px rgba(16, 24, 40, .08); }
+  main { grid-template-columns: minmax(0, 1fr); padding-bottom: 30vh; }
+  header { padding-left: 12px; padding-right: 12px; }
+  .lanes { padding-left: 12px; padding-right: 12px; }
+  aside { position: fixed; top: auto; left: 0; right: 0; bottom: 0; max-height: 28vh; background: var(--bg); border-top: 2px solid var(--fg); padding: 4px 24px 12px; box-shadow: 0 -4px 12px rgba(16, 24, 40, .08); }
   .summary { grid-template-columns: minmax(0, 1fr); }
 }
 `;

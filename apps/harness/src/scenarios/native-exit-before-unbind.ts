@@ -2,7 +2,8 @@ import { hostScenario } from "../world/host-scenario.js";
 import { PATTERN, bindProcess, dmaWrite, plugInSvaDevice } from "./sva-common.js";
 
 /**
- * Seed 003's native exception: the process exits before its driver stops DMA
+ * The native exception of the ioasid.rst proposal's tables (iommu mailing
+ * list, 2020): the process exits before its driver stops DMA
  * and unbinds. exit_mmap runs the mmu-notifier release: the driver's stop
  * callback quiesces the device, the IOMMU driver disables fault reporting for
  * the PASID, tears the entry down and flushes. The later unbind (from the
@@ -12,7 +13,7 @@ import { PATTERN, bindProcess, dmaWrite, plugInSvaDevice } from "./sva-common.js
 export const nativeExitBeforeUnbind = hostScenario({
   name: "native-exit-before-unbind",
   summary: "process exits first: release notifier stops the device, tears down and flushes; later unbind finds nothing; no fault reported",
-  title: "Native SVA: process exits before unbind (seed 003 native exception)",
+  title: "Native SVA: process exits before unbind (native exception)",
   body(ctx) {
     const h = ctx.host;
     let stopped = 0;

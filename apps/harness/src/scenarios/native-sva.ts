@@ -3,15 +3,17 @@ import { type HostScenarioDef, hostScenario } from "../world/host-scenario.js";
 import { PATTERN, bindProcess, dmaRead, dmaWrite, hexBytes, plugInSvaDevice } from "./sva-common.js";
 
 /**
- * Seed 003's native life cycle on VT-d: a process binds its mm, the device
- * DMAs through the process's own first-level tables, then the normal
- * teardown order: stop DMA (7), unbind with PASID-cache + IOTLB + device-TLB
- * flush (9), the PASID freed when the mm is dropped (11).
+ * The native SVA life cycle on VT-d, numbered as in the native IOASID life
+ * cycle of the ioasid.rst proposal ("IOASID extensions for guest SVA", iommu
+ * mailing list, 2020; Linux drivers/iommu/intel/svm.c): a process binds its
+ * mm, the device DMAs through the process's own first-level tables, then the
+ * normal teardown order: stop DMA (7), unbind with PASID-cache + IOTLB +
+ * device-TLB flush (9), the PASID freed when the mm is dropped (11).
  */
 const nativeSvaDef: HostScenarioDef = {
   name: "native-sva",
   summary: "host process binds its mm; DMA through its first-level tables; stop DMA, unbind with full flush, PASID freed at mm drop",
-  title: "Native SVA (seed 003 native life cycle)",
+  title: "Native SVA (native life cycle)",
   body(ctx) {
     const h = ctx.host;
     const slot = plugInSvaDevice(ctx, "(1) process P opens the accelerator: dsa0 is probed and its driver enables SVA");
@@ -52,6 +54,6 @@ export const smmuNativeSva = hostScenario({
   ...nativeSvaDef,
   name: "smmu-native-sva",
   summary: "native-sva on Arm SMMUv3: CD per PASID with the process's AArch64 tables and shared ASID; CFGI_CD, TLBI_NH_ASID and ATC_INV at unbind",
-  title: "Native SVA on SMMUv3 (seed 003 native life cycle)",
+  title: "Native SVA on SMMUv3 (native life cycle)",
   platforms: ["smmuv3"],
 });

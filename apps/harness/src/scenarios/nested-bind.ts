@@ -10,9 +10,6 @@ import { PATTERN, dmaWrite, hexBytes, plugInSvaDevice } from "./sva-common.js";
 /** Guest RAM: GPA [0, 4 MiB) is host memory at 8 MiB (the data area below the kernel pool). */
 const GUEST_HPA = 8 * MiB;
 const GUEST_RAM = 4 * MiB;
-/** The guest process's buffer, and the guest-physical page behind it. */
-const GVA = 0x7f12_3456_7000;
-const GPA_DATA = 0x20_0000;
 
 /**
  * The host half of vSVA, before VFIO arrives: a region of host memory plays
@@ -26,10 +23,15 @@ export const nestedBind = hostScenario({
   name: "nested-bind",
   summary: "host-only vSVA: guest first-level table in GPA space, bind_gpasid installs a nested PASID entry, DMA through both levels, unbind",
   title: "Nested translation: bind_gpasid on the host (the host half of vSVA)",
-  // SMMUv3 reports empty nesting info in the 2020 interface (seed 004): no bind_gpasid there.
+  // SMMUv3 reports empty nesting info in the 2020 interface: its driver then had no sva_bind_gpasid op
+  // (only drivers/iommu/intel/svm.c: intel_svm_bind_gpasid()), so no bind_gpasid there.
   platforms: ["vtd"],
   body(ctx) {
     const h = ctx.host;
+    // The guest process's buffer (a canonical lower-half address) and the guest-physical page behind it,
+    // above the pages the guest's table takes from 1 MiB up.
+    const GVA = ctx.choose.int("guest buffer GVA", 0x1_0000_0000, 0x7fff_ffff_f000, { align: 0x1000 });
+    const GPA_DATA = ctx.choose.int("guest page GPA", 0x20_0000, GUEST_RAM - 0x1000, { align: 0x1000 });
     const guest = new GuestRamView(h.mem, GUEST_HPA, GUEST_RAM);
     // The guest kernel's page allocator: a bump over guest RAM above 1 MiB.
     let nextGpa = 0x10_0000;
@@ -39,7 +41,9 @@ export const nestedBind = hostScenario({
     const vm = ctx.step("VMM: the VM's IOASID set; allocate a host PASID for the guest (as VFIO will)", () => {
       const set = h.ioasid.allocSet({ vm: "A" }, 8, "mm");
       ctx.defer("VMM: free the VM's IOASID set", () => h.ioasid.freeSet(set));
-      const hpasid = h.ioasid.alloc(set, 1, 0xfffff, null);
+      // Any PASID but 0 (RID_PASID: drivers/iommu/intel/pasid.h PASID_RID2PASID) within dsa0's 20-bit PASID width.
+      const want = ctx.choose.int("host PASID", 1, 0xfffff);
+      const hpasid = h.ioasid.alloc(set, want, want, null);
       ctx.expect(h.ioasid.refcount(hpasid) === 1, "refcount 1: the VMM's allocation is the only holder");
       return { set, hpasid };
     });

@@ -5,6 +5,7 @@ import { VTD_FAULT_POINTS } from "@vsva/intel-svm";
 import { SMMU_FAULT_POINTS } from "@vsva/arm-smmu-v3";
 import { isHostScenario } from "../world/host-scenario.js";
 import { sweep } from "../sweep.js";
+import { runScenario } from "../run.js";
 import { FLAGSHIP, findScenario, scenarios } from "./index.js";
 
 describe("every scenario", () => {
@@ -24,6 +25,20 @@ describe("every scenario", () => {
     const kinds = (): string[] => s.run({ seed: 7 }).events.map((e) => `${e.seq}:${e.kind}:${e.time}`);
     expect(kinds()).toEqual(kinds());
   });
+
+  for (const s of scenarios.filter(isHostScenario)) {
+    it(`${s.name}: the seed chooses real things (same seed, same bytes; seeds 1, 7, 42 all differ) and the output says what`, () => {
+      const text = (seed: number): string => runScenario(s, { seed }).text;
+      expect(text(7)).toBe(text(7));
+      const runs = [1, 7, 42].map((seed) => runScenario(s, { seed }));
+      for (const r of runs) expect(r.ok, r.text).toBe(true);
+      expect(new Set(runs.map((r) => r.text)).size).toBe(3);
+      expect(new Set(runs.map((r) => (r.result?.choices ?? []).join("; "))).size).toBe(3);
+      const choices = runs[0]?.result?.choices ?? [];
+      expect(choices.length).toBeGreaterThan(0);
+      expect(runs[0]?.text.split("\n")[1]).toBe(`seed 1: ${choices.join(", ")}`);
+    });
+  }
 
   it("has native-sva as the flagship", () => {
     expect(FLAGSHIP).toBe("native-sva");

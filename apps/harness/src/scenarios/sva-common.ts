@@ -11,10 +11,12 @@ export function mmResolver(mm: Mm): AddressResolver {
   };
 }
 
-/** Plugs in dsa0 at 00:04.0 (probed by the IOMMU driver) and has its driver enable SVA. */
-export function plugInSvaDevice(ctx: StepContext, label = "plug in dsa0 at 00:04.0 (probed by the IOMMU driver); its driver enables SVA"): DeviceSlot {
-  return ctx.step(label, () => {
-    const slot = ctx.host.addDevice("dsa0", 4);
+/** Plugs in dsa0 at a seeded slot 00:dd.0 (probed by the IOMMU driver) and has its driver enable SVA. */
+export function plugInSvaDevice(ctx: StepContext, label?: string): DeviceSlot {
+  const devNo = ctx.choose.int("dsa0's slot", 1, 31, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
+  const at = `00:${devNo.toString(16).padStart(2, "0")}.0`;
+  return ctx.step(label ?? `plug in dsa0 at ${at} (probed by the IOMMU driver); its driver enables SVA`, () => {
+    const slot = ctx.host.addDevice("dsa0", devNo);
     ctx.host.enableSva(slot);
     return slot;
   });
@@ -42,9 +44,11 @@ export interface BindOptions {
  */
 export function bindProcess(ctx: StepContext, slot: DeviceSlot, o: BindOptions): BoundProcess {
   const h = ctx.host;
+  // Anywhere in the lower 64 TiB, which every platform's user address space covers, 64 KiB aligned.
+  const va = ctx.choose.int("P's buffer", 0x1_0000_0000, 0x3fff_ffff_0000, { align: 0x1_0000 });
   return ctx.step(o.label, () => {
     const mm = h.newMm("P");
-    const buf = mm.mmap(null, o.size, Prot.READ | Prot.WRITE, { populate: o.populate });
+    const buf = mm.mmap(va, o.size, Prot.READ | Prot.WRITE, { populate: o.populate });
     const stop = o.stop;
     const bond = h.core.sva.bindDevice(slot.dev, mm, stop === undefined ? {} : { stop: () => stop() });
     ctx.bindSpace(bond.pasid, mmResolver(mm));

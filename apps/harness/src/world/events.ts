@@ -40,7 +40,7 @@ export function rowsFromEvents(events: readonly TraceEvent[], firstStep: number)
     // Driver-internal and core IOMMU events share the IOMMU column.
     const actor = e.actor === "KERNEL" ? "IOMMU" : e.actor;
     const text = `${e.kind} ${summary(e)}`.trim();
-    // The Ref column follows IOASIDs, as in seed 003's tables; set refcounts stay in the trace.
+    // The Ref column follows IOASIDs, as in the ioasid.rst life-cycle tables; set refcounts stay in the trace.
     const ref = e.refcount !== undefined && !e.kind.startsWith("ioasid.set") ? { refcount: e.refcount } : {};
     rows.push({ step: step++, actor, text, seq: e.seq, ...ref });
   }

@@ -1,7 +1,7 @@
 import { MEM_ABORT, type MemStats, type PhysMem, type U64, newStats } from "@vsva/iommu-hw";
 
 /**
- * A guest's view of its RAM (DESIGN.md rule 7): guest-physical addresses
+ * A guest's view of its RAM: guest-physical addresses
  * [0, size) backed by one linear run of host memory at `hpaBase`. What a guest
  * kernel writes through it lands in host pages; anything outside guest RAM
  * aborts, as it would on the guest's bus. (The VMM will back guest RAM with

@@ -5,6 +5,7 @@ import { ACTOR_COLUMNS, rowsFromEvents } from "./events.js";
 import { Host, PLATFORM_NAMES } from "./host.js";
 import type { PlatformName } from "./platform.js";
 import { type AddressResolver, InvariantChecker, checkQuiescent } from "./invariants.js";
+import { SeededChoices } from "../seeded.js";
 
 /**
  * A scenario on a whole host, written as user space and a device driver
@@ -15,6 +16,8 @@ import { type AddressResolver, InvariantChecker, checkQuiescent } from "./invari
  */
 export interface StepContext {
   readonly host: Host;
+  /** The run's free choices, drawn from its seed and recorded in the result. */
+  readonly choose: SeededChoices;
   /** Runs one step and returns what it made; the invariants are checked after it. */
   step<T>(label: string, fn: () => T): T;
   /** Registers cleanup for what the body just set up; runs on every exit path. */
@@ -80,8 +83,10 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
     for (const v of checker.check()) violations.push(`after "${label}": ${v}`);
   };
 
+  const choose = new SeededChoices(opts.seed);
   const ctx: StepContext = {
     host,
+    choose,
     step<T>(label: string, fn: () => T): T {
       userRow(label);
       const made = fn();
@@ -137,7 +142,7 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
   if (error !== null && injected !== null) {
     rows.push({ step: rows.length + 1, actor: "USER", text: `injected at ${injected}: the run ended in -${errnoName(error.errno)}, rolled back` });
   }
-  return { title: `${def.title} [${platform}]`, columns: ACTOR_COLUMNS, rows, events: [...rec.events], violations, injected, error };
+  return { title: `${def.title} [${platform}]`, columns: ACTOR_COLUMNS, rows, events: [...rec.events], choices: choose.made, violations, injected, error };
 }
 
 /** The platform a run uses; EINVAL for one the scenario (or vsva) does not have. */

@@ -8,7 +8,7 @@ import type { Host } from "./host.js";
 export type AddressResolver = (va: number) => number | null;
 
 /**
- * The invariants checked after every step (DESIGN.md §4), against the
+ * The invariants checked after every step , against the
  * address spaces the scenario has bound (PASID -> resolver):
  * - DMA of a PASID lands only where that PASID's address space maps the
  *   address; a PASID with no bound space translates nothing;

@@ -6,16 +6,16 @@ const table = (rows: readonly LifecycleRow[]) => rows.map((r) => [r.step, r.acto
 const refColumn = (rows: readonly LifecycleRow[]) =>
   rows.flatMap<number | string>((r) => (r.action === "Reclaimed" ? ["reclaimed"] : r.refcount === null ? [] : [r.refcount]));
 
-describe("seed 003: the normal guest IOASID life cycle", () => {
+describe("ioasid.rst: the normal guest IOASID life cycle", () => {
   it("reads 1, 2, 3, 4, 3, 2, 1, 0, reclaimed in the refcount column, then a new life cycle starts at 1", () => {
     expect(refColumn(replayNormalLifecycle())).toEqual([1, 2, 3, 4, 3, 2, 1, 0, "reclaimed", 1]);
   });
 
   it("replays the table step by step", () => {
-    // Rows 1–21 are the seed's rows 1–21. At its row 22 the seed says only
+    // Rows 1–21 are the table's rows 1–21. At its row 22 the table says only
     // "ioasid_free() 1"; the review put the FREE notification there, so the
     // replay shows it: FREE reaches the IOMMU driver, the one subscriber still
-    // holding a reference, whose queued teardown is the seed's row 23 put.
+    // holding a reference, whose queued teardown is the table's row 23 put.
     expect(table(replayNormalLifecycle())).toEqual([
       [1, "KVM, VDCM", "ioasid_register_notifier/_mm()", null],
       [2, "VFIO", "ioasid_alloc()", 1],
@@ -64,11 +64,11 @@ describe("seed 003: the normal guest IOASID life cycle", () => {
   });
 });
 
-describe("seed 003: free before unbind (the exception table)", () => {
+describe("ioasid.rst: free before unbind (the exception table)", () => {
   it("delivers FREE in priority order CPU, DEVICE, IOMMU, runs the deferred work by stepping the scheduler, and fails the late unbind cleanly", () => {
     // The seed lists notify(FREE) at 16 and mark_free_pending at 17, both
     // under one lock. The core marks first, so that a handler calling get()
-    // already sees FREE_PENDING (the seed's note 1). After row 23 "all events
+    // already sees FREE_PENDING (the table's note 1). After row 23 "all events
     // can go out of order" (note 2): here each work item runs its put at once.
     expect(table(replayFreeBeforeUnbind())).toEqual([
       [13, "GUEST", "-------- GUEST STARTS DMA --------", null],

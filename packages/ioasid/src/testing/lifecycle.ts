@@ -13,7 +13,8 @@ import { IoasidCore } from "../core.js";
 import { type IoasidEvent, type IoasidNotifierBlock, type IoasidNotifyData, IoasidPriority, type IoasidSet } from "../types.js";
 
 /**
- * Stand-in subscribers for seed 003's guest IOASID life cycle (VFIO, the
+ * Stand-in subscribers for the guest IOASID life cycle of the ioasid.rst
+ * proposal ("IOASID extensions for guest SVA", iommu list, 2020) (VFIO, the
  * IOMMU driver, KVM, VDCM), written against the public IoasidCore API only,
  * and replays of its two tables. Each stand-in does what its column of the
  * table does and writes a row as it goes; rows for the core's own steps
@@ -25,7 +26,7 @@ export interface LifecycleRow {
   readonly step: number;
   readonly actor: string;
   readonly action: string;
-  /** The IOASID's refcount after this row, where seed 003's table shows one. */
+  /** The IOASID's refcount after this row, where the ioasid.rst table shows one. */
   readonly refcount: number | null;
 }
 
@@ -46,7 +47,7 @@ export class LifecycleLog {
     });
   }
 
-  /** Restarts numbering, e.g. at 13 where the seed's exception table starts. */
+  /** Restarts numbering, e.g. at 13 where the ioasid.rst exception table starts. */
   restart(step: number): void {
     this.rows.length = 0;
     this.#next = step;
@@ -269,7 +270,7 @@ export class VdcmStandIn implements IoasidNotifierBlock {
   }
 }
 
-/** One VM's cast, wired as at seed 003's step 1, and the guest PASID it uses. */
+/** One VM's cast, wired as at step 1 of the ioasid.rst tables, and the guest PASID it uses. */
 export interface GuestLifecycle {
   readonly kernel: Kernel;
   readonly core: IoasidCore;
@@ -304,9 +305,9 @@ function setUpToDma(g: GuestLifecycle, gpasid: Spid): Ioasid {
 }
 
 /**
- * Seed 003's normal guest life cycle, replayed: the refcount column reads
+ * The ioasid.rst normal guest life cycle, replayed: the refcount column reads
  * 1, 2, 3, 4, 3, 2, 1, 0, then Reclaimed, then a new life cycle's alloc at 1.
- * Where the seed's row 22 says only "ioasid_free()", the replay shows what
+ * Where the table's row 22 says only "ioasid_free()", the replay shows what
  * the reviewer asked to be called out there: FREE is notified at that step
  * (reaching the IOMMU driver, the one subscriber still holding a reference),
  * and the IOMMU's queued teardown is the put of row 23.
@@ -326,7 +327,7 @@ export function replayNormalLifecycle(kernel?: Kernel, gpasid = 101 as Spid): Li
 }
 
 /**
- * Seed 003's exception table: the guest frees before it unbinds. FREE reaches
+ * The ioasid.rst exception table: the guest frees before it unbinds. FREE reaches
  * KVM (CPU), VDCM (DEVICE) and the IOMMU driver (IOMMU) in that order; KVM
  * drops its reference in the handler, VDCM and the IOMMU queue work that the
  * scheduler then runs; the ID is reclaimed; the late unbind fails cleanly
@@ -335,7 +336,7 @@ export function replayNormalLifecycle(kernel?: Kernel, gpasid = 101 as Spid): Li
  */
 export function replayFreeBeforeUnbind(kernel?: Kernel, gpasid = 101 as Spid): LifecycleRow[] {
   const g = setUpGuestLifecycle(kernel);
-  // Steps 1–12 are identical to the normal table; the seed's exception table starts at 13.
+  // Steps 1–12 are identical to the normal table; the exception table starts at 13.
   const hpasid = setUpToDma(g, gpasid);
   g.log.restart(13);
   g.log.row("GUEST", "-------- GUEST STARTS DMA --------");

@@ -12,7 +12,7 @@ import {
 import type { UapiDecodeOptions } from "./gpasid-bind.js";
 import { checkTail, copyFromUser, defineStruct, readArgsz } from "./struct-layout.js";
 
-/** struct iommu_cache_invalidate_info, v5.10-on layout (spec-facts C2.1; pinned per §D1 #21). */
+/** struct iommu_cache_invalidate_info, v5.10-on layout (include/uapi/linux/iommu.h). */
 export const CacheInvalidateLayout = defineStruct("iommu_cache_invalidate_info", 56, {
   argsz: [0, "u32"],
   version: [4, "u32"],
@@ -61,7 +61,7 @@ export type CacheInvalidateInfo =
     };
 
 /**
- * The series' validity table (spec-facts C2.4; iommu.c v5.10
+ * The series' validity table (iommu.c v5.10
  * `iommu_check_cache_invl_data`): which granularities each cache type takes.
  *
  * | granularity | DEV_IOTLB | IOTLB | PASID cache |

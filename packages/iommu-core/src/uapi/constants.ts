@@ -1,6 +1,6 @@
 /**
  * Constants of include/uapi/linux/iommu.h as the 2020 vSVA series defined them
- * (spec-facts.md Part C; merged values where a revision differed, §D1 #25).
+ * (merged values where a revision differed).
  */
 
 /** PCIe PASIDs are 20 bits wide; VT-d's PASID_MAX. */
@@ -12,7 +12,7 @@ export const IOMMU_CACHE_INVALIDATE_INFO_VERSION_1 = 1;
 
 /** `enum iommu_pasid_format`-style values shared by bind data and nesting info. */
 export const PasidFormat = {
-  /** Nesting info reports 0 when the IOMMU has no nesting format (SMMU, seed 004). */
+  /** Nesting info reports 0 when the IOMMU has no nesting format (SMMU, in the 2020 vSVA VFIO series). */
   NONE: 0,
   INTEL_VTD: 1,
 } as const;
@@ -23,7 +23,7 @@ export const IOMMU_PASID_FORMAT_LAST = 2;
 /** iommu_gpasid_bind_data.flags */
 export const IOMMU_SVA_GPASID_VAL = 1 << 0;
 
-/** iommu_gpasid_bind_data_vtd.flags (bit -> PASID-entry effect in spec-facts C1.3). */
+/** iommu_gpasid_bind_data_vtd.flags (bit -> PASID-entry effect: drivers/iommu/intel/pasid.c: intel_pasid_setup_nested()). */
 export const VtdGpasidFlag = {
   SRE: 1 << 0,
   EAFE: 1 << 1,

@@ -10,8 +10,7 @@ import {
 import { type TrailingBytesRule, checkTail, copyFromUser, defineStruct, readArgsz } from "./struct-layout.js";
 
 /**
- * struct iommu_gpasid_bind_data, the layout from v5.10 on (with argsz; spec-facts
- * C1.1). We pin this layout, not the v5.3–v5.9 one (§D1 #20): argsz is what the
+ * struct iommu_gpasid_bind_data, the layout from v5.10 on (with argsz; include/uapi/linux/iommu.h). We pin this layout, not the v5.3–v5.9 one: argsz is what the
  * series' validation rules are written against.
  */
 export const GpasidBindLayout = defineStruct("iommu_gpasid_bind_data", 72, {
@@ -73,7 +72,7 @@ export interface UapiDecodeOptions {
  * - EINVAL: version != 1; format outside the known range; unknown flags;
  *   non-zero padding;
  * - EINVAL: format other than VT-d (upstream: the VT-d driver's check; there
- *   is no other format, seed 004 has SMMU report none);
+ *   is no other format, the 2020 vSVA VFIO series has SMMU report none);
  * - EINVAL: hpasid or (with GPASID_VAL) gpasid not a 20-bit PASID (upstream:
  *   the driver's `hpasid >= PASID_MAX`; a value that is no PASID cannot be a
  *   `HostPasid`). hpasid 0 is left to the driver: VT-d reserves it for

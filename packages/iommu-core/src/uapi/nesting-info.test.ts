@@ -33,7 +33,7 @@ describe("iommu_nesting_info", () => {
     expect(decodeNestingInfo(b)).toEqual(vtd);
   });
 
-  it("reports SMMU's empty info as the bare 32-byte header with format 0 (seed 004)", () => {
+  it("reports SMMU's empty info as the bare 32-byte header with format 0 (the 2020 vSVA VFIO series)", () => {
     const b = userBuf(56);
     expect(reportNestingInfo(EMPTY_NESTING_INFO, b)).toBe(32);
     expect(NestingInfoLayout.get(b, "argsz")).toBe(32);

@@ -39,7 +39,7 @@ export interface NestingInfoVtd {
 
 /**
  * What a driver reports about a nesting-capable domain. `format: NONE` with no
- * vendor part is the "empty" nesting info SMMU reports (seed 004): VFIO then
+ * vendor part is the "empty" nesting info SMMU reports (the same series): VFIO then
  * knows nesting is not usable for vSVA there.
  */
 export type NestingInfo =

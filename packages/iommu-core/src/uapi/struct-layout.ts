@@ -4,7 +4,7 @@ import { Errno, KernelError } from "@vsva/kernel";
  * C structs that cross the user/kernel boundary, declared once as data
  * (field name -> offset, type, size) and read and written only through the
  * accessors derived here. Integers are little-endian (x86-64 and arm64 hosts),
- * offsets are the natural C alignment of those ABIs (spec-facts.md Part C).
+ * offsets are the natural C alignment of those ABIs (include/uapi/linux/iommu.h of v5.10).
  *
  * u64 fields read as `bigint`: a user can put any 64-bit value there and the
  * boundary must see it exactly, not rounded to a double. This is not a hot path.

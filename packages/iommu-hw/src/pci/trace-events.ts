@@ -1,7 +1,7 @@
 import type { PageResponseCode } from "../iommu-port.js";
 
 /**
- * Trace events of the PCIe endpoint model (DESIGN.md rule 5), added to the
+ * Trace events of the PCIe endpoint model, added to the
  * kernel's registry by declaration merging. IDs carry the device's BDF and,
  * for PASID-tagged traffic, the PASID as `hpasid` (a physical function only
  * ever sees host PASIDs).

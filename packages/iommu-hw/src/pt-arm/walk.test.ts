@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { resetStats, SparseMemory, PagePool, ArmTableWriter, type ArmS1Config, type ArmS2Config, ArmPerm as Perm, walkStage1, walkStage2, stage2Of, newArmWalkResult } from "@vsva/pgtable";
 import { ArmWalkCache } from "./walk-cache.js";
 
-// Descriptor bits restated from spec-facts §B5 by hand, independently of descriptors.ts.
+// Descriptor bits restated from the Arm ARM's VMSAv8-64 descriptor formats by hand, independently of descriptors.ts.
 const V = 1n, T = 2n, AP1 = 1n << 6n, AP2 = 1n << 7n, AF = 1n << 10n, NG = 1n << 11n;
 const DBM = 1n << 51n, PXN = 1n << 53n, UXN = 1n << 54n;
 const APT0 = 1n << 61n, APT1 = 1n << 62n;

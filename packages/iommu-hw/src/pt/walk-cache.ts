@@ -17,7 +17,7 @@ const X86_WALK_GEOMETRY: LevelGeometry = { levelSize, tableLevels: TABLE_LEVELS 
  * - second level: tag = group = DID (second-level tables are per domain).
  *
  * How invalidation must use it (VT-d 6.5.2; a stale entry is served until
- * then, DESIGN.md rule 2):
+ * then, as hardware does):
  * - PASID-based IOTLB invalidation, page-selective with IH=0:
  *   `invalidateRange(tag, addr, size)`; with IH=1 (only leaves changed) the
  *   paging-structure caches are left alone.

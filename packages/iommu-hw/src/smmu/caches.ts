@@ -14,7 +14,7 @@ import type { CdInfo, SteInfo } from "./config.js";
  *   the ASID {@link GLOBAL_ASID} and match any ASID;
  * - stage-1 walk cache tagged like the TLB; stage-2 walk cache by VMID.
  *
- * Classes keep apart what the TLBI commands treat differently (§B4.2):
+ * Classes keep apart what the TLBI commands treat differently (SMMUv3 spec chapter 4):
  * `S1` NS-EL1 stage-1-only, `NESTED` combined stage 1 + 2, `S2` IPA → PA
  * (stage-2-only streams and the stage 2 of nested walks share it: one VMID
  * has one stage-2 table), `EL2` EL2 stream-world stage 1.
@@ -86,7 +86,7 @@ export class SmmuCaches {
 
   // --- configuration caches --------------------------------------------------------------
 
-  /** CFGI_STE / STE_RANGE / ALL: StreamIDs in [first, last]. A CD is cached in terms of the STE that located it, so its CDs go too (SPEC?; Linux relies on it when it repoints S1ContextPtr). */
+  /** CFGI_STE / STE_RANGE / ALL: StreamIDs in [first, last]. A CD is cached in terms of the STE that located it, so its CDs go too (our reading of the spec; Linux relies on it when it repoints S1ContextPtr). */
   invalidateStes(first: number, last: number): number {
     let n = 0;
     if (last - first < 64) {
@@ -127,7 +127,7 @@ export class SmmuCaches {
     return this.tlb.insert(tlbTag(e.cls, e.vmid, e.asid), tlbKey(Math.floor(e.inputBase / PAGE), sizeCodeOf(e.size)), e);
   }
 
-  // --- TLB invalidation (§B4.2) --------------------------------------------------------
+  // --- TLB invalidation (SMMUv3 spec chapter 4) --------------------------------------------------------
 
   /** TLBI_NH_ALL (and EL2_ALL with cls EL2): every stage-1 and combined entry of the VMID. */
   invalidateVmidS1(classes: readonly number[], vmid: number): number {
@@ -174,7 +174,7 @@ export class SmmuCaches {
    * TLBI_S2_IPA: stage-2 entries for [ipa, ipa + size). Combined entries and
    * the stage-1 walk-cache entries that hold stage-2 results are not named
    * by an IPA: as the architecture says, software follows with TLBI_NH_ALL
-   * or TLBI_S12_VMALL for them (§B4.2; Linux does).
+   * or TLBI_S12_VMALL for them (SMMUv3 spec chapter 4; Linux does).
    */
   invalidateIpa(vmid: number, ipa: number, size: number, leaf: boolean): number {
     let n = this.#invalidateRange(tlbTag(TlbClass.S2, vmid, 0), ipa, size);

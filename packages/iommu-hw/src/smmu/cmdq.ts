@@ -28,7 +28,7 @@ interface Deferred {
 }
 
 /**
- * The command queue (spec-facts §B1.8): 16-byte commands consumed from
+ * The command queue (SMMUv3 spec §3.5): 16-byte commands consumed from
  * CONS up to the PROD software writes. A command that cannot be fetched
  * (CERROR_ABT) or is illegal (CERROR_ILL) stops the queue with CONS on it,
  * CONS.ERR set and GERROR.CMDQ_ERR raised. Nothing more is consumed until

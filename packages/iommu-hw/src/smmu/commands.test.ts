@@ -4,7 +4,7 @@ import { CD_TABLE, CMDQ, D_AP2, S1_PAGE, S2_PAGE, SR, SYNC_WORD, SmmuRig, cmd } 
 import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 import { armIdx, mapPath } from "./testing/tables.js";
 
-// Staleness (DESIGN.md rule 2): each cache keeps serving what it holds until the matching command runs.
+// Staleness, as in hardware: each cache keeps serving what it holds until the matching command runs.
 const VA = 0x7f_0000_0000;
 
 function s1(o: { asid?: number; global?: boolean } = {}): { rig: SmmuRig; root: number; leaf: (va: number) => number } {

@@ -84,7 +84,7 @@ const TWO63 = 2 ** 63;
 const TWO64 = 2 ** 64;
 
 /**
- * Executes one command (spec-facts §B4.2). Returns CMDQ_CONS.ERR: NONE, or
+ * Executes one command (SMMUv3 spec chapter 4). Returns CMDQ_CONS.ERR: NONE, or
  * ILL for an unknown opcode, a set reserved bit (every bit the command's
  * layout does not declare), or a command for a feature the unit does not
  * implement (TLBI_EL2_* without HYP, TLBI_EL3_* in a non-secure model,
@@ -126,7 +126,7 @@ export function executeCommand(ctx: CommandContext, cmd: Uint32Array): number {
       break;
     }
     case CmdOp.CFGI_STE_RANGE: {
-      // Range = 31 is CFGI_ALL (⚠ QEMU's opcode 0x07 "CFGI_ALL" is not architectural, §B4.2).
+      // Range = 31 is CFGI_ALL (⚠ QEMU's opcode 0x07 "CFGI_ALL" is not architectural, SMMUv3 spec chapter 4).
       const span = 2 ** (g("RANGE") + 1);
       const first = Math.floor(g("SID") / span) * span;
       if (g("RANGE") === 31) {

@@ -3,7 +3,7 @@ import type { SmmuConfig } from "./options.js";
 import { CD_BYTES, Cd, EventId, L1Cd, L1Std, L1_DESC_BYTES, S1Fmt, STE_BYTES, Ste, SteConfig, Strw, TG0_4K, TG1_4K } from "./structures.js";
 
 /**
- * Locating and decoding STEs and CDs (spec-facts §B2, §B3). Every problem
+ * Locating and decoding STEs and CDs (SMMUv3 spec §5.2, §5.4). Every problem
  * becomes the event the SMMU reports (C_BAD_STREAMID, F_STE_FETCH,
  * C_BAD_STE, C_BAD_SUBSTREAMID, F_CD_FETCH, C_BAD_CD, or a stage-2 fault of
  * the CD fetch when nested); nothing in memory can make these throw.
@@ -103,7 +103,7 @@ export function fetchSte(mem: PhysMem, st: StreamTableRegs, sid: number, cfg: Sm
     if (!L1Std.read(mem, l1Addr, s.l1)) return steFault(cfgFault(EventId.F_STE_FETCH, "level-1 stream-table descriptor fetch aborted", l1Addr));
     const span = L1Std.get(s.l1, "SPAN");
     const l2Index = sid % 2 ** split;
-    // Linux writes SPAN = SPLIT + 1: the L2 table has 2^(SPAN−1) STEs (⚠ QEMU accepts one power of two more, §B2.1).
+    // Linux writes SPAN = SPLIT + 1: the L2 table has 2^(SPAN−1) STEs (⚠ QEMU accepts one power of two more, SMMUv3 spec §5.1).
     if (span === 0) return steFault(cfgFault(EventId.C_BAD_STREAMID, "level-1 descriptor SPAN = 0"));
     if (l2Index >= 2 ** (span - 1)) return steFault(cfgFault(EventId.C_BAD_STREAMID, `StreamID ${sid} is beyond the level-2 table's 2^${span - 1} STEs`));
     steAddr = L1Std.getAddr(s.l1, "L2PTR") + l2Index * STE_BYTES;
@@ -119,7 +119,7 @@ function badSte(why: string): SteInfo {
   return steFault(cfgFault(EventId.C_BAD_STE, why));
 }
 
-/** Validates an STE (spec-facts §B2.3 and the decisions noted inline). */
+/** Validates an STE (QEMU hw/arm/smmuv3.c: decode_ste(), and the decisions noted inline). */
 export function decodeSte(v: Uint32Array, cfg: SmmuConfig): SteInfo {
   const g = (f: Parameters<typeof Ste.get>[1]): number => Ste.get(v, f);
   if (g("V") === 0) return badSte("V = 0");
@@ -136,7 +136,7 @@ export function decodeSte(v: Uint32Array, cfg: SmmuConfig): SteInfo {
   if (useS1 && !cfg.stage1) return badSte("stage 1 is not implemented");
   if (useS2 && !cfg.stage2) return badSte("stage 2 is not implemented");
   if (useS2 && strw === Strw.EL2) return badSte("an EL2 stream world has no stage 2");
-  // Stage-1-only streams are still tagged with S2VMID when stage 2 is implemented (SPEC?); otherwise VMID 0.
+  // Stage-1-only streams are still tagged with S2VMID when stage 2 is implemented (our reading of the spec); otherwise VMID 0.
   const vmid = cfg.stage2 ? g("S2VMID") & (cfg.vmid16 ? 0xffff : 0xff) : 0;
 
   let s2: ArmS2Config | null = null;
@@ -237,7 +237,7 @@ function badCd(why: string): CdInfo {
   return cdFault(cfgFault(EventId.C_BAD_CD, why));
 }
 
-/** Validates a CD (spec-facts §B3.2 and QEMU's decode_cd checks). */
+/** Validates a CD (SMMUv3 spec §5.4 and QEMU's decode_cd checks). */
 export function decodeCd(v: Uint32Array, cfg: SmmuConfig): CdInfo {
   const g = (f: Parameters<typeof Cd.get>[1]): number => Cd.get(v, f);
   if (g("V") === 0) return badCd("V = 0");

@@ -98,7 +98,7 @@ describe("PRI queue", () => {
     sid: rig.dev, pasid: 0x4_5678, priv: true, exec: false, addr: 0x7f12_3456_7000, read: true, write: true, lastInGroup: true, groupIndex: 0x1a5, ...o,
   });
 
-  it("writes 16-byte entries with every field of §B4.5", () => {
+  it("writes 16-byte entries with every field of SMMUv3 spec §8.1", () => {
     const rig = new SmmuRig().bringUp();
     expect(rig.unit.pageRequest(req(rig))).toBe(true);
     const dw0 = rig.r64(PRIQ);

@@ -2,7 +2,7 @@ import type { Layout, PhysMem } from "@vsva/pgtable";
 import { OutqConsReg, OutqProdReg, QueueBaseReg } from "./regs.js";
 
 /**
- * Circular-queue arithmetic of SMMUv3 (spec-facts §B1.8): a pointer holds
+ * Circular-queue arithmetic of SMMUv3 (SMMUv3 spec §3.5): a pointer holds
  * an index in bits LOG2SIZE−1:0 and a wrap bit at LOG2SIZE; the queue is
  * empty when PROD and CONS are equal (index and wrap), full when the
  * indexes are equal and the wraps differ. LOG2SIZE above the IDR1 maximum

@@ -1,7 +1,7 @@
 import { defineLayout } from "@vsva/pgtable";
 
 /**
- * The SMMUv3 register file, declared once as data (spec-facts §B1). Each
+ * The SMMUv3 register file, declared once as data (SMMUv3 spec chapter 6). Each
  * layout gives bit ranges and access; the register file derives its write
  * masks and read-back from them. ID registers, the *ACK registers, GERROR
  * and the SMMU-written queue pointer fields are RO; bits no field covers
@@ -9,7 +9,7 @@ import { defineLayout } from "@vsva/pgtable";
  *
  * Page 1 (at +0x10000) holds EVENTQ_PROD/CONS and PRIQ_PROD/CONS, as the
  * architecture places them; their page-0 twins are reserved here (QEMU
- * aliases them, §B1; Linux uses page 1).
+ * aliases them, SMMUv3 spec §6.3; Linux uses page 1).
  */
 export const SmmuReg = {
   IDR0: 0x000,
@@ -82,7 +82,7 @@ export const Idr5Reg = defineLayout("IDR5", 32, {
   OAS: ro(2, 0), GRAN4K: ro(4, 4), GRAN16K: ro(5, 5), GRAN64K: ro(6, 6), VAX: ro(11, 10), STALL_MAX: ro(31, 16),
 });
 
-/** IIDR field positions are SPEC? (not in the sources read); the values are ours. */
+/** IIDR field positions are our reading of the spec (neither QEMU nor Linux decodes them); the values are ours. */
 export const IidrReg = defineLayout("IIDR", 32, { IMPLEMENTER: ro(11, 0), REVISION: ro(15, 12), VARIANT: ro(19, 16), PRODUCTID: ro(31, 20) });
 export const AidrReg = defineLayout("AIDR", 32, { ARCH_MINOR: ro(3, 0), ARCH_MAJOR: ro(7, 4) });
 
@@ -97,7 +97,7 @@ export const Cr1Reg = defineLayout("CR1", 32, {
 export const Cr2Reg = defineLayout("CR2", 32, { E2H: [0, 0], RECINVSID: [1, 1], PTM: [2, 2] });
 export const StatusrReg = defineLayout("STATUSR", 32, { DORMANT: ro(0, 0) });
 
-/** GBPA: sub-field positions other than ABORT and UPDATE are SPEC? (§B1.6). */
+/** GBPA: sub-field positions other than ABORT and UPDATE are our reading of the spec (SMMUv3 spec §6.3, SMMU_GBPA): not in QEMU or Linux. */
 export const GbpaReg = defineLayout("GBPA", 32, {
   MEMATTR: [3, 0], MTCFG: [4, 4], ALLOCCFG: [11, 8], SHCFG: [13, 12], PRIVCFG: [17, 16], INSTCFG: [19, 18], ABORT: [20, 20], UPDATE: [31, 31],
 });
@@ -105,7 +105,7 @@ export const GbpaReg = defineLayout("GBPA", 32, {
 export const IrqCtrlReg = defineLayout("IRQ_CTRL", 32, { GERROR_IRQEN: [0, 0], PRIQ_IRQEN: [1, 1], EVENTQ_IRQEN: [2, 2] });
 export const IrqCtrlAckReg = defineLayout("IRQ_CTRLACK", 32, { GERROR_IRQEN: ro(0, 0), PRIQ_IRQEN: ro(1, 1), EVENTQ_IRQEN: ro(2, 2) });
 
-/** GERROR (§B1.7): SMMU-written, read-only to software. GERRORN: software's acknowledgement (toggle semantics). */
+/** GERROR (SMMUv3 spec §6.3): SMMU-written, read-only to software. GERRORN: software's acknowledgement (toggle semantics). */
 export const GerrorReg = defineLayout("GERROR", 32, {
   CMDQ_ERR: ro(0, 0), EVTQ_ABT_ERR: ro(2, 2), PRIQ_ABT_ERR: ro(3, 3), MSI_CMDQ_ABT_ERR: ro(4, 4),
   MSI_EVTQ_ABT_ERR: ro(5, 5), MSI_PRIQ_ABT_ERR: ro(6, 6), MSI_GERROR_ABT_ERR: ro(7, 7), SFM_ERR: ro(8, 8),
@@ -136,5 +136,5 @@ export const CmdqConsReg = defineLayout("CMDQ_CONS", 32, { RD: [19, 0], ERR: ro(
 export const OutqProdReg = defineLayout("Q_PROD", 32, { WR: [19, 0], OVFLG: [31, 31] });
 export const OutqConsReg = defineLayout("Q_CONS", 32, { RD: [19, 0], OVACKFLG: [31, 31] });
 
-/** CMDQ_CONS.ERR codes (§B1.8). */
+/** CMDQ_CONS.ERR codes (SMMUv3 spec §6.3). */
 export const CmdqError = { NONE: 0, ILL: 1, ABT: 2, ATC_INV_SYNC: 3 } as const;

@@ -170,7 +170,7 @@ export class SmmuUnit implements IommuPort, Mmio {
     regs.define(SmmuReg.GERROR_IRQ_CFG2, IrqCfg2Reg);
     regs.define(SmmuReg.EVENTQ_IRQ_CFG2, IrqCfg2Reg);
     regs.define(SmmuReg.PRIQ_IRQ_CFG2, IrqCfg2Reg);
-    // GBPA out of reset: SHCFG = 1 ("use incoming"), QEMU's reset value (§B1.6).
+    // GBPA out of reset: SHCFG = 1 ("use incoming"), QEMU's reset value (SMMUv3 spec §6.3).
     GbpaReg.set(this.#r.gbpa, "SHCFG", 1);
 
     this.#translator = new SmmuTranslator(this.#mem, cfg, this.#caches, this.#state);
@@ -368,7 +368,7 @@ export class SmmuUnit implements IommuPort, Mmio {
         if (en !== this.#state.enabled) {
           this.#state.enabled = en;
           this.#translator.resetFastPath();
-          // SPEC?: with SMMUEN cleared nothing will translate the held transactions again; they are terminated.
+          // Our reading of the spec: with SMMUEN cleared nothing will translate the held transactions again; they are terminated.
           if (!en) this.#stalls.endAll(() => true, "disable");
         }
         this.#cmdq.kick();
@@ -415,7 +415,7 @@ export class SmmuUnit implements IommuPort, Mmio {
     return GerrorReg.get(this.#r.gerror, bit) !== GerrornReg.get(this.#r.gerrorn, bit);
   }
 
-  /** Toggle semantics (§B1.7): a bit already active is not raised again. */
+  /** Toggle semantics (SMMUv3 spec §6.3): a bit already active is not raised again. */
   #raiseGerror(bit: GerrorBit): void {
     if (this.#gerrorActive(bit)) return;
     GerrorReg.set(this.#r.gerror, bit, GerrorReg.get(this.#r.gerror, bit) ^ 1);
@@ -474,11 +474,11 @@ export class SmmuUnit implements IommuPort, Mmio {
   }
 
   /**
-   * Records a fault, and holds the transaction when it may stall (§B1.2
-   * STALL_MODEL, §B4.3 Stall/STAG): a free STAG and a written event record
+   * Records a fault, and holds the transaction when it may stall (SMMUv3 spec §6.3
+   * STALL_MODEL, SMMUv3 spec §7.3 Stall/STAG): a free STAG and a written event record
    * with Stall = 1 are both needed, because software learns of a stall only
    * from that record. A stall record is written whatever CD.R / STE.S2R say
-   * (SPEC?: our reading of the stall model; Linux always sets R anyway). If
+   * (our reading of the spec: our reading of the stall model; Linux always sets R anyway). If
    * the queue is disabled, full or unwritable, or every STAG is taken, the
    * transaction is terminated as on a terminate-model stream.
    */
@@ -553,12 +553,12 @@ export class SmmuUnit implements IommuPort, Mmio {
   }
 
   /**
-   * A PRI page request (§B4.5). Refused (false) when the unit has no PRI,
+   * A PRI page request (SMMUv3 spec §8.1). Refused (false) when the unit has no PRI,
    * SMMUEN or PRIQEN is clear, the StreamID is out of range, or the queue
    * overflows or cannot be written. A refused last-in-group request is
    * answered by the unit itself: "invalid" when the queue is off (it will
    * never be served), "success" after an overflow so the device retries
-   * (SPEC?: the auto-response code, the same choice as the VT-d unit).
+   * (our reading of the spec: the auto-response code, the same choice as the VT-d unit).
    */
   pageRequest(req: PageRequest): boolean {
     const refuse = (code: "invalid" | "success", outcome: "overflow" | "refused"): false => {

@@ -6,7 +6,7 @@ import { EventId } from "./structures.js";
 import { CD_TABLE, CR0_CMDQEN, CR0_SMMUEN, S1_PAGE, S2_PAGE, SR, SmmuRig, cmd } from "./testing/rig.js";
 import { mapPath } from "./testing/tables.js";
 
-// Hand-encoded STEs and CDs (testing/rig.ts restates §B2–§B4 bit by bit); the stall model of §B1.2, §B2.2 S2S/S1STALLD, §B3.2 S, §B4.2 RESUME/STALL_TERM, §B4.3 Stall/STAG.
+// Hand-encoded STEs and CDs (testing/rig.ts restates SMMUv3 spec chapters 4, 5 and 7 bit by bit); the stall model of SMMUv3 spec §6.3, SMMUv3 spec §5.2 S2S/S1STALLD, SMMUv3 spec §5.4 S, SMMUv3 spec chapter 4 RESUME/STALL_TERM, SMMUv3 spec §7.3 Stall/STAG.
 const VA = 0x12_3456_7000;
 const HOLE = VA + 0x1000;
 const DATA = Uint8Array.of(0xca, 0xfe, 0xf0, 0x0d);

@@ -1,6 +1,6 @@
 import type { DmaRequest, StallResolution, TranslateFault, TranslateResult } from "../iommu-port.js";
 
-/** How CMD_RESUME ends a stalled transaction (Resp 0 terminate, 1 retry, 2 abort; spec-facts §B4.2). */
+/** How CMD_RESUME ends a stalled transaction (Resp 0 terminate, 1 retry, 2 abort; SMMUv3 spec chapter 4, CMD_RESUME). */
 export type StallEnd = "retry" | "terminate" | "abort";
 
 /** What happened to a stall, for traces. */
@@ -67,7 +67,7 @@ export class StallTable {
 
   /**
    * CMD_RESUME: a STAG that names no transaction stalled on that StreamID is
-   * ignored (SPEC?: no command error; Linux never relies on one).
+   * ignored (our reading of the spec: no command error; Linux never relies on one).
    */
   resume(sid: number, stag: number, action: StallEnd): void {
     const t = this.#held.get(stag);

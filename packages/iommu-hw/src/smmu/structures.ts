@@ -1,12 +1,12 @@
 import { defineLayout } from "@vsva/pgtable";
 
 /**
- * SMMUv3 in-memory structures (spec-facts §B2, §B3), declared once as data
+ * SMMUv3 in-memory structures (SMMUv3 spec §5.2, §5.4), declared once as data
  * with wide-bit numbering (bit N is bit N mod 64 of dword N div 64).
  * Address fields read back with `getAddr` relative to their own 64-bit word.
  *
  * STE and CD fields not in the sources (MTCFG, MemAttr, ALLOCCFG, PRIVCFG,
- * INSTCFG, NSCFG, DCP, WXN, PAN, …, all SPEC?) are left undeclared and are
+ * INSTCFG, NSCFG, DCP, WXN, PAN, …, all read from the spec alone) are left undeclared and are
  * not checked: neither QEMU nor, as far as the sources show, the
  * architecture makes a non-zero value there ILLEGAL, and Linux may set some.
  */
@@ -43,7 +43,7 @@ export const Ste = defineLayout("STE", 512, {
   S2ENDI: [180, 180],
   S2AFFD: [181, 181],
   S2PTW: [182, 182],
-  // ⚠ Older QEMU put S2HD/S2HA/S2S one bit higher; current QEMU and Linux agree on these (§B2.2).
+  // ⚠ Older QEMU put S2HD/S2HA/S2S one bit higher; current QEMU and Linux agree on these (SMMUv3 spec §5.2).
   S2HD: [183, 183],
   S2HA: [184, 184],
   S2S: [185, 185],
@@ -51,16 +51,16 @@ export const Ste = defineLayout("STE", 512, {
   S2TTB: [243, 196],
 });
 
-/** STE.Config (§B2.2). 0b000–0b011 abort; QEMU and the architecture treat all of 0b0xx as abort. */
+/** STE.Config (SMMUv3 spec §5.2). 0b000–0b011 abort; QEMU and the architecture treat all of 0b0xx as abort. */
 export const SteConfig = { ABORT: 0, BYPASS: 4, S1_TRANS: 5, S2_TRANS: 6, NESTED: 7 } as const;
 export const S1Dss = { TERMINATE: 0, BYPASS: 1, SSID0: 2 } as const;
 export const S1Fmt = { LINEAR: 0, L2_4K: 1, L2_64K: 2 } as const;
 export const Strw = { NSEL1: 0, EL2: 2 } as const;
 
-/** Level-1 stream-table descriptor (§B2.1). */
+/** Level-1 stream-table descriptor (SMMUv3 spec §5.1). */
 export const L1Std = defineLayout("L1STD", 64, { SPAN: [4, 0], L2PTR: [51, 6] });
 
-/** Level-1 CD-table descriptor (§B3.1). */
+/** Level-1 CD-table descriptor (SMMUv3 spec §5.3). */
 export const L1Cd = defineLayout("L1CD", 64, { V: [0, 0], L2PTR: [51, 12] });
 
 export const Cd = defineLayout("CD", 512, {
@@ -99,11 +99,11 @@ export const Cd = defineLayout("CD", 512, {
   MAIR1: [255, 224],
 });
 
-/** TG0 (and S2TG) encoding: 0 = 4 KiB, 1 = 64 KiB, 2 = 16 KiB. TG1 differs: 2 = 4 KiB (§B3.2). */
+/** TG0 (and S2TG) encoding: 0 = 4 KiB, 1 = 64 KiB, 2 = 16 KiB. TG1 differs: 2 = 4 KiB (SMMUv3 spec §5.4). */
 export const TG0_4K = 0;
 export const TG1_4K = 2;
 
-// --- commands (§B4.1, §B4.2): 16 bytes; every bit no field declares is reserved → CERROR_ILL ----------
+// --- commands (SMMUv3 spec chapter 4): 16 bytes; every bit no field declares is reserved → CERROR_ILL ----------
 
 export const CMD_BYTES = 16;
 
@@ -162,7 +162,7 @@ export const CmdTlbiS12Vmall = defineLayout("CMD_TLBI_S12_VMALL", 128, { ...op, 
 export const CmdTlbiS2Ipa = defineLayout("CMD_TLBI_S2_IPA", 128, { ...op, ...range, VMID: [47, 32], ...tlbiVa, ADDR: [115, 76] });
 export const CmdTlbiNsnhAll = defineLayout("CMD_TLBI_NSNH_ALL", 128, { ...op });
 export const CmdAtcInv = defineLayout("CMD_ATC_INV", 128, { ...op, GLOBAL: [9, 9], ...ssid, ...sid, SIZE: [69, 64], ADDR: [127, 76] });
-/** ⚠ Resp at dword1 13:12 as Linux has it (QEMU's generic macro reads 12:11 and does not implement PRI_RESP), §B4.2. */
+/** ⚠ Resp at dword1 13:12 as Linux has it (QEMU's generic macro reads 12:11 and does not implement PRI_RESP), SMMUv3 spec chapter 4. */
 export const CmdPriResp = defineLayout("CMD_PRI_RESP", 128, { ...op, ...ssec, ...ssid, ...sid, PRGINDEX: [72, 64], RESP: [77, 76] });
 export const CmdResume = defineLayout("CMD_RESUME", 128, { ...op, ...ssec, RESP: [13, 12], ...sid, STAG: [79, 64] });
 export const CmdStallTerm = defineLayout("CMD_STALL_TERM", 128, { ...op, ...ssec, ...sid });
@@ -174,7 +174,7 @@ export const ResumeResp = { TERMINATE: 0, RETRY: 1, ABORT: 2 } as const;
 /** ATC_INV.SIZE that means "every address". */
 export const ATC_INV_SIZE_ALL = 52;
 
-// --- event records (§B4.3, §B4.4): 32 bytes ---------------------------------------------------------
+// --- event records (SMMUv3 spec §7.3): 32 bytes ---------------------------------------------------------
 
 export const EVENT_BYTES = 32;
 
@@ -225,7 +225,7 @@ export function eventName(id: number): string {
   return EVENT_NAMES.get(id) ?? `EVENT_0x${id.toString(16)}`;
 }
 
-// --- PRI queue entries (§B4.5): 16 bytes -------------------------------------------------------------
+// --- PRI queue entries (SMMUv3 spec §8.1): 16 bytes -------------------------------------------------------------
 
 export const PRI_BYTES = 16;
 export const PriEntry = defineLayout("PRIQ_ENTRY", 128, {

@@ -6,7 +6,7 @@ import { EventId } from "./structures.js";
 import { CD_TABLE, CR0_CMDQEN, CR0_EVENTQEN, D_AF, D_AP1, D_AP2, D_S2R, D_T, D_V, S1_PAGE, S2_PAGE, SR, STRTAB, SmmuRig, cmd } from "./testing/rig.js";
 import { armIdx, mapPath } from "./testing/tables.js";
 
-// Hand-encoded STEs, CDs and tables (testing/rig.ts restates §B2–§B5 bit by bit).
+// Hand-encoded STEs, CDs and tables (testing/rig.ts restates SMMUv3 spec chapter 5 and the Arm ARM bit by bit).
 const VA = 0x12_3456_7000;
 const reason = (r: TranslateResult): number => (r.ok ? -1 : r.reason);
 

@@ -46,7 +46,7 @@ export interface FaultDetail {
   /**
    * The transaction may stall instead of being terminated: a translation-class
    * fault of a non-ATS request, at stage 1 with CD.S = 1 or at stage 2 with
-   * STE.S2S = 1 (spec-facts §B1.2 STALL_MODEL, §B2.2 S2S, §B3.2 S). Whether
+   * STE.S2S = 1 (SMMUv3 spec: SMMU_IDR0.STALL_MODEL, STE.S2S §5.2, CD.S §5.4). Whether
    * it does is the unit's decision (a free STAG, room in the event queue).
    */
   stall: boolean;
@@ -169,7 +169,7 @@ export class SmmuTranslator {
       const f = cd.fault;
       return this.#configFault(f, !f.s2 || !TRANSLATION_CLASS.has(f.event) || ste.s2r);
     }
-    // SPEC?: a CD that asks to stall on a stream whose STE disables stage-1 stalls is ILLEGAL (C_BAD_CD), as we read the S1STALLD description.
+    // Our reading of the spec: a CD that asks to stall on a stream whose STE disables stage-1 stalls is ILLEGAL (C_BAD_CD), as we read the S1STALLD description.
     if (cd.stall && ste.s1stalld) {
       return this.#configFault({ event: EventId.C_BAD_CD, fetchAddr: 0, s2: false, ipa: 0, why: "CD.S = 1 with STE.S1STALLD = 1" }, true);
     }

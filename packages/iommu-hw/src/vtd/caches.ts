@@ -12,7 +12,7 @@ import { WalkCache } from "../pt/walk-cache.js";
  * - first-level paging-structure cache: tagged like the IOTLB;
  * - second-level paging-structure cache: tagged by DID.
  *
- * "Class" separates what the invalidation types treat differently (A3.2, A3.6):
+ * "Class" separates what the invalidation types treat differently (VT-d §6.5.2 IOTLB descriptor, VT-d §6.5.2 PASID-based-IOTLB descriptor):
  * first-level-only and nested entries go away on PASID-based IOTLB
  * invalidation; second-level-only, nested, and the second-stage translations
  * a nested walk uses go away on (DID-based) IOTLB invalidation. We read VT-d
@@ -183,7 +183,7 @@ export class VtdCaches {
     return node;
   }
 
-  /** A3.7 PASID-selective; not-present entries cached for that PASID go too (their DID is meaningless). */
+  /** VT-d §6.5.2 PASID-cache descriptor PASID-selective; not-present entries cached for that PASID go too (their DID is meaningless). */
   invalidatePasidEntry(did: number, pasid: number): number {
     return this.pasid.invalidateTag(cacheTag(0, did, pasid)) + this.pasid.invalidateTag(cacheTag(0, NOT_PRESENT_DID, pasid));
   }
@@ -194,7 +194,7 @@ export class VtdCaches {
 
   // --- context cache -------------------------------------------------------
 
-  /** Device-selective with function mask FM (A1.7): 0 none, 1/2/3 mask SID bits 2, 2:1, 2:0. */
+  /** Device-selective with function mask FM (VT-d §10.4 CCMD): 0 none, 1/2/3 mask SID bits 2, 2:1, 2:0. */
   invalidateContextDevice(sid: number, fm: number): number {
     const maskBits = fm === 0 ? 0 : fm === 1 ? 4 : fm === 2 ? 6 : 7;
     let n = 0;
@@ -234,7 +234,7 @@ export class VtdCaches {
     this.slPsc.lru.invalidateAll();
   }
 
-  /** A3.2 domain-selective: second-level, nested and nested second-stage entries of DID. */
+  /** VT-d §6.5.2 IOTLB descriptor domain-selective: second-level, nested and nested second-stage entries of DID. */
   invalidateDomain(did: number): number {
     let n = 0;
     for (const cls of [CacheClass.SECOND, CacheClass.NESTED, CacheClass.NESTED_SECOND]) n += this.iotlb.invalidateGroup(cls * DID_SPAN + did);
@@ -243,7 +243,7 @@ export class VtdCaches {
     return n;
   }
 
-  /** A3.2 page-selective within DID: pages [pfn, pfn + 2^am) of the second-level input space. */
+  /** VT-d §6.5.2 IOTLB descriptor page-selective within DID: pages [pfn, pfn + 2^am) of the second-level input space. */
   invalidateDomainPages(did: number, pfn: number, am: number, ih: boolean): number {
     const count = 2 ** am;
     let n = 0;
@@ -257,7 +257,7 @@ export class VtdCaches {
     return n;
   }
 
-  /** A3.6 G=2: every first-level-only and nested mapping of (DID, PASID). */
+  /** VT-d §6.5.2 PASID-based-IOTLB descriptor G=2: every first-level-only and nested mapping of (DID, PASID). */
   invalidatePasidMappings(did: number, pasid: number): number {
     let n = 0;
     for (const cls of [CacheClass.FIRST, CacheClass.NESTED]) {
@@ -267,7 +267,7 @@ export class VtdCaches {
     return n;
   }
 
-  /** A3.6 G=3: pages [pfn, pfn + 2^am) of (DID, PASID); IH keeps the paging-structure caches. */
+  /** VT-d §6.5.2 PASID-based-IOTLB descriptor G=3: pages [pfn, pfn + 2^am) of (DID, PASID); IH keeps the paging-structure caches. */
   invalidatePasidPages(did: number, pasid: number, pfn: number, am: number, ih: boolean): number {
     const count = 2 ** am;
     let n = 0;

@@ -35,8 +35,8 @@ export class ContextScratch {
 }
 
 /**
- * Root table -> scalable-mode context entry for `sid` (A2.1, A2.2), checked
- * the way the SM fault reasons of A4.3 describe: fetch error, not present,
+ * Root table -> scalable-mode context entry for `sid` (VT-d spec §9.2, §9.4), checked
+ * the way the scalable-mode fault reasons of VT-d spec appendix A describe: fetch error, not present,
  * reserved bits (including pointer bits at or above the host address width),
  * invalid programming. FPD of the context entry is honoured even when P=0
  * (software tears entries down leaving FPD set to silence late DMA).

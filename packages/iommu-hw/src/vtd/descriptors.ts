@@ -159,10 +159,10 @@ export const IotlbGran = { GLOBAL: 1, DOMAIN: 2, PAGE: 3 } as const;
 export const PiotlbGran = { PASID: 2, PAGE: 3 } as const;
 export const PcGran = { DOMAIN: 0, PASID: 1, GLOBAL: 3 } as const;
 
-/** Page-group response codes (A4.2). */
+/** Page-group response codes (VT-d spec chapter 7). */
 export const ResponseCode = { SUCCESS: 0, INVALID: 1, FAILURE: 0xf } as const;
 
-/** A4.1: the 256-bit page-request descriptor hardware writes into the page-request queue. */
+/** VT-d spec chapter 7: the 256-bit page-request descriptor hardware writes into the page-request queue. */
 export const PageRequestDesc = defineLayout("page request", 256, {
   TYPE: [7, 0],
   PP: [8, 8],

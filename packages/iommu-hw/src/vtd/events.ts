@@ -32,7 +32,7 @@ export class EventSource {
     this.reset();
   }
 
-  /** IM is set out of reset (A1.14: FECTL/IECTL reset value 0x80000000). */
+  /** IM is set out of reset (QEMU's intel_iommu.c register model: FECTL/IECTL reset value 0x80000000). */
   reset(): void {
     EventCtlReg.set(this.#ctl, "IM", 1);
     EventCtlReg.set(this.#ctl, "IP", 0);

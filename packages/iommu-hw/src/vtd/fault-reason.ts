@@ -1,6 +1,6 @@
 /**
  * VT-d fault reason codes (FRCD.FR), the subset this unit raises.
- * Codes and meanings: spec-facts A4.3, confirmed against the fault-reason
+ * Codes and meanings: VT-d spec appendix A (non-recoverable fault reasons), confirmed against the fault-reason
  * string tables of Linux drivers/iommu/intel/dmar.c.
  */
 export const FaultReason = {

@@ -3,7 +3,7 @@ import type { RegisterFile } from "../mmio/register-file.js";
 import { FrcdReg, FstsReg, RegOffset } from "./regs.js";
 import { pageField } from "../page-field.js";
 
-/** What the unit knows about a fault it must record (A1.10). */
+/** What the unit knows about a fault it must record (VT-d §10.4 FRCD). */
 export interface FaultRecord {
   readonly sid: number;
   /** Present for requests with a PASID (PP=1). */
@@ -22,7 +22,7 @@ const FSTS_EVENT_BITS = ["PFO", "PPF", "IQE", "ICE", "ITE"] as const;
 
 /**
  * Primary fault logging: FSTS and the FRCD ring (QEMU's "next free record"
- * model, spec-facts A4.3). A record goes into the register at the internal
+ * model, VT-d spec chapter 7 and appendix A). A record goes into the register at the internal
  * index; if that register still holds an unserviced fault (F=1) the new fault
  * is dropped and PFO set. PPF is the OR of every F bit; FRI points at the
  * oldest pending record. A fault event is raised when a status condition
@@ -69,7 +69,7 @@ export class FaultRecorder {
     }
     FrcdReg.set(r, "FR", f.reason & 0xff);
     FrcdReg.set(r, "AT", f.at & 3);
-    // T1: 1 = read, 0 = write (A1.10).
+    // T1: 1 = read, 0 = write (VT-d §10.4 FRCD).
     FrcdReg.set(r, "T1", f.write ? 0 : 1);
     FrcdReg.set(r, "F", 1);
     if (FstsReg.get(this.#fsts, "PPF") === 0) FstsReg.set(this.#fsts, "FRI", this.#next);

@@ -25,7 +25,7 @@ import { signedPageNumber } from "../page-field.js";
 import type { VtdConfig } from "./options.js";
 import "./trace-events.js";
 
-/** IQERCD.IQEI codes (A1.11). */
+/** IQERCD.IQEI codes (VT-d §10.4 IQA/IQH/IQT). */
 export const Iqei = {
   NONE: 0,
   TAIL_INVALID: 1,
@@ -52,7 +52,7 @@ export interface InvalidationContext {
 
 
 /**
- * Device-TLB range encoding (A3.3): with S=1, the lowest zero bit of ADDR at
+ * Device-TLB range encoding (VT-d §6.5.2 device-TLB descriptor): with S=1, the lowest zero bit of ADDR at
  * or above bit 12 gives the size; every address bit below it is a size bit.
  */
 export function decodeDeviceTlbRange(pfnField: number, s: boolean): { addr: number; size: number } {
@@ -80,7 +80,7 @@ function pfsidReserved<F extends string>(cfg: VtdConfig, layout: Layout<F | "PFS
 }
 
 /**
- * Carries out one invalidation descriptor (A3) already fetched from the
+ * Carries out one invalidation descriptor (VT-d §6.5.2) already fetched from the
  * queue. Returns 0, or the IQEI code of why the descriptor is invalid, in
  * which case nothing was done.
  */
@@ -153,7 +153,7 @@ export function executeDescriptor(x: InvalidationContext, d: Uint32Array, wide: 
       // head of a page-request drain (drivers/iommu/intel/svm.c:
       // intel_svm_drain_prq()); the architecture allows it (VT-d spec 6.5.2.8).
       // A status write that aborts (or names an address beyond any memory) is
-      // lost; the architecture defines no error for it (SPEC?).
+      // lost; the architecture defines no error for it (our reading of the spec).
       if (WaitDesc.get(d, "SW") === 1 && WaitDesc.get(d, "STADDR_HI") === 0) {
         x.mem.write32(WaitDesc.getAddr(d, "STADDR"), WaitDesc.get(d, "STDATA"));
       }

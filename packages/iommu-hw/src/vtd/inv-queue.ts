@@ -30,7 +30,7 @@ interface Deferred {
 }
 
 /**
- * The invalidation queue (A1.11): a ring of 128- or 256-bit descriptors at
+ * The invalidation queue (VT-d §10.4 IQA/IQH/IQT): a ring of 128- or 256-bit descriptors at
  * IQA, consumed by hardware from IQH up to the tail software writes to IQT.
  *
  * A tail beyond the queue or not 256-bit aligned with DW=1, a descriptor that

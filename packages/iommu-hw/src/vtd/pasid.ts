@@ -22,12 +22,12 @@ export class PasidScratch {
 }
 
 /**
- * PASID directory -> PASID-table entry (A2.3, A2.4) with the checks of the
- * A4.3 PASID groups. The walker configurations are built here, once per
+ * PASID directory -> PASID-table entry (VT-d spec §9.5, §9.6) with the checks of the
+ * scalable-mode PASID fault reasons of VT-d spec appendix A. The walker configurations are built here, once per
  * PASID-cache fill, so a translation allocates nothing for them.
  *
  * "Invalid programming" (0x5B) covers a PGTT the unit does not support, an AW
- * not in SAGAW and an FLPM it cannot walk (QEMU's checks, A2.4); a DID beyond
+ * not in SAGAW and an FLPM it cannot walk (QEMU's checks, VT-d spec §9.6); a DID beyond
  * CAP.ND is treated the same. Feature bits for features the unit lacks
  * (SLADE without SLADS, EAFE without EAFS) are reserved (0x5A).
  */

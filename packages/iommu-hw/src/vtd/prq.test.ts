@@ -35,7 +35,7 @@ describe("page-request queue", () => {
     expect(rig.unit.pageRequest(pr(rig, { groupIndex: 0x1a5, addr: 0x7f00_1234_5000, priv: true }))).toBe(true);
     const qw0 = rig.r64(PRQ_BASE);
     const qw1 = rig.r64(PRQ_BASE + 8);
-    // A4.1, hand-decoded.
+    // The page-request descriptor (VT-d spec chapter 7), hand-decoded.
     expect(Number(qw0 & 0xffn)).toBe(1);
     expect(Number((qw0 >> 8n) & 1n)).toBe(1); // PP
     expect(Number((qw0 >> 16n) & 0xffffn)).toBe(rig.dev);

@@ -7,7 +7,7 @@ import { PqaReg, PqhReg, PqtReg, PrsReg, RegOffset } from "./regs.js";
 import { pageField } from "../page-field.js";
 
 /**
- * The page-request queue (A1.12, A4.1): hardware writes 256-bit page-request
+ * The page-request queue (VT-d spec chapter 7 and the PQA/PQH/PQT registers of chapter 10): hardware writes 256-bit page-request
  * descriptors at PQT and advances it; software consumes at PQH. Full when
  * (PQT + 32) mod size == PQH: the request is dropped and PRS.PRO set (the
  * unit then answers a last-in-group request itself). After a write PRS.PPR

@@ -105,7 +105,7 @@ describe("VT-d register access semantics", () => {
     expect(rig.reg64(R.IQA)).toBe(0x1234_5678_7654_3000n | (1n << 11n) | 1n);
   });
 
-  it("FECTL and IECTL come out of reset with IM set (A1.14)", () => {
+  it("FECTL and IECTL come out of reset with IM set (QEMU's intel_iommu.c register model)", () => {
     const rig = new VtdRig();
     expect(rig.unit.mmioRead32(R.FECTL) >>> 0).toBe(0x8000_0000);
     expect(rig.unit.mmioRead32(R.IECTL) >>> 0).toBe(0x8000_0000);

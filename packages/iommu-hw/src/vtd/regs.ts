@@ -1,7 +1,7 @@
 import { defineLayout } from "@vsva/pgtable";
 
 /**
- * The VT-d register file, declared once as data (spec-facts A1). Each layout
+ * The VT-d register file, declared once as data (VT-d spec chapter 10, register descriptions). Each layout
  * gives bit ranges and access; the register file derives its writable,
  * write-1-to-clear and read masks from the access of every field.
  *
@@ -41,7 +41,7 @@ export const RegOffset = {
   PEDATA: 0x0e4,
   PEADDR: 0x0e8,
   PEUADDR: 0x0ec,
-  /** Virtual command interface, VT-d 3.0–3.2 layout (A1.13 (a), the one the 2020 vSVA work used). */
+  /** Virtual command interface, VT-d 3.0–3.2 layout (VT-d §10.4 VCMD/VCRSP, the one the 2020 vSVA work used). */
   VCCAP: 0xe00,
   VCMD: 0xe10,
   VCRSP: 0xe20,
@@ -110,7 +110,7 @@ export const EcapReg = defineLayout("ECAP", 64, {
   RPS: { msb: 49, lsb: 49, access: "RO" },
 });
 
-/** GCMD: write-only command bits (A1.5); reads return 0. */
+/** GCMD: write-only command bits (VT-d §10.4 GCMD/GSTS); reads return 0. */
 export const GcmdReg = defineLayout("GCMD", 32, {
   CFI: { msb: 23, lsb: 23, access: "WO" },
   SIRTP: { msb: 24, lsb: 24, access: "WO" },
@@ -205,7 +205,7 @@ export const PrsReg = defineLayout("PRS", 32, {
   PRO: { msb: 1, lsb: 1, access: "RW1C" },
 });
 
-/** The IOTLB register block at ECAP.IRO×16 (register-based invalidation, A1.8). */
+/** The IOTLB register block at ECAP.IRO×16 (register-based invalidation, VT-d §10.4 IOTLB registers). */
 export const IvaReg = defineLayout("IVA", 64, {
   AM: { msb: 5, lsb: 0, access: "WO" },
   IH: { msb: 6, lsb: 6, access: "WO" },
@@ -221,7 +221,7 @@ export const IotlbReg = defineLayout("IOTLB", 64, {
 });
 
 /**
- * Fault-recording register (A1.10), 128 bits. Everything is hardware-written
+ * Fault-recording register (VT-d §10.4 FRCD), 128 bits. Everything is hardware-written
  * except F, which software clears by writing 1 (D1 #1: the PASID is 20 bits).
  */
 export const FrcdReg = defineLayout("FRCD", 128, {
@@ -237,7 +237,7 @@ export const FrcdReg = defineLayout("FRCD", 128, {
   F: { msb: 127, lsb: 127, access: "RW1C" },
 });
 
-/** Virtual command interface, VT-d 3.0–3.2 layout (A1.13 (a)). */
+/** Virtual command interface, VT-d 3.0–3.2 layout (VT-d §10.4 VCMD/VCRSP). */
 export const VccapReg = defineLayout("VCCAP", 64, { PAS: { msb: 0, lsb: 0, access: "RO" } });
 export const VcmdReg = defineLayout("VCMD", 64, {
   CMD: [7, 0],

@@ -9,7 +9,7 @@ import { joinDwords } from "../mmio/mmio.js";
 /**
  * Whatever a guest or a buggy driver writes (registers, tables, descriptors)
  * and whatever a device sends, the unit answers with faults, errors and
- * status bits, never an exception (DESIGN.md rule 4).
+ * status bits, never an exception (hardware reports bad programming through its registers).
  */
 
 const u32 = fc.integer({ min: 0, max: 0xffff_ffff });

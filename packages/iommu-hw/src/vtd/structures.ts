@@ -1,13 +1,13 @@
 import { defineLayout } from "@vsva/pgtable";
 
 /**
- * Scalable-mode translation structures in memory (spec-facts A2). Bits not
+ * Scalable-mode translation structures in memory (VT-d spec chapter 9). Bits not
  * named here are reserved (RsvdZ): a set bit is the matching "reserved field"
  * fault. Address bits above the host address width are checked separately,
  * since the width is a property of the unit, not of the format.
  */
 
-/** A2.1: 128-bit root entry, indexed by bus. */
+/** VT-d spec §9.2: 128-bit root entry, indexed by bus. */
 export const RootEntry = defineLayout("SM root entry", 128, {
   LP: [0, 0],
   LCTP: [63, 12],
@@ -16,7 +16,7 @@ export const RootEntry = defineLayout("SM root entry", 128, {
 });
 export const ROOT_ENTRY_BYTES = 16;
 
-/** A2.2: 256-bit scalable-mode context entry, indexed by devfn & 0x7F in the lower or upper table. */
+/** VT-d spec §9.4: 256-bit scalable-mode context entry, indexed by devfn & 0x7F in the lower or upper table. */
 export const ContextEntry = defineLayout("SM context entry", 256, {
   P: [0, 0],
   FPD: [1, 1],
@@ -29,7 +29,7 @@ export const ContextEntry = defineLayout("SM context entry", 256, {
 });
 export const CONTEXT_ENTRY_BYTES = 32;
 
-/** A2.3: 64-bit PASID-directory entry, indexed by PASID[19:6]. */
+/** VT-d spec §9.5: 64-bit PASID-directory entry, indexed by PASID[19:6]. */
 export const PasidDirEntry = defineLayout("PASID directory entry", 64, {
   P: [0, 0],
   FPD: [1, 1],
@@ -37,7 +37,7 @@ export const PasidDirEntry = defineLayout("PASID directory entry", 64, {
 });
 export const PASID_DIR_ENTRY_BYTES = 8;
 
-/** A2.4: 512-bit PASID-table entry, indexed by PASID[5:0]. */
+/** VT-d spec §9.6: 512-bit PASID-table entry, indexed by PASID[5:0]. */
 export const PasidEntry = defineLayout("PASID table entry", 512, {
   P: [0, 0],
   FPD: [1, 1],
@@ -67,7 +67,7 @@ export const PasidEntry = defineLayout("PASID table entry", 512, {
 });
 export const PASID_ENTRY_BYTES = 64;
 
-/** PASID-granular translation types (A2.4). */
+/** PASID-granular translation types (VT-d spec §9.6). */
 export const Pgtt = {
   FIRST_LEVEL: 1,
   SECOND_LEVEL: 2,
@@ -76,7 +76,7 @@ export const Pgtt = {
 } as const;
 export type PgttValue = (typeof Pgtt)[keyof typeof Pgtt];
 
-/** A5.x: PASID arithmetic. */
+/** PASID arithmetic (VT-d §9.5–9.6: directory index PASID[19:6], table index PASID[5:0]). */
 export const pasidDirIndex = (pasid: number): number => (pasid >>> 6) & 0x3fff;
 export const pasidTableIndex = (pasid: number): number => pasid & 0x3f;
 

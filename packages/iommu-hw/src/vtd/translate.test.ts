@@ -18,7 +18,7 @@ function reason(r: TranslateResult): number {
   return r.reason;
 }
 
-/** FRCD i as {fr, sid, pp, pv, fi, f, t1}, decoded from the raw 128 bits (A1.10). */
+/** FRCD i as {fr, sid, pp, pv, fi, f, t1}, decoded from the raw 128 bits (VT-d §10.4 FRCD). */
 function frcd(rig: VtdRig, i: number): { f: number; fr: number; sid: number; pp: number; pv: number; t1: number; fi: bigint } {
   const lo = rig.reg64(FRCD0 + 16 * i);
   const hi = rig.reg64(FRCD0 + 16 * i + 8);
@@ -224,7 +224,7 @@ describe("pass-through (PGTT=4)", () => {
   });
 });
 
-describe("structure faults (scalable-mode reasons of A4.3)", () => {
+describe("structure faults (scalable-mode reasons of VT-d spec appendix A)", () => {
   interface Case {
     name: string;
     code: number;
@@ -304,7 +304,7 @@ describe("structure faults (scalable-mode reasons of A4.3)", () => {
   });
 });
 
-describe("walk faults (scalable-mode reasons of A4.3)", () => {
+describe("walk faults (scalable-mode reasons of VT-d spec appendix A)", () => {
   interface WalkCase {
     name: string;
     code: number;

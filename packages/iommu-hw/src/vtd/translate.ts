@@ -53,7 +53,7 @@ const modulo = (a: number, m: number): number => a - Math.floor(a / m) * m;
  * cache, IOTLB, then a walk (first level, second level, nested, or pass
  * through) with the paging-structure caches as walker hooks. Every structure
  * fetched from memory is checked and a problem becomes its fault reason
- * (A4.3); nothing the tables contain can make it throw.
+ * (VT-d spec appendix A); nothing the tables contain can make it throw.
  *
  * Two memos keep the IOTLB-hit path short without changing what it answers:
  * - a {@link ResolvedPath} per (source, PASID) stands for the context-cache

@@ -20,7 +20,7 @@ function twoPasids(): { live: Set<number>; trap: VtdTrap } {
   return { live, trap };
 }
 
-// VCRSP (A1.13 (a)): IP bit 0, SC bits 2:1, result bits 27:8.
+// VCRSP (VT-d §10.4 VCMD/VCRSP): IP bit 0, SC bits 2:1, result bits 27:8.
 const rsp = (rig: VtdRig): { ip: number; sc: number; result: number } => {
   const v = rig.reg64(R.VCRSP);
   return { ip: Number(v & 1n), sc: Number((v >> 1n) & 3n), result: Number((v >> 8n) & 0xfffffn) };

@@ -296,7 +296,7 @@ export class VtdUnit implements IommuPort, Mmio {
   }
 
   /**
-   * GCMD (A1.5): latched bits are compared with GSTS, one-shot bits act when
+   * GCMD (VT-d §10.4 GCMD/GSTS): latched bits are compared with GSTS, one-shot bits act when
    * written as 1. Software is meant to change one command at a time; when a
    * write changes several, they are carried out in bit order, high to low.
    */
@@ -334,7 +334,7 @@ export class VtdUnit implements IommuPort, Mmio {
     GcmdReg.set(g, "SIRTP", 0);
   }
 
-  /** Register-based context-cache invalidation (A1.7); completes at once. */
+  /** Register-based context-cache invalidation (VT-d §10.4 CCMD); completes at once. */
   #onCcmd(): void {
     const c = this.#ccmd;
     if (CcmdReg.get(c, "ICC") === 0) return;
@@ -345,7 +345,7 @@ export class VtdUnit implements IommuPort, Mmio {
     CcmdReg.set(c, "ICC", 0);
   }
 
-  /** Register-based IOTLB invalidation (A1.8); completes at once. */
+  /** Register-based IOTLB invalidation (VT-d §10.4 IOTLB registers); completes at once. */
   #onIotlbReg(): void {
     const r = this.#iotlbReg;
     if (IotlbReg.get(r, "IVT") === 0) return;
@@ -421,12 +421,12 @@ export class VtdUnit implements IommuPort, Mmio {
   }
 
   /**
-   * A PRI page request from an endpoint (A4.1). Refused (false) when the unit
+   * A PRI page request from an endpoint (VT-d spec chapter 7). Refused (false) when the unit
    * has no PRS, translation is off, the context entry cannot be used or has
    * PRE=0 (fault 0x47 recorded unless FPD), or the queue overflows. A refused
    * last-in-group request is answered by the unit itself: "invalid" for a
    * request it will never serve, "success" after an overflow so that the
-   * device retries and asks again (SPEC?: auto-response code).
+   * device retries and asks again (our reading of the spec: auto-response code).
    */
   pageRequest(req: PageRequest): boolean {
     const prq = this.#prq;

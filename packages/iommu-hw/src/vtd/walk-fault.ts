@@ -11,7 +11,7 @@ const DENIED_REASON: Readonly<Record<Denied, number>> = {
 };
 
 /**
- * Scalable-mode fault reason (A4.3) of a failed walk.
+ * Scalable-mode fault reason (VT-d spec appendix A) of a failed walk.
  *
  * `flLevels`/`slLevels` say which level is the top one, whose table is the
  * PASID entry's pointer: an abort fetching from it is "invalid pointer"

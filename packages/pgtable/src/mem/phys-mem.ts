@@ -1,5 +1,5 @@
 /**
- * Physical memory as the IOMMU and the CPU see it (DESIGN.md rule 7): an
+ * Physical memory as the IOMMU and the CPU see it: an
  * interface, so that host RAM implements it and so does a guest's view of its
  * RAM, which the VMM backs with host pages.
  *

@@ -2,17 +2,17 @@ import { type Layout, defineLayout } from "../layout.js";
 
 /**
  * AArch64 VMSAv8-64 translation-table descriptors, 4 KiB granule
- * (spec-facts §B5), declared once as data. The walkers derive their
+ * (Arm ARM DDI 0487 VMSAv8-64 descriptor formats; Linux arch/arm64/include/asm/pgtable-hwdef.h), declared once as data. The walkers derive their
  * constant masks from these layouts; nothing else shifts bits by hand.
  *
  * Bits 49:48 are OA[49:48] only with LPA2, which neither Linux io-pgtable
- * nor QEMU supports with a 4 KiB granule (§B5.2): we declare them as
+ * nor QEMU supports with a 4 KiB granule (the Arm ARM's VMSAv8-64 descriptors): we declare them as
  * `OA_HI` and the walkers treat a non-zero value as an output address
  * beyond any supported size (F_ADDR_SIZE), which is what a 48-bit
  * implementation reports for it.
  */
 
-/** Table descriptor, L0–L2, bits 1:0 = 0b11 (§B5.3). */
+/** Table descriptor, L0–L2, bits 1:0 = 0b11 (the Arm ARM's VMSAv8-64 descriptors). */
 export const ArmTableDesc = defineLayout("arm.table", 64, {
   VALID: [0, 0],
   TYPE: [1, 1],
@@ -54,7 +54,7 @@ const s1LeafCommon = {
   IGN63: [63, 63],
 } as const;
 
-/** Stage-1 page descriptor at L3 (bits 1:0 = 0b11) (§B5.2). */
+/** Stage-1 page descriptor at L3 (bits 1:0 = 0b11) (the Arm ARM's VMSAv8-64 descriptors). */
 export const ArmS1Page = defineLayout("arm.s1-page", 64, { ...s1LeafCommon, ADDR: [47, 12] });
 /** Stage-1 2 MiB block at L2 (bits 1:0 = 0b01); bits 20:12 are RES0 (bit 16 is nT with FEAT_BBM, not modelled). */
 export const ArmS1Block2M = defineLayout("arm.s1-block-2m", 64, { ...s1LeafCommon, RES0: { msb: 20, lsb: 12, access: "RsvdZ" }, ADDR: [47, 21] });

@@ -1,5 +1,5 @@
 /**
- * VMSAv8-64 walk geometry for the 4 KiB granule (spec-facts §B5.5): 9 bits
+ * VMSAv8-64 walk geometry for the 4 KiB granule (Arm ARM VMSAv8-64; QEMU hw/arm/smmu-internal.h): 9 bits
  * per level, level 3 maps 4 KiB, level 2 2 MiB, level 1 1 GiB, level 0
  * 512 GiB.
  */
@@ -20,7 +20,7 @@ export function armLevelSize(level: number): number {
 
 /**
  * Stage-1 start level: 4 − ⌈(IS − 12) / 9⌉ (T0SZ 16 → 0, 25 → 1, 34 → 2,
- * 39 → 2). spec-facts §B5.5 lists T0SZ 33 (IS 31) → level 2, but two levels
+ * 39 → 2). A table of start levels we were given lists T0SZ 33 (IS 31) → level 2, but two levels
  * of 9 bits over a 12-bit page cover only 30 bits; its own formula and
  * QEMU's (4 − (IS − 4) / 9 = 1) both give level 1, which we follow.
  */
@@ -47,7 +47,7 @@ export function oasCode(bits: number): number | undefined {
  * reason the combination is illegal (→ C_BAD_STE). 4 KiB: start = 2 − SL0,
  * SL0 = 3 is reserved; the start level must leave 1..13 index bits (at most
  * 16 concatenated tables, QEMU's limit and the architecture's); T0SZ in
- * 16..39 and not below 64 − IAS (spec-facts §B2.3).
+ * 16..39 and not below 64 − IAS (QEMU hw/arm/smmuv3.c: decode_ste()).
  */
 export function s2Geometry(t0sz: number, sl0: number, ias: number): { startLevel: number; tables: number; inputBits: number } | string {
   if (sl0 === 3) return "S2SL0 = 3 is reserved with the 4 KiB granule";

@@ -24,7 +24,7 @@ export interface ArmS2WriterOptions extends TableWriterOptions {
  * 1 GiB leaves, plan then apply: EINVAL/EEXIST/ENOMEM/ENOENT leave the
  * tables untouched), on the generic {@link TableWriter}.
  *
- * Stage 2 may start with up to 16 concatenated tables (spec-facts §B5.5):
+ * Stage 2 may start with up to 16 concatenated tables (Arm ARM VMSAv8-64 stage 2 concatenation; Linux io-pgtable-arm.c):
  * the writer then drives one generic writer per 4 KiB start table, and a
  * single call may not cross from one to the next (EINVAL), which keeps
  * every call atomic. Concatenated tables need a caller-given `root` (the

@@ -14,7 +14,7 @@ import type { WalkAccess } from "../pt/types.js";
  */
 
 /**
- * Why a walk failed, one kind per SMMUv3 event (spec-facts §B4.4):
+ * Why a walk failed, one kind per SMMUv3 event (SMMUv3 spec §7.3, event records):
  * - `translation`: invalid descriptor, or input outside the TxSZ range (F_TRANSLATION);
  * - `address-size`: a table or output address at or above the output size (F_ADDR_SIZE);
  * - `access`: AF = 0 with neither AFFD nor HA (F_ACCESS);
@@ -47,7 +47,7 @@ export function neededPerms(write: boolean, exec: boolean, priv: boolean): numbe
   return write ? Perm.USER_WRITE : exec ? Perm.USER_EXEC : Perm.USER_READ;
 }
 
-/** A stage-1 walk's parameters, decoded from a CD (spec-facts §B3.2). */
+/** A stage-1 walk's parameters, decoded from a CD (SMMUv3 spec §5.4). */
 export interface ArmS1Config {
   /** TTB0 or TTB1: the top table (an IPA when nested). */
   readonly ttb: number;
@@ -67,7 +67,7 @@ export interface ArmS1Config {
   readonly had: boolean;
 }
 
-/** A stage-2 walk's parameters, decoded from an STE (spec-facts §B2.2, §B5.5). */
+/** A stage-2 walk's parameters, decoded from an STE (SMMUv3 spec §5.2; Arm ARM VMSAv8-64 stage 2). */
 export interface ArmS2Config {
   /** S2TTB: the (possibly concatenated) start-level table. */
   readonly ttb: number;

@@ -20,21 +20,21 @@ const TWO64 = 2 ** 64;
 const TABLE_READ: WalkAccess = Object.freeze({ write: false });
 
 /**
- * Stage-1 walk (VMSAv8-64, 4 KiB granule; spec-facts §B5), optionally
+ * Stage-1 walk (VMSAv8-64, 4 KiB granule; Arm ARM DDI 0487, VMSAv8-64 translation), optionally
  * nested over a stage 2.
  *
  * Order of checks, per descriptor: fetch (F_WALK_EABT), valid and type
  * (F_TRANSLATION: bit 0 clear, a block at L0 or 0b01 at L3), output or
  * next-table address within the output size (F_ADDR_SIZE); then at the
  * leaf AF before permissions (the Arm ARM prioritises Access flag over
- * Permission faults, SPEC?), and hardware updates only once the access is
+ * Permission faults, our reading of the spec), and hardware updates only once the access is
  * known to succeed.
  *
- * Permissions (AP[2:1], §B5.2): privileged accesses may read everything and
+ * Permissions (AP[2:1], the Arm ARM's VMSAv8-64 descriptors): privileged accesses may read everything and
  * write unless AP[2]; EL0 accesses need AP[1]. APTable[0]/[1] remove EL0
  * access and write below a table, PXNTable/UXNTable execute, unless HAD.
  * A page writable at EL0 is implicitly PXN (Arm ARM, "writable at EL0
- * implies PXN at EL1", SPEC?). With HD, a DBM page with AP[2] = 1 is
+ * implies PXN at EL1", our reading of the spec). With HD, a DBM page with AP[2] = 1 is
  * writable-clean: the first write clears AP[2] in memory.
  *
  * Nested: the TTB, every next table and the output address are IPAs that go
@@ -196,7 +196,7 @@ export function walkStage1(mem: PhysMem, cfg: ArmS1Config, vaIn: number, access:
 }
 
 /**
- * Stage-2 walk (spec-facts §B5.4): start level from SL0 with up to 16
+ * Stage-2 walk (Arm ARM VMSAv8-64 stage 2; Linux io-pgtable-arm.c: arm_lpae_alloc_pgtable_s2()): start level from SL0 with up to 16
  * concatenated tables, S2AP read/write, XN (XN[0] only with XNX), AF with
  * S2AFFD/S2HA, DBM with S2HD. `table` marks a fetch of a stage-1
  * descriptor (a table walk), which S2PTW forbids from Device memory.

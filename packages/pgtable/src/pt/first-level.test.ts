@@ -7,7 +7,7 @@ import { newWalkResult, toOutcome } from "./walk-result.js";
 import { X86_PDE_2M, X86_PTE, x86ReservedMask } from "./x86-pte.js";
 
 // Hand-encoded entries: raw qwords written into memory, bit by bit from the
-// SDM / spec-facts §A5.1 table, so the walker is not tested against itself.
+// SDM / VT-d spec §9.7 tables, so the walker is not tested against itself.
 const P = 1n << 0n;
 const RW = 1n << 1n;
 const US = 1n << 2n;

@@ -9,7 +9,7 @@ const TWO64 = 2 ** 64;
 const TABLE_READ: WalkAccess = Object.freeze({ write: false });
 
 /**
- * First-level (x86-64 format) walk, 4 or 5 levels (spec-facts §A5.1),
+ * First-level (x86-64 format) walk, 4 or 5 levels (VT-d spec §3.6 and §9.7),
  * optionally nested over a second stage (PGTT=3).
  *
  * Semantics chosen, with sources:
@@ -21,11 +21,11 @@ const TABLE_READ: WalkAccess = Object.freeze({ write: false });
  *   AND over all levels, judged at the leaf (SDM §4.6): a user request needs
  *   U/S everywhere (0x81); a write needs R/W everywhere, except a supervisor
  *   write with WPE=0 (CR0.WP=0 semantics); an execute request is denied by
- *   XD at any level when NXE=1. VT-d has no SMAP, and SMEP is XVB-only
- *   (spec-facts D2), so supervisor requests may use user pages.
+ *   XD at any level when NXE=1. VT-d has no SMAP, and SMEP is not in the
+ *   first-level checks Linux or QEMU model, so supervisor requests may use user pages.
  *   QEMU checks U/S and R/W level by level, before reserved bits; the fault
  *   reason differs only for an entry that is both reserved and denying, and
- *   spec-facts says tests must not rely on that order.
+ *   tests must not rely on that order.
  * - A is set (with EA when EAFE=1) in each non-leaf entry as it is
  *   traversed, as the CPU does, even if the walk later faults; the leaf gets
  *   A (and D for a write) only once the access is known to succeed. Each

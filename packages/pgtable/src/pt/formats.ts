@@ -70,7 +70,7 @@ function x86Leaf(level: number): typeof X86_PTE | typeof X86_PDE_2M {
   return level === 3 ? X86_PDPTE_1G : level === 2 ? X86_PDE_2M : X86_PTE;
 }
 
-/** The x86-64 format (spec-facts §A5.1), for VT-d first-level tables and the CPU page tables of a process. */
+/** The x86-64 format (VT-d spec §9.7), for VT-d first-level tables and the CPU page tables of a process. */
 export function x86Format(opts: X86FormatOptions): PageTableFormat {
   // Checked at run time too: the options may come from a caller that is not type-checked.
   const levels: number = opts.levels;
@@ -136,7 +136,7 @@ function slLeaf(level: number): typeof SL_PTE | typeof SL_PDE_2M {
   return level === 3 ? SL_PDPTE_1G : level === 2 ? SL_PDE_2M : SL_PTE;
 }
 
-/** The VT-d second-level format (spec-facts §A5.2). */
+/** The VT-d second-level format (VT-d spec §9.8). */
 export function slFormat(opts: SlFormatOptions): PageTableFormat {
   const levels: number = opts.levels;
   if (levels !== 3 && levels !== 4 && levels !== 5) {

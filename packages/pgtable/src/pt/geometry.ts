@@ -1,5 +1,5 @@
 /**
- * Index arithmetic shared by both formats (spec-facts §A5.1/§A5.2): 4 KiB
+ * Index arithmetic shared by both formats (VT-d spec §9.7/§9.8): 4 KiB
  * tables of 512 eight-byte entries, 9 address bits per level, level 1 being
  * the last table (PT) and level 5 the PML5.
  *

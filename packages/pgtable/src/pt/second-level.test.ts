@@ -6,7 +6,7 @@ import { SL_PDE_2M, SL_PDPTE_1G, SL_PTE, slReservedMask } from "./sl-pte.js";
 import type { SecondLevelConfig, WalkAccess } from "./types.js";
 import { newWalkResult, toOutcome } from "./walk-result.js";
 
-// Hand-encoded second-level entries (spec-facts §A5.2).
+// Hand-encoded second-level entries (VT-d spec §9.8).
 const R = 1n << 0n;
 const W = 1n << 1n;
 const X = 1n << 2n;

@@ -5,7 +5,7 @@ import type { SecondLevelConfig, SecondLevelWalkOptions, SecondStage, WalkAccess
 import { resetWalkResult } from "./walk-result.js";
 
 /**
- * VT-d second-level walk (spec-facts §A5.2): 3, 4 or 5 levels from the AGAW,
+ * VT-d second-level walk (VT-d spec §3.7 and §9.8): 3, 4 or 5 levels from the AGAW,
  * 2 MiB and 1 GiB leaves where SLLPS allows, per-level reserved bits, R/W/X
  * ANDed over every level, and A/D updates when SLADE is set.
  *

@@ -3,14 +3,14 @@ import type { U64 } from "../mem/phys-mem.js";
 import { hawReservedHi, hawReservedLo } from "./geometry.js";
 
 /**
- * The VT-d second-level paging entry (spec-facts §A5.2), for PGTT=2, the
+ * The VT-d second-level paging entry (VT-d spec §9.8), for PGTT=2, the
  * lower stage of PGTT=3 and legacy mode. Three views, as for x86:
  * - {@link SL_PTE}: a non-leaf entry and a 4 KiB leaf (level 1);
  * - {@link SL_PDE_2M}: a level-2 leaf with PS=1 (bits 20:12 reserved);
  * - {@link SL_PDPTE_1G}: a level-3 leaf with PS=1 (bits 29:12 reserved).
  *
  * An entry is present when R or W is set (QEMU and Linux agree). EMT and IPAT
- * are SPEC? (spec-facts D2); they are carried and never interpreted here.
+ * have no public model to check against (neither Linux nor QEMU reads them); they are carried and never interpreted here.
  */
 export const SL_PTE = defineLayout("vtd.sl-pte", 64, {
   R: [0, 0],
@@ -98,8 +98,8 @@ export interface SlReservedOptions {
  * Decisions: PS is reserved at levels 4 and 5 and where SLLPS lacks the size
  * (QEMU adds 0x80 to its PML4E mask; a level-1 bit 7 is ignored, as in QEMU's
  * level-1 mask). SNP (bit 11) and TM (bit 62) are reserved at every level
- * when their capability is absent, following QEMU's masks and spec-facts D1 #7
- * (follow ECAP.SC); with the capability they are leaf attributes and ignored
+ * when their capability is absent, following QEMU's masks
+ * (hw/i386/intel_iommu_internal.h; they follow ECAP.SC); with the capability they are leaf attributes and ignored
  * in non-leaf entries.
  */
 export function slReservedMask(level: number, large: boolean, opts: SlReservedOptions, out: U64): U64 {

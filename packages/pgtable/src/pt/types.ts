@@ -2,7 +2,7 @@ import type { PhysMem, U64 } from "../mem/phys-mem.js";
 
 /**
  * The contract of the page-table walkers: configurations taken from a PASID
- * entry (spec-facts §A2.4), the access being checked, the result (a reusable,
+ * entry (VT-d spec §9.6), the access being checked, the result (a reusable,
  * caller-owned object so a walk allocates nothing), the second-stage hook that
  * nested translation plugs into, and the paging-structure-cache hook.
  *
@@ -22,7 +22,7 @@ export type Stage = "first" | "second";
 
 /**
  * Why a walk failed. The VT-d unit maps (kind, stage, level, nested phase,
- * denied) to an FRCD fault reason (spec-facts §A4.3):
+ * denied) to an FRCD fault reason (VT-d spec appendix A):
  * - `table-abort`: fetching an entry hit memory that does not exist
  *   (first level: 0x73 at the top level, whose table is FLPTPTR, else 0x70;
  *   second level: 0x7B at the top level, whose table is SLPTPTR, else 0x78).

@@ -3,7 +3,7 @@ import type { U64 } from "../mem/phys-mem.js";
 import { hawReservedHi, hawReservedLo } from "./geometry.js";
 
 /**
- * The x86-64 paging entry (spec-facts §A5.1; Intel SDM vol. 3 §4.5), used by
+ * The x86-64 paging entry (VT-d spec §9.7; Intel SDM vol. 3 §4.5), used by
  * VT-d first-level translation and by the simulated CPU MMU of a process.
  *
  * Three views of the same 64 bits, one per role:
@@ -13,7 +13,7 @@ import { hawReservedHi, hawReservedLo } from "./geometry.js";
  * - {@link X86_PDE_2M}: a PDE with PS=1 mapping 2 MiB (bits 20:13 reserved).
  * - {@link X86_PDPTE_1G}: a PDPTE with PS=1 mapping 1 GiB (bits 29:13 reserved).
  *
- * Decision (spec-facts D1 #8): XD is modelled. When the PASID entry's NXE is
+ * Decision: XD is modelled. When the PASID entry's NXE is
  * clear, XD is ignored rather than reserved: Linux never sets NXE in a
  * first-level PASID entry yet binds CPU page tables whose data pages carry XD,
  * so treating it as reserved would fault every native SVA access. A CPU model

@@ -5,7 +5,7 @@ import { SmmuUnit } from "../smmu-unit.js";
 
 /**
  * A test rig: an SMMUv3 over sparse memory plus helpers that write every
- * structure as RAW bits, encoded here by hand from spec-facts §B1–§B5,
+ * structure as RAW bits, encoded here by hand from the SMMUv3 spec (chapters 5 and 6) and the Arm ARM,
  * independently of the layouts in regs.ts and structures.ts, so a wrong
  * layout is caught rather than mirrored. For this unit's tests and for the
  * SMMUv3 driver above it (the `./testing` subpath).
@@ -13,7 +13,7 @@ import { SmmuUnit } from "../smmu-unit.js";
 
 export const MiB = 1024 * 1024;
 
-/** Register offsets, restated from §B1.1 (page 1 at +0x10000). */
+/** Register offsets, restated from SMMUv3 spec §6.2 (page 1 at +0x10000). */
 export const SR = {
   IDR0: 0x0, IDR1: 0x4, IDR3: 0xc, IDR5: 0x14, IIDR: 0x18, AIDR: 0x1c, CR0: 0x20, CR0ACK: 0x24, CR1: 0x28, CR2: 0x2c,
   GBPA: 0x44, IRQ_CTRL: 0x50, IRQ_CTRLACK: 0x54, GERROR: 0x60, GERRORN: 0x64, GERROR_IRQ_CFG0: 0x68, GERROR_IRQ_CFG1: 0x70,
@@ -31,7 +31,7 @@ export const PRIQ = 0x38000;
 export const CD_TABLE = 0x40000;
 export const SYNC_WORD = 0x4f000;
 
-// AArch64 descriptor bits (§B5).
+// AArch64 descriptor bits (the Arm ARM's VMSAv8-64 descriptors).
 export const D_V = 1n, D_T = 2n, D_AP1 = 1n << 6n, D_AP2 = 1n << 7n, D_AF = 1n << 10n, D_NG = 1n << 11n;
 export const D_S2R = 1n << 6n, D_S2W = 1n << 7n;
 export const S1_PAGE = D_V | D_T | D_AF | D_AP1 | D_NG;
@@ -51,7 +51,7 @@ export interface CdOpts {
 
 const b = (x: boolean | undefined, bit: bigint): bigint => (x === true ? 1n << bit : 0n);
 
-/** The four dwords of an STE (the other four are zero), from §B2.2. */
+/** The four dwords of an STE (the other four are zero), from SMMUv3 spec §5.2. */
 export function steWords(o: SteOpts): bigint[] {
   const dw0 = (o.v === false ? 0n : 1n) | (BigInt(o.config) << 1n) | (BigInt(o.s1fmt ?? 0) << 4n) | BigInt(o.ctx ?? 0) | (BigInt(o.cdmax ?? 0) << 59n);
   const dw1 = BigInt(o.s1dss ?? 0) | b(o.s1stalld, 27n) | (BigInt(o.eats ?? 0) << 28n) | (BigInt(o.strw ?? 0) << 30n);
@@ -62,7 +62,7 @@ export function steWords(o: SteOpts): bigint[] {
   return [dw0, dw1, dw2, dw3];
 }
 
-/** The four dwords of a CD, from §B3.2 (MAIR 0x44ff04 in dword 3, as Linux writes it). */
+/** The four dwords of a CD, from SMMUv3 spec §5.4 (MAIR 0x44ff04 in dword 3, as Linux writes it). */
 export function cdWords(o: CdOpts): bigint[] {
   const dw0 =
     BigInt(o.t0sz ?? 16) | (BigInt(o.tg0 ?? 0) << 6n) | b(o.epd0, 14n) | b(o.endi, 15n) | (BigInt(o.t1sz ?? 16) << 16n) | (BigInt(o.tg1 ?? 2) << 22n) |
@@ -72,7 +72,7 @@ export function cdWords(o: CdOpts): bigint[] {
   return [dw0, BigInt(o.ttb0 ?? 0), BigInt(o.ttb1 ?? 0), 0x44ff04n];
 }
 
-/** Commands as raw dword pairs, from §B4.2. */
+/** Commands as raw dword pairs, from SMMUv3 spec chapter 4. */
 export const cmd = {
   cfgiSte: (sid: number, leaf = true): [bigint, bigint] => [0x03n | (BigInt(sid) << 32n), leaf ? 1n : 0n],
   cfgiSteRange: (sid: number, range: number): [bigint, bigint] => [0x04n | (BigInt(sid) << 32n), BigInt(range)],
@@ -104,7 +104,7 @@ export const cmd = {
   raw: (lo: bigint, hi: bigint): [bigint, bigint] => [lo, hi],
 };
 
-/** A decoded event record, read back by hand (§B4.3). */
+/** A decoded event record, read back by hand (SMMUv3 spec §7.3). */
 export interface RawEvent {
   id: number; ssv: boolean; ssid: number; sid: number; stag: number; stall: boolean; pnu: boolean; ind: boolean; rnw: boolean; s2: boolean; cls: number; addr: bigint; dw3: bigint;
 }

@@ -1,6 +1,6 @@
 import { TABLE, type SmmuRig } from "./rig.js";
 
-/** Index of the level-`level` descriptor for `va` (4 KiB granule, §B5.5). */
+/** Index of the level-`level` descriptor for `va` (4 KiB granule, the Arm ARM's VMSAv8-64 descriptors). */
 export const armIdx = (va: number, level: number): number => Number((BigInt(va) >> BigInt(12 + 9 * (3 - level))) & 511n);
 
 /**

@@ -6,7 +6,7 @@ import { VtdUnit } from "../vtd-unit.js";
 /**
  * A test rig: a unit over sparse memory plus helpers that write every
  * structure as RAW bits, encoded here by hand from the specification tables
- * (spec-facts A2, A3, A5), independently of the layouts in structures.ts and
+ * (VT-d spec chapter 9 and §6.5.2), independently of the layouts in structures.ts and
  * descriptors.ts, so a wrong layout is caught rather than mirrored.
  * For tests of this unit and of the drivers above it (the `./testing` subpath).
  */
@@ -14,7 +14,7 @@ import { VtdUnit } from "../vtd-unit.js";
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
 
-/** Register offsets, restated from A1.1. */
+/** Register offsets, restated from VT-d chapter 10. */
 export const R = {
   VER: 0x0, CAP: 0x8, ECAP: 0x10, GCMD: 0x18, GSTS: 0x1c, RTADDR: 0x20, CCMD: 0x28,
   FSTS: 0x34, FECTL: 0x38, FEDATA: 0x3c, FEADDR: 0x40, FEUADDR: 0x44,
@@ -27,9 +27,9 @@ export const GCMD_TE = 1 << 31;
 export const GCMD_SRTP = 1 << 30;
 export const GCMD_QIE = 1 << 26;
 
-// x86-64 first-level entry bits (A5.1).
+// x86-64 first-level entry bits (VT-d §9.7).
 export const FL_P = 1n, FL_RW = 2n, FL_US = 4n, FL_A = 0x20n, FL_D = 0x40n, FL_PS = 0x80n, FL_XD = 1n << 63n;
-// Second-level entry bits (A5.2).
+// Second-level entry bits (VT-d §9.8).
 export const SL_R = 1n, SL_W = 2n, SL_X = 4n, SL_PS = 0x80n;
 
 export const ROOT = 0x10000;
@@ -96,7 +96,7 @@ export class VtdRig {
     this.gcmd(GCMD_SRTP);
   }
 
-  /** Writes GCMD as the latched status bits plus `bit`, the read-modify-write model of A1.5. */
+  /** Writes GCMD as the latched status bits plus `bit`, the read-modify-write model of VT-d §10.4 GCMD. */
   gcmd(bit: number, on = true): void {
     const latched = this.unit.mmioRead32(R.GSTS) & (GCMD_TE | GCMD_QIE | (1 << 25) | (1 << 23));
     this.unit.mmioWrite32(R.GCMD, (on ? latched | bit : latched & ~bit) >>> 0);
@@ -135,13 +135,13 @@ export class VtdRig {
 
   // --- structures, hand-encoded ---------------------------------------------------------
 
-  /** Scalable-mode root entry for `bus`: lower and upper context tables (A2.1). */
+  /** Scalable-mode root entry for `bus`: lower and upper context tables (VT-d spec §9.2). */
   setRoot(bus: number, lower: number | null = CTX_LO, upper: number | null = CTX_HI): void {
     this.w64(ROOT + bus * 16, lower === null ? 0n : BigInt(lower) | 1n);
     this.w64(ROOT + bus * 16 + 8, upper === null ? 0n : BigInt(upper) | 1n);
   }
 
-  /** Scalable-mode context entry (A2.2) of `sid` (bus must be 0 unless the root entry for it is written). */
+  /** Scalable-mode context entry (VT-d spec §9.4) of `sid` (bus must be 0 unless the root entry for it is written). */
   setContext(sid: number, o: ContextOpts = {}): void {
     const devfn = sid & 0xff;
     const table = devfn >= 0x80 ? CTX_HI : CTX_LO;
@@ -156,7 +156,7 @@ export class VtdRig {
     this.w64(pa + 24, 0n);
   }
 
-  /** PASID-directory entry (A2.3) for `pasid`, creating its PASID table if needed; returns the table. */
+  /** PASID-directory entry (VT-d spec §9.5) for `pasid`, creating its PASID table if needed; returns the table. */
   pasidTable(pasid: number, dir = PASID_DIR, fpd = false): number {
     const at = dir + 8 * (pasid >>> 6);
     const cur = this.r64(at);
@@ -166,7 +166,7 @@ export class VtdRig {
     return table;
   }
 
-  /** PASID-table entry (A2.4), 8 qwords. */
+  /** PASID-table entry (VT-d spec §9.6), 8 qwords. */
   setPasid(pasid: number, o: PasidOpts, dir = PASID_DIR): number {
     const pa = this.pasidTable(pasid, dir) + 64 * (pasid & 63);
     const b = (x: boolean | undefined): bigint => (x === true ? 1n : 0n);
@@ -237,7 +237,7 @@ export class VtdRig {
   }
 }
 
-// --- invalidation descriptors, hand-encoded (A3) -----------------------------------------
+// --- invalidation descriptors, hand-encoded (VT-d §6.5.2) -----------------------------------------
 
 export const desc = {
   contextCache: (g: number, did = 0, sid = 0, fm = 0): bigint[] => [1n | (BigInt(g) << 4n) | (BigInt(did) << 16n) | (BigInt(sid) << 32n) | (BigInt(fm) << 48n), 0n],
