@@ -75,7 +75,7 @@ export function dependencyCruiserConfig(layers) {
     const uses = allowed.get(name).slice(1);
     return {
       name: `layering-${name}`,
-      comment: `@vsva/${name} may import only ${uses.length > 0 ? uses.map((u) => `@vsva/${u}`).join(", ") : "no other @vsva package"} (layers.json, DESIGN.md §1)`,
+      comment: `@vsva/${name} may import only ${uses.length > 0 ? uses.map((u) => `@vsva/${u}`).join(", ") : "no other @vsva package"} (layers.json)`,
       severity: "error",
       from: { path: `^${PKG}/${escapeRe(name)}/` },
       to: { path: `^${PKG}/[^/]+/`, pathNot: `^${PKG}/(${anyOf(allowed.get(name))})/` },

@@ -22,7 +22,7 @@ function sourceFiles(dir) {
 
 describe("citations", () => {
   it("name no document outside the repository (seed numbers, fact sheets, design notes)", () => {
-    const roots = ["packages", "apps", "scripts", "tools/eslint", ".changeset"].map((d) => join(root, d));
+    const roots = ["packages", "apps", "scripts", "tools/layering", ".changeset"].map((d) => join(root, d));
     const files = [...roots.flatMap(sourceFiles), join(root, "README.md")].filter((f) => statSync(f).isFile());
     // Written so that this file does not match itself.
     const outside = new RegExp(["\\bseed 0\\d\\d\\b", "spec-facts", "linux-anchor", "qemu-anchor", "\\.\\./shared/", "DESIGN\\.md", "STYLE\\.md", "toolchain\\.md", "SPEC\\?"].join("|"), "i");
@@ -36,17 +36,17 @@ describe("citations", () => {
 });
 
 describe("turbo's lint cache", () => {
-  it("does not change when a lint log or an installed module under tools/eslint changes", () => {
+  it("does not change when a lint log or an installed module under tools/layering changes", () => {
     const env = { ...process.env, TURBO_TELEMETRY_DISABLED: "1", PATH: [join(root, ".tools/bin"), process.env.PATH ?? ""].join(delimiter) };
     const hashes = () => {
-      const r = spawnSync(join(root, "node_modules/.bin/turbo"), ["run", "lint", "--dry=json"], { cwd: root, env, encoding: "utf8" });
+      const r = spawnSync(join(root, "node_modules/.bin/turbo"), ["run", "lint", "lint:layers", "--dry=json"], { cwd: root, env, encoding: "utf8" });
       expect(r.status, r.stderr).toBe(0);
       /** @type {{ tasks: { taskId: string, hash: string }[] }} */
       const plan = JSON.parse(r.stdout);
       return Object.fromEntries(plan.tasks.map((t) => [t.taskId, t.hash]));
     };
-    const logDir = join(root, "tools/eslint/.turbo");
-    const modDir = join(root, "tools/eslint/node_modules/.vsva-cache-probe");
+    const logDir = join(root, "tools/layering/.turbo");
+    const modDir = join(root, "tools/layering/node_modules/.vsva-cache-probe");
     mkdirSync(logDir, { recursive: true });
     mkdirSync(modDir, { recursive: true });
     try {

@@ -1,6 +1,6 @@
 import { declareFaultPoints } from "@vsva/kernel";
 
-/** Every fault-injection point of the SMMUv3 driver (DESIGN.md rule 6); the fail-nth sweep must fail each one. */
+/** Every fault-injection point of the SMMUv3 driver; the fail-nth sweep must fail each one. */
 export const SMMU_FAULT_POINTS = declareFaultPoints("@vsva/arm-smmu-v3", [
   "smmu.init",
   "smmu.probe-device",

@@ -1,6 +1,6 @@
 import { declareFaultPoints } from "@vsva/kernel";
 
-/** Every fault-injection point of the VT-d driver (DESIGN.md rule 6); the fail-nth sweep must fail each one. */
+/** Every fault-injection point of the VT-d driver; the fail-nth sweep must fail each one. */
 export const VTD_FAULT_POINTS = declareFaultPoints("@vsva/intel-svm", [
   "vtd.init",
   "vtd.probe-device",

@@ -108,7 +108,7 @@ export class NestedBinder implements NestingBackend {
    *   lacks; any memory-type flag (the unit reports no ECAP.MTS);
    * - ENOENT: the PASID is not allocated or is being freed; EACCES: another
    *   set owns it (from `ioasid_find` with the owner's set);
-   * - EBUSY: the device has the PASID bound already (Kevin/Eric in seed 000:
+   * - EBUSY: the device has the PASID bound already (Kevin/Eric in the v11 VT-d bind_gpasid review:
    *   binding one device twice is meaningless), the PASID is bound to
    *   another first level or domain, or its entry is taken on the device;
    * - ENOMEM (fault points `vtd.svm-alloc`, `vtd.sdev-alloc`, PASID-table pages).
@@ -121,13 +121,13 @@ export class NestedBinder implements NestingBackend {
    * Unbinds `hpasid` on `dev`, a physical device (the core calls this for
    * the last requester leaving it): clears the entry with the complete flush
    * (PASID cache, PASID-based IOTLB, PASID-based device TLB) and a
-   * page-request drain for the PASID before it can be reused (seed 000's
+   * page-request drain for the PASID before it can be reused (the v11 patch's
    * TODO, done).
    *
    * An unbind of something not bound fails: the v11 review asked "shall we return
    * an error?" and Jacob agreed there is no way to recover, leaving the
    * errno open. We return ENOENT when the PASID itself is gone (freed or
-   * being freed: seed 003's late unbind, "ioasid_find() fails"), EACCES when
+   * being freed: the IOASID design's late unbind, "ioasid_find() fails"), EACCES when
    * another set owns it, and EINVAL when it is live but not bound on this
    * device (what upstream returned for a missing binding).
    */

@@ -1,6 +1,6 @@
 import { declareFaultPoints } from "@vsva/kernel";
 
-/** Every fault-injection point of the IOASID core (DESIGN.md rule 6); the fail-nth sweep must fail each one. */
+/** Every fault-injection point of the IOASID core; the fail-nth sweep must fail each one. */
 export const IOASID_FAULT_POINTS = declareFaultPoints("@vsva/ioasid", [
   "ioasid.set_alloc",
   "ioasid.alloc",

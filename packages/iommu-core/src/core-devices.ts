@@ -19,7 +19,7 @@ export interface ProbeOptions {
 }
 
 export interface EnableFeatureOptions {
-  /** Seed 002 `iommu_sva_device_init(dev, features, max_pasid)`: 0 or absent = the PCI limit. */
+  /** The 2017 generic SVA API review's `iommu_sva_device_init(dev, features, max_pasid)`: 0 or absent = the PCI limit. */
   readonly maxPasid?: number;
 }
 

@@ -1,6 +1,6 @@
 import { declareFaultPoints } from "@vsva/kernel";
 
-/** Every fault-injection point of the IOMMU core and the mm model (DESIGN.md rule 6); the fail-nth sweeps must fail each one. */
+/** Every fault-injection point of the IOMMU core and the mm model; the fail-nth sweeps must fail each one. */
 export const IOMMU_CORE_FAULT_POINTS = declareFaultPoints("@vsva/iommu-core", [
   "iommu.probe-device",
   "iommu.group-alloc",

@@ -300,7 +300,7 @@ export class IommuCore {
 
   // ------------------------------------------------------------- nesting UAPI
 
-  /** Nesting info of a nesting parent (seed 004); ENODEV for any other domain, as the v7 VT-d patch. */
+  /** Nesting info of a nesting parent (the 2020 vSVA VFIO series, "iommu: Report domain nesting info"); ENODEV for any other domain, as the v7 VT-d patch. */
   nestingInfo(domain: IommuDomain | null | undefined): NestingInfo {
     return this.#nesting.nestingInfo(domain);
   }
@@ -326,7 +326,7 @@ export class IommuCore {
    * it (for a sub-device: aux-attached), SVA is not enabled on the physical
    * device or the hpasid is beyond its limit; ENOENT when the PASID is not
    * allocated or being freed, EACCES when it is not in the domain's IOASID
-   * set (the owner check, before the driver is called); EBUSY when this requester already has the PASID bound (seed 000: Kevin and
+   * set (the owner check, before the driver is called); EBUSY when this requester already has the PASID bound (the v11 VT-d bind_gpasid review, Kevin and
    * Eric: binding a PASID twice to one device is meaningless, refuse it here)
    * or when the PASID is bound to a different first level; ENOMEM.
    *
@@ -353,7 +353,7 @@ export class IommuCore {
    * "free before unbind", note 3: the unbind's `ioasid_find()` fails, and
    * ioasid.c's `ioasid_find()` returns -ENOENT for an ID that is gone or
    * FREE_PENDING). EACCES for another set's PASID. EINVAL when the PASID is
-   * live in the set but not bound for this requester. The thread in seed 000
+   * live in the set but not bound for this requester. The v11 VT-d bind_gpasid review thread
    * wanted in-kernel unbind to be void, which {@link releaseDevice} and
    * {@link detachGroup} are: they cannot fail.
    */

@@ -65,7 +65,7 @@ export class NestingUapi {
     this.#ctx = ctx;
   }
 
-  /** Nesting info of a nesting parent (seed 004); ENODEV for any other domain, as the v7 VT-d patch. EINVAL for no domain. */
+  /** Nesting info of a nesting parent (the 2020 vSVA VFIO series, "iommu: Report domain nesting info"); ENODEV for any other domain, as the v7 VT-d patch. EINVAL for no domain. */
   nestingInfo(domain: IommuDomain | null | undefined): NestingInfo {
     const p = nestingParentOf(domainArg(domain, "nesting info"), Errno.ENODEV);
     return p.driver.nestingInfo();

@@ -16,7 +16,7 @@ import { defineLayout } from "@vsva/pgtable";
  * SDM Vol. 3 Appendix C and in intel/tdx-module's
  * `src/common/x86_defs/vmcs_defs.h`.
  *
- * SPEC? The translation structure below — guest PASID bit 19 picks the low or
+ * Unverified: The translation structure below — guest PASID bit 19 picks the low or
  * high PASID directory; a directory is one 4 KiB page of 512 8-byte entries
  * indexed by guest PASID 18:10 (bit 0 present, 51:12 the HPA of a table); a
  * table is one 4 KiB page of 1024 4-byte entries indexed by guest PASID 9:0
@@ -36,7 +36,7 @@ export const MSR_IA32_PASID = 0xd93;
 
 /**
  * IA32_PASID. Bits 30:20 and 63:32 are reserved; a WRMSR that sets one takes
- * #GP (SPEC?: the SDM lists the MSR as 64 bits with only PASID and VALID
+ * #GP (unverified: the SDM lists the MSR as 64 bits with only PASID and VALID
  * defined, and reserved MSR bits fault on WRMSR as a rule).
  */
 export const Ia32Pasid = defineLayout("IA32_PASID", 64, {
@@ -44,7 +44,7 @@ export const Ia32Pasid = defineLayout("IA32_PASID", 64, {
   VALID: [31, 31],
 });
 
-/** How the CPU splits a guest PASID to walk the translation structure (SPEC?, see above). */
+/** How the CPU splits a guest PASID to walk the translation structure (unverified, see above). */
 export const GuestPasidIndex = defineLayout("guest PASID (translation index)", 32, {
   /** Index into a PASID-translation table (1024 entries). */
   TABLE: [9, 0],
@@ -54,13 +54,13 @@ export const GuestPasidIndex = defineLayout("guest PASID (translation index)", 3
   HIGH: [19, 19],
 });
 
-/** A PASID-directory entry: present bit and the HPA of a PASID-translation table (SPEC?). */
+/** A PASID-directory entry: present bit and the HPA of a PASID-translation table (unverified). */
 export const VmxPasidDirEntry = defineLayout("VMX PASID-directory entry", 64, {
   P: [0, 0],
   TABLE: [51, 12],
 });
 
-/** A PASID-translation-table entry: valid bit and the host PASID (SPEC?). */
+/** A PASID-translation-table entry: valid bit and the host PASID (unverified). */
 export const VmxPasidTableEntry = defineLayout("VMX PASID-translation entry", 32, {
   HPASID: [19, 0],
   V: [31, 31],

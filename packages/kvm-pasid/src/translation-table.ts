@@ -31,11 +31,11 @@ export interface PasidDirectories {
 export type TranslationMiss =
   /** Directory entry not present. */
   | "dir-not-present"
-  /** Directory entry with a reserved bit set (SPEC?: treated as a failure). */
+  /** Directory entry with a reserved bit set (unverified: treated as a failure). */
   | "dir-reserved"
   /** Translation entry not valid. */
   | "entry-not-valid"
-  /** Translation entry with a reserved bit set (SPEC?: treated as a failure). */
+  /** Translation entry with a reserved bit set (unverified: treated as a failure). */
   | "entry-reserved"
   /** A structure read aborted on the memory bus. */
   | "abort";

@@ -50,7 +50,7 @@ import { CMD_NAMES, EVENT_BYTES, EventFetchRecord, EventId, EventRecord, PRI_BYT
 import "./trace-events.js";
 import { type FaultDetail, type SmmuState, SmmuTranslator } from "./translate.js";
 
-/** What ends a stalled transaction, per CMD_RESUME.Resp (spec-facts §B4.2, Linux's encoding). */
+/** What ends a stalled transaction, per CMD_RESUME.Resp (SMMUv3 spec §4.6.1 CMD_RESUME; Linux's encoding, arm-smmu-v3.h CMDQ_RESUME_1_RESP_*). */
 const RESUME_ACTIONS: readonly StallEnd[] = ["terminate", "retry", "abort"];
 
 const FETCH_EVENTS = new Set<number>([EventId.F_STE_FETCH, EventId.F_CD_FETCH, EventId.F_WALK_EABT]);
