@@ -326,9 +326,11 @@ export class IommuCore {
    * it (for a sub-device: aux-attached), SVA is not enabled on the physical
    * device or the hpasid is beyond its limit; ENOENT when the PASID is not
    * allocated or being freed, EACCES when it is not in the domain's IOASID
-   * set (the owner check, before the driver is called); EBUSY when this requester already has the PASID bound (seed 000: Kevin and
-   * Eric: binding a PASID twice to one device is meaningless, refuse it here)
-   * or when the PASID is bound to a different first level; ENOMEM.
+   * set (the owner check, before the driver is called); EBUSY when this
+   * requester already has the PASID bound (the review of the 2020 VT-d
+   * bind_gpasid patch: binding a PASID twice to one device is meaningless,
+   * refuse it here) or when the PASID is bound to a different first level;
+   * ENOMEM.
    *
    * Sub-devices of one physical device share its PASID table, so the driver is
    * called only for the first requester on a physical device; the others are
@@ -353,8 +355,11 @@ export class IommuCore {
    * "free before unbind", note 3: the unbind's `ioasid_find()` fails, and
    * ioasid.c's `ioasid_find()` returns -ENOENT for an ID that is gone or
    * FREE_PENDING). EACCES for another set's PASID. EINVAL when the PASID is
-   * live in the set but not bound for this requester. The thread in seed 000
-   * wanted in-kernel unbind to be void, which {@link releaseDevice} and
+   * live in the set but not bound for this requester (v5.10's
+   * drivers/iommu/intel/svm.c: intel_svm_unbind_gpasid() returned 0 there,
+   * finding no sdev; the core refuses it so a VMM sees its mistake, and
+   * keeps upstream's EINVAL for an invalid PASID value). The review of the VT-d bind_gpasid patch wanted
+   * in-kernel unbind to be void, which {@link releaseDevice} and
    * {@link detachGroup} are: they cannot fail.
    */
   unbindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions = {}): void {

@@ -65,7 +65,7 @@ export class NestingUapi {
     this.#ctx = ctx;
   }
 
-  /** Nesting info of a nesting parent (seed 004); ENODEV for any other domain, as the v7 VT-d patch. EINVAL for no domain. */
+  /** Nesting info of a nesting parent (`iommu_nesting_info` of the 2020 vSVA series); ENODEV for any other domain, as the v7 VT-d patch. EINVAL for no domain. */
   nestingInfo(domain: IommuDomain | null | undefined): NestingInfo {
     const p = nestingParentOf(domainArg(domain, "nesting info"), Errno.ENODEV);
     return p.driver.nestingInfo();
@@ -200,8 +200,8 @@ export class NestingUapi {
   // --------------------------------------------------------------- internals
 
   /**
-   * The owner check made before any driver call (`ioasid_find(set, pasid,
-   * NULL)` in the 2020 ioasid.c): EINVAL for a value that is no host PASID,
+   * The owner check made before any driver call (drivers/iommu/ioasid.c:
+   * ioasid_find() with the domain's set, as in the 2020 vSVA series): EINVAL for a value that is no host PASID,
    * ENOENT when the PASID is not allocated or is being freed (FREE_PENDING),
    * EACCES when another set (another VM) owns it.
    */
