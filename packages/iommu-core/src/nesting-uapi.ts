@@ -131,21 +131,19 @@ export class NestingUapi {
   }
 
   #cacheInvalidate(domain: IommuDomain | null | undefined, dev: IommuDevice, info: CacheInvalidateInfo): CacheInvalidateInfo {
-    {
-      const parent = nestingParentOf(domainArg(domain, "cache invalidate"), Errno.EINVAL);
-      if (dev.domain !== parent) throw new KernelError(Errno.EINVAL, `${dev.name} is not attached to domain ${parent.id}`);
-      const pasid = info.granularity === InvGranularity.PASID ? info.pasidInfo.pasid : info.granularity === InvGranularity.ADDR ? info.addrInfo.pasid : undefined;
-      if (pasid !== undefined) this.#checkOwner(parent, pasid);
-      if (pasid !== undefined && parent.nested.get(pasid)?.bound.get(dev.physical)?.has(dev) !== true) {
-        throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.name}`);
-      }
-      parent.driver.cacheInvalidate(dev.physical, info);
-      this.#ctx.trace("iommu.cache-invalidate", { domain: parent.id, device: dev.name, ...(pasid === undefined ? {} : { hpasid: pasid }) }, {
-        cache: info.cache,
-        granularity: info.granularity,
-      });
-      return info;
+    const parent = nestingParentOf(domainArg(domain, "cache invalidate"), Errno.EINVAL);
+    if (dev.domain !== parent) throw new KernelError(Errno.EINVAL, `${dev.name} is not attached to domain ${parent.id}`);
+    const pasid = info.granularity === InvGranularity.PASID ? info.pasidInfo.pasid : info.granularity === InvGranularity.ADDR ? info.addrInfo.pasid : undefined;
+    if (pasid !== undefined) {
+      this.#checkOwner(parent, pasid);
+      if (parent.nested.get(pasid)?.bound.get(dev.physical)?.has(dev) !== true) throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.name}`);
     }
+    parent.driver.cacheInvalidate(dev.physical, info);
+    this.#ctx.trace("iommu.cache-invalidate", { domain: parent.id, device: dev.name, ...(pasid === undefined ? {} : { hpasid: pasid }) }, {
+      cache: info.cache,
+      granularity: info.granularity,
+    });
+    return info;
   }
 
   // ------------------------------------------------ for the rest of the core
