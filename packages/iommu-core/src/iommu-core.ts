@@ -206,9 +206,13 @@ export class IommuCore {
   // (core-context.ts: deviceArg), never a TypeError (DESIGN rule 4).
 
   /**
-   * Allocates a domain on the IOMMU behind `dev`. ENODEV: a nesting parent on
-   * an IOMMU that cannot nest (as DOMAIN_ATTR_NESTING was refused in v5.10);
-   * ENOMEM; EINVAL when the driver returns a different kind or a bad geometry.
+   * Allocates a domain on the IOMMU behind `dev`. A nesting parent names the
+   * IOASID set that owns it (VFIO's set for the VM) and holds a reference on
+   * it until {@link domainFree}. ENODEV: a nesting parent on an IOMMU that
+   * cannot nest (as DOMAIN_ATTR_NESTING was refused in v5.10); ENOMEM;
+   * EINVAL: no device or request, a set this core's IOASID namespace does not
+   * know or that is being destroyed, or the driver returns a different kind
+   * or a bad geometry.
    */
   domainAlloc(dev: IommuDevice | null | undefined, req: DomainAllocRequest): IommuDomain {
     const d = deviceArg(dev, "domain alloc");
