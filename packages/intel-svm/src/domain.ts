@@ -261,8 +261,8 @@ export class VtdPagingDomain extends VtdDomainBase implements PagingDomainOps {
  * A paging domain that is the second level of nested translation. Its owner
  * (VFIO, for one VM) names the IOASID set whose PASIDs may be bound over it
  * when it allocates the domain (the core's domain allocation request): a
- * bind or unbind of a PASID outside that set is refused (the 2020 IOASID design, Documentation/driver-api/ioasid.rst: damage
- * stays within the guest that owns the set).
+ * bind or unbind of a PASID outside that set is refused (the IOASID design, Documentation/driver-api/ioasid.rst in the
+ * 2020 vSVA series: damage stays within the guest that owns the set).
  */
 export class VtdNestingDomain extends VtdDomainBase implements NestingParentOps {
   readonly kind = "nesting-parent" as const;

@@ -108,8 +108,8 @@ export class NestedBinder implements NestingBackend {
    *   lacks; any memory-type flag (the unit reports no ECAP.MTS);
    * - ENOENT: the PASID is not allocated or is being freed; EACCES: another
    *   set owns it (from `ioasid_find` with the owner's set);
-   * - EBUSY: the device has the PASID bound already (Kevin/Eric in the v11 VT-d bind_gpasid review:
-   *   binding one device twice is meaningless), the PASID is bound to
+   * - EBUSY: the device has the PASID bound already (the review of the 2020 VT-d
+   *   bind_gpasid patch: binding one device twice is meaningless), the PASID is bound to
    *   another first level or domain, or its entry is taken on the device;
    * - ENOMEM (fault points `vtd.svm-alloc`, `vtd.sdev-alloc`, PASID-table pages).
    */
@@ -121,8 +121,8 @@ export class NestedBinder implements NestingBackend {
    * Unbinds `hpasid` on `dev`, a physical device (the core calls this for
    * the last requester leaving it): clears the entry with the complete flush
    * (PASID cache, PASID-based IOTLB, PASID-based device TLB) and a
-   * page-request drain for the PASID before it can be reused (the v11 patch's
-   * TODO, done).
+   * page-request drain for the PASID before it can be reused (the TODO of
+   * the 2020 VT-d bind_gpasid patch, done).
    *
    * An unbind of something not bound fails: the v11 review asked "shall we return
    * an error?" and Jacob agreed there is no way to recover, leaving the

@@ -44,7 +44,8 @@ export class CoreContext {
 
 /**
  * A device argument from a caller that may have none: VFIO hands the core no
- * device for an mdev that is not IOMMU-backed (Alex Williamson's review of "vfio/type1: Add vSVA support for IOMMU-backed mdevs", 2020). EINVAL, as
+ * device for an mdev that is not IOMMU-backed (the review of the 2020 vSVA
+ * VFIO mdev patch). EINVAL, as
  * upstream's entry points refuse a NULL device, never a TypeError.
  */
 export function deviceArg(dev: IommuDevice | null | undefined, what: string): IommuDevice {

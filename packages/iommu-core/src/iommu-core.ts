@@ -206,9 +206,13 @@ export class IommuCore {
   // (core-context.ts: deviceArg), never a TypeError (DESIGN rule 4).
 
   /**
-   * Allocates a domain on the IOMMU behind `dev`. ENODEV: a nesting parent on
-   * an IOMMU that cannot nest (as DOMAIN_ATTR_NESTING was refused in v5.10);
-   * ENOMEM; EINVAL when the driver returns a different kind or a bad geometry.
+   * Allocates a domain on the IOMMU behind `dev`. A nesting parent names the
+   * IOASID set that owns it (VFIO's set for the VM) and holds a reference on
+   * it until {@link domainFree}. ENODEV: a nesting parent on an IOMMU that
+   * cannot nest (as DOMAIN_ATTR_NESTING was refused in v5.10); ENOMEM;
+   * EINVAL: no device or request, a set this core's IOASID namespace does not
+   * know or that is being destroyed, or the driver returns a different kind
+   * or a bad geometry.
    */
   domainAlloc(dev: IommuDevice | null | undefined, req: DomainAllocRequest): IommuDomain {
     const d = deviceArg(dev, "domain alloc");
@@ -326,9 +330,11 @@ export class IommuCore {
    * it (for a sub-device: aux-attached), SVA is not enabled on the physical
    * device or the hpasid is beyond its limit; ENOENT when the PASID is not
    * allocated or being freed, EACCES when it is not in the domain's IOASID
-   * set (the owner check, before the driver is called); EBUSY when this requester already has the PASID bound (the v11 VT-d bind_gpasid review, Kevin and
-   * Eric: binding a PASID twice to one device is meaningless, refuse it here)
-   * or when the PASID is bound to a different first level; ENOMEM.
+   * set (the owner check, before the driver is called); EBUSY when this
+   * requester already has the PASID bound (the review of the 2020 VT-d
+   * bind_gpasid patch: binding a PASID twice to one device is meaningless,
+   * refuse it here) or when the PASID is bound to a different first level;
+   * ENOMEM.
    *
    * Sub-devices of one physical device share its PASID table, so the driver is
    * called only for the first requester on a physical device; the others are
@@ -353,8 +359,11 @@ export class IommuCore {
    * "free before unbind", note 3: the unbind's `ioasid_find()` fails, and
    * ioasid.c's `ioasid_find()` returns -ENOENT for an ID that is gone or
    * FREE_PENDING). EACCES for another set's PASID. EINVAL when the PASID is
-   * live in the set but not bound for this requester. The v11 VT-d bind_gpasid review thread
-   * wanted in-kernel unbind to be void, which {@link releaseDevice} and
+   * live in the set but not bound for this requester (v5.10's
+   * drivers/iommu/intel/svm.c: intel_svm_unbind_gpasid() returned 0 there,
+   * finding no sdev; the core refuses it so a VMM sees its mistake, and
+   * keeps upstream's EINVAL for an invalid PASID value). The review of the VT-d bind_gpasid patch wanted
+   * in-kernel unbind to be void, which {@link releaseDevice} and
    * {@link detachGroup} are: they cannot fail.
    */
   unbindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions = {}): void {

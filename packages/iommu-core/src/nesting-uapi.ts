@@ -65,7 +65,7 @@ export class NestingUapi {
     this.#ctx = ctx;
   }
 
-  /** Nesting info of a nesting parent (the 2020 vSVA VFIO series, "iommu: Report domain nesting info"); ENODEV for any other domain, as the v7 VT-d patch. EINVAL for no domain. */
+  /** Nesting info of a nesting parent (`iommu_nesting_info` of the 2020 vSVA series); ENODEV for any other domain, as the v7 VT-d patch. EINVAL for no domain. */
   nestingInfo(domain: IommuDomain | null | undefined): NestingInfo {
     const p = nestingParentOf(domainArg(domain, "nesting info"), Errno.ENODEV);
     return p.driver.nestingInfo();
@@ -131,21 +131,19 @@ export class NestingUapi {
   }
 
   #cacheInvalidate(domain: IommuDomain | null | undefined, dev: IommuDevice, info: CacheInvalidateInfo): CacheInvalidateInfo {
-    {
-      const parent = nestingParentOf(domainArg(domain, "cache invalidate"), Errno.EINVAL);
-      if (dev.domain !== parent) throw new KernelError(Errno.EINVAL, `${dev.name} is not attached to domain ${parent.id}`);
-      const pasid = info.granularity === InvGranularity.PASID ? info.pasidInfo.pasid : info.granularity === InvGranularity.ADDR ? info.addrInfo.pasid : undefined;
-      if (pasid !== undefined) this.#checkOwner(parent, pasid);
-      if (pasid !== undefined && parent.nested.get(pasid)?.bound.get(dev.physical)?.has(dev) !== true) {
-        throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.name}`);
-      }
-      parent.driver.cacheInvalidate(dev.physical, info);
-      this.#ctx.trace("iommu.cache-invalidate", { domain: parent.id, device: dev.name, ...(pasid === undefined ? {} : { hpasid: pasid }) }, {
-        cache: info.cache,
-        granularity: info.granularity,
-      });
-      return info;
+    const parent = nestingParentOf(domainArg(domain, "cache invalidate"), Errno.EINVAL);
+    if (dev.domain !== parent) throw new KernelError(Errno.EINVAL, `${dev.name} is not attached to domain ${parent.id}`);
+    const pasid = info.granularity === InvGranularity.PASID ? info.pasidInfo.pasid : info.granularity === InvGranularity.ADDR ? info.addrInfo.pasid : undefined;
+    if (pasid !== undefined) {
+      this.#checkOwner(parent, pasid);
+      if (parent.nested.get(pasid)?.bound.get(dev.physical)?.has(dev) !== true) throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.name}`);
     }
+    parent.driver.cacheInvalidate(dev.physical, info);
+    this.#ctx.trace("iommu.cache-invalidate", { domain: parent.id, device: dev.name, ...(pasid === undefined ? {} : { hpasid: pasid }) }, {
+      cache: info.cache,
+      granularity: info.granularity,
+    });
+    return info;
   }
 
   // ------------------------------------------------ for the rest of the core
@@ -200,8 +198,8 @@ export class NestingUapi {
   // --------------------------------------------------------------- internals
 
   /**
-   * The owner check made before any driver call (`ioasid_find(set, pasid,
-   * NULL)` in the 2020 ioasid.c): EINVAL for a value that is no host PASID,
+   * The owner check made before any driver call (drivers/iommu/ioasid.c:
+   * ioasid_find() with the domain's set, as in the 2020 vSVA series): EINVAL for a value that is no host PASID,
    * ENOENT when the PASID is not allocated or is being freed (FREE_PENDING),
    * EACCES when another set (another VM) owns it.
    */
