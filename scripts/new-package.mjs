@@ -20,16 +20,20 @@ const write = (f, text) => fs.writeFileSync(path.join(dir, f), text);
 const json = (v) => JSON.stringify(v, null, 2) + "\n";
 write("package.json", json({
   name: `@vsva/${name}`,
-  version: "0.1.0",
+  version: "0.0.0",
   description,
   license: "MIT",
+  repository: { type: "git", url: "git+https://github.com/vsva/vsva.git", directory: `packages/${name}` },
+  homepage: `https://github.com/vsva/vsva/tree/main/packages/${name}#readme`,
+  bugs: { url: "https://github.com/vsva/vsva/issues" },
+  engines: { node: ">=20.19" },
   type: "module",
   exports: {
     ".": { "@vsva/source": "./src/index.ts", types: "./dist/index.d.ts", default: "./dist/index.js" },
     "./package.json": "./package.json",
     "./internal/*": null,
   },
-  files: ["dist", "src", "!src/**/*.test.ts"],
+  files: ["dist", "src/**/*.ts", "!src/**/*.test.ts", "CHANGELOG.md"],
   scripts: {
     build: "tsc -p tsconfig.build.json",
     typecheck: "tsc -p tsconfig.json",
@@ -57,6 +61,8 @@ import { sharedProject } from "../../vitest.shared.ts";
 export default mergeConfig(sharedProject, defineProject({ test: { name: "${name}" } }));
 `);
 write("CHANGELOG.md", `# @vsva/${name}\n`);
+// Every tarball carries the licence (the release test checks it).
+fs.copyFileSync(path.resolve(import.meta.dirname, "..", "LICENSE"), path.join(dir, "LICENSE"));
 write("README.md", `# @vsva/${name}\n\n${description}\n`);
 write("src/index.ts", "export {};\n");
 console.log(`created packages/${name}`);

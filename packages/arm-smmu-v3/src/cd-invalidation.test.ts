@@ -27,14 +27,14 @@ describe("a cleared CD is invalidated in the unit before the driver returns (CFG
     expect(dmaWrite(ep, va, PATTERN, bond.pasid)).toBe("ok");
     h.core.detachDevice(dom, dev);
     // The STE stays (CDs are in use), so only CFGI_CD can drop the cached CD 0.
-    expect(h.unit.checkStructureCaches()).toEqual([]);
-    expect(h.unit.checkCaches()).toEqual([]);
+    expect(h.unit.debug.checkStructureCaches()).toEqual([]);
+    expect(h.unit.debug.checkCaches()).toEqual([]);
     expect(dmaWrite(ep, va + 4, PATTERN, bond.pasid)).toBe("ok");
     expect(mm.read(va + 4, 4)).toEqual(PATTERN);
     // Last: a faulting DMA without PASID leaves the endpoint waiting for its page request.
     expect(dmaWrite(ep, 0x1000, PATTERN)).not.toBe("ok");
     h.core.sva.unbindDevice(bond);
-    expect(h.unit.checkStructureCaches()).toEqual([]);
+    expect(h.unit.debug.checkStructureCaches()).toEqual([]);
     expect(dmaWrite(ep, va, PATTERN, bond.pasid)).not.toBe("ok");
   });
 
@@ -43,7 +43,7 @@ describe("a cleared CD is invalidated in the unit before the driver returns (CFG
     expect(dmaWrite(ep, va, PATTERN, bond.pasid)).toBe("ok");
     expect(dmaWrite(ep, 0x1000, PATTERN)).toBe("ok");
     h.core.sva.unbindDevice(bond);
-    expect(h.unit.checkStructureCaches()).toEqual([]);
+    expect(h.unit.debug.checkStructureCaches()).toEqual([]);
     expect(dmaWrite(ep, 0x1000, Uint8Array.of(1, 2, 3, 4))).toBe("ok");
     expect(h.mem.read32(0x30_0000)).toBe(0x0403_0201);
     expect(dmaWrite(ep, va, PATTERN, bond.pasid)).not.toBe("ok");
@@ -58,8 +58,8 @@ describe("a cleared CD is invalidated in the unit before the driver returns (CFG
       expect(dmaWrite(ep, va, PATTERN, bond.pasid)).toBe("ok");
       h.core.sva.unbindDevice(bond);
       // Nothing drained: the driver must have waited for its CMD_SYNC.
-      expect(h.unit.checkStructureCaches()).toEqual([]);
-      expect(h.unit.checkCaches()).toEqual([]);
+      expect(h.unit.debug.checkStructureCaches()).toEqual([]);
+      expect(h.unit.debug.checkCaches()).toEqual([]);
       expect(dmaWrite(ep, va, PATTERN, bond.pasid)).not.toBe("ok");
     });
 
@@ -68,7 +68,7 @@ describe("a cleared CD is invalidated in the unit before the driver returns (CFG
       h.kernel.scheduler.drain();
       expect(dmaWrite(ep, 0x1000, PATTERN)).toBe("ok");
       h.core.detachDevice(dom, dev);
-      expect(h.unit.checkStructureCaches()).toEqual([]);
+      expect(h.unit.debug.checkStructureCaches()).toEqual([]);
       expect(dmaWrite(ep, va, PATTERN, bond.pasid)).toBe("ok");
       expect(dmaWrite(ep, 0x1000, PATTERN)).not.toBe("ok");
     });
