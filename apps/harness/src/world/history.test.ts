@@ -1,4 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { Errno } from "@vsva/kernel";
+import { errnoOf } from "@vsva/kernel/testing";
 import { Prot } from "@vsva/iommu-core";
 import { Host } from "./host.js";
 import { InvariantChecker } from "./invariants.js";
@@ -35,6 +37,15 @@ describe("a long run's retained history", () => {
       expect(early.records).toBe(64);
     });
   }
+
+  it("refuses a DMA ring of no records with EINVAL", () => {
+    for (const dmaRecords of [0, 2.5]) {
+      const h = new Host({ dmaRecords, deferBringUp: true });
+      expect(errnoOf(() => h.bringUp())).toBe(Errno.EINVAL);
+      // The platform it had booted is taken down again.
+      expect({ up: h.up, pages: h.pages.live() }).toEqual({ up: false, pages: [] });
+    }
+  });
 
   it("keeps everything when the run asks for its history", () => {
     const h = new Host({ history: true });

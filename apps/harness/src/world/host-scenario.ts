@@ -138,6 +138,8 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
   } catch (e) {
     violations.push(`host teardown failed: ${e instanceof Error ? e.message : String(e)}`);
   }
+  // A teardown step that threw was finished anyway and reported as a WARN: the run still shows it as the bug it is.
+  for (const w of rec.ofKind("sva.warn")) violations.push(`WARN: ${w.payload.mm}'s ${w.payload.step} threw (${w.payload.error}); the teardown went on without it`);
   const injected = host.kernel.faults.injected[0] ?? null;
   if (error !== null && injected !== null) {
     rows.push({ step: rows.length + 1, actor: "USER", text: `injected at ${injected}: the run ended in -${errnoName(error.errno)}, rolled back` });

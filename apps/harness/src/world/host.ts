@@ -94,16 +94,15 @@ export class Host {
     if (this.#booted !== null) throw new KernelBug("the host is already up");
     const k = this.kernel;
     const platform = PLATFORMS[this.#platformName]({ kernel: k, mem: this.mem, pages: this.pages, ioasid: this.ioasid });
-    const port = new RecordingPort(platform.port, { keep: this.#dmaRecords });
-    const core = new IommuCore({ kernel: k, ioasid: this.ioasid });
-    let iommu: Iommu;
     try {
-      iommu = core.registerIommu(platform.iommuName, platform.ops);
+      const port = new RecordingPort(platform.port, { keep: this.#dmaRecords });
+      const core = new IommuCore({ kernel: k, ioasid: this.ioasid });
+      const iommu = core.registerIommu(platform.iommuName, platform.ops);
+      this.#booted = { platform, port, core, iommu };
     } catch (e) {
       platform.shutdown();
       throw e;
     }
-    this.#booted = { platform, port, core, iommu };
   }
 
   /** Whether {@link bringUp} has succeeded. */

@@ -1,3 +1,4 @@
+import { Errno, KernelError } from "@vsva/kernel";
 import type { DmaRequest, IommuPort, PageRequest, TranslateResult } from "@vsva/iommu-hw";
 
 /** One DMA translation as it crossed the endpoint/IOMMU boundary. */
@@ -11,7 +12,7 @@ export interface DmaRecord {
 export const DMA_RECORD_RING = 4096;
 
 export interface RecordingPortOptions {
-  /** How many of the latest records to keep (default {@link DMA_RECORD_RING}); "all" keeps the whole history. */
+  /** How many of the latest records to keep (default {@link DMA_RECORD_RING}); "all" keeps the whole history. EINVAL unless a positive integer or "all". */
   readonly keep?: number | "all";
 }
 
@@ -38,7 +39,7 @@ export class RecordingPort implements IommuPort {
     opts: RecordingPortOptions = {},
   ) {
     const keep = opts.keep ?? DMA_RECORD_RING;
-    if (keep !== "all" && (!Number.isInteger(keep) || keep < 1)) throw new RangeError(`a recording ring keeps at least 1 record, not ${keep}`);
+    if (keep !== "all" && (!Number.isInteger(keep) || keep < 1)) throw new KernelError(Errno.EINVAL, `a recording ring keeps at least 1 record, not ${keep}`);
     this.#keep = keep === "all" ? Infinity : keep;
   }
 
