@@ -134,13 +134,25 @@ export function entryReply(reply: TrapReply, kind: "descriptor" | "command"): "p
   return misfit(kind, reply);
 }
 
-/** A virtual command's reply: null to let the model answer. */
+/** VCRSP.RSLT for a PASID is 20 bits wide; SC is 2 bits (VT-d §10.4.44). */
+const RSLT_LIMIT = 2 ** 20;
+
+/** A virtual command's reply: null to let the model answer. EINVAL for a status or result VCRSP cannot hold. */
 export function vcmdReply(reply: TrapReply): VcmdReply | null {
   if (reply === "pass") return null;
-  if (typeof reply === "object" && "status" in reply && Number.isInteger(reply.status) && (reply.result === undefined || Number.isInteger(reply.result))) {
-    return reply;
+  if (typeof reply === "object" && "status" in reply) {
+    const { status, result } = reply;
+    const okStatus = Number.isInteger(status) && status >= 0 && status <= 3;
+    const okResult = result === undefined || (Number.isInteger(result) && result >= 0 && result < RSLT_LIMIT);
+    if (okStatus && okResult) return reply;
   }
   return misfit("vcmd", reply);
+}
+
+/** How a deferred entry is finished; EINVAL for anything but "pass" or "handled". */
+export function deferredOutcome(outcome: unknown): DeferredOutcome {
+  if (outcome === "pass" || outcome === "handled") return outcome;
+  throw new KernelError(Errno.EINVAL, `a deferred queue entry completes as "pass" or "handled", not ${JSON.stringify(outcome)}`);
 }
 
 /** A fetched queue entry as its trap sees it (a copy: the trap may keep it). */

@@ -10,7 +10,7 @@ import { type CommandContext, executeCommand } from "./commands.js";
 import { ConfigScratch, fetchSte } from "./config.js";
 import { type SmmuConfig, type SmmuInterrupt, type SmmuOptions, resolveSmmuConfig } from "./options.js";
 import { OutputQueue } from "./queues.js";
-import { type DeferredOutcome, type SmmuTrap, entryBytes, entryReply, readReply, writeReply } from "../trap.js";
+import { type DeferredOutcome, type SmmuTrap, deferredOutcome, entryBytes, entryReply, readReply, writeReply } from "../trap.js";
 import { RegisterFile } from "../mmio/register-file.js";
 import { type Mmio, checkMmio32, checkMmio64, joinDwords } from "../mmio/mmio.js";
 import {
@@ -460,10 +460,11 @@ export class SmmuUnit implements IommuPort, Mmio {
    * executes it now (a CMD_SYNC signals here: its MSI write, interrupt or
    * event), "handled" moves CMDQ_CONS past it without executing it. The
    * queue then goes on as after a PROD write. ENOENT if `seq` is not the
-   * deferred command.
+   * deferred command; EINVAL for another outcome. Nothing changes on either
+   * error.
    */
   completeDeferred(seq: number, outcome: DeferredOutcome): void {
-    this.#cmdq.complete(seq, outcome);
+    this.#cmdq.complete(seq, deferredOutcome(outcome));
   }
 
   // --- the endpoint side ---------------------------------------------------------

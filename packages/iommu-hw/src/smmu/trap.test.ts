@@ -3,7 +3,9 @@ import { errnoOf } from "@vsva/kernel/testing";
 import { describe, expect, it } from "vitest";
 import type { QueueEntryTrap, SmmuTrap, TrapReply } from "../trap.js";
 import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
-import { CMDQ, CR0_CMDQEN, CR0_EVENTQEN, CR0_PRIQEN, CR0_SMMUEN, SR, SYNC_WORD, SmmuRig, cmd } from "./testing/rig.js";
+import { CD_TABLE, CMDQ, CR0_CMDQEN, CR0_EVENTQEN, CR0_PRIQEN, CR0_SMMUEN, S1_PAGE, SR, SYNC_WORD, SmmuRig, cmd } from "./testing/rig.js";
+import { mapPath } from "./testing/tables.js";
+import { PlatformDmaMaster } from "./platform-master.js";
 
 /** A rig whose trap records every command and answers with `reply`. */
 function trapped(reply: (e: QueueEntryTrap<"command">) => TrapReply): { rig: SmmuRig; seen: QueueEntryTrap<"command">[] } {
@@ -65,6 +67,29 @@ describe("SMMUv3 trap points: commands", () => {
     expect(ep.responses).toEqual([]);
     rig.submit(cmd.priResp(rig.dev, 5, 4, 2));
     expect(ep.responses.map((r) => r.groupIndex)).toEqual([4]);
+  });
+});
+
+describe("SMMUv3 trap points: stall resumes", () => {
+  it("a deferred CMD_RESUME keeps the transaction stalled until the VMM completes it", () => {
+    const VA = 0x12_3456_7000;
+    let defer = true;
+    const rig = new SmmuRig({ stall: true, trap: (e) => (e.kind === "command" && e.name === "CMD_RESUME" && defer ? "defer" : "pass") }).bringUp();
+    const root = rig.alloc();
+    rig.ste(rig.dev, { config: 5, ctx: CD_TABLE });
+    rig.cd(CD_TABLE, { ttb0: root, asid: 7, s: true });
+    const master = new PlatformDmaMaster({ sid: rig.dev, mem: rig.mem });
+    master.attach(rig.unit);
+    rig.unit.attachEndpoint(master);
+    expect(master.start({ addr: VA, length: 4, direction: "write", pattern: Uint8Array.of(1, 2, 3, 4) })).toBe("stalled");
+    const [ev] = rig.events();
+    mapPath(rig, root, VA, 0x9000n | S1_PAGE);
+    rig.submit(cmd.resume(rig.dev, ev?.stag ?? -1, 1), cmd.sync());
+    const seq = rig.unit.deferred;
+    expect([master.status, rig.unit.debug.outstandingStalls, seq]).toEqual(["stalled", 1, 1]);
+    defer = false;
+    rig.unit.completeDeferred(seq ?? 0, "pass");
+    expect([master.status, rig.unit.debug.outstandingStalls, rig.mem.read32(0x9000)]).toEqual(["ok", 0, 0x0403_0201]);
   });
 });
 

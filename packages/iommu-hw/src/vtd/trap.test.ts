@@ -47,6 +47,14 @@ describe("VT-d trap points: invalidation descriptors", () => {
     expect(errnoOf(() => rig.unit.completeDeferred(2, "pass"))).toBe(Errno.ENOENT);
   });
 
+  it("a completion that is neither pass nor handled is EINVAL and the descriptor stays deferred", () => {
+    const { rig } = trapped(() => "defer");
+    rig.submit(desc.wait({ sw: true, data: 7, addr: STATUS }));
+    const loose = rig.unit as unknown as { completeDeferred(seq: number, outcome: string): void };
+    expect(errnoOf(() => loose.completeDeferred(1, "defer"))).toBe(Errno.EINVAL);
+    expect([rig.unit.deferred, rig.mem.read32(STATUS), IQH(rig)]).toEqual([1, 0, 0]);
+  });
+
   it("a handled descriptor is moved past without executing it", () => {
     const { rig } = trapped((e) => (e.name === "wait" ? "handled" : "pass"));
     rig.submit(desc.wait({ sw: true, data: 7, addr: STATUS }));

@@ -1,3 +1,5 @@
+import { Errno } from "@vsva/kernel";
+import { errnoOf } from "@vsva/kernel/testing";
 import { describe, expect, it } from "vitest";
 import { R, VtdRig } from "./testing/rig.js";
 import type { TrapReply, VtdTrap } from "../trap.js";
@@ -74,5 +76,16 @@ describe("virtual command interface (VT-d 3.0 layout)", () => {
     const rig = new VtdRig({ pasidBits: 8, virtualCommand: true, trap: (e) => (e.kind === "vcmd" ? { status: VcmdStatus.SUCCESS, result: 300 } : "pass") });
     rig.setReg64(R.VCMD, 1n);
     expect(rsp(rig)).toMatchObject({ sc: 2, result: 0 });
+  });
+
+  it("refuses a trap answer VCRSP cannot hold (status beyond 2 bits, result beyond 20) with EINVAL, leaving VCRSP as it was", () => {
+    let reply: TrapReply = { status: VcmdStatus.SUCCESS, result: 5 };
+    const rig = new VtdRig({ virtualCommand: true, trap: (e) => (e.kind === "vcmd" ? reply : "pass") });
+    rig.setReg64(R.VCMD, 1n);
+    for (const bad of [{ status: 4 }, { status: 0, result: 2 ** 20 }, { status: 0.5 }]) {
+      reply = bad;
+      expect(errnoOf(() => rig.setReg64(R.VCMD, 1n))).toBe(Errno.EINVAL);
+      expect(rsp(rig)).toEqual({ ip: 0, sc: 0, result: 5 });
+    }
   });
 });

@@ -55,8 +55,7 @@ export class VirtualCommand {
     if (reply === null) {
       status = cmd === VcmdCommand.ALLOC_PASID || cmd === VcmdCommand.FREE_PASID ? VcmdStatus.NO_PASID_OR_INVALID : VcmdStatus.UNDEFINED_COMMAND;
     } else {
-      // SC is two bits; an answer outside them is no valid answer at all.
-      status = reply.status >= 0 && reply.status <= 3 ? reply.status : VcmdStatus.NO_PASID_OR_INVALID;
+      status = reply.status;
       const r = reply.result ?? 0;
       if (status === VcmdStatus.SUCCESS && cmd === VcmdCommand.ALLOC_PASID) {
         // A PASID that does not fit the unit's PASID width is no PASID at all.

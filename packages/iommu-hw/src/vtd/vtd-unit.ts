@@ -33,7 +33,7 @@ import "./trace-events.js";
 import { type RootState, Translator } from "./translate.js";
 import { VirtualCommand } from "./vcmd.js";
 import { DescType, INV_TYPE_NAMES } from "./descriptors.js";
-import { type DeferredOutcome, type VtdTrap, entryBytes, entryReply, readReply, vcmdReply, writeReply } from "../trap.js";
+import { type DeferredOutcome, type VtdTrap, deferredOutcome, entryBytes, entryReply, readReply, vcmdReply, writeReply } from "../trap.js";
 
 /**
  * An emulated Intel VT-d remapping unit in scalable mode.
@@ -374,10 +374,11 @@ export class VtdUnit implements IommuPort, Mmio {
    * "pass" executes it now (a wait descriptor writes its status and raises
    * its interrupt here), "handled" moves IQH past it without executing it.
    * The queue then goes on as after an IQT write (at once, or in a work
-   * item in deferred mode). ENOENT if `seq` is not the deferred descriptor.
+   * item in deferred mode). ENOENT if `seq` is not the deferred descriptor;
+   * EINVAL for another outcome. Nothing changes on either error.
    */
   completeDeferred(seq: number, outcome: DeferredOutcome): void {
-    this.#iq.complete(seq, outcome);
+    this.#iq.complete(seq, deferredOutcome(outcome));
   }
 
   // --- the endpoint side ---------------------------------------------------------
