@@ -1,7 +1,9 @@
 import { asIoasid, asSpid, Errno, Kernel, KernelError, NOTIFY_OK, TraceRecorder } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
 import { describe, expect, it } from "vitest";
+import { AllocatorRegistry } from "./allocators.js";
 import { INVALID_IOASID, IoasidCore, type IoasidCoreOptions } from "./core.js";
+import { IdTable } from "./id-table.js";
 import type { IoasidAllocatorOps, IoasidNotifierBlock, IoasidSet } from "./types.js";
 
 function host(opts: Partial<IoasidCoreOptions> = {}) {
@@ -218,5 +220,66 @@ describe("custom allocator groups", () => {
     // Registered in a later group: still refused as a duplicate.
     refused(core, Errno.EEXIST, () => core.registerAllocator(sameFree));
     refused(core, Errno.EEXIST, () => core.registerAllocator(joinsSameAlloc));
+  });
+});
+
+describe("observability", () => {
+  it("snapshot lists every allocated ID of every set, in ID order, with its state, refcount, set, SPID and data", () => {
+    const { core } = host();
+    const a = core.allocSet(null, 4, "none");
+    const b = core.allocSet(null, 4, "none");
+    const x = core.alloc(a, 7, 10, "x");
+    const y = core.alloc(b, 1, 10);
+    const z = core.alloc(a, 2, 10);
+    core.attachSpid(a, z, asSpid(40));
+    core.get(a, x);
+    core.free(a, x);
+    expect(core.snapshot().ids).toEqual([
+      { id: y, state: "ACTIVE", refcount: 1, set: b.id, spid: null, private: undefined },
+      { id: z, state: "ACTIVE", refcount: 1, set: a.id, spid: 40, private: undefined },
+      { id: x, state: "FREE_PENDING", refcount: 1, set: a.id, spid: null, private: "x" },
+    ]);
+    expect(core.snapshot().allocated).toBe(3);
+  });
+
+  it("names its workqueue after the core", () => {
+    expect(host().core.workqueue.name).toBe("ioasid_wq");
+    expect(host({ name: "guest1" }).core.workqueue.name).toBe("guest1_wq");
+  });
+
+  it("refuses an mm set without an mm (null or undefined token)", () => {
+    const { core } = host();
+    refused(core, Errno.EINVAL, () => core.allocSet(null, 4, "mm"));
+    refused(core, Errno.EINVAL, () => core.allocSet(undefined, 4, "mm"));
+  });
+
+  it("keeps a set's ID list whole when an ID in the middle is reclaimed and another appended", () => {
+    const { core } = host();
+    const set = core.allocSet(null, 8, "none");
+    const [a, b, c] = [core.alloc(set, 1, 10), core.alloc(set, 1, 10), core.alloc(set, 1, 10)];
+    core.free(set, b);
+    const d = core.alloc(set, 5, 10);
+    const seen: number[] = [];
+    core.setForEachIoasid(set, (id) => seen.push(id));
+    expect(seen).toEqual([a, c, d]);
+    expect(core.freeSet(set)).toBe(3);
+    expect(core.allocated).toBe(0);
+  });
+
+  it("counts a live ID's table bytes as the sum of its typed slots plus one pointer", () => {
+    const t = new IdTable(16);
+    const typed = [t.state, t.refs, t.set, t.spid, t.next, t.prev].reduce((n, a) => n + a.BYTES_PER_ELEMENT, 0);
+    expect(IdTable.bytesPerId).toBe(typed + 8);
+  });
+
+  it("the allocator registry counts its members across groups", () => {
+    const r = new AllocatorRegistry();
+    const alloc = () => 1;
+    const free = () => undefined;
+    expect(r.registered).toBe(0);
+    r.add({ alloc, free });
+    r.add({ alloc, free });
+    r.add({ alloc: () => 2, free });
+    expect(r.registered).toBe(3);
   });
 });
