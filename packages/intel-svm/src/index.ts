@@ -11,3 +11,4 @@ export { NativeSvm } from "./svm.js";
 export { QueuedInvalidation } from "./qi.js";
 export { DomainIds, FLPT_DEFAULT_DID } from "./did.js";
 import "./trace-events.js";
+export { vtdPlatform, type VtdPlatform, type VtdPlatformOptions } from "./platform.js";
