@@ -3,7 +3,7 @@ import { isKernelError } from "@vsva/kernel";
 import { type IommuDevice, type IommuDomain, IommuProt, type PagingDomain } from "@vsva/iommu-core";
 import type { VtdNestingDomain } from "./domain.js";
 import { GUEST_HPA, GUEST_RAM } from "./nested-host.js";
-import { bindBytes, endpoint, guestTable, testHost } from "./test-host.js";
+import { bindBytes, endpoint, guestRam, guestTable, testHost } from "./test-host.js";
 
 /**
  * iommufd_fail_nth in spirit: run bring-up, probe, attach, aux attach, map
@@ -17,7 +17,7 @@ function scenario(n: number | null) {
   const ep = endpoint(h);
   const set = h.ioasid.allocSet({ vm: 1 }, 8, "mm");
   const hpasid = h.ioasid.alloc(set, 1, 0xfffff);
-  const gpgd = guestTable(h.mem, GUEST_HPA, 0x7000_0000, 0x10_0000);
+  const gpgd = guestTable(guestRam(h, GUEST_HPA, GUEST_RAM), 0x7000_0000, 0x10_0000);
   let dev: IommuDevice | null = null;
   let parent: IommuDomain | null = null;
   let aux: IommuDomain | null = null;

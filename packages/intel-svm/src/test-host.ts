@@ -1,8 +1,8 @@
 import type { Kernel } from "@vsva/kernel";
-import type { PciEndpoint, SparseMemory, VtdOptions, VtdUnit } from "@vsva/iommu-hw";
+import type { PciEndpoint, PhysMem, SparseMemory, VtdOptions, VtdUnit } from "@vsva/iommu-hw";
 import type { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, type IommuCore, type IommuDevice, type PageAllocator, encodeGpasidBindData, IOMMU_SVA_GPASID_VAL } from "@vsva/iommu-core";
-import { Board, MiB } from "@vsva/machine";
+import { Board, GuestMemoryView, MiB } from "@vsva/machine";
 import type { IntelIommu } from "./driver.js";
 import { type VtdPlatform, vtdPlatform } from "./platform.js";
 
@@ -66,19 +66,28 @@ export function bindBytes(hpasid: number, o: { gpgd?: number; gpasid?: number; a
 }
 
 /**
- * A guest's 4-level first-level table mapping one 4 KiB page, hand-encoded
- * (x86-64 entries: P | RW | US, addresses are guest-physical), written
- * through the GPA -> HPA map of a guest RAM region that is linear at `hpaBase`.
- * Tables at GPA 0x1000..0x4000; returns the root GPA.
+ * Guest RAM as the guest sees it: GPA [0, size) over the host pages from
+ * `hpaBase` (a VMM's RAM block), in a 39-bit guest-physical space.
  */
-export function guestTable(mem: SparseMemory, hpaBase: number, gva: number, gpaData: number): number {
+export function guestRam(h: TestHost, hpaBase: number, size: number): GuestMemoryView {
+  const guest = new GuestMemoryView({ host: h.mem, addrBits: 39 });
+  guest.map(0, hpaBase, size);
+  return guest;
+}
+
+/**
+ * A guest's 4-level first-level table mapping one 4 KiB page, hand-encoded
+ * (x86-64 entries: P | RW | US, addresses are guest-physical), written by the
+ * guest into its own RAM. Tables at GPA 0x1000..0x4000; returns the root GPA.
+ */
+export function guestTable(guest: PhysMem, gva: number, gpaData: number): number {
   const P_RW_US = 0x7;
   const tables = [0x1000, 0x2000, 0x3000, 0x4000];
   const idx = (level: number): number => Math.floor(gva / 2 ** (12 + 9 * (level - 1))) % 512;
   for (let level = 4; level >= 1; level--) {
     const table = tables[4 - level] ?? 0;
     const next = level === 1 ? gpaData : (tables[5 - level] ?? 0);
-    mem.write64(hpaBase + table + 8 * idx(level), (next | P_RW_US) >>> 0, Math.floor(next / 2 ** 32));
+    guest.write64(table + 8 * idx(level), (next | P_RW_US) >>> 0, Math.floor(next / 2 ** 32));
   }
   return tables[0] ?? 0;
 }
