@@ -65,6 +65,8 @@ export type TraceSubscriber = (e: TraceEvent) => void;
 /** What every context of one system's bus shares: the numbering and the subscribers. */
 interface TraceBusState {
   seq: number;
+  /** Subscribers in all, so a silent bus answers `active` and `emit` with one comparison. */
+  total: number;
   /** Subscribers of one context (by name), or of every context (key null). */
   subs: Map<string | null, readonly TraceSubscriber[]>;
 }
@@ -73,7 +75,7 @@ interface TraceBusState {
 export const HOST_CONTEXT = "host";
 
 export class TraceBus {
-  #s: TraceBusState = { seq: 0, subs: new Map() };
+  #s: TraceBusState = { seq: 0, total: 0, subs: new Map() };
   #context: string;
 
   constructor(
@@ -108,7 +110,7 @@ export class TraceBus {
    * call {@link skip}, so that event numbering is the same either way.
    */
   get active(): boolean {
-    return (this.#s.subs.get(this.#context)?.length ?? 0) !== 0 || (this.#s.subs.get(null)?.length ?? 0) !== 0;
+    return this.#s.total !== 0 && ((this.#s.subs.get(this.#context)?.length ?? 0) !== 0 || (this.#s.subs.get(null)?.length ?? 0) !== 0);
   }
 
   /** Accounts for an event nobody listens to: exactly what `emit` does without subscribers. */
@@ -117,8 +119,8 @@ export class TraceBus {
   }
 
   emit<K extends TraceKind>(kind: K, actor: TraceActor<K>, ids: TraceIds, payload: TracePayload<K>, refcount?: number): void {
-    const mine = this.#s.subs.get(this.#context);
-    const all = this.#s.subs.get(null);
+    const mine = this.#s.total === 0 ? undefined : this.#s.subs.get(this.#context);
+    const all = this.#s.total === 0 ? undefined : this.#s.subs.get(null);
     if (mine === undefined && all === undefined) {
       this.#s.seq++;
       return;
@@ -140,9 +142,15 @@ export class TraceBus {
   }
 
   #add(key: string | null, fn: TraceSubscriber): () => void {
-    const subs = this.#s.subs;
+    const state = this.#s;
+    const subs = state.subs;
     subs.set(key, [...(subs.get(key) ?? []), fn]);
+    state.total++;
+    let subscribed = true;
     return () => {
+      if (!subscribed) return;
+      subscribed = false;
+      state.total--;
       const rest = (subs.get(key) ?? []).filter((s) => s !== fn);
       if (rest.length === 0) subs.delete(key);
       else subs.set(key, rest);
