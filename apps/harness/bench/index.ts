@@ -2,6 +2,7 @@
 import { Bench } from "tinybench";
 import { Prot } from "@vsva/iommu-core";
 import { Host } from "../src/world/host.js";
+import { growthFigure } from "./growth.js";
 
 /**
  * SVA DMA bytes/s ÷ raw `Uint8Array` copy bytes/s, 4 KiB transfers with every
@@ -68,3 +69,5 @@ const ratio = mean("raw Uint8Array copy, 4 KiB") / mean("SVA DMA write, 4 KiB");
 const mbps = (BATCH * SIZE / (mean("SVA DMA write, 4 KiB") / 1000)) / 1e6;
 console.log("\nharness: SVA DMA throughput (ratio measured in one run)");
 console.log(`  ${ratio >= 0.5 ? "ok  " : "MISS"} SVA DMA bytes/s ÷ raw Uint8Array copy bytes/s (4 KiB, caches warm): ${ratio.toFixed(2)} (target ≥ 0.5; DMA at ${mbps.toFixed(0)} MB/s)`);
+
+growthFigure();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Scheduler, TraceBus, TraceRecorder } from "@vsva/kernel";
+import { Kernel, Scheduler, TraceBus, TraceRecorder } from "@vsva/kernel";
 import { toChromeTrace } from "./chrome-trace.js";
 
 describe("toChromeTrace", () => {
@@ -17,5 +17,19 @@ describe("toChromeTrace", () => {
     // Valid JSON round trip, as Perfetto reads it.
     const back = JSON.parse(JSON.stringify(trace)) as typeof trace;
     expect(back.traceEvents).toHaveLength(trace.traceEvents.length);
+  });
+
+  it("puts each kernel context in a process of its own, so guest and host lanes sit side by side", () => {
+    const host = new Kernel();
+    const vm1 = new Kernel({ system: host, context: "vm1" });
+    const rec = new TraceRecorder(host.trace, { system: true });
+    host.log.warn("a", "host", "IOMMU");
+    vm1.log.warn("b", "guest", "IOMMU");
+    const trace = toChromeTrace(rec.events, "t");
+    const procs = trace.traceEvents.filter((e) => e.name === "process_name").map((e) => [e.pid, e.args.name]);
+    expect(procs).toEqual([[1, "vsva: t [host]"], [2, "vsva: t [vm1]"]]);
+    const instants = trace.traceEvents.filter((e) => e.ph === "i").map((e) => [e.pid, e.tid]);
+    expect(instants[0]![0]).not.toBe(instants[1]![0]);
+    expect(instants[0]![1]).not.toBe(instants[1]![1]); // two IOMMU lanes, one per context
   });
 });

@@ -9,5 +9,6 @@ export { PageRequests, type IoPageFaultHandler } from "./prq.js";
 export { CommandQueue } from "./cmdq.js";
 export { StreamTable, STRTAB_SPLIT } from "./strtab.js";
 export { CdTable, CD_SPLIT, encodeCd, type CdParams } from "./cd-table.js";
+export { smmuPlatform, type SmmuPlatform, type SmmuPlatformOptions } from "./platform.js";
 import "./trace-events.js";
 export { SMMU_FAULT_POINTS } from "./fault-points.js";

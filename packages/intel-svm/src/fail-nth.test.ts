@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { VTD_FAULT_POINTS } from "./fault-points.js";
 import type { VtdNestingDomain } from "./domain.js";
 import { GUEST_HPA, GUEST_RAM } from "./nested-host.js";
-import { bindBytes, endpoint, guestTable, testHost } from "./test-host.js";
+import { bindBytes, endpoint, guestRam, guestTable, testHost } from "./test-host.js";
 
 /**
  * iommufd_fail_nth in spirit: run bring-up, probe, attach, aux attach, map
@@ -22,7 +22,7 @@ function scenario(n: number | null) {
   const ep2 = endpoint(h, 5);
   const set = h.ioasid.allocSet({ vm: 1 }, 8, "mm");
   const hpasid = h.ioasid.alloc(set, 1, 0xfffff);
-  const gpgd = guestTable(h.mem, GUEST_HPA, 0x7000_0000, 0x10_0000);
+  const gpgd = guestTable(guestRam(h, GUEST_HPA, GUEST_RAM), 0x7000_0000, 0x10_0000);
   let dev: IommuDevice | null = null;
   let parent: IommuDomain | null = null;
   let aux: IommuDomain | null = null;

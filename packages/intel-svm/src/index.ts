@@ -12,3 +12,4 @@ export { VcmdPasidAllocator } from "./vcmd.js";
 export { DomainIds, FLPT_DEFAULT_DID } from "./did.js";
 import "./trace-events.js";
 export { VTD_FAULT_POINTS } from "./fault-points.js";
+export { vtdPlatform, type VtdPlatform, type VtdPlatformOptions } from "./platform.js";

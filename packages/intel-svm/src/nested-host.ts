@@ -3,9 +3,9 @@ import type { IoasidSet } from "@vsva/ioasid";
 import { type IommuDevice, IommuProt, type PagingDomain, decodeGpasidBindData } from "@vsva/iommu-core";
 import type { PciEndpoint } from "@vsva/iommu-hw";
 import type { VtdNestingDomain } from "./domain.js";
-import { MiB, type TestHost, bindBytes, endpoint, guestTable, probe, testHost } from "./test-host.js";
+import { MiB, type TestHost, bindBytes, endpoint, guestRam, guestTable, probe, testHost } from "./test-host.js";
 
-/** Guest RAM: GPA [0, 4 MiB) backed linearly by HPA [8 MiB, 12 MiB). */
+/** Guest RAM: GPA [0, 4 MiB) backed by HPA [8 MiB, 12 MiB). */
 export const GUEST_HPA = 8 * MiB;
 export const GUEST_RAM = 4 * MiB;
 export const GVA = 0x7000_0000;
@@ -41,7 +41,7 @@ export function vmHost(opts: Parameters<typeof testHost>[0] = {}): VmHost {
   const vtd = parent.driver as VtdNestingDomain;
   h.core.attachDevice(parent, pdev);
   h.core.map(parent, 0, GUEST_HPA, GUEST_RAM, IommuProt.READ | IommuProt.WRITE);
-  const gpgd = guestTable(h.mem, GUEST_HPA, GVA, GPA_DATA);
+  const gpgd = guestTable(guestRam(h, GUEST_HPA, GUEST_RAM), GVA, GPA_DATA);
   return { ...h, ep, pdev, parent, vtd, set, mm, gpgd, alloc: () => h.ioasid.alloc(set, 1, 0xfffff) };
 }
 

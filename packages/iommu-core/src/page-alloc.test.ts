@@ -105,4 +105,36 @@ describe("PageAllocator", () => {
       }),
     );
   });
+
+  it("hands out the lowest free aligned block (first fit from page 0), whatever came before", () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.boolean(), fc.nat({ max: 3 }), fc.nat()), { maxLength: 80 }), (ops) => {
+        const { alloc } = pool(32, 0);
+        const used = new Uint8Array(32); // the model: a plain bitmap scanned from page 0
+        const held: { pa: number; n: number }[] = [];
+        for (const [isAlloc, order, pick] of ops) {
+          if (isAlloc || held.length === 0) {
+            const n = 1 << order;
+            let want = -1;
+            for (let i = 0; i + n <= 32 && want < 0; i += n) if (used.subarray(i, i + n).every((u) => u === 0)) want = i;
+            let got = -1;
+            try {
+              got = alloc.allocPages(order, "p") / PAGE_SIZE;
+            } catch (e) {
+              expect(e).toBeInstanceOf(KernelError);
+            }
+            expect(got).toBe(want);
+            if (got >= 0) {
+              used.fill(1, got, got + n);
+              held.push({ pa: got * PAGE_SIZE, n });
+            }
+          } else {
+            const h = held.splice(pick % held.length, 1)[0]!;
+            alloc.freePages(h.pa);
+            used.fill(0, h.pa / PAGE_SIZE, h.pa / PAGE_SIZE + h.n);
+          }
+        }
+      }),
+    );
+  });
 });

@@ -45,6 +45,7 @@ export {
   type TraceSubscriber,
   TraceBus,
   TraceRecorder,
+  HOST_CONTEXT,
 } from "./trace.js";
 export { FaultInjector, type FailPointSpec, type FaultPointRegistry, declareFaultPoints } from "./fault-inject.js";
 export { RateLimitedLog, type RateLimitOptions, type LogLine } from "./ratelimit.js";

@@ -91,31 +91,79 @@ export interface SchedulerStats {
   cancelled: number;
 }
 
-export class Scheduler {
-  readonly atomic = new AtomicContext();
-  readonly stats: SchedulerStats = { ran: 0, queued: 0, cancelled: 0 };
-  #now = 0;
-  #seq = 0;
+/** What every context of one system shares: the clock, the run queues, the counters. */
+interface SchedulerState {
+  readonly atomic: AtomicContext;
+  readonly stats: SchedulerStats;
+  now: number;
+  seq: number;
   /** Ready items in run order. */
-  #ready: Work[] = [];
+  ready: Work[];
   /** Delayed items, unordered (few at a time); scanned on advance. */
-  readonly #delayed = new Set<Work>();
-  readonly #queues = new Map<string, Workqueue>();
+  readonly delayed: Set<Work>;
+  /** Workqueues by context and name. */
+  readonly queues: Map<string, Workqueue>;
+  /** Contexts given out by {@link Scheduler.forContext}. */
+  readonly contexts: Set<string>;
+}
+
+export class Scheduler {
+  #s: SchedulerState = {
+    atomic: new AtomicContext(),
+    stats: { ran: 0, queued: 0, cancelled: 0 },
+    now: 0,
+    seq: 0,
+    ready: [],
+    delayed: new Set<Work>(),
+    queues: new Map<string, Workqueue>(),
+    contexts: new Set<string>(),
+  };
+  #context = "";
+
+  /**
+   * The same scheduler seen from another context (a guest kernel): one
+   * clock and one run order for the whole system, so host and guests step
+   * on the same timeline, deterministically. Only workqueue names are per
+   * context, so a guest's driver can create the queue its host twin did.
+   * EEXIST if the context was given out before.
+   */
+  forContext(context: string): Scheduler {
+    if (this.#s.contexts.has(context)) throw new KernelError(Errno.EEXIST, `context ${context} already exists on this scheduler`);
+    this.#s.contexts.add(context);
+    const view = new Scheduler();
+    view.#s = this.#s;
+    view.#context = context;
+    return view;
+  }
+
+  /** Whether `other` is this scheduler or a context view of it (one clock). */
+  sharesClockWith(other: Scheduler): boolean {
+    return other.#s === this.#s;
+  }
+
+  get atomic(): AtomicContext {
+    return this.#s.atomic;
+  }
+
+  get stats(): SchedulerStats {
+    return this.#s.stats;
+  }
 
   now(): number {
-    return this.#now;
+    return this.#s.now;
   }
 
   createWorkqueue(name: string): Workqueue {
-    if (this.#queues.has(name)) throw new KernelError(Errno.EEXIST, `workqueue ${name} already exists`);
+    const key = `${this.#context}\u0000${name}`;
+    if (this.#s.queues.has(key)) throw new KernelError(Errno.EEXIST, `workqueue ${name} already exists`);
     const wq = new Workqueue(name, this);
-    this.#queues.set(name, wq);
+    this.#s.queues.set(key, wq);
     return wq;
   }
 
   /** Items pending, ready or delayed. */
   pending(): number {
-    return this.#ready.length + this.#delayed.size;
+    return this.#s.ready.length + this.#s.delayed.size;
   }
 
   /** @internal */
@@ -123,14 +171,14 @@ export class Scheduler {
     if (w.pending) return false;
     w.setPending(true);
     w.queue = wq;
-    w.seq = this.#seq++;
-    this.stats.queued++;
+    w.seq = this.#s.seq++;
+    this.#s.stats.queued++;
     if (delayNs === 0) {
       w.deadline = -1;
-      this.#ready.push(w);
+      this.#s.ready.push(w);
     } else {
-      w.deadline = this.#now + delayNs;
-      this.#delayed.add(w);
+      w.deadline = this.#s.now + delayNs;
+      this.#s.delayed.add(w);
     }
     return true;
   }
@@ -140,21 +188,21 @@ export class Scheduler {
     if (!w.pending) return false;
     w.setPending(false);
     w.queue = null;
-    this.#delayed.delete(w);
-    const i = this.#ready.indexOf(w);
-    if (i >= 0) this.#ready.splice(i, 1);
-    this.stats.cancelled++;
+    this.#s.delayed.delete(w);
+    const i = this.#s.ready.indexOf(w);
+    if (i >= 0) this.#s.ready.splice(i, 1);
+    this.#s.stats.cancelled++;
     return true;
   }
 
   /** Runs one ready item; false when none is ready. Work runs in process context, never atomic. */
   step(): boolean {
-    const w = this.#ready.shift();
+    const w = this.#s.ready.shift();
     if (w === undefined) return false;
-    this.atomic.mightSleep(`running work ${w.name}`);
+    this.#s.atomic.mightSleep(`running work ${w.name}`);
     w.setPending(false);
     w.queue = null;
-    this.stats.ran++;
+    this.#s.stats.ran++;
     w.execute();
     return true;
   }
@@ -169,14 +217,14 @@ export class Scheduler {
   /** Moves the clock forward; delayed items whose deadline passed become ready (in deadline order). */
   advance(ns: number): void {
     if (!Number.isFinite(ns) || ns < 0) throw new KernelError(Errno.EINVAL, `cannot advance the clock by ${ns} ns`);
-    this.#now += ns;
-    const due = [...this.#delayed].filter((w) => w.deadline <= this.#now);
+    this.#s.now += ns;
+    const due = [...this.#s.delayed].filter((w) => w.deadline <= this.#s.now);
     due.sort((a, b) => a.deadline - b.deadline || a.seq - b.seq);
     for (const w of due) {
-      this.#delayed.delete(w);
+      this.#s.delayed.delete(w);
       w.deadline = -1;
-      w.seq = this.#seq++;
-      this.#ready.push(w);
+      w.seq = this.#s.seq++;
+      this.#s.ready.push(w);
     }
   }
 
@@ -185,20 +233,20 @@ export class Scheduler {
     let n = 0;
     for (;;) {
       while (n < maxItems && this.step()) n++;
-      if (n >= maxItems || this.#delayed.size === 0) return n;
+      if (n >= maxItems || this.#s.delayed.size === 0) return n;
       let next = Infinity;
-      for (const w of this.#delayed) next = Math.min(next, w.deadline);
-      this.advance(next - this.#now);
+      for (const w of this.#s.delayed) next = Math.min(next, w.deadline);
+      this.advance(next - this.#s.now);
     }
   }
 
   /** @internal */
   flushWork(w: Work): void {
-    this.atomic.mightSleep(`flush_work(${w.name})`);
+    this.#s.atomic.mightSleep(`flush_work(${w.name})`);
     if (w.running) {
       throw new KernelError(Errno.EBUSY, `work ${w.name} flushing itself would deadlock`);
     }
-    if (w.pending && w.deadline >= 0) this.advance(w.deadline - this.#now);
+    if (w.pending && w.deadline >= 0) this.advance(w.deadline - this.#s.now);
     while (w.pending) {
       if (!this.step()) break;
     }
@@ -206,12 +254,12 @@ export class Scheduler {
 
   /** @internal */
   flushQueue(wq: Workqueue): void {
-    this.atomic.mightSleep(`flush_workqueue(${wq.name})`);
-    const mine = () => this.#ready.some((w) => w.queue === wq) || [...this.#delayed].some((w) => w.queue === wq);
+    this.#s.atomic.mightSleep(`flush_workqueue(${wq.name})`);
+    const mine = () => this.#s.ready.some((w) => w.queue === wq) || [...this.#s.delayed].some((w) => w.queue === wq);
     while (mine()) {
-      const delayed = [...this.#delayed].filter((w) => w.queue === wq);
-      if (!this.#ready.some((w) => w.queue === wq) && delayed.length > 0) {
-        this.advance(Math.min(...delayed.map((w) => w.deadline)) - this.#now);
+      const delayed = [...this.#s.delayed].filter((w) => w.queue === wq);
+      if (!this.#s.ready.some((w) => w.queue === wq) && delayed.length > 0) {
+        this.advance(Math.min(...delayed.map((w) => w.deadline)) - this.#s.now);
       }
       if (!this.step()) break;
     }

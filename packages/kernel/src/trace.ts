@@ -39,10 +39,16 @@ export type TraceActor<K extends TraceKind> = TraceEventRegistry[K]["actor"];
 export type TracePayload<K extends TraceKind> = TraceEventRegistry[K]["payload"];
 
 interface TraceEventOf<K extends TraceKind> {
-  /** Position in the bus's total order, from 1. */
+  /** Position in the system's total order (every context of one bus), from 1. */
   readonly seq: number;
   /** Virtual time in ns. */
   readonly time: number;
+  /**
+   * The kernel that emitted it ("host", "vm1", ...): a timeline puts each
+   * context's actors in lanes of their own, so a guest's IOMMU driver and
+   * the host's are told apart.
+   */
+  readonly context: string;
   readonly kind: K;
   readonly actor: TraceActor<K>;
   readonly ids: TraceIds;
@@ -56,45 +62,98 @@ export type TraceEventOfKind<K extends TraceKind> = Extract<TraceEvent, { kind: 
 
 export type TraceSubscriber = (e: TraceEvent) => void;
 
+/** What every context of one system's bus shares: the numbering and the subscribers. */
+interface TraceBusState {
+  seq: number;
+  /** Subscribers in all, so a silent bus answers `active` and `emit` with one comparison. */
+  total: number;
+  /** Subscribers of one context (by name), or of every context (key null). */
+  subs: Map<string | null, readonly TraceSubscriber[]>;
+}
+
+/** The context of a bus made without one: the host's kernel. */
+export const HOST_CONTEXT = "host";
+
 export class TraceBus {
-  #seq = 0;
-  #subs: TraceSubscriber[] = [];
+  #s: TraceBusState = { seq: 0, total: 0, subs: new Map() };
+  #context: string;
 
-  constructor(private readonly clock: { now(): number }) {}
+  constructor(
+    private readonly clock: { now(): number },
+    context: string = HOST_CONTEXT,
+  ) {
+    this.#context = context;
+  }
 
-  get lastSeq(): number {
-    return this.#seq;
+  /** The context stamped on every event emitted here. */
+  get context(): string {
+    return this.#context;
   }
 
   /**
-   * Whether anyone is listening. A hot path (a DMA per page, a translation)
-   * may build its payload only when this holds, and otherwise call
-   * {@link skip}, so that event numbering is the same either way.
+   * The same bus for another context (a guest's kernel): events from both
+   * share one numbering, so a system-wide subscriber sees one total order.
+   */
+  forContext(context: string): TraceBus {
+    const view = new TraceBus(this.clock, context);
+    view.#s = this.#s;
+    return view;
+  }
+
+  get lastSeq(): number {
+    return this.#s.seq;
+  }
+
+  /**
+   * Whether anyone is listening to this context. A hot path (a DMA per page,
+   * a translation) may build its payload only when this holds, and otherwise
+   * call {@link skip}, so that event numbering is the same either way.
    */
   get active(): boolean {
-    return this.#subs.length !== 0;
+    return this.#s.total !== 0 && ((this.#s.subs.get(this.#context)?.length ?? 0) !== 0 || (this.#s.subs.get(null)?.length ?? 0) !== 0);
   }
 
   /** Accounts for an event nobody listens to: exactly what `emit` does without subscribers. */
   skip(): void {
-    this.#seq++;
+    this.#s.seq++;
   }
 
   emit<K extends TraceKind>(kind: K, actor: TraceActor<K>, ids: TraceIds, payload: TracePayload<K>, refcount?: number): void {
-    if (this.#subs.length === 0) {
-      this.#seq++;
+    const mine = this.#s.total === 0 ? undefined : this.#s.subs.get(this.#context);
+    const all = this.#s.total === 0 ? undefined : this.#s.subs.get(null);
+    if (mine === undefined && all === undefined) {
+      this.#s.seq++;
       return;
     }
-    const base = { seq: ++this.#seq, time: this.clock.now(), kind, actor, ids, payload };
+    const base = { seq: ++this.#s.seq, time: this.clock.now(), context: this.#context, kind, actor, ids, payload };
     const e = (refcount === undefined ? base : { ...base, refcount }) as TraceEvent;
-    for (const s of this.#subs) s(e);
+    if (mine !== undefined) for (const s of mine) s(e);
+    if (all !== undefined) for (const s of all) s(e);
   }
 
-  /** Returns the unsubscribe function. */
+  /** Subscribes to this context's events; returns the unsubscribe function. */
   subscribe(fn: TraceSubscriber): () => void {
-    this.#subs = [...this.#subs, fn];
+    return this.#add(this.#context, fn);
+  }
+
+  /** Subscribes to the events of every context of the system, in their one order. */
+  subscribeSystem(fn: TraceSubscriber): () => void {
+    return this.#add(null, fn);
+  }
+
+  #add(key: string | null, fn: TraceSubscriber): () => void {
+    const state = this.#s;
+    const subs = state.subs;
+    subs.set(key, [...(subs.get(key) ?? []), fn]);
+    state.total++;
+    let subscribed = true;
     return () => {
-      this.#subs = this.#subs.filter((s) => s !== fn);
+      if (!subscribed) return;
+      subscribed = false;
+      state.total--;
+      const rest = (subs.get(key) ?? []).filter((s) => s !== fn);
+      if (rest.length === 0) subs.delete(key);
+      else subs.set(key, rest);
     };
   }
 }
@@ -104,8 +163,10 @@ export class TraceRecorder {
   readonly events: TraceEvent[] = [];
   readonly #unsubscribe: () => void;
 
-  constructor(bus: TraceBus) {
-    this.#unsubscribe = bus.subscribe((e) => this.events.push(e));
+  /** Records the bus's own context, or with `system` every context of the system. */
+  constructor(bus: TraceBus, opts: { readonly system?: boolean } = {}) {
+    const push = (e: TraceEvent) => this.events.push(e);
+    this.#unsubscribe = opts.system === true ? bus.subscribeSystem(push) : bus.subscribe(push);
   }
 
   ofKind<K extends TraceKind>(kind: K): TraceEventOfKind<K>[] {

@@ -2,7 +2,7 @@ import { IommuProt, PagingDomain, encodeGpasidBindData } from "@vsva/iommu-core"
 import { TableWriter, x86Format } from "@vsva/iommu-hw";
 import { asHostPasid } from "@vsva/kernel";
 import { VtdNestingDomain } from "@vsva/intel-svm";
-import { GuestRamView } from "../world/guest-ram.js";
+import { GuestMemoryView } from "@vsva/machine";
 import { MiB } from "../world/host.js";
 import { hostScenario } from "../world/host-scenario.js";
 import { PATTERN, dmaWrite, hexBytes, plugInSvaDevice } from "./sva-common.js";
@@ -32,7 +32,9 @@ export const nestedBind = hostScenario({
     // above the pages the guest's table takes from 1 MiB up.
     const GVA = ctx.choose.int("guest buffer GVA", 0x1_0000_0000, 0x7fff_ffff_f000, { align: 0x1000 });
     const GPA_DATA = ctx.choose.int("guest page GPA", 0x20_0000, GUEST_RAM - 0x1000, { align: 0x1000 });
-    const guest = new GuestRamView(h.mem, GUEST_HPA, GUEST_RAM);
+    // A 39-bit guest-physical space (a VT-d unit's smallest second-level width), RAM backed by host pages.
+    const guest = new GuestMemoryView({ host: h.mem, addrBits: 39 });
+    guest.map(0, GUEST_HPA, GUEST_RAM);
     // The guest kernel's page allocator: a bump over guest RAM above 1 MiB.
     let nextGpa = 0x10_0000;
     const guestPt = new TableWriter(guest, x86Format({ levels: 4 }), { alloc: () => (nextGpa += 0x1000) });

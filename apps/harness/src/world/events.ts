@@ -1,4 +1,4 @@
-import type { TraceEvent } from "@vsva/kernel";
+import { HOST_CONTEXT, type TraceEvent } from "@vsva/kernel";
 import type { TimelineRow } from "../timeline.js";
 
 /**
@@ -8,8 +8,11 @@ import type { TimelineRow } from "../timeline.js";
  */
 const NOISE = new Set<string>(["pci.ats-translate", "iommu.map", "iommu.unmap", "mm.fault", "mm.mmap", "ioasid.get", "ioasid.put"]);
 
-/** The column each actor's events go to. */
-export const ACTOR_COLUMNS = ["USER", "MM", "DEVICE", "IOMMU", "IOASID", "HW"] as const;
+/**
+ * The column each actor's events go to. A guest kernel's events go to lanes
+ * of their own, named context and actor ("vm1 IOMMU"), beside the host's.
+ */
+export const ACTOR_COLUMNS = ["USER", "MM", "DEVICE", "IOMMU", "IOASID", "HW", "KERNEL"] as const;
 
 function hex(v: unknown): string {
   return typeof v === "number" ? `0x${v.toString(16)}` : String(v);
@@ -37,8 +40,8 @@ export function rowsFromEvents(events: readonly TraceEvent[], firstStep: number)
   let step = firstStep;
   for (const e of events) {
     if (NOISE.has(e.kind)) continue;
-    // Driver-internal and core IOMMU events share the IOMMU column.
-    const actor = e.actor === "KERNEL" ? "IOMMU" : e.actor;
+    // The lane is the emitting layer's actor, per kernel context: a guest's driver is not the host's.
+    const actor = e.context === HOST_CONTEXT ? e.actor : `${e.context} ${e.actor}`;
     const text = `${e.kind} ${summary(e)}`.trim();
     // The Ref column follows IOASIDs, as in the ioasid.rst life-cycle tables; set refcounts stay in the trace.
     const ref = e.refcount !== undefined && !e.kind.startsWith("ioasid.set") ? { refcount: e.refcount } : {};

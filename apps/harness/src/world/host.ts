@@ -1,24 +1,23 @@
-import { Kernel, KernelBug } from "@vsva/kernel";
-import { PciEndpoint, SparseMemory, pciEnableForSva } from "@vsva/iommu-hw";
-import { IoasidCore } from "@vsva/ioasid";
-import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator, PhysMemBacking } from "@vsva/iommu-core";
-import type { Platform, PlatformFactory, PlatformName } from "./platform.js";
+import { type Kernel, KernelBug } from "@vsva/kernel";
+import type { SparseMemory } from "@vsva/iommu-hw";
+import type { IoasidCore } from "@vsva/ioasid";
+import type { Iommu, IommuCore, Mm, PageAllocator } from "@vsva/iommu-core";
+import { Board, type DeviceSlot, type EndpointOptions, MiB, type PlatformFactory } from "@vsva/machine";
+import { PLATFORMS, type Platform, type PlatformName } from "./platform.js";
 import { DMA_RECORD_RING, RecordingPort } from "./recording-port.js";
-import { smmuPlatform } from "./smmu-platform.js";
-import { vtdPlatform } from "./vtd-platform.js";
 
 /**
- * A whole host, wired as a machine boots: RAM, an emulated IOMMU (VT-d or
- * SMMUv3, see platform.ts), the
- * kernel page allocator, the IOASID namespace, the IOMMU core with the VT-d
- * driver registered, and PCIe endpoints below the unit (through a recording
- * port). The harness drives it like user space and a device driver would.
+ * A whole host, wired as a machine boots (a `@vsva/machine` board): RAM, an
+ * emulated IOMMU (VT-d or SMMUv3, see platform.ts), the kernel page
+ * allocator, the IOASID namespace, the IOMMU core with the platform's driver
+ * registered, and PCIe endpoints below the unit (through a recording port).
+ * The harness drives it like user space and a device driver would.
  *
  * Memory map: [0, 16 MiB) data the scenarios use directly (a guest-RAM
  * stand-in lives here), [16 MiB, 48 MiB) the kernel's page pool (every page
  * the driver and the process model allocate).
  */
-export const MiB = 1 << 20;
+export { MiB };
 export const RAM_SIZE = 64 * MiB;
 export const POOL_BASE = 16 * MiB;
 export const POOL_SIZE = 32 * MiB;
@@ -41,46 +40,33 @@ export interface HostOptions {
   readonly deferBringUp?: boolean;
 }
 
-export interface DeviceSlot {
-  readonly ep: PciEndpoint;
-  readonly dev: IommuDevice;
-}
+export type { DeviceSlot };
 
-/** What bring-up made: the platform, the recorder in front of it, the IOMMU core with its driver registered. */
-interface Booted {
-  readonly platform: Platform;
-  readonly port: RecordingPort;
-  readonly core: IommuCore;
-  readonly iommu: Iommu;
-}
-
-const PLATFORMS: Readonly<Record<PlatformName, PlatformFactory>> = { vtd: vtdPlatform, smmuv3: smmuPlatform };
 export const PLATFORM_NAMES: readonly PlatformName[] = Object.keys(PLATFORMS) as PlatformName[];
 
 export class Host {
-  readonly kernel = new Kernel();
-  readonly mem = new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: RAM_SIZE }] });
+  readonly board: Board;
+  readonly kernel: Kernel;
+  readonly mem: SparseMemory;
   readonly pages: PageAllocator;
   readonly ioasid: IoasidCore;
   readonly devices: DeviceSlot[] = [];
   readonly #mms: Mm[] = [];
   readonly #history: boolean;
-  readonly #platformName: PlatformName;
-  readonly #dmaRecords: number | "all";
-  #booted: Booted | null = null;
+  #port: RecordingPort | null = null;
 
   constructor(opts: HostOptions = {}) {
-    const k = this.kernel;
     this.#history = opts.history ?? false;
-    this.pages = new PageAllocator({
-      base: POOL_BASE,
-      size: POOL_SIZE,
-      backing: new PhysMemBacking(this.mem),
-      faults: k.faults,
+    const keep = this.#history ? "all" : (opts.dmaRecords ?? DMA_RECORD_RING);
+    const platform: PlatformFactory = PLATFORMS[opts.platform ?? "vtd"];
+    this.board = new Board({
+      platform,
+      ram: { base: 0, size: RAM_SIZE },
+      pool: { base: POOL_BASE, size: POOL_SIZE },
+      interpose: (unit) => (this.#port = new RecordingPort(unit, { keep })),
+      deferBringUp: true,
     });
-    this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
-    this.#platformName = opts.platform ?? "vtd";
-    this.#dmaRecords = this.#history ? "all" : (opts.dmaRecords ?? DMA_RECORD_RING);
+    [this.kernel, this.mem, this.pages, this.ioasid] = [this.board.kernel, this.board.mem, this.board.pages, this.board.ioasid];
     if (opts.deferBringUp !== true) this.bringUp();
   }
 
@@ -91,81 +77,53 @@ export class Host {
    * took is back and the host can be dropped (or brought up again).
    */
   bringUp(): void {
-    if (this.#booted !== null) throw new KernelBug("the host is already up");
-    const k = this.kernel;
-    const platform = PLATFORMS[this.#platformName]({ kernel: k, mem: this.mem, pages: this.pages, ioasid: this.ioasid });
-    try {
-      const port = new RecordingPort(platform.port, { keep: this.#dmaRecords });
-      const core = new IommuCore({ kernel: k, ioasid: this.ioasid });
-      const iommu = core.registerIommu(platform.iommuName, platform.ops);
-      this.#booted = { platform, port, core, iommu };
-    } catch (e) {
-      platform.shutdown();
-      throw e;
-    }
+    this.board.bringUp();
   }
 
   /** Whether {@link bringUp} has succeeded. */
   get up(): boolean {
-    return this.#booted !== null;
+    return this.board.up;
   }
 
   get platform(): Platform {
-    return this.#up().platform;
+    return this.board.platform;
   }
 
   /** The DMA recorder between the endpoints and the unit. */
   get port(): RecordingPort {
-    return this.#up().port;
+    if (!this.board.up || this.#port === null) throw new KernelBug("the host's IOMMU platform is not up (bringUp)");
+    return this.#port;
   }
 
   get core(): IommuCore {
-    return this.#up().core;
+    return this.board.core;
   }
 
   get iommu(): Iommu {
-    return this.#up().iommu;
-  }
-
-  #up(): Booted {
-    if (this.#booted === null) throw new KernelBug("the host's IOMMU platform is not up (bringUp)");
-    return this.#booted;
+    return this.board.iommu;
   }
 
   /**
-   * Plugs in a DSA-like endpoint at 00:dev.0 and probes it; then, as the PCI
-   * core and the device driver would, enables bus mastering, PASID (with
-   * execute and privileged), ATS and PRI in its config space.
+   * Plugs in a DSA-like endpoint and probes it; then, as the PCI core and the
+   * device driver would, enables bus mastering, PASID (with execute and
+   * privileged), ATS and PRI in its config space. `at` is a device number on
+   * bus 0, or any bus/device/function (default the next free device).
    */
-  addDevice(name: string, devNo: number, pasidWidth = 20): DeviceSlot {
-    const ep = new PciEndpoint({
-      bus: 0,
-      dev: devNo,
-      fn: 0,
-      mem: this.mem,
-      id: { vendorId: 0x8086, deviceId: 0x0b25 },
-      pasid: { maxWidth: pasidWidth, exec: true, priv: true },
-      ats: {},
-      pri: { outstandingCapacity: 32 },
-      trace: this.kernel.trace,
-    });
-    pciEnableForSva(ep); // the PCI core: bus master, PASID, ATS, PRI
-    ep.attach(this.port);
-    this.platform.attachEndpoint(ep);
-    const dev = this.core.probeDevice(this.iommu, { name, sid: ep.sid, pasidWidth });
-    const slot = { ep, dev };
+  addDevice(name: string, at: number | EndpointOptions = {}, pasidWidth = 20): DeviceSlot {
+    const where = typeof at === "number" ? { bus: 0, dev: at, fn: 0 } : at;
+    const slot = this.board.addDevice(name, { pasidWidth, ...where });
     this.devices.push(slot);
     return slot;
   }
 
   /** Enables SVA on a probed device; the core then routes its recoverable faults to the IO page fault queue. */
   enableSva(slot: DeviceSlot, maxPasid?: number): void {
-    this.core.enableFeature(slot.dev, "sva", maxPasid === undefined ? {} : { maxPasid });
+    this.board.enableSva(slot, maxPasid);
   }
 
   newMm(name: string): Mm {
     // A process's tables are in the format the platform's CPUs (and so its IOMMU) walk.
-    const mm = new Mm({ kernel: this.kernel, mem: this.mem, pages: this.pages, name, arch: this.platform.mmArch });
+    const mm = this.board.newMm(name);
     this.#forgetFreed();
     this.#mms.push(mm);
     return mm;
@@ -187,6 +145,6 @@ export class Host {
 
   /** Lets deferred work (IO page faults, teardown work, threaded interrupts) run to completion. */
   settle(): void {
-    this.kernel.scheduler.runUntilIdle();
+    this.board.settle();
   }
 }
