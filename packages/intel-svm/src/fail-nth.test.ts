@@ -2,10 +2,9 @@ import { describe, expect, it } from "vitest";
 import { isKernelError } from "@vsva/kernel";
 import { FaultCoverage, sourceFaultPoints } from "@vsva/kernel/testing";
 import { IOASID_FAULT_POINTS } from "@vsva/ioasid";
-import { IOMMU_CORE_FAULT_POINTS, type IommuDevice, type IommuDomain, IommuProt, Mm, type PagingDomain, Prot, type SvaBond } from "@vsva/iommu-core";
+import { IOMMU_CORE_FAULT_POINTS, type IommuDevice, type IommuDomain, IommuProt, Mm, Prot, type SvaBond } from "@vsva/iommu-core";
 import { fileURLToPath } from "node:url";
 import { VTD_FAULT_POINTS } from "./fault-points.js";
-import type { VtdNestingDomain } from "./domain.js";
 import { GUEST_HPA, GUEST_RAM } from "./nested-host.js";
 import { bindBytes, endpoint, guestRam, guestTable, testHost } from "./test-host.js";
 
