@@ -42,7 +42,7 @@ describe("a failed group attach rolls back completely", () => {
   for (const nth of [1, 2, 3]) {
     it(`leaves no device in the new domain and every device back in the default one (attach ${nth} of 3 fails)`, () => {
       const { core, kernel, devs, group, def } = group3();
-      const d = core.domainAlloc(devs[0]!, { type: "unmanaged", nestingParent: false });
+      const d = core.domainAlloc(devs[0], { type: "unmanaged", nestingParent: false });
       const inDomain = ledger([d, def]);
       // The ledger starts empty: count the default domain's devices from here on.
       kernel.faults.failPoint("mock.attach", { nth });
@@ -65,7 +65,7 @@ describe("a failed group attach rolls back completely", () => {
     const h = mockHost({ defaultDomain: "none" });
     const devs = [0, 1].map((fn) => h.core.probeDevice(h.iommu, { name: `gpu.${fn}`, sid: sourceId(3, 0, fn), isolation: "bridge-3" }));
     const group = devs[0]!.group!;
-    const d = h.core.domainAlloc(devs[0]!, { type: "unmanaged", nestingParent: false });
+    const d = h.core.domainAlloc(devs[0], { type: "unmanaged", nestingParent: false });
     const inDomain = ledger([d]);
     h.kernel.faults.failPoint("mock.attach", { nth: 2 });
     expect(errnoOf(() => h.core.attachGroup(d, group))).toBe(Errno.ENOSPC);
