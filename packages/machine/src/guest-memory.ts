@@ -33,7 +33,7 @@ export interface PinStats {
 }
 
 /**
- * A guest's view of its physical memory (DESIGN.md rule 7): guest-physical
+ * A guest's view of its physical memory (the same PhysMem a host's RAM is): guest-physical
  * addresses in 4 KiB pages, each backed by any host page, as a VMM backs
  * guest RAM with whatever host pages it got (QEMU's RAM blocks are host
  * virtual memory, scattered in host-physical space). It implements the same

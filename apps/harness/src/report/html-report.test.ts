@@ -20,7 +20,7 @@ function smallResult(violations: readonly string[] = []): ScenarioResult {
     { step: 4, actor: "USER", text: "close it" },
     ...rowsFromEvents(rec.events.slice(2), 5),
   ];
-  return { title: `A test run ${HOSTILE}`, columns: ["USER", "IOMMU", "IOASID"], rows, events: [...rec.events], choices: [], violations };
+  return { title: `A test run ${HOSTILE}`, columns: ["USER", "KERNEL", "IOASID"], rows, events: [...rec.events], choices: [], violations };
 }
 
 function swimlane(html: string): string {
@@ -47,7 +47,7 @@ describe("renderHtmlReport: structure", () => {
   it("has one lane header per column, in column order, between # and Ref", () => {
     const html = renderHtmlReport(smallResult(), { scenario: "small", seed: 3 });
     const heads = [...swimlane(html).matchAll(/<th(?: [^>]*)?>([^<]*)/g)].map((m) => (m[1] ?? "").trim());
-    expect(heads).toEqual(["#", "USER", "IOMMU", "IOASID", "Ref"]);
+    expect(heads).toEqual(["#", "USER", "KERNEL", "IOASID", "Ref"]);
   });
 
   it("has one row per timeline row, in order, each in its actor's lane", () => {
@@ -67,7 +67,7 @@ describe("renderHtmlReport: structure", () => {
       } else {
         expect(cells).toHaveLength(1 + 3 + 1);
         // An actor without a lane of its own is shown in the first.
-        const lane = Math.max(0, ["USER", "IOMMU", "IOASID"].indexOf(r.actor));
+        const lane = Math.max(0, ["USER", "KERNEL", "IOASID"].indexOf(r.actor));
         cells.slice(1, 4).forEach((c, j) => {
           expect(c !== "").toBe(j === lane);
         });
@@ -99,11 +99,11 @@ describe("renderHtmlReport: structure", () => {
     const triples = [...counts.matchAll(/<th>(?:<span[^>]*><\/span>)?([A-Z]+)<\/th><td class="n">(\d+)<\/td><td class="n">(\d+)<\/td>/g)].map(
       (m) => `${m[1] ?? ""}=${m[2] ?? ""}/${m[3] ?? ""}`,
     );
-    // Lane actors first in lane order, then the rest by name; KERNEL's events are drawn in the IOMMU lane.
-    expect(triples).toEqual(["USER=2/0", "IOMMU=2/0", "KERNEL=0/2", "VFIO=1/1"]);
+    // Lane actors first in lane order, then the rest by name; KERNEL has a lane of its own.
+    expect(triples).toEqual(["USER=2/0", "KERNEL=2/2", "VFIO=1/1"]);
     // The lane headers carry the same row counts as the table.
     const heads = [...swimlane(html).matchAll(/<th class="lane"[^>]*>([A-Z]+) <span class="n">(\d+)<\/span>/g)].map((m) => `${m[1] ?? ""}=${m[2] ?? ""}`);
-    expect(heads).toEqual(["USER=2", "IOMMU=2", "IOASID=0"]);
+    expect(heads).toEqual(["USER=2", "KERNEL=2", "IOASID=0"]);
   });
 
   it("draws the refcount chart for the IOASID the rows count", () => {

@@ -77,7 +77,7 @@ function renderCounts(result: ScenarioResult): string {
     );
   };
   const caption = fromTrace
-    ? "Rows: what the swimlane shows (the number in each lane's header). Events: everything on the trace bus; kernel-internal events are drawn in the IOMMU lane, per-access ones are left to --json and --trace."
+    ? "Rows: what the swimlane shows (the number in each lane's header). Events: everything on the trace bus; each layer's events are drawn in its own lane (a guest's beside the host's), per-access ones are left to --json and --trace."
     : "Rows replay the published table; events are what the code under test put on the trace bus while replaying it (in --json and --trace).";
   return (
     `<table class="counts" id="actor-counts"><thead><tr><th>actor</th><th class="n">rows</th><th class="n">events</th><th></th></tr></thead>` +

@@ -144,7 +144,7 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
   if (error !== null && injected !== null) {
     rows.push({ step: rows.length + 1, actor: "USER", text: `injected at ${injected}: the run ended in -${errnoName(error.errno)}, rolled back` });
   }
-  return { title: `${def.title} [${platform}]`, columns: ACTOR_COLUMNS, rows, events: [...rec.events], choices: choose.made, violations, injected, error };
+  return { title: `${def.title} [${platform}]`, columns: laneColumns(rows), rows, events: [...rec.events], choices: choose.made, violations, injected, error };
 }
 
 /** The platform a run uses; EINVAL for one the scenario (or vsva) does not have. */
@@ -187,4 +187,16 @@ export function hostScenario(def: HostScenarioDef): HostScenario {
 
 export function isHostScenario(s: Scenario): s is HostScenario {
   return "def" in s;
+}
+
+/**
+ * The lanes a run shows: the host's actors that have rows, in their usual
+ * order (USER always, for the steps), then each guest context's actors as
+ * they first appear, so host and guest lanes sit side by side.
+ */
+export function laneColumns(rows: readonly { readonly actor: string }[]): string[] {
+  const seen = new Set(rows.map((r) => r.actor));
+  const host: string[] = ACTOR_COLUMNS.filter((c) => c === "USER" || seen.has(c));
+  const guests = [...new Set(rows.map((r) => r.actor))].filter((a) => !(ACTOR_COLUMNS as readonly string[]).includes(a));
+  return [...host, ...guests];
 }
