@@ -1,0 +1,17 @@
+// VFIO type1 (drivers/vfio/vfio.c, drivers/vfio/vfio_iommu_type1.c) with the
+// 2020 vSVA series' additions.
+
+// The UAPI: ioctl numbers, extension IDs, the structs as layouts, capability chains.
+export { VFIO_TYPE, VFIO_BASE, VFIO_API_VERSION, VfioIoctl, VfioExtension, ioctlName } from "./uapi/ioctl.js";
+export {
+  GroupStatusLayout, GroupFlag, DeviceInfoLayout, DeviceFlag, RegionInfoLayout, RegionFlag, InfoCapHeaderLayout,
+  IommuType1InfoLayout, IommuInfoFlag, IommuInfoCap, CapIovaRangeLayout, IovaRangeLayout, CapDmaAvailLayout,
+  DmaMapLayout, DmaMapFlag, DMA_MAP_FLAGS_KNOWN, DmaUnmapLayout, DmaUnmapFlag, PasidRequestLayout, PasidRequestFlag,
+  NestingOpLayout, NESTING_OP_MASK, NestingOp,
+} from "./uapi/structs.js";
+export { type InfoCap, buildCapChain, walkCapChain } from "./uapi/info-caps.js";
+
+// DMA mappings: the container's IOVA tree and the argument rules of MAP/UNMAP_DMA.
+export { DmaTree, type VfioDma } from "./dma/dma-tree.js";
+export { type IovaRange, type MapArgs, type UnmapArgs, minPageMask, checkMapArgs, checkMapInRanges, checkUnmapArgs, clampRange } from "./dma/dma-args.js";
+export { planUnmap } from "./dma/unmap-plan.js";
