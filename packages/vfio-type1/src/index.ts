@@ -1,6 +1,20 @@
 // VFIO type1 (drivers/vfio/vfio.c, drivers/vfio/vfio_iommu_type1.c) with the
 // 2020 vSVA series' additions.
 
+export { Vfio, type VfioOptions, VFIO_DEFAULT_PASID_QUOTA, VFIO_DEFAULT_DMA_ENTRY_LIMIT, X86_MSI_WINDOW } from "./vfio.js";
+export { VfioUser, type VfioUserOptions, type UserPages } from "./user.js";
+export { VfioDevice, type VfioDeviceOps, type VfioRegion, regionOffset, REGION_OFFSET_SHIFT } from "./device.js";
+export { VfioGroup } from "./group.js";
+export { VfioContainer } from "./container.js";
+export { VfioMm } from "./vfio-mm.js";
+export { VfioFile } from "./files/file.js";
+export { VfioContainerFile } from "./files/container-file.js";
+export { VfioGroupFile } from "./files/group-file.js";
+export { VfioDeviceFile } from "./files/device-file.js";
+export { type IoctlArg } from "./files/ioctl-table.js";
+import "./trace-events.js";
+
+
 // The UAPI: ioctl numbers, extension IDs, the structs as layouts, capability chains.
 export { VFIO_TYPE, VFIO_BASE, VFIO_API_VERSION, VfioIoctl, VfioExtension, ioctlName } from "./uapi/ioctl.js";
 export {

@@ -19,3 +19,18 @@ export function planUnmap<T extends VfioDma>(tree: DmaTree<T>, iova: number, siz
   }
   return tree.within(iova, size);
 }
+
+/**
+ * The same for a type1 (v1) container: every mapping the range touches goes
+ * whole, even past the range's end, except that the walk stops at a mapping
+ * starting before `iova` (v1 allowed partial unmaps and reported the bytes).
+ */
+export function planUnmapV1<T extends VfioDma>(tree: DmaTree<T>, iova: number, size: number): T[] {
+  const out: T[] = [];
+  for (const d of tree.entries()) {
+    if (d.iova + d.size <= iova || d.iova >= iova + size) continue;
+    if (d.iova < iova) break;
+    out.push(d);
+  }
+  return out;
+}
