@@ -1,0 +1,219 @@
+import { Errno, KernelError, type TraceIds, isKernelError } from "@vsva/kernel";
+import type { CoreContext, NestingParent } from "./core-context.js";
+import type { IommuDevice } from "./device.js";
+import { type IommuDomain, NestedDomain, PagingDomain } from "./domain.js";
+import { type CacheInvalidateInfo, CacheInvalidateLayout, decodeCacheInvalidateInfo } from "./uapi/cache-invalidate.js";
+import { InvGranularity } from "./uapi/constants.js";
+import { type GpasidBindData, GpasidBindLayout, type UapiDecodeOptions, decodeGpasidBindData } from "./uapi/gpasid-bind.js";
+import type { NestingInfo } from "./uapi/nesting-info.js";
+import { readArgsz } from "./uapi/struct-layout.js";
+
+/**
+ * One user-facing nesting op, in the manner of iommufd's ioctl table
+ * (drivers/iommu/iommufd/main.c: `iommufd_ioctl_ops`, each entry an
+ * `IOCTL_OP(ioctl, fn, struct, last)`): the smallest argsz the op accepts
+ * (offsetofend of its last mandatory field; shorter is EINVAL before any
+ * other field is looked at) and the decoder that copies and checks the rest.
+ */
+interface UapiOp<T> {
+  readonly minSize: number;
+  readonly decode: (user: Uint8Array, opts: UapiDecodeOptions) => T;
+}
+
+/** What each op's decoder yields. */
+interface NestingUapiArgs {
+  readonly "bind-gpasid": GpasidBindData;
+  readonly "unbind-gpasid": GpasidBindData;
+  readonly "cache-invalidate": CacheInvalidateInfo;
+}
+
+type NestingUapiOp = keyof NestingUapiArgs;
+
+/** The struct checks of every nesting op that takes a user struct, in one table. */
+const NESTING_UAPI_OPS: { readonly [K in NestingUapiOp]: UapiOp<NestingUapiArgs[K]> } = {
+  // struct iommu_gpasid_bind_data: everything up to the vendor union is mandatory.
+  "bind-gpasid": { minSize: GpasidBindLayout.offsetOf("vendor"), decode: decodeGpasidBindData },
+  // Unbind takes the same struct (iommu_uapi_sva_unbind_gpasid).
+  "unbind-gpasid": { minSize: GpasidBindLayout.offsetOf("vendor"), decode: decodeGpasidBindData },
+  // struct iommu_cache_invalidate_info: the header up to the granularity union.
+  "cache-invalidate": { minSize: CacheInvalidateLayout.offsetOf("granu"), decode: decodeCacheInvalidateInfo },
+};
+
+/**
+ * The nesting UAPI of the IOMMU core (include/uapi/linux/iommu.h of the 2020
+ * vSVA series, `iommu_uapi_sva_bind_gpasid` and friends in
+ * drivers/iommu/iommu.c): bind and unbind a guest first level at a host
+ * PASID over a nesting parent, pass a guest's cache invalidation through,
+ * and report nesting info. The core owns the guest binding records
+ * ({@link NestedDomain}) and counts the requesters of one physical device;
+ * drivers program the PASID entry once per physical device.
+ */
+export class NestingUapi {
+  readonly #ctx: CoreContext;
+
+  constructor(ctx: CoreContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Nesting info of a nesting parent (seed 004); ENODEV for any other domain, as the v7 VT-d patch. */
+  nestingInfo(domain: IommuDomain): NestingInfo {
+    const p = nestingParentOf(domain, Errno.ENODEV);
+    return p.driver.nestingInfo();
+  }
+
+  bindGpasid(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions): NestedDomain {
+    return this.#dispatch("bind-gpasid", dev, user, opts, (data) => this.bindGpasidData(domain, dev, data));
+  }
+
+  bindGpasidData(domain: IommuDomain, dev: IommuDevice, data: GpasidBindData): NestedDomain {
+    const ctx = this.#ctx;
+    const parent = nestingParentOf(domain, Errno.EINVAL);
+    if (dev.domain !== parent) throw new KernelError(Errno.EINVAL, `${dev.name} is not attached to domain ${parent.id}`);
+    const phys = dev.physical;
+    if (!phys.hasFeature("sva")) throw new KernelError(Errno.EINVAL, `SVA is not enabled on ${phys.name}`);
+    if (data.hpasid >= phys.maxPasids) throw new KernelError(Errno.EINVAL, `hpasid ${data.hpasid} beyond ${phys.name}'s ${phys.maxPasids} PASIDs`);
+    let nested = parent.nested.get(data.hpasid);
+    if (nested !== undefined) {
+      if (nested.bound.get(phys)?.has(dev) === true) throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is already bound on ${dev.name}`);
+      if (!sameBinding(nested.data, data)) throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is bound to another first level`);
+    }
+    ctx.kernel.faults.inject("iommu.bind-gpasid");
+    const fresh = nested === undefined;
+    nested ??= new NestedDomain(ctx.allocDomainId(), parent, data);
+    const requesters = nested.bound.get(phys);
+    const driverCalled = requesters === undefined;
+    if (driverCalled) parent.driver.bindGpasid(phys, data);
+    if (requesters === undefined) nested.bound.set(phys, new Set([dev]));
+    else requesters.add(dev);
+    if (fresh) {
+      parent.nested.set(data.hpasid, nested);
+      ctx.liveDomains++;
+    }
+    ctx.trace("iommu.bind-gpasid", pasidIds(nested, dev), { users: nested.users, driverCalled });
+    return nested;
+  }
+
+  unbindGpasid(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions): void {
+    this.#dispatch("unbind-gpasid", dev, user, opts, (data) => this.unbindGpasidPasid(domain, dev, data.hpasid));
+  }
+
+  unbindGpasidPasid(domain: IommuDomain, dev: IommuDevice, hpasid: number): void {
+    const parent = nestingParentOf(domain, Errno.EINVAL);
+    const nested = parent.nested.get(hpasid as NestedDomain["hpasid"]);
+    if (nested?.bound.get(dev.physical)?.has(dev) !== true) throw new KernelError(Errno.EINVAL, `PASID ${hpasid} is not bound on ${dev.name}`);
+    this.#unbindOne(nested, dev);
+  }
+
+  cacheInvalidate(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions): CacheInvalidateInfo {
+    return this.#dispatch("cache-invalidate", dev, user, opts, (info) => {
+      const parent = nestingParentOf(domain, Errno.EINVAL);
+      if (dev.domain !== parent) throw new KernelError(Errno.EINVAL, `${dev.name} is not attached to domain ${parent.id}`);
+      const pasid = info.granularity === InvGranularity.PASID ? info.pasidInfo.pasid : info.granularity === InvGranularity.ADDR ? info.addrInfo.pasid : undefined;
+      if (pasid !== undefined && parent.nested.get(pasid)?.bound.get(dev.physical)?.has(dev) !== true) {
+        throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.name}`);
+      }
+      parent.driver.cacheInvalidate(dev.physical, info);
+      this.#ctx.trace("iommu.cache-invalidate", { domain: parent.id, device: dev.name, ...(pasid === undefined ? {} : { hpasid: pasid }) }, {
+        cache: info.cache,
+        granularity: info.granularity,
+      });
+      return info;
+    });
+  }
+
+  // ------------------------------------------------ for the rest of the core
+
+  /** Whether `dev` (a physical device) has any guest PASID bound. */
+  boundOn(dev: IommuDevice): boolean {
+    for (const d of this.#ctx.devices) {
+      const domain = d.domain;
+      if (!(domain instanceof PagingDomain)) continue;
+      for (const n of domain.nested.values()) if (n.bound.has(dev)) return true;
+    }
+    return false;
+  }
+
+  /** Unbinds every PASID `dev` (as requester) has through `only` or its own domain. Cannot fail. */
+  unbindAllOf(dev: IommuDevice, only?: PagingDomain): void {
+    const domain = only ?? dev.domain;
+    if (!(domain instanceof PagingDomain)) return;
+    for (const n of [...domain.nested.values()]) if (n.bound.get(dev.physical)?.has(dev) === true) this.#unbindOne(n, dev);
+  }
+
+  /** The nesting parent is being freed: every binding over it goes. Cannot fail. */
+  dropAll(domain: PagingDomain): void {
+    for (const n of [...domain.nested.values()]) this.#dropNested(n);
+  }
+
+  // --------------------------------------------------------------- internals
+
+  #unbindOne(nested: NestedDomain, dev: IommuDevice): void {
+    const phys = dev.physical;
+    const requesters = nested.bound.get(phys);
+    if (requesters === undefined) return;
+    requesters.delete(dev);
+    const driverCalled = requesters.size === 0;
+    if (driverCalled) {
+      nested.bound.delete(phys);
+      nested.parent.driver.unbindGpasid(phys, nested.hpasid);
+    }
+    this.#ctx.trace("iommu.unbind-gpasid", pasidIds(nested, dev), { users: nested.users, driverCalled });
+    if (nested.bound.size === 0) this.#dropNested(nested);
+  }
+
+  #dropNested(nested: NestedDomain): void {
+    for (const [phys, reqs] of nested.bound) {
+      reqs.clear();
+      nested.parent.driver.unbindGpasid(phys, nested.hpasid);
+    }
+    nested.bound.clear();
+    if (nested.parent.nested.get(nested.hpasid) === nested) {
+      nested.parent.nested.delete(nested.hpasid);
+      nested.freed = true;
+      this.#ctx.liveDomains--;
+    }
+  }
+
+  /**
+   * Runs one user-reachable op (iommufd's `iommufd_fops_ioctl` in small): the
+   * struct checks of its table entry, then the handler. Refusals are
+   * rate-limited warnings and traced, never crashes.
+   */
+  #dispatch<K extends NestingUapiOp, R>(op: K, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions, handler: (arg: NestingUapiArgs[K]) => R): R {
+    const entry: UapiOp<NestingUapiArgs[K]> = NESTING_UAPI_OPS[op];
+    try {
+      const argsz = readArgsz(user);
+      if (argsz < entry.minSize) throw new KernelError(Errno.EINVAL, `argsz ${argsz} below the ${entry.minSize} mandatory bytes`);
+      return handler(entry.decode(user, opts));
+    } catch (e) {
+      if (isKernelError(e)) {
+        this.#ctx.kernel.log.warn(`iommu.${op}`, `${op} on ${dev.name}: ${e.message}`, "IOMMU");
+        this.#ctx.trace("iommu.uapi-refused", { device: dev.name }, { op, errno: e.errno, message: e.message });
+      }
+      throw e;
+    }
+  }
+}
+
+function nestingParentOf(domain: IommuDomain, errno: Errno): NestingParent {
+  if (!(domain instanceof PagingDomain) || domain.freed || domain.driver.kind !== "nesting-parent") {
+    throw new KernelError(errno, `domain ${domain.id} (${domain.type}) is not a nesting parent`);
+  }
+  return domain as NestingParent;
+}
+
+function pasidIds(nested: NestedDomain, dev: IommuDevice): TraceIds {
+  const ids: TraceIds = { device: dev.name, domain: nested.parent.id, hpasid: nested.hpasid };
+  return nested.gpasid === undefined ? ids : { ...ids, gpasid: nested.gpasid };
+}
+
+function sameBinding(a: GpasidBindData, b: GpasidBindData): boolean {
+  return (
+    a.gpgd === b.gpgd &&
+    a.addrWidth === b.addrWidth &&
+    a.gpasid === b.gpasid &&
+    a.vtd.flags === b.vtd.flags &&
+    a.vtd.pat === b.vtd.pat &&
+    a.vtd.emt === b.vtd.emt
+  );
+}
