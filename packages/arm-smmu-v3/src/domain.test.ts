@@ -49,7 +49,7 @@ describe("paging domains through the real unit", () => {
     const h = new SmmuTestHost();
     const ep = h.endpoint();
     const dev = h.probe(ep);
-    const dom = h.core.domainAlloc(dev, { type: "unmanaged", nestingParent: true });
+    const dom = h.core.domainAlloc(dev, { type: "unmanaged", nestingParent: true, ioasidSet: h.ioasid.allocSet({ vm: 1 }, 4, "mm") });
     const drv = (dom as PagingDomain).driver;
     expect(drv).toBeInstanceOf(SmmuNestingDomain);
     h.core.attachDevice(dom, dev);

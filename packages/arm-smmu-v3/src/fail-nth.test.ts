@@ -19,12 +19,13 @@ function scenario(n: number | null) {
   let mm: Mm | null = null;
   let bond: SvaBond | null = null;
   let failed: unknown = null;
+  const vmSet = h.ioasid.allocSet({ vm: 1 }, 4, "mm");
   if (n !== null) h.kernel.faults.failNth(n);
   try {
     h.drv.init();
     dev = h.probe(ep);
     h.core.enableFeature(dev, "sva");
-    s2 = h.core.domainAlloc(dev, { type: "unmanaged", nestingParent: true });
+    s2 = h.core.domainAlloc(dev, { type: "unmanaged", nestingParent: true, ioasidSet: vmSet });
     h.core.attachDevice(s2, dev);
     h.core.map(s2, 0x1000, 0x30_0000, 0x1000, IommuProt.READ | IommuProt.WRITE);
     h.core.detachDevice(s2, dev);

@@ -260,23 +260,20 @@ export class VtdPagingDomain extends VtdDomainBase implements PagingDomainOps {
 
 /**
  * A paging domain that is the second level of nested translation. Its owner
- * (VFIO, for one VM) names the IOASID set whose PASIDs may be bound over it:
- * a bind or unbind of a PASID outside that set is refused (seed 003: damage
+ * (VFIO, for one VM) names the IOASID set whose PASIDs may be bound over it
+ * when it allocates the domain (the core's domain allocation request): a
+ * bind or unbind of a PASID outside that set is refused (seed 003: damage
  * stays within the guest that owns the set).
  */
 export class VtdNestingDomain extends VtdDomainBase implements NestingParentOps {
   readonly kind = "nesting-parent" as const;
-  ioasidSet: IoasidSet | null = null;
+  readonly ioasidSet: IoasidSet;
   readonly #backend: NestingBackend;
 
-  constructor(env: DomainEnv, backend: NestingBackend) {
+  constructor(env: DomainEnv, backend: NestingBackend, ioasidSet: IoasidSet) {
     super(env);
     this.#backend = backend;
-  }
-
-  /** Names the owner's IOASID set (what VFIO does for its container). */
-  setIoasidSet(set: IoasidSet): void {
-    this.ioasidSet = set;
+    this.ioasidSet = ioasidSet;
   }
 
   bindGpasid(dev: IommuDevice, data: GpasidBindData): void {

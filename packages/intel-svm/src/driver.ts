@@ -84,7 +84,8 @@ export class IntelIommu implements IommuOps {
     this.prq = new PageRequestQueue(this.hw, (d, pasid) => this.#route(d, pasid));
     this.native = new NativeSvm(this.hw, (d, pasid) => this.drainPageRequests(d, pasid));
     this.nested.drain = (d, pasid) => this.drainPageRequests(d, pasid);
-    this.freeHandler = new IoasidFreeHandler(this.hw, o.ioasid, this.nested);
+    // A FREE teardown is reported to the core, which owns the binding record.
+    this.freeHandler = new IoasidFreeHandler(this.hw, o.ioasid, this.nested, (domain, hpasid) => this.#uplink?.gpasidFreed(domain, hpasid));
     this.#wq = o.kernel.scheduler.createWorkqueue(`${this.hw.name}-prq`);
     this.#prqWork = new Work(`${this.hw.name}-prq`, () => this.processPageRequests());
   }
@@ -183,7 +184,7 @@ export class IntelIommu implements IommuOps {
       default:
         if (req.nestingParent) {
           if (!this.capable("nesting")) throw new KernelError(Errno.EINVAL, `${this.hw.name} cannot nest`);
-          return new VtdNestingDomain(this.#env(), this.nested);
+          return new VtdNestingDomain(this.#env(), this.nested, req.ioasidSet);
         }
         return new VtdPagingDomain(this.#env());
     }
@@ -213,7 +214,7 @@ export class IntelIommu implements IommuOps {
 
   // ------------------------------------------------------- page requests
 
-  /** `IommuOps.connect`: the core this driver reports recoverable faults to. */
+  /** `IommuOps.connect`: the core this driver reports recoverable faults and FREE teardowns to. */
   connect(uplink: IommuCoreUplink): void {
     this.#uplink = uplink;
   }

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { isKernelError } from "@vsva/kernel";
-import { type IommuDevice, type IommuDomain, IommuProt, type PagingDomain } from "@vsva/iommu-core";
-import type { VtdNestingDomain } from "./domain.js";
+import { type IommuDevice, type IommuDomain, IommuProt } from "@vsva/iommu-core";
 import { GUEST_HPA, GUEST_RAM } from "./nested-host.js";
 import { bindBytes, endpoint, guestTable, testHost } from "./test-host.js";
 
@@ -28,8 +27,7 @@ function scenario(n: number | null) {
     dev = h.core.probeDevice(h.iommu, { name: "dsa0", sid: ep.sid, pasidWidth: 20 });
     h.core.enableFeature(dev, "sva");
     h.core.enableFeature(dev, "aux");
-    parent = h.core.domainAlloc(dev, { type: "unmanaged", nestingParent: true });
-    ((parent as PagingDomain).driver as VtdNestingDomain).setIoasidSet(set);
+    parent = h.core.domainAlloc(dev, { type: "unmanaged", nestingParent: true, ioasidSet: set });
     h.core.attachDevice(parent, dev);
     h.core.map(parent, 0, GUEST_HPA, GUEST_RAM, IommuProt.READ | IommuProt.WRITE);
     const mdev = h.core.addSubDevice(dev, "wq0");

@@ -1,19 +1,26 @@
-import { NOTIFY_DONE, NOTIFY_OK, Work } from "@vsva/kernel";
+import { type HostPasid, NOTIFY_DONE, NOTIFY_OK, Work, asHostPasid } from "@vsva/kernel";
 import { type IoasidCore, type IoasidEvent, type IoasidNotifierBlock, type IoasidNotifyData, IoasidPriority } from "@vsva/ioasid";
+import type { VtdNestingDomain } from "./domain.js";
 import { GuestSvm, type NestedBinder } from "./nested.js";
 import type { VtdHardware } from "./unit.js";
+
+/** Where the handler reports a binding it took over (the IOMMU core, through the driver's uplink). */
+export type GpasidFreedReport = (domain: VtdNestingDomain, hpasid: HostPasid) => void;
 
 /**
  * The driver's IOASID notifier (seed 003, "iommu_nb_handler"): system-wide,
  * at IOMMU priority, so CPU (KVM) and DEVICE (VDCM) subscribers have
  * quiesced submission before the IOMMU context goes. It handles FREE that
  * arrives before unbind: notifiers run in atomic context, so the handler
- * only marks the binding defunct (no new binds, the teardown owns it) and
- * queues a work item; the work clears the PASID entry on every device it is
- * bound to with the full flush and page-request drain, then detaches the
- * SPID (silently, FREE having told everyone), clears the private data and
- * drops the driver's reference. A later unbind finds nothing and fails
- * cleanly with ENOENT; nothing is put twice.
+ * marks the binding defunct (no new binds, the teardown owns it), stops
+ * fault reporting for the PASID (FPD), tells the IOMMU core the binding is
+ * gone (the core owns the binding record and drops it: DESIGN rule "one
+ * owner per life-cycle record") and queues a work item; the work clears the
+ * PASID entry on every device it is bound to with the full flush and
+ * page-request drain, leaving FPD set, then detaches the SPID (silently,
+ * FREE having told everyone), clears the private data and drops the
+ * driver's reference. A later unbind fails cleanly with ENOENT; nothing is
+ * put twice.
  */
 export class IoasidFreeHandler implements IoasidNotifierBlock {
   readonly priority = IoasidPriority.IOMMU;
@@ -24,6 +31,7 @@ export class IoasidFreeHandler implements IoasidNotifierBlock {
     private readonly hw: VtdHardware,
     private readonly ioasid: IoasidCore,
     private readonly binder: NestedBinder,
+    private readonly report: GpasidFreedReport = () => undefined,
   ) {}
 
   call(event: IoasidEvent, data: IoasidNotifyData): number {
@@ -31,13 +39,15 @@ export class IoasidFreeHandler implements IoasidNotifierBlock {
     const svm = data.private;
     if (!(svm instanceof GuestSvm) || svm.owner !== this.binder || svm.defunct || svm.released) return NOTIFY_DONE;
     svm.defunct = true;
+    this.binder.silenceFaults(svm);
+    this.report(svm.domain, asHostPasid(svm.pasid));
     const ids = { hpasid: svm.pasid as number, set: svm.set.id, domain: svm.domain.did };
     this.hw.kernel.trace.emit("vtd-drv.free-notified", "IOMMU", ids, { unit: this.hw.name, devices: svm.devs.size });
     this.pending++;
     this.ioasid.queueWork(
       new Work(`${this.hw.name}-teardown-pasid-${svm.pasid}`, () => {
         this.pending--;
-        const devices = this.binder.tearDownAll(svm);
+        const devices = this.binder.tearDownAll(svm, true);
         this.binder.release(svm);
         this.hw.kernel.trace.emit("vtd-drv.free-teardown", "IOMMU", ids, { unit: this.hw.name, devices });
       }),

@@ -50,7 +50,8 @@ describe("IOASID life cycle of a guest PASID (seed 003, IOMMU column)", () => {
     const rec = new TraceRecorder(vm.kernel.trace);
     const hpasid = vm.alloc();
     const mdev = vm.core.addSubDevice(vm.pdev, "wq0");
-    vm.vtd.bindGpasid(mdev, decode(vm, hpasid));
+    vm.core.attachSubDevice(vm.parent, mdev);
+    vm.core.bindGpasidData(vm.parent, mdev, decode(vm, hpasid));
     expect(dmaWrite(vm.ep, GVA, PATTERN, hpasid)).toBe("ok");
     expect(vm.ioasid.refcount(hpasid)).toBe(3);
 
@@ -88,9 +89,10 @@ describe("IOASID life cycle of a guest PASID (seed 003, IOMMU column)", () => {
     vm.vtd.bindGpasid(vm.pdev, decode(vm, hpasid));
     vm.ioasid.free(vm.set, hpasid);
     const mdev = vm.core.addSubDevice(vm.pdev, "wq1");
+    vm.core.attachSubDevice(vm.parent, mdev);
     let errno = 0;
     try {
-      vm.vtd.bindGpasid(mdev, decode(vm, hpasid));
+      vm.core.bindGpasidData(vm.parent, mdev, decode(vm, hpasid));
     } catch (e) {
       if (e instanceof KernelError) errno = e.errno;
     }

@@ -25,8 +25,8 @@ export interface VmHost extends TestHost {
 
 /**
  * What VFIO's nesting container sets up for one VM: the device attached to
- * a nesting parent holding guest RAM (GPA -> HPA), the VM's IOASID set named
- * as the domain's owner, SVA enabled; plus a guest first-level table in
+ * a nesting parent holding guest RAM (GPA -> HPA), owned by the VM's IOASID
+ * set (given at allocation), SVA enabled; plus a guest first-level table in
  * guest RAM mapping GVA -> GPA_DATA.
  */
 export function vmHost(opts: Parameters<typeof testHost>[0] = {}): VmHost {
@@ -35,13 +35,12 @@ export function vmHost(opts: Parameters<typeof testHost>[0] = {}): VmHost {
   const pdev = probe(h, ep);
   h.core.enableFeature(pdev, "sva");
   h.core.enableFeature(pdev, "aux");
-  const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true }) as PagingDomain;
+  const mm = { vm: 1 };
+  const set = h.ioasid.allocSet(mm, 16, "mm");
+  const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true, ioasidSet: set }) as PagingDomain;
   const vtd = parent.driver as VtdNestingDomain;
   h.core.attachDevice(parent, pdev);
   h.core.map(parent, 0, GUEST_HPA, GUEST_RAM, IommuProt.READ | IommuProt.WRITE);
-  const mm = { vm: 1 };
-  const set = h.ioasid.allocSet(mm, 16, "mm");
-  vtd.setIoasidSet(set);
   const gpgd = guestTable(h.mem, GUEST_HPA, GVA, GPA_DATA);
   return { ...h, ep, pdev, parent, vtd, set, mm, gpgd, alloc: () => h.ioasid.alloc(set, 1, 0xfffff) };
 }

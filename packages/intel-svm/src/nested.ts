@@ -25,11 +25,14 @@ const FULL_PASID_BITS = 20;
 const VTD_CAP_MASK = (1n << 56n) | (1n << 60n);
 const VTD_ECAP_MASK = (1n << 29n) | (1n << 30n) | (1n << 31n) | (1n << 34n) | (1n << 40n);
 
-/** One physical device bound at a PASID (`struct intel_svm_dev`): the requesters that asked through it. */
+/**
+ * One physical device bound at a PASID (`struct intel_svm_dev`). It has no
+ * user count: sibling sub-devices (mdevs) binding the same PASID on one
+ * physical device are counted by the IOMMU core, which calls the driver for
+ * the first and the last of them only (one owner per record).
+ */
 export interface SvmDev {
   readonly d: VtdDevice;
-  /** Sub-devices (mdevs) of the physical device, or the device itself; `sdev->users` is their number. */
-  readonly requesters: Set<IommuDevice>;
 }
 
 /**
@@ -58,10 +61,9 @@ export class GuestSvm {
     return this.data.gpasid;
   }
 
+  /** Physical devices the PASID is programmed on. */
   get users(): number {
-    let n = 0;
-    for (const s of this.devs.values()) n += s.requesters.size;
-    return n;
+    return this.devs.size;
   }
 }
 
@@ -93,8 +95,9 @@ export class NestedBinder implements NestingBackend {
   }
 
   /**
-   * Binds a guest first level at `data.hpasid` on `dev` (a physical device,
-   * or a sub-device whose physical device's PASID table is used).
+   * Binds a guest first level at `data.hpasid` on `dev`, a physical device:
+   * the core resolves a sub-device to its physical device and counts the
+   * siblings, so a sub-device here is refused (EINVAL).
    *
    * Refusals, every one rate-limited in the log since user space triggers them:
    * - EINVAL: no nesting support (ECAP.NEST); format not VT-d; the physical
@@ -102,13 +105,11 @@ export class NestedBinder implements NestingBackend {
    *   beyond the device's PASID table; guest address width above the unit's
    *   MGAW, or 57 bits without first-level 5-level paging; gpgd not page
    *   aligned or above the domain's second-level width; EAFE/SRE the unit
-   *   lacks; any memory-type flag (the unit reports no ECAP.MTS); the domain
-   *   has no owning IOASID set;
+   *   lacks; any memory-type flag (the unit reports no ECAP.MTS);
    * - ENOENT: the PASID is not allocated or is being freed; EACCES: another
    *   set owns it (from `ioasid_find` with the owner's set);
-   * - EBUSY: this requester has the PASID bound already (Kevin/Eric in seed
-   *   000: binding one ordinary device twice is meaningless; only distinct
-   *   sub-devices of one physical device are counted), the PASID is bound to
+   * - EBUSY: the device has the PASID bound already (Kevin/Eric in seed 000:
+   *   binding one device twice is meaningless), the PASID is bound to
    *   another first level or domain, or its entry is taken on the device;
    * - ENOMEM (fault points `vtd.svm-alloc`, `vtd.sdev-alloc`, PASID-table pages).
    */
@@ -117,17 +118,18 @@ export class NestedBinder implements NestingBackend {
   }
 
   /**
-   * Unbinds `hpasid` for requester `dev`. Only the last requester on a
-   * physical device clears the entry, with the complete flush (PASID cache,
-   * PASID-based IOTLB, PASID-based device TLB) and a page-request drain for
-   * the PASID before it can be reused (seed 000's TODO, done).
+   * Unbinds `hpasid` on `dev`, a physical device (the core calls this for
+   * the last requester leaving it): clears the entry with the complete flush
+   * (PASID cache, PASID-based IOTLB, PASID-based device TLB) and a
+   * page-request drain for the PASID before it can be reused (seed 000's
+   * TODO, done).
    *
    * An unbind of something not bound fails: seed 000 asked "shall we return
    * an error?" and Jacob agreed there is no way to recover, leaving the
    * errno open. We return ENOENT when the PASID itself is gone (freed or
    * being freed: seed 003's late unbind, "ioasid_find() fails"), EACCES when
-   * another set owns it, and EINVAL when it is live but not bound for this
-   * requester (what upstream returned for a missing binding).
+   * another set owns it, and EINVAL when it is live but not bound on this
+   * device (what upstream returned for a missing binding).
    */
   unbind(domain: VtdNestingDomain, dev: IommuDevice, hpasid: number): void {
     this.#user("unbind-gpasid", dev, () => this.#unbind(domain, dev, hpasid));
@@ -202,14 +204,35 @@ export class NestedBinder implements NestingBackend {
     }
   }
 
-  /** Clears the PASID on every device it is bound to, with flushes and drain. Cannot fail. */
-  tearDownAll(svm: GuestSvm): number {
+  /**
+   * Clears the PASID on every device it is bound to, with flushes and drain.
+   * `silent` (the FREE path) leaves FPD set in the cleared entries, as the
+   * native exit path does, so DMA still in flight is not reported. Cannot fail.
+   */
+  tearDownAll(svm: GuestSvm, silent = false): number {
     const n = svm.devs.size;
     for (const s of [...svm.devs.values()]) {
       svm.devs.delete(s.d.dev);
-      this.#clear(s.d, svm.pasid);
+      this.#clear(s.d, svm.pasid, silent);
     }
     return n;
+  }
+
+  /**
+   * The IOASID was freed while bound: until the queued teardown runs, the
+   * device may still use the PASID, so fault reporting stops now ("the
+   * IOMMU driver shall disable fault reporting after free and before
+   * unbind", the 2020 IOASID design, Documentation/driver-api/ioasid.rst;
+   * `intel_pasid_tear_down_entry(..., fault_ignore)` in
+   * drivers/iommu/intel/pasid.c does the same on the mm-exit path). FPD is
+   * set in each device's entry and the PASID cache is invalidated so the
+   * unit sees it. Atomic context (a notifier); cannot fail.
+   */
+  silenceFaults(svm: GuestSvm): void {
+    for (const s of svm.devs.values()) {
+      s.d.table.setFpd(svm.pasid);
+      this.#hw.flushBatch("pasid-fpd", [pasidCachePasid(svm.domain.did, svm.pasid)]);
+    }
   }
 
   /**
@@ -243,6 +266,7 @@ export class NestedBinder implements NestingBackend {
   #bind(domain: VtdNestingDomain, dev: IommuDevice, data: GpasidBindData): void {
     const hw = this.#hw;
     const caps = hw.caps;
+    if (dev.isSubDevice) throw new KernelError(Errno.EINVAL, `${dev.toString()} is a sub-device: the IOMMU core binds its physical device`);
     const d = hw.device(dev);
     const phys = d.dev;
     if (!caps.nesting) throw new KernelError(Errno.EINVAL, `${hw.name} cannot nest (ECAP.NEST=0)`);
@@ -266,7 +290,6 @@ export class NestedBinder implements NestingBackend {
     if ((f & VtdGpasidFlag.EAFE) !== 0 && !caps.extendedAccessed) throw new KernelError(Errno.EINVAL, "EAFE without ECAP.EAFS");
     if ((f & VtdGpasidFlag.SRE) !== 0 && !caps.supervisorRequests) throw new KernelError(Errno.EINVAL, "SRE without ECAP.SRS");
     const set = domain.ioasidSet;
-    if (set === null) throw new KernelError(Errno.EINVAL, "the nesting domain has no owning IOASID set");
 
     const io = this.#ioasid;
     const pasid = hpasid as number as Ioasid;
@@ -282,14 +305,7 @@ export class NestedBinder implements NestingBackend {
       if (svm.domain !== domain || !sameFirstLevel(svm.data, data)) {
         throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is bound to another first level or domain`);
       }
-      const sdev = svm.devs.get(phys);
-      if (sdev !== undefined) {
-        if (sdev.requesters.has(dev) || !dev.isSubDevice) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is already bound on ${dev.toString()}`);
-        // Another sub-device of a physical device already bound: count it; the shared entry is in place.
-        sdev.requesters.add(dev);
-        this.#traceBind(svm, dev, false);
-        return;
-      }
+      if (svm.devs.has(phys)) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is already bound on ${dev.toString()}`);
     } else {
       hw.kernel.faults.inject("vtd.svm-alloc");
       svm = new GuestSvm(this, pasid, set, domain, data);
@@ -336,34 +352,30 @@ export class NestedBinder implements NestingBackend {
       this.release(svm);
       throw e;
     }
-    svm.devs.set(phys, { d, requesters: new Set([dev]) });
+    svm.devs.set(phys, { d });
     this.#traceBind(svm, dev, true);
   }
 
   #unbind(domain: VtdNestingDomain, dev: IommuDevice, hpasid: number): void {
     const set = domain.ioasidSet;
-    if (set === null) throw new KernelError(Errno.EINVAL, "the nesting domain has no owning IOASID set");
     if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= PASID_MAX) throw new KernelError(Errno.EINVAL, `host PASID ${hpasid}`);
     // After FREE this fails with ENOENT: the teardown work owns the binding now (seed 003 step 30).
     const found = this.#ioasid.find(set, hpasid as Ioasid);
     const svm = found instanceof GuestSvm && found.owner === this ? found : undefined;
     const d = this.#hw.device(dev);
-    const sdev = svm?.devs.get(d.dev);
-    if (svm?.domain !== domain || sdev?.requesters.has(dev) !== true) {
+    if (svm?.domain !== domain || dev.isSubDevice || !svm.devs.has(d.dev)) {
       throw new KernelError(Errno.EINVAL, `PASID ${hpasid} is not bound on ${dev.toString()}`);
     }
-    sdev.requesters.delete(dev);
-    const cleared = sdev.requesters.size === 0;
-    if (cleared) {
-      svm.devs.delete(d.dev);
-      this.#clear(d, svm.pasid);
-    }
-    this.#hw.kernel.trace.emit("vtd-drv.unbind-gpasid", "IOMMU", this.#ids(svm, dev), { unit: this.#hw.name, users: svm.users, cleared });
+    svm.devs.delete(d.dev);
+    this.#clear(d, svm.pasid);
+    this.#hw.kernel.trace.emit("vtd-drv.unbind-gpasid", "IOMMU", this.#ids(svm, dev), { unit: this.#hw.name, users: svm.users, cleared: true });
     this.release(svm);
   }
 
-  #clear(d: VtdDevice, pasid: number): void {
+  #clear(d: VtdDevice, pasid: number, silent = false): void {
     this.#hw.tearDownPasid(d, pasid);
+    // The cleared entry keeps FPD: DMA still in flight after a FREE faults unreported (as svm.ts's release).
+    if (silent) d.table.setFpd(pasid);
     this.drain(d, pasid);
   }
 

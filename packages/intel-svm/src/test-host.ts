@@ -40,7 +40,8 @@ export function testHost(unitOpts: Partial<VtdOptions> = {}, init = true): TestH
   const ioasid = new IoasidCore({ scheduler: kernel.scheduler, trace: kernel.trace, faults: kernel.faults, log: kernel.log });
   const drv = new IntelIommu({ mmio: unit, mem, pages, kernel, ioasid });
   if (init) drv.init();
-  const core = new IommuCore({ kernel });
+  // One IOASID namespace for the driver and the core, as on a real host: the core checks PASID ownership in it.
+  const core = new IommuCore({ kernel, ioasid });
   const iommu = core.registerIommu("dmar0", drv);
   return { kernel, mem, unit, pages, ioasid, core, drv, iommu };
 }

@@ -1,14 +1,14 @@
 import { Errno, type Kernel, KernelError, type TraceIds, type TraceKind, type TracePayload } from "@vsva/kernel";
-import type { IoasidCore } from "@vsva/ioasid";
-import type { IommuDevice } from "./device.js";
-import type { PagingDomain } from "./domain.js";
+import type { IoasidCore, IoasidSet } from "@vsva/ioasid";
+import { IommuDevice } from "./device.js";
+import { BlockedDomain, IdentityDomain, type IommuDomain, NestedDomain, PagingDomain } from "./domain.js";
 import type { Iommu } from "./iommu.js";
 import type { NestingParentOps } from "./ops.js";
 import "./trace-events.js";
 
 export type IommuTraceKind = Extract<TraceKind, `iommu.${string}`>;
 
-export type NestingParent = PagingDomain & { readonly driver: NestingParentOps };
+export type NestingParent = PagingDomain & { readonly driver: NestingParentOps; readonly ioasidSet: IoasidSet };
 
 /**
  * What the parts of one IOMMU core share (not exported from the package):
@@ -40,4 +40,21 @@ export class CoreContext {
     if (dev.iommu === null || !this.devices.has(dev)) throw new KernelError(Errno.ENODEV, `${dev.name} is not behind an IOMMU of this kernel`);
     return dev.iommu;
   }
+}
+
+/**
+ * A device argument from a caller that may have none: VFIO hands the core no
+ * device for an mdev that is not IOMMU-backed (seed 001's review). EINVAL, as
+ * upstream's entry points refuse a NULL device, never a TypeError.
+ */
+export function deviceArg(dev: IommuDevice | null | undefined, what: string): IommuDevice {
+  if (!(dev instanceof IommuDevice)) throw new KernelError(Errno.EINVAL, `${what}: no device`);
+  return dev;
+}
+
+/** The same for a domain argument. */
+export function domainArg(domain: IommuDomain | null | undefined, what: string): IommuDomain {
+  const ok = domain instanceof BlockedDomain || domain instanceof IdentityDomain || domain instanceof PagingDomain || domain instanceof NestedDomain;
+  if (!ok) throw new KernelError(Errno.EINVAL, `${what}: no domain`);
+  return domain;
 }

@@ -1,11 +1,11 @@
-import { Errno, KernelBug, KernelError } from "@vsva/kernel";
+import { Errno, KernelBug, KernelError, isKernelError } from "@vsva/kernel";
 import type { CoreContext } from "./core-context.js";
 import type { IommuDevice } from "./device.js";
 import { BlockedDomain, IdentityDomain, type IommuDomain, PagingDomain } from "./domain.js";
 import type { IommuGroup } from "./group.js";
 import type { Iommu } from "./iommu.js";
 import type { NestingUapi } from "./nesting-uapi.js";
-import { type DomainAllocRequest, IOMMU_PROT_KNOWN, IommuProt } from "./ops.js";
+import { type DomainAllocRequest, type DriverDomain, IOMMU_PROT_KNOWN, IommuProt } from "./ops.js";
 import { iommuPgsize, pgsizesFromBitmap } from "./pgsize.js";
 
 /**
@@ -25,30 +25,41 @@ export class CoreDomains {
 
   alloc(iommu: Iommu, req: DomainAllocRequest): IommuDomain {
     const ctx = this.#ctx;
-    if (req.type !== "blocked" && req.type !== "identity" && req.nestingParent && !iommu.ops.capable("nesting")) {
-      throw new KernelError(Errno.ENODEV, `${iommu.name} cannot nest`);
-    }
+    const nestingParent = req.type !== "blocked" && req.type !== "identity" && req.nestingParent;
+    if (nestingParent && !iommu.ops.capable("nesting")) throw new KernelError(Errno.ENODEV, `${iommu.name} cannot nest`);
     ctx.kernel.faults.inject("iommu.domain-alloc");
-    const drv = iommu.ops.domainAlloc(req);
+    // The owner's set is taken for the domain's life (ioasid_set_get): EINVAL
+    // for a set this IOASID namespace does not know or one being destroyed.
+    const set = nestingParent ? req.ioasidSet : null;
+    if (set !== null) ctx.ioasid.setGet(set);
+    let drv: DriverDomain;
+    try {
+      drv = iommu.ops.domainAlloc(req);
+    } catch (e) {
+      if (set !== null) ctx.ioasid.setPut(set);
+      throw e;
+    }
     const id = ctx.allocDomainId();
     let domain: IommuDomain;
     try {
       if (req.type === "blocked" && drv.kind === "blocked") domain = new BlockedDomain(id, iommu, drv);
       else if (req.type === "identity" && drv.kind === "identity") domain = new IdentityDomain(id, iommu, drv);
-      else if ((req.type === "dma" || req.type === "unmanaged") && drv.kind === (req.nestingParent ? "nesting-parent" : "paging")) {
+      else if ((req.type === "dma" || req.type === "unmanaged") && drv.kind === (nestingParent ? "nesting-parent" : "paging")) {
         const paging = drv;
         const { start, end } = paging.aperture;
         if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
           throw new KernelError(Errno.EINVAL, `driver ${iommu.ops.name} gave aperture [${start}, ${end}]`);
         }
-        domain = new PagingDomain(id, iommu, req.type, paging, pgsizesFromBitmap(paging.pgsizeBitmap));
+        domain = new PagingDomain(id, iommu, req.type, paging, pgsizesFromBitmap(paging.pgsizeBitmap), set);
       } else {
         throw new KernelError(Errno.EINVAL, `driver ${iommu.ops.name} returned a ${drv.kind} domain for a ${req.type} request`);
       }
     } catch (e) {
       drv.free();
+      if (set !== null) ctx.ioasid.setPut(set);
       throw e;
     }
+    if (domain instanceof PagingDomain) this.#nesting.adopt(domain);
     ctx.liveDomains++;
     ctx.trace("iommu.domain-alloc", { domain: id }, { type: domain.type, iommu: iommu.name });
     return domain;
@@ -60,6 +71,7 @@ export class CoreDomains {
     if (domain.attached) throw new KernelBug(`domain ${domain.id} freed while attached`);
     if (domain instanceof PagingDomain) this.#nesting.dropAll(domain);
     domain.driver.free();
+    if (domain instanceof PagingDomain && domain.ioasidSet !== null) this.#putSet(domain);
     domain.freed = true;
     this.#ctx.liveDomains--;
     this.#ctx.trace("iommu.domain-free", { domain: domain.id }, { type: domain.type });
@@ -118,6 +130,17 @@ export class CoreDomains {
     domain.subDevices.delete(sub);
     sub.auxDomain = null;
     this.#ctx.trace("iommu.detach", { domain: domain.id, device: sub.name }, { group: -1, to: null });
+  }
+
+  /** Gives the owner's set back; teardown cannot fail, so a refusal (never expected) is logged. */
+  #putSet(domain: PagingDomain): void {
+    if (domain.ioasidSet === null) return;
+    try {
+      this.#ctx.ioasid.setPut(domain.ioasidSet);
+    } catch (e) {
+      if (!isKernelError(e)) throw e;
+      this.#ctx.kernel.log.warn("iommu.domain-free", `domain ${domain.id}: IOASID set put: ${e.message}`, "IOMMU");
+    }
   }
 
   // ------------------------------------------------------------- map/unmap

@@ -1,4 +1,5 @@
 import type { GuestPasid, HostPasid } from "@vsva/kernel";
+import type { IoasidSet } from "@vsva/ioasid";
 import type { IommuDevice } from "./device.js";
 import type { IommuGroup } from "./group.js";
 import type { Iommu } from "./iommu.js";
@@ -66,6 +67,8 @@ export class PagingDomain extends DomainBase {
     readonly type: "dma" | "unmanaged",
     readonly driver: PagingDomainOps | NestingParentOps,
     pgsizes: readonly number[],
+    /** The IOASID set owning the PASIDs bound over a nesting parent (null for any other paging domain). */
+    readonly ioasidSet: IoasidSet | null = null,
   ) {
     super(id, iommu);
     this.pgsizes = pgsizes;
@@ -94,7 +97,7 @@ export class NestedDomain extends DomainBase {
 
   constructor(
     id: number,
-    readonly parent: PagingDomain & { readonly driver: NestingParentOps },
+    readonly parent: PagingDomain & { readonly driver: NestingParentOps; readonly ioasidSet: IoasidSet },
     readonly data: GpasidBindData,
   ) {
     super(id, parent.iommu);

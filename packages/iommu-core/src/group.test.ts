@@ -98,7 +98,9 @@ describe("IOMMU groups", () => {
   it("refuse a nesting parent on an IOMMU that cannot nest (ENODEV)", () => {
     const h = mockHost({ mock: { caps: ["cache-coherency"] } });
     const dev = h.core.probeDevice(h.iommu, { name: "x", sid: sourceId(1, 0, 0) });
-    expect(errnoOf(() => h.core.domainAlloc(dev, { type: "unmanaged", nestingParent: true }))).toBe(Errno.ENODEV);
+    const set = h.core.ioasid.allocSet({ vm: 1 }, 4, "mm");
+    expect(errnoOf(() => h.core.domainAlloc(dev, { type: "unmanaged", nestingParent: true, ioasidSet: set }))).toBe(Errno.ENODEV);
+    expect(set.refcount).toBe(1);
   });
 });
 

@@ -1,11 +1,11 @@
 import { type Kernel, KernelError, Errno } from "@vsva/kernel";
 import { IoasidCore } from "@vsva/ioasid";
-import { CoreContext } from "./core-context.js";
+import { CoreContext, deviceArg, domainArg } from "./core-context.js";
 import { CoreDevices, type EnableFeatureOptions, type ProbeOptions } from "./core-devices.js";
 import { CoreDomains } from "./core-domains.js";
 import type { IommuDevice } from "./device.js";
 import type { IommuDomain, NestedDomain } from "./domain.js";
-import type { IommuGroup } from "./group.js";
+import { IommuGroup } from "./group.js";
 import { IopfQueue } from "./iopf.js";
 import { Iommu } from "./iommu.js";
 import { NestingUapi } from "./nesting-uapi.js";
@@ -112,7 +112,10 @@ export class IommuCore {
     if (this.#iommus.some((i) => i.name === name)) throw new KernelError(Errno.EEXIST, `IOMMU ${name} is already registered`);
     const iommu = new Iommu(this.#nextIommuId++, name, ops);
     this.#iommus.push(iommu);
-    ops.connect({ reportDeviceFault: (dev, fault) => this.reportDeviceFault(dev, fault) });
+    ops.connect({
+      reportDeviceFault: (dev, fault) => this.reportDeviceFault(dev, fault),
+      gpasidFreed: (domain, hpasid) => this.#nesting.gpasidFreed(domain, hpasid),
+    });
     return iommu;
   }
 
@@ -137,8 +140,10 @@ export class IommuCore {
    * EBUSY when one is registered; ENODEV for a device not probed here; EINVAL
    * for a sub-device (faults come from the physical device).
    */
-  registerDeviceFaultHandler(dev: IommuDevice, handler: DeviceFaultHandler): void {
-    this.#devices.registerFaultHandler(dev, handler);
+  registerDeviceFaultHandler(dev: IommuDevice | null | undefined, handler: DeviceFaultHandler): void {
+    const d = deviceArg(dev, "register fault handler");
+    if (typeof handler !== "function") throw new KernelError(Errno.EINVAL, "register fault handler: no handler");
+    this.#devices.registerFaultHandler(d, handler);
   }
 
   /** Removes `dev`'s fault handler, if any; cannot fail. */
@@ -186,41 +191,49 @@ export class IommuCore {
    * EINVAL: a sub-device (features belong to the physical device) or a bad
    * limit; EBUSY: already enabled.
    */
-  enableFeature(dev: IommuDevice, feature: DevFeature, opts: EnableFeatureOptions = {}): void {
-    this.#devices.enableFeature(dev, feature, opts);
+  enableFeature(dev: IommuDevice | null | undefined, feature: DevFeature, opts: EnableFeatureOptions = {}): void {
+    this.#devices.enableFeature(deviceArg(dev, "enable feature"), feature, opts);
   }
 
   /** EBUSY while PASIDs are bound on the device or sub-devices are aux-attached; ENODEV when not enabled. */
-  disableFeature(dev: IommuDevice, feature: DevFeature): void {
-    this.#devices.disableFeature(dev, feature);
+  disableFeature(dev: IommuDevice | null | undefined, feature: DevFeature): void {
+    this.#devices.disableFeature(deviceArg(dev, "disable feature"), feature);
   }
 
   // ------------------------------------------------------------------ domains
+  //
+  // Every entry VFIO calls takes a missing device, domain or group as EINVAL
+  // (core-context.ts: deviceArg), never a TypeError (DESIGN rule 4).
 
   /**
    * Allocates a domain on the IOMMU behind `dev`. ENODEV: a nesting parent on
    * an IOMMU that cannot nest (as DOMAIN_ATTR_NESTING was refused in v5.10);
    * ENOMEM; EINVAL when the driver returns a different kind or a bad geometry.
    */
-  domainAlloc(dev: IommuDevice, req: DomainAllocRequest): IommuDomain {
-    return this.#domains.alloc(this.#ctx.iommuOf(dev), req);
+  domainAlloc(dev: IommuDevice | null | undefined, req: DomainAllocRequest): IommuDomain {
+    const d = deviceArg(dev, "domain alloc");
+    const r: unknown = req;
+    if (typeof r !== "object" || r === null) throw new KernelError(Errno.EINVAL, "domain alloc: no request");
+    return this.#domains.alloc(this.#ctx.iommuOf(d), req);
   }
 
   /** `iommu_domain_free`. The domain must be detached everywhere: freeing an attached domain is a kernel bug. */
-  domainFree(domain: IommuDomain): void {
-    this.#domains.free(domain);
+  domainFree(domain: IommuDomain | null | undefined): void {
+    this.#domains.free(domainArg(domain, "domain free"));
   }
 
   /** `iommu_attach_device`: the device must be alone in its group (EINVAL otherwise). */
-  attachDevice(domain: IommuDomain, dev: IommuDevice): void {
+  attachDevice(domainIn: IommuDomain | null | undefined, devIn: IommuDevice | null | undefined): void {
+    const domain = domainArg(domainIn, "attach");
+    const dev = deviceArg(devIn, "attach");
     if (dev.isSubDevice) throw new KernelError(Errno.EINVAL, `${dev.name} is a sub-device; attach it with attachSubDevice`);
     const group = this.#devices.groupOf(dev);
     if (group.devices.length !== 1) throw new KernelError(Errno.EINVAL, `${dev.name} shares group ${group.id}; attach the group`);
     this.attachGroup(domain, group);
   }
 
-  detachDevice(domain: IommuDomain, dev: IommuDevice): void {
-    this.detachGroup(domain, this.#devices.groupOf(dev));
+  detachDevice(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined): void {
+    this.detachGroup(domain, this.#devices.groupOf(deviceArg(dev, "detach")));
   }
 
   /**
@@ -230,8 +243,8 @@ export class IommuCore {
    * first level is reached by PASID only); EBUSY: the group is already owned
    * by a domain other than its default one.
    */
-  attachGroup(domain: IommuDomain, group: IommuGroup): void {
-    this.#domains.attachGroup(domain, group);
+  attachGroup(domain: IommuDomain | null | undefined, group: IommuGroup | null | undefined): void {
+    this.#domains.attachGroup(domainArg(domain, "attach group"), groupArg(group, "attach group"));
   }
 
   /**
@@ -240,8 +253,8 @@ export class IommuCore {
    * first (teardown cannot fail). Detaching a domain the group is not attached
    * to is a kernel bug.
    */
-  detachGroup(domain: IommuDomain, group: IommuGroup): void {
-    this.#domains.detachGroup(domain, group);
+  detachGroup(domain: IommuDomain | null | undefined, group: IommuGroup | null | undefined): void {
+    this.#domains.detachGroup(domainArg(domain, "detach group"), groupArg(group, "detach group"));
   }
 
   /**
@@ -250,12 +263,12 @@ export class IommuCore {
    * that is not IOMMU-backed), a non-paging or foreign domain; EBUSY: already
    * attached.
    */
-  attachSubDevice(domain: IommuDomain, sub: IommuDevice): void {
-    this.#domains.attachSubDevice(domain, sub);
+  attachSubDevice(domain: IommuDomain | null | undefined, sub: IommuDevice | null | undefined): void {
+    this.#domains.attachSubDevice(domainArg(domain, "aux attach"), deviceArg(sub, "aux attach"));
   }
 
-  detachSubDevice(domain: IommuDomain, sub: IommuDevice): void {
-    this.#domains.detachSubDevice(domain, sub);
+  detachSubDevice(domain: IommuDomain | null | undefined, sub: IommuDevice | null | undefined): void {
+    this.#domains.detachSubDevice(domainArg(domain, "aux detach"), deviceArg(sub, "aux detach"));
   }
 
   // ---------------------------------------------------------------- map/unmap
@@ -268,16 +281,16 @@ export class IommuCore {
    * the smallest page; range outside the aperture; unknown prot bits or
    * neither read nor write. Driver errors (ENOMEM, EEXIST) pass through.
    */
-  map(domain: IommuDomain, iova: number, paddr: number, size: number, prot: number): void {
-    this.#domains.map(domain, iova, paddr, size, prot);
+  map(domain: IommuDomain | null | undefined, iova: number, paddr: number, size: number, prot: number): void {
+    this.#domains.map(domainArg(domain, "map"), iova, paddr, size, prot);
   }
 
   /**
    * `iommu_unmap`: returns the bytes unmapped, which stop at the first hole.
    * EINVAL for the same argument errors as map (upstream returns 0 there).
    */
-  unmap(domain: IommuDomain, iova: number, size: number): number {
-    return this.#domains.unmap(domain, iova, size);
+  unmap(domain: IommuDomain | null | undefined, iova: number, size: number): number {
+    return this.#domains.unmap(domainArg(domain, "unmap"), iova, size);
   }
 
   /** `iommu_iova_to_phys`: identity returns iova, blocked and unmapped return null. */
@@ -288,7 +301,7 @@ export class IommuCore {
   // ------------------------------------------------------------- nesting UAPI
 
   /** Nesting info of a nesting parent (seed 004); ENODEV for any other domain, as the v7 VT-d patch. */
-  nestingInfo(domain: IommuDomain): NestingInfo {
+  nestingInfo(domain: IommuDomain | null | undefined): NestingInfo {
     return this.#nesting.nestingInfo(domain);
   }
 
@@ -296,10 +309,13 @@ export class IommuCore {
    * `iommu_uapi_sva_bind_gpasid`: binds a guest first level at a host PASID on
    * `dev` over `domain` (the second level). Returns the nested domain.
    *
-   * Errors, after the UAPI decoder's: EINVAL when the domain is not a nesting
-   * parent, `dev` is not attached to it (for a sub-device: aux-attached), SVA is
-   * not enabled on the physical device or the hpasid is beyond its limit;
-   * EBUSY when this requester already has the PASID bound (seed 000: Kevin and
+   * Errors: EINVAL for no device or domain (VFIO has none for an mdev that
+   * is not IOMMU-backed), EFAULT for no user buffer; then the UAPI decoder's;
+   * EINVAL when the domain is not a nesting parent, `dev` is not attached to
+   * it (for a sub-device: aux-attached), SVA is not enabled on the physical
+   * device or the hpasid is beyond its limit; ENOENT when the PASID is not
+   * allocated or being freed, EACCES when it is not in the domain's IOASID
+   * set (the owner check, before the driver is called); EBUSY when this requester already has the PASID bound (seed 000: Kevin and
    * Eric: binding a PASID twice to one device is meaningless, refuse it here)
    * or when the PASID is bound to a different first level; ENOMEM.
    *
@@ -308,26 +324,34 @@ export class IommuCore {
    * counted (Jacob's `sdev->users`, kept in the core because the driver is not
    * mdev-aware).
    */
-  bindGpasid(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions = {}): NestedDomain {
+  bindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions = {}): NestedDomain {
     return this.#nesting.bindGpasid(domain, dev, user, opts);
   }
 
-  /** The in-kernel form of {@link bindGpasid}, for an already validated request. */
-  bindGpasidData(domain: IommuDomain, dev: IommuDevice, data: GpasidBindData): NestedDomain {
+  /** The in-kernel form of {@link bindGpasid}, for an already decoded request (EINVAL when it is missing). */
+  bindGpasidData(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, data: GpasidBindData | null | undefined): NestedDomain {
     return this.#nesting.bindGpasidData(domain, dev, data);
   }
 
   /**
    * `iommu_uapi_sva_unbind_gpasid`: the same struct identifies the binding.
-   * EINVAL when it is not bound for this requester (upstream returns EINVAL;
-   * the thread in seed 000 wanted in-kernel unbind to be void, which
-   * {@link releaseDevice} and {@link detachGroup} are: they cannot fail).
+   * EINVAL/EFAULT for no device, domain or user buffer, as bind. ENOENT when
+   * the PASID is not allocated or is being freed: also a late unbind after
+   * the IOASID was freed while bound, whose binding the driver tore down and
+   * reported (the 2020 IOASID design, Documentation/driver-api/ioasid.rst,
+   * "free before unbind", note 3: the unbind's `ioasid_find()` fails, and
+   * ioasid.c's `ioasid_find()` returns -ENOENT for an ID that is gone or
+   * FREE_PENDING). EACCES for another set's PASID. EINVAL when the PASID is
+   * live in the set but not bound for this requester. The thread in seed 000
+   * wanted in-kernel unbind to be void, which {@link releaseDevice} and
+   * {@link detachGroup} are: they cannot fail.
    */
-  unbindGpasid(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions = {}): void {
+  unbindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions = {}): void {
     this.#nesting.unbindGpasid(domain, dev, user, opts);
   }
 
-  unbindGpasidPasid(domain: IommuDomain, dev: IommuDevice, hpasid: number): void {
+  /** The in-kernel form of {@link unbindGpasid}, by host PASID; the same errors. */
+  unbindGpasidPasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, hpasid: number): void {
     this.#nesting.unbindGpasidPasid(domain, dev, hpasid);
   }
 
@@ -335,9 +359,16 @@ export class IommuCore {
    * `iommu_uapi_cache_invalidate`: validates the user's struct, then checks
    * what the caller may touch: `dev` attached to the nesting parent, and any
    * PASID it names bound on `dev` through this domain (EINVAL otherwise, so a
-   * guest cannot flush another VM's PASID).
+   * guest cannot flush another VM's PASID; ENOENT/EACCES first when the
+   * PASID is not the domain's set's). EINVAL/EFAULT for no device, domain or
+   * user buffer, as bind.
    */
-  cacheInvalidate(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions = {}): CacheInvalidateInfo {
+  cacheInvalidate(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions = {}): CacheInvalidateInfo {
     return this.#nesting.cacheInvalidate(domain, dev, user, opts);
   }
+}
+
+function groupArg(group: IommuGroup | null | undefined, what: string): IommuGroup {
+  if (!(group instanceof IommuGroup)) throw new KernelError(Errno.EINVAL, `${what}: no group`);
+  return group;
 }

@@ -1,9 +1,10 @@
-import { Errno, KernelError, type TraceIds, isKernelError } from "@vsva/kernel";
-import type { CoreContext, NestingParent } from "./core-context.js";
-import type { IommuDevice } from "./device.js";
+import { Errno, type HostPasid, type Ioasid, KernelError, type TraceIds, isKernelError } from "@vsva/kernel";
+import { type CoreContext, type NestingParent, deviceArg, domainArg } from "./core-context.js";
+import { IommuDevice } from "./device.js";
 import { type IommuDomain, NestedDomain, PagingDomain } from "./domain.js";
+import type { NestingParentOps } from "./ops.js";
 import { type CacheInvalidateInfo, CacheInvalidateLayout, decodeCacheInvalidateInfo } from "./uapi/cache-invalidate.js";
-import { InvGranularity } from "./uapi/constants.js";
+import { InvGranularity, PASID_MAX } from "./uapi/constants.js";
 import { type GpasidBindData, GpasidBindLayout, type UapiDecodeOptions, decodeGpasidBindData } from "./uapi/gpasid-bind.js";
 import type { NestingInfo } from "./uapi/nesting-info.js";
 import { readArgsz } from "./uapi/struct-layout.js";
@@ -50,28 +51,33 @@ const NESTING_UAPI_OPS: { readonly [K in NestingUapiOp]: UapiOp<NestingUapiArgs[
  */
 export class NestingUapi {
   readonly #ctx: CoreContext;
+  /** Live nesting parents by their driver object, for what drivers report through the uplink. */
+  readonly #parents = new Map<NestingParentOps, NestingParent>();
 
   constructor(ctx: CoreContext) {
     this.#ctx = ctx;
   }
 
-  /** Nesting info of a nesting parent (seed 004); ENODEV for any other domain, as the v7 VT-d patch. */
-  nestingInfo(domain: IommuDomain): NestingInfo {
-    const p = nestingParentOf(domain, Errno.ENODEV);
+  /** Nesting info of a nesting parent (seed 004); ENODEV for any other domain, as the v7 VT-d patch. EINVAL for no domain. */
+  nestingInfo(domain: IommuDomain | null | undefined): NestingInfo {
+    const p = nestingParentOf(domainArg(domain, "nesting info"), Errno.ENODEV);
     return p.driver.nestingInfo();
   }
 
-  bindGpasid(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions): NestedDomain {
-    return this.#dispatch("bind-gpasid", dev, user, opts, (data) => this.bindGpasidData(domain, dev, data));
+  bindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions): NestedDomain {
+    return this.#dispatch("bind-gpasid", dev, user, opts, (d, data) => this.bindGpasidData(domain, d, data));
   }
 
-  bindGpasidData(domain: IommuDomain, dev: IommuDevice, data: GpasidBindData): NestedDomain {
+  bindGpasidData(domain: IommuDomain | null | undefined, devArg: IommuDevice | null | undefined, dataArg: GpasidBindData | null | undefined): NestedDomain {
     const ctx = this.#ctx;
-    const parent = nestingParentOf(domain, Errno.EINVAL);
+    const dev = deviceArg(devArg, "bind_gpasid");
+    const data = bindDataArg(dataArg);
+    const parent = nestingParentOf(domainArg(domain, "bind_gpasid"), Errno.EINVAL);
     if (dev.domain !== parent) throw new KernelError(Errno.EINVAL, `${dev.name} is not attached to domain ${parent.id}`);
     const phys = dev.physical;
     if (!phys.hasFeature("sva")) throw new KernelError(Errno.EINVAL, `SVA is not enabled on ${phys.name}`);
     if (data.hpasid >= phys.maxPasids) throw new KernelError(Errno.EINVAL, `hpasid ${data.hpasid} beyond ${phys.name}'s ${phys.maxPasids} PASIDs`);
+    this.#checkOwner(parent, data.hpasid);
     let nested = parent.nested.get(data.hpasid);
     if (nested !== undefined) {
       if (nested.bound.get(phys)?.has(dev) === true) throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is already bound on ${dev.name}`);
@@ -93,22 +99,31 @@ export class NestingUapi {
     return nested;
   }
 
-  unbindGpasid(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions): void {
-    this.#dispatch("unbind-gpasid", dev, user, opts, (data) => this.unbindGpasidPasid(domain, dev, data.hpasid));
+  unbindGpasid(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions): void {
+    this.#dispatch("unbind-gpasid", dev, user, opts, (d, data) => this.unbindGpasidPasid(domain, d, data.hpasid));
   }
 
-  unbindGpasidPasid(domain: IommuDomain, dev: IommuDevice, hpasid: number): void {
-    const parent = nestingParentOf(domain, Errno.EINVAL);
+  unbindGpasidPasid(domain: IommuDomain | null | undefined, devArg: IommuDevice | null | undefined, hpasid: number): void {
+    const dev = deviceArg(devArg, "unbind_gpasid");
+    const parent = nestingParentOf(domainArg(domain, "unbind_gpasid"), Errno.EINVAL);
+    // A PASID never allocated, or freed since (also a late unbind after FREE,
+    // whose binding the driver has torn down and reported): ENOENT.
+    this.#checkOwner(parent, hpasid);
     const nested = parent.nested.get(hpasid as NestedDomain["hpasid"]);
     if (nested?.bound.get(dev.physical)?.has(dev) !== true) throw new KernelError(Errno.EINVAL, `PASID ${hpasid} is not bound on ${dev.name}`);
     this.#unbindOne(nested, dev);
   }
 
-  cacheInvalidate(domain: IommuDomain, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions): CacheInvalidateInfo {
-    return this.#dispatch("cache-invalidate", dev, user, opts, (info) => {
-      const parent = nestingParentOf(domain, Errno.EINVAL);
+  cacheInvalidate(domain: IommuDomain | null | undefined, dev: IommuDevice | null | undefined, user: Uint8Array | null | undefined, opts: UapiDecodeOptions): CacheInvalidateInfo {
+    return this.#dispatch("cache-invalidate", dev, user, opts, (d, info) => this.#cacheInvalidate(domain, d, info));
+  }
+
+  #cacheInvalidate(domain: IommuDomain | null | undefined, dev: IommuDevice, info: CacheInvalidateInfo): CacheInvalidateInfo {
+    {
+      const parent = nestingParentOf(domainArg(domain, "cache invalidate"), Errno.EINVAL);
       if (dev.domain !== parent) throw new KernelError(Errno.EINVAL, `${dev.name} is not attached to domain ${parent.id}`);
       const pasid = info.granularity === InvGranularity.PASID ? info.pasidInfo.pasid : info.granularity === InvGranularity.ADDR ? info.addrInfo.pasid : undefined;
+      if (pasid !== undefined) this.#checkOwner(parent, pasid);
       if (pasid !== undefined && parent.nested.get(pasid)?.bound.get(dev.physical)?.has(dev) !== true) {
         throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.name}`);
       }
@@ -118,10 +133,34 @@ export class NestingUapi {
         granularity: info.granularity,
       });
       return info;
-    });
+    }
   }
 
   // ------------------------------------------------ for the rest of the core
+
+  /** A paging domain was allocated: a nesting parent is remembered for the uplink. */
+  adopt(domain: PagingDomain): void {
+    if (domain.driver.kind === "nesting-parent" && domain.ioasidSet !== null) this.#parents.set(domain.driver, domain as NestingParent);
+  }
+
+  /**
+   * `IommuCoreUplink.gpasidFreed`: the driver tore the binding at `hpasid`
+   * down itself (IOASID FREE before unbind). The record goes, with every
+   * requester counted on it, and the driver is not called back: it owns that
+   * teardown. Cannot fail; unknown domains and PASIDs are ignored.
+   */
+  gpasidFreed(driver: NestingParentOps, hpasid: HostPasid): void {
+    const nested = this.#parents.get(driver)?.nested.get(hpasid);
+    if (nested === undefined) return;
+    const users = nested.users;
+    for (const reqs of nested.bound.values()) reqs.clear();
+    nested.bound.clear();
+    nested.parent.nested.delete(hpasid);
+    nested.freed = true;
+    this.#ctx.liveDomains--;
+    const ids: TraceIds = { domain: nested.parent.id, hpasid };
+    this.#ctx.trace("iommu.gpasid-freed", nested.gpasid === undefined ? ids : { ...ids, gpasid: nested.gpasid }, { users });
+  }
 
   /** Whether `dev` (a physical device) has any guest PASID bound. */
   boundOn(dev: IommuDevice): boolean {
@@ -143,9 +182,21 @@ export class NestingUapi {
   /** The nesting parent is being freed: every binding over it goes. Cannot fail. */
   dropAll(domain: PagingDomain): void {
     for (const n of [...domain.nested.values()]) this.#dropNested(n);
+    this.#parents.delete(domain.driver as NestingParentOps);
   }
 
   // --------------------------------------------------------------- internals
+
+  /**
+   * The owner check made before any driver call (`ioasid_find(set, pasid,
+   * NULL)` in the 2020 ioasid.c): EINVAL for a value that is no host PASID,
+   * ENOENT when the PASID is not allocated or is being freed (FREE_PENDING),
+   * EACCES when another set (another VM) owns it.
+   */
+  #checkOwner(parent: NestingParent, hpasid: number): void {
+    if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= PASID_MAX) throw new KernelError(Errno.EINVAL, `host PASID ${hpasid}`);
+    this.#ctx.ioasid.find(parent.ioasidSet, hpasid as Ioasid);
+  }
 
   #unbindOne(nested: NestedDomain, dev: IommuDevice): void {
     const phys = dev.physical;
@@ -179,20 +230,45 @@ export class NestingUapi {
    * struct checks of its table entry, then the handler. Refusals are
    * rate-limited warnings and traced, never crashes.
    */
-  #dispatch<K extends NestingUapiOp, R>(op: K, dev: IommuDevice, user: Uint8Array, opts: UapiDecodeOptions, handler: (arg: NestingUapiArgs[K]) => R): R {
+  #dispatch<K extends NestingUapiOp, R>(
+    op: K,
+    devArg: IommuDevice | null | undefined,
+    user: Uint8Array | null | undefined,
+    opts: UapiDecodeOptions,
+    handler: (dev: IommuDevice, arg: NestingUapiArgs[K]) => R,
+  ): R {
     const entry: UapiOp<NestingUapiArgs[K]> = NESTING_UAPI_OPS[op];
+    const name = devArg instanceof IommuDevice ? devArg.name : "no device";
     try {
+      const dev = deviceArg(devArg, op);
+      // A null or absent user pointer faults in copy_from_user: EFAULT.
+      if (!(user instanceof Uint8Array)) throw new KernelError(Errno.EFAULT, `${op}: no user buffer`);
       const argsz = readArgsz(user);
       if (argsz < entry.minSize) throw new KernelError(Errno.EINVAL, `argsz ${argsz} below the ${entry.minSize} mandatory bytes`);
-      return handler(entry.decode(user, opts));
+      return handler(dev, entry.decode(user, opts));
     } catch (e) {
       if (isKernelError(e)) {
-        this.#ctx.kernel.log.warn(`iommu.${op}`, `${op} on ${dev.name}: ${e.message}`, "IOMMU");
-        this.#ctx.trace("iommu.uapi-refused", { device: dev.name }, { op, errno: e.errno, message: e.message });
+        this.#ctx.kernel.log.warn(`iommu.${op}`, `${op} on ${name}: ${e.message}`, "IOMMU");
+        this.#ctx.trace("iommu.uapi-refused", { device: name }, { op, errno: e.errno, message: e.message });
       }
       throw e;
     }
   }
+}
+
+/** In-kernel bind data (already decoded) as much as the core reads of it: EINVAL when missing or malformed. */
+function bindDataArg(data: GpasidBindData | null | undefined): GpasidBindData {
+  if (data === null || data === undefined) throw new KernelError(Errno.EINVAL, "bind_gpasid: no bind data");
+  if (!looksLikeBindData(data)) throw new KernelError(Errno.EINVAL, "bind_gpasid: malformed bind data");
+  return data;
+}
+
+function looksLikeBindData(d: unknown): d is GpasidBindData {
+  if (typeof d !== "object" || d === null) return false;
+  return (
+    "hpasid" in d && typeof d.hpasid === "number" && "gpgd" in d && typeof d.gpgd === "bigint" && "addrWidth" in d && typeof d.addrWidth === "number" &&
+    "vtd" in d && typeof d.vtd === "object" && d.vtd !== null && "flags" in d.vtd && typeof d.vtd.flags === "number"
+  );
 }
 
 function nestingParentOf(domain: IommuDomain, errno: Errno): NestingParent {

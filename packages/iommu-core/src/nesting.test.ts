@@ -10,17 +10,28 @@ import { errnoOf } from "@vsva/kernel/testing";
 const bind = (hpasid: number, more: GpasidBindFields = {}) =>
   encodeGpasidBindData({ hpasid: BigInt(hpasid), gpasid: 101n, flags: BigInt(IOMMU_SVA_GPASID_VAL), gpgd: 0x5000n, ...more });
 
+/** Host PASIDs the tests bind, allocated in the VM's set (the owner check needs them live). */
+const PASIDS = [1, 2, 3, 5, 7, 9, 63, 0x40, 0x41];
+
+/** A VM's IOASID set on `h`'s namespace with {@link PASIDS} allocated in it. */
+function vmSet(h: ReturnType<typeof mockHost>) {
+  const set = h.core.ioasid.allocSet({ vm: 1 }, 64, "mm");
+  for (const p of PASIDS) h.core.ioasid.alloc(set, p, p);
+  return set;
+}
+
 /** A PASID-capable physical device in a nesting parent (what VFIO's nesting container sets up), plus two mdevs on it. */
 function vm() {
   const h = mockHost();
   const pdev = h.core.probeDevice(h.iommu, { name: "dsa", sid: sourceId(0x6a, 1, 0), pasidWidth: 20 });
   h.core.enableFeature(pdev, "sva");
   h.core.enableFeature(pdev, "aux");
-  const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true });
+  const set = vmSet(h);
+  const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true, ioasidSet: set });
   h.core.attachDevice(parent, pdev);
   const mdev1 = h.core.addSubDevice(pdev, "wq0");
   const mdev2 = h.core.addSubDevice(pdev, "wq1");
-  return { ...h, pdev, parent, mdev1, mdev2 };
+  return { ...h, pdev, parent, mdev1, mdev2, set };
 }
 
 describe("bind_gpasid through the core", () => {
@@ -72,7 +83,7 @@ describe("bind_gpasid through the core", () => {
   it("refuses nesting operations on an mdev that is not IOMMU-backed (EINVAL, no crash)", () => {
     const h = mockHost();
     const pdev = h.core.probeDevice(h.iommu, { name: "p", sid: sourceId(1, 0, 0), pasidWidth: 20 });
-    const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true });
+    const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true, ioasidSet: vmSet(h) });
     const mdev = h.core.addSubDevice(pdev, "m");
     expect(errnoOf(() => h.core.attachSubDevice(parent, mdev))).toBe(Errno.EINVAL);
     expect(errnoOf(() => h.core.bindGpasid(parent, mdev, bind(5)))).toBe(Errno.EINVAL);
@@ -81,7 +92,9 @@ describe("bind_gpasid through the core", () => {
 
   it.each<[string, (v: ReturnType<typeof vm>) => [IommuDomain, Uint8Array], number]>([
     ["a domain that is not a nesting parent", (v) => [v.core.domainAlloc(v.pdev, { type: "unmanaged", nestingParent: false }), bind(1)], Errno.EINVAL],
-    ["a device not attached to the domain", (v) => [v.core.domainAlloc(v.pdev, { type: "unmanaged", nestingParent: true }), bind(1)], Errno.EINVAL],
+    ["a device not attached to the domain", (v) => [v.core.domainAlloc(v.pdev, { type: "unmanaged", nestingParent: true, ioasidSet: v.set }), bind(1)], Errno.EINVAL],
+    ["a PASID that was never allocated", (v) => [v.parent, bind(0x77)], Errno.ENOENT],
+    ["a PASID of another VM's set", (v) => [v.parent, bind(v.core.ioasid.alloc(v.core.ioasid.allocSet({ vm: 2 }, 4, "mm"), 1, 0xfffff))], Errno.EACCES],
     ["a malformed struct", (v) => [v.parent, bind(1, { version: 2 })], Errno.EINVAL],
     ["an hpasid past the device's limit", (v) => [v.parent, bind(1 << 20)], Errno.EINVAL],
   ])("refuses %s", (_what, make, errno) => {
@@ -95,7 +108,7 @@ describe("bind_gpasid through the core", () => {
     const h = mockHost();
     const pdev = h.core.probeDevice(h.iommu, { name: "p", sid: sourceId(1, 0, 0), pasidWidth: 20 });
     h.core.enableFeature(pdev, "sva", { maxPasid: 64 });
-    const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true });
+    const parent = h.core.domainAlloc(pdev, { type: "unmanaged", nestingParent: true, ioasidSet: vmSet(h) });
     h.core.attachDevice(parent, pdev);
     expect(errnoOf(() => h.core.bindGpasid(parent, pdev, bind(64)))).toBe(Errno.EINVAL);
     expect(errnoOf(() => h.core.bindGpasid(parent, pdev, bind(63)))).toBe(0);

@@ -1,4 +1,5 @@
 import type { HostPasid } from "@vsva/kernel";
+import type { IoasidSet } from "@vsva/ioasid";
 import type { IommuDevice } from "./device.js";
 import type { CacheInvalidateInfo } from "./uapi/cache-invalidate.js";
 import type { GpasidBindData } from "./uapi/gpasid-bind.js";
@@ -46,8 +47,17 @@ export type DomainType = "blocked" | "identity" | "dma" | "unmanaged" | "nested"
 export type DomainAllocRequest =
   | { readonly type: "blocked" }
   | { readonly type: "identity" }
-  /** A paging domain; `nestingParent` makes it the second level of nested translation (requires capable("nesting")). */
-  | { readonly type: "dma" | "unmanaged"; readonly nestingParent: boolean };
+  /** A paging domain. */
+  | { readonly type: "dma" | "unmanaged"; readonly nestingParent: false }
+  /**
+   * The second level of nested translation (requires capable("nesting")),
+   * owned by `ioasidSet` (VFIO's set for one VM): only PASIDs of that set
+   * may be bound, unbound or invalidated over it. The set is fixed here, for
+   * the domain's life, and the core holds a set reference until it is freed
+   * (the IOASID design's rule that damage stays within the guest owning the
+   * set: Documentation/driver-api/ioasid.rst in the 2020 vSVA series).
+   */
+  | { readonly type: "dma" | "unmanaged"; readonly nestingParent: true; readonly ioasidSet: IoasidSet };
 
 /**
  * What a driver reads of a process address space to share it with a device
@@ -218,6 +228,18 @@ export interface IommuCoreUplink {
    * driver answers the fault itself (invalid / terminate).
    */
   reportDeviceFault(dev: IommuDevice, fault: PageRequestFault): boolean;
+  /**
+   * The driver tore down the guest binding at `hpasid` over `domain` on its
+   * own, because its IOASID was freed while still bound (the IOASID FREE
+   * notification of the exception flow in the 2020 IOASID design,
+   * Documentation/driver-api/ioasid.rst: "free before unbind"). The core
+   * drops its binding record without calling the driver back: a later
+   * unbind through the core fails (ENOENT, the IOASID is gone) and a bind
+   * after the ID is allocated again starts afresh. Atomic context is fine
+   * (a notifier calls it); cannot fail; a PASID the core has no record of is
+   * ignored.
+   */
+  gpasidFreed(domain: NestingParentOps, hpasid: HostPasid): void;
 }
 
 /** Per-IOMMU operations. */

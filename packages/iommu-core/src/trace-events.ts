@@ -14,6 +14,8 @@ declare module "@vsva/kernel" {
     "iommu.unmap": { actor: "IOMMU"; payload: { readonly iova: number; readonly size: number; readonly unmapped: number } };
     "iommu.bind-gpasid": { actor: "IOMMU"; payload: { readonly users: number; readonly driverCalled: boolean } };
     "iommu.unbind-gpasid": { actor: "IOMMU"; payload: { readonly users: number; readonly driverCalled: boolean } };
+    /** A driver tore a guest binding down on an IOASID FREE and reported it; `users`: requesters the record still counted. */
+    "iommu.gpasid-freed": { actor: "IOMMU"; payload: { readonly users: number } };
     "iommu.cache-invalidate": { actor: "IOMMU"; payload: { readonly cache: number; readonly granularity: number } };
     "iommu.uapi-refused": { actor: "IOMMU"; payload: { readonly op: string; readonly errno: number; readonly message: string } };
     "mm.mmap": { actor: "MM"; payload: { readonly mm: string; readonly start: number; readonly end: number; readonly prot: number } };

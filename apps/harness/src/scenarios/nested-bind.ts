@@ -36,8 +36,15 @@ export const nestedBind = hostScenario({
     const guestPt = new TableWriter(guest, x86Format({ levels: 4 }), { alloc: () => (nextGpa += 0x1000) });
 
     const slot = plugInSvaDevice(ctx);
-    const s2 = ctx.step("VMM: a nesting-capable unmanaged domain; attach dsa0; map guest RAM GPA -> HPA in its second level", () => {
-      const dom = h.core.domainAlloc(slot.dev, { type: "unmanaged", nestingParent: true });
+    const vm = ctx.step("VMM: the VM's IOASID set; allocate a host PASID for the guest (as VFIO will)", () => {
+      const set = h.ioasid.allocSet({ vm: "A" }, 8, "mm");
+      ctx.defer("VMM: free the VM's IOASID set", () => h.ioasid.freeSet(set));
+      const hpasid = h.ioasid.alloc(set, 1, 0xfffff, null);
+      ctx.expect(h.ioasid.refcount(hpasid) === 1, "refcount 1: the VMM's allocation is the only holder");
+      return { set, hpasid };
+    });
+    const s2 = ctx.step("VMM: a nesting-capable unmanaged domain owned by the VM's set; attach dsa0; map guest RAM GPA -> HPA in its second level", () => {
+      const dom = h.core.domainAlloc(slot.dev, { type: "unmanaged", nestingParent: true, ioasidSet: vm.set });
       if (!(dom instanceof PagingDomain) || !(dom.driver instanceof VtdNestingDomain)) throw new Error("expected a VT-d nesting parent");
       let attached = false;
       ctx.defer("VMM: detach and free the nesting domain", () => {
@@ -47,16 +54,7 @@ export const nestedBind = hostScenario({
       h.core.attachDevice(dom, slot.dev);
       attached = true;
       h.core.map(dom, 0, GUEST_HPA, GUEST_RAM, IommuProt.READ | IommuProt.WRITE);
-      return { dom, vtd: dom.driver };
-    });
-    const vm = ctx.step("VMM: the VM's IOASID set; allocate a host PASID for the guest (as VFIO will)", () => {
-      const set = h.ioasid.allocSet({ vm: "A" }, 8, "mm");
-      ctx.defer("VMM: free the VM's IOASID set", () => h.ioasid.freeSet(set));
-      // The 2020 ops carry no IOASID set: the VT-d domain is told its owner's set (see the closing note).
-      s2.vtd.setIoasidSet(set);
-      const hpasid = h.ioasid.alloc(set, 1, 0xfffff, null);
-      ctx.expect(h.ioasid.refcount(hpasid) === 1, "refcount 1: the VMM's allocation is the only holder");
-      return { set, hpasid };
+      return { dom };
     });
     const root = ctx.step("guest: build a 4-level first-level table in guest RAM mapping its buffer (every pointer a GPA)", () => {
       guestPt.map(GVA, GPA_DATA, 0x1000, { write: true, user: true });
