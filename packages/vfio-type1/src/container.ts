@@ -66,6 +66,8 @@ export class VfioContainer {
   /** Groups of mdevs that are not IOMMU-backed (v5.10's "external domain"). */
   readonly #external = new Set<VfioGroup>();
   readonly #dma = new DmaTree<ContainerDma>();
+  /** Physical devices this container turned SVA on for (nesting), to turn it off again at detach. */
+  readonly #svaEnabled = new Set<IommuDevice>();
   #dmaAvail: number;
   #vmm: VfioMm | null = null;
   #fileOpen = true;
@@ -213,14 +215,33 @@ export class VfioContainer {
       if (g.isMdevGroup) for (const d of devs) this.#d.core.attachSubDevice(domain, d);
       else if (g.iommuGroup !== null) this.#d.core.attachGroup(domain, g.iommuGroup);
       if (fresh) this.#replay(domain);
+      if (this.nesting && !g.isMdevGroup) this.#enableSva(devs);
     } catch (e) {
-      if (fresh) {
-        this.#detachFrom(domain, g);
-        this.#d.core.domainFree(domain);
-      }
+      this.#disableSva(devs);
+      this.#detachFrom(domain, g);
+      if (fresh) this.#d.core.domainFree(domain);
       throw e;
     }
     if (fresh) this.#domains.set(first.iommu, domain);
+  }
+
+  /**
+   * A guest binds PASIDs on the devices it is given, so their PASID use is
+   * turned on with the group (VT-d in scalable mode enables PASID on the
+   * function when it attaches it: drivers/iommu/intel/iommu.c,
+   * iommu_enable_dev_iotlb → pci_enable_pasid); in this core that is the
+   * device's SVA feature. An mdev's parent is its vendor driver's to enable.
+   */
+  #enableSva(devs: readonly IommuDevice[]): void {
+    for (const d of devs) {
+      if (d.pasidWidth === 0 || d.hasFeature("sva")) continue;
+      this.#d.core.enableFeature(d, "sva");
+      this.#svaEnabled.add(d);
+    }
+  }
+
+  #disableSva(devs: readonly IommuDevice[]): void {
+    for (const d of devs) if (this.#svaEnabled.delete(d) && d.hasFeature("sva")) this.#d.core.disableFeature(d, "sva");
   }
 
   #detachFrom(domain: IommuDomain, g: VfioGroup): void {
@@ -236,6 +257,7 @@ export class VfioContainer {
     if (this.#external.delete(g)) return;
     for (const [iommu, domain] of this.#domains) {
       this.#detachFrom(domain, g);
+      this.#disableSva(this.#iommuDevices(g));
       const stillUsed = [...this.groups].some((o) => o !== g && this.#iommuDevices(o).some((d) => d.iommu === iommu));
       if (!stillUsed) {
         this.#unmapAllFrom(domain);
@@ -404,9 +426,9 @@ export class VfioContainer {
     for (const g of this.groups) {
       for (const device of g.devices) {
         const dev = device.iommuDevice;
-        if (dev === null || dev.iommu === null) continue;
-        const domain = this.#domains.get(dev.iommu);
-        if (domain !== undefined) out.push({ domain, dev, device });
+        const iommu = dev?.iommu ?? null;
+        const domain = iommu === null ? undefined : this.#domains.get(iommu);
+        if (dev !== null && domain !== undefined) out.push({ domain, dev, device });
       }
     }
     return out;

@@ -3,7 +3,8 @@
 
 export { Vfio, type VfioOptions, VFIO_DEFAULT_PASID_QUOTA, VFIO_DEFAULT_DMA_ENTRY_LIMIT, X86_MSI_WINDOW } from "./vfio.js";
 export { VfioUser, type VfioUserOptions, type UserPages } from "./user.js";
-export { VfioDevice, type VfioDeviceOps, type VfioRegion, regionOffset, REGION_OFFSET_SHIFT } from "./device.js";
+export { VfioDevice, type VfioDeviceOps, type VfioRegion } from "./device.js";
+export { regionOffset, REGION_OFFSET_SHIFT } from "./region.js";
 export { VfioGroup } from "./group.js";
 export { vfioPciOps, walkExtCaps, type PciConfigAccess, VfioPciRegion, PciExtCap, HIDDEN_EXT_CAPS, VFIO_PCI_NUM_IRQS } from "./vfio-pci.js";
 export { VfioContainer } from "./container.js";

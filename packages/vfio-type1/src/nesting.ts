@@ -82,12 +82,12 @@ export class NestingDispatch {
 
   #each(c: VfioContainer, what: string, op: string, fn: (t: NestingTarget) => unknown): number {
     const targets = this.#targets(c, what);
-    let first: unknown = null;
+    let first: Error | null = null;
     for (const t of targets) {
       try {
         fn(t);
       } catch (e) {
-        first ??= e;
+        first ??= e instanceof Error ? e : new KernelError(Errno.EINVAL, String(e));
       }
     }
     if (first !== null) throw first;

@@ -1,5 +1,6 @@
 import { Errno, KernelError } from "@vsva/kernel";
-import { type VfioDevice, REGION_OFFSET_SHIFT, regionOffset } from "../device.js";
+import type { VfioDevice } from "../device.js";
+import { REGION_OFFSET_SHIFT, regionOffset } from "../region.js";
 import { VfioIoctl } from "../uapi/ioctl.js";
 import { DeviceInfoLayout, RegionInfoLayout } from "../uapi/structs.js";
 import type { VfioUser } from "../user.js";
