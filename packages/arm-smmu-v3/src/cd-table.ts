@@ -19,16 +19,32 @@ export interface CdParams {
   readonly ha: boolean;
   /** S: stall faulting transactions instead of terminating them (a master whose stalls are enabled). */
   readonly stall?: boolean;
+  /**
+   * The CD holds a process's (an mm's) tables, whose ASID is shared with
+   * the CPUs: ASET = 0 so broadcast TLB maintenance applies. A CD without
+   * an mm gets ASET = 1 (`cd->mm ? 0 : CTXDESC_CD_0_ASET` in
+   * arm_smmu_write_ctx_desc()).
+   */
+  readonly shared: boolean;
 }
 
-/** MAIR as Linux programs it for io-pgtable-arm: index 0 normal write-back (0xff), 1 non-cacheable (0x44), 2 device nGnRE (0x04). */
-const MAIR0 = 0x000444ff;
+/**
+ * MAIR as io-pgtable-arm programs it (drivers/iommu/io-pgtable-arm.c,
+ * ARM_LPAE_MAIR_ATTR_IDX_*): index 0 non-cacheable (0x44), 1 write-back
+ * read/write-allocate (0xff), 2 device nGnRE (0x04), 3 inner non-cacheable
+ * outer write-back (0xf4). Our stage-1 leaves use index 1 (IDX_CACHE).
+ * SVA CDs get the same value: Linux gives them the CPU's MAIR_EL1, which the
+ * model has no CPU to read from.
+ */
+export const IO_PGTABLE_MAIR = 0xf404ff44;
+/** The MAIR index of cacheable stage-1 leaves (ARM_LPAE_MAIR_ATTR_IDX_CACHE). */
+export const MAIR_IDX_CACHE = 1;
 
 /**
  * Encodes a CD (`arm_smmu_write_ctx_desc`): AArch64, TTB0 walks only
  * (EPD1), inner/outer write-back walks, inner shareable, R = 1 (record
- * faults), A = 1 (abort on fault: the unit's terminate model), ASET = 0
- * (shared ASID: broadcast TLB maintenance would apply, as for SVA).
+ * faults), A = 1 (abort on fault: the unit's terminate model), ASET as
+ * {@link CdParams.shared} says.
  */
 export function encodeCd(p: CdParams): Uint32Array {
   const v = Cd.alloc();
@@ -45,9 +61,10 @@ export function encodeCd(p: CdParams): Uint32Array {
   Cd.set(v, "S", p.stall === true ? 1 : 0);
   Cd.set(v, "R", 1);
   Cd.set(v, "A", 1);
+  Cd.set(v, "ASET", p.shared ? 0 : 1);
   Cd.set(v, "ASID", p.asid);
   Cd.setAddr(v, "TTB0", p.ttb0);
-  Cd.set(v, "MAIR0", MAIR0);
+  Cd.set(v, "MAIR0", IO_PGTABLE_MAIR);
   return v;
 }
 

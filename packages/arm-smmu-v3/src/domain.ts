@@ -11,7 +11,7 @@ import {
   type NestingParentOps,
   type PagingDomainOps,
 } from "@vsva/iommu-core";
-import { encodeCd } from "./cd-table.js";
+import { MAIR_IDX_CACHE, encodeCd } from "./cd-table.js";
 import { atcInv, tlbiNhAsid, tlbiNhVa, tlbiRange, tlbiS12Vmall, tlbiS2Ipa } from "./commands.js";
 import type { SmmuHardware, SmmuMaster, StreamConfig } from "./smmu.js";
 
@@ -175,7 +175,7 @@ export class SmmuS1Domain extends SmmuPagingBase implements PagingDomainOps {
   /** ENOMEM for the root table. */
   constructor(hw: SmmuHardware) {
     const inputBits = Math.min(48, Math.max(32, hw.caps.oasBits));
-    super(hw, ArmTableWriter.stage1(hw.mem, { inputBits, ...tableAlloc(hw, "smmu.s1-table") }));
+    super(hw, ArmTableWriter.stage1(hw.mem, { inputBits, attrIndx: MAIR_IDX_CACHE, ...tableAlloc(hw, "smmu.s1-table") }));
     this.#inputBits = inputBits;
   }
 
@@ -192,7 +192,7 @@ export class SmmuS1Domain extends SmmuPagingBase implements PagingDomainOps {
   }
 
   protected prepare(m: SmmuMaster): void {
-    this.hw.writeCd(m, 0, encodeCd({ asid: this.tag, ttb0: this.writer.root, t0sz: 64 - this.#inputBits, ips: this.hw.caps.oasCode, ha: false, stall: m.stallEnabled }));
+    this.hw.writeCd(m, 0, encodeCd({ asid: this.tag, ttb0: this.writer.root, t0sz: 64 - this.#inputBits, ips: this.hw.caps.oasCode, ha: false, stall: m.stallEnabled, shared: false }));
   }
 
   protected override unprepare(m: SmmuMaster): void {

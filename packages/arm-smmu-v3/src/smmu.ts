@@ -26,7 +26,7 @@ import { cfgiAll, cfgiCd, cfgiSte, tlbiNsnhAll } from "./commands.js";
 import { IdAllocator } from "./ids.js";
 import { type SmmuMmio, readReg, writeReg } from "./mmio.js";
 import { OutputQueueReader } from "./outq.js";
-import { StreamTable } from "./strtab.js";
+import { SHCFG_INCOMING, StreamTable } from "./strtab.js";
 import "./trace-events.js";
 
 /** What a stream's STE translates with, besides the CDs of SVA binds. */
@@ -310,6 +310,8 @@ export class SmmuHardware {
       Ste.set(v, "S2SH0", 3);
       Ste.set(v, "S2PS", this.caps.oasCode);
       Ste.set(v, "S2AA64", 1);
+      // Protected table walks, as arm_smmu_write_strtab_ent() sets STRTAB_STE_2_S2PTW.
+      Ste.set(v, "S2PTW", 1);
       Ste.set(v, "S2R", 1);
       Ste.setAddr(v, "S2TTB", c.s2.ttb);
     } else if (useCds) {
@@ -326,12 +328,17 @@ export class SmmuHardware {
       Ste.set(v, "EATS", eats);
       // A master that cannot stall must not be stalled by a CD (STE.S1STALLD); not allowed without the stall model.
       if (!this.caps.stallForbidden && !this.caps.stallForced && !m.stallEnabled) Ste.set(v, "S1STALLD", 1);
-    } else if (c.kind === "bypass") {
-      Ste.set(v, "CONFIG", SteConfig.BYPASS);
-      Ste.set(v, "SHCFG", 1);
-      Ste.set(v, "EATS", eats);
     } else {
-      Ste.set(v, "CONFIG", SteConfig.ABORT);
+      // Bypass and abort as arm_smmu_write_strtab_ent() writes them: V,
+      // Config and SHCFG = incoming. One difference kept: a bypass STE keeps
+      // EATS on a unit with ATS. Linux leaves ATS disabled in the device
+      // while it is bypassed (arm_smmu_attach_dev() enables it only for a
+      // translating domain), so EATS there would be moot; in this model the
+      // endpoint's ATS is the PCI layer's to enable and stays on, and with
+      // EATS = 0 its translation requests would be aborted.
+      Ste.set(v, "CONFIG", c.kind === "bypass" ? SteConfig.BYPASS : SteConfig.ABORT);
+      Ste.set(v, "SHCFG", SHCFG_INCOMING);
+      if (c.kind === "bypass") Ste.set(v, "EATS", eats);
     }
     return v;
   }

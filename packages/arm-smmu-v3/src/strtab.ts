@@ -6,6 +6,8 @@ import { type SmmuMmio, writeReg } from "./mmio.js";
 
 /** 2-level split: 256 STEs (16 KiB) per level-2 table, as Linux's STRTAB_SPLIT (linux-anchor §5). */
 export const STRTAB_SPLIT = 8;
+/** STE.SHCFG = 1: use the incoming shareability (STRTAB_STE_1_SHCFG_INCOMING). */
+export const SHCFG_INCOMING = 1;
 /** Level-1 table of at most 2^11 descriptors (16 KiB): StreamIDs beyond 19 bits are refused (ENODEV). Linux allows 2^17; our page pool is small. */
 const MAX_L1_BITS = 11;
 /** A linear table above 2^8 STEs is worth splitting once the unit can (Linux goes 2-level whenever ST_LEVEL allows). */
@@ -115,6 +117,8 @@ export class StreamTable {
     const abort = Ste.alloc();
     Ste.set(abort, "V", 1);
     Ste.set(abort, "CONFIG", SteConfig.ABORT);
+    // SHCFG = incoming, as arm_smmu_init_bypass_stes() writes every initial STE.
+    Ste.set(abort, "SHCFG", SHCFG_INCOMING);
     for (let i = 0; i < n; i++) Ste.write(this.mem, base + i * STE_BYTES, abort);
   }
 }

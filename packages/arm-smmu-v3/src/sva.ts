@@ -90,7 +90,7 @@ export class NativeSva {
     const freshCd = m.cd === null;
     const a = this.#getAsid(mm);
     try {
-      hw.writeCd(m, pasid, encodeCd({ asid: a.asid, ttb0: mm.pgd, t0sz: f.t0sz, ips: hw.caps.oasCode, ha: hw.caps.httu >= 1, stall: m.stallEnabled }));
+      hw.writeCd(m, pasid, encodeCd({ asid: a.asid, ttb0: mm.pgd, t0sz: f.t0sz, ips: hw.caps.oasCode, ha: hw.caps.httu >= 1, stall: m.stallEnabled, shared: true }));
     } catch (e) {
       this.#putAsid(mm);
       if (freshCd && m.cd !== null) {
@@ -125,7 +125,7 @@ export class NativeSva {
         ended = true;
         this.quiesce(m, pasid);
         // S = 0 too: DMA still in flight after exit must abort quietly, not stall on a context nobody serves.
-        const q = encodeCd({ asid: 0, ttb0: 0, t0sz: f.t0sz, ips: hw.caps.oasCode, ha: false });
+        const q = encodeCd({ asid: 0, ttb0: 0, t0sz: f.t0sz, ips: hw.caps.oasCode, ha: false, shared: false });
         Cd.set(q, "EPD0", 1);
         Cd.set(q, "R", 0);
         if (m.cd !== null) {

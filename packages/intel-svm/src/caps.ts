@@ -25,6 +25,8 @@ export interface VtdCaps {
   readonly maxAddressMask: number;
   readonly coherent: boolean;
   readonly deviceTlb: boolean;
+  /** ECAP.DIT: device-TLB invalidations carry the PF's source ID (PFSID). */
+  readonly deviceTlbThrottling: boolean;
   readonly passThrough: boolean;
   readonly snoopControl: boolean;
   readonly nesting: boolean;
@@ -72,6 +74,7 @@ export function readCaps(mmio: VtdMmio): VtdCaps {
     maxAddressMask: C("MAMV"),
     coherent: E("C"),
     deviceTlb: E("DT"),
+    deviceTlbThrottling: E("DIT"),
     passThrough: E("PT"),
     snoopControl: E("SC"),
     nesting: E("NEST"),

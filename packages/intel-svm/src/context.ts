@@ -10,7 +10,6 @@ export interface ContextSetup {
   /** PDTS: the directory has 2^(pdts + 7) entries. */
   readonly pdts: number;
   readonly deviceTlb: boolean;
-  readonly pasidEnable: boolean;
   readonly pageRequests: boolean;
 }
 
@@ -59,11 +58,30 @@ export class ContextTables {
     ContextEntry.setAddr(ce, "PASIDDIRPTR", s.pasidDir);
     ContextEntry.set(ce, "PDTS", s.pdts);
     ContextEntry.set(ce, "DTE", s.deviceTlb ? 1 : 0);
-    ContextEntry.set(ce, "PASIDE", s.pasidEnable ? 1 : 0);
+    // PASIDE stays clear until the first PASID user: see enablePasid().
     ContextEntry.set(ce, "PRE", s.pageRequests ? 1 : 0);
     // RID_PASID stays 0: requests without PASID use PASID entry 0 (A2.5).
     ContextEntry.set(ce, "P", 1);
     this.#writeEntry(at, ce, true);
+  }
+
+  /**
+   * Sets PASIDE in the present context entry of `sid`; false when it was
+   * set already. As in v5.10, where the scalable-mode context entry is
+   * written without it (`domain_context_mapping_one()`) and PASID use turns
+   * it on the first time (drivers/iommu/intel/iommu.c:
+   * intel_iommu_enable_pasid()). The caller flushes the context cache.
+   */
+  enablePasid(sid: number): boolean {
+    const at = this.#entryAddr(sid, false);
+    const ce = this.#ce;
+    if (at < 0 || !ContextEntry.read(this.#mem, at, ce) || ContextEntry.get(ce, "P") === 0) {
+      throw new KernelBug(`context entry of requester ${sid} is not present`);
+    }
+    if (ContextEntry.get(ce, "PASIDE") === 1) return false;
+    ContextEntry.set(ce, "PASIDE", 1);
+    this.#mem.write64(at, ce[0] ?? 0, ce[1] ?? 0);
+    return true;
   }
 
   /** Clears the context entry of `sid`, if any. The caller flushes the context cache. */

@@ -96,7 +96,7 @@ export abstract class VtdDomainBase {
     try {
       if (dev.isSubDevice) this.#attachAux(d, dev);
       else {
-        hw.setupPasid(d, 0, this.#slEntry(false));
+        hw.setupPasid(d, 0, this.#slEntry());
         this.attached.set(dev, 0);
       }
     } catch (e) {
@@ -212,16 +212,16 @@ export abstract class VtdDomainBase {
       const key = `${d.sid}/${pasid}`;
       if (seen.has(key)) continue;
       seen.add(key);
-      out.push(pasid === 0 ? devTlb(d.sid, iova, order) : devTlbPasid(d.sid, pasid, iova, order));
+      out.push(pasid === 0 ? devTlb(d, iova, order) : devTlbPasid(d, pasid, iova, order));
     }
     // Device-TLB entries of nested PASIDs are keyed by guest-virtual address: a GPA range cannot name them.
-    for (const { d, pasid } of this.boundPasids()) out.push(devTlbPasid(d.sid, pasid, 0, ALL_ORDER));
+    for (const { d, pasid } of this.boundPasids()) out.push(devTlbPasid(d, pasid, 0, ALL_ORDER));
     return out;
   }
 
-  #slEntry(supervisor: boolean): Uint32Array {
+  #slEntry(): Uint32Array {
     const hw = this.env.hw;
-    return secondLevelEntry({ did: this.did, slptr: this.writer.root, aw: awOf(this.width), pageWalkSnoop: hw.caps.smPageWalkCoherent, supervisor });
+    return secondLevelEntry({ did: this.did, slptr: this.writer.root, aw: awOf(this.width), pageWalkSnoop: hw.caps.smPageWalkCoherent });
   }
 
   #attachAux(d: VtdDevice, sub: IommuDevice): void {
@@ -237,8 +237,7 @@ export abstract class VtdDomainBase {
       let users = this.#auxUsers.get(d.dev);
       if (users === undefined) {
         if (pasid >= d.table.maxPasids) throw new KernelError(Errno.EINVAL, `aux PASID ${pasid} beyond ${d.dev.toString()}'s PASID table`);
-        // setup_second_level sets SRE for a PASID other than RID_PASID.
-        hw.setupPasid(d, pasid, this.#slEntry(true));
+        hw.setupPasid(d, pasid, this.#slEntry());
         users = new Set();
         this.#auxUsers.set(d.dev, users);
       }

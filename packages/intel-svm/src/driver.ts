@@ -241,7 +241,7 @@ export class IntelIommu implements IommuOps {
     if (!this.prq.enabled) return;
     this.prq.forget(d, pasid);
     this.prq.process();
-    if (this.hw.caps.pageDrain) this.hw.flushBatch("prq-drain", [], true);
+    if (this.hw.caps.pageDrain) this.hw.flushBatch("prq-drain", this.hw.drainDescs(d, pasid), true);
     this.prq.process();
   }
 

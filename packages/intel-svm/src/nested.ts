@@ -158,7 +158,7 @@ export class NestedBinder implements NestingBackend {
       if (info.granularity === InvGranularity.PASID) {
         if ((info.cache & CacheInvType.PASID) !== 0) descs.push(pasidCachePasid(did, pasid));
         if ((info.cache & CacheInvType.IOTLB) !== 0) descs.push(piotlbPasid(did, pasid));
-        if ((info.cache & CacheInvType.DEV_IOTLB) !== 0 && this.#devTlbUsable()) descs.push(devTlbPasid(d.sid, pasid, 0, ALL_ORDER));
+        if ((info.cache & CacheInvType.DEV_IOTLB) !== 0 && this.#devTlbUsable()) descs.push(devTlbPasid(d, pasid, 0, ALL_ORDER));
       } else {
         const a = info.addrInfo;
         if ((info.cache & CacheInvType.PASID) !== 0) throw new KernelError(Errno.EINVAL, "PASID-cache invalidation by address");
@@ -170,7 +170,7 @@ export class NestedBinder implements NestingBackend {
         if ((info.cache & CacheInvType.IOTLB) !== 0) {
           descs.push(am > this.#hw.caps.maxAddressMask ? piotlbPasid(did, pasid) : piotlbPages(did, pasid, addr, am, a.leaf));
         }
-        if ((info.cache & CacheInvType.DEV_IOTLB) !== 0 && this.#devTlbUsable()) descs.push(devTlbPasid(d.sid, pasid, addr, am));
+        if ((info.cache & CacheInvType.DEV_IOTLB) !== 0 && this.#devTlbUsable()) descs.push(devTlbPasid(d, pasid, addr, am));
       }
       if (descs.length > 0) this.#hw.qi.submit(descs);
     });
@@ -181,7 +181,7 @@ export class NestedBinder implements NestingBackend {
     const caps = this.#hw.caps;
     return {
       format: PasidFormat.INTEL_VTD,
-      features: NestingFeature.SYSWIDE_PASID | NestingFeature.BIND_PGTBL | NestingFeature.CACHE_INVLD,
+      features: NestingFeature.BIND_PGTBL | NestingFeature.CACHE_INVLD,
       addrWidth: caps.fl5 ? 57 : 48,
       pasidBits: caps.pasidBits,
       vendor: { kind: "vtd", capReg: caps.cap & VTD_CAP_MASK, ecapReg: caps.ecap & VTD_ECAP_MASK },

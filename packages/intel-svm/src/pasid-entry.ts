@@ -11,11 +11,14 @@ export interface SecondLevelSetup {
   /** PASID-entry AW: 1/2/3 for 39/48/57 bits. */
   readonly aw: number;
   readonly pageWalkSnoop: boolean;
-  /** SRE for a PASID other than RID_PASID (setup_second_level). */
-  readonly supervisor: boolean;
 }
 
-/** PGTT=2, second level only (`intel_pasid_setup_second_level`). */
+/**
+ * PGTT=2, second level only (`intel_pasid_setup_second_level`). SRE is
+ * always set, RID_PASID included, as v5.10 does (addresses are GPAs, so a
+ * supervisor request is allowed); the conditions on ECAP.SRS and on
+ * RID_PASID came later (the ECAP.SRS one in v6.1).
+ */
 export function secondLevelEntry(s: SecondLevelSetup): Uint32Array {
   const v = PasidEntry.alloc();
   PasidEntry.set(v, "DID", s.did);
@@ -23,7 +26,7 @@ export function secondLevelEntry(s: SecondLevelSetup): Uint32Array {
   PasidEntry.set(v, "AW", s.aw);
   PasidEntry.set(v, "PGTT", Pgtt.SECOND_LEVEL);
   PasidEntry.set(v, "PWSNP", s.pageWalkSnoop ? 1 : 0);
-  PasidEntry.set(v, "SRE", s.supervisor ? 1 : 0);
+  PasidEntry.set(v, "SRE", 1);
   PasidEntry.set(v, "P", 1);
   return v;
 }
@@ -38,16 +41,17 @@ export interface FirstLevelSetup {
   readonly pageWalkSnoop: boolean;
 }
 
-/** PGTT=1, first level only (`intel_pasid_setup_first_level`): native SVA. */
+/**
+ * PGTT=1, first level only (`intel_pasid_setup_first_level`): native SVA.
+ * A supervisor entry sets SRE only: setting WPE with it came with a later
+ * kernel, not v5.10.
+ */
 export function firstLevelEntry(s: FirstLevelSetup): Uint32Array {
   const v = PasidEntry.alloc();
   PasidEntry.set(v, "DID", s.did);
   PasidEntry.set(v, "FLPTPTR", s.flptr / 4096);
   PasidEntry.set(v, "FLPM", s.levels === 5 ? 1 : 0);
-  if (s.supervisor) {
-    PasidEntry.set(v, "SRE", 1);
-    PasidEntry.set(v, "WPE", 1);
-  }
+  if (s.supervisor) PasidEntry.set(v, "SRE", 1);
   PasidEntry.set(v, "AW", s.aw);
   PasidEntry.set(v, "PWSNP", s.pageWalkSnoop ? 1 : 0);
   PasidEntry.set(v, "PGTT", Pgtt.FIRST_LEVEL);

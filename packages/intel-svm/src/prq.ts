@@ -1,7 +1,7 @@
 import { Errno, type HostPasid, KernelError, isKernelError } from "@vsva/kernel";
 import { PAGE_REQUEST_BYTES, PageRequestDesc, PqaReg, PqhReg, PqtReg, PrsReg, RegOffset, addrOfPageField } from "@vsva/iommu-hw";
 import type { IommuDevice, PageRequestFault } from "@vsva/iommu-core";
-import { type ResponseCodeName, pageGroupResponse } from "./descriptors.js";
+import { type PageGroupResponseArgs, type ResponseCodeName, pageGroupResponse } from "./descriptors.js";
 import { readReg32, readReg64, writeReg64 } from "./mmio.js";
 
 /** The page-request event's MSI message: an x86 interrupt address and a vector of our own. */
@@ -10,6 +10,13 @@ const PRQ_MSI_DATA = 0x4021;
 /** PECTL.IM (bit 31), set while the event is masked. */
 const EVENT_CTL_IM = 0x8000_0000;
 import type { VtdDevice, VtdHardware } from "./unit.js";
+
+type PrivateData = readonly [bigint, bigint];
+
+/** One 64-bit private-data word of a page request, from its two 32-bit halves. */
+function qword(v: Uint32Array, lo: "PRIV_DATA0" | "PRIV_DATA2", hi: "PRIV_DATA1" | "PRIV_DATA3"): bigint {
+  return (BigInt(PageRequestDesc.get(v, hi) >>> 0) << 32n) | BigInt(PageRequestDesc.get(v, lo) >>> 0);
+}
 
 /** Page-request queue size: 2^PQS pages of 32-byte descriptors (Linux's PRQ_ORDER). */
 const PQS = 2;
@@ -41,8 +48,8 @@ export class PageRequestQueue {
   readonly #hw: VtdHardware;
   readonly #route: FaultRoute;
   readonly #desc = PageRequestDesc.alloc();
-  /** Groups reported and not yet answered: `${sid}/${pasid}/${prgi}`. */
-  readonly #pending = new Set<string>();
+  /** Groups reported and not yet answered, `${sid}/${pasid}/${prgi}` -> the request's private data, if any. */
+  readonly #pending = new Map<string, PrivateData | undefined>();
   readonly stats = { processed: 0, reported: 0, autoInvalid: 0, responses: 0, overflows: 0 };
 
   constructor(hw: VtdHardware, route: FaultRoute) {
@@ -128,17 +135,24 @@ export class PageRequestQueue {
   respond(dev: IommuDevice, pasid: number | undefined, groupIndex: number, code: ResponseCodeName): void {
     const d = this.#hw.device(dev);
     const key = `${d.sid}/${pasid ?? "-"}/${groupIndex}`;
-    if (!this.#pending.delete(key)) throw new KernelError(Errno.EINVAL, `no page request group ${groupIndex} pending for ${dev.toString()} PASID ${pasid ?? "none"}`);
-    this.#send(d.sid, pasid, groupIndex, code);
+    if (!this.#pending.has(key)) throw new KernelError(Errno.EINVAL, `no page request group ${groupIndex} pending for ${dev.toString()} PASID ${pasid ?? "none"}`);
+    const privateData = this.#pending.get(key);
+    this.#pending.delete(key);
+    // intel_svm_page_response(): LPIG from the fault's LAST_PAGE flag, which
+    // intel_svm_prq_report() sets for a request with private data too, so
+    // always 1 here; PDP and the private data from the request; the code
+    // as the core gave it.
+    this.#send({ sid: d.sid, pasid, groupIndex, code, codes: "core", last: true, ...(privateData === undefined ? {} : { privateData }) });
   }
 
   /** Drops (answers "invalid") every pending group of (device, PASID): the PASID is going away. */
   forget(d: VtdDevice, pasid: number): void {
     const prefix = `${d.sid}/${pasid}/`;
-    for (const key of [...this.#pending]) {
+    for (const [key, privateData] of [...this.#pending]) {
       if (!key.startsWith(prefix)) continue;
       this.#pending.delete(key);
-      this.#send(d.sid, pasid, Number(key.slice(prefix.length)), "invalid");
+      const groupIndex = Number(key.slice(prefix.length));
+      this.#send({ sid: d.sid, pasid, groupIndex, code: "invalid", codes: "driver", last: true, ...(privateData === undefined ? {} : { privateData }) });
     }
   }
 
@@ -149,6 +163,8 @@ export class PageRequestQueue {
     const sid = PageRequestDesc.get(v, "RID");
     const pasid = PageRequestDesc.get(v, "PP") === 1 ? PageRequestDesc.get(v, "PASID") : undefined;
     const pfn = PageRequestDesc.get(v, "ADDR");
+    const privateData: PrivateData | undefined =
+      PageRequestDesc.get(v, "PDP") === 1 ? [qword(v, "PRIV_DATA0", "PRIV_DATA1"), qword(v, "PRIV_DATA2", "PRIV_DATA3")] : undefined;
     const fault: PageRequestFault = {
       pasid: pasid as HostPasid | undefined,
       addr: addrOfPageField(pfn),
@@ -158,7 +174,11 @@ export class PageRequestQueue {
       priv: PageRequestDesc.get(v, "PM") === 1,
       grpid: PageRequestDesc.get(v, "PRGI"),
       last: PageRequestDesc.get(v, "LPIG") === 1,
+      ...(privateData === undefined ? {} : { privateData }),
     };
+    // VT-d spec 7.7: a group is answered when its last request arrives, and
+    // a request with private data is answered on its own.
+    const needsResponse = fault.last || privateData !== undefined;
     let d: VtdDevice | undefined;
     for (const x of hw.devices) if (x.sid === sid) d = x;
     const handler = d === undefined ? null : this.#route(d, pasid);
@@ -166,26 +186,30 @@ export class PageRequestQueue {
     if (d !== undefined && handler?.report(d.dev, fault) === true) {
       outcome = "reported";
       this.stats.reported++;
-      if (fault.last) this.#pending.add(`${sid}/${pasid ?? "-"}/${fault.grpid}`);
-    } else if (fault.last) {
+      if (needsResponse) this.#pending.set(`${sid}/${pasid ?? "-"}/${fault.grpid}`, privateData);
+    } else if (needsResponse) {
       outcome = "invalid";
       this.stats.autoInvalid++;
-      this.#send(sid, pasid, fault.grpid, "invalid");
+      // prq_event_thread(): the VT-d code, LPIG and PDP as the request had
+      // them. It also returns the private data, where v5.10 zeroes qw2/qw3
+      // after copying them in (a slip in prq_event_thread()); the VT-d spec
+      // (7.7) asks for the data back, so we return it.
+      this.#send({ sid, pasid, groupIndex: fault.grpid, code: "invalid", codes: "driver", last: fault.last, ...(privateData === undefined ? {} : { privateData }) });
     }
     const ids = pasid === undefined ? { device: d?.dev.name ?? String(sid) } : { device: d?.dev.name ?? String(sid), hpasid: pasid };
     hw.kernel.trace.emit("vtd-drv.page-request", "IOMMU", ids, { unit: hw.name, addr: fault.addr, groupIndex: fault.grpid, outcome });
   }
 
-  #send(sid: number, pasid: number | undefined, groupIndex: number, code: ResponseCodeName): void {
+  #send(a: PageGroupResponseArgs): void {
     const hw = this.#hw;
     this.stats.responses++;
     try {
-      hw.qi.submit([pageGroupResponse(sid, pasid, groupIndex, code)]);
+      hw.qi.submit([pageGroupResponse(a)]);
     } catch (e) {
       if (!isKernelError(e)) throw e;
-      hw.warn("page-response", `page group response ${groupIndex}: ${e.message}`);
+      hw.warn("page-response", `page group response ${a.groupIndex}: ${e.message}`);
     }
-    const ids = pasid === undefined ? {} : { hpasid: pasid };
-    hw.kernel.trace.emit("vtd-drv.page-response", "IOMMU", ids, { unit: hw.name, groupIndex, code });
+    const ids = a.pasid === undefined ? {} : { hpasid: a.pasid };
+    hw.kernel.trace.emit("vtd-drv.page-response", "IOMMU", ids, { unit: hw.name, groupIndex: a.groupIndex, code: a.code });
   }
 }

@@ -80,7 +80,7 @@ export class NativeSvm {
     while (Math.floor(start / (4096 * 2 ** am)) * 4096 * 2 ** am + 4096 * 2 ** am < start + size) am++;
     const caps = this.hw.caps;
     const descs = [am > caps.maxAddressMask ? piotlbPasid(FLPT_DEFAULT_DID, pasid) : piotlbPages(FLPT_DEFAULT_DID, pasid, start, am, false)];
-    if (caps.deviceTlb && !caps.cachingMode) descs.push(devTlbPasid(d.sid, pasid, start, Math.min(am, ALL_ORDER)));
+    if (caps.deviceTlb && !caps.cachingMode) descs.push(devTlbPasid(d, pasid, start, Math.min(am, ALL_ORDER)));
     this.hw.flushBatch("sva-invalidate", descs);
   }
 }

@@ -3,7 +3,7 @@ import { PasidEntry, type PhysMem, Pgtt, PrsReg, RegOffset } from "@vsva/iommu-h
 import type { IommuDevice, PageAllocator } from "@vsva/iommu-core";
 import { type VtdCaps, checkCaps, readCaps } from "./caps.js";
 import { ContextTables } from "./context.js";
-import { contextCacheDevice, devTlb, devTlbPasid, iotlbDomain, pasidCachePasid, piotlbPasid } from "./descriptors.js";
+import { contextCacheDevice, devTlb, devTlbPasid, fenceWait, iotlbDomain, pasidCachePasid, piotlbPasid } from "./descriptors.js";
 import { DomainIds } from "./did.js";
 import { globalCommand } from "./gcmd.js";
 import type { VtdMmio } from "./mmio.js";
@@ -15,7 +15,20 @@ import "./trace-events.js";
 export interface VtdDevice {
   readonly dev: IommuDevice;
   readonly sid: number;
+  /**
+   * PFSID for device-TLB invalidations: with ECAP.DIT the source ID of the
+   * device's physical function (`pci_dev_id(pci_physfn())`, which is the
+   * device itself unless it is an SR-IOV VF; the model has no VFs), 0
+   * without (drivers/iommu/intel/iommu.c: iommu_enable_dev_iotlb()).
+   */
+  readonly pfsid: number;
   readonly table: PasidTable;
+  /**
+   * DID of the domain the device's requests without PASID use (its RID_PASID
+   * entry), which context-cache invalidations of the device carry
+   * (`info->domain->iommu_did` in intel_iommu_enable_pasid()); 0 before any.
+   */
+  ridPasidDid: number;
 }
 
 export interface VtdHardwareOptions {
@@ -141,16 +154,17 @@ export class VtdHardware {
         pasidDir: table.dir,
         pdts: table.pdts,
         deviceTlb: this.caps.deviceTlb,
-        pasidEnable: bits > 0,
         pageRequests: this.caps.pageRequests && bits > 0,
       });
     } catch (e) {
       table.free();
       throw e;
     }
-    this.#devices.set(dev, { dev, sid: dev.sid, table });
-    // A context entry going from not-present to present needs no flush unless the unit caches not-present entries.
-    if (this.caps.cachingMode) this.#flush("context", [contextCacheDevice(dev.sid)]);
+    this.#devices.set(dev, { dev, sid: dev.sid, pfsid: this.caps.deviceTlbThrottling ? dev.sid : 0, table, ridPasidDid: 0 });
+    // A context entry going from not-present to present needs no flush unless
+    // the unit caches not-present entries, which it tags with DID 0
+    // (domain_context_mapping_one()).
+    if (this.caps.cachingMode) this.#flush("context", [contextCacheDevice(0, dev.sid)]);
   }
 
   /** Clears the context entry, flushes the context cache and frees the PASID table. Cannot fail. */
@@ -158,7 +172,11 @@ export class VtdHardware {
     const d = this.#devices.get(dev);
     if (d === undefined) return;
     this.#ctx?.clear(d.sid);
-    this.#flush("context", [contextCacheDevice(d.sid)]);
+    // With the DID the context was used with. Linux v5.10 reads it with
+    // context_domain_id(), which in scalable mode picks up RID_PASID bits
+    // (0); later kernels use the device's domain ID, as here
+    // (drivers/iommu/intel/iommu.c: domain_context_clear_one()).
+    this.#flush("context", [contextCacheDevice(d.ridPasidDid, d.sid)]);
     this.#devices.delete(dev);
     d.table.free();
   }
@@ -173,7 +191,9 @@ export class VtdHardware {
    */
   setupPasid(d: VtdDevice, pasid: number, entry: Uint32Array): void {
     if (d.table.isPresent(pasid)) throw new KernelError(Errno.EBUSY, `PASID ${pasid} of ${d.dev.toString()} is already set up`);
+    if (pasid !== 0 && this.#context().enablePasid(d.sid)) this.#flush("context", [contextCacheDevice(d.ridPasidDid, d.sid)]);
     d.table.write(pasid, entry);
+    if (pasid === 0) d.ridPasidDid = PasidEntry.get(entry, "DID");
     if (this.caps.cachingMode) {
       const did = PasidEntry.get(entry, "DID");
       this.#flush("pasid-setup", [pasidCachePasid(did, pasid), piotlbPasid(did, pasid)]);
@@ -198,9 +218,22 @@ export class VtdHardware {
     const pgtt = PasidEntry.get(e, "PGTT");
     d.table.clear(pasid);
     const descs = [pasidCachePasid(did, pasid), pgtt === Pgtt.SECOND_LEVEL ? iotlbDomain(did) : piotlbPasid(did, pasid)];
-    if (this.caps.deviceTlb && !this.caps.cachingMode) descs.push(pasid === 0 ? devTlb(d.sid, 0, ALL_ORDER) : devTlbPasid(d.sid, pasid, 0, ALL_ORDER));
+    if (this.caps.deviceTlb && !this.caps.cachingMode) descs.push(pasid === 0 ? devTlb(d, 0, ALL_ORDER) : devTlbPasid(d, pasid, 0, ALL_ORDER));
     this.#flush("pasid-teardown", descs);
     this.kernel.trace.emit("vtd-drv.pasid-teardown", "IOMMU", { device: d.dev.name, hpasid: pasid, domain: did }, { unit: this.name, pgtt });
+  }
+
+  /**
+   * The hardware part of a page-request drain for (device, PASID) (VT-d spec
+   * 7.10, drivers/iommu/intel/svm.c: intel_svm_drain_prq()): a fence, a
+   * PASID-based IOTLB and a PASID-based device-TLB invalidation, after which
+   * the caller submits a wait with PD. The IOTLB one carries the DID of the
+   * device's domain, as Linux's does.
+   */
+  drainDescs(d: VtdDevice, pasid: number): Uint32Array[] {
+    const descs = [fenceWait(), piotlbPasid(d.ridPasidDid, pasid)];
+    if (this.caps.deviceTlb) descs.push(devTlbPasid(d, pasid, 0, 0));
+    return descs;
   }
 
   /** Submits a batch whose failure the caller cannot act on (teardown paths): logged, rate-limited. */

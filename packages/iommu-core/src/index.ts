@@ -105,3 +105,28 @@ export {
   reportNestingInfo,
   decodeNestingInfo,
 } from "./uapi/nesting-info.js";
+export {
+  PageResponseLayout,
+  PageResponseCode,
+  IOMMU_PAGE_RESP_VERSION_1,
+  IOMMU_PAGE_RESP_PASID_VALID,
+  encodePageResponse,
+  decodePageResponse,
+} from "./uapi/page-response.js";
+export {
+  IommuFaultLayout,
+  FaultUnrecoverableLayout,
+  FaultPageRequestLayout,
+  IommuFaultType,
+  IommuFaultReason,
+  FaultPerm,
+  FaultUnrecovFlag,
+  FaultPageRequestFlag,
+  type FaultPermissions,
+  type FaultPageRequestRecord,
+  type FaultUnrecoverableRecord,
+  type IommuFaultRecord,
+  encodeIommuFault,
+  decodeIommuFault,
+  pageRequestRecord,
+} from "./uapi/iommu-fault.js";

@@ -102,6 +102,12 @@ export interface PageRequestFault {
   readonly grpid: number;
   /** Last request of its group: the group is handled and answered once this one arrives. */
   readonly last: boolean;
+  /**
+   * Device-specific private data the request carried (VT-d PDP), returned
+   * with the response (`iommu_fault_page_request.private_data` with
+   * IOMMU_FAULT_PAGE_REQUEST_PRIV_DATA). Absent when it carried none.
+   */
+  readonly privateData?: readonly [bigint, bigint];
 }
 
 /** A page-group response (`struct iommu_page_response`), what the core asks the driver to send. */

@@ -119,6 +119,7 @@ export {
   PasidIotlbDesc,
   PasidCacheDesc,
   PasidDeviceTlbDesc,
+  pfsidFields,
   PageGroupResponseDesc,
   PageRequestDesc,
   CcGran,

@@ -91,6 +91,8 @@ export interface PageRequest {
   readonly lastInGroup: boolean;
   /** Page request group index, 9 bits. */
   readonly groupIndex: number;
+  /** Device-specific private data (VT-d page request PDP, qw2/qw3); absent for none. */
+  readonly privateData?: readonly [bigint, bigint];
 }
 
 /** PCIe PRG response codes. */

@@ -342,7 +342,7 @@ export class MockIommu implements IommuOps {
     const key = (dev: IommuDevice, pasid: number) => `${dev.name}/${pasid}`;
     const info: NestingInfo = this.#opts.nestingInfo ?? {
       format: PasidFormat.INTEL_VTD,
-      features: NestingFeature.SYSWIDE_PASID | NestingFeature.BIND_PGTBL | NestingFeature.CACHE_INVLD,
+      features: NestingFeature.BIND_PGTBL | NestingFeature.CACHE_INVLD,
       addrWidth: 48,
       pasidBits: this.pasidBits,
       vendor: { kind: "vtd", capReg: 0n, ecapReg: 0n },

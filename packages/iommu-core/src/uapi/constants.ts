@@ -61,10 +61,15 @@ export const InvPasidFlag = { PASID: 1 << 0, ARCHID: 1 << 1 } as const;
 /** iommu_inv_addr_info.flags */
 export const InvAddrFlag = { PASID: 1 << 0, ARCHID: 1 << 1, LEAF: 1 << 2 } as const;
 
-/** iommu_nesting_info.features (MLK v7). */
+/**
+ * iommu_nesting_info.features, as the vSVA series' tree defines them
+ * (Liu Yi L, "vfio: expose virtual Shared Virtual Addressing to VMs",
+ * include/uapi/linux/iommu.h): BIND_PGTBL = bit 0, CACHE_INVLD = bit 1. The
+ * earlier SYSWIDE_PASID bit is gone in that revision: whether PASIDs are
+ * allocated system-wide is told by VFIO's PASID_REQUEST support instead.
+ */
 export const NestingFeature = {
-  SYSWIDE_PASID: 1 << 0,
-  BIND_PGTBL: 1 << 1,
-  CACHE_INVLD: 1 << 2,
+  BIND_PGTBL: 1 << 0,
+  CACHE_INVLD: 1 << 1,
 } as const;
-export const NESTING_FEATURES_KNOWN = NestingFeature.SYSWIDE_PASID | NestingFeature.BIND_PGTBL | NestingFeature.CACHE_INVLD;
+export const NESTING_FEATURES_KNOWN = NestingFeature.BIND_PGTBL | NestingFeature.CACHE_INVLD;

@@ -3,7 +3,9 @@ import { NESTING_FEATURES_KNOWN, PasidFormat } from "./constants.js";
 import { copyToUser, defineStruct, readArgsz } from "./struct-layout.js";
 
 /**
- * struct iommu_nesting_info as posted in MLK v7 (never merged; spec-facts C3).
+ * struct iommu_nesting_info of the vSVA series (never merged; Liu Yi L,
+ * "vfio: expose virtual Shared Virtual Addressing to VMs", 2020, its tree's
+ * include/uapi/linux/iommu.h): a 32-byte header, then the vendor part.
  * Reported by the kernel, so the core encodes it; the VMM decodes it.
  */
 export const NestingInfoLayout = defineStruct("iommu_nesting_info", 32, {
@@ -16,12 +18,16 @@ export const NestingInfoLayout = defineStruct("iommu_nesting_info", 32, {
   padding: [20, "bytes", 12],
 });
 
-/** struct iommu_nesting_info_vtd (v7: implicit 4-byte hole after flags, §D1 #24). */
-export const NestingInfoVtdLayout = defineStruct("iommu_nesting_info_vtd", 24, {
+/**
+ * struct iommu_nesting_info_vtd as the series' tree has it: flags, an
+ * explicit padding[12], then cap_reg at 16 and ecap_reg at 24 (32 bytes).
+ * (An earlier posting had cap_reg at 8 behind an implicit hole.)
+ */
+export const NestingInfoVtdLayout = defineStruct("iommu_nesting_info_vtd", 32, {
   flags: [0, "u32"],
-  hole: [4, "bytes", 4],
-  cap_reg: [8, "u64"],
-  ecap_reg: [16, "u64"],
+  padding: [4, "bytes", 12],
+  cap_reg: [16, "u64"],
+  ecap_reg: [24, "u64"],
 });
 
 export interface NestingInfoVtd {
@@ -56,8 +62,8 @@ export function nestingInfoSize(info: NestingInfo): number {
 }
 
 /**
- * Writes the info into the user's buffer with the series' argsz protocol (MLK
- * v7, VT-d and SMMU `*_nesting_info`): if the user's argsz is smaller than the
+ * Writes the info into the user's buffer with the series' argsz protocol
+ * (its VT-d and SMMU `*_nesting_info`): if the user's argsz is smaller than the
  * struct, only argsz is written back with the size needed and the call
  * succeeds, so the caller can retry with a larger buffer. Otherwise the whole
  * struct is written, argsz set to its true size, flags and padding zero.
@@ -111,7 +117,7 @@ export function decodeNestingInfo(user: Uint8Array): NestingInfo {
   const size = L.size + V.size;
   if (argsz < size) throw new KernelError(Errno.EINVAL, `argsz ${argsz} does not cover the VT-d part`);
   if (user.length < size) throw new KernelError(Errno.EFAULT, "VT-d nesting info beyond the buffer");
-  if (V.get(user, "flags", L.size) !== 0 || !V.isZero(user, "hole", L.size)) throw new KernelError(Errno.EINVAL, "non-zero reserved VT-d nesting info fields");
+  if (V.get(user, "flags", L.size) !== 0 || !V.isZero(user, "padding", L.size)) throw new KernelError(Errno.EINVAL, "non-zero reserved VT-d nesting info fields");
   return {
     format,
     features,

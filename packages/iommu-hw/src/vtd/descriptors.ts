@@ -1,15 +1,19 @@
 import { defineLayout } from "@vsva/pgtable";
 
 /**
- * Invalidation-queue descriptors (spec-facts A3) and the page-request
- * descriptor (A4.1), as 128-bit layouts over qw0/qw1. With IQA.DW=1 a
+ * Invalidation-queue descriptors (VT-d spec 6.5.2) and the page-request
+ * descriptor (chapter 7), as 128-bit layouts over qw0/qw1. With IQA.DW=1 a
  * descriptor is 256 bits and qw2/qw3 are reserved except where a type says
  * otherwise (private data of a page group response). Every layout names
  * TYPE_HI (Type[6:4] at bits 11:9) so that non-zero values there read as an
  * unknown type, not as a reserved-bit violation.
  *
- * PFSID fields of the device-TLB types are left undeclared (reserved): they
- * only mean something with ECAP.DIT, which this unit does not report.
+ * The PFSID fields of the two device-TLB types (source ID of the physical
+ * function, split as bits 15:12 and 63:52) are declared: they mean something
+ * only when the unit reports ECAP.DIT, and the executor treats a non-zero
+ * value as a reserved-field error otherwise. Linux fills them from
+ * `device_domain_info.pfsid`, 0 without DIT (drivers/iommu/intel/iommu.c:
+ * iommu_enable_dev_iotlb(); dmar.c: qi_flush_dev_iotlb()).
  */
 
 export const InvType = {
@@ -66,8 +70,10 @@ export const IotlbDesc = defineLayout("IOTLB invalidate", 128, {
 export const DeviceTlbDesc = defineLayout("device-TLB invalidate", 128, {
   TYPE: [3, 0],
   TYPE_HI: [11, 9],
+  PFSID_LO: [15, 12],
   MIP: [20, 16],
   SID: [47, 32],
+  PFSID_HI: [63, 52],
   S: [64, 64],
   ADDR: [127, 76],
 });
@@ -116,14 +122,20 @@ export const PasidDeviceTlbDesc = defineLayout("PASID-based device-TLB invalidat
   TYPE: [3, 0],
   MIP: [8, 4],
   TYPE_HI: [11, 9],
+  PFSID_LO: [15, 12],
   SID: [31, 16],
   PASID: [51, 32],
+  PFSID_HI: [63, 52],
   G: [64, 64],
   S: [75, 75],
   ADDR: [127, 76],
 });
 
-/** A4.2. D1 #6: PDP is accepted (Linux sets it), unlike QEMU which reserves it. */
+/**
+ * Page group response (VT-d spec 7.7). PDP is accepted with the private
+ * data in qw2/qw3: Linux sets it when the request carried private data
+ * (drivers/iommu/intel/svm.c: intel_svm_page_response()).
+ */
 export const PageGroupResponseDesc = defineLayout("page group response", 128, {
   TYPE: [3, 0],
   PP: [4, 4],
@@ -135,6 +147,11 @@ export const PageGroupResponseDesc = defineLayout("page group response", 128, {
   LPIG: [66, 66],
   PRGI: [75, 67],
 });
+
+/** PFSID as the two device-TLB types split it: bits 3:0 in PFSID_LO, 15:4 in PFSID_HI. */
+export function pfsidFields(pfsid: number): { PFSID_LO: number; PFSID_HI: number } {
+  return { PFSID_LO: pfsid & 0xf, PFSID_HI: (pfsid >>> 4) & 0xfff };
+}
 
 /** Granularities of the types that have them (A3.1, A3.2, A3.6, A3.7). */
 export const CcGran = { GLOBAL: 1, DOMAIN: 2, DEVICE: 3 } as const;

@@ -74,6 +74,11 @@ function reservedIn(layout: Layout<string>, d: Uint32Array): boolean {
   return layout.hasReservedBits(d);
 }
 
+/** PFSID is reserved (must be zero) unless the unit reports ECAP.DIT (VT-d spec 6.5.2.5, 6.5.2.6). */
+function pfsidReserved<F extends string>(cfg: VtdConfig, layout: Layout<F | "PFSID_LO" | "PFSID_HI">, d: Uint32Array): boolean {
+  return !cfg.deviceTlbThrottling && (layout.get(d, "PFSID_LO") !== 0 || layout.get(d, "PFSID_HI") !== 0);
+}
+
 /**
  * Carries out one invalidation descriptor (A3) already fetched from the
  * queue. Returns 0, or the IQEI code of why the descriptor is invalid, in
@@ -126,7 +131,7 @@ export function executeDescriptor(x: InvalidationContext, d: Uint32Array, wide: 
     }
     case InvType.DEVICE_TLB: {
       if (!cfg.deviceTlb) return Iqei.INVALID_TYPE;
-      if (reservedIn(DeviceTlbDesc, d)) return Iqei.RESERVED;
+      if (reservedIn(DeviceTlbDesc, d) || pfsidReserved(cfg, DeviceTlbDesc, d)) return Iqei.RESERVED;
       const sid = DeviceTlbDesc.get(d, "SID");
       const r = decodeDeviceTlbRange(DeviceTlbDesc.get(d, "ADDR"), DeviceTlbDesc.get(d, "S") === 1);
       x.endpoint(sid)?.invalidateDeviceTlb({ addr: r.addr, size: r.size });
@@ -144,6 +149,9 @@ export function executeDescriptor(x: InvalidationContext, d: Uint32Array, wide: 
       if (reservedIn(WaitDesc, d) || (pd && !cfg.pageRequests)) return Iqei.RESERVED;
       // Every earlier descriptor has completed by now (device-TLB invalidations
       // complete synchronously in this model), so FN and PD are satisfied.
+      // A wait with neither SW nor IF is a plain fence, as Linux queues at the
+      // head of a page-request drain (drivers/iommu/intel/svm.c:
+      // intel_svm_drain_prq()); the architecture allows it (VT-d spec 6.5.2.8).
       // A status write that aborts (or names an address beyond any memory) is
       // lost; the architecture defines no error for it (SPEC?).
       if (WaitDesc.get(d, "SW") === 1 && WaitDesc.get(d, "STADDR_HI") === 0) {
@@ -188,7 +196,7 @@ export function executeDescriptor(x: InvalidationContext, d: Uint32Array, wide: 
     case InvType.PASID_DEVICE_TLB: {
       if (!cfg.deviceTlb) return Iqei.INVALID_TYPE;
       if (!x.scalableMode()) return Iqei.INVALID_TTM;
-      if (reservedIn(PasidDeviceTlbDesc, d)) return Iqei.RESERVED;
+      if (reservedIn(PasidDeviceTlbDesc, d) || pfsidReserved(cfg, PasidDeviceTlbDesc, d)) return Iqei.RESERVED;
       const sid = PasidDeviceTlbDesc.get(d, "SID");
       const pasid = PasidDeviceTlbDesc.get(d, "PASID");
       const global = PasidDeviceTlbDesc.get(d, "G") === 1;

@@ -55,6 +55,13 @@ export interface VtdOptions {
   readonly snoopControl?: boolean;
   /** ECAP.SLADS: second-level accessed/dirty (default false). */
   readonly secondLevelAd?: boolean;
+  /**
+   * ECAP.DIT, device-TLB invalidation throttling (default false): device-TLB
+   * and PASID-based device-TLB descriptors then carry the PF's source ID
+   * (PFSID, VT-d spec 6.5.2.5 / 6.5.2.6); without it those bits are reserved.
+   * Needs `deviceTlb`.
+   */
+  readonly deviceTlbThrottling?: boolean;
   /** CAP.CM: caching mode, not-present results are cached too (vIOMMUs set it). */
   readonly cachingMode?: boolean;
   /** CAP.ND: 2^(4+2·ND) domain IDs (default 6, 64K). */
@@ -102,6 +109,7 @@ export interface VtdConfig {
   readonly extendedAccessed: boolean;
   readonly snoopControl: boolean;
   readonly secondLevelAd: boolean;
+  readonly deviceTlbThrottling: boolean;
   readonly cachingMode: boolean;
   readonly nd: number;
   readonly faultRecords: number;
@@ -145,6 +153,9 @@ export function resolveConfig(o: VtdOptions): VtdConfig {
   const nesting = o.nesting ?? true;
   if (nesting && !(firstLevel && secondLevel)) bad("nesting needs both first- and second-level translation");
   if (sagaw === 0 && secondLevel) bad("second-level translation needs at least one supported width");
+  const deviceTlb = o.deviceTlb ?? true;
+  const deviceTlbThrottling = o.deviceTlbThrottling ?? false;
+  if (deviceTlbThrottling && !deviceTlb) bad("device-TLB invalidation throttling (DIT) needs device-TLB support (DT)");
   const version = o.version ?? { major: 3, minor: 0 };
   if (version.major < 3) bad(`version ${version.major}.${version.minor} has no scalable mode (needs 3.0 or later)`);
   return {
@@ -161,12 +172,13 @@ export function resolveConfig(o: VtdOptions): VtdConfig {
     passThrough: o.passThrough ?? true,
     pasidBits,
     pageRequests: o.pageRequests ?? true,
-    deviceTlb: o.deviceTlb ?? true,
+    deviceTlb,
     supervisorRequests: o.supervisorRequests ?? true,
     executeRequests: o.executeRequests ?? true,
     extendedAccessed: o.extendedAccessed ?? false,
     snoopControl: o.snoopControl ?? false,
     secondLevelAd: o.secondLevelAd ?? false,
+    deviceTlbThrottling,
     cachingMode: o.cachingMode ?? false,
     nd,
     faultRecords,

@@ -79,6 +79,14 @@ export class PageRequestQueue {
     PageRequestDesc.set(d, "LPIG", req.lastInGroup ? 1 : 0);
     PageRequestDesc.set(d, "PRGI", req.groupIndex & 0x1ff);
     PageRequestDesc.set(d, "ADDR", pageField(req.addr));
+    if (req.privateData !== undefined) {
+      PageRequestDesc.set(d, "PDP", 1);
+      const [q2, q3] = req.privateData;
+      PageRequestDesc.set(d, "PRIV_DATA0", Number(BigInt.asUintN(32, q2)));
+      PageRequestDesc.set(d, "PRIV_DATA1", Number(BigInt.asUintN(32, q2 >> 32n)));
+      PageRequestDesc.set(d, "PRIV_DATA2", Number(BigInt.asUintN(32, q3)));
+      PageRequestDesc.set(d, "PRIV_DATA3", Number(BigInt.asUintN(32, q3 >> 32n)));
+    }
     return PageRequestDesc.write(this.mem, pa, d);
   }
 }

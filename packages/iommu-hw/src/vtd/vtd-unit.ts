@@ -194,6 +194,7 @@ export class VtdUnit implements IommuPort {
     EcapReg.set(ecap, "EAFS", b(c.extendedAccessed));
     EcapReg.set(ecap, "PSS", c.pasidBits - 1);
     EcapReg.set(ecap, "PASID", 1);
+    EcapReg.set(ecap, "DIT", b(c.deviceTlbThrottling));
     EcapReg.set(ecap, "PDS", b(c.pageRequests));
     EcapReg.set(ecap, "SMTS", 1);
     EcapReg.set(ecap, "VCS", b(c.virtualCommand));
