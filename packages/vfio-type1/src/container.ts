@@ -215,9 +215,9 @@ export class VfioContainer {
       if (g.isMdevGroup) for (const d of devs) this.#d.core.attachSubDevice(domain, d);
       else if (g.iommuGroup !== null) this.#d.core.attachGroup(domain, g.iommuGroup);
       if (fresh) this.#replay(domain);
-      if (this.nesting && !g.isMdevGroup) this.#enableSva(devs);
+      if (this.nesting && !g.isMdevGroup) this.#enableSva(g.devices);
     } catch (e) {
-      this.#disableSva(devs);
+      this.#disableSva(g.devices);
       this.#detachFrom(domain, g);
       if (fresh) this.#d.core.domainFree(domain);
       throw e;
@@ -232,16 +232,31 @@ export class VfioContainer {
    * iommu_enable_dev_iotlb → pci_enable_pasid); in this core that is the
    * device's SVA feature. An mdev's parent is its vendor driver's to enable.
    */
-  #enableSva(devs: readonly IommuDevice[]): void {
-    for (const d of devs) {
-      if (d.pasidWidth === 0 || d.hasFeature("sva")) continue;
-      this.#d.core.enableFeature(d, "sva");
+  #enableSva(vdevs: readonly VfioDevice[]): void {
+    for (const v of vdevs) {
+      const d = v.iommuDevice;
+      if (d === null || d.pasidWidth === 0 || d.hasFeature("sva")) continue;
+      // The guest's recoverable faults go to the device's DMA fault region,
+      // so VFIO's handler goes in before SVA would install the host's queue.
+      const faults = v.faults;
+      if (faults !== null) this.#d.core.registerDeviceFaultHandler(d, (_dev, fault) => faults.produce(fault));
+      try {
+        this.#d.core.enableFeature(d, "sva");
+      } catch (e) {
+        if (faults !== null) this.#d.core.unregisterDeviceFaultHandler(d);
+        throw e;
+      }
       this.#svaEnabled.add(d);
     }
   }
 
-  #disableSva(devs: readonly IommuDevice[]): void {
-    for (const d of devs) if (this.#svaEnabled.delete(d) && d.hasFeature("sva")) this.#d.core.disableFeature(d, "sva");
+  #disableSva(vdevs: readonly VfioDevice[]): void {
+    for (const v of vdevs) {
+      const d = v.iommuDevice;
+      if (d === null || !this.#svaEnabled.delete(d)) continue;
+      if (d.hasFeature("sva")) this.#d.core.disableFeature(d, "sva");
+      if (v.faults !== null) this.#d.core.unregisterDeviceFaultHandler(d);
+    }
   }
 
   #detachFrom(domain: IommuDomain, g: VfioGroup): void {
@@ -257,7 +272,7 @@ export class VfioContainer {
     if (this.#external.delete(g)) return;
     for (const [iommu, domain] of this.#domains) {
       this.#detachFrom(domain, g);
-      this.#disableSva(this.#iommuDevices(g));
+      this.#disableSva(g.devices);
       const stillUsed = [...this.groups].some((o) => o !== g && this.#iommuDevices(o).some((d) => d.iommu === iommu));
       if (!stillUsed) {
         this.#unmapAllFrom(domain);

@@ -3,6 +3,7 @@ import type { IommuDevice } from "@vsva/iommu-core";
 import type { VfioGroup } from "./group.js";
 import type { VfioUser } from "./user.js";
 import { VfioDeviceFile } from "./files/device-file.js";
+import type { DmaFaultRegions } from "./fault-region.js";
 
 /** A region of a VFIO device (what VFIO_DEVICE_GET_REGION_INFO reports and pread/pwrite reach). */
 export interface VfioRegion {
@@ -10,6 +11,8 @@ export interface VfioRegion {
   readonly size: number;
   /** RegionFlag bits. */
   readonly flags: number;
+  /** A device-specific region's VFIO_REGION_INFO_CAP_TYPE. */
+  readonly type?: { readonly type: number; readonly subtype: number };
 }
 
 /**
@@ -44,15 +47,18 @@ export class VfioDevice {
   readonly kind: "pci" | "mdev";
   readonly iommuDevice: IommuDevice | null;
   readonly ops: VfioDeviceOps;
+  /** The nested DMA fault and response regions (physical functions only). */
+  readonly faults: DmaFaultRegions | null;
   /** @internal */
   group: VfioGroup | null = null;
   readonly #files = new Set<VfioDeviceFile>();
 
-  constructor(name: string, kind: "pci" | "mdev", iommuDevice: IommuDevice | null, ops: VfioDeviceOps) {
+  constructor(name: string, kind: "pci" | "mdev", iommuDevice: IommuDevice | null, ops: VfioDeviceOps, faults: DmaFaultRegions | null = null) {
     this.name = name;
     this.kind = kind;
     this.iommuDevice = iommuDevice;
     this.ops = ops;
+    this.faults = faults;
   }
 
   get iommuBacked(): boolean {

@@ -10,6 +10,8 @@ import { VfioGroup } from "./group.js";
 import { NestingDispatch } from "./nesting.js";
 import type { VfioUser } from "./user.js";
 import { VfioMm } from "./vfio-mm.js";
+import { DmaFaultRegions } from "./fault-region.js";
+import { withFaultRegions } from "./fault-region-ops.js";
 
 export interface VfioOptions {
   readonly kernel: Kernel;
@@ -81,7 +83,8 @@ export class Vfio {
       g = new VfioGroup(ig.id, ig, () => ig.devices.filter((d) => !this.#bound.has(d)).length);
       this.#groups.set(ig.id, g);
     }
-    const vdev = new VfioDevice(dev.name, "pci", dev, ops);
+    const faults = new DmaFaultRegions({ respond: (resp) => this.core.pageResponse(dev, resp) });
+    const vdev = new VfioDevice(dev.name, "pci", dev, withFaultRegions(ops, faults), faults);
     vdev.group = g;
     g.devices.push(vdev);
     this.#bound.add(dev);

@@ -2,7 +2,11 @@ import { Errno, KernelError } from "@vsva/kernel";
 import type { VfioDevice } from "../device.js";
 import { REGION_OFFSET_SHIFT, regionOffset } from "../region.js";
 import { VfioIoctl } from "../uapi/ioctl.js";
-import { DeviceInfoLayout, RegionInfoLayout } from "../uapi/structs.js";
+import { DeviceInfoLayout, RegionFlag, RegionInfoLayout } from "../uapi/structs.js";
+import { buildCapChain } from "../uapi/info-caps.js";
+
+/** VFIO_REGION_INFO_CAP_TYPE: {u32 type; u32 subtype} of a device-specific region. */
+const REGION_INFO_CAP_TYPE = 1;
 import type { VfioUser } from "../user.js";
 import { VfioFile } from "./file.js";
 import { type IoctlArg, dispatchIoctl, ioctlTable } from "./ioctl-table.js";
@@ -40,15 +44,37 @@ export class VfioDeviceFile extends VfioFile {
     return 0;
   }
 
-  /** VFIO_DEVICE_GET_REGION_INFO: EINVAL for an index past the last region. */
+  /**
+   * VFIO_DEVICE_GET_REGION_INFO: EINVAL for an index past the last region. A
+   * device-specific region carries VFIO_REGION_INFO_CAP_TYPE; an argsz too
+   * small for it gets CAPS, cap_offset 0 and the size needed (vfio_pci_ioctl).
+   */
   getRegionInfo(user: Uint8Array): number {
-    const index = RegionInfoLayout.get(user, "index");
+    const L = RegionInfoLayout;
+    const index = L.get(user, "index");
     const r = this.device.ops.regions().find((x) => x.index === index);
     if (r === undefined) throw new KernelError(Errno.EINVAL, `${this.device.name}: no region ${index}`);
-    RegionInfoLayout.set(user, "flags", r.flags);
-    RegionInfoLayout.set(user, "cap_offset", 0);
-    RegionInfoLayout.set(user, "size", BigInt(r.size));
-    RegionInfoLayout.set(user, "offset", BigInt(regionOffset(r.index)));
+    let flags = r.flags;
+    let capOffset = 0;
+    if (r.type !== undefined) {
+      const body = new Uint8Array(8);
+      const dv = new DataView(body.buffer);
+      dv.setUint32(0, r.type.type, true);
+      dv.setUint32(4, r.type.subtype, true);
+      const chain = buildCapChain([{ id: REGION_INFO_CAP_TYPE, version: 1, body }], L.size);
+      flags |= RegionFlag.CAPS;
+      const argsz = L.get(user, "argsz");
+      if (argsz < L.size + chain.length) L.set(user, "argsz", L.size + chain.length);
+      else {
+        if (user.length < L.size + chain.length) throw new KernelError(Errno.EFAULT, `GET_REGION_INFO: argsz ${argsz} beyond the ${user.length} user bytes`);
+        user.set(chain, L.size);
+        capOffset = L.size;
+      }
+    }
+    L.set(user, "flags", flags);
+    L.set(user, "cap_offset", capOffset);
+    L.set(user, "size", BigInt(r.size));
+    L.set(user, "offset", BigInt(regionOffset(r.index)));
     return 0;
   }
 
