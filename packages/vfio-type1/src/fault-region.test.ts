@@ -10,22 +10,22 @@ import { VfioExtension, VfioIoctl } from "./uapi/ioctl.js";
 import { RegionFlag, RegionInfoLayout } from "./uapi/structs.js";
 import { VfioUser } from "./user.js";
 import { Vfio } from "./vfio.js";
-import type { VfioDeviceFile } from "./files/device-file.js";
+import { VfioDeviceFile } from "./files/device-file.js";
 
 const u32 = (v: number) => new Uint8Array(new Uint32Array([v]).buffer);
 
-function rig(nbEntries?: number) {
+function rig() {
   const h = mockHost({ defaultDomain: "dma" });
   const vfio = new Vfio({ kernel: h.kernel, core: h.core, ioasid: h.core.ioasid });
   const dev = h.core.probeDevice(h.iommu, { name: "dsa0", sid: sourceId(0, 3, 0), pasidWidth: 20 });
   const vdev = vfio.bindPciDevice(dev, configOnlyOps());
-  void nbEntries;
   const user = new VfioUser({ name: "qemu", mm: {}, pages: new FakeUserPages({ base: 0, size: 1 << 20, hostBase: 0x1_0000_0000 }), memlockLimit: 1 << 30 });
   const c = vfio.openContainer(user);
   const g = vfio.openGroup(user, dev.group?.id ?? -1);
   g.ioctl(VfioIoctl.GROUP_SET_CONTAINER, U.fdArg(c.fd));
   c.ioctl(VfioIoctl.SET_IOMMU, VfioExtension.TYPE1_NESTING_IOMMU);
-  const f = user.file(g.ioctl(VfioIoctl.GROUP_GET_DEVICE_FD, U.cString("dsa0"))) as VfioDeviceFile;
+  const f = user.file(g.ioctl(VfioIoctl.GROUP_GET_DEVICE_FD, U.cString("dsa0")));
+  if (!(f instanceof VfioDeviceFile)) throw new Error("not a device file");
   const report = (grpid: number, last = true) => {
     if (h.mock.uplink === null) throw new Error("not registered");
     return h.mock.uplink.reportDeviceFault(dev, { pasid: asHostPasid(7), addr: 0x4000_0000, read: true, write: true, exec: false, priv: false, grpid, last });
