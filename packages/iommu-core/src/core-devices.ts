@@ -6,7 +6,9 @@ import { IommuGroup } from "./group.js";
 import type { Iommu } from "./iommu.js";
 import type { IopfQueue } from "./iopf.js";
 import type { NestingUapi } from "./nesting-uapi.js";
-import type { DevFeature, DeviceFaultHandler, PageRequestFault } from "./ops.js";
+import type { DevFeature, DeviceFaultHandler, PageRequestFault, PageResponse } from "./ops.js";
+
+const pendingKey = (dev: IommuDevice, pasid: number | undefined, grpid: number): string => `${dev.name}/${pasid ?? "-"}/${grpid}`;
 import type { IommuSva } from "./sva.js";
 
 export interface ProbeOptions {
@@ -39,6 +41,8 @@ export class CoreDevices {
   readonly #defaultDomain: "dma" | "identity" | "none";
   readonly #groups = new Map<string, IommuGroup>();
   readonly #faultHandlers = new Map<IommuDevice, DeviceFaultHandler>();
+  /** Last requests of groups a registered handler took, awaiting its page response. */
+  readonly #pending = new Map<string, { readonly dev: IommuDevice; readonly pasid: PageRequestFault["pasid"]; readonly grpid: number }>();
   /** The IO page fault queue as a device fault handler (`iommu_queue_iopf`). */
   readonly #iopfHandler: DeviceFaultHandler = (dev, fault) => this.reportPageRequest(dev, fault);
   #nextGroupId = 0;
@@ -72,11 +76,42 @@ export class CoreDevices {
 
   unregisterFaultHandler(dev: IommuDevice): void {
     this.#faultHandlers.delete(dev);
+    // Groups nobody will answer now: the driver answers them (iommu_unregister_device_fault_handler warns on pending ones).
+    for (const [key, p] of this.#pending) {
+      if (p.dev !== dev) continue;
+      this.#pending.delete(key);
+      dev.iommu?.ops.pageResponse(dev, { pasid: p.pasid, grpid: p.grpid, code: "invalid" });
+    }
   }
 
   reportDeviceFault(dev: IommuDevice, fault: PageRequestFault): boolean {
     const handler = this.#faultHandlers.get(dev);
-    return handler === undefined ? false : handler(dev, fault);
+    if (handler === undefined) return false;
+    const taken = handler(dev, fault);
+    // iommu_report_device_fault keeps the last request of a group a handler
+    // took, so iommu_page_response can match the answer (the IO page fault
+    // queue answers its own groups through the driver directly).
+    if (taken && fault.last && handler !== this.#iopfHandler) this.#pending.set(pendingKey(dev, fault.pasid, fault.grpid), { dev, pasid: fault.pasid, grpid: fault.grpid });
+    return taken;
+  }
+
+  /**
+   * `iommu_page_response` (drivers/iommu/iommu.c, v5.10): a response from
+   * the handler's owner (VFIO, for a guest) to a group it took. EINVAL when
+   * no such group is pending on `dev` (a response to a fault it never got),
+   * ENODEV for a device not probed here.
+   */
+  pageResponse(dev: IommuDevice, resp: PageResponse): void {
+    if (!this.#ctx.devices.has(dev) || dev.isSubDevice) throw new KernelError(Errno.ENODEV, `${dev.name} is not a physical device of this IOMMU core`);
+    const key = pendingKey(dev, resp.pasid, resp.grpid);
+    if (!this.#pending.has(key)) throw new KernelError(Errno.EINVAL, `${dev.name}: no page request group ${resp.grpid} pending${resp.pasid === undefined ? "" : ` for PASID ${resp.pasid}`}`);
+    this.#pending.delete(key);
+    dev.iommu?.ops.pageResponse(dev, resp);
+  }
+
+  /** Page request groups taken by a handler and not yet answered. */
+  get pendingResponses(): number {
+    return this.#pending.size;
   }
 
   // ------------------------------------------------------------------ devices

@@ -9,7 +9,7 @@ import { IommuGroup } from "./group.js";
 import { IopfQueue } from "./iopf.js";
 import { Iommu } from "./iommu.js";
 import { NestingUapi } from "./nesting-uapi.js";
-import type { DevFeature, DeviceFaultHandler, DomainAllocRequest, IommuOps, PageRequestFault } from "./ops.js";
+import type { DevFeature, DeviceFaultHandler, DomainAllocRequest, IommuOps, PageRequestFault, PageResponse } from "./ops.js";
 import { IommuSva } from "./sva.js";
 import type { CacheInvalidateInfo } from "./uapi/cache-invalidate.js";
 import type { GpasidBindData, UapiDecodeOptions } from "./uapi/gpasid-bind.js";
@@ -149,6 +149,15 @@ export class IommuCore {
   /** Removes `dev`'s fault handler, if any; cannot fail. */
   unregisterDeviceFaultHandler(dev: IommuDevice): void {
     this.#devices.unregisterFaultHandler(dev);
+  }
+
+  /**
+   * `iommu_page_response`: the answer of a fault handler's owner (VFIO,
+   * relaying a guest's page group response) to a group it took. EINVAL: no
+   * such group pending on `dev`; ENODEV: not a physical device of this core.
+   */
+  pageResponse(dev: IommuDevice | null | undefined, resp: PageResponse): void {
+    this.#devices.pageResponse(deviceArg(dev, "page response"), resp);
   }
 
   /** `iommu_report_device_fault`, reached by drivers through their uplink. */

@@ -60,6 +60,16 @@ export class NestingUapi {
   readonly #ctx: CoreContext;
   /** Live nesting parents by their driver object, for what drivers report through the uplink. */
   readonly #parents = new Map<NestingParentOps, NestingParent>();
+  /**
+   * Which binding programmed the nested PASID entry of (physical device,
+   * host PASID). A device has one PASID table, so sibling mdevs reaching it
+   * through different aux domains (one VFIO container each: the vSVA series
+   * takes one group per nesting container) share one entry: the first bind
+   * programs it, the others borrow it, and the driver is called again only
+   * when the last one leaves (intel_svm_bind_gpasid counts such users per
+   * PASID and device, drivers/iommu/intel/svm.c v5.10).
+   */
+  readonly #owners = new Map<IommuDevice, Map<number, NestedDomain>>();
 
   constructor(ctx: CoreContext) {
     this.#ctx = ctx;
@@ -95,12 +105,21 @@ export class NestingUapi {
       if (nested.bound.get(phys)?.has(dev) === true) throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is already bound on ${dev.name}`);
       if (!sameBinding(nested.data, data)) throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is bound to another first level`);
     }
+    const owner = this.#owners.get(phys)?.get(data.hpasid);
+    if (owner !== undefined && owner.parent !== parent && !sameBinding(owner.data, data)) {
+      throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is bound on ${phys.name} to another first level`);
+    }
     ctx.kernel.faults.inject("iommu.bind-gpasid");
     const fresh = nested === undefined;
     nested ??= new NestedDomain(ctx.allocDomainId(), parent, data);
     const requesters = nested.bound.get(phys);
-    const driverCalled = requesters === undefined;
-    if (driverCalled) parent.driver.bindGpasid(phys, data);
+    // The first requester on this device programs the entry, unless a sibling
+    // through another aux domain already did: then it borrows that entry.
+    const driverCalled = requesters === undefined && owner === undefined;
+    if (driverCalled) {
+      parent.driver.bindGpasid(phys, data);
+      this.#setOwner(phys, data.hpasid, nested);
+    }
     if (requesters === undefined) nested.bound.set(phys, new Set([dev]));
     else requesters.add(dev);
     if (fresh) {
@@ -160,16 +179,23 @@ export class NestingUapi {
    * teardown. Cannot fail; unknown domains and PASIDs are ignored.
    */
   gpasidFreed(driver: NestingParentOps, hpasid: HostPasid): void {
-    const nested = this.#parents.get(driver)?.nested.get(hpasid);
-    if (nested === undefined) return;
-    const users = nested.users;
-    for (const reqs of nested.bound.values()) reqs.clear();
-    nested.bound.clear();
-    nested.parent.nested.delete(hpasid);
-    nested.freed = true;
-    this.#ctx.liveDomains--;
-    const ids: TraceIds = { domain: nested.parent.id, hpasid };
-    this.#ctx.trace("iommu.gpasid-freed", nested.gpasid === undefined ? ids : { ...ids, gpasid: nested.gpasid }, { users });
+    const reporter = this.#parents.get(driver);
+    if (reporter === undefined) return;
+    // The IOASID is gone for the whole VM: every sibling's record of it goes too.
+    for (const parent of this.#parents.values()) {
+      if (parent.ioasidSet !== reporter.ioasidSet) continue;
+      const nested = parent.nested.get(hpasid);
+      if (nested === undefined) continue;
+      for (const phys of nested.bound.keys()) if (this.#owners.get(phys)?.get(hpasid) === nested) this.#owners.get(phys)?.delete(hpasid);
+      const users = nested.users;
+      for (const reqs of nested.bound.values()) reqs.clear();
+      nested.bound.clear();
+      nested.parent.nested.delete(hpasid);
+      nested.freed = true;
+      this.#ctx.liveDomains--;
+      const ids: TraceIds = { domain: nested.parent.id, hpasid };
+      this.#ctx.trace("iommu.gpasid-freed", nested.gpasid === undefined ? ids : { ...ids, gpasid: nested.gpasid }, { users });
+    }
   }
 
   /** Whether `dev` (a physical device) has any guest PASID bound. */
@@ -213,26 +239,61 @@ export class NestingUapi {
     const requesters = nested.bound.get(phys);
     if (requesters === undefined) return;
     requesters.delete(dev);
-    const driverCalled = requesters.size === 0;
-    if (driverCalled) {
+    let driverCalled = false;
+    if (requesters.size === 0) {
       nested.bound.delete(phys);
-      nested.parent.driver.unbindGpasid(phys, nested.hpasid);
+      driverCalled = this.#release(phys, nested);
     }
     this.#ctx.trace("iommu.unbind-gpasid", pasidIds(nested, dev), { users: nested.users, driverCalled });
     if (nested.bound.size === 0) this.#dropNested(nested);
   }
 
   #dropNested(nested: NestedDomain): void {
-    for (const [phys, reqs] of nested.bound) {
+    for (const [phys, reqs] of [...nested.bound]) {
       reqs.clear();
-      nested.parent.driver.unbindGpasid(phys, nested.hpasid);
+      nested.bound.delete(phys);
+      this.#release(phys, nested);
     }
-    nested.bound.clear();
     if (nested.parent.nested.get(nested.hpasid) === nested) {
       nested.parent.nested.delete(nested.hpasid);
       nested.freed = true;
       this.#ctx.liveDomains--;
     }
+  }
+
+  #setOwner(phys: IommuDevice, hpasid: number, nested: NestedDomain): void {
+    let m = this.#owners.get(phys);
+    if (m === undefined) this.#owners.set(phys, (m = new Map()));
+    m.set(hpasid, nested);
+  }
+
+  /**
+   * `nested` has no requester left on `phys`. If it programmed the entry, the
+   * entry goes (the driver's unbind, with its flushes); if a sibling still
+   * holds the PASID through another aux domain, the entry is programmed
+   * again over that sibling's second level, so it never points at a domain
+   * being freed (both map the same guest RAM). Returns whether the driver
+   * was called. Cannot fail: a sibling the driver cannot take over for loses
+   * its binding, logged.
+   */
+  #release(phys: IommuDevice, nested: NestedDomain): boolean {
+    const hpasid = nested.hpasid;
+    const owners = this.#owners.get(phys);
+    if (owners?.get(hpasid) !== nested) return false;
+    owners.delete(hpasid);
+    nested.parent.driver.unbindGpasid(phys, hpasid);
+    const heir = [...this.#parents.values()].map((p) => p.nested.get(hpasid)).find((n) => n !== undefined && n !== nested && n.bound.has(phys));
+    if (heir === undefined) return true;
+    try {
+      heir.parent.driver.bindGpasid(phys, heir.data);
+      this.#setOwner(phys, hpasid, heir);
+    } catch (e) {
+      if (!isKernelError(e)) throw e;
+      heir.bound.delete(phys);
+      this.#ctx.kernel.log.warn("iommu.gpasid-handover", `PASID ${hpasid} on ${phys.name}: a sibling could not take the entry over (${e.message}); its binding is gone`, "IOMMU");
+      if (heir.bound.size === 0) this.#dropNested(heir);
+    }
+    return true;
   }
 
   /**
