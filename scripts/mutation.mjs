@@ -11,7 +11,8 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 // Package names first; anything from the first option on goes to Stryker as is,
-// e.g. `pnpm mutation arm-smmu-v3 --mutate packages/arm-smmu-v3/src/sva.ts`.
+// e.g. `pnpm mutation arm-smmu-v3 --mutate a.ts,b.ts` (comma-separated: a
+// second --mutate replaces the first).
 const args = process.argv.slice(2).filter((a) => a !== "--");
 const firstOption = args.findIndex((a) => a.startsWith("-"));
 const pkgs = firstOption < 0 ? args : args.slice(0, firstOption);
