@@ -16,7 +16,7 @@ function rig() {
   return { mem, pages };
 }
 
-const cd = (asid: number) => encodeCd({ asid, ttb0: 0x40_0000, t0sz: 16, ips: 5, ha: false });
+const cd = (asid: number) => encodeCd({ asid, ttb0: 0x40_0000, t0sz: 16, ips: 5, ha: false, shared: false });
 
 function valid(mem: SparseMemory, at: number): number {
   const v = Cd.alloc();

@@ -27,7 +27,7 @@ describe("SVA binds on a master without a stage-1 domain", () => {
     expect(dmaWrite(ep, va, PATTERN, b.pasid)).toBe("ok");
     h.core.sva.unbindDevice(b);
     expect(steConfigs()).toEqual(["s1", "bypass"]);
-    expect(h.unit.checkStructureCaches()).toEqual([]);
+    expect(h.unit.debug.checkStructureCaches()).toEqual([]);
     expect(dmaWrite(ep, 0x70_0000, PATTERN)).toBe("ok");
   });
 });
