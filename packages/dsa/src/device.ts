@@ -1,0 +1,877 @@
+import { Errno, KernelError, type TraceBus, Work, type Workqueue } from "@vsva/kernel";
+import type { Layout, PhysMem } from "@vsva/pgtable";
+import { type Mmio, PciEndpoint, type TranslateOk } from "@vsva/iommu-hw";
+import {
+  DESC_DEFINED_FLAGS,
+  DSA_BAR0_SIZE,
+  DSA_COMPLETION_ALIGN,
+  DSA_DESC_SIZE,
+  DSA_GRPCFG_STRIDE,
+  DSA_GRPCFG_TABLE,
+  DSA_TABLE_MULT,
+  DSA_WQCFG_STRIDE,
+  DSA_WQCFG_TABLE,
+  DescFlag,
+  DsaCmd,
+  DsaCmdErr,
+  DsaCmdSts,
+  DsaCommand,
+  DsaCompletion,
+  DsaDesc,
+  DsaDeviceState,
+  DsaEngCap,
+  DsaGenCap,
+  DsaGenCfg,
+  DsaGenCtrl,
+  DsaGenSts,
+  DsaGrpCap,
+  DsaGrpCfg,
+  DsaIntCause,
+  DsaOffsets,
+  DsaOpcode,
+  DsaReg,
+  DsaStatus,
+  type DsaStatusCode,
+  DsaSwErr,
+  DsaVersion,
+  DsaWqCap,
+  DsaWqCfg,
+  WqMode,
+  WqState,
+} from "./regs.js";
+
+/**
+ * A DSA-like SIOV accelerator: one PCIe function (a {@link PciEndpoint} with
+ * PASID, ATS and PRI) with the BAR0 registers of the Intel Data Streaming
+ * Accelerator at the level a driver needs, work queues with portals, and one
+ * engine that executes 64-byte work descriptors by DMA through the IOMMU with
+ * the descriptor's PASID.
+ *
+ * Submission (DSA spec 3.3, "Work Queues"): a dedicated WQ takes posted
+ * MOVDIR64B writes and stamps the PASID programmed in its WQCFG on every
+ * descriptor; a shared WQ takes ENQCMD, whose payload carries the submitter's
+ * PASID, and answers "retry" when it cannot take the descriptor (full,
+ * disabled) — the CPU's ZF. A posted write the WQ cannot accept is dropped,
+ * as on the silicon (software must track a dedicated WQ's occupancy).
+ *
+ * Execution is deterministic: in "immediate" mode a submission (or a page
+ * response) runs the engine until it is idle or blocked; in "stepwise" mode
+ * each {@link step} moves at most one page of one descriptor and
+ * `onRunnable` says when there is work, so a kernel work queue can drive it
+ * ({@link DsaDevice.driveFrom}).
+ *
+ * Faults (DSA spec 3.7, "Address translation and page faults"): with ATS the
+ * device asks for translations; a not-present page with block-on-fault (the
+ * descriptor's BOF flag, honoured only when WQCFG.BOF is set) becomes a PRI
+ * page request and the descriptor waits for the response; without it the
+ * descriptor completes partially with status "page fault", the bytes done and
+ * the faulting address. A translation the IOMMU refuses outright (the PASID
+ * not set up, a non-recoverable fault) completes with "translation fail"; when
+ * the completion record itself cannot be written, the error goes to SWERR.
+ */
+export interface DsaOptions {
+  readonly bus: number;
+  readonly dev: number;
+  readonly fn: number;
+  /** Host physical memory the DMA reaches at translated addresses. */
+  readonly mem: PhysMem;
+  /** Work queues (default 4, at most 32 — one dword of GRPCFG's WQ bitmap). */
+  readonly numWqs?: number;
+  /** Entries shared by all WQs (WQCAP.TOTAL_WQ_SIZE, default 64). */
+  readonly totalWqSize?: number;
+  /** GENCAP.MAX_XFER_SHIFT (default 21: 2 MiB). */
+  readonly maxXferShift?: number;
+  /** GENCAP.BLOCK_ON_FAULT (default true). */
+  readonly blockOnFault?: boolean;
+  /** PASID capability width (default 20). */
+  readonly pasidWidth?: number;
+  readonly mode?: "immediate" | "stepwise";
+  readonly onRunnable?: () => void;
+  /** Page responses per page before a still-faulting page completes with a page fault (default 3). */
+  readonly maxPageRequestRetries?: number;
+  readonly trace?: TraceBus;
+  readonly name?: string;
+}
+
+export interface DsaStats {
+  submitted: number;
+  retried: number;
+  /** Posted descriptors the WQ could not take (disabled, shared, full). */
+  dropped: number;
+  completed: number;
+  pageRequests: number;
+  swerrs: number;
+  bytesMoved: number;
+}
+
+interface Queued {
+  readonly desc: Uint32Array;
+  readonly wq: number;
+  readonly pasid: number | undefined;
+  readonly priv: boolean;
+}
+
+interface Job extends Queued {
+  readonly opcode: number;
+  readonly flags: number;
+  readonly compl: number;
+  readonly src: number;
+  readonly dst: number;
+  readonly size: number;
+  readonly bof: boolean;
+  done: number;
+  result: number;
+  retries: number;
+  /** "data" while the operation runs; "completion" while its record is written. */
+  phase: "data" | "completion";
+  status: DsaStatusCode;
+  faultAddr: number;
+  faultWrite: boolean;
+  wait: object | null;
+}
+
+interface Wq {
+  readonly queue: Queued[];
+}
+
+interface PendingCmd {
+  readonly wqs: readonly number[];
+  readonly then: "disable" | "none" | "disableDevice";
+}
+
+const PAGE = 4096;
+const PAGE_MASK = PAGE - 1;
+/** Addresses the model can carry exactly; above this a DMA fails translation. */
+const ADDR_LIMIT = 2 ** 53;
+const SUPPORTED_OPS: ReadonlySet<number> = new Set([DsaOpcode.NOOP, DsaOpcode.MEMMOVE, DsaOpcode.MEMFILL, DsaOpcode.COMPARE]);
+const U64_LIMIT = 1n << 64n;
+
+type Xlate = { readonly pa: number } | { readonly fault: "recoverable" | "refused" };
+
+const u64 = (lo: number, hi: number): number => (hi >>> 0) * 2 ** 32 + (lo >>> 0);
+
+export class DsaDevice implements Mmio {
+  readonly ep: PciEndpoint;
+  readonly name: string;
+  readonly numWqs: number;
+  readonly mode: "immediate" | "stepwise";
+  readonly stats: DsaStats = { submitted: 0, retried: 0, dropped: 0, completed: 0, pageRequests: 0, swerrs: 0, bytesMoved: 0 };
+  onRunnable: (() => void) | undefined;
+  readonly #mem: PhysMem;
+  readonly #regs = new Uint32Array(DSA_BAR0_SIZE / 4);
+  readonly #reset: Uint32Array;
+  /** Per dword of BAR0: bits software may write, and bits a written 1 clears. */
+  readonly #rwMask = new Uint32Array(DSA_BAR0_SIZE / 4);
+  readonly #w1cMask = new Uint32Array(DSA_BAR0_SIZE / 4);
+  readonly #wqs: Wq[];
+  readonly #maxRetries: number;
+  readonly #scratch = new Uint8Array(PAGE);
+  readonly #scratch2 = new Uint8Array(PAGE);
+  #job: Job | undefined;
+  #rr = 0;
+  #pending: PendingCmd | undefined;
+  #inRun = false;
+  #flrSeen = 0;
+
+  constructor(opts: DsaOptions) {
+    const numWqs = opts.numWqs ?? 4;
+    if (!Number.isInteger(numWqs) || numWqs < 1 || numWqs > 32) throw new KernelError(Errno.EINVAL, `dsa: ${numWqs} work queues (1..32)`);
+    const total = opts.totalWqSize ?? 64;
+    if (!Number.isInteger(total) || total < 1 || total > 0xffff) throw new KernelError(Errno.EINVAL, `dsa: total WQ size ${total} (1..65535)`);
+    const xfer = opts.maxXferShift ?? 21;
+    if (!Number.isInteger(xfer) || xfer < 12 || xfer > 31) throw new KernelError(Errno.EINVAL, `dsa: max transfer shift ${xfer} (12..31)`);
+    this.ep = new PciEndpoint({
+      bus: opts.bus,
+      dev: opts.dev,
+      fn: opts.fn,
+      // PCI_DEVICE_ID_INTEL_DSA_SPR0 (drivers/dma/idxd/init.c id table).
+      id: { vendorId: 0x8086, deviceId: 0x0b25 },
+      pasid: { maxWidth: opts.pasidWidth ?? 20, exec: false, priv: true },
+      ats: {},
+      pri: { outstandingCapacity: 32 },
+      mem: opts.mem,
+      ...(opts.trace === undefined ? {} : { trace: opts.trace }),
+      ...(opts.name === undefined ? {} : { name: opts.name }),
+    });
+    this.name = this.ep.name;
+    this.#mem = opts.mem;
+    this.numWqs = numWqs;
+    this.mode = opts.mode ?? "immediate";
+    this.onRunnable = opts.onRunnable;
+    this.#maxRetries = opts.maxPageRequestRetries ?? 3;
+    this.#wqs = Array.from({ length: numWqs }, () => ({ queue: [] }));
+
+    this.#init(DsaVersion, DsaReg.VERSION, { MAJOR: 1, MINOR: 0 });
+    this.#init(DsaGenCap, DsaReg.GENCAP, {
+      BLOCK_ON_FAULT: opts.blockOnFault === false ? 0 : 1,
+      CMD_CAP: 1,
+      MAX_XFER_SHIFT: xfer,
+      CONFIG_EN: 1,
+    });
+    this.#init(DsaWqCap, DsaReg.WQCAP, { TOTAL_WQ_SIZE: total, NUM_WQS: numWqs, WQCFG_SIZE: 0, SHARED_MODE: 1, DEDICATED_MODE: 1, PRIORITY: 1, OCCUPANCY: 1 });
+    this.#init(DsaGrpCap, DsaReg.GRPCAP, { NUM_GROUPS: 1 });
+    this.#init(DsaEngCap, DsaReg.ENGCAP, { NUM_ENGINES: 1 });
+    this.#init(DsaOffsets, DsaReg.OFFSETS, { GRPCFG: DSA_GRPCFG_TABLE, WQCFG: DSA_WQCFG_TABLE });
+    // OPCAP: bit n set for each supported opcode n (a 256-bit bitmap; every supported opcode is below 32).
+    let opcap = 0;
+    for (const op of SUPPORTED_OPS) opcap |= 1 << op;
+    this.#regs[DsaReg.OPCAP / 4] = opcap >>> 0;
+    // CMDCAP: bit n set for each command n implemented.
+    let cmdcap = 0;
+    for (const c of Object.values(DsaCommand)) cmdcap |= 1 << c;
+    this.#regs[DsaReg.CMDCAP / 4] = cmdcap >>> 0;
+    this.#init(DsaGenCfg, DsaReg.GENCFG, {});
+    this.#init(DsaGenCtrl, DsaReg.GENCTRL, {});
+    this.#init(DsaGenSts, DsaReg.GENSTS, {});
+    this.#init(DsaIntCause, DsaReg.INTCAUSE, {});
+    this.#init(DsaCmd, DsaReg.CMD, {});
+    this.#init(DsaCmdSts, DsaReg.CMDSTS, {});
+    this.#init(DsaSwErr, DsaReg.SWERR, {});
+    this.#init(DsaGrpCfg, DSA_GRPCFG_TABLE * DSA_TABLE_MULT, {});
+    for (let w = 0; w < numWqs; w++) this.#init(DsaWqCfg, this.wqcfgOffset(w), {});
+    this.#reset = this.#regs.slice();
+
+    // A Function Level Reset of the endpoint resets the device behind it too.
+    this.ep.config.space.onWrite(this.ep.config.devCtl, () => {
+      if (this.ep.flrCount !== this.#flrSeen) {
+        this.#flrSeen = this.ep.flrCount;
+        this.#resetDevice();
+      }
+    });
+  }
+
+  /** BAR0 offset of WQ `w`'s WQCFG entry. */
+  wqcfgOffset(w: number): number {
+    return DSA_WQCFG_TABLE * DSA_TABLE_MULT + w * DSA_WQCFG_STRIDE;
+  }
+
+  /** BAR0 offset of group `g`'s GRPCFG entry. */
+  grpcfgOffset(g: number): number {
+    return DSA_GRPCFG_TABLE * DSA_TABLE_MULT + g * DSA_GRPCFG_STRIDE;
+  }
+
+  /** Places a register: its reset value, and its writable and write-1-to-clear bits from the layout's field access. */
+  #init<F extends string>(layout: Layout<F>, off: number, values: Partial<Record<F, number>>): void {
+    const view = this.#view(off, layout.dwords);
+    for (const f of layout.fieldNames) {
+      const s = layout.spec(f);
+      for (let b = s.lsb; b <= s.msb; b++) {
+        const i = (off >>> 2) + (b >>> 5);
+        const m = (1 << (b & 31)) >>> 0;
+        if (s.access === "RW") this.#rwMask[i] = ((this.#rwMask[i] ?? 0) | m) >>> 0;
+        if (s.access === "RW1C") this.#w1cMask[i] = ((this.#w1cMask[i] ?? 0) | m) >>> 0;
+      }
+      const v = values[f];
+      if (v !== undefined) layout.set(view, f, v);
+    }
+  }
+
+  #view(off: number, dwords: number): Uint32Array {
+    return this.#regs.subarray(off >>> 2, (off >>> 2) + dwords);
+  }
+
+  #wqcfg(w: number): Uint32Array {
+    return this.#view(this.wqcfgOffset(w), DsaWqCfg.dwords);
+  }
+
+  get state(): number {
+    return DsaGenSts.get(this.#view(DsaReg.GENSTS, 1), "STATE");
+  }
+
+  // --- MMIO (BAR0) ------------------------------------------------------------
+
+  mmioRead32(offset: number): number {
+    if (!this.#inBar(offset, 4)) return 0;
+    return this.#regs[offset >>> 2] ?? 0;
+  }
+
+  mmioRead64(offset: number): bigint {
+    if (!this.#inBar(offset, 8)) return 0n;
+    return (BigInt(this.#regs[(offset >>> 2) + 1] ?? 0) << 32n) | BigInt(this.#regs[offset >>> 2] ?? 0);
+  }
+
+  mmioWrite32(offset: number, value: number): void {
+    if (typeof value !== "number" || !Number.isInteger(value) || value < -0x8000_0000 || value > 0xffff_ffff) {
+      throw new KernelError(Errno.EINVAL, `${this.name}: MMIO write of ${String(value)} at ${String(offset)}: not a 32-bit value`);
+    }
+    if (!this.#inBar(offset, 4)) return;
+    this.#writeDword(offset >>> 2, value >>> 0);
+    this.#afterWrite(offset >>> 2, 1);
+  }
+
+  mmioWrite64(offset: number, value: bigint): void {
+    if (typeof value !== "bigint" || value < 0n || value >= U64_LIMIT) {
+      throw new KernelError(Errno.EINVAL, `${this.name}: MMIO write of ${String(value)} at ${String(offset)}: not a 64-bit value`);
+    }
+    if (!this.#inBar(offset, 8)) return;
+    const i = offset >>> 2;
+    this.#writeDword(i, Number(value & 0xffff_ffffn));
+    this.#writeDword(i + 1, Number(value >> 32n));
+    this.#afterWrite(i, 2);
+  }
+
+  #inBar(offset: number, size: number): boolean {
+    return Number.isInteger(offset) && offset >= 0 && offset + size <= DSA_BAR0_SIZE && offset % size === 0;
+  }
+
+  /** Which WQ's WQCFG holds dword `i`, or -1. */
+  #wqOfDword(i: number): number {
+    const base = (DSA_WQCFG_TABLE * DSA_TABLE_MULT) >>> 2;
+    const per = DSA_WQCFG_STRIDE >>> 2;
+    if (i < base || i >= base + per * this.numWqs) return -1;
+    return Math.floor((i - base) / per);
+  }
+
+  #writeDword(i: number, v: number): void {
+    const rw = this.#rwMask[i] ?? 0;
+    const w1c = this.#w1cMask[i] ?? 0;
+    if ((rw | w1c) === 0) return;
+    // DSA spec 9.2: GENCFG is writable only while the device is disabled, a
+    // WQCFG entry only while its WQ is disabled (registers.h users in
+    // drivers/dma/idxd/device.c: idxd_wq_config_write() runs before enable).
+    if (i === DsaReg.GENCFG >>> 2 && this.state !== DsaDeviceState.DISABLED) return;
+    const wq = this.#wqOfDword(i);
+    if (wq >= 0 && DsaWqCfg.get(this.#wqcfg(wq), "STATE") !== WqState.DISABLED) return;
+    if (i === DsaReg.CMD >>> 2 && DsaCmdSts.get(this.#view(DsaReg.CMDSTS, 1), "ACTIVE") === 1) return;
+    const old = this.#regs[i] ?? 0;
+    this.#regs[i] = (((old & ~rw) | (v & rw)) & ~(v & w1c)) >>> 0;
+  }
+
+  #afterWrite(i: number, n: number): void {
+    const cmd = DsaReg.CMD >>> 2;
+    if (cmd >= i && cmd < i + n) this.#command();
+  }
+
+  // --- commands ------------------------------------------------------------
+
+  #command(): void {
+    const cmdv = this.#view(DsaReg.CMD, 1);
+    const sts = this.#view(DsaReg.CMDSTS, 1);
+    if (DsaCmdSts.get(sts, "ACTIVE") === 1) return;
+    const op = DsaCmd.get(cmdv, "COMMAND");
+    const operand = DsaCmd.get(cmdv, "OPERAND");
+    const err = this.#execCommand(op, operand);
+    if (this.#pending !== undefined) {
+      DsaCmdSts.set(sts, "ACTIVE", 1);
+      this.#kick();
+      this.#settle();
+      return;
+    }
+    this.#finishCommand(err);
+  }
+
+  #finishCommand(err: number): void {
+    const sts = this.#view(DsaReg.CMDSTS, 1);
+    sts[0] = 0;
+    DsaCmdSts.set(sts, "ERR", err);
+    if (DsaCmd.get(this.#view(DsaReg.CMD, 1), "INT_REQ") === 1) DsaIntCause.set(this.#view(DsaReg.INTCAUSE, 1), "CMD", 1);
+  }
+
+  /** WQ indices named by a mask operand: bits 15:0 a bitmap of 16 WQs, bits 19:16 which group of 16 (drivers/dma/idxd/device.c: idxd_wq_disable()). */
+  #maskWqs(operand: number): number[] {
+    const base = ((operand >>> 16) & 0xf) * 16;
+    const out: number[] = [];
+    for (let b = 0; b < 16; b++) if ((operand & (1 << b)) !== 0 && base + b < this.numWqs) out.push(base + b);
+    return out;
+  }
+
+  #allWqs(): number[] {
+    return Array.from({ length: this.numWqs }, (_, i) => i);
+  }
+
+  #execCommand(op: number, operand: number): number {
+    const enabled = this.state === DsaDeviceState.ENABLED;
+    switch (op) {
+      case DsaCommand.ENABLE_DEVICE: {
+        if (enabled) return DsaCmdErr.DEV_ENABLED;
+        if (!this.ep.busMasterEnabled) return DsaCmdErr.BUSMASTER_EN;
+        let sum = 0;
+        for (let w = 0; w < this.numWqs; w++) sum += DsaWqCfg.get(this.#wqcfg(w), "SIZE");
+        if (sum > DsaWqCap.get(this.#view(DsaReg.WQCAP, 2), "TOTAL_WQ_SIZE")) return DsaCmdErr.WQ_SIZE_ERANGE;
+        DsaGenSts.set(this.#view(DsaReg.GENSTS, 1), "STATE", DsaDeviceState.ENABLED);
+        return DsaCmdErr.SUCCESS;
+      }
+      case DsaCommand.DISABLE_DEVICE:
+        if (!enabled) return DsaCmdErr.DIS_DEV_EN;
+        this.#pending = { wqs: this.#allWqs(), then: "disableDevice" };
+        return DsaCmdErr.SUCCESS;
+      case DsaCommand.DRAIN_ALL:
+        this.#pending = { wqs: this.#allWqs(), then: "none" };
+        return DsaCmdErr.SUCCESS;
+      case DsaCommand.ABORT_ALL:
+        for (const w of this.#allWqs()) this.#abortWq(w);
+        return DsaCmdErr.SUCCESS;
+      case DsaCommand.RESET_DEVICE:
+        this.#resetDevice();
+        return DsaCmdErr.SUCCESS;
+      case DsaCommand.ENABLE_WQ:
+        return this.#enableWq(operand);
+      case DsaCommand.DISABLE_WQ:
+      case DsaCommand.DRAIN_WQ: {
+        const wqs = this.#maskWqs(operand);
+        if (wqs.length === 0 || wqs.some((w) => DsaWqCfg.get(this.#wqcfg(w), "STATE") !== WqState.ENABLED)) return DsaCmdErr.DEV_NOT_EN;
+        this.#pending = { wqs, then: op === DsaCommand.DISABLE_WQ ? "disable" : "none" };
+        return DsaCmdErr.SUCCESS;
+      }
+      case DsaCommand.ABORT_WQ:
+      case DsaCommand.RESET_WQ: {
+        const wqs = this.#maskWqs(operand);
+        if (wqs.length === 0 || wqs.some((w) => DsaWqCfg.get(this.#wqcfg(w), "STATE") !== WqState.ENABLED)) return DsaCmdErr.DEV_NOT_EN;
+        for (const w of wqs) {
+          this.#abortWq(w);
+          // RESET_WQ also disables the WQ and returns its configuration to reset (DSA spec 9.2.x, Reset WQ).
+          if (op === DsaCommand.RESET_WQ) this.#wqcfg(w).fill(0);
+        }
+        return DsaCmdErr.SUCCESS;
+      }
+      default:
+        return DsaCmdErr.INVAL_CMD;
+    }
+  }
+
+  #enableWq(w: number): number {
+    if (this.state !== DsaDeviceState.ENABLED) return DsaCmdErr.DEV_NOTEN;
+    if (w >= this.numWqs) return DsaCmdErr.INVAL_WQIDX;
+    const c = this.#wqcfg(w);
+    if (DsaWqCfg.get(c, "STATE") === WqState.ENABLED) return DsaCmdErr.WQ_ENABLED;
+    if (DsaWqCfg.get(c, "SIZE") === 0) return DsaCmdErr.WQ_SIZE;
+    const gencap = this.#view(DsaReg.GENCAP, 2);
+    if (DsaWqCfg.get(c, "BOF") === 1 && DsaGenCap.get(gencap, "BLOCK_ON_FAULT") === 0) return DsaCmdErr.BOF_EN;
+    // A shared WQ takes its PASID from each ENQCMD payload, so it must be PASID-enabled (drivers/dma/idxd/device.c: idxd_wq_setup_pasid()).
+    if (DsaWqCfg.get(c, "MODE") === WqMode.SHARED && DsaWqCfg.get(c, "PASID_EN") === 0) return DsaCmdErr.PASID_EN;
+    const x = DsaWqCfg.get(c, "MAX_XFER_SHIFT");
+    if (x === 0 || x > DsaGenCap.get(gencap, "MAX_XFER_SHIFT")) return DsaCmdErr.MAX_XFER_SIZE;
+    DsaWqCfg.set(c, "STATE", WqState.ENABLED);
+    return DsaCmdErr.SUCCESS;
+  }
+
+  #abortWq(w: number): void {
+    const q = this.#wqs[w];
+    if (q !== undefined) q.queue.length = 0;
+    if (this.#job?.wq === w) this.#job = undefined;
+    this.#setOccupancy(w);
+  }
+
+  #wqIdle(w: number): boolean {
+    return (this.#wqs[w]?.queue.length ?? 0) === 0 && this.#job?.wq !== w;
+  }
+
+  /** Completes a waiting drain/disable once every WQ it names is idle. */
+  #settle(): void {
+    const p = this.#pending;
+    if (!p?.wqs.every((w) => this.#wqIdle(w))) return;
+    this.#pending = undefined;
+    if (p.then === "disable" || p.then === "disableDevice") for (const w of p.wqs) DsaWqCfg.set(this.#wqcfg(w), "STATE", WqState.DISABLED);
+    if (p.then === "disableDevice") DsaGenSts.set(this.#view(DsaReg.GENSTS, 1), "STATE", DsaDeviceState.DISABLED);
+    this.#finishCommand(DsaCmdErr.SUCCESS);
+  }
+
+  #resetDevice(): void {
+    this.#regs.set(this.#reset);
+    for (const q of this.#wqs) q.queue.length = 0;
+    this.#job = undefined;
+    this.#pending = undefined;
+  }
+
+  // --- portals ---------------------------------------------------------------
+
+  #checkSubmit(wq: number, bytes: Uint8Array): Uint32Array {
+    if (!Number.isInteger(wq) || wq < 0 || wq >= this.numWqs) throw new KernelError(Errno.EINVAL, `${this.name}: no portal for WQ ${String(wq)}`);
+    if (!(bytes instanceof Uint8Array) || bytes.length !== DSA_DESC_SIZE) {
+      throw new KernelError(Errno.EINVAL, `${this.name}: a portal write is one ${DSA_DESC_SIZE}-byte store`);
+    }
+    const d = DsaDesc.alloc();
+    new Uint8Array(d.buffer, d.byteOffset, DSA_DESC_SIZE).set(bytes);
+    return d;
+  }
+
+  #accepting(wq: number, mode: number): boolean {
+    const c = this.#wqcfg(wq);
+    return (
+      this.state === DsaDeviceState.ENABLED &&
+      DsaWqCfg.get(c, "STATE") === WqState.ENABLED &&
+      DsaWqCfg.get(c, "MODE") === mode &&
+      (this.#wqs[wq]?.queue.length ?? 0) < DsaWqCfg.get(c, "SIZE") &&
+      // A drain or disable in progress takes nothing new.
+      !(this.#pending?.wqs.includes(wq) ?? false)
+    );
+  }
+
+  /** A MOVDIR64B to a dedicated WQ's portal: posted, no status. The WQ's configured PASID and privilege stamp the descriptor. */
+  movdir64b(wq: number, bytes: Uint8Array): void {
+    const desc = this.#checkSubmit(wq, bytes);
+    if (!this.#accepting(wq, WqMode.DEDICATED)) {
+      this.stats.dropped++;
+      return;
+    }
+    const c = this.#wqcfg(wq);
+    const pasid = DsaWqCfg.get(c, "PASID_EN") === 1 ? DsaWqCfg.get(c, "PASID") : undefined;
+    this.#enqueue({ desc, wq, pasid, priv: DsaWqCfg.get(c, "PRIV") === 1 });
+  }
+
+  /**
+   * An ENQCMD (or ENQCMDS) to a shared WQ's portal: the payload's PASID field
+   * (which the CPU filled from IA32_PASID) and privilege bit name the address
+   * space. "retry" (ZF = 1) when the WQ cannot take it: full, disabled, or
+   * not a shared WQ.
+   */
+  enqcmd(wq: number, bytes: Uint8Array): "accepted" | "retry" {
+    const desc = this.#checkSubmit(wq, bytes);
+    if (!this.#accepting(wq, WqMode.SHARED)) {
+      this.stats.retried++;
+      return "retry";
+    }
+    this.#enqueue({ desc, wq, pasid: DsaDesc.get(desc, "PASID"), priv: DsaDesc.get(desc, "PRIV") === 1 });
+    return "accepted";
+  }
+
+  #enqueue(q: Queued): void {
+    this.#wqs[q.wq]?.queue.push(q);
+    this.stats.submitted++;
+    this.#setOccupancy(q.wq);
+    this.#kick();
+  }
+
+  #setOccupancy(w: number): void {
+    DsaWqCfg.set(this.#wqcfg(w), "OCCUPANCY", this.#wqs[w]?.queue.length ?? 0);
+  }
+
+  // --- the engine ------------------------------------------------------------
+
+  /** Whether a descriptor is waiting for a page response. */
+  get blocked(): boolean {
+    const job = this.#job;
+    return job !== undefined && job.wait !== null;
+  }
+
+  /** Whether there is anything to run now. */
+  get runnable(): boolean {
+    if (this.#job !== undefined) return this.#job.wait === null;
+    return this.#wqs.some((q) => q.queue.length > 0);
+  }
+
+  #kick(): void {
+    if (this.mode === "immediate") this.run();
+    else if (this.runnable) this.onRunnable?.();
+  }
+
+  /** Runs until idle or blocked. Re-entrant calls return at once. */
+  run(): void {
+    if (this.#inRun) return;
+    this.#inRun = true;
+    try {
+      while (this.step());
+    } finally {
+      this.#inRun = false;
+    }
+  }
+
+  /** One unit of work: dispatch a descriptor, move one page, or write a completion record. False when there was nothing to do. */
+  step(): boolean {
+    let job = this.#job;
+    if (job === undefined) {
+      const next = this.#dequeue();
+      if (next === undefined) return false;
+      job = this.#dispatch(next);
+      if (job === undefined) {
+        this.#settle();
+        return true;
+      }
+      this.#job = job;
+    }
+    if (job.wait !== null) return false;
+    if (job.phase === "data") this.#dataStep(job);
+    else this.#completionStep(job);
+    return true;
+  }
+
+  /** Drives a stepwise device from a kernel work queue: one step per work item. */
+  driveFrom(wq: Workqueue, name = `${this.name} engine`): Work {
+    if (this.mode !== "stepwise") throw new KernelError(Errno.EINVAL, `${this.name}: only a stepwise device is driven by a work queue`);
+    const work = new Work(name, () => {
+      if (this.step() && this.runnable) wq.queueWork(work);
+    });
+    this.onRunnable = () => wq.queueWork(work);
+    if (this.runnable) wq.queueWork(work);
+    return work;
+  }
+
+  #dequeue(): Queued | undefined {
+    for (let i = 0; i < this.numWqs; i++) {
+      const w = (this.#rr + i) % this.numWqs;
+      const q = this.#wqs[w];
+      const d = q?.queue.shift();
+      if (d !== undefined) {
+        this.#rr = (w + 1) % this.numWqs;
+        this.#setOccupancy(w);
+        return d;
+      }
+    }
+    return undefined;
+  }
+
+  /** Decodes and checks a descriptor (DSA spec 8.1); an error completes it at once. */
+  #dispatch(q: Queued): Job | undefined {
+    const d = q.desc;
+    const flags = DsaDesc.get(d, "FLAGS");
+    const opcode = DsaDesc.get(d, "OPCODE");
+    const job: Job = {
+      ...q,
+      opcode,
+      flags,
+      compl: u64(DsaDesc.get(d, "COMPL_LO"), DsaDesc.get(d, "COMPL_HI")),
+      src: u64(DsaDesc.get(d, "SRC_LO"), DsaDesc.get(d, "SRC_HI")),
+      dst: u64(DsaDesc.get(d, "DST_LO"), DsaDesc.get(d, "DST_HI")),
+      size: DsaDesc.get(d, "XFER_SIZE"),
+      // The descriptor's BOF flag counts only when the WQ allows blocking (WQCFG.BOF).
+      bof: (flags & DescFlag.BOF) !== 0 && DsaWqCfg.get(this.#wqcfg(q.wq), "BOF") === 1,
+      done: 0,
+      result: 0,
+      retries: 0,
+      phase: "data",
+      status: DsaStatus.SUCCESS,
+      faultAddr: 0,
+      faultWrite: false,
+      wait: null,
+    };
+    const crav = (flags & DescFlag.CRAV) !== 0;
+    if (crav && job.compl % DSA_COMPLETION_ALIGN !== 0) {
+      // No record can be written at a misaligned address: the error goes to SWERR.
+      this.#swerr(job, DsaStatus.CRA_ALIGN, { faultAddr: job.compl });
+      this.stats.completed++;
+      return undefined;
+    }
+    const bad = this.#check(job);
+    if (bad !== undefined) {
+      job.status = bad;
+      job.phase = "completion";
+    } else if (opcode === DsaOpcode.NOOP) job.phase = "completion";
+    return job;
+  }
+
+  #check(job: Job): DsaStatusCode | undefined {
+    if ((job.flags & ~DESC_DEFINED_FLAGS) !== 0) return DsaStatus.INVALID_FLAGS;
+    if (!SUPPORTED_OPS.has(job.opcode)) return DsaStatus.BAD_OPCODE;
+    if (job.opcode === DsaOpcode.NOOP) return undefined;
+    const limit = 2 ** DsaWqCfg.get(this.#wqcfg(job.wq), "MAX_XFER_SHIFT");
+    if (job.size === 0 || job.size > limit) return DsaStatus.XFER_ERANGE;
+    // GENCAP.OVERLAP_COPY is 0: overlapping move buffers are an error (DSA spec 8.3.x, Memory Move).
+    if (job.opcode === DsaOpcode.MEMMOVE && job.src < job.dst + job.size && job.dst < job.src + job.size) return DsaStatus.OVERLAP_BUFFERS;
+    return undefined;
+  }
+
+  #dataStep(job: Job): void {
+    const off = job.done;
+    const rest = job.size - off;
+    const a = job.src + off;
+    const b = job.dst + off;
+    const fill = job.opcode === DsaOpcode.MEMFILL;
+    let len = Math.min(rest, PAGE - (b & PAGE_MASK));
+    if (!fill) len = Math.min(len, PAGE - (a & PAGE_MASK));
+    let paA = 0;
+    if (!fill) {
+      const x = this.#xlate(job, a, false);
+      if (!("pa" in x)) {
+        this.#fault(job, x.fault, a, false);
+        return;
+      }
+      paA = x.pa;
+    }
+    // COMPARE reads its second source where the destination is.
+    const bWrite = job.opcode !== DsaOpcode.COMPARE;
+    const y = this.#xlate(job, b, bWrite);
+    if (!("pa" in y)) {
+      this.#fault(job, y.fault, b, bWrite);
+      return;
+    }
+    const paB = y.pa;
+    const mem = this.#mem;
+    let ok: boolean;
+    if (job.opcode === DsaOpcode.MEMMOVE) {
+      const buf = this.#scratch.subarray(0, len);
+      ok = mem.readBytes(paA, buf) && mem.writeBytes(paB, buf);
+    } else if (fill) {
+      // The 8-byte pattern is the SRC field, repeated from the start of the destination.
+      const buf = this.#scratch.subarray(0, len);
+      const pat = new Uint8Array(job.desc.buffer, job.desc.byteOffset + 16, 8);
+      for (let i = 0; i < len; i++) buf[i] = pat[(off + i) & 7] ?? 0;
+      ok = mem.writeBytes(paB, buf);
+    } else {
+      const x = this.#scratch.subarray(0, len);
+      const y2 = this.#scratch2.subarray(0, len);
+      ok = mem.readBytes(paA, x) && mem.readBytes(paB, y2);
+      if (ok) {
+        for (let i = 0; i < len; i++) {
+          if (x[i] !== y2[i]) {
+            // Not equal: result 1, and bytes completed is the offset of the first difference (DSA spec 8.3.x, Compare).
+            job.result = 1;
+            job.done = off + i;
+            job.phase = "completion";
+            return;
+          }
+        }
+      }
+    }
+    if (!ok) {
+      // Host memory answered with an abort: nothing more of this descriptor can complete.
+      job.status = DsaStatus.TRANSLATION_FAIL;
+      job.faultAddr = a;
+      job.phase = "completion";
+      return;
+    }
+    job.done += len;
+    job.retries = 0;
+    this.stats.bytesMoved += len;
+    if (job.done >= job.size) job.phase = "completion";
+  }
+
+  /** A data access faulted: block on a page request, or complete partially, or fail. */
+  #fault(job: Job, kind: "recoverable" | "refused", addr: number, write: boolean): void {
+    if (kind === "recoverable" && job.bof && this.#pageRequest(job, addr, write)) return;
+    job.status = kind === "recoverable" ? DsaStatus.PAGE_FAULT_NOBOF : DsaStatus.TRANSLATION_FAIL;
+    job.faultAddr = addr;
+    job.faultWrite = write;
+    job.phase = "completion";
+  }
+
+  /** Issues a PRI page request and blocks the job; false when PRI cannot be used or the retries are spent. */
+  #pageRequest(job: Job, addr: number, write: boolean): boolean {
+    const pri = this.ep.pri;
+    if (pri === undefined || !pri.usable || job.retries >= this.#maxRetries) return false;
+    const token = {};
+    job.wait = token;
+    const issued = pri.issue(
+      { ...(job.pasid === undefined ? {} : { pasid: job.pasid }), priv: job.priv, exec: false, addr, read: !write, write },
+      (o) => {
+        if (this.#job !== job || job.wait !== token) return;
+        job.wait = null;
+        if (o === "success") job.retries++;
+        else {
+          job.status = DsaStatus.PAGE_FAULT_NOBOF;
+          job.faultAddr = addr;
+          job.faultWrite = write;
+          job.phase = "completion";
+        }
+        this.#kick();
+      },
+    );
+    if (issued === "sent") {
+      this.stats.pageRequests++;
+      return true;
+    }
+    if (issued === "noCredit") {
+      pri.onCredit(() => {
+        if (this.#job !== job || job.wait !== token) return;
+        job.wait = null;
+        this.#kick();
+      });
+      return true;
+    }
+    job.wait = null;
+    return false;
+  }
+
+  /**
+   * Writes the completion record (DSA spec 8.2): when CRAV is set and either
+   * RCR asked for one or the descriptor did not succeed. An unsuccessful
+   * descriptor without a record address, or whose record cannot be written,
+   * reports through SWERR.
+   */
+  #completionStep(job: Job): void {
+    const crav = (job.flags & DescFlag.CRAV) !== 0;
+    const rcr = (job.flags & DescFlag.RCR) !== 0;
+    const success = job.status === DsaStatus.SUCCESS;
+    if (!crav) {
+      if (!success) this.#swerr(job, job.status, { faultAddr: job.faultAddr, write: job.faultWrite });
+      this.#retire(); return;
+    }
+    if (success && !rcr) {
+      this.#retire();
+      return;
+    }
+    const x = this.#xlate(job, job.compl, true);
+    if (!("pa" in x)) {
+      if (x.fault === "recoverable" && job.bof && this.#pageRequest(job, job.compl, true)) return;
+      this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
+      this.#retire(); return;
+    }
+    const rec = DsaCompletion.alloc();
+    DsaCompletion.set(rec, "STATUS", job.status);
+    DsaCompletion.set(rec, "RESULT", job.result);
+    if (job.status === DsaStatus.PAGE_FAULT_NOBOF || job.status === DsaStatus.TRANSLATION_FAIL) {
+      DsaCompletion.set(rec, "FAULT_WRITE", job.faultWrite ? 1 : 0);
+      DsaCompletion.set(rec, "FAULT_ADDR_LO", job.faultAddr % 2 ** 32);
+      DsaCompletion.set(rec, "FAULT_ADDR_HI", Math.floor(job.faultAddr / 2 ** 32));
+    }
+    if (job.status === DsaStatus.INVALID_FLAGS) DsaCompletion.set(rec, "INVALID_FLAGS", job.flags & ~DESC_DEFINED_FLAGS);
+    if (job.opcode !== DsaOpcode.NOOP) DsaCompletion.set(rec, "BYTES_COMPLETED", job.done);
+    if (!DsaCompletion.write(this.#mem, x.pa, rec)) this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
+    this.#retire();
+  }
+
+  #retire(): void {
+    this.#job = undefined;
+    this.stats.completed++;
+    this.#settle();
+  }
+
+  /** Records a software error (DSA spec 9.2.x, SWERR): a second one while the first is unread only sets OVERFLOW. */
+  #swerr(job: Job, code: number, o: { readonly faultAddr?: number; readonly write?: boolean }): void {
+    this.stats.swerrs++;
+    const v = this.#view(DsaReg.SWERR, DsaSwErr.dwords);
+    if (DsaSwErr.get(v, "VALID") === 1) {
+      DsaSwErr.set(v, "OVERFLOW", 1);
+      return;
+    }
+    v.fill(0);
+    DsaSwErr.set(v, "VALID", 1);
+    DsaSwErr.set(v, "DESC_VALID", 1);
+    DsaSwErr.set(v, "WQ_IDX_VALID", 1);
+    DsaSwErr.set(v, "WQ_IDX", job.wq);
+    DsaSwErr.set(v, "ERROR", code);
+    DsaSwErr.set(v, "OPERATION", job.opcode);
+    DsaSwErr.set(v, "PASID", job.pasid ?? 0);
+    DsaSwErr.set(v, "PRIV", job.priv ? 1 : 0);
+    DsaSwErr.set(v, "FAULT_RW", o.write === true ? 1 : 0);
+    const fa = o.faultAddr ?? 0;
+    DsaSwErr.set(v, "FAULT_ADDR_LO", fa % 2 ** 32);
+    DsaSwErr.set(v, "FAULT_ADDR_HI", Math.floor(fa / 2 ** 32));
+    DsaIntCause.set(this.#view(DsaReg.INTCAUSE, 1), "ERR", 1);
+  }
+
+  /**
+   * Translates one address for the job's PASID: through the device TLB and
+   * ATS translation requests when ATS is enabled, else as an untranslated
+   * request the IOMMU translates itself. A fault a page request may cure is
+   * "recoverable"; anything else (no PASID support enabled, Bus Master off,
+   * the PASID or page refused) is "refused".
+   */
+  #xlate(job: Job, addr: number, write: boolean): Xlate {
+    const ep = this.ep;
+    const port = ep.upstream;
+    if (port === undefined || !ep.busMasterEnabled || !Number.isSafeInteger(addr) || addr >= ADDR_LIMIT) return { fault: "refused" };
+    const pasidCap = ep.config.pasid;
+    if (job.pasid !== undefined) {
+      if (pasidCap === undefined || !pasidCap.flag("ENABLE") || job.pasid >= 2 ** pasidCap.get("MAX_PASID_WIDTH")) return { fault: "refused" };
+      if (job.priv && !pasidCap.flag("PRIV_ENABLE")) return { fault: "refused" };
+    }
+    const priv = job.pasid !== undefined && job.priv;
+    const tag = job.pasid === undefined ? {} : { pasid: job.pasid, priv, exec: false };
+    const permits = (r: { read: boolean; write: boolean; privOnly: boolean }): boolean => (write ? r.write : r.read) && (priv || !r.privOnly);
+    if (!ep.atsEnabled) {
+      const r = port.translate({ sid: ep.sid, ...tag, addr, write });
+      return r.ok && permits(r) ? { pa: r.pa } : { fault: "refused" };
+    }
+    const hit = ep.deviceTlb.lookup(job.pasid, priv, addr);
+    if (hit !== undefined && permits(hit)) return { pa: hit.paBase + (addr - hit.base) };
+    const page = addr - (addr & PAGE_MASK);
+    const r = port.translate({ sid: ep.sid, ...tag, addr: page, write, ats: true });
+    if (!r.ok) return { fault: r.recoverable ? "recoverable" : "refused" };
+    ep.deviceTlb.fill(job.pasid, priv, page, r);
+    return permits(r) ? { pa: paOf(r, page, addr) } : { fault: "recoverable" };
+  }
+}
+
+function paOf(r: TranslateOk, page: number, addr: number): number {
+  return r.pa + (addr - page);
+}
