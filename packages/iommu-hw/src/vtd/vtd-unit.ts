@@ -1,3 +1,4 @@
+import { checkRequestAddress } from "../request-check.js";
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, ReadOnlyMem } from "@vsva/pgtable";
@@ -383,7 +384,9 @@ export class VtdUnit implements IommuPort, Mmio {
 
   // --- the endpoint side ---------------------------------------------------------
 
+  /** Translates one request; EINVAL for an address that is no bus address (see `checkRequestAddress`). */
   translate(req: DmaRequest): TranslateResult {
+    checkRequestAddress(`VT-d unit ${this.cfg.name}`, req.addr, this.#root.translationEnabled, this.cfg.hostAddrBits);
     const r = this.#translator.translate(req);
     if (!r.ok) this.#reportFault(req, r);
     return r;
