@@ -105,7 +105,7 @@ export class Translator {
     if (!root.translationEnabled) {
       return { ok: true, pa: req.addr, size: PAGE, read: true, write: true, exec: true, privOnly: false };
     }
-    // Only scalable mode is modelled; QEMU reports any other TTM as 0x31 (D1 #5).
+    // Only scalable mode is modelled: any other TTM is 0x31 (see FaultReason.RTADDR_INV_TTM).
     if (root.ttm !== 1) return this.#fault(FaultReason.RTADDR_INV_TTM, false, false);
     const path = this.#useCaches ? this.#paths.find(req.sid, req.pasid ?? -1) : null;
     if (path === null) return this.#resolve(req);

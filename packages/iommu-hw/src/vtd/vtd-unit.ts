@@ -444,7 +444,7 @@ export class VtdUnit implements IommuPort, Mmio {
     if (prq === null || !this.#root.translationEnabled) return refuse("invalid", "refused");
     let reason = 0;
     let fpd = false;
-    if (this.#root.ttm !== 1) reason = 0x32;
+    if (this.#root.ttm !== 1) reason = FaultReason.PAGE_REQUEST_INV_TTM; // not 0x31: see the constant
     else {
       const ctx = this.#translator.contextOf(req.sid);
       fpd = ctx.fpd;
