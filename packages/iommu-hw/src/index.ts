@@ -66,7 +66,7 @@ export { pciEnableForSva, type PciEnableOptions } from "./pci/pci-enable.js";
 // and in-memory structure layouts (shared with the driver, as a kernel shares
 // a spec's field definitions), descriptors and fault reasons.
 export { VtdUnit } from "./vtd/vtd-unit.js";
-export { VtdDebug, type CacheMismatch, type StructureCacheMismatch } from "./vtd/debug.js";
+export { VtdDebug, type CacheMismatch, type StructureCacheMismatch, type VtdRequestAccounting } from "./vtd/debug.js";
 export { type IotlbEntry, type CtxInfo, type PasidInfo, CacheClass, RightsFor, type RightsForValue } from "./vtd/caches.js";
 export { type VtdOptions, type VtdConfig, type VtdCacheSizes, type VtdInterrupt } from "./vtd/options.js";
 export {
@@ -147,7 +147,7 @@ export { VcmdCommand, VcmdStatus } from "./vtd/vcmd.js";
 // the emulated unit, its register and in-memory structure layouts, and the
 // AArch64 (VMSAv8-64, 4 KiB granule) table formats, writer and walkers.
 export { SmmuUnit } from "./smmu/smmu-unit.js";
-export { SmmuDebug, type SmmuCacheMismatch, type SmmuStructureMismatch, type SmmuStats } from "./smmu/debug.js";
+export { SmmuDebug, type SmmuCacheMismatch, type SmmuStructureMismatch, type SmmuStats, type SmmuRequestAccounting } from "./smmu/debug.js";
 export { type SmmuOptions, type SmmuConfig, type SmmuInterrupt, type SmmuCacheSizes } from "./smmu/options.js";
 export {
   SmmuReg,
