@@ -186,7 +186,7 @@ export class VtdUnit implements IommuPort, Mmio {
     CapReg.set(cap, "FL1GP", b(c.firstLevel1g));
     CapReg.set(cap, "FL5LP", b(c.firstLevel5));
     EcapReg.set(ecap, "C", 1);
-    EcapReg.set(ecap, "QI", 1);
+    EcapReg.set(ecap, "QI", b(c.queuedInvalidation));
     EcapReg.set(ecap, "DT", b(c.deviceTlb));
     EcapReg.set(ecap, "PT", b(c.passThrough));
     EcapReg.set(ecap, "SC", b(c.snoopControl));
@@ -319,7 +319,8 @@ export class VtdUnit implements IommuPort, Mmio {
     if (GcmdReg.get(g, "SFL") === 1) GstsReg.set(s, "FLS", 1);
     GstsReg.set(s, "AFLS", 0); // advanced fault logging is not implemented (CAP.AFL=0)
     // Write-buffer flush completes at once: WBFS never reads 1.
-    const qie = GcmdReg.get(g, "QIE");
+    // Without ECAP.QI there is no queue to enable: QIE is ignored and QIES stays 0.
+    const qie = this.cfg.queuedInvalidation ? GcmdReg.get(g, "QIE") : 0;
     if (qie !== GstsReg.get(s, "QIES")) {
       GstsReg.set(s, "QIES", qie);
       if (qie === 0) this.#iq.resetHead();
