@@ -12,7 +12,9 @@ export type KnownKeys<T> = { readonly [K in keyof Required<T>]: true };
  */
 export function rejectUnknownKeys<T extends object>(unit: string, what: string, o: T | undefined, known: KnownKeys<T>): void {
   if (o === undefined) return;
-  if (typeof o !== "object" || o === null) throw new KernelError(Errno.EINVAL, `${unit}: ${what} must be an object`);
+  // Callers from plain JavaScript can pass anything.
+  const v: unknown = o;
+  if (typeof v !== "object" || v === null) throw new KernelError(Errno.EINVAL, `${unit}: ${what} must be an object`);
   for (const k of Object.keys(o)) {
     if (!Object.hasOwn(known, k)) {
       throw new KernelError(Errno.EINVAL, `${unit}: unknown ${what} key "${k}" (known: ${Object.keys(known).join(", ")})`);
