@@ -6,6 +6,11 @@ export { defineLayout, type Layout, type FieldAccess, type FieldSpec, type Field
 export type { DmaRequest, TranslateOk, TranslateFault, TranslateResult, PageRequest, PageResponseCode, PageGroupResponse, IommuPort, EndpointPort, StallResolution } from "./iommu-port.js";
 export { TaggedLru, CacheNode, type CacheStats } from "./cache/tagged-lru.js";
 
+// What the units' API takes or throws from @vsva/kernel, so a caller needs no second import:
+// the branded source ID of every request (and its constructor), the error type and errnos, the
+// scheduler a deferred queue runs on and the trace bus.
+export { type SourceId, sourceId, formatBdf, KernelError, Errno, isKernelError, Scheduler, type TraceBus } from "@vsva/kernel";
+
 // The register window both units implement (64-bit values as bigint) and layout-typed access to it.
 export { type Mmio, readReg, writeReg, joinDwords } from "./mmio/mmio.js";
 // Trap points a VMM uses on either unit (one hook for register accesses, queue entries and virtual commands).
