@@ -6,6 +6,11 @@ export { defineLayout, type Layout, type FieldAccess, type FieldSpec, type Field
 export type { DmaRequest, TranslateOk, TranslateFault, TranslateResult, PageRequest, PageResponseCode, PageGroupResponse, IommuPort, EndpointPort, StallResolution } from "./iommu-port.js";
 export { TaggedLru, CacheNode, type CacheStats } from "./cache/tagged-lru.js";
 
+// What the units' API takes or throws from @vsva/kernel, so a caller needs no second import:
+// the branded source ID of every request (and its constructor), the error type and errnos, the
+// scheduler a deferred queue runs on and the trace bus.
+export { type SourceId, sourceId, formatBdf, KernelError, Errno, isKernelError, Scheduler, type TraceBus } from "@vsva/kernel";
+
 // The register window both units implement (64-bit values as bigint) and layout-typed access to it.
 export { type Mmio, readReg, writeReg, joinDwords } from "./mmio/mmio.js";
 // Trap points a VMM uses on either unit (one hook for register accesses, queue entries and virtual commands).
@@ -66,7 +71,7 @@ export { pciEnableForSva, type PciEnableOptions } from "./pci/pci-enable.js";
 // and in-memory structure layouts (shared with the driver, as a kernel shares
 // a spec's field definitions), descriptors and fault reasons.
 export { VtdUnit } from "./vtd/vtd-unit.js";
-export { VtdDebug, type CacheMismatch, type StructureCacheMismatch } from "./vtd/debug.js";
+export { VtdDebug, type CacheMismatch, type StructureCacheMismatch, type VtdRequestAccounting } from "./vtd/debug.js";
 export { type IotlbEntry, type CtxInfo, type PasidInfo, CacheClass, RightsFor, type RightsForValue } from "./vtd/caches.js";
 export { type VtdOptions, type VtdConfig, type VtdCacheSizes, type VtdInterrupt } from "./vtd/options.js";
 export {
@@ -147,7 +152,7 @@ export { VcmdCommand, VcmdStatus } from "./vtd/vcmd.js";
 // the emulated unit, its register and in-memory structure layouts, and the
 // AArch64 (VMSAv8-64, 4 KiB granule) table formats, writer and walkers.
 export { SmmuUnit } from "./smmu/smmu-unit.js";
-export { SmmuDebug, type SmmuCacheMismatch, type SmmuStructureMismatch, type SmmuStats } from "./smmu/debug.js";
+export { SmmuDebug, type SmmuCacheMismatch, type SmmuStructureMismatch, type SmmuStats, type SmmuRequestAccounting } from "./smmu/debug.js";
 export { type SmmuOptions, type SmmuConfig, type SmmuInterrupt, type SmmuCacheSizes } from "./smmu/options.js";
 export {
   SmmuReg,
@@ -213,6 +218,9 @@ export {
   EventRecord,
   EventFetchRecord,
   EventId,
+  type EventIdCode,
+  ABORT_NO_EVENT,
+  EventClass,
   eventName,
   PRI_BYTES,
   PriEntry,

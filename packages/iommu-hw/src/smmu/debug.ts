@@ -49,6 +49,18 @@ export interface SmmuDebugParts {
   readonly stats: SmmuStats;
 }
 
+/** What one request cost in memory references (`SmmuDebug.lastRequest`). */
+export interface SmmuRequestAccounting {
+  /** 64-bit reads of translation-table descriptors (stage 1, stage 2, nested) by the walk. */
+  readonly walkReads: number;
+  /** Access-flag/dirty updates the walk wrote. */
+  readonly walkWrites: number;
+  /** Walk-cache hits that saved descriptor reads. */
+  readonly walkCacheHits: number;
+  /** 64-bit reads fetching level-1 stream-table descriptors, STEs, level-1 CD descriptors and CDs (with the stage-2 walk locating a nested CD). */
+  readonly structureReads: number;
+}
+
 /**
  * What tests, benches and the invariant checker see of an SMMUv3 besides
  * its registers: caches, counters, a cache-bypassing translation, coherence
@@ -87,8 +99,19 @@ export class SmmuDebug {
     return this.#p.stalls.size;
   }
 
+  /**
+   * The descriptor reads and walk-cache hits of the last request's table walk; all zero when the
+   * last request walked nothing (TLB hit, bypass, a fault before the walk). STE, CD and level-1
+   * descriptor fetches are not walk reads: see {@link lastRequest}.
+   */
   get lastWalk(): { readonly reads: number; readonly writes: number; readonly walkCacheHits: number } {
     return this.#p.translator.lastWalk;
+  }
+
+  /** The last request's memory traffic, table walk and structure fetches counted apart. */
+  get lastRequest(): SmmuRequestAccounting {
+    const w = this.#p.translator.lastWalk;
+    return { walkReads: w.reads, walkWrites: w.writes, walkCacheHits: w.walkCacheHits, structureReads: this.#p.translator.lastStructureReads };
   }
 
   get queueStats(): { readonly cmdq: CommandQueue["stats"]; readonly eventq: OutputQueue<string>["stats"]; readonly priq: OutputQueue<string>["stats"] } {

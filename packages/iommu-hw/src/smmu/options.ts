@@ -1,3 +1,4 @@
+import { type KnownKeys, rejectUnknownKeys } from "../options-check.js";
 import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel";
 import type { SmmuTrap } from "../trap.js";
 import { type PhysMem, MAX_OA_BITS_4K, oasCode } from "@vsva/pgtable";
@@ -122,8 +123,18 @@ function intIn(name: string, v: number, lo: number, hi: number): number {
   return v;
 }
 
-/** Applies defaults and refuses impossible capability sets (EINVAL says which). */
+const OPTION_KEYS: KnownKeys<SmmuOptions> = {
+  mem: true, stage1: true, stage2: true, twoLevelStreamTable: true, twoLevelCdTable: true, ssidBits: true, sidBits: true,
+  ats: true, pri: true, asid16: true, vmid16: true, oas: true, httu: true, stall: true, stallMax: true, hyp: true, xnx: true,
+  ril: true, had: true, msi: true, sev: true, cmdqBits: true, eventqBits: true, priqBits: true, caches: true, commands: true,
+  trace: true, name: true, onInterrupt: true, trap: true,
+};
+const CACHE_KEYS: KnownKeys<SmmuCacheSizes> = { ste: true, cd: true, tlb: true, s1WalkCache: true, s2WalkCache: true };
+
+/** Applies defaults and refuses unknown keys and impossible capability sets (EINVAL says which). */
 export function resolveSmmuConfig(o: SmmuOptions): SmmuConfig {
+  rejectUnknownKeys("SMMUv3", "option", o, OPTION_KEYS);
+  rejectUnknownKeys("SMMUv3", "caches option", o.caches, CACHE_KEYS);
   const stage1 = o.stage1 ?? true;
   const stage2 = o.stage2 ?? true;
   if (!stage1 && !stage2) bad("at least one of stage 1 and stage 2 must be supported");

@@ -3,7 +3,7 @@ import { errnoOf } from "@vsva/kernel/testing";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { PagePool, ArmTableWriter } from "@vsva/pgtable";
-import { CD_TABLE, CMDQ, EVENTQ, PRIQ, STRTAB, SmmuRig, cmd } from "./testing/rig.js";
+import { CD_TABLE, CMDQ, EVENTQ, PRIQ, SR, STRTAB, SmmuRig, cmd } from "./testing/rig.js";
 import { FakeEndpoint } from "../pci/testing/fake-endpoint.js";
 import { joinDwords } from "../mmio/mmio.js";
 import { PlatformDmaMaster } from "./platform-master.js";
@@ -153,6 +153,13 @@ describe("robustness: nothing software, a guest or a device does makes the unit 
               break;
             case "dma": {
               const req = { sid: o.sid as SourceId, addr: o.addr, write: o.write, ats: o.ats, ...(o.pasid === undefined ? {} : { pasid: o.pasid, priv: o.priv, exec: o.exec }) };
+              // An address that is no 64-bit bus address (or, with SMMUEN = 0, none below OAS) is refused at the boundary.
+              const bus = Number.isInteger(o.addr) && o.addr >= -(2 ** 63) && o.addr < 2 ** 64;
+              const bypassOk = (rig.reg(SR.CR0ACK) & 1) === 1 || (o.addr >= 0 && o.addr < 2 ** rig.unit.cfg.oas);
+              if (!bus || !bypassOk) {
+                expect(errnoOf(() => rig.unit.translate(req))).toBe(Errno.EINVAL);
+                break;
+              }
               const r = rig.unit.translate(req);
               expect(typeof r.ok).toBe("boolean");
               if (!o.ats) master.start({ addr: o.addr, length: 16, direction: o.write ? "write" : "read" });

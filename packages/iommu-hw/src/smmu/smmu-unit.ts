@@ -1,3 +1,4 @@
+import { checkRequestAddress } from "../request-check.js";
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { StallTable, type StallEnd } from "./stalls.js";
@@ -469,7 +470,9 @@ export class SmmuUnit implements IommuPort, Mmio {
 
   // --- the endpoint side ---------------------------------------------------------
 
+  /** Translates one request; EINVAL for an address that is no bus address (see `checkRequestAddress`). */
   translate(req: DmaRequest): TranslateResult {
+    checkRequestAddress(`SMMUv3 ${this.cfg.name}`, req.addr, this.#state.enabled, this.cfg.oas);
     const r = this.#translator.translate(req);
     return r.ok ? r : this.#report(req, r, this.#translator.lastFault);
   }

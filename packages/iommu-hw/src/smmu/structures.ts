@@ -191,6 +191,11 @@ export const EventFetchRecord = defineLayout("EVENT_FETCH", 256, { ...evCommon, 
 
 export const EventClass = { CD: 0, TT: 1, IN: 2 } as const;
 
+/**
+ * Event record type codes (SMMUv3 spec §7.3, Event records; the same numbers as Linux
+ * drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h: EVT_ID_*). A `TranslateFault.reason` of an
+ * SMMUv3 unit is one of these or {@link ABORT_NO_EVENT}.
+ */
 export const EventId = {
   F_UUT: 0x01,
   C_BAD_STREAMID: 0x02,
@@ -218,6 +223,9 @@ export const EventId = {
  * abort, or GBPA.ABORT while SMMUEN = 0). `TranslateFault.reason` is 0 then.
  */
 export const ABORT_NO_EVENT = 0;
+
+/** A code `TranslateFault.reason` takes on an SMMUv3 unit. */
+export type EventIdCode = (typeof EventId)[keyof typeof EventId] | typeof ABORT_NO_EVENT;
 
 const EVENT_NAMES = new Map<number, string>([[ABORT_NO_EVENT, "ABORT"], ...Object.entries(EventId).map(([k, v]) => [v, k] as [number, string])]);
 

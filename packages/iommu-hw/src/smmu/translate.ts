@@ -19,6 +19,8 @@ interface UtlbSlot {
 const TWO63 = 2 ** 63;
 const TWO64 = 2 ** 64;
 const TABLE_READ: WalkAccess = Object.freeze({ write: false });
+/** What `lastWalk` shows for a request that walked nothing. */
+const NO_WALK: Readonly<ArmWalkResult> = Object.freeze(newArmWalkResult());
 
 /** Unit state the pipeline reads (kept current by the unit's register writes). */
 export interface SmmuState {
@@ -88,6 +90,12 @@ export class SmmuTranslator {
   #fastSsid = -2;
   #steNode: CacheNode<SteInfo> | undefined;
   #cdNode: CacheNode<CdInfo> | undefined;
+  // Per-request accounting, reset lazily: a counter belongs to the request whose number it carries,
+  // so a hit, a bypass or a configuration fault reads as "no walk" without any work on the hit path.
+  #reqSeq = 0;
+  #walkSeq = -1;
+  #structSeq = -1;
+  #structureReads = 0;
 
   constructor(
     private readonly mem: PhysMem,
@@ -102,11 +110,31 @@ export class SmmuTranslator {
     this.#fastSid = -1;
   }
 
+  /**
+   * The translation-table walk of the last request (descriptor reads, walk-cache hits): all zero when
+   * that request walked nothing (a TLB hit, bypass, a fault before the walk). STE, CD and level-1
+   * descriptor fetches (with the stage-2 walks that locate a nested CD) are not in it: see
+   * {@link lastStructureReads}.
+   */
   get lastWalk(): Readonly<ArmWalkResult> {
-    return this.#walk;
+    return this.#walkSeq === this.#reqSeq ? this.#walk : NO_WALK;
+  }
+
+  /** 64-bit memory reads of the last request fetching stream-table and context-descriptor structures. */
+  get lastStructureReads(): number {
+    return this.#structSeq === this.#reqSeq ? this.#structureReads : 0;
+  }
+
+  #countStructureReads(n: number): void {
+    if (this.#structSeq !== this.#reqSeq) {
+      this.#structSeq = this.#reqSeq;
+      this.#structureReads = 0;
+    }
+    this.#structureReads += n;
   }
 
   translate(req: DmaRequest): TranslateResult {
+    this.#reqSeq++;
     const addr = req.addr;
     const slot = this.#utlb[(((addr / PAGE) | 0) ^ req.sid) & UTLB_MASK];
     const ssid = req.pasid ?? -1;
@@ -193,6 +221,7 @@ export class SmmuTranslator {
     }
     this.#curSte = ste;
     const tag = tlbTag(cls, vmid, cd.asid);
+    this.#walkSeq = this.#reqSeq;
     const w = walkStage1(this.mem, s1, va, { write: req.write, exec, priv }, this.#walk, {
       ...(ste.kind === "nested" ? { stage2: this.#stage2 } : {}),
       ...(this.useCaches ? { walkCache: { cache: this.caches.s1wc, tag } } : {}),
@@ -225,6 +254,7 @@ export class SmmuTranslator {
         return this.#ok(node.value.pageBase + (ipa - node.value.inputBase), node.value.size, node.value.perms, access.priv === true);
       }
     }
+    this.#walkSeq = this.#reqSeq;
     const w = walkStage2(this.mem, s2, ipa, access, false, this.#walk, this.useCaches ? { walkCache: { cache: this.caches.s2wc, tag: ste.vmid } } : undefined);
     if (!w.ok) return this.#walkFault(w, ste.s2r, req.ats === true, false, ste.s2s);
     const off = modulo(ipa, w.pageSize);
@@ -273,6 +303,7 @@ export class SmmuTranslator {
 
   /** The STE of `sid` as the unit sees it (through the STE cache). */
   steOf(sid: number): SteInfo {
+    this.#reqSeq++; // a request of its own (a page request): the accounting starts afresh
     return this.#ste(sid);
   }
 
@@ -310,7 +341,9 @@ export class SmmuTranslator {
         return node.value;
       }
     }
+    const before = this.mem.stats.reads;
     const info = fetchSte(this.mem, this.state.st, sid, this.cfg, this.#scratch);
+    this.#countStructureReads(this.mem.stats.reads - before);
     // Only valid configurations are cached: an error is re-fetched (and reported) every time.
     if (this.useCaches && info.fault === null) this.#steNode = this.caches.ste.insert(sid, 0, info);
     return info;
@@ -326,7 +359,9 @@ export class SmmuTranslator {
       }
     }
     this.#curSte = ste;
+    const before = this.mem.stats.reads;
     const info = fetchCd(this.mem, ste, ssid, this.cfg, this.#scratch, ste.kind === "nested" ? (ipa) => this.#cdStage2(ipa) : undefined);
+    this.#countStructureReads(this.mem.stats.reads - before);
     if (this.useCaches && info.fault === null) this.#cdNode = this.caches.cd.insert(sid, ssid, info);
     return info;
   }

@@ -36,6 +36,18 @@ export interface VtdDebugParts {
   readonly iq: InvalidationQueue;
 }
 
+/** What one request cost in memory references (`VtdDebug.lastRequest`). */
+export interface VtdRequestAccounting {
+  /** 64-bit reads of paging entries (first level, second level, nested) by the page walk. */
+  readonly walkReads: number;
+  /** Accessed/dirty updates the page walk wrote. */
+  readonly walkWrites: number;
+  /** Paging-structure-cache hits that saved walk reads. */
+  readonly pscHits: number;
+  /** 64-bit reads fetching the root, context, PASID-directory and PASID entries (context/PASID-cache misses). */
+  readonly structureReads: number;
+}
+
 /**
  * What tests, benches and the invariant checker see of a VT-d unit besides
  * its registers: the caches, a cache-bypassing translation, coherence
@@ -70,9 +82,19 @@ export class VtdDebug {
     return this.#p.iq.stats;
   }
 
-  /** The memory references and PSC hits of the last page walk. */
+  /**
+   * The memory references and PSC hits of the last request's page walk; all zero when the last
+   * request walked nothing (IOTLB hit, pass-through, a fault before the walk). Root, context and
+   * PASID structure fetches are not page-walk reads: see {@link lastRequest}.
+   */
   get lastWalk(): { readonly reads: number; readonly writes: number; readonly pscHits: number } {
     return this.#p.translator.lastWalk;
+  }
+
+  /** The last request's memory traffic, page walk and structure fetches counted apart. */
+  get lastRequest(): VtdRequestAccounting {
+    const w = this.#p.translator.lastWalk;
+    return { walkReads: w.reads, walkWrites: w.writes, pscHits: w.pscHits, structureReads: this.#p.translator.lastStructureReads };
   }
 
   /** Every leaf translation the IOTLB holds, as a device would be served it. */

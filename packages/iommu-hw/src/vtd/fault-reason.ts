@@ -6,8 +6,19 @@
 export const FaultReason = {
   /** Invalid root-table address (SM). */
   ROOT_TABLE_INVALID: 0x30,
-  /** TTM is not scalable mode (QEMU widens the meaning to "invalid TTM"; we follow, see D1 #5). */
+  /**
+   * A translation request while RTADDR.TTM is not scalable mode. The spec's table names 0x31
+   * "TTM 0 for request with PASID" (Linux drivers/iommu/intel/dmar.c: dma_remap_sm_fault_reasons[]);
+   * only scalable mode is modelled, so this unit, like QEMU (hw/i386/intel_iommu_internal.h:
+   * VTD_FR_RTADDR_INV_TTM), reports any request under any other TTM with it.
+   */
   RTADDR_INV_TTM: 0x31,
+  /**
+   * A page request while RTADDR.TTM is not scalable mode: the spec's table gives page requests
+   * their own code, 0x32 "TTM 0 for page group request" (Linux drivers/iommu/intel/dmar.c:
+   * dma_remap_sm_fault_reasons[]), distinct from the 0x31 a translation request gets.
+   */
+  PAGE_REQUEST_INV_TTM: 0x32,
   ROOT_ENTRY_FETCH: 0x38,
   ROOT_ENTRY_NOT_PRESENT: 0x39,
   ROOT_ENTRY_RSVD: 0x3a,
@@ -26,7 +37,7 @@ export const FaultReason = {
   PASID_ENTRY_FETCH: 0x58,
   PASID_ENTRY_NOT_PRESENT: 0x59,
   PASID_ENTRY_RSVD: 0x5a,
-  /** D1 #4: 0x5B, not old QEMU's 0x58 (which is a fetch error). */
+  /** 0x5B "Invalid PASID entry" per the spec's table (dma_remap_sm_fault_reasons[]); 0x58, which older QEMU used, is the fetch error. */
   PASID_ENTRY_INVALID: 0x5b,
   ERE_CLEAR: 0x5c,
   SRE_CLEAR: 0x5d,

@@ -1,6 +1,7 @@
 import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel";
 import type { PhysMem } from "@vsva/pgtable";
 import type { VtdTrap } from "../trap.js";
+import { type KnownKeys, rejectUnknownKeys } from "../options-check.js";
 
 /** An interrupt the unit raises through one of its MSI register sets. */
 export interface VtdInterrupt {
@@ -62,6 +63,14 @@ export interface VtdOptions {
    * Needs `deviceTlb`.
    */
   readonly deviceTlbThrottling?: boolean;
+  /**
+   * ECAP.QI, queued invalidation (default true). Without it GCMD.QIE has no effect (GSTS.QIES
+   * stays 0, IQA/IQH/IQT are inert) and software invalidates through the registers: CCMD for the
+   * context cache and the IOTLB registers for the IOTLB (VT-d spec §6.5.1), both modelled. There is
+   * no register form of PASID-cache, PASID-based IOTLB, device-TLB or page-response operations, so
+   * `deviceTlb` (ECAP.DT, which the spec ties to QI) and `pageRequests` must be off with it.
+   */
+  readonly queuedInvalidation?: boolean;
   /** CAP.CM: caching mode, not-present results are cached too (vIOMMUs set it). */
   readonly cachingMode?: boolean;
   /** CAP.ND: 2^(4+2·ND) domain IDs (default 6, 64K). */
@@ -112,6 +121,7 @@ export interface VtdConfig {
   readonly snoopControl: boolean;
   readonly secondLevelAd: boolean;
   readonly deviceTlbThrottling: boolean;
+  readonly queuedInvalidation: boolean;
   readonly cachingMode: boolean;
   readonly nd: number;
   readonly faultRecords: number;
@@ -127,8 +137,19 @@ function bad(msg: string): never {
   throw new KernelError(Errno.EINVAL, `VT-d unit: ${msg}`);
 }
 
-/** Applies defaults and refuses inconsistent capability sets. EINVAL names what was wrong. */
+const OPTION_KEYS: KnownKeys<VtdOptions> = {
+  mem: true, hostAddrBits: true, secondLevelWidths: true, mgaw: true, firstLevel5: true, firstLevel1g: true, secondLevel2m: true,
+  secondLevel1g: true, firstLevel: true, secondLevel: true, nesting: true, passThrough: true, pasidBits: true, pageRequests: true,
+  deviceTlb: true, supervisorRequests: true, executeRequests: true, extendedAccessed: true, snoopControl: true, secondLevelAd: true,
+  deviceTlbThrottling: true, queuedInvalidation: true, cachingMode: true, domainIdBits: true, faultRecords: true, maxAddressMask: true,
+  version: true, virtualCommand: true, trap: true, caches: true, invalidation: true, trace: true, name: true, onInterrupt: true,
+};
+const CACHE_KEYS: KnownKeys<VtdCacheSizes> = { context: true, pasid: true, iotlb: true, firstLevelPsc: true, secondLevelPsc: true };
+
+/** Applies defaults and refuses unknown keys and inconsistent capability sets. EINVAL names what was wrong. */
 export function resolveConfig(o: VtdOptions): VtdConfig {
+  rejectUnknownKeys("VT-d unit", "option", o, OPTION_KEYS);
+  rejectUnknownKeys("VT-d unit", "caches option", o.caches, CACHE_KEYS);
   const hostAddrBits = o.hostAddrBits ?? o.mem.addrBits;
   if (!Number.isInteger(hostAddrBits) || hostAddrBits < 32 || hostAddrBits > 52) bad(`host address width ${hostAddrBits} is outside 32..52`);
   const widths = o.secondLevelWidths ?? (o.mgaw === 57 ? [39, 48, 57] : [39, 48]);
@@ -155,9 +176,15 @@ export function resolveConfig(o: VtdOptions): VtdConfig {
   const nesting = o.nesting ?? true;
   if (nesting && !(firstLevel && secondLevel)) bad("nesting needs both first- and second-level translation");
   if (sagaw === 0 && secondLevel) bad("second-level translation needs at least one supported width");
-  const deviceTlb = o.deviceTlb ?? true;
+  const queuedInvalidation = o.queuedInvalidation ?? true;
+  const deviceTlb = o.deviceTlb ?? queuedInvalidation;
+  // ECAP.DT: an implementation reporting device-TLB support must report QI too (VT-d spec §10.4.3).
+  if (deviceTlb && !queuedInvalidation) bad("device-TLB support (ECAP.DT) needs queued invalidation (ECAP.QI)");
   const deviceTlbThrottling = o.deviceTlbThrottling ?? false;
   if (deviceTlbThrottling && !deviceTlb) bad("device-TLB invalidation throttling (DIT) needs device-TLB support (DT)");
+  const pageRequests = o.pageRequests ?? queuedInvalidation;
+  // Page-group responses are descriptors in the invalidation queue (VT-d spec chapter 7); there is no register form.
+  if (pageRequests && !queuedInvalidation) bad("page requests (ECAP.PRS) need queued invalidation (ECAP.QI) for page-group responses");
   const version = o.version ?? { major: 3, minor: 0 };
   if (version.major < 3) bad(`version ${version.major}.${version.minor} has no scalable mode (needs 3.0 or later)`);
   return {
@@ -173,7 +200,7 @@ export function resolveConfig(o: VtdOptions): VtdConfig {
     nesting,
     passThrough: o.passThrough ?? true,
     pasidBits,
-    pageRequests: o.pageRequests ?? true,
+    pageRequests,
     deviceTlb,
     supervisorRequests: o.supervisorRequests ?? true,
     executeRequests: o.executeRequests ?? true,
@@ -181,6 +208,7 @@ export function resolveConfig(o: VtdOptions): VtdConfig {
     snoopControl: o.snoopControl ?? false,
     secondLevelAd: o.secondLevelAd ?? false,
     deviceTlbThrottling,
+    queuedInvalidation,
     cachingMode: o.cachingMode ?? false,
     nd,
     faultRecords,

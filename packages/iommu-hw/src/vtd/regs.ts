@@ -222,7 +222,7 @@ export const IotlbReg = defineLayout("IOTLB", 64, {
 
 /**
  * Fault-recording register (VT-d §10.4 FRCD), 128 bits. Everything is hardware-written
- * except F, which software clears by writing 1 (D1 #1: the PASID is 20 bits).
+ * except F, which software clears by writing 1 (its PASID value field is 20 bits, as every PASID).
  */
 export const FrcdReg = defineLayout("FRCD", 128, {
   FI: { msb: 63, lsb: 12, access: "RO" },

@@ -67,7 +67,12 @@ function run(rig: VtdRig, op: Op): void {
       return;
     case "dma": {
       const sid = ((op.bus << 8) | op.devfn) as SourceId;
-      rig.unit.translate({ sid, ...(op.pasid === undefined ? {} : { pasid: op.pasid }), addr: op.addr, write: op.write, priv: op.priv, exec: op.exec, ats: op.ats });
+      const dma = () => rig.unit.translate({ sid, ...(op.pasid === undefined ? {} : { pasid: op.pasid }), addr: op.addr, write: op.write, priv: op.priv, exec: op.exec, ats: op.ats });
+      // An address that is no 64-bit bus address is refused at the boundary (EINVAL), never translated.
+      const bus = Number.isInteger(op.addr) && op.addr >= -(2 ** 63) && op.addr < 2 ** 64;
+      const tes = rig.unit.mmioRead32(R.GSTS) >>> 31 === 1;
+      if (bus && (tes || (op.addr >= 0 && op.addr < 2 ** rig.unit.cfg.hostAddrBits))) dma();
+      else expect(errnoOf(dma)).toBe(Errno.EINVAL);
       return;
     }
     case "prq":

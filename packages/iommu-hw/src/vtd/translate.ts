@@ -14,6 +14,8 @@ import { Pgtt } from "./structures.js";
 import { isPageLevelFault, walkFaultReason } from "./walk-fault.js";
 
 const PAGE = 4096;
+/** What `lastWalk` shows for a request that walked nothing. */
+const NO_WALK: Readonly<WalkResult> = Object.freeze(newWalkResult());
 const READ: WalkAccess = Object.freeze({ write: false });
 const WRITE: WalkAccess = Object.freeze({ write: true });
 
@@ -85,6 +87,12 @@ export class Translator {
   // Nodes met by the lookups of the current request.
   #ctxNode: CacheNode<CtxInfo> | undefined;
   #peNode: CacheNode<PasidInfo> | undefined;
+  // Per-request accounting, reset lazily: a counter belongs to the request whose number it carries,
+  // so a hit, a pass-through or a structure fault reads as "no walk" without any work on the hit path.
+  #reqSeq = 0;
+  #walkSeq = -1;
+  #structSeq = -1;
+  #structureReads = 0;
 
   constructor(mem: PhysMem, cfg: VtdConfig, caches: VtdCaches, root: RootState, useCaches = true) {
     this.#mem = mem;
@@ -101,11 +109,12 @@ export class Translator {
   }
 
   translate(req: DmaRequest): TranslateResult {
+    this.#reqSeq++;
     const root = this.#root;
     if (!root.translationEnabled) {
       return { ok: true, pa: req.addr, size: PAGE, read: true, write: true, exec: true, privOnly: false };
     }
-    // Only scalable mode is modelled; QEMU reports any other TTM as 0x31 (D1 #5).
+    // Only scalable mode is modelled: any other TTM is 0x31 (see FaultReason.RTADDR_INV_TTM).
     if (root.ttm !== 1) return this.#fault(FaultReason.RTADDR_INV_TTM, false, false);
     const path = this.#useCaches ? this.#paths.find(req.sid, req.pasid ?? -1) : null;
     if (path === null) return this.#resolve(req);
@@ -271,12 +280,30 @@ export class Translator {
     const ok: TranslateOk = { ok: true, pa: w.pa, size, read: w.read, write: w.write, exec: w.exec, privOnly: !w.user };
     return ok;
   }
-  /** Statistics of the last walk (memory references, PSC hits), for benches and tests. */
+  /**
+   * The page walk of the last request (its memory references, PSC hits), for benches and tests:
+   * all zero when that request walked nothing (an IOTLB hit, pass-through, a fault before the walk).
+   * Context and PASID structure fetches are not in it: see {@link lastStructureReads}.
+   */
   get lastWalk(): Readonly<WalkResult> {
-    return this.#walk;
+    return this.#walkSeq === this.#reqSeq ? this.#walk : NO_WALK;
+  }
+
+  /** 64-bit memory reads of the last request fetching root, context, PASID-directory and PASID entries. */
+  get lastStructureReads(): number {
+    return this.#structSeq === this.#reqSeq ? this.#structureReads : 0;
+  }
+
+  #countStructureReads(n: number): void {
+    if (this.#structSeq !== this.#reqSeq) {
+      this.#structSeq = this.#reqSeq;
+      this.#structureReads = 0;
+    }
+    this.#structureReads += n;
   }
 
   #walkFor(pe: PasidInfo, tag: number, addr: number, access: WalkAccess): WalkResult {
+    this.#walkSeq = this.#reqSeq;
     const out = this.#walk;
     const mem = this.#mem;
     const c = this.#caches;
@@ -343,6 +370,7 @@ export class Translator {
 
   /** The context entry of `sid` as the unit sees it (through the context cache). */
   contextOf(sid: number): CtxInfo {
+    this.#reqSeq++; // a request of its own (a page request): the accounting starts afresh
     return this.#context(sid);
   }
 
@@ -356,7 +384,9 @@ export class Translator {
         return node.value;
       }
     }
+    const before = this.#mem.stats.reads;
     const info = fetchContext(this.#mem, this.#root.rootTable, sid, this.#cfg, this.#ctxScratch);
+    this.#countStructureReads(this.#mem.stats.reads - before);
     const notPresent = info.fault === FaultReason.ROOT_ENTRY_NOT_PRESENT || info.fault === FaultReason.CONTEXT_ENTRY_NOT_PRESENT;
     if (cacheable && (info.fault === 0 || (notPresent && this.#cfg.cachingMode))) {
       this.#ctxNode = this.#caches.context.insert(0, sid, info);
@@ -374,7 +404,9 @@ export class Translator {
         return node.value;
       }
     }
+    const before = this.#mem.stats.reads;
     const info = fetchPasid(this.#mem, ctx, pasid, this.#cfg, this.#pasidScratch);
+    this.#countStructureReads(this.#mem.stats.reads - before);
     const notPresent = info.fault === FaultReason.PASID_DIR_NOT_PRESENT || info.fault === FaultReason.PASID_ENTRY_NOT_PRESENT;
     if (cacheable && (info.fault === 0 || (notPresent && this.#cfg.cachingMode))) {
       this.#peNode = this.#caches.insertPasid(sid, pasid, info);

@@ -1,3 +1,4 @@
+import { checkRequestAddress } from "../request-check.js";
 import { Errno, KernelError, type SourceId, type TraceBus, type TraceIds, formatBdf } from "@vsva/kernel";
 import type { DmaRequest, EndpointPort, IommuPort, PageRequest, TranslateFault, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, ReadOnlyMem } from "@vsva/pgtable";
@@ -185,7 +186,7 @@ export class VtdUnit implements IommuPort, Mmio {
     CapReg.set(cap, "FL1GP", b(c.firstLevel1g));
     CapReg.set(cap, "FL5LP", b(c.firstLevel5));
     EcapReg.set(ecap, "C", 1);
-    EcapReg.set(ecap, "QI", 1);
+    EcapReg.set(ecap, "QI", b(c.queuedInvalidation));
     EcapReg.set(ecap, "DT", b(c.deviceTlb));
     EcapReg.set(ecap, "PT", b(c.passThrough));
     EcapReg.set(ecap, "SC", b(c.snoopControl));
@@ -318,7 +319,8 @@ export class VtdUnit implements IommuPort, Mmio {
     if (GcmdReg.get(g, "SFL") === 1) GstsReg.set(s, "FLS", 1);
     GstsReg.set(s, "AFLS", 0); // advanced fault logging is not implemented (CAP.AFL=0)
     // Write-buffer flush completes at once: WBFS never reads 1.
-    const qie = GcmdReg.get(g, "QIE");
+    // Without ECAP.QI there is no queue to enable: QIE is ignored and QIES stays 0.
+    const qie = this.cfg.queuedInvalidation ? GcmdReg.get(g, "QIE") : 0;
     if (qie !== GstsReg.get(s, "QIES")) {
       GstsReg.set(s, "QIES", qie);
       if (qie === 0) this.#iq.resetHead();
@@ -383,7 +385,9 @@ export class VtdUnit implements IommuPort, Mmio {
 
   // --- the endpoint side ---------------------------------------------------------
 
+  /** Translates one request; EINVAL for an address that is no bus address (see `checkRequestAddress`). */
   translate(req: DmaRequest): TranslateResult {
+    checkRequestAddress(`VT-d unit ${this.cfg.name}`, req.addr, this.#root.translationEnabled, this.cfg.hostAddrBits);
     const r = this.#translator.translate(req);
     if (!r.ok) this.#reportFault(req, r);
     return r;
@@ -441,7 +445,7 @@ export class VtdUnit implements IommuPort, Mmio {
     if (prq === null || !this.#root.translationEnabled) return refuse("invalid", "refused");
     let reason = 0;
     let fpd = false;
-    if (this.#root.ttm !== 1) reason = 0x32;
+    if (this.#root.ttm !== 1) reason = FaultReason.PAGE_REQUEST_INV_TTM; // not 0x31: see the constant
     else {
       const ctx = this.#translator.contextOf(req.sid);
       fpd = ctx.fpd;
