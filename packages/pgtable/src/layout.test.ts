@@ -62,3 +62,12 @@ describe("defineLayout", () => {
     expect(Entry.read(mem, 0x20000, back)).toBe(false);
   });
 });
+
+it("reads a field that fills a whole dword back unsigned", () => {
+  const L = defineLayout("whole", 32, { ALL: [31, 0] });
+  const v = L.alloc();
+  L.set(v, "ALL", 0x8000_0000);
+  expect(L.get(v, "ALL")).toBe(0x8000_0000);
+  L.set(v, "ALL", 0xffff_ffff);
+  expect(L.get(v, "ALL")).toBe(0xffff_ffff);
+});

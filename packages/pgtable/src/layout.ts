@@ -125,7 +125,8 @@ export function defineLayout<const F extends string>(
 
   function get(v: Uint32Array, f: F): number {
     const p = plan(f);
-    if (p.singleMask !== 0) return ((v[p.word] ?? 0) >>> p.shift) & p.singleMask;
+    // `>>> 0`: a field of a whole dword would otherwise read back as a negative int32.
+    if (p.singleMask !== 0) return (((v[p.word] ?? 0) >>> p.shift) & p.singleMask) >>> 0;
     // Multi-dword: gather bit by dword chunks with multiplication (no BigInt).
     let value = 0;
     let got = 0;
