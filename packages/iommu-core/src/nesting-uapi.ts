@@ -263,7 +263,7 @@ export class NestingUapi {
 
   #setOwner(phys: IommuDevice, hpasid: number, nested: NestedDomain): void {
     let m = this.#owners.get(phys);
-    if (m === undefined) this.#owners.set(phys, (m = new Map()));
+    if (m === undefined) this.#owners.set(phys, (m = new Map<number, NestedDomain>()));
     m.set(hpasid, nested);
   }
 
