@@ -1,4 +1,4 @@
-/** Trace events of VFIO (DESIGN.md rule 5), added to the kernel's registry by declaration merging. */
+/** Trace events of VFIO, added to the kernel's registry by declaration merging. */
 declare module "@vsva/kernel" {
   interface TraceEventRegistry {
     "vfio.map": { actor: "VFIO"; payload: { readonly iova: number; readonly size: number; readonly pinned: number } };
