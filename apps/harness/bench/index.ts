@@ -3,6 +3,7 @@ import { Bench } from "tinybench";
 import { Prot } from "@vsva/iommu-core";
 import { Host } from "../src/world/host.js";
 import { growthFigure } from "./growth.js";
+import { vfioMapFigure } from "./vfio-map.js";
 
 /**
  * SVA DMA bytes/s ÷ raw `Uint8Array` copy bytes/s, 4 KiB transfers with every
@@ -71,3 +72,4 @@ console.log("\nharness: SVA DMA throughput (ratio measured in one run)");
 console.log(`  ${ratio >= 0.5 ? "ok  " : "MISS"} SVA DMA bytes/s ÷ raw Uint8Array copy bytes/s (4 KiB, caches warm): ${ratio.toFixed(2)} (target ≥ 0.5; DMA at ${mbps.toFixed(0)} MB/s)`);
 
 growthFigure();
+vfioMapFigure();

@@ -90,8 +90,11 @@ export abstract class VtdDomainBase {
     const hw = this.env.hw;
     const d = hw.device(dev);
     if (this.attached.has(dev)) throw new KernelError(Errno.EBUSY, `${dev.toString()} is already attached`);
-    hw.kernel.faults.inject("vtd.attach");
     const freshDid = this.did === 0;
+    // A domain that already has its domain ID (say the default domain a group goes back to when VFIO detaches it)
+    // allocates nothing for a device's own attach, which then cannot fail: the core's __iommu_detach_group re-attach
+    // relies on that (drivers/iommu/iommu.c WARNs if it ever does fail).
+    if (freshDid || dev.isSubDevice) hw.kernel.faults.inject("vtd.attach");
     if (freshDid) this.did = hw.dids.alloc();
     try {
       if (dev.isSubDevice) this.#attachAux(d, dev);

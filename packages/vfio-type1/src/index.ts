@@ -3,6 +3,7 @@
 
 export { Vfio, type VfioOptions, VFIO_DEFAULT_PASID_QUOTA, VFIO_DEFAULT_DMA_ENTRY_LIMIT, X86_MSI_WINDOW } from "./vfio.js";
 export { VfioUser, type VfioUserOptions, type UserPages } from "./user.js";
+export { GuestRamPages } from "./guest-ram-pages.js";
 export { VfioDevice, type VfioDeviceOps, type VfioRegion } from "./device.js";
 export { regionOffset, REGION_OFFSET_SHIFT } from "./region.js";
 export { VfioGroup } from "./group.js";

@@ -1,0 +1,148 @@
+import { CacheInvType, InvGranularity, encodeCacheInvalidateInfo, encodeGpasidBindData } from "@vsva/iommu-core";
+import { GuestMemoryView } from "@vsva/machine";
+import {
+  DmaMapFlag, DmaMapLayout, DmaUnmapLayout, GuestRamPages, NestingOp, NestingOpLayout, PasidRequestFlag, PasidRequestLayout,
+  type PciConfigAccess, Vfio, type VfioContainerFile, VfioExtension, VfioIoctl, VfioUser, vfioPciOps,
+} from "@vsva/vfio-type1";
+import type { DeviceSlot, Host } from "../world/host.js";
+import { MiB } from "../world/host.js";
+import type { StepContext } from "../world/host-scenario.js";
+
+const PAGE = 0x1000;
+/** Where a VMM maps guest RAM in its own address space (QEMU's RAM block `host` pointer). */
+export const VMM_RAM_BASE = 0x7f00_0000_0000;
+
+/** VFIO on the scenario's host, as the module loads: it holds no state that needs unloading. */
+export function vfioOn(host: Host, opts: { pasidQuota?: number } = {}): Vfio {
+  return new Vfio({ kernel: host.kernel, core: host.core, ioasid: host.ioasid, ...(opts.pasidQuota === undefined ? {} : { pasidQuota: opts.pasidQuota }) });
+}
+
+/** A function's config space as vfio-pci reads it. */
+export function configOf(slot: DeviceSlot): PciConfigAccess {
+  const space = slot.ep.config.space;
+  return { size: 4096, read: (o, s) => space.read(o, s), write: (o, s, v) => space.write(o, s, v) };
+}
+
+export interface Vmm {
+  readonly user: VfioUser;
+  readonly ram: GuestMemoryView;
+  readonly pages: GuestRamPages;
+  /** The host page behind guest page `gpa`. */
+  hpa(gpa: number): number;
+}
+
+/**
+ * The VMM process stand-in: guest RAM of `size` bytes, a GuestMemoryView
+ * over host memory at [hostBase, hostBase + size) whose 64 KiB chunks are
+ * placed in reverse order (guest RAM is scattered in host-physical space,
+ * as a VMM's anonymous memory is), mapped in the VMM at VMM_RAM_BASE. Its
+ * exit (closing every VFIO file) is deferred.
+ */
+export function startVmm(ctx: StepContext, name: string, hostBase: number, size: number): Vmm {
+  const ram = new GuestMemoryView({ host: ctx.host.mem, addrBits: 39 });
+  const CHUNK = 0x1_0000;
+  const n = size / CHUNK;
+  for (let i = 0; i < n; i++) ram.map(i * CHUNK, hostBase + (n - 1 - i) * CHUNK, CHUNK);
+  const pages = new GuestRamPages(ram, VMM_RAM_BASE);
+  const user = new VfioUser({ name, mm: { vmm: name }, pages, memlockLimit: 64 * MiB });
+  ctx.defer(`${name} exits (every VFIO file it holds is closed)`, () => user.exit());
+  return {
+    user,
+    ram,
+    pages,
+    hpa: (gpa) => {
+      const pa = ram.gpaToHpa(gpa);
+      if (pa === null) throw new Error(`guest page 0x${gpa.toString(16)} has no backing`);
+      return pa;
+    },
+  };
+}
+
+/** vfio-pci takes the function; its removal from VFIO is deferred (it runs after the VMM has gone). */
+export function bindToVfio(ctx: StepContext, vfio: Vfio, slot: DeviceSlot): void {
+  const vdev = vfio.bindPciDevice(slot.dev, vfioPciOps(configOf(slot)));
+  ctx.defer(`vfio-pci releases ${slot.dev.name}`, () => vfio.removeDevice(vdev));
+}
+
+/** open the container and the group, join them, set the IOMMU type. */
+export function openContainer(vfio: Vfio, vmm: Vmm, groupId: number, type: "type1v2" | "nesting"): VfioContainerFile {
+  const c = vfio.openContainer(vmm.user);
+  const g = vfio.openGroup(vmm.user, groupId);
+  g.ioctl(VfioIoctl.GROUP_SET_CONTAINER, fdArg(c.fd));
+  c.ioctl(VfioIoctl.SET_IOMMU, type === "nesting" ? VfioExtension.TYPE1_NESTING_IOMMU : VfioExtension.TYPE1v2_IOMMU);
+  return c;
+}
+
+export function groupOf(slotOrDev: { readonly group: { readonly id: number } | null }): number {
+  const g = slotOrDev.group;
+  if (g === null) throw new Error("the device has no IOMMU group");
+  return g.id;
+}
+
+// --- UAPI structs as the VMM fills them ---------------------------------------
+
+export function fdArg(fd: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setInt32(0, fd, true);
+  return b;
+}
+
+/** VFIO_IOMMU_MAP_DMA of guest RAM [gpa, gpa + size) at IOVA = GPA (a VMM without a vIOMMU maps RAM 1:1). */
+export function mapGuestRam(c: VfioContainerFile, vmm: Vmm, gpa: number, size: number): void {
+  const b = new Uint8Array(DmaMapLayout.size);
+  DmaMapLayout.set(b, "argsz", DmaMapLayout.size);
+  DmaMapLayout.set(b, "flags", DmaMapFlag.READ | DmaMapFlag.WRITE);
+  DmaMapLayout.set(b, "vaddr", BigInt(vmm.pages.vaddr(gpa)));
+  DmaMapLayout.set(b, "iova", BigInt(gpa));
+  DmaMapLayout.set(b, "size", BigInt(size));
+  c.ioctl(VfioIoctl.IOMMU_MAP_DMA, b);
+}
+
+export function unmapIova(c: VfioContainerFile, iova: number, size: number): void {
+  const b = new Uint8Array(DmaUnmapLayout.size);
+  DmaUnmapLayout.set(b, "argsz", DmaUnmapLayout.size);
+  DmaUnmapLayout.set(b, "iova", BigInt(iova));
+  DmaUnmapLayout.set(b, "size", BigInt(size));
+  c.ioctl(VfioIoctl.IOMMU_UNMAP_DMA, b);
+}
+
+function pasidRequest(flags: number, min: number, max: number): Uint8Array {
+  const b = new Uint8Array(PasidRequestLayout.size);
+  PasidRequestLayout.set(b, "argsz", PasidRequestLayout.size);
+  PasidRequestLayout.set(b, "flags", flags);
+  PasidRequestLayout.set(b, "min", min);
+  PasidRequestLayout.set(b, "max", max);
+  return b;
+}
+
+export function allocPasid(c: VfioContainerFile, min: number, max: number): number {
+  return c.ioctl(VfioIoctl.IOMMU_PASID_REQUEST, pasidRequest(PasidRequestFlag.ALLOC, min, max));
+}
+
+export function freePasids(c: VfioContainerFile, min: number, max: number): number {
+  return c.ioctl(VfioIoctl.IOMMU_PASID_REQUEST, pasidRequest(PasidRequestFlag.FREE, min, max));
+}
+
+function nestingOp(op: number, data: Uint8Array): Uint8Array {
+  const b = new Uint8Array(NestingOpLayout.size + data.length);
+  NestingOpLayout.set(b, "argsz", b.length);
+  NestingOpLayout.set(b, "flags", op);
+  b.set(data, NestingOpLayout.size);
+  return b;
+}
+
+export const bindOp = (hpasid: number, gpgd: number): Uint8Array =>
+  nestingOp(NestingOp.BIND_PGTBL, encodeGpasidBindData({ hpasid: BigInt(hpasid), gpgd: BigInt(gpgd), addrWidth: 48 }));
+export const unbindOp = (hpasid: number): Uint8Array => nestingOp(NestingOp.UNBIND_PGTBL, encodeGpasidBindData({ hpasid: BigInt(hpasid), addrWidth: 48 }));
+/**
+ * The guest's PASID-selective invalidation of the IOTLB and the device TLB
+ * (its vIOMMU saw a PASID-based IOTLB and a device-TLB invalidation), passed
+ * down by the VMM.
+ */
+export const invalidateOp = (hpasid: number): Uint8Array =>
+  nestingOp(
+    NestingOp.CACHE_INVLD,
+    encodeCacheInvalidateInfo({ cache: CacheInvType.IOTLB | CacheInvType.DEV_IOTLB, granularity: InvGranularity.PASID, pasidInfo: { flags: 1, pasid: BigInt(hpasid) } }),
+  );
+
+export { PAGE };
