@@ -1,4 +1,5 @@
 import { type CacheNode, type CacheStats, TaggedLru } from "../cache/tagged-lru.js";
+import type { ReadonlyNodeIndex } from "../cache/node-index.js";
 import type { FirstLevelConfig, SecondLevelConfig } from "@vsva/pgtable";
 import { WalkCache } from "../pt/walk-cache.js";
 
@@ -126,7 +127,7 @@ export const sizeCodeOf = (size: number): number => (size >= 2 ** 30 ? 2 : size 
  * `TaggedLru.keysOf` handle), probing the page sizes in the order
  * {@link VtdCaches.lookupIotlb} does, without counting or bumping anything.
  */
-export function probeIotlbKeys(keys: ReadonlyMap<number, CacheNode<IotlbEntry>>, pfn: number): CacheNode<IotlbEntry> | undefined {
+export function probeIotlbKeys(keys: ReadonlyNodeIndex<CacheNode<IotlbEntry>>, pfn: number): CacheNode<IotlbEntry> | undefined {
   return keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
 }
 
