@@ -1,4 +1,5 @@
 import { type CacheNode, type CacheStats, TaggedLru } from "../cache/tagged-lru.js";
+import type { ReadonlyNodeIndex } from "../cache/node-index.js";
 import { ArmWalkCache } from "../pt-arm/walk-cache.js";
 import type { CdInfo, SteInfo } from "./config.js";
 
@@ -74,6 +75,13 @@ export class SmmuCaches {
   readonly tlb: TaggedLru<TlbEntry>;
   readonly s1wc: ArmWalkCache;
   readonly s2wc: ArmWalkCache;
+  /**
+   * The TLB's handle on the tag last looked up (`TaggedLru.keysOf`): a run of
+   * lookups in one ASID finds its entries without finding the tag again. A
+   * handle whose tag emptied is empty for good, so an empty one is re-taken.
+   */
+  #lastTag = -1;
+  #lastKeys: ReadonlyNodeIndex<CacheNode<TlbEntry>> | undefined = undefined;
 
   constructor(cap: SmmuCacheCapacities) {
     this.ste = new TaggedLru<SteInfo>("STE cache", cap.ste, () => 0);
@@ -111,7 +119,12 @@ export class SmmuCaches {
    */
   lookupTag(tag: number, pfn: number): CacheNode<TlbEntry> | undefined {
     const lru = this.tlb;
-    const keys = lru.keysOf(tag);
+    let keys = this.#lastTag === tag ? this.#lastKeys : undefined;
+    if (keys === undefined || keys.size === 0) {
+      keys = lru.keysOf(tag);
+      this.#lastTag = tag;
+      this.#lastKeys = keys;
+    }
     const node = keys === undefined ? undefined : keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
     if (node === undefined) {
       lru.stats.misses++;
