@@ -1,75 +1,106 @@
 // `pnpm bench` for the harness: SVA DMA throughput against a raw copy, in one run.
-import { Bench } from "tinybench";
 import { Prot } from "@vsva/iommu-core";
 import { Host } from "../src/world/host.js";
+import { bestNs, freshProcessCopy, inProcessCopy } from "./copy-baseline.js";
 import { growthFigure } from "./growth.js";
 import { vfioMapFigure } from "./vfio-map.js";
 
 /**
- * SVA DMA bytes/s ÷ raw `Uint8Array` copy bytes/s, 4 KiB transfers with every
- * cache warm (IOTLB, micro-TLB, the device's ATS cache): the device copies a
- * process's page through its PASID, translated by the emulated VT-d unit set
- * up by the real driver, and the bytes move in emulated host memory. Target
- * ≥ 0.5 (the simulator costs at most twice a plain memory copy).
+ * SVA DMA bytes/s ÷ raw `Uint8Array` copy bytes/s: the device writes a
+ * process's buffer through its PASID, translated by the emulated VT-d unit set
+ * up by the real driver, and the bytes move in emulated host memory.
+ *
+ * - 4 KiB transfers (16 one-page descriptors, one pass over a 64 KiB buffer),
+ *   every cache warm (IOTLB, micro-TLB, the device's ATS cache): ≥ 0.5;
+ * - 64 KiB transfers (one 16-page descriptor), caches warm: ≥ 0.7;
+ * - 2 MiB transfers (one 512-page descriptor): the device TLB holds 64
+ *   entries, so every page misses it and costs an ATS translation request to
+ *   the IOMMU (PCIe ATS, Address Translation Services, §10.2): ≥ 0.3.
+ *
+ * The raw-copy baseline is made robust (see copy-baseline.ts): the best of
+ * every source × destination pair over several buffers and placements, and
+ * the same copy timed in a fresh process; the ratio uses the faster of the
+ * two. A DMA cannot move bytes faster than a plain copy of them, so a ratio
+ * above 1 means the baseline is wrong, and the bench says so.
+ *
+ * Every figure is best-of-N (the machine is shared): the best sample is the
+ * least disturbed one, for the DMA and for the copy alike.
  */
-const SIZE = 4096;
-const PAGES = 16;
-/**
- * Transfers per timed sample. A figure in bytes/s is a throughput: timing each
- * ~100 ns copy on its own adds the timer's own cost (two clock reads, tens of
- * ns) to both sides of the ratio. A batch of one pass over the buffer
- * amortises it. (Timed one copy per sample, the ratio measured 0.62–0.75 with
- * this code, so the batching is not what meets the target.)
- */
-const BATCH = PAGES;
+const PAGE = 4096;
+const DEVICE_TLB_ENTRIES = 64;
+/** Alternating rounds of DMA and copy timing. */
+const ROUNDS = 3;
+
+interface Case {
+  readonly label: string;
+  /** Bytes per descriptor. */
+  readonly size: number;
+  /** Descriptors per timed call (the raw copy does as many copies of `size`). */
+  readonly count: number;
+  readonly target: number;
+  /** Whether the device TLB must miss on every page (true) or hit on every page (false). */
+  readonly atsMisses: boolean;
+}
+
+const CASES: readonly Case[] = [
+  { label: "4 KiB", size: PAGE, count: 16, target: 0.5, atsMisses: false },
+  { label: "64 KiB", size: 16 * PAGE, count: 1, target: 0.7, atsMisses: false },
+  { label: "2 MiB, device-TLB misses", size: 512 * PAGE, count: 1, target: 0.3, atsMisses: true },
+];
 
 const h = new Host();
 const slot = h.addDevice("dsa0", 4);
 h.enableSva(slot);
 const mm = h.newMm("bench");
-const buf = mm.mmap(null, SIZE * PAGES, Prot.READ | Prot.WRITE, { populate: true });
 const bond = h.core.sva.bindDevice(slot.dev, mm);
-const src = new Uint8Array(SIZE).fill(0x5a);
-const dst = new Uint8Array(SIZE * PAGES);
 const dma = slot.ep.dma;
-// One descriptor per page, written once as a driver would: the device reads its
-// registers, nothing is allocated per transfer.
-const programs = Array.from({ length: PAGES }, (_, i) => ({
-  pasid: bond.pasid,
-  addr: buf + i * SIZE,
-  length: SIZE,
-  direction: "write" as const,
-  pattern: src,
-}));
+if (slot.ep.deviceTlb.capacity !== DEVICE_TLB_ENTRIES) throw new Error(`bench: expected a ${DEVICE_TLB_ENTRIES}-entry device TLB`);
 
-const dmaPass = (): void => {
-  for (const p of programs) {
-    dma.setProgram(p);
-    if (dma.trigger() !== "ok") throw new Error(`bench DMA failed: ${dma.result}`);
+console.log("\nharness: SVA DMA throughput (ratios measured in one run, best-of-N)");
+for (const c of CASES) {
+  const buf = mm.mmap(null, c.size * c.count, Prot.READ | Prot.WRITE, { populate: true });
+  const pattern = new Uint8Array(c.size).fill(0x5a);
+  // One descriptor per transfer, written once as a driver would: the device reads its
+  // registers, nothing is allocated per transfer.
+  const programs = Array.from({ length: c.count }, (_, i) => ({
+    pasid: bond.pasid, addr: buf + i * c.size, length: c.size, direction: "write" as const, pattern,
+  }));
+  const dmaPass = (): void => {
+    for (const p of programs) {
+      dma.setProgram(p);
+      if (dma.trigger() !== "ok") throw new Error(`bench DMA failed: ${dma.result}`);
+    }
+  };
+  dmaPass(); // warm every cache
+  const st = slot.ep.deviceTlb.stats;
+  const [hits, misses] = [st.hits, st.misses];
+  dmaPass();
+  const pages = (c.size * c.count) / PAGE;
+  if (c.atsMisses ? st.misses - misses !== pages : st.hits - hits !== pages) {
+    throw new Error(`bench ${c.label}: expected ${pages} device-TLB ${c.atsMisses ? "misses" : "hits"}, got ${st.hits - hits} hits, ${st.misses - misses} misses`);
   }
-};
-const rawPass = (): void => {
-  for (let i = 0; i < BATCH; i++) dst.set(src, i * SIZE);
-};
-dmaPass(); // warm every cache
-const hitsBefore = slot.ep.deviceTlb.stats.hits;
-dmaPass();
-if (slot.ep.deviceTlb.stats.hits - hitsBefore !== PAGES) throw new Error("bench: the warm pass missed the device TLB");
 
-const bench = new Bench({ time: 500, warmupTime: 100 });
-bench
-  .add("raw Uint8Array copy, 4 KiB", rawPass)
-  .add("SVA DMA write, 4 KiB", dmaPass);
-await bench.run();
-
-const mean = (name: string): number => {
-  const r = bench.getTask(name)?.result;
-  return r !== undefined && "latency" in r ? r.latency.mean : Number.NaN;
-};
-const ratio = mean("raw Uint8Array copy, 4 KiB") / mean("SVA DMA write, 4 KiB");
-const mbps = (BATCH * SIZE / (mean("SVA DMA write, 4 KiB") / 1000)) / 1e6;
-console.log("\nharness: SVA DMA throughput (ratio measured in one run)");
-console.log(`  ${ratio >= 0.5 ? "ok  " : "MISS"} SVA DMA bytes/s ÷ raw Uint8Array copy bytes/s (4 KiB, caches warm): ${ratio.toFixed(2)} (target ≥ 0.5; DMA at ${mbps.toFixed(0)} MB/s)`);
+  // DMA and copy are timed in alternating rounds, best of all: a burst of load from
+  // elsewhere on the machine during one measurement does not decide the ratio.
+  let dmaNs = Number.POSITIVE_INFINITY;
+  let inProc = { bestNs: Number.POSITIVE_INFINITY, worstNs: 0, pairs: 0 };
+  for (let round = 0; round < ROUNDS; round++) {
+    dmaNs = Math.min(dmaNs, bestNs(dmaPass));
+    const r = inProcessCopy(c.size, c.count);
+    inProc = { bestNs: Math.min(inProc.bestNs, r.bestNs), worstNs: Math.max(inProc.worstNs, r.worstNs), pairs: r.pairs };
+  }
+  const fresh = freshProcessCopy(c.size, c.count);
+  const copyNs = Number.isNaN(fresh) ? inProc.bestNs : Math.min(inProc.bestNs, fresh);
+  const ratio = copyNs / dmaNs;
+  const bytes = c.size * c.count;
+  const gbps = (ns: number): string => (bytes / ns).toFixed(2);
+  console.log(
+    `  ${ratio >= c.target ? "ok  " : "MISS"} SVA DMA bytes/s ÷ raw copy bytes/s (${c.label}): ${ratio.toFixed(2)} (target ≥ ${c.target}); ` +
+      `DMA ${gbps(dmaNs)} GB/s; baseline = faster of best-of-${inProc.pairs}-pairs in process ${gbps(inProc.bestNs)} GB/s ` +
+      `(slowest pair ${gbps(inProc.worstNs)} GB/s) and fresh process ${Number.isNaN(fresh) ? "unavailable" : `${gbps(fresh)} GB/s`}`,
+  );
+  if (ratio > 1) console.log(`  WARNING (${c.label}): the DMA measured faster than a plain copy of the same bytes; the copy baseline is not trustworthy in this run`);
+}
 
 growthFigure();
 vfioMapFigure();

@@ -14,6 +14,8 @@
  * flag drops to false when it is invalidated or evicted; a caller may keep the
  * node as a one-entry fast path and trust it only while `valid` holds.
  */
+import { NodeIndex, type ReadonlyNodeIndex } from "./node-index.js";
+
 export interface CacheStats {
   hits: number;
   misses: number;
@@ -36,7 +38,7 @@ export class CacheNode<V> {
 
 export class TaggedLru<V> {
   readonly stats: CacheStats = { hits: 0, misses: 0, inserts: 0, evictions: 0, invalidated: 0 };
-  readonly #byTag = new Map<number, Map<number, CacheNode<V>>>();
+  readonly #byTag = new Map<number, NodeIndex<CacheNode<V>>>();
   readonly #byGroup = new Map<number, Set<number>>();
   #head: CacheNode<V> | null = null; // most recent
   #tail: CacheNode<V> | null = null; // least recent
@@ -109,7 +111,7 @@ export class TaggedLru<V> {
    * Read-only to the holder; hits found through it are reported with
    * {@link noteHit}.
    */
-  keysOf(tag: number): ReadonlyMap<number, CacheNode<V>> | undefined {
+  keysOf(tag: number): ReadonlyNodeIndex<CacheNode<V>> | undefined {
     return this.#byTag.get(tag);
   }
 
@@ -130,7 +132,7 @@ export class TaggedLru<V> {
       this.#size--;
     }
     if (keys === undefined) {
-      keys = new Map();
+      keys = new NodeIndex();
       this.#byTag.set(tag, keys);
       const g = this.groupOf(tag);
       let tags = this.#byGroup.get(g);
@@ -165,7 +167,7 @@ export class TaggedLru<V> {
     const keys = this.#byTag.get(tag);
     if (keys === undefined) return 0;
     let n = 0;
-    for (const node of [...keys.values()]) {
+    for (const node of keys.values()) {
       if (pred === undefined || pred(node.key, node.value)) {
         this.#remove(node);
         n++;

@@ -1,4 +1,5 @@
 import { type CacheNode, TaggedLru } from "../cache/tagged-lru.js";
+import type { ReadonlyNodeIndex } from "../cache/node-index.js";
 import type { TranslateOk } from "../iommu-port.js";
 
 /**
@@ -84,7 +85,7 @@ export class DeviceTlb {
   #spans: number[] = [];
   /** The tag last looked up, and the LRU's handle on its entries. */
   #keysTag = -1;
-  #keys: ReadonlyMap<number, CacheNode<AtcEntry>> | undefined = undefined;
+  #keys: ReadonlyNodeIndex<CacheNode<AtcEntry>> | undefined = undefined;
   /**
    * A lookup memo, not a cache level: slot `pfn & MEMO_MASK` remembers the
    * node the full probe returned for (tag, 4 KiB page `pfn`) while the

@@ -1,4 +1,5 @@
 import { type CacheNode, type CacheStats, TaggedLru } from "../cache/tagged-lru.js";
+import type { ReadonlyNodeIndex } from "../cache/node-index.js";
 import { ArmWalkCache } from "../pt-arm/walk-cache.js";
 import type { CdInfo, SteInfo } from "./config.js";
 
@@ -59,6 +60,9 @@ export const DEFAULT_SMMU_CACHES: SmmuCacheCapacities = { ste: 256, cd: 1024, tl
 /** TLB page sizes probed on lookup: 4 KiB, 2 MiB, 1 GiB, with their shift in 4 KiB pages. */
 const SIZE_SHIFTS = [0, 9, 18] as const;
 const PAGE = 4096;
+/** 4 KiB pages in a 2 MiB and a 1 GiB block (TLB keys of size codes 1 and 2, as {@link tlbKey} makes them). */
+const PAGES_2M = 2 ** 9;
+const PAGES_1G = 2 ** 18;
 /** Above this many keys, a range invalidation filters its tag instead of probing key by key. */
 const PROBE_LIMIT = 64;
 
@@ -71,6 +75,13 @@ export class SmmuCaches {
   readonly tlb: TaggedLru<TlbEntry>;
   readonly s1wc: ArmWalkCache;
   readonly s2wc: ArmWalkCache;
+  /**
+   * The TLB's handle on the tag last looked up (`TaggedLru.keysOf`): a run of
+   * lookups in one ASID finds its entries without finding the tag again. A
+   * handle whose tag emptied is empty for good, so an empty one is re-taken.
+   */
+  #lastTag = -1;
+  #lastKeys: ReadonlyNodeIndex<CacheNode<TlbEntry>> | undefined = undefined;
 
   constructor(cap: SmmuCacheCapacities) {
     this.ste = new TaggedLru<SteInfo>("STE cache", cap.ste, () => 0);
@@ -100,18 +111,27 @@ export class SmmuCaches {
 
   // --- TLB lookups ------------------------------------------------------------------------
 
-  /** Probes the three page sizes in `tag`, correcting TaggedLru's counters so a miss counts once. */
+  /**
+   * Probes the three page sizes in `tag`: one lookup, counted once as a hit
+   * (and bumped) or a miss. The tag's entries are taken once (`keysOf`) and
+   * probed directly: three `TaggedLru.lookup` calls would each find the tag
+   * again and count a miss per size.
+   */
   lookupTag(tag: number, pfn: number): CacheNode<TlbEntry> | undefined {
     const lru = this.tlb;
-    for (let c = 0; c < 3; c++) {
-      const node = lru.lookup(tag, tlbKey(pfn, c));
-      if (node !== undefined) {
-        lru.stats.misses -= c;
-        return node;
-      }
+    let keys = this.#lastTag === tag ? this.#lastKeys : undefined;
+    if (keys === undefined || keys.size === 0) {
+      keys = lru.keysOf(tag);
+      this.#lastTag = tag;
+      this.#lastKeys = keys;
     }
-    lru.stats.misses -= 2;
-    return undefined;
+    const node = keys === undefined ? undefined : keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
+    if (node === undefined) {
+      lru.stats.misses++;
+      return undefined;
+    }
+    lru.noteHit(node);
+    return node;
   }
 
   /** A stage-1 (or combined) lookup: the ASID's own entries, then the global ones. */

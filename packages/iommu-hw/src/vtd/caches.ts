@@ -1,4 +1,5 @@
 import { type CacheNode, type CacheStats, TaggedLru } from "../cache/tagged-lru.js";
+import type { ReadonlyNodeIndex } from "../cache/node-index.js";
 import type { FirstLevelConfig, SecondLevelConfig } from "@vsva/pgtable";
 import { WalkCache } from "../pt/walk-cache.js";
 
@@ -126,7 +127,7 @@ export const sizeCodeOf = (size: number): number => (size >= 2 ** 30 ? 2 : size 
  * `TaggedLru.keysOf` handle), probing the page sizes in the order
  * {@link VtdCaches.lookupIotlb} does, without counting or bumping anything.
  */
-export function probeIotlbKeys(keys: ReadonlyMap<number, CacheNode<IotlbEntry>>, pfn: number): CacheNode<IotlbEntry> | undefined {
+export function probeIotlbKeys(keys: ReadonlyNodeIndex<CacheNode<IotlbEntry>>, pfn: number): CacheNode<IotlbEntry> | undefined {
   return keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
 }
 
@@ -209,22 +210,19 @@ export class VtdCaches {
   // --- IOTLB and paging-structure caches ------------------------------------
 
   /**
-   * Probes the three page sizes. TaggedLru counts each probe; the counters are
-   * corrected so that one lookup is one hit or one miss.
+   * Probes the three page sizes: one lookup, counted once as a hit (and
+   * bumped) or a miss. The tag's entries are taken once and probed in the
+   * order {@link probeIotlbKeys} uses.
    */
   lookupIotlb(tag: number, pfn: number): CacheNode<IotlbEntry> | undefined {
     const lru = this.iotlb;
-    // Unrolled over SIZE_SHIFTS with constant divisors: this is the IOTLB-hit path.
-    let node = lru.lookup(tag, pfn * 4);
-    if (node !== undefined) return node;
-    node = lru.lookup(tag, Math.floor(pfn / PAGES_2M) * 4 + 1);
-    if (node !== undefined) {
-      lru.stats.misses--;
-      return node;
+    const keys = lru.keysOf(tag);
+    const node = keys === undefined ? undefined : probeIotlbKeys(keys, pfn);
+    if (node === undefined) {
+      lru.stats.misses++;
+      return undefined;
     }
-    node = lru.lookup(tag, Math.floor(pfn / PAGES_1G) * 4 + 2);
-    // Three probes: either two misses and a hit, or three misses for one miss.
-    lru.stats.misses -= 2;
+    lru.noteHit(node);
     return node;
   }
 

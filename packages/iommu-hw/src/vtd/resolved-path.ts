@@ -1,4 +1,5 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
+import type { ReadonlyNodeIndex } from "../cache/node-index.js";
 import type { CacheClassValue, CtxInfo, IotlbEntry, PasidInfo } from "./caches.js";
 
 /**
@@ -31,7 +32,7 @@ export const MICRO_TLB_SLOTS = 16;
  */
 export class ResolvedPath {
   /** The IOTLB's entries of `tag`, as last taken; empty for good once the tag empties. */
-  iotlbKeys: ReadonlyMap<number, CacheNode<IotlbEntry>> | undefined = undefined;
+  iotlbKeys: ReadonlyNodeIndex<CacheNode<IotlbEntry>> | undefined = undefined;
   /**
    * This path's micro-TLB: IOTLB nodes direct-mapped on the low bits of the
    * 4 KiB page number (see {@link MICRO_TLB_SLOTS}). Per path, so a slot needs no
