@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { Errno, KernelError } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
-import { Prot, type IommuDevice, type Mm, type SvaBindingOps } from "@vsva/iommu-core";
+import { Prot, type IommuDevice, type Mm, type SvaBindingOps, type SvaMm } from "@vsva/iommu-core";
 import { CmdOp } from "@vsva/iommu-hw";
 import { atcInv, cfgiCd, tlbiNhAsid, tlbiNhVa } from "./commands.js";
 import { PATTERN, SmmuTestHost, dmaWrite, type SmmuHostOptions } from "./testing.js";
@@ -263,6 +263,41 @@ describe("native SVA bookkeeping of who is bound at a PASID", () => {
     expect(() => ops.release()).not.toThrow();
     expect(() => other.unbind()).not.toThrow();
     expect(h.drv.sva.asidsHeld).toBe(0);
+  });
+});
+
+describe("native SVA forgets only what goes", () => {
+  it("removing one of two devices bound at a PASID leaves the other bound there", () => {
+    const h = new SmmuTestHost();
+    const d0 = h.probe(h.endpoint(4), "dsa0");
+    const d1 = h.probe(h.endpoint(5), "dsa1");
+    for (const d of [d0, d1]) h.core.enableFeature(d, "sva");
+    const mm = h.newMm();
+    const b0 = bindOps(h, d0, mm);
+    const b1 = bindOps(h, d1, mm);
+    expect(b1.pasid).toBe(b0.pasid);
+    h.drv.releaseDevice(d0);
+    expect(h.drv.sva.isBound(h.drv.hw.master(d1), b1.pasid)).toBe(true);
+    b1.unbind();
+  });
+
+  it("a bind over a quiet CD left by release takes no second CD user: after its unbind a bypass stream bypasses again", () => {
+    const { h, dev } = identityHost();
+    const m = h.drv.hw.master(dev);
+    const mm = h.newMm();
+    const ops = bindOps(h, dev, mm);
+    expect(m.svaBinds).toBe(1);
+    ops.release();
+    // The quiet CD still counts: the STE keeps pointing at the CD table.
+    expect(m.svaBinds).toBe(1);
+    // The same SubstreamID bound again (as when the PASID is reused by a new mm) overwrites the quiet CD.
+    const again: SvaMm = { pgd: mm.pgd, levels: mm.levels, pasid: ops.pasid, name: "again", format: mm.format };
+    const ops2 = h.drv.sva.bind(dev, again);
+    expect(m.svaBinds).toBe(1);
+    ops2.unbind();
+    expect(m.svaBinds).toBe(0);
+    expect(m.config.kind).toBe("bypass");
+    expect(h.unit.debug.checkStructureCaches()).toEqual([]);
   });
 });
 
