@@ -177,7 +177,7 @@ export class CommandQueue {
   }
 
   #waitForSpace(n: number, failed: Failures): void {
-    const size = 2 ** this.#log2 + 100;
+    const size = 2 ** this.#log2;
     const ring = 2 * size;
     this.#wait(() => size - (this.#prod - this.#cons() + ring) % ring >= n, failed);
   }
