@@ -1,4 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { Errno } from "@vsva/kernel";
+import { errnoOf } from "@vsva/kernel/testing";
 import { Prot } from "@vsva/iommu-core";
 import { tlbiNhAsid } from "./commands.js";
 import { PATTERN, SmmuTestHost, dmaWrite, type SmmuHostOptions } from "./testing.js";
@@ -57,3 +59,16 @@ for (const [mode, opts] of [
     });
   });
 }
+
+describe("a freed command queue", () => {
+  it("gives its pages back and refuses later submissions with ENODEV", () => {
+    const { h } = smallQueue();
+    const q = h.drv.hw.cmdq;
+    const live = h.pages.stats.livePages;
+    q.free();
+    expect(h.pages.stats.livePages).toBeLessThan(live);
+    expect(q.enabled).toBe(false);
+    expect(errnoOf(() => q.submit([]))).toBe(Errno.ENODEV);
+    q.free();
+  });
+});
