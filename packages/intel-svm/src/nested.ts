@@ -155,10 +155,15 @@ export class NestedBinder implements NestingBackend {
       }
       const did = domain.did;
       const descs: Uint32Array[] = [];
+      // An IOTLB invalidation also flushes the device TLB when ATS is on: the
+      // guest's vIOMMU exposes no device-TLB invalidation of its own
+      // (drivers/iommu/intel/iommu.c v5.10: intel_iommu_sva_invalidate(),
+      // the IOTLB case falls through to DEV_IOTLB when info->ats_enabled).
+      const devTlb = (info.cache & (CacheInvType.IOTLB | CacheInvType.DEV_IOTLB)) !== 0 && this.#devTlbUsable();
       if (info.granularity === InvGranularity.PASID) {
         if ((info.cache & CacheInvType.PASID) !== 0) descs.push(pasidCachePasid(did, pasid));
         if ((info.cache & CacheInvType.IOTLB) !== 0) descs.push(piotlbPasid(did, pasid));
-        if ((info.cache & CacheInvType.DEV_IOTLB) !== 0 && this.#devTlbUsable()) descs.push(devTlbPasid(d, pasid, 0, ALL_ORDER));
+        if (devTlb) descs.push(devTlbPasid(d, pasid, 0, ALL_ORDER));
       } else {
         const a = info.addrInfo;
         if ((info.cache & CacheInvType.PASID) !== 0) throw new KernelError(Errno.EINVAL, "PASID-cache invalidation by address");
@@ -170,7 +175,7 @@ export class NestedBinder implements NestingBackend {
         if ((info.cache & CacheInvType.IOTLB) !== 0) {
           descs.push(am > this.#hw.caps.maxAddressMask ? piotlbPasid(did, pasid) : piotlbPages(did, pasid, addr, am, a.leaf));
         }
-        if ((info.cache & CacheInvType.DEV_IOTLB) !== 0 && this.#devTlbUsable()) descs.push(devTlbPasid(d, pasid, addr, am));
+        if (devTlb) descs.push(devTlbPasid(d, pasid, addr, am));
       }
       if (descs.length > 0) this.#hw.qi.submit(descs);
     });
