@@ -155,3 +155,43 @@ describe("random bytes at every VFIO ioctl", () => {
     );
   }, 60_000);
 });
+
+describe("random reads and writes of a device file's regions", () => {
+  it("give bytes, a count or a KernelError, and the fault and response rings stay within their entries", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.tuple(
+            fc.boolean(),
+            // The fault (9) and response (10) regions and their header words and ring starts most of the time.
+            fc.oneof(fc.constantFrom(9, 10), fc.integer({ min: 0, max: 11 })),
+            fc.oneof(fc.constantFrom(0, 4, 16, 4096, 4096 + 24), fc.integer({ min: -8, max: 9000 })),
+            fc.oneof(fc.uint8Array({ minLength: 4, maxLength: 4 }), fc.uint8Array({ minLength: 0, maxLength: 40 })),
+          ),
+          { maxLength: 20 },
+        ),
+        (ops) => {
+          const r = live();
+          const faults = r.d.device.faults;
+          if (faults === null) throw new Error("a vfio-pci device has fault regions");
+          for (const [write, index, at, bytes] of ops) {
+            const offset = index * 2 ** 40 + at;
+            try {
+              if (write) r.d.pwrite(offset, bytes);
+              else r.d.pread(offset, Math.max(1, bytes.length));
+            } catch (e) {
+              if (!(e instanceof KernelError)) throw e;
+            }
+            const dv = (b: Uint8Array, o: number) => new DataView(b.buffer).getUint32(o, true);
+            // tail (fault ring) and head/tail (response ring) always name an entry.
+            expect(dv(faults.fault, 0)).toBeLessThan(512);
+            expect(dv(faults.response, 0)).toBeLessThan(512);
+            expect(dv(faults.response, 16)).toBeLessThan(512);
+          }
+        },
+      ),
+      { numRuns: 80 },
+    );
+  }, 60_000);
+});
+
