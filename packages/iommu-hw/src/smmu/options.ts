@@ -1,4 +1,6 @@
 import { type KnownKeys, rejectUnknownKeys } from "../options-check.js";
+import { image32, mergeImageOptions } from "../register-image.js";
+import { type IdrReportedOnly, checkIdrReadBack, decodeIdrImage, reportedOnlyOf } from "./idr-image.js";
 import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel";
 import type { SmmuTrap } from "../trap.js";
 import { type PhysMem, MAX_OA_BITS_4K, oasCode } from "@vsva/pgtable";
@@ -82,6 +84,13 @@ export interface SmmuOptions {
   readonly onInterrupt?: (irq: SmmuInterrupt) => void;
   /** Trap points for a VMM (register accesses, fetched commands); absent, the unit is the model alone. */
   readonly trap?: SmmuTrap;
+  /**
+   * IDR0–IDR5 as 32-bit images (SMMUv3 spec §6.3.1–§6.3.6), to make the unit match a real
+   * part. The images decode to the named options (a named option given as well must
+   * agree), and IDR0–IDR5 then read back exactly the images; a field the model cannot
+   * report that way is EINVAL naming it (the package README lists them).
+   */
+  readonly idr?: readonly [number, number, number, number, number, number];
 }
 
 export interface SmmuConfig {
@@ -111,6 +120,8 @@ export interface SmmuConfig {
   readonly cmdqBits: number;
   readonly eventqBits: number;
   readonly priqBits: number;
+  /** Fields that only report (see idr-image.ts), as an image gave them; empty without an image. */
+  readonly reportedOnly: IdrReportedOnly;
   readonly name: string;
 }
 
@@ -127,14 +138,22 @@ const OPTION_KEYS: KnownKeys<SmmuOptions> = {
   mem: true, stage1: true, stage2: true, twoLevelStreamTable: true, twoLevelCdTable: true, ssidBits: true, sidBits: true,
   ats: true, pri: true, asid16: true, vmid16: true, oas: true, httu: true, stall: true, stallMax: true, hyp: true, xnx: true,
   ril: true, had: true, msi: true, sev: true, cmdqBits: true, eventqBits: true, priqBits: true, caches: true, commands: true,
-  trace: true, name: true, onInterrupt: true, trap: true,
+  trace: true, name: true, onInterrupt: true, trap: true, idr: true,
 };
 const CACHE_KEYS: KnownKeys<SmmuCacheSizes> = { ste: true, cd: true, tlb: true, s1WalkCache: true, s2WalkCache: true };
 
 /** Applies defaults and refuses unknown keys and impossible capability sets (EINVAL says which). */
-export function resolveSmmuConfig(o: SmmuOptions): SmmuConfig {
-  rejectUnknownKeys("SMMUv3", "option", o, OPTION_KEYS);
-  rejectUnknownKeys("SMMUv3", "caches option", o.caches, CACHE_KEYS);
+export function resolveSmmuConfig(opts: SmmuOptions): SmmuConfig {
+  rejectUnknownKeys("SMMUv3", "option", opts, OPTION_KEYS);
+  rejectUnknownKeys("SMMUv3", "caches option", opts.caches, CACHE_KEYS);
+  let o = opts;
+  let image: Uint32Array[] | null = null;
+  if (opts.idr !== undefined) {
+    const given: unknown = opts.idr;
+    if (!Array.isArray(given) || given.length !== 6) bad("the register image must be the six values IDR0..IDR5");
+    image = (given as unknown[]).map((v, i) => image32("SMMUv3", `IDR${i}`, v));
+    o = mergeImageOptions("SMMUv3", opts, decodeIdrImage(image));
+  }
   const stage1 = o.stage1 ?? true;
   const stage2 = o.stage2 ?? true;
   if (!stage1 && !stage2) bad("at least one of stage 1 and stage 2 must be supported");
@@ -149,7 +168,7 @@ export function resolveSmmuConfig(o: SmmuOptions): SmmuConfig {
   const httuIn: number = o.httu ?? 2;
   if (httuIn !== 0 && httuIn !== 1 && httuIn !== 2) bad(`HTTU ${String(httuIn)} is not 0, 1 or 2`);
   const httu: 0 | 1 | 2 = httuIn;
-  return {
+  const cfg: SmmuConfig = {
     stage1,
     stage2,
     twoLevelStreamTable: o.twoLevelStreamTable ?? true,
@@ -175,6 +194,9 @@ export function resolveSmmuConfig(o: SmmuOptions): SmmuConfig {
     cmdqBits: intIn("CMDQS", o.cmdqBits ?? 19, 1, 19),
     eventqBits: intIn("EVENTQS", o.eventqBits ?? 19, 1, 19),
     priqBits: intIn("PRIQS", o.priqBits ?? 19, 1, 19),
+    reportedOnly: image === null ? {} : reportedOnlyOf(image),
     name: o.name ?? "smmu",
   };
+  if (image !== null) checkIdrReadBack(cfg, image);
+  return cfg;
 }

@@ -9,6 +9,7 @@ import { SmmuDebug, type SmmuStats } from "./debug.js";
 import { CommandQueue } from "./cmdq.js";
 import { type CommandContext, executeCommand } from "./commands.js";
 import { ConfigScratch, fetchSte } from "./config.js";
+import { IDR_LAYOUTS, encodeIdrs } from "./idr-image.js";
 import { type SmmuConfig, type SmmuInterrupt, type SmmuOptions, resolveSmmuConfig } from "./options.js";
 import { OutputQueue } from "./queues.js";
 import { type DeferredOutcome, type SmmuTrap, deferredOutcome, entryBytes, entryReply, readReply, writeReply } from "../trap.js";
@@ -26,12 +27,6 @@ import {
   type GerrorBit,
   GerrorReg,
   GerrornReg,
-  Idr0Reg,
-  Idr1Reg,
-  Idr2Reg,
-  Idr3Reg,
-  Idr4Reg,
-  Idr5Reg,
   IidrReg,
   IrqCfg0Reg,
   IrqCfg1Reg,
@@ -240,41 +235,11 @@ export class SmmuUnit implements IommuPort, Mmio {
   #writeIdRegisters(): void {
     const c = this.cfg;
     const regs = this.#regs;
-    const b = (x: boolean): number => (x ? 1 : 0);
-    const idr0 = regs.define(SmmuReg.IDR0, Idr0Reg);
-    Idr0Reg.set(idr0, "S2P", b(c.stage2));
-    Idr0Reg.set(idr0, "S1P", b(c.stage1));
-    Idr0Reg.set(idr0, "TTF", 2); // AArch64 tables only
-    Idr0Reg.set(idr0, "COHACC", 1);
-    Idr0Reg.set(idr0, "HTTU", c.httu);
-    Idr0Reg.set(idr0, "HYP", b(c.hyp));
-    Idr0Reg.set(idr0, "ATS", b(c.ats));
-    Idr0Reg.set(idr0, "ASID16", b(c.asid16));
-    Idr0Reg.set(idr0, "MSI", b(c.msi));
-    Idr0Reg.set(idr0, "SEV", b(c.sev));
-    Idr0Reg.set(idr0, "PRI", b(c.pri));
-    Idr0Reg.set(idr0, "VMID16", b(c.vmid16));
-    Idr0Reg.set(idr0, "CD2L", b(c.twoLevelCdTable));
-    Idr0Reg.set(idr0, "TTENDIAN", 2); // little-endian only
-    Idr0Reg.set(idr0, "STALL_MODEL", c.stall ? 0 : 1);
-    Idr0Reg.set(idr0, "TERM_MODEL", 1);
-    Idr0Reg.set(idr0, "ST_LEVEL", b(c.twoLevelStreamTable));
-    const idr1 = regs.define(SmmuReg.IDR1, Idr1Reg);
-    Idr1Reg.set(idr1, "SIDSIZE", c.sidBits);
-    Idr1Reg.set(idr1, "SSIDSIZE", c.ssidBits);
-    Idr1Reg.set(idr1, "PRIQS", c.pri ? c.priqBits : 0);
-    Idr1Reg.set(idr1, "EVENTQS", c.eventqBits);
-    Idr1Reg.set(idr1, "CMDQS", c.cmdqBits);
-    regs.define(SmmuReg.IDR2, Idr2Reg);
-    const idr3 = regs.define(SmmuReg.IDR3, Idr3Reg);
-    Idr3Reg.set(idr3, "HAD", b(c.had));
-    Idr3Reg.set(idr3, "XNX", b(c.xnx));
-    Idr3Reg.set(idr3, "RIL", b(c.ril));
-    regs.define(SmmuReg.IDR4, Idr4Reg);
-    const idr5 = regs.define(SmmuReg.IDR5, Idr5Reg);
-    Idr5Reg.set(idr5, "OAS", c.oasCode);
-    Idr5Reg.set(idr5, "GRAN4K", 1);
-    Idr5Reg.set(idr5, "STALL_MAX", c.stall ? c.stallMax : 0);
+    const idrs = encodeIdrs(c);
+    const offsets = [SmmuReg.IDR0, SmmuReg.IDR1, SmmuReg.IDR2, SmmuReg.IDR3, SmmuReg.IDR4, SmmuReg.IDR5];
+    IDR_LAYOUTS.forEach((layout, i) => {
+      regs.define(offsets[i] ?? 0, layout).set(idrs[i] ?? layout.alloc());
+    });
     const iidr = regs.define(SmmuReg.IIDR, IidrReg);
     IidrReg.set(iidr, "IMPLEMENTER", 0x43b); // Arm's JEP106 code, as Arm's own SMMUs report
     IidrReg.set(iidr, "PRODUCTID", 0x5a);

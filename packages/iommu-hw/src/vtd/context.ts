@@ -9,6 +9,8 @@ export interface ContextWalkCaps {
   readonly pasidBits: number;
   readonly deviceTlb: boolean;
   readonly pageRequests: boolean;
+  /** ECAP.RPS: without it RID_PASID is reserved (VT-d spec §9.4). */
+  readonly ridPasid: boolean;
 }
 
 const NO_CONTEXT = {
@@ -62,6 +64,7 @@ export function fetchContext(mem: PhysMem, rootTable: number, sid: number, caps:
     return contextFault(FaultReason.CONTEXT_ENTRY_RSVD, fpd);
   }
   const ridPasid = ContextEntry.get(s.ctx, "RID_PASID");
+  if (ridPasid !== 0 && !caps.ridPasid) return contextFault(FaultReason.CONTEXT_ENTRY_RSVD, fpd);
   if (ridPasid >= 2 ** caps.pasidBits) return contextFault(FaultReason.RID_PASID_ERROR, fpd);
   return {
     fault: 0,

@@ -2,6 +2,9 @@ import { Errno, KernelError, type Scheduler, type TraceBus } from "@vsva/kernel"
 import type { PhysMem } from "@vsva/pgtable";
 import type { VtdTrap } from "../trap.js";
 import { type KnownKeys, rejectUnknownKeys } from "../options-check.js";
+import { image64, mergeImageOptions } from "../register-image.js";
+import { type CapReportedOnly, type EcapReportedOnly, checkCapReadBack, decodeCapImage, reportedOnlyOf } from "./cap-image.js";
+import { DEFAULT_FRO, DEFAULT_IRO, REG_WINDOW, RegOffset } from "./regs.js";
 
 /** An interrupt the unit raises through one of its MSI register sets. */
 export interface VtdInterrupt {
@@ -81,6 +84,24 @@ export interface VtdOptions {
   readonly maxAddressMask?: number;
   /** Version reported in VER (default 3.0, the first with scalable mode). */
   readonly version?: { readonly major: number; readonly minor: number };
+  /**
+   * ECAP.RPS, RID_PASID support (default true): requests without a PASID use the scalable-mode
+   * context entry's RID_PASID. Without it that field is reserved (VT-d spec §9.4) and such
+   * requests use PASID 0.
+   */
+  readonly ridPasid?: boolean;
+  /** CAP.FRO × 16: byte offset of the fault-recording registers in the register window (default 0x400). */
+  readonly faultRecordOffset?: number;
+  /** ECAP.IRO × 16: byte offset of the IOTLB register block (IVA, IOTLB) in the window (default 0x500). */
+  readonly iotlbOffset?: number;
+  /**
+   * CAP and ECAP as 64-bit images (VT-d spec §10.4.2, §10.4.3), to make the unit match a real
+   * part: both or neither. The image decodes to the named options (a named option given as
+   * well must agree), and the unit's CAP and ECAP then read back exactly the image; a field
+   * the model cannot report that way is EINVAL naming it (the package README lists them).
+   */
+  readonly cap?: bigint;
+  readonly ecap?: bigint;
   /** ECAP.VCS and VCCAP.PAS: the virtual command interface (a vIOMMU; its trap answers the commands). Default false: the registers are holes. */
   readonly virtualCommand?: boolean;
   /** Trap points for a VMM (register accesses, fetched descriptors, virtual commands); absent, the unit is the model alone. */
@@ -128,6 +149,11 @@ export interface VtdConfig {
   readonly maxAddressMask: number;
   readonly version: { readonly major: number; readonly minor: number };
   readonly virtualCommand: boolean;
+  readonly ridPasid: boolean;
+  readonly faultRecordOffset: number;
+  readonly iotlbOffset: number;
+  /** Fields that only report (see cap-image.ts), as an image gave them; empty without an image. */
+  readonly reportedOnly: { readonly cap: CapReportedOnly; readonly ecap: EcapReportedOnly };
   readonly name: string;
 }
 
@@ -142,14 +168,21 @@ const OPTION_KEYS: KnownKeys<VtdOptions> = {
   secondLevel1g: true, firstLevel: true, secondLevel: true, nesting: true, passThrough: true, pasidBits: true, pageRequests: true,
   deviceTlb: true, supervisorRequests: true, executeRequests: true, extendedAccessed: true, snoopControl: true, secondLevelAd: true,
   deviceTlbThrottling: true, queuedInvalidation: true, cachingMode: true, domainIdBits: true, faultRecords: true, maxAddressMask: true,
-  version: true, virtualCommand: true, trap: true, caches: true, invalidation: true, trace: true, name: true, onInterrupt: true,
+  version: true, virtualCommand: true, ridPasid: true, faultRecordOffset: true, iotlbOffset: true, cap: true, ecap: true, trap: true, caches: true, invalidation: true, trace: true, name: true, onInterrupt: true,
 };
 const CACHE_KEYS: KnownKeys<VtdCacheSizes> = { context: true, pasid: true, iotlb: true, firstLevelPsc: true, secondLevelPsc: true };
 
 /** Applies defaults and refuses unknown keys and inconsistent capability sets. EINVAL names what was wrong. */
-export function resolveConfig(o: VtdOptions): VtdConfig {
-  rejectUnknownKeys("VT-d unit", "option", o, OPTION_KEYS);
-  rejectUnknownKeys("VT-d unit", "caches option", o.caches, CACHE_KEYS);
+export function resolveConfig(opts: VtdOptions): VtdConfig {
+  rejectUnknownKeys("VT-d unit", "option", opts, OPTION_KEYS);
+  rejectUnknownKeys("VT-d unit", "caches option", opts.caches, CACHE_KEYS);
+  let o = opts;
+  let image: { readonly cap: Uint32Array; readonly ecap: Uint32Array } | null = null;
+  if (opts.cap !== undefined || opts.ecap !== undefined) {
+    if (opts.cap === undefined || opts.ecap === undefined) bad("a register image needs both CAP and ECAP");
+    image = { cap: image64("VT-d unit", "CAP", opts.cap), ecap: image64("VT-d unit", "ECAP", opts.ecap) };
+    o = mergeImageOptions("VT-d unit", opts, decodeCapImage(image.cap, image.ecap));
+  }
   const hostAddrBits = o.hostAddrBits ?? o.mem.addrBits;
   if (!Number.isInteger(hostAddrBits) || hostAddrBits < 32 || hostAddrBits > 52) bad(`host address width ${hostAddrBits} is outside 32..52`);
   const widths = o.secondLevelWidths ?? (o.mgaw === 57 ? [39, 48, 57] : [39, 48]);
@@ -187,7 +220,11 @@ export function resolveConfig(o: VtdOptions): VtdConfig {
   if (pageRequests && !queuedInvalidation) bad("page requests (ECAP.PRS) need queued invalidation (ECAP.QI) for page-group responses");
   const version = o.version ?? { major: 3, minor: 0 };
   if (version.major < 3) bad(`version ${version.major}.${version.minor} has no scalable mode (needs 3.0 or later)`);
-  return {
+  const virtualCommand = o.virtualCommand ?? false;
+  const faultRecordOffset = o.faultRecordOffset ?? DEFAULT_FRO * 16;
+  const iotlbOffset = o.iotlbOffset ?? DEFAULT_IRO * 16;
+  checkBlocks(faultRecordOffset, faultRecords, iotlbOffset, virtualCommand);
+  const cfg: VtdConfig = {
     hostAddrBits,
     sagaw,
     mgaw,
@@ -214,9 +251,40 @@ export function resolveConfig(o: VtdOptions): VtdConfig {
     faultRecords,
     maxAddressMask,
     version,
-    virtualCommand: o.virtualCommand ?? false,
+    virtualCommand,
+    ridPasid: o.ridPasid ?? true,
+    faultRecordOffset,
+    iotlbOffset,
+    reportedOnly: image === null ? { cap: {}, ecap: {} } : reportedOnlyOf(image.cap, image.ecap),
     name: o.name ?? "dmar",
   };
+  if (image !== null) checkCapReadBack(cfg, image.cap, image.ecap);
+  return cfg;
+}
+
+/** Where the fixed registers end (PEUADDR is the last, at 0xec), and where the virtual command registers sit. */
+const FIXED_END = RegOffset.PEUADDR + 4;
+const VCMD_BLOCK = { start: RegOffset.VCCAP, end: RegOffset.VCRSP + 8 } as const;
+
+/**
+ * The fault-recording registers (CAP.FRO) and the IOTLB block (ECAP.IRO) are placed by the
+ * implementation (VT-d spec §10.4.2, §10.4.3): here they must be 16-byte aligned, inside the
+ * window after the fixed registers, and clear of each other and of the virtual command registers.
+ */
+function checkBlocks(fro: number, records: number, iro: number, vcmd: boolean): void {
+  const blocks = [
+    { what: "fault-recording registers (CAP.FRO)", start: fro, end: fro + 16 * records },
+    { what: "IOTLB registers (ECAP.IRO)", start: iro, end: iro + 16 },
+  ];
+  for (const b of blocks) {
+    if (!Number.isInteger(b.start) || b.start % 16 !== 0) bad(`${b.what} at ${String(b.start)} is not a 16-byte-aligned offset`);
+    if (b.start < FIXED_END || b.end > REG_WINDOW) {
+      bad(`${b.what} at 0x${b.start.toString(16)}..0x${b.end.toString(16)} are outside 0x${FIXED_END.toString(16)}..0x${REG_WINDOW.toString(16)}`);
+    }
+    if (vcmd && b.start < VCMD_BLOCK.end && VCMD_BLOCK.start < b.end) bad(`${b.what} at 0x${b.start.toString(16)} overlap the virtual command registers`);
+  }
+  const [f, i] = blocks as [(typeof blocks)[0], (typeof blocks)[0]];
+  if (f.start < i.end && i.start < f.end) bad(`${f.what} at 0x${f.start.toString(16)} overlap the ${i.what} at 0x${i.start.toString(16)}`);
 }
 
 /** Levels of a second-level table for PASID-entry AW (1 → 3, 2 → 4, 3 → 5), if the unit supports it. */

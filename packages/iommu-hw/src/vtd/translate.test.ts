@@ -122,7 +122,11 @@ describe("first-level only (PGTT=1)", () => {
 });
 
 function slRig(aw = 2): { rig: VtdRig; root: number } {
-  const rig = new VtdRig().bringUp();
+  return slRigWith({}, aw);
+}
+
+function slRigWith(opts: ConstructorParameters<typeof VtdRig>[0], aw = 2): { rig: VtdRig; root: number } {
+  const rig = new VtdRig(opts).bringUp();
   rig.device();
   const root = rig.alloc();
   rig.setPasid(0, { pgtt: 2, did: DID, slptr: root, aw });
@@ -143,6 +147,18 @@ describe("second-level only (PGTT=2) and RID_PASID", () => {
     rig.setPasid(5, { pgtt: 2, did: DID, slptr: root, aw: 2 });
     rig.slMap(root, 0x3000, 0x0044_4000);
     expect(ok(rig.unit.translate({ sid: rig.dev, addr: 0x3010, write: false })).pa).toBe(0x0044_4010);
+  });
+
+  it("without ECAP.RPS a non-zero RID_PASID is a reserved context-entry field; zero still works", () => {
+    const rig = new VtdRig({ ridPasid: false }).bringUp();
+    rig.device({ ridPasid: 5 });
+    const root = rig.alloc();
+    rig.setPasid(5, { pgtt: 2, did: DID, slptr: root, aw: 2 });
+    rig.slMap(root, 0x3000, 0x0044_4000);
+    expect(reason(rig.unit.translate({ sid: rig.dev, addr: 0x3010, write: false }))).toBe(FaultReason.CONTEXT_ENTRY_RSVD);
+    const { rig: zero, root: r0 } = slRigWith({ ridPasid: false });
+    zero.slMap(r0, 0x3000, 0x0044_4000);
+    expect(ok(zero.unit.translate({ sid: zero.dev, addr: 0x3010, write: false })).pa).toBe(0x0044_4010);
   });
 
   it("walks 3 levels for AW=1 and refuses input beyond 39 bits", () => {

@@ -16,8 +16,6 @@ import { type Mmio, checkMmio32, checkMmio64, joinDwords } from "../mmio/mmio.js
 import {
   CapReg,
   CcmdReg,
-  DEFAULT_FRO,
-  DEFAULT_IRO,
   EcapReg,
   GcmdReg,
   GstsReg,
@@ -33,6 +31,7 @@ import {
 import "./trace-events.js";
 import { type RootState, Translator } from "./translate.js";
 import { VirtualCommand } from "./vcmd.js";
+import { encodeCaps } from "./cap-image.js";
 import { DescType, INV_TYPE_NAMES } from "./descriptors.js";
 import { type DeferredOutcome, type VtdTrap, deferredOutcome, entryBytes, entryReply, readReply, vcmdReply, writeReply } from "../trap.js";
 
@@ -103,21 +102,23 @@ export class VtdUnit implements IommuPort, Mmio {
     const ver = regs.define(RegOffset.VER, VerReg);
     VerReg.set(ver, "MAX", cfg.version.major & 0xf);
     VerReg.set(ver, "MIN", cfg.version.minor & 0xf);
-    this.#writeCaps(regs.define(RegOffset.CAP, CapReg), regs.define(RegOffset.ECAP, EcapReg));
+    const caps = encodeCaps(cfg);
+    regs.define(RegOffset.CAP, CapReg).set(caps.cap);
+    regs.define(RegOffset.ECAP, EcapReg).set(caps.ecap);
     this.#gcmd = regs.define(RegOffset.GCMD, GcmdReg);
     this.#gsts = regs.define(RegOffset.GSTS, GstsReg);
     this.#rtaddr = regs.define(RegOffset.RTADDR, RtaddrReg);
     this.#ccmd = regs.define(RegOffset.CCMD, CcmdReg);
     regs.define(RegOffset.IRTA, IrtaReg);
     this.#ics = regs.define(RegOffset.ICS, IcsReg);
-    this.#iotlbOffset = DEFAULT_IRO * 16;
+    this.#iotlbOffset = cfg.iotlbOffset;
     this.#iva = regs.define(this.#iotlbOffset, IvaReg);
     this.#iotlbReg = regs.define(this.#iotlbOffset + 8, IotlbReg);
 
     const deliver = opts.onInterrupt;
     this.#faultEvent = new EventSource(regs, RegOffset.FECTL, "fault", deliver);
     this.#invEvent = new EventSource(regs, RegOffset.IECTL, "invalidation", deliver);
-    this.#faults = new FaultRecorder(regs, DEFAULT_FRO * 16, cfg.faultRecords, this.#faultEvent);
+    this.#faults = new FaultRecorder(regs, cfg.faultRecordOffset, cfg.faultRecords, this.#faultEvent);
 
     if (cfg.pageRequests) {
       this.#prEvent = new EventSource(regs, RegOffset.PECTL, "page-request", deliver);
@@ -169,44 +170,6 @@ export class VtdUnit implements IommuPort, Mmio {
       wq,
     );
     this.debug = new VtdDebug({ cfg, caches: this.#caches, root: this.#root, translator: this.#translator, fresh: this.#fresh, roMem: this.#roMem, iq: this.#iq });
-  }
-
-  #writeCaps(cap: Uint32Array, ecap: Uint32Array): void {
-    const c = this.cfg;
-    const b = (x: boolean): number => (x ? 1 : 0);
-    CapReg.set(cap, "ND", c.nd);
-    CapReg.set(cap, "CM", b(c.cachingMode));
-    CapReg.set(cap, "SAGAW", c.sagaw);
-    CapReg.set(cap, "MGAW", c.mgaw - 1);
-    CapReg.set(cap, "FRO", DEFAULT_FRO);
-    CapReg.set(cap, "SLLPS", b(c.secondLevel2m) | (b(c.secondLevel1g) << 1));
-    CapReg.set(cap, "PSI", 1);
-    CapReg.set(cap, "NFR", c.faultRecords - 1);
-    CapReg.set(cap, "MAMV", c.maxAddressMask);
-    CapReg.set(cap, "FL1GP", b(c.firstLevel1g));
-    CapReg.set(cap, "FL5LP", b(c.firstLevel5));
-    EcapReg.set(ecap, "C", 1);
-    EcapReg.set(ecap, "QI", b(c.queuedInvalidation));
-    EcapReg.set(ecap, "DT", b(c.deviceTlb));
-    EcapReg.set(ecap, "PT", b(c.passThrough));
-    EcapReg.set(ecap, "SC", b(c.snoopControl));
-    EcapReg.set(ecap, "IRO", DEFAULT_IRO);
-    EcapReg.set(ecap, "NEST", b(c.nesting));
-    EcapReg.set(ecap, "PRS", b(c.pageRequests));
-    EcapReg.set(ecap, "ERS", b(c.executeRequests));
-    EcapReg.set(ecap, "SRS", b(c.supervisorRequests));
-    EcapReg.set(ecap, "EAFS", b(c.extendedAccessed));
-    EcapReg.set(ecap, "PSS", c.pasidBits - 1);
-    EcapReg.set(ecap, "PASID", 1);
-    EcapReg.set(ecap, "DIT", b(c.deviceTlbThrottling));
-    EcapReg.set(ecap, "PDS", b(c.pageRequests));
-    EcapReg.set(ecap, "SMTS", 1);
-    EcapReg.set(ecap, "VCS", b(c.virtualCommand));
-    EcapReg.set(ecap, "SLADS", b(c.secondLevelAd));
-    EcapReg.set(ecap, "SLTS", b(c.secondLevel));
-    EcapReg.set(ecap, "FLTS", b(c.firstLevel));
-    EcapReg.set(ecap, "SMPWCS", 1);
-    EcapReg.set(ecap, "RPS", 1);
   }
 
   // --- endpoints -------------------------------------------------------------
