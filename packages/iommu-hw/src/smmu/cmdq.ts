@@ -1,4 +1,5 @@
-import { Errno, KernelError, Work, type Workqueue } from "@vsva/kernel";
+import type { Workqueue } from "@vsva/kernel";
+import { QueueRunner } from "../queue-runner.js";
 import type { PhysMem } from "@vsva/pgtable";
 import { QueueGeometry } from "./queues.js";
 import { CmdqConsReg, CmdqError, CmdqProdReg } from "./regs.js";
@@ -45,11 +46,7 @@ interface Deferred {
 export class CommandQueue {
   readonly #cmd = new Uint32Array(4);
   readonly #pair = { lo: 0, hi: 0 };
-  readonly #work: Work | null;
-  #fetches = 0;
-  #deferred: Deferred | null = null;
-  #busy = false;
-  #rerun = false;
+  readonly #runner: QueueRunner<Deferred>;
   readonly stats = { processed: 0, errors: 0 };
 
   constructor(
@@ -59,30 +56,28 @@ export class CommandQueue {
     private readonly cons: Uint32Array,
     private readonly maxLog2: number,
     private readonly hooks: CommandQueueHooks,
-    private readonly wq: Workqueue | null,
+    wq: Workqueue | null,
   ) {
-    this.#work = wq === null ? null : new Work("smmu-cmdq", () => this.process());
+    this.#runner = new QueueRunner("smmu-cmdq", wq, hooks, () => this.#run());
   }
 
   get pending(): boolean {
-    return this.#work?.pending ?? false;
+    return this.#runner.pending;
   }
 
   /** PROD written, the queue enabled, or an error acknowledged: run now or schedule a run. */
   kick(): void {
-    if (!this.hooks.enabled() || this.hooks.stopped()) return;
-    if (this.#work !== null && this.wq !== null) this.wq.queueWork(this.#work);
-    else this.process();
+    this.#runner.kick();
   }
 
   /** The fetch number of the command the queue is stopped at, or null. */
   get deferredSeq(): number | null {
-    return this.#deferred?.seq ?? null;
+    return this.#runner.deferred?.seq ?? null;
   }
 
   /** CMDQEN cleared: a deferred command is dropped with everything else not consumed. */
   disabled(): void {
-    this.#deferred = null;
+    this.#runner.drop();
   }
 
   /**
@@ -92,9 +87,7 @@ export class CommandQueue {
    * PROD write. ENOENT if `seq` is not the deferred command.
    */
   complete(seq: number, outcome: "pass" | "handled"): void {
-    const d = this.#deferred;
-    if (d?.seq !== seq) throw new KernelError(Errno.ENOENT, `no command ${seq} is deferred`);
-    this.#deferred = null;
+    const d = this.#runner.take(seq, "command");
     if (outcome === "pass") {
       const code = this.hooks.execute(d.cmd);
       if (code !== CmdqError.NONE) {
@@ -119,33 +112,13 @@ export class CommandQueue {
    * (a trap that writes PROD) is folded into the running one.
    */
   process(): number {
-    if (this.#busy) {
-      this.#rerun = true;
-      return 0;
-    }
-    this.#busy = true;
-    let n = 0;
-    try {
-      this.#rerun = false;
-      do {
-        n += this.#run();
-      } while (this.#takeRerun());
-    } finally {
-      this.#busy = false;
-    }
-    return n;
-  }
-
-  #takeRerun(): boolean {
-    const again = this.#rerun;
-    this.#rerun = false;
-    return again;
+    return this.#runner.process();
   }
 
   #run(): number {
     const h = this.hooks;
     let n = 0;
-    while (h.enabled() && !h.stopped() && this.#deferred === null) {
+    while (h.enabled() && !h.stopped() && this.#runner.deferred === null) {
       const g = QueueGeometry.of(this.base, this.maxLog2);
       const p = CmdqProdReg.get(this.prod, "WR");
       const c = CmdqConsReg.get(this.cons, "RD");
@@ -163,10 +136,10 @@ export class CommandQueue {
       }
       let code: number = CmdqError.ABT;
       if (fetched) {
-        const seq = ++this.#fetches;
+        const seq = this.#runner.nextSeq();
         const verdict = h.fetched(d, seq, g.index(c), at);
         if (verdict === "defer") {
-          this.#deferred = { seq, cons: c, cmd: Uint32Array.from(d) };
+          this.#runner.defer({ seq, cons: c, cmd: Uint32Array.from(d) });
           break;
         }
         code = verdict === "pass" ? h.execute(d) : CmdqError.NONE;

@@ -1,4 +1,5 @@
-import { Errno, KernelError, Work, type Workqueue } from "@vsva/kernel";
+import type { Workqueue } from "@vsva/kernel";
+import { QueueRunner } from "../queue-runner.js";
 import type { PhysMem } from "@vsva/pgtable";
 import type { RegisterFile } from "../mmio/register-file.js";
 import { IqaReg, IqercdReg, IqhReg, IqtReg, RegOffset } from "./regs.js";
@@ -52,24 +53,20 @@ export class InvalidationQueue {
   readonly #iqercd: Uint32Array;
   readonly #desc = new Uint32Array(8);
   readonly #pair = { lo: 0, hi: 0 };
-  readonly #work: Work | null;
-  #fetches = 0;
-  #busy = false;
-  #rerun = false;
-  #deferred: Deferred | null = null;
+  readonly #runner: QueueRunner<Deferred>;
   readonly stats = { processed: 0, errors: 0 };
 
   constructor(
     regs: RegisterFile,
     private readonly mem: PhysMem,
     private readonly hooks: QueueHooks,
-    private readonly wq: Workqueue | null,
+    wq: Workqueue | null,
   ) {
     this.#iqh = regs.define(RegOffset.IQH, IqhReg);
     this.#iqt = regs.define(RegOffset.IQT, IqtReg);
     this.#iqa = regs.define(RegOffset.IQA, IqaReg);
     this.#iqercd = regs.define(RegOffset.IQERCD, IqercdReg);
-    this.#work = wq === null ? null : new Work("vtd-invalidation-queue", () => this.process());
+    this.#runner = new QueueRunner("vtd-invalidation-queue", wq, hooks, () => this.#run());
   }
 
   get head(): number {
@@ -78,18 +75,18 @@ export class InvalidationQueue {
 
   /** Whether a deferred run is pending. */
   get pending(): boolean {
-    return this.#work?.pending ?? false;
+    return this.#runner.pending;
   }
 
   /** IQH is reset to 0 whenever queued invalidation is disabled; a deferred descriptor is dropped with the rest. */
   resetHead(): void {
     IqhReg.set(this.#iqh, "QH", 0);
-    this.#deferred = null;
+    this.#runner.drop();
   }
 
   /** The fetch number of the descriptor the queue is stopped at, or null. */
   get deferredSeq(): number | null {
-    return this.#deferred?.seq ?? null;
+    return this.#runner.deferred?.seq ?? null;
   }
 
   /**
@@ -100,9 +97,7 @@ export class InvalidationQueue {
    * completed already, or dropped when QIE was cleared).
    */
   complete(seq: number, outcome: "pass" | "handled"): void {
-    const d = this.#deferred;
-    if (d?.seq !== seq) throw new KernelError(Errno.ENOENT, `no invalidation descriptor ${seq} is deferred`);
-    this.#deferred = null;
+    const d = this.#runner.take(seq, "invalidation descriptor");
     if (outcome === "pass") {
       const code = this.hooks.execute(d.desc, d.wide);
       if (code !== 0) {
@@ -118,9 +113,7 @@ export class InvalidationQueue {
 
   /** Software advanced the tail or cleared IQE: run now or schedule a run. */
   kick(): void {
-    if (!this.hooks.enabled() || this.hooks.stopped()) return;
-    if (this.#work !== null && this.wq !== null) this.wq.queueWork(this.#work);
-    else this.process();
+    this.#runner.kick();
   }
 
   /**
@@ -129,32 +122,12 @@ export class InvalidationQueue {
    * it runs (a trap that writes IQT or FSTS) is folded into the running one.
    */
   process(): number {
-    if (this.#busy) {
-      this.#rerun = true;
-      return 0;
-    }
-    this.#busy = true;
-    let n = 0;
-    try {
-      this.#rerun = false;
-      do {
-        n += this.#run();
-      } while (this.#takeRerun());
-    } finally {
-      this.#busy = false;
-    }
-    return n;
-  }
-
-  #takeRerun(): boolean {
-    const again = this.#rerun;
-    this.#rerun = false;
-    return again;
+    return this.#runner.process();
   }
 
   #run(): number {
     const h = this.hooks;
-    if (!h.enabled() || h.stopped() || this.#deferred !== null) return 0;
+    if (!h.enabled() || h.stopped() || this.#runner.deferred !== null) return 0;
     const wide = IqaReg.get(this.#iqa, "DW") === 1;
     const bytes = wide ? 32 : 16;
     const size = 4096 * 2 ** IqaReg.get(this.#iqa, "QS");
@@ -181,10 +154,10 @@ export class InvalidationQueue {
         d[i + 1] = pair.hi;
       }
       if (!fetched) return n + this.#stop(Iqei.FETCH_ERROR, head);
-      const seq = ++this.#fetches;
+      const seq = this.#runner.nextSeq();
       const verdict = h.fetched(d, seq, head / bytes, base + head);
       if (verdict === "defer") {
-        this.#deferred = { seq, head, desc: Uint32Array.from(d), wide };
+        this.#runner.defer({ seq, head, desc: Uint32Array.from(d), wide });
         return n;
       }
       const code = verdict === "pass" ? h.execute(d, wide) : 0;
