@@ -1,5 +1,5 @@
 import { SmmuReg } from "@vsva/iommu-hw";
-import { type DriverFuzzTarget, fuzzDriver } from "@vsva/iommu-core/testing";
+import { type DriverFuzzTarget, fuzzDriver, misbehavingUnit } from "@vsva/iommu-core/testing";
 import { describe, expect, it } from "vitest";
 import { PATTERN, SmmuTestHost, dmaWrite } from "./testing.js";
 
@@ -18,29 +18,7 @@ const BASE_REGISTERS: readonly number[] = [SmmuReg.STRTAB_BASE, SmmuReg.CMDQ_BAS
 function smmuTarget(): DriverFuzzTarget & { readonly h: SmmuTestHost } {
   const h = new SmmuTestHost({ cmdqPollLimit: POLL_LIMIT });
   const eps = [h.endpoint(4), h.endpoint(5)];
-  let onAccess = (): void => undefined;
-  const unit = h.unit;
-  const read32 = unit.mmioRead32.bind(unit);
-  const read64 = unit.mmioRead64.bind(unit);
-  const write32 = unit.mmioWrite32.bind(unit);
-  const write64 = unit.mmioWrite64.bind(unit);
-  // Counted on the driver's path only: the corruptions below call the saved originals.
-  unit.mmioRead32 = (o) => {
-    onAccess();
-    return read32(o);
-  };
-  unit.mmioRead64 = (o) => {
-    onAccess();
-    return read64(o);
-  };
-  unit.mmioWrite32 = (o, v) => {
-    onAccess();
-    write32(o, v);
-  };
-  unit.mmioWrite64 = (o, v) => {
-    onAccess();
-    write64(o, v);
-  };
+  const misbehaving = misbehavingUnit({ unit: h.unit, mem: h.mem, pages: h.pages, registers: REGISTERS, wide: BASE_REGISTERS, queueTags: QUEUE_TAGS, wideLow: (w) => (w & ~0xfff) | (w & 0x1f) });
   return {
     h,
     kernel: h.kernel,
@@ -57,21 +35,7 @@ function smmuTarget(): DriverFuzzTarget & { readonly h: SmmuTestHost } {
       const ep = eps[i];
       if (ep !== undefined) dmaWrite(ep, addr, PATTERN, pasid);
     },
-    corrupt: (rand) => {
-      const word = Math.floor(rand() * 2 ** 32);
-      if (rand() < 0.5) {
-        const reg = REGISTERS[Math.floor(rand() * REGISTERS.length)] ?? SmmuReg.CR0;
-        if (BASE_REGISTERS.includes(reg)) write64(reg, (BigInt(Math.floor(rand() * 0x10)) << 32n) | BigInt(((word & ~0xfff) | (word & 0x1f)) >>> 0));
-        else write32(reg, word);
-        return;
-      }
-      const pages = h.pages.live().filter((p) => QUEUE_TAGS.includes(p.tag));
-      const page = pages[Math.floor(rand() * pages.length)];
-      if (page !== undefined) h.mem.write32(page.pa + 4 * Math.floor(rand() * 1024 * 2 ** page.order), word);
-    },
-    watchAccesses: (f) => {
-      onAccess = f;
-    },
+    ...misbehaving,
   };
 }
 

@@ -1,5 +1,5 @@
 import { Mm } from "@vsva/iommu-core";
-import { type DriverFuzzTarget, fuzzDriver } from "@vsva/iommu-core/testing";
+import { type DriverFuzzTarget, fuzzDriver, misbehavingUnit } from "@vsva/iommu-core/testing";
 import { RegOffset } from "@vsva/iommu-hw";
 import { describe, expect, it } from "vitest";
 import { PATTERN, type TestHost, dmaWrite, endpoint, probe, testHost } from "./test-host.js";
@@ -20,29 +20,7 @@ const QUEUE_TAGS: readonly string[] = ["vtd.inv-queue", "vtd.inv-status", "vtd.p
 function vtdTarget(): DriverFuzzTarget & { readonly h: TestHost } {
   const h = testHost({}, true, { qiPolls: POLLS });
   const eps = [endpoint(h, 4), endpoint(h, 5)];
-  let onAccess = (): void => undefined;
-  const unit = h.unit;
-  const read32 = unit.mmioRead32.bind(unit);
-  const read64 = unit.mmioRead64.bind(unit);
-  const write32 = unit.mmioWrite32.bind(unit);
-  const write64 = unit.mmioWrite64.bind(unit);
-  // Counted on the driver's path only: the corruptions below call the saved originals.
-  unit.mmioRead32 = (o) => {
-    onAccess();
-    return read32(o);
-  };
-  unit.mmioRead64 = (o) => {
-    onAccess();
-    return read64(o);
-  };
-  unit.mmioWrite32 = (o, v) => {
-    onAccess();
-    write32(o, v);
-  };
-  unit.mmioWrite64 = (o, v) => {
-    onAccess();
-    write64(o, v);
-  };
+  const misbehaving = misbehavingUnit({ unit: h.unit, mem: h.mem, pages: h.pages, registers: REGISTERS, wide: WIDE, queueTags: QUEUE_TAGS });
   return {
     h,
     kernel: h.kernel,
@@ -59,21 +37,7 @@ function vtdTarget(): DriverFuzzTarget & { readonly h: TestHost } {
       const ep = eps[i];
       if (ep !== undefined) dmaWrite(ep, addr, PATTERN, pasid);
     },
-    corrupt: (rand) => {
-      const word = Math.floor(rand() * 2 ** 32);
-      if (rand() < 0.5) {
-        const reg = REGISTERS[Math.floor(rand() * REGISTERS.length)] ?? RegOffset.GCMD;
-        if (WIDE.includes(reg)) write64(reg, (BigInt(Math.floor(rand() * 0x10)) << 32n) | BigInt(word));
-        else write32(reg, word);
-        return;
-      }
-      const pages = h.pages.live().filter((p) => QUEUE_TAGS.includes(p.tag));
-      const page = pages[Math.floor(rand() * pages.length)];
-      if (page !== undefined) h.mem.write32(page.pa + 4 * Math.floor(rand() * 1024 * 2 ** page.order), word);
-    },
-    watchAccesses: (f) => {
-      onAccess = f;
-    },
+    ...misbehaving,
   };
 }
 

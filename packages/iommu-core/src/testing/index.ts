@@ -3,3 +3,4 @@ export { mockHost, NullBacking, type MockHost, type MockHostOptions } from "./mo
 export { svaHost, type SvaHost, type SvaHostOptions } from "./sva-host.js";
 export { fuzzDriver, seededRandom, type DriverFuzzTarget, type DriverFuzzOptions, type DriverFuzzResult } from "./driver-fuzz.js";
 export { MOCK_FAULT_POINTS } from "./fault-points.js";
+export { misbehavingUnit, type MisbehavingUnitOptions, type FuzzMmio } from "./misbehaving-unit.js";
