@@ -93,6 +93,33 @@ describe("RateLimitedLog", () => {
     expect(log.warn("bind", "bad pasid")).toBe(true);
     expect(log.lines.at(-1)?.suppressedBefore).toBe(1);
   });
+
+  it("keeps the newest `capacity` lines in order and counts the ones it dropped", () => {
+    const sched = new Scheduler();
+    const log = new RateLimitedLog(sched, undefined, { burst: 1, capacity: 3 });
+    for (let i = 0; i < 8; i++) expect(log.warn(`k${i}`, `m${i}`)).toBe(true);
+    expect(log.lines.map((l) => l.message)).toEqual(["m5", "m6", "m7"]);
+    expect(log.dropped).toBe(5);
+    log.warn("k8", "m8");
+    expect(log.lines.map((l) => l.message)).toEqual(["m6", "m7", "m8"]);
+    expect(log.dropped).toBe(6);
+  });
+
+  it("stays bounded over a long run (a guest hammering one failing call)", () => {
+    const sched = new Scheduler();
+    const log = new RateLimitedLog(sched, undefined, { intervalNs: 10, burst: 1 });
+    for (let i = 0; i < 50_000; i++) {
+      log.warn("bind", `bad pasid ${i}`);
+      sched.advance(10);
+    }
+    expect(log.lines.length).toBe(1024);
+    expect(log.dropped).toBe(50_000 - 1024);
+    expect(log.lines.at(-1)?.message).toBe("bad pasid 49999");
+  });
+
+  it("a capacity that is not a positive integer is EINVAL", () => {
+    expect(() => new RateLimitedLog(new Scheduler(), undefined, { capacity: 0 })).toThrow(KernelError);
+  });
 });
 
 describe("Kernel", () => {

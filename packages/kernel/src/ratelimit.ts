@@ -1,3 +1,5 @@
+import { Errno } from "./errno.js";
+import { KernelError } from "./error.js";
 import type { Actor, TraceBus } from "./trace.js";
 
 /**
@@ -5,10 +7,16 @@ import type { Actor, TraceBus } from "./trace.js";
  * malicious guest must not be able to flood the host log. Per call-site key,
  * at most `burst` messages per `intervalNs` of virtual time are emitted; the
  * rest are counted and the count is reported with the next emitted message.
+ *
+ * The lines kept are a ring, like the kernel's log buffer: the newest
+ * `capacity` lines, and a count of the older ones that were dropped, so a
+ * long run's log stays bounded (the trace bus still sees every line).
  */
 export interface RateLimitOptions {
   readonly intervalNs?: number;
   readonly burst?: number;
+  /** Lines kept (default 1024); older ones are dropped and counted in {@link RateLimitedLog.dropped}. */
+  readonly capacity?: number;
 }
 
 interface Window {
@@ -26,7 +34,11 @@ export interface LogLine {
 }
 
 export class RateLimitedLog {
-  readonly lines: LogLine[] = [];
+  readonly #ring: LogLine[] = [];
+  /** Where the next line goes once the ring is full (its oldest line). */
+  #next = 0;
+  #dropped = 0;
+  readonly #capacity: number;
   readonly #windows = new Map<string, Window>();
   readonly #interval: number;
   readonly #burst: number;
@@ -39,6 +51,21 @@ export class RateLimitedLog {
     // The kernel's DEFAULT_RATELIMIT_INTERVAL (5 s) and DEFAULT_RATELIMIT_BURST (10).
     this.#interval = opts.intervalNs ?? 5e9;
     this.#burst = opts.burst ?? 10;
+    this.#capacity = opts.capacity ?? 1024;
+    if (!Number.isSafeInteger(this.#capacity) || this.#capacity < 1) {
+      throw new KernelError(Errno.EINVAL, `log capacity ${String(this.#capacity)} is not a positive integer`);
+    }
+  }
+
+  /** The lines kept, oldest first (at most `capacity`). */
+  get lines(): readonly LogLine[] {
+    if (this.#ring.length < this.#capacity || this.#next === 0) return this.#ring;
+    return [...this.#ring.slice(this.#next), ...this.#ring.slice(0, this.#next)];
+  }
+
+  /** Lines emitted but no longer kept (the ring was full). */
+  get dropped(): number {
+    return this.#dropped;
   }
 
   /** Emits a warning unless this key is over its budget; false when suppressed. */
@@ -56,7 +83,13 @@ export class RateLimitedLog {
     w.printed++;
     const line: LogLine = { time: now, actor, key, message, suppressedBefore: w.suppressed };
     w.suppressed = 0;
-    this.lines.push(line);
+    if (this.#ring.length < this.#capacity) {
+      this.#ring.push(line);
+    } else {
+      this.#ring[this.#next] = line;
+      this.#next = (this.#next + 1) % this.#capacity;
+      this.#dropped++;
+    }
     this.trace?.emit("kernel.log", actor, {}, { level: "warn", message, suppressed: line.suppressedBefore });
     return true;
   }
