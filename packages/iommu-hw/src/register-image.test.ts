@@ -1,4 +1,4 @@
-import { Errno, KernelError } from "@vsva/kernel";
+import { Errno } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
 import { SparseMemory } from "@vsva/pgtable";
 import { describe, expect, it } from "vitest";
@@ -10,15 +10,6 @@ import { SmmuUnit } from "./smmu/smmu-unit.js";
 import type { SmmuConfig, SmmuOptions } from "./smmu/options.js";
 
 const mem = (): SparseMemory => new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: 1 << 24 }] });
-const messageOf = (f: () => unknown): string => {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof KernelError) return e.message;
-    throw e;
-  }
-  return "";
-};
 
 const capsOf = (u: VtdUnit): { cap: bigint; ecap: bigint } => ({ cap: u.mmioRead64(RegOffset.CAP), ecap: u.mmioRead64(RegOffset.ECAP) });
 const idrOffsets = [SmmuReg.IDR0, SmmuReg.IDR1, SmmuReg.IDR2, SmmuReg.IDR3, SmmuReg.IDR4, SmmuReg.IDR5] as const;
@@ -56,11 +47,9 @@ describe("VT-d CAP/ECAP images", () => {
 
   it("a named option that disagrees with the image is EINVAL naming the register field", () => {
     const image = capsOf(new VtdUnit({ mem: mem() }));
-    const m = messageOf(() => new VtdUnit({ mem: mem(), ...image, pasidBits: 10 }));
-    expect(m).toContain("ECAP.PSS");
-    expect(m).toContain("pasidBits");
+    expect(() => new VtdUnit({ mem: mem(), ...image, pasidBits: 10 })).toThrow(/pasidBits = 10 disagrees with ECAP\.PSS/);
     expect(errnoOf(() => new VtdUnit({ mem: mem(), ...image, secondLevelWidths: [48] }))).toBe(Errno.EINVAL);
-    expect(messageOf(() => new VtdUnit({ mem: mem(), ...image, secondLevelWidths: [48] }))).toContain("CAP.SAGAW");
+    expect(() => new VtdUnit({ mem: mem(), ...image, secondLevelWidths: [48] })).toThrow("CAP.SAGAW");
     // The same widths in another order agree.
     expect(new VtdUnit({ mem: mem(), ...image, secondLevelWidths: [48, 39] }).cfg.sagaw).toBe(0b110);
   });
@@ -84,7 +73,7 @@ describe("VT-d CAP/ECAP images", () => {
     ];
     for (const [c, e, field] of cases) {
       expect(errnoOf(() => new VtdUnit({ mem: mem(), cap: c, ecap: e }))).toBe(Errno.EINVAL);
-      expect(messageOf(() => new VtdUnit({ mem: mem(), cap: c, ecap: e }))).toContain(field);
+      expect(() => new VtdUnit({ mem: mem(), cap: c, ecap: e })).toThrow(field);
     }
   });
 
@@ -97,15 +86,15 @@ describe("VT-d CAP/ECAP images", () => {
 
   it("an image must be both registers, as bigints in 64 bits; the register blocks it places must fit", () => {
     const { cap, ecap } = capsOf(new VtdUnit({ mem: mem() }));
-    expect(messageOf(() => new VtdUnit({ mem: mem(), cap }))).toContain("both CAP and ECAP");
+    expect(() => new VtdUnit({ mem: mem(), cap })).toThrow("both CAP and ECAP");
     expect(errnoOf(() => new VtdUnit({ mem: mem(), cap: Number(cap) as unknown as bigint, ecap }))).toBe(Errno.EINVAL);
     expect(errnoOf(() => new VtdUnit({ mem: mem(), cap: 1n << 64n, ecap }))).toBe(Errno.EINVAL);
     // FRO = IRO = 0x0f puts the fault-recording registers over the IOTLB block at 0xf0.
     const iro0f = (ecap & ~(0x3ffn << 8n)) | (0xfn << 8n);
     const fro0f = (cap & ~(0x3ffn << 24n)) | (0xfn << 24n);
-    expect(messageOf(() => new VtdUnit({ mem: mem(), cap: fro0f, ecap: iro0f }))).toContain("overlap");
+    expect(() => new VtdUnit({ mem: mem(), cap: fro0f, ecap: iro0f })).toThrow("overlap");
     const fro2 = (cap & ~(0x3ffn << 24n)) | (0x2n << 24n);
-    expect(messageOf(() => new VtdUnit({ mem: mem(), cap: fro2, ecap }))).toContain("CAP.FRO");
+    expect(() => new VtdUnit({ mem: mem(), cap: fro2, ecap })).toThrow("CAP.FRO");
   });
 
   it("QEMU's intel-iommu defaults: the legacy-mode part is refused for ECAP.SMTS; with the scalable-mode and PASID fields it matches", () => {
@@ -114,7 +103,7 @@ describe("VT-d CAP/ECAP images", () => {
     // | PSI | SLLPS(2M, 1G) | SAGAW(39, 48) | MGAW(48) | CM; ECAP = QI | IRO(0xf0) | DT | PT.
     const cap = 0x0012008c222f0686n;
     const legacy = 0xf46n;
-    expect(messageOf(() => new VtdUnit({ mem: mem(), cap, ecap: legacy }))).toContain("ECAP.SMTS");
+    expect(() => new VtdUnit({ mem: mem(), cap, ecap: legacy })).toThrow("ECAP.SMTS");
     // vtd_cap_init() in later QEMU adds SMTS | SRS | SLTS for x-scalable-mode=on, and
     // PASID | PSS (20-bit PASIDs) for x-pasid-mode=on.
     const ecap = legacy | (1n << 43n) | (1n << 31n) | (1n << 46n) | (1n << 40n) | (19n << 35n);
@@ -173,7 +162,7 @@ describe("SMMUv3 IDR0–IDR5 images", () => {
 
   it("a named option that disagrees with the image is EINVAL naming the field; unsupported fields too", () => {
     const idr = idrsOf(new SmmuUnit({ mem: mem() }));
-    expect(messageOf(() => new SmmuUnit({ mem: mem(), idr, ssidBits: 8 }))).toContain("IDR1.SSIDSIZE");
+    expect(() => new SmmuUnit({ mem: mem(), idr, ssidBits: 8 })).toThrow("IDR1.SSIDSIZE");
     const withBit = (i: number, bit: number): [number, number, number, number, number, number] => {
       const c = [...idr] as [number, number, number, number, number, number];
       c[i] = ((c[i] ?? 0) | (1 << bit)) >>> 0;
@@ -192,7 +181,7 @@ describe("SMMUv3 IDR0–IDR5 images", () => {
     ];
     for (const [i, bit, field] of cases) {
       expect(errnoOf(() => new SmmuUnit({ mem: mem(), idr: withBit(i, bit) }))).toBe(Errno.EINVAL);
-      expect(messageOf(() => new SmmuUnit({ mem: mem(), idr: withBit(i, bit) }))).toContain(field);
+      expect(() => new SmmuUnit({ mem: mem(), idr: withBit(i, bit) })).toThrow(field);
     }
     // IMPLEMENTATION DEFINED IDR4 and COHACC only report: they read back as given.
     const custom = [...idr] as [number, number, number, number, number, number];
@@ -207,7 +196,7 @@ describe("SMMUv3 IDR0–IDR5 images", () => {
     // | TTENDIAN(LE) | STALL_MODEL(1) | TERM_MODEL | ST_LEVEL(2-level); IDR1 = SIDSIZE(16) |
     // EVENTQS(19) | CMDQS(19); IDR3 = RIL | HAD; IDR5 = GRAN4K | GRAN64K | OAS(44 bits).
     const qemu: [number, number, number, number, number, number] = [0x0d40101a, 0x02730010, 0, 0x404, 0, 0x54];
-    expect(messageOf(() => new SmmuUnit({ mem: mem(), idr: qemu }))).toContain("IDR5.GRAN64K");
+    expect(() => new SmmuUnit({ mem: mem(), idr: qemu })).toThrow("IDR5.GRAN64K");
     const idr: [number, number, number, number, number, number] = [...qemu.slice(0, 5), 0x14] as [number, number, number, number, number, number];
     const u = new SmmuUnit({ mem: mem(), idr });
     expect(idrsOf(u)).toEqual(idr);

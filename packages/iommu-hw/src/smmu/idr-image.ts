@@ -23,6 +23,32 @@ export interface IdrReportedOnly {
   readonly idr4?: number;
 }
 
+/** Options that are a boolean of the unit's configuration too. */
+type FlagKey = {
+  [K in keyof SmmuConfig & keyof SmmuOptions]: SmmuConfig[K] extends boolean ? K : never;
+}[keyof SmmuConfig & keyof SmmuOptions];
+type Idr0Field = (typeof Idr0Reg.fieldNames)[number];
+type Idr3Field = (typeof Idr3Reg.fieldNames)[number];
+
+/** One-bit fields that are exactly a boolean option: declared once, for decoding and encoding. */
+const IDR0_FLAGS: readonly (readonly [FlagKey, Idr0Field])[] = [
+  ["stage2", "S2P"],
+  ["stage1", "S1P"],
+  ["hyp", "HYP"],
+  ["ats", "ATS"],
+  ["asid16", "ASID16"],
+  ["msi", "MSI"],
+  ["sev", "SEV"],
+  ["pri", "PRI"],
+  ["vmid16", "VMID16"],
+  ["twoLevelCdTable", "CD2L"],
+];
+const IDR3_FLAGS: readonly (readonly [FlagKey, Idr3Field])[] = [
+  ["had", "HAD"],
+  ["xnx", "XNX"],
+  ["ril", "RIL"],
+];
+
 const OAS_BITS: readonly number[] = [32, 36, 40, 42, 44, 48, 52];
 
 function bad(msg: string): never {
@@ -40,32 +66,20 @@ export function decodeIdrImage(idr: readonly Uint32Array[]): DecodedField<SmmuOp
   const add = (key: DecodedField<SmmuOptions>["key"], value: unknown, field: string): void => {
     out.push({ key, value, field });
   };
-  const flag = (v: number): boolean => v === 1;
-  add("stage2", flag(r0.S2P), "IDR0.S2P");
-  add("stage1", flag(r0.S1P), "IDR0.S1P");
+  for (const [key, f] of IDR0_FLAGS) add(key, r0[f] === 1, `IDR0.${f}`);
+  for (const [key, f] of IDR3_FLAGS) add(key, r3[f] === 1, `IDR3.${f}`);
   if (r0.HTTU === 3) bad("IDR0.HTTU is 3 in the register image, a reserved value");
   add("httu", r0.HTTU, "IDR0.HTTU");
-  add("hyp", flag(r0.HYP), "IDR0.HYP");
-  add("ats", flag(r0.ATS), "IDR0.ATS");
-  add("asid16", flag(r0.ASID16), "IDR0.ASID16");
-  add("msi", flag(r0.MSI), "IDR0.MSI");
-  add("sev", flag(r0.SEV), "IDR0.SEV");
-  add("pri", flag(r0.PRI), "IDR0.PRI");
-  add("vmid16", flag(r0.VMID16), "IDR0.VMID16");
-  add("twoLevelCdTable", flag(r0.CD2L), "IDR0.CD2L");
   if (r0.STALL_MODEL > 1) bad(`IDR0.STALL_MODEL is ${r0.STALL_MODEL} in the register image: only stall-and-terminate (0) and terminate (1) are modelled`);
   add("stall", r0.STALL_MODEL === 0, "IDR0.STALL_MODEL");
   if (r0.ST_LEVEL > 1) bad(`IDR0.ST_LEVEL is ${r0.ST_LEVEL} in the register image, a reserved value`);
-  add("twoLevelStreamTable", flag(r0.ST_LEVEL), "IDR0.ST_LEVEL");
+  add("twoLevelStreamTable", r0.ST_LEVEL === 1, "IDR0.ST_LEVEL");
   add("sidBits", r1.SIDSIZE, "IDR1.SIDSIZE");
   add("ssidBits", r1.SSIDSIZE, "IDR1.SSIDSIZE");
   // PRIQS means nothing without PRI; the model then reports 0 (checked on read-back).
   if (r0.PRI === 1) add("priqBits", r1.PRIQS, "IDR1.PRIQS");
   add("eventqBits", r1.EVENTQS, "IDR1.EVENTQS");
   add("cmdqBits", r1.CMDQS, "IDR1.CMDQS");
-  add("had", flag(r3.HAD), "IDR3.HAD");
-  add("xnx", flag(r3.XNX), "IDR3.XNX");
-  add("ril", flag(r3.RIL), "IDR3.RIL");
   const oas = OAS_BITS[r5.OAS];
   if (oas === undefined) bad(`IDR5.OAS is ${r5.OAS} in the register image, a reserved value`);
   add("oas", oas, "IDR5.OAS");
@@ -83,26 +97,18 @@ export function reportedOnlyOf(idr: readonly Uint32Array[]): IdrReportedOnly {
 export function encodeIdrs(c: SmmuConfig): Uint32Array[] {
   const b = (x: boolean): number => (x ? 1 : 0);
   const ro = c.reportedOnly;
-  const idr0 = Idr0Reg.encode({
-    S2P: b(c.stage2),
-    S1P: b(c.stage1),
+  const f0: Partial<Record<Idr0Field, number>> = {
     TTF: 2, // AArch64 tables only
     COHACC: ro.cohacc ?? 1,
     DORMHINT: ro.dormhint ?? 0,
     HTTU: c.httu,
-    HYP: b(c.hyp),
-    ATS: b(c.ats),
-    ASID16: b(c.asid16),
-    MSI: b(c.msi),
-    SEV: b(c.sev),
-    PRI: b(c.pri),
-    VMID16: b(c.vmid16),
-    CD2L: b(c.twoLevelCdTable),
     TTENDIAN: 2, // little-endian only
     STALL_MODEL: c.stall ? 0 : 1,
     TERM_MODEL: 1,
     ST_LEVEL: b(c.twoLevelStreamTable),
-  });
+  };
+  for (const [key, f] of IDR0_FLAGS) f0[f] = b(c[key]);
+  const idr0 = Idr0Reg.encode(f0);
   const idr1 = Idr1Reg.encode({
     SIDSIZE: c.sidBits,
     SSIDSIZE: c.ssidBits,
@@ -111,7 +117,9 @@ export function encodeIdrs(c: SmmuConfig): Uint32Array[] {
     CMDQS: c.cmdqBits,
   });
   const idr2 = Idr2Reg.alloc();
-  const idr3 = Idr3Reg.encode({ HAD: b(c.had), XNX: b(c.xnx), RIL: b(c.ril) });
+  const f3: Partial<Record<Idr3Field, number>> = {};
+  for (const [key, f] of IDR3_FLAGS) f3[f] = b(c[key]);
+  const idr3 = Idr3Reg.encode(f3);
   const idr4 = Idr4Reg.encode({ IMPDEF: ro.idr4 ?? 0 });
   const idr5 = Idr5Reg.encode({ OAS: c.oasCode, GRAN4K: 1, STALL_MAX: c.stall ? c.stallMax : 0 });
   return [idr0, idr1, idr2, idr3, idr4, idr5];

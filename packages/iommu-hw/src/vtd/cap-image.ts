@@ -44,6 +44,35 @@ const ECAP_WHY: Partial<Record<EcapField, string>> = {
   PDS: "the model reports page drain exactly when it handles page requests (ECAP.PRS)",
 };
 
+/** Options that are a boolean of the unit's configuration too. */
+type FlagKey = {
+  [K in keyof VtdConfig & keyof VtdOptions]: VtdConfig[K] extends boolean ? K : never;
+}[keyof VtdConfig & keyof VtdOptions];
+
+/** One-bit fields that are exactly a boolean option: declared once, for decoding and encoding. */
+const CAP_FLAGS: readonly (readonly [FlagKey, CapField])[] = [
+  ["cachingMode", "CM"],
+  ["firstLevel1g", "FL1GP"],
+  ["firstLevel5", "FL5LP"],
+];
+const ECAP_FLAGS: readonly (readonly [FlagKey, EcapField])[] = [
+  ["queuedInvalidation", "QI"],
+  ["deviceTlb", "DT"],
+  ["passThrough", "PT"],
+  ["snoopControl", "SC"],
+  ["nesting", "NEST"],
+  ["pageRequests", "PRS"],
+  ["executeRequests", "ERS"],
+  ["supervisorRequests", "SRS"],
+  ["extendedAccessed", "EAFS"],
+  ["deviceTlbThrottling", "DIT"],
+  ["virtualCommand", "VCS"],
+  ["secondLevelAd", "SLADS"],
+  ["secondLevel", "SLTS"],
+  ["firstLevel", "FLTS"],
+  ["ridPasid", "RPS"],
+];
+
 const WIDTH_OF_SAGAW_BIT: Readonly<Record<number, 39 | 48 | 57>> = { 1: 39, 2: 48, 3: 57 };
 
 function bad(msg: string): never {
@@ -60,9 +89,9 @@ export function decodeCapImage(cap: Uint32Array, ecap: Uint32Array): DecodedFiel
   const add = (key: DecodedField<VtdOptions>["key"], value: unknown, field: string): void => {
     out.push({ key, value, field });
   };
-  const flag = (v: number): boolean => v === 1;
+  for (const [key, f] of CAP_FLAGS) add(key, c[f] === 1, `CAP.${f}`);
+  for (const [key, f] of ECAP_FLAGS) add(key, e[f] === 1, `ECAP.${f}`);
   add("domainIdBits", 4 + 2 * c.ND, "CAP.ND");
-  add("cachingMode", flag(c.CM), "CAP.CM");
   const widths: (39 | 48 | 57)[] = [];
   for (let bit = 0; bit < 5; bit++) {
     if ((c.SAGAW & (1 << bit)) === 0) continue;
@@ -78,25 +107,8 @@ export function decodeCapImage(cap: Uint32Array, ecap: Uint32Array): DecodedFiel
   add("secondLevel1g", (c.SLLPS & 2) !== 0, "CAP.SLLPS");
   add("faultRecords", c.NFR + 1, "CAP.NFR");
   add("maxAddressMask", c.MAMV, "CAP.MAMV");
-  add("firstLevel1g", flag(c.FL1GP), "CAP.FL1GP");
-  add("firstLevel5", flag(c.FL5LP), "CAP.FL5LP");
-  add("queuedInvalidation", flag(e.QI), "ECAP.QI");
-  add("deviceTlb", flag(e.DT), "ECAP.DT");
-  add("passThrough", flag(e.PT), "ECAP.PT");
-  add("snoopControl", flag(e.SC), "ECAP.SC");
   add("iotlbOffset", e.IRO * 16, "ECAP.IRO");
-  add("nesting", flag(e.NEST), "ECAP.NEST");
-  add("pageRequests", flag(e.PRS), "ECAP.PRS");
-  add("executeRequests", flag(e.ERS), "ECAP.ERS");
-  add("supervisorRequests", flag(e.SRS), "ECAP.SRS");
-  add("extendedAccessed", flag(e.EAFS), "ECAP.EAFS");
   add("pasidBits", e.PSS + 1, "ECAP.PSS");
-  add("deviceTlbThrottling", flag(e.DIT), "ECAP.DIT");
-  add("virtualCommand", flag(e.VCS), "ECAP.VCS");
-  add("secondLevelAd", flag(e.SLADS), "ECAP.SLADS");
-  add("secondLevel", flag(e.SLTS), "ECAP.SLTS");
-  add("firstLevel", flag(e.FLTS), "ECAP.FLTS");
-  add("ridPasid", flag(e.RPS), "ECAP.RPS");
   return out;
 }
 
@@ -112,9 +124,8 @@ export function reportedOnlyOf(cap: Uint32Array, ecap: Uint32Array): { cap: CapR
 /** CAP and ECAP as a unit of this configuration reports them. */
 export function encodeCaps(c: VtdConfig): { cap: Uint32Array; ecap: Uint32Array } {
   const b = (x: boolean): number => (x ? 1 : 0);
-  const cap = CapReg.encode({
+  const capFields: Partial<Record<CapField, number>> = {
     ND: c.nd,
-    CM: b(c.cachingMode),
     SAGAW: c.sagaw,
     MGAW: c.mgaw - 1,
     FRO: c.faultRecordOffset / 16,
@@ -122,37 +133,20 @@ export function encodeCaps(c: VtdConfig): { cap: Uint32Array; ecap: Uint32Array 
     PSI: 1,
     NFR: c.faultRecords - 1,
     MAMV: c.maxAddressMask,
-    FL1GP: b(c.firstLevel1g),
-    FL5LP: b(c.firstLevel5),
-    ...c.reportedOnly.cap,
-  });
-  const ecap = EcapReg.encode({
+  };
+  for (const [key, f] of CAP_FLAGS) capFields[f] = b(c[key]);
+  const ecapFields: Partial<Record<EcapField, number>> = {
     // Page walks are coherent by default (memory is coherent); an image may say otherwise.
     C: 1,
-    QI: b(c.queuedInvalidation),
-    DT: b(c.deviceTlb),
-    PT: b(c.passThrough),
-    SC: b(c.snoopControl),
+    SMPWCS: 1,
     IRO: c.iotlbOffset / 16,
-    NEST: b(c.nesting),
-    PRS: b(c.pageRequests),
-    ERS: b(c.executeRequests),
-    SRS: b(c.supervisorRequests),
-    EAFS: b(c.extendedAccessed),
     PSS: c.pasidBits - 1,
     PASID: 1,
-    DIT: b(c.deviceTlbThrottling),
     PDS: b(c.pageRequests),
     SMTS: 1,
-    VCS: b(c.virtualCommand),
-    SLADS: b(c.secondLevelAd),
-    SLTS: b(c.secondLevel),
-    FLTS: b(c.firstLevel),
-    SMPWCS: 1,
-    RPS: b(c.ridPasid),
-    ...c.reportedOnly.ecap,
-  });
-  return { cap, ecap };
+  };
+  for (const [key, f] of ECAP_FLAGS) ecapFields[f] = b(c[key]);
+  return { cap: CapReg.encode({ ...capFields, ...c.reportedOnly.cap }), ecap: EcapReg.encode({ ...ecapFields, ...c.reportedOnly.ecap }) };
 }
 
 /** EINVAL naming the first field where the unit this configuration builds would not read back as the image. */
