@@ -1,4 +1,4 @@
-import { pciEnableForSva } from "@vsva/iommu-hw";
+import { type PciEnableOptions, pciEnableForSva } from "@vsva/iommu-hw";
 import { DsaDevice, type DsaOptions } from "@vsva/dsa";
 import type { Board } from "@vsva/machine";
 import { type IdxdConfig, Idxd } from "./idxd.js";
@@ -11,6 +11,8 @@ export interface PlugIdxdOptions {
   readonly config: IdxdConfig;
   /** The accelerator's build (WQ count, total WQ size, block-on-fault, stepwise engine). */
   readonly hw?: Partial<Omit<DsaOptions, "bus" | "dev" | "fn" | "mem" | "trace" | "name">>;
+  /** What the PCI core enables in config space (default everything the function has). */
+  readonly pci?: PciEnableOptions;
 }
 
 /**
@@ -23,7 +25,7 @@ export interface PlugIdxdOptions {
 export function plugIdxd(board: Board, o: PlugIdxdOptions): Idxd {
   const name = o.name ?? "dsa0";
   const hw = new DsaDevice({ bus: o.bus ?? 0, dev: o.dev, fn: 0, mem: board.mem, trace: board.kernel.trace, name, ...o.hw });
-  pciEnableForSva(hw.ep);
+  pciEnableForSva(hw.ep, o.pci ?? {});
   hw.ep.attach(board.port);
   board.platform.attachEndpoint(hw.ep);
   const iommuDev = board.probe(hw.ep, name, o.hw?.pasidWidth ?? 20);
