@@ -119,14 +119,20 @@ interface Queued {
   readonly priv: boolean;
 }
 
-interface Job extends Queued {
-  readonly opcode: number;
-  readonly flags: number;
-  readonly compl: number;
-  readonly src: number;
-  readonly dst: number;
-  readonly size: number;
-  readonly bof: boolean;
+/** The descriptor the engine runs. Every field is rewritten when a retired job's object is reused for the next descriptor. */
+interface Job {
+  buf: DescBuf;
+  desc: Uint32Array;
+  wq: number;
+  pasid: number | undefined;
+  priv: boolean;
+  opcode: number;
+  flags: number;
+  compl: number;
+  src: number;
+  dst: number;
+  size: number;
+  bof: boolean;
   done: number;
   result: number;
   retries: number;
@@ -135,6 +141,7 @@ interface Job extends Queued {
   status: DsaStatusCode;
   faultAddr: number;
   faultWrite: boolean;
+  /** The token of the page request the job waits on; callbacks holding an older token are ignored. */
   wait: object | null;
 }
 
@@ -154,6 +161,8 @@ const PAGE_MASK = PAGE - 1;
 /** Addresses the model can carry exactly; above this a DMA fails translation. */
 const ADDR_LIMIT = 2 ** 53;
 const SUPPORTED_OPS: ReadonlySet<number> = new Set([DsaOpcode.NOOP, DsaOpcode.MEMMOVE, DsaOpcode.MEMFILL, DsaOpcode.COMPARE]);
+/** The same set as a bitmap of opcodes below 32 (as OPCAP's low dword), for the per-descriptor check. */
+const SUPPORTED_OPS_MASK = [...SUPPORTED_OPS].reduce((m, op) => (m | (1 << op)) >>> 0, 0);
 const U64_LIMIT = 1n << 64n;
 
 /** What {@link DsaDevice.#xlate} returns instead of an address: a fault a page request may cure, or one it cannot. */
@@ -250,9 +259,15 @@ export class DsaDevice implements Mmio {
   readonly #recordBytes: Uint8Array;
   readonly #descPool: DescBuf[] = [];
   #job: Job | undefined;
+  /** The last retired job's object, reused by the next dispatch (one job runs at a time). */
+  #spare: Job | undefined;
   #rr = 0;
   #pending: PendingCmd | undefined;
   #inRun = false;
+  /** The PASID capability's control as last written (ENABLE, PRIV_ENABLE) and the width it allows; refreshed on every config write to it and on FLR. */
+  #pasidOn = false;
+  #pasidPrivOn = false;
+  #pasidLimit = 0;
   #flrSeen = 0;
 
   constructor(opts: DsaOptions) {
@@ -322,7 +337,19 @@ export class DsaDevice implements Mmio {
         this.#flrSeen = this.ep.flrCount;
         this.#resetDevice();
       }
+      this.#latchPasid();
     });
+    const pasidCap = this.ep.config.pasid;
+    if (pasidCap !== undefined) this.ep.config.space.onWrite(pasidCap, () => this.#latchPasid());
+    this.#latchPasid();
+  }
+
+  /** Reads the PASID capability's control once, for the translations of every page after it. */
+  #latchPasid(): void {
+    const c = this.ep.config.pasid;
+    this.#pasidOn = c?.flag("ENABLE") ?? false;
+    this.#pasidPrivOn = c?.flag("PRIV_ENABLE") ?? false;
+    this.#pasidLimit = c === undefined ? 0 : 2 ** c.get("MAX_PASID_WIDTH");
   }
 
   /** BAR0 offset of WQ `w`'s WQCFG entry. */
@@ -629,10 +656,29 @@ export class DsaDevice implements Mmio {
   }
 
   #enqueue(q: Queued): void {
-    this.#wqs[q.wq]?.queue.push(q);
     this.stats.submitted++;
+    if (this.mode === "immediate" && !this.#inRun && this.#job === undefined && this.#pending === undefined && this.#allQueuesEmpty()) {
+      // An idle immediate engine takes the descriptor straight away: what the queue would hand it at once.
+      this.#rr = (q.wq + 1) % this.numWqs;
+      this.#inRun = true;
+      try {
+        const job = this.#dispatch(q);
+        if (job === undefined) this.#settle();
+        else this.#job = job;
+        while (this.step());
+      } finally {
+        this.#inRun = false;
+      }
+      return;
+    }
+    this.#wqs[q.wq]?.queue.push(q);
     this.#setOccupancy(q.wq);
     this.#kick();
+  }
+
+  #allQueuesEmpty(): boolean {
+    for (const w of this.#wqs) if (w.queue.length !== 0) return false;
+    return true;
   }
 
   #setOccupancy(w: number): void {
@@ -718,30 +764,29 @@ export class DsaDevice implements Mmio {
     const d = q.desc;
     const flags = rd(d, D.FLAGS);
     const opcode = rd(d, D.OPCODE);
-    // Every field written here, in one order: one object shape for every job.
-    const job: Job = {
-      buf: q.buf,
-      desc: d,
-      wq: q.wq,
-      pasid: q.pasid,
-      priv: q.priv,
-      opcode,
-      flags,
-      compl: u64(rd(d, D.COMPL_LO), rd(d, D.COMPL_HI)),
-      src: u64(rd(d, D.SRC_LO), rd(d, D.SRC_HI)),
-      dst: u64(rd(d, D.DST_LO), rd(d, D.DST_HI)),
-      size: rd(d, D.XFER_SIZE),
-      // The descriptor's BOF flag counts only when the WQ allows blocking (WQCFG.BOF).
-      bof: (flags & DescFlag.BOF) !== 0 && rd(this.#wqcfg(q.wq), W.BOF) === 1,
-      done: 0,
-      result: 0,
-      retries: 0,
-      phase: "data",
-      status: DsaStatus.SUCCESS,
-      faultAddr: 0,
-      faultWrite: false,
-      wait: null,
-    };
+    const job = this.#spare ?? newJob(q.buf);
+    this.#spare = undefined;
+    job.buf = q.buf;
+    job.desc = d;
+    job.wq = q.wq;
+    job.pasid = q.pasid;
+    job.priv = q.priv;
+    job.opcode = opcode;
+    job.flags = flags;
+    job.compl = u64(rd(d, D.COMPL_LO), rd(d, D.COMPL_HI));
+    job.src = u64(rd(d, D.SRC_LO), rd(d, D.SRC_HI));
+    job.dst = u64(rd(d, D.DST_LO), rd(d, D.DST_HI));
+    job.size = rd(d, D.XFER_SIZE);
+    // The descriptor's BOF flag counts only when the WQ allows blocking (WQCFG.BOF).
+    job.bof = (flags & DescFlag.BOF) !== 0 && rd(this.#wqcfg(q.wq), W.BOF) === 1;
+    job.done = 0;
+    job.result = 0;
+    job.retries = 0;
+    job.phase = "data";
+    job.status = DsaStatus.SUCCESS;
+    job.faultAddr = 0;
+    job.faultWrite = false;
+    job.wait = null;
     const crav = (flags & DescFlag.CRAV) !== 0;
     if (crav && job.compl % DSA_COMPLETION_ALIGN !== 0) {
       // No record can be written at a misaligned address: the error goes to SWERR.
@@ -759,10 +804,10 @@ export class DsaDevice implements Mmio {
 
   #check(job: Job): DsaStatusCode | undefined {
     if ((job.flags & ~DESC_DEFINED_FLAGS) !== 0) return DsaStatus.INVALID_FLAGS;
-    if (!SUPPORTED_OPS.has(job.opcode)) return DsaStatus.BAD_OPCODE;
+    if (job.opcode >= 32 || ((SUPPORTED_OPS_MASK >>> job.opcode) & 1) === 0) return DsaStatus.BAD_OPCODE;
     if (job.opcode === DsaOpcode.NOOP) return undefined;
-    const limit = 2 ** rd(this.#wqcfg(job.wq), W.MAX_XFER_SHIFT);
-    if (job.size === 0 || job.size > limit) return DsaStatus.XFER_ERANGE;
+    // size ≤ 2^MAX_XFER_SHIFT, for a size of at least 1 (both are below 2^32).
+    if (job.size === 0 || (job.size - 1) >>> rd(this.#wqcfg(job.wq), W.MAX_XFER_SHIFT) !== 0) return DsaStatus.XFER_ERANGE;
     // GENCAP.OVERLAP_COPY is 0: overlapping move buffers are an error (DSA spec 8.3.x, Memory Move).
     if (job.opcode === DsaOpcode.MEMMOVE && job.src < job.dst + job.size && job.dst < job.src + job.size) return DsaStatus.OVERLAP_BUFFERS;
     return undefined;
@@ -922,8 +967,11 @@ export class DsaDevice implements Mmio {
   }
 
   #retire(): void {
-    const buf = this.#job?.buf;
-    if (buf !== undefined && this.#descPool.length < DESC_POOL_MAX) this.#descPool.push(buf);
+    const job = this.#job;
+    if (job !== undefined) {
+      if (this.#descPool.length < DESC_POOL_MAX) this.#descPool.push(job.buf);
+      this.#spare = job;
+    }
     this.#job = undefined;
     this.stats.completed++;
     this.#settle();
@@ -965,11 +1013,7 @@ export class DsaDevice implements Mmio {
     const port = ep.upstream;
     if (port === undefined || !ep.busMasterEnabled || !Number.isSafeInteger(addr) || addr >= ADDR_LIMIT) return XLATE_REFUSED;
     const pasid = job.pasid;
-    if (pasid !== undefined) {
-      const pasidCap = ep.config.pasid;
-      if (pasidCap === undefined || !pasidCap.flag("ENABLE") || pasid >= 2 ** pasidCap.get("MAX_PASID_WIDTH")) return XLATE_REFUSED;
-      if (job.priv && !pasidCap.flag("PRIV_ENABLE")) return XLATE_REFUSED;
-    }
+    if (pasid !== undefined && (!this.#pasidOn || pasid >= this.#pasidLimit || (job.priv && !this.#pasidPrivOn))) return XLATE_REFUSED;
     const priv = pasid !== undefined && job.priv;
     if (!ep.atsEnabled) {
       const r = port.translate(pasid === undefined ? { sid: ep.sid, addr, write } : { sid: ep.sid, pasid, priv, exec: false, addr, write });
@@ -986,6 +1030,13 @@ export class DsaDevice implements Mmio {
 }
 
 /** Whether a translation allows the access: the right permission, and a user access only to user pages. */
+function newJob(buf: DescBuf): Job {
+  return {
+    buf, desc: buf.words, wq: 0, pasid: undefined, priv: false, opcode: 0, flags: 0, compl: 0, src: 0, dst: 0, size: 0, bof: false,
+    done: 0, result: 0, retries: 0, phase: "data", status: DsaStatus.SUCCESS, faultAddr: 0, faultWrite: false, wait: null,
+  };
+}
+
 function permits(r: { readonly read: boolean; readonly write: boolean; readonly privOnly: boolean }, write: boolean, priv: boolean): boolean {
   return (write ? r.write : r.read) && (priv || !r.privOnly);
 }

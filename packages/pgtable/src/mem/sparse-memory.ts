@@ -304,6 +304,19 @@ export class SparseMemory implements PhysMem {
     this.stats.writes++;
     this.stats.bytesRead += len;
     this.stats.bytesWritten += len;
+    // Fast path, as writeBytes's: both ranges inside one frame each, both frames written before (so
+    // populated), not overlapping. `& PAGE_MASK` is exact for integers below 2^53; anything else goes the general way.
+    const so = src & PAGE_MASK;
+    const doff = dst & PAGE_MASK;
+    if (len > 0 && so + len <= PAGE_SIZE && doff + len <= PAGE_SIZE && (src + len <= dst || dst + len <= src)) {
+      const from = this.#frameBytes(Math.floor(src / PAGE_SIZE));
+      const to = from === undefined ? undefined : this.#frameBytes(Math.floor(dst / PAGE_SIZE));
+      if (from !== undefined && to !== undefined) {
+        if (len === PAGE_SIZE) to.set(from);
+        else to.set(from.subarray(so, so + len), doff);
+        return true;
+      }
+    }
     if (!Number.isSafeInteger(len) || len < 0 || !this.#rangePopulated(src, len) || !this.#rangePopulated(dst, len)) {
       this.stats.aborts++;
       return false;
@@ -332,8 +345,9 @@ export class SparseMemory implements PhysMem {
         to = this.#frameBytes(dpfn);
       }
       const from = this.#frameBytes(Math.floor(s / PAGE_SIZE));
-      // A frame never written reads as zeros.
+      // A frame never written reads as zeros. A whole frame copies without a sub-view (making one costs more than the copy's overhead).
       if (from === undefined) to?.fill(0, doff, doff + n);
+      else if (n === PAGE_SIZE) to?.set(from);
       else to?.set(from.subarray(so, so + n), doff);
       done += n;
     }
