@@ -636,7 +636,7 @@ export class DsaDevice implements Mmio {
     }
     const c = this.#wqcfg(wq);
     const pasid = rd(c, W.PASID_EN) === 1 ? rd(c, W.PASID) : undefined;
-    this.#enqueue({ buf: desc, desc: desc.words, wq, pasid, priv: rd(c, W.PRIV) === 1 });
+    this.#enqueue(desc, wq, pasid, rd(c, W.PRIV) === 1);
   }
 
   /**
@@ -651,18 +651,18 @@ export class DsaDevice implements Mmio {
       this.stats.retried++;
       return "retry";
     }
-    this.#enqueue({ buf: desc, desc: desc.words, wq, pasid: rd(desc.words, D.PASID), priv: rd(desc.words, D.PRIV) === 1 });
+    this.#enqueue(desc, wq, rd(desc.words, D.PASID), rd(desc.words, D.PRIV) === 1);
     return "accepted";
   }
 
-  #enqueue(q: Queued): void {
+  #enqueue(buf: DescBuf, wq: number, pasid: number | undefined, priv: boolean): void {
     this.stats.submitted++;
     if (this.mode === "immediate" && !this.#inRun && this.#job === undefined && this.#pending === undefined && this.#allQueuesEmpty()) {
       // An idle immediate engine takes the descriptor straight away: what the queue would hand it at once.
-      this.#rr = (q.wq + 1) % this.numWqs;
+      this.#rr = (wq + 1) % this.numWqs;
       this.#inRun = true;
       try {
-        const job = this.#dispatch(q);
+        const job = this.#dispatch(buf, wq, pasid, priv);
         if (job === undefined) this.#settle();
         else this.#job = job;
         while (this.step());
@@ -671,8 +671,8 @@ export class DsaDevice implements Mmio {
       }
       return;
     }
-    this.#wqs[q.wq]?.queue.push(q);
-    this.#setOccupancy(q.wq);
+    this.#wqs[wq]?.queue.push({ buf, desc: buf.words, wq, pasid, priv });
+    this.#setOccupancy(wq);
     this.#kick();
   }
 
@@ -721,7 +721,7 @@ export class DsaDevice implements Mmio {
     if (job === undefined) {
       const next = this.#dequeue();
       if (next === undefined) return false;
-      job = this.#dispatch(next);
+      job = this.#dispatch(next.buf, next.wq, next.pasid, next.priv);
       if (job === undefined) {
         this.#settle();
         return true;
@@ -760,17 +760,17 @@ export class DsaDevice implements Mmio {
   }
 
   /** Decodes and checks a descriptor (DSA spec 8.1); an error completes it at once. */
-  #dispatch(q: Queued): Job | undefined {
-    const d = q.desc;
+  #dispatch(buf: DescBuf, wq: number, pasid: number | undefined, priv: boolean): Job | undefined {
+    const d = buf.words;
     const flags = rd(d, D.FLAGS);
     const opcode = rd(d, D.OPCODE);
-    const job = this.#spare ?? newJob(q.buf);
+    const job = this.#spare ?? newJob(buf);
     this.#spare = undefined;
-    job.buf = q.buf;
+    job.buf = buf;
     job.desc = d;
-    job.wq = q.wq;
-    job.pasid = q.pasid;
-    job.priv = q.priv;
+    job.wq = wq;
+    job.pasid = pasid;
+    job.priv = priv;
     job.opcode = opcode;
     job.flags = flags;
     job.compl = u64(rd(d, D.COMPL_LO), rd(d, D.COMPL_HI));
@@ -778,7 +778,7 @@ export class DsaDevice implements Mmio {
     job.dst = u64(rd(d, D.DST_LO), rd(d, D.DST_HI));
     job.size = rd(d, D.XFER_SIZE);
     // The descriptor's BOF flag counts only when the WQ allows blocking (WQCFG.BOF).
-    job.bof = (flags & DescFlag.BOF) !== 0 && rd(this.#wqcfg(q.wq), W.BOF) === 1;
+    job.bof = (flags & DescFlag.BOF) !== 0 && rd(this.#wqcfg(wq), W.BOF) === 1;
     job.done = 0;
     job.result = 0;
     job.retries = 0;
