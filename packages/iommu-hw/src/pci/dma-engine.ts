@@ -148,6 +148,8 @@ export class DmaEngine {
    */
   #viewsOf: Uint8Array | undefined = undefined;
   #views: (Uint8Array | undefined)[] = [];
+  /** Where each kept view starts in `#viewsOf` (a number compare instead of a `byteOffset` getter per page). */
+  #viewStarts: number[] = [];
   #program: DmaProgram | undefined;
   #state: DmaResult = "idle";
   #done = 0;
@@ -451,13 +453,18 @@ export class DmaEngine {
     if (arr !== this.#viewsOf) {
       this.#viewsOf = arr;
       this.#views = [];
+      this.#viewStarts = [];
     }
     const slot = Math.floor(start / PAGE_SIZE);
     const v = this.#views[slot];
-    // The same offset and length in the same array: the same bytes (a view has no contents of its own).
-    if (v?.byteOffset === arr.byteOffset + start && v.length === len) return v;
+    // The same start and length in the same array: the same bytes (a view has no contents of its own).
+    // `length` is read live: a view of a detached buffer reads 0 and is made again (and throws, as before).
+    if (v !== undefined && this.#viewStarts[slot] === start && v.length === len) return v;
     const made = arr.subarray(start, start + len);
-    if (slot < VIEW_MEMO_PAGES) this.#views[slot] = made;
+    if (slot < VIEW_MEMO_PAGES) {
+      this.#views[slot] = made;
+      this.#viewStarts[slot] = start;
+    }
     return made;
   }
 
