@@ -424,7 +424,10 @@ export class DmaEngine {
       if (pat === undefined) return false;
       const plen = pat.length;
       if (plen === 0) return false;
-      const phase = this.#done % plen;
+      // The phase in the pattern; an integer remainder is a division, so it is taken only once
+      // the transfer has gone past one period (never, when the pattern is as long as the transfer).
+      const done = this.#done;
+      const phase = done < plen ? done : done % plen;
       // A pattern that is exactly this chunk is written as it is (no view to make);
       // one that covers it at its phase, through a view.
       if (phase === 0 && len === plen) return mem.writeBytes(pa, pat);
