@@ -25,14 +25,16 @@ const TWO64 = 2 ** 64;
  * well-formed request and keeps its architected fault (VT-d 0x80/0x83, SMMUv3
  * F_ADDR_SIZE / F_TRANSLATION).
  */
-export function checkRequestAddress(unit: string, addr: number, translating: boolean, bypassBits: number): void {
+export function checkRequestAddress(kind: string, name: string, addr: number, translating: boolean, bypassBits: number): void {
+  // The unit is named by two strings joined only when a message is made: this runs on every
+  // request, and building the name here cost a string concatenation per translation.
   if (typeof addr !== "number" || !Number.isInteger(addr) || addr < -TWO63 || addr >= TWO64) {
-    throw new KernelError(Errno.EINVAL, `${unit}: DMA address ${String(addr)} is not a 64-bit bus address (an integer in [-2^63, 2^64))`);
+    throw new KernelError(Errno.EINVAL, `${kind} ${name}: DMA address ${String(addr)} is not a 64-bit bus address (an integer in [-2^63, 2^64))`);
   }
   if (!translating && (addr < 0 || addr >= 2 ** bypassBits)) {
     throw new KernelError(
       Errno.EINVAL,
-      `${unit}: DMA address ${addr < 0 ? String(addr) : `0x${addr.toString(16)}`} is beyond the ${bypassBits}-bit output width, and translation is off (the address is used as the physical address)`,
+      `${kind} ${name}: DMA address ${addr < 0 ? String(addr) : `0x${addr.toString(16)}`} is beyond the ${bypassBits}-bit output width, and translation is off (the address is used as the physical address)`,
     );
   }
 }

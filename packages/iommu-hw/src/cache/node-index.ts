@@ -9,9 +9,11 @@
  * page numbers of one tag, so the slot is taken from the key's low bits:
  * neighbouring pages land in neighbouring slots, and a sweep over a range
  * walks the table in order. Deletion shifts the following run back (no
- * tombstones), so a probe never walks over dead slots.
+ * tombstones), so a probe never walks over dead slots. A slot is in use when
+ * it holds a value (values are never `undefined`), so a probe reads the key
+ * and value arrays and no third array of flags.
  */
-export interface ReadonlyNodeIndex<V> {
+export interface ReadonlyNodeIndex<V extends object | number> {
   readonly size: number;
   get(key: number): V | undefined;
 }
@@ -24,10 +26,9 @@ const slotOf = (key: number, mask: number): number => ((key >>> 2) ^ ((key & 3) 
 /** SameValueZero, as Map compares keys (NaN is the only value unequal to itself). */
 const sameKey = (a: number, b: number): boolean => a === b || (a !== a && b !== b);
 
-export class NodeIndex<V> implements ReadonlyNodeIndex<V> {
+export class NodeIndex<V extends object | number> implements ReadonlyNodeIndex<V> {
   #keys = new Float64Array(MIN_SLOTS);
   #vals: (V | undefined)[] = new Array<V | undefined>(MIN_SLOTS).fill(undefined);
-  #used = new Uint8Array(MIN_SLOTS);
   #mask = MIN_SLOTS - 1;
   #size = 0;
 
@@ -38,10 +39,10 @@ export class NodeIndex<V> implements ReadonlyNodeIndex<V> {
   get(key: number): V | undefined {
     const mask = this.#mask;
     const keys = this.#keys;
-    const used = this.#used;
+    const vals = this.#vals;
     let j = slotOf(key, mask);
-    while (used[j] === 1) {
-      if (sameKey(keys[j] ?? 0, key)) return this.#vals[j];
+    for (let v = vals[j]; v !== undefined; v = vals[j]) {
+      if (sameKey(keys[j] ?? 0, key)) return v;
       j = (j + 1) & mask;
     }
     return undefined;
@@ -64,7 +65,6 @@ export class NodeIndex<V> implements ReadonlyNodeIndex<V> {
     if (j < 0) return false;
     const mask = this.#mask;
     const keys = this.#keys;
-    const used = this.#used;
     const vals = this.#vals;
     // Backward-shift deletion: move every later entry of the run whose home slot
     // does not lie cyclically in (j, k] into the hole, so every entry stays
@@ -72,7 +72,7 @@ export class NodeIndex<V> implements ReadonlyNodeIndex<V> {
     let k = j;
     for (;;) {
       k = (k + 1) & mask;
-      if (used[k] !== 1) break;
+      if (vals[k] === undefined) break;
       const home = slotOf(keys[k] ?? 0, mask);
       const inRange = j <= k ? j < home && home <= k : j < home || home <= k;
       if (inRange) continue;
@@ -80,7 +80,6 @@ export class NodeIndex<V> implements ReadonlyNodeIndex<V> {
       vals[j] = vals[k];
       j = k;
     }
-    used[j] = 0;
     vals[j] = undefined;
     this.#size--;
     return true;
@@ -89,7 +88,6 @@ export class NodeIndex<V> implements ReadonlyNodeIndex<V> {
   clear(): void {
     this.#keys = new Float64Array(MIN_SLOTS);
     this.#vals = new Array<V | undefined>(MIN_SLOTS).fill(undefined);
-    this.#used = new Uint8Array(MIN_SLOTS);
     this.#mask = MIN_SLOTS - 1;
     this.#size = 0;
   }
@@ -97,14 +95,14 @@ export class NodeIndex<V> implements ReadonlyNodeIndex<V> {
   /** The values, in slot order (a snapshot: safe to delete while iterating it). */
   values(): V[] {
     const out: V[] = [];
-    for (let j = 0; j <= this.#mask; j++) if (this.#used[j] === 1) out.push(this.#vals[j] as V);
+    for (const v of this.#vals) if (v !== undefined) out.push(v);
     return out;
   }
 
   #find(key: number): number {
     const mask = this.#mask;
     let j = slotOf(key, mask);
-    while (this.#used[j] === 1) {
+    while (this.#vals[j] !== undefined) {
       if (sameKey(this.#keys[j] ?? 0, key)) return j;
       j = (j + 1) & mask;
     }
@@ -114,8 +112,7 @@ export class NodeIndex<V> implements ReadonlyNodeIndex<V> {
   #place(key: number, value: V): void {
     const mask = this.#mask;
     let j = slotOf(key, mask);
-    while (this.#used[j] === 1) j = (j + 1) & mask;
-    this.#used[j] = 1;
+    while (this.#vals[j] !== undefined) j = (j + 1) & mask;
     this.#keys[j] = key;
     this.#vals[j] = value;
   }
@@ -123,11 +120,12 @@ export class NodeIndex<V> implements ReadonlyNodeIndex<V> {
   #resize(slots: number): void {
     const keys = this.#keys;
     const vals = this.#vals;
-    const used = this.#used;
     this.#keys = new Float64Array(slots);
     this.#vals = new Array<V | undefined>(slots).fill(undefined);
-    this.#used = new Uint8Array(slots);
     this.#mask = slots - 1;
-    for (let j = 0; j < used.length; j++) if (used[j] === 1) this.#place(keys[j] ?? 0, vals[j] as V);
+    for (let j = 0; j < vals.length; j++) {
+      const v = vals[j];
+      if (v !== undefined) this.#place(keys[j] ?? 0, v);
+    }
   }
 }

@@ -112,6 +112,13 @@ const MAX_ADDR = 2 ** 53;
 const NEEDS_PAGE_REQUEST = -1;
 /** The DMA fails with the result left in `#failure`. */
 const FAILED = -2;
+/**
+ * Pages of a pattern or buffer whose per-chunk views the engine keeps (see
+ * `DmaEngine.#chunk`): 4 MiB, so a long-lived program of that size costs at
+ * most this many small view objects, and a larger one still works (views
+ * past it are made per chunk, as before).
+ */
+const VIEW_MEMO_PAGES = 1024;
 
 /** The PASID TLP prefix of a request, if the program has a PASID (only built for requests sent upstream). */
 function pasidPart(p: DmaProgram, priv: boolean, exec: boolean): { pasid: number; priv: boolean; exec: boolean } | Record<string, never> {
@@ -132,6 +139,17 @@ export class DmaEngine {
   readonly #host: DmaEngineHost;
   readonly #maxRetries: number;
   readonly #scratch = new Uint8Array(PAGE_SIZE);
+  /**
+   * Views of `#viewsOf` (the program's pattern or buffer) by chunk: slot
+   * `floor(start / PAGE_SIZE)` holds the view last made there. A transfer
+   * moves page-sized chunks at the same offsets every time it runs, and
+   * making a view per page cost as much as a tenth of a 4 KiB copy; a slot
+   * is used only when its view is exactly the chunk asked for.
+   */
+  #viewsOf: Uint8Array | undefined = undefined;
+  #views: (Uint8Array | undefined)[] = [];
+  /** Where each kept view starts in `#viewsOf` (a number compare instead of a `byteOffset` getter per page). */
+  #viewStarts: number[] = [];
   #program: DmaProgram | undefined;
   #state: DmaResult = "idle";
   #done = 0;
@@ -406,11 +424,14 @@ export class DmaEngine {
       if (pat === undefined) return false;
       const plen = pat.length;
       if (plen === 0) return false;
-      const phase = this.#done % plen;
+      // The phase in the pattern; an integer remainder is a division, so it is taken only once
+      // the transfer has gone past one period (never, when the pattern is as long as the transfer).
+      const done = this.#done;
+      const phase = done < plen ? done : done % plen;
       // A pattern that is exactly this chunk is written as it is (no view to make);
       // one that covers it at its phase, through a view.
       if (phase === 0 && len === plen) return mem.writeBytes(pa, pat);
-      if (phase + len <= plen) return mem.writeBytes(pa, pat.subarray(phase, phase + len));
+      if (phase + len <= plen) return mem.writeBytes(pa, this.#chunk(pat, phase, len));
       const data = this.#scratch.subarray(0, len);
       // One period at the right phase (two block copies), then doubling copies
       // (every copy length stays a multiple of the period, so the phase holds).
@@ -427,7 +448,27 @@ export class DmaEngine {
     }
     const buf = p.buffer;
     if (buf === undefined) return false;
-    return mem.readBytes(pa, buf.subarray(this.#done, this.#done + len));
+    return mem.readBytes(pa, this.#chunk(buf, this.#done, len));
+  }
+
+  /** `arr.subarray(start, start + len)`, made once per chunk offset of the array the program names. */
+  #chunk(arr: Uint8Array, start: number, len: number): Uint8Array {
+    if (arr !== this.#viewsOf) {
+      this.#viewsOf = arr;
+      this.#views = [];
+      this.#viewStarts = [];
+    }
+    const slot = Math.floor(start / PAGE_SIZE);
+    const v = this.#views[slot];
+    // The same start and length in the same array: the same bytes (a view has no contents of its own).
+    // `length` is read live: a view of a detached buffer reads 0 and is made again (and throws, as before).
+    if (v !== undefined && this.#viewStarts[slot] === start && v.length === len) return v;
+    const made = arr.subarray(start, start + len);
+    if (slot < VIEW_MEMO_PAGES) {
+      this.#views[slot] = made;
+      this.#viewStarts[slot] = start;
+    }
+    return made;
   }
 
   #finish(result: DmaResult): void {

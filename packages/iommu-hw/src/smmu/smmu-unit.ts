@@ -437,7 +437,7 @@ export class SmmuUnit implements IommuPort, Mmio {
 
   /** Translates one request; EINVAL for an address that is no bus address (see `checkRequestAddress`). */
   translate(req: DmaRequest): TranslateResult {
-    checkRequestAddress(`SMMUv3 ${this.cfg.name}`, req.addr, this.#state.enabled, this.cfg.oas);
+    checkRequestAddress("SMMUv3", this.cfg.name, req.addr, this.#state.enabled, this.cfg.oas);
     const r = this.#translator.translate(req);
     return r.ok ? r : this.#report(req, r, this.#translator.lastFault);
   }

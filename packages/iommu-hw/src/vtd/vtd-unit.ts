@@ -350,7 +350,7 @@ export class VtdUnit implements IommuPort, Mmio {
 
   /** Translates one request; EINVAL for an address that is no bus address (see `checkRequestAddress`). */
   translate(req: DmaRequest): TranslateResult {
-    checkRequestAddress(`VT-d unit ${this.cfg.name}`, req.addr, this.#root.translationEnabled, this.cfg.hostAddrBits);
+    checkRequestAddress("VT-d unit", this.cfg.name, req.addr, this.#root.translationEnabled, this.cfg.hostAddrBits);
     const r = this.#translator.translate(req);
     if (!r.ok) this.#reportFault(req, r);
     return r;
