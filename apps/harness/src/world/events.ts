@@ -12,7 +12,7 @@ const NOISE = new Set<string>(["pci.ats-translate", "iommu.map", "iommu.unmap", 
  * The column each actor's events go to. A guest kernel's events go to lanes
  * of their own, named context and actor ("vm1 IOMMU"), beside the host's.
  */
-export const ACTOR_COLUMNS = ["USER", "MM", "DEVICE", "IOMMU", "IOASID", "HW", "KERNEL"] as const;
+export const ACTOR_COLUMNS = ["USER", "MM", "DEVICE", "IOMMU", "IOASID", "KVM", "VDCM", "HW", "KERNEL"] as const;
 
 function hex(v: unknown): string {
   return typeof v === "number" ? `0x${v.toString(16)}` : String(v);
