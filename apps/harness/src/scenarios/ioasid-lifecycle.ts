@@ -1,15 +1,16 @@
-import { type Ioasid, type Spid, asIoasid, asSpid } from "@vsva/kernel";
-import type { IoasidSet } from "@vsva/ioasid";
-import { type LifecycleRow, VdcmStandIn } from "@vsva/ioasid/testing";
+import { type Ioasid, type Spid, asIoasid, asSpid, asVmId } from "@vsva/kernel";
+import { DSA_COMPLETION_SIZE, DescFlag, DsaOpcode, DsaStatus, decodeCompletion, encodeDescriptor } from "@vsva/dsa";
+import type { LifecycleRow } from "@vsva/ioasid/testing";
+import { type MdevGuest, openMdev } from "@vsva/vdcm/testing";
 import { VfioIoctl } from "@vsva/vfio-type1";
 import type { Scenario, ScenarioResult } from "../scenario.js";
 import type { TimelineRow } from "../timeline.js";
 import { MiB } from "../world/host.js";
 import { type HostScenario, type HostScenarioDef, type StepContext, hostScenario, runHostScenario } from "../world/host-scenario.js";
 import { LifecycleTable } from "./lifecycle-table.js";
-import { PATTERN, dmaWrite, plugInSvaDevice } from "./sva-common.js";
+import { createMdev, plugAccelerator } from "./vdcm-common.js";
 import { guestTable } from "./vfio.js";
-import { type Vm, allocPasid, bindOp, bindToVfio, freePasids, groupOf, mapGuestRam, openContainer, startVm, unbindOp, vfioOn } from "./vfio-common.js";
+import { type Vm, allocPasid, bindOp, freePasids, mapGuestRam, startVm, unbindOp, vfioOn } from "./vfio-common.js";
 import type { VfioContainerFile } from "@vsva/vfio-type1";
 
 /**
@@ -18,10 +19,10 @@ import type { VfioContainerFile } from "@vsva/vfio-type1";
  * extensions for guest SVA", iommu mailing list, 2020), played by the real
  * layers on a host: VFIO (PASID_REQUEST alloc and free, NESTING_OP bind and
  * unbind of the VMM), the IOMMU core and the VT-d driver, KVM
- * (`@vsva/kvm-pasid`, registered by the VM's mm token). The VDCM column is
- * still `@vsva/ioasid/testing`'s VdcmStandIn (find_by_spid on a guest write,
- * put on clear, FREE cleared by a work item), until a VDCM package is wired
- * in. Every refcount in the table is the IOASID core's at that row.
+ * (`@vsva/kvm-pasid`, registered by the VM's mm token) and the VDCM
+ * (`@vsva/vdcm`, an mdev on a dedicated WQ of the accelerator that idxd
+ * drives, programmed by a stand-in guest driver through the mdev's VFIO
+ * device file). Every refcount in the table is the IOASID core's at that row.
  */
 const COLUMNS = ["VFIO", "IOMMU", "KVM", "VDCM", "IOASID"] as const;
 
@@ -54,47 +55,50 @@ function refColumn(rows: readonly LifecycleRow[]): string {
 
 interface Cast {
   readonly vm: Vm;
+  /** The guest's buffer (two pages, GVA and where the guest maps it). */
+  readonly gva: number;
+  readonly gpa: number;
   readonly c: VfioContainerFile;
-  readonly set: IoasidSet;
-  readonly vdcm: VdcmStandIn;
+  readonly guest: MdevGuest;
   readonly hpasid: Ioasid;
   readonly gpasid: Spid;
-  readonly gva: number;
 }
 
 /**
- * Steps 1–11 of both tables on the host: KVM registers by mm (step 1), VFIO
- * makes the set and the VDCM registers on it, PASID_REQUEST alloc (2),
- * NESTING_OP bind with the guest PASID (3–7: the VT-d driver's get, BIND,
- * KVM's get and table update), the guest writes its PASID to the mdev (8–11).
+ * Steps 1–12 of both tables on the host: the VDCM makes the VM's mdev and
+ * KVM starts (both register by the VM's mm token: step 1), the VMM opens the
+ * mdev (VFIO makes the VM's set), PASID_REQUEST alloc (2), NESTING_OP bind
+ * with the guest PASID (3–7: the VT-d driver's get, BIND, KVM's get and
+ * table update), the guest driver writes its PASID into the mdev's WQ config
+ * and enables the WQ, through the mdev's device file (8–11), and the guest
+ * starts a MEMMOVE through the mdev's portal (12).
  */
 function setUpToDma(ctx: StepContext, t: LifecycleTable): Cast {
   const h = ctx.host;
   const vfio = vfioOn(h);
   const gpasid = asSpid(ctx.choose.int("guest PASID", 1, 0xfffff));
-  const gva = ctx.choose.int("guest buffer GVA", 0x1_0000_0000, 0x7fff_ffff_f000, { align: PAGE });
-  const gpa = ctx.choose.int("guest page GPA", 0x1_0000, 0x7_f000, { align: PAGE });
-  const slot = plugInSvaDevice(ctx, "plug in dsa0 (SVA enabled); vfio-pci takes it");
-  bindToVfio(ctx, vfio, slot);
-  const vm = startVm(ctx, "qemu", VM_HOST, RAM);
+  const gva = ctx.choose.int("guest buffer GVA", 0x1_0000_0000, 0x7fff_ffff_0000, { align: 0x1_0000 });
+  const gpa = ctx.choose.int("guest buffer GPA", 0x1_0000, 0x7_0000, { align: 0x1_0000 });
+  const accel = plugAccelerator(ctx, vfio);
+  const vmId = asVmId(1);
+  const mm = { vmm: "qemu" };
+  const mdev = createMdev(ctx, accel, "mdev0", 0, vmId, mm);
+  const vm = startVm(ctx, "qemu", VM_HOST, RAM, vmId, mm);
   const pt = guestTable(vm);
-  const c = ctx.step("VMM: nesting container (VFIO makes the VM's IOASID set); MAP_DMA guest RAM", () => {
-    const f = openContainer(vfio, vm, groupOf(slot.dev), "nesting");
-    mapGuestRam(f, vm, 0, RAM);
-    return f;
+  const onMdev = ctx.step("VMM: opens mdev0: a nesting container (VFIO makes the VM's IOASID set), its group, its device file; MAP_DMA guest RAM", () => {
+    const o = openMdev(vfio, vm.user, mdev, vmId);
+    mapGuestRam(o.container, vm, 0, RAM);
+    return o;
   });
-  const set = h.ioasid.findSetByToken(vm.user.mm);
-  if (set === null) throw new Error("a nesting container makes the VM's IOASID set");
-  const vdcm = ctx.step("VDCM (stand-in): the mdev's notifier registers on the VM's set, at DEVICE priority", () => new VdcmStandIn(h.ioasid, t.log, set));
-  ctx.defer("VDCM (stand-in): the mdev goes, its notifier unregisters", () => h.ioasid.unregisterNotifier(set, vdcm));
+  const c = onMdev.container;
   const hpasid = ctx.step("VMM: PASID_REQUEST alloc", () => {
     const p = asIoasid(allocPasid(c, 1, 0xfffff));
     t.follow(p);
     t.row("VFIO", "ioasid_alloc()", p);
     return p;
   });
-  ctx.step(`VMM: NESTING_OP BIND_PGTBL of the guest's table with guest PASID ${gpasid}`, () => {
-    pt.map(gva, gpa, PAGE, { write: true, user: true });
+  ctx.step(`VMM: NESTING_OP BIND_PGTBL of the guest's table with guest PASID ${gpasid} (the parent dsa0's PASID entry)`, () => {
+    pt.map(gva, gpa, 2 * PAGE, { write: true, user: true });
     t.row("VFIO", "bind_gpasid()");
     c.ioctl(VfioIoctl.IOMMU_NESTING_OP, bindOp(hpasid, pt.root, gpasid));
     ctx.bindSpace(hpasid, (va) => {
@@ -102,12 +106,39 @@ function setUpToDma(ctx: StepContext, t: LifecycleTable): Cast {
       return m === null ? null : vm.ram.gpaToHpa(m.pa + (va - m.va));
     });
   });
-  ctx.step("guest: writes its PASID into the mdev's queue config; the VDCM programs the host PASID", () => {
-    ctx.expect(vdcm.mdevWrite(set, gpasid) === 0, "the VDCM resolves the guest PASID");
+  ctx.step("guest driver: writes its guest PASID into mdev0's WQ config and enables the WQ (region writes to the virtual BAR0); the VDCM programs the host PASID", () => {
+    const err = onMdev.guest.programWq(gpasid);
+    ctx.expect(err === 0, `ENABLE_WQ succeeds (CMDSTS error 0x${err.toString(16)})`);
+    ctx.expect(accel.idxd.wq(0).pasid === (hpasid as number), `the hardware WQCFG holds host PASID ${hpasid} (got ${accel.idxd.wq(0).pasid ?? "none"})`);
   });
-  const guestDma = (): void => ctx.expect(dmaWrite(h, slot, hpasid, gva, PATTERN) === "ok", "the guest's DMA with the host PASID completes");
-  ctx.step("guest: starts DMA", guestDma);
-  return { vm, c, set, vdcm, hpasid, gpasid, gva };
+  return { vm, gva, gpa, c, guest: onMdev.guest, hpasid, gpasid };
+}
+
+/**
+ * The guest's DMA: its driver submits a MEMMOVE (source, destination and
+ * completion record are GVAs in its buffer) through mdev0's portal; the
+ * hardware WQ tags it with the host PASID, so the accelerator's DMA goes
+ * through the nested PASID entry: the guest's table, then VFIO's second level.
+ * The guest polls the completion record.
+ */
+function guestDma(ctx: StepContext, cast: Cast): void {
+  const h = ctx.host;
+  const { vm, gva, gpa, guest } = cast;
+  const len = ctx.choose.int("MEMMOVE length", 1, 0x800);
+  const data = Uint8Array.from({ length: len }, (_, i) => (i * 7 + len) & 0xff);
+  ctx.step(`guest: MEMMOVE of ${len} bytes through mdev0's portal, tagged by the hardware WQ with the host PASID; the guest polls its completion record`, () => {
+    // The guest's buffer is one 64 KiB chunk of guest RAM: contiguous in host memory.
+    h.mem.writeBytes(vm.hpa(gpa), data);
+    const taken = guest.submit(encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR, completionAddr: gva + PAGE, src: gva, dst: gva + 0x800, size: len }));
+    h.settle();
+    const rec = new Uint8Array(DSA_COMPLETION_SIZE);
+    h.mem.readBytes(vm.hpa(gpa) + PAGE, rec);
+    const cr = decodeCompletion(rec);
+    const moved = new Uint8Array(len);
+    h.mem.readBytes(vm.hpa(gpa) + 0x800, moved);
+    ctx.expect(taken === 64 && cr.status === DsaStatus.SUCCESS, `the move completes (portal took ${taken} bytes, status 0x${cr.status.toString(16)})`);
+    ctx.expect(moved.every((b, i) => b === data[i]), "the guest's destination holds its source bytes");
+  });
 }
 
 /**
@@ -143,15 +174,18 @@ function tableScenario(spec: Omit<HostScenarioDef, "body" | "platforms"> & { bod
 
 export const ioasidLifecycle = tableScenario({
   name: "ioasid-lifecycle",
-  summary: "ioasid.rst normal guest life cycle with the real VFIO, IOMMU (VT-d) and KVM (VDCM still a stand-in): refs 1,2,3,4,3,2,1,0, reclaimed",
+  summary: "ioasid.rst normal guest life cycle with the real VFIO, IOMMU (VT-d), KVM and VDCM: refs 1,2,3,4,3,2,1,0, reclaimed",
   title: "Guest IOASID life cycle (ioasid.rst table, normal order)",
   body(ctx, t) {
     const h = ctx.host;
-    const { vm, c, set, vdcm, hpasid, gpasid } = setUpToDma(ctx, t);
+    const cast = setUpToDma(ctx, t);
+    const { vm, c, guest, hpasid } = cast;
     t.row("GUEST", "-------- GUEST STARTS DMA --------");
-    ctx.step("guest: stops DMA, clears its PASID from the mdev; the VDCM clears the queue and drops its reference", () => {
+    guestDma(ctx, cast);
+    ctx.step("guest driver: stops DMA and disables its WQ; the VDCM quiesces and clears the hardware WQ, then drops its reference", () => {
       t.row("GUEST", "-------- GUEST STOPS DMA --------");
-      vdcm.mdevClear(set, gpasid);
+      const err = guest.disableWq();
+      ctx.expect(err === 0, `DISABLE_WQ succeeds (CMDSTS error 0x${err.toString(16)})`);
     });
     ctx.step("VMM: NESTING_OP UNBIND_PGTBL: the driver clears the entry, UNBIND reaches KVM, the driver drops its reference", () => {
       t.row("VFIO", "unbind_gpasid()");
@@ -177,14 +211,16 @@ export const ioasidLifecycle = tableScenario({
 
 export const ioasidFreeBeforeUnbind = tableScenario({
   name: "ioasid-free-before-unbind",
-  summary: "ioasid.rst exception table with the real VFIO, IOMMU (VT-d) and KVM (VDCM still a stand-in): FREE seen CPU, DEVICE, IOMMU; deferred teardown; reclaimed; late unbind fails cleanly",
+  summary: "ioasid.rst exception table with the real VFIO, IOMMU (VT-d), KVM and VDCM: FREE seen CPU, DEVICE, IOMMU; deferred teardown; reclaimed; late unbind fails cleanly",
   title: "Guest IOASID free before unbind (ioasid.rst exception table)",
   body(ctx, t) {
     const h = ctx.host;
-    const { vm, c, hpasid } = setUpToDma(ctx, t);
+    const cast = setUpToDma(ctx, t);
+    const { vm, c, hpasid } = cast;
     // Steps 1–12 are identical to the normal table; the exception table starts at 13.
     t.log.restart(13);
     t.row("GUEST", "-------- GUEST STARTS DMA --------");
+    guestDma(ctx, cast);
     ctx.step("guest misbehaves: the VMM frees the PASID while it is bound and programmed", () => {
       t.row("GUEST", "-------- *GUEST MISBEHAVES!!!* --------");
       t.row("VFIO", "ioasid_free()");

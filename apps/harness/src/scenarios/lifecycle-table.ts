@@ -12,8 +12,8 @@ import type { Host } from "../world/host.js";
  * them as it makes them), every other row comes from the trace event of the
  * layer that acted, as it acted: the IOASID core's (mark_free_pending,
  * notifications, reclaim, via `@vsva/ioasid/testing`'s LifecycleLog), the
- * VT-d driver's, KVM's (`@vsva/kvm-pasid/testing`'s rows) and the notifier
- * registrations. The Ref column is the IOASID core's count for the followed
+ * VT-d driver's, KVM's (`@vsva/kvm-pasid/testing`'s rows), the VDCM's and
+ * the notifier registrations. The Ref column is the IOASID core's count for the followed
  * host PASID right after the row.
  */
 export class LifecycleTable {
@@ -51,8 +51,9 @@ export class LifecycleTable {
 
   #on(e: TraceEvent): void {
     if (e.kind === "ioasid.notifier.register") {
-      if (e.payload.priority === IoasidPriority.CPU && e.payload.scope === "mm-pending") this.row("KVM", "ioasid_register_notifier_mm()");
-      if (e.payload.priority === IoasidPriority.DEVICE && e.payload.scope === "set") this.row("VDCM", "ioasid_register_notifier()");
+      // KVM (CPU) and the VDCM (DEVICE) are the per-VM subscribers; by mm token before the VM's set exists, on the set after.
+      const who = e.payload.priority === IoasidPriority.CPU ? "KVM" : e.payload.priority === IoasidPriority.DEVICE ? "VDCM" : null;
+      if (who !== null && e.payload.scope !== "system") this.row(who, e.payload.scope === "mm-pending" ? "ioasid_register_notifier_mm()" : "ioasid_register_notifier()");
       return;
     }
     const id = this.#id;
@@ -90,6 +91,27 @@ export class LifecycleTable {
           // The IOMMU core's ownership check is ioasid_find(): after FREE it is what fails.
           this.row("IOMMU", errnoName(e.payload.errno) === "ENOENT" ? `iommu_unbind()->ioasid_find() fails: ${errno}` : `iommu_unbind() fails: ${errno}`);
         }
+        return;
+      case "vdcm.program":
+        // The guest's write of its PASID, trapped; find_by_spid took the VDCM's reference; the hardware WQ has the host PASID.
+        if (!about || e.payload.source !== "guest-pasid") return;
+        this.row("VDCM", "mdev_write(gpasid)");
+        this.row("VDCM", "hpasid=");
+        this.row("VDCM", "find_by_spid(gpasid)", id);
+        this.row("VDCM", "dev_write(hpasid)");
+        return;
+      case "vdcm.free-notified":
+        if (about) this.row("VDCM", "vdcm_nb_handler(FREE)");
+        return;
+      case "vdcm.clear":
+        if (!about || !e.payload.ref) return;
+        if (e.payload.cause === "FREE") {
+          this.row("VDCM", "vdev_clear_wk(hpasid)");
+        } else {
+          this.row("VDCM", "mdev_clear(gpasid)");
+          this.row("VDCM", "dev_clear(hpasid)");
+        }
+        this.row("VDCM", "ioasid_put()", id);
         return;
       case "kvm.pasid.install":
       case "kvm.pasid.remove":

@@ -84,16 +84,16 @@ export function kvmPages(host: Host): TablePageSource {
 }
 
 /**
- * A VM: KVM starts first (the VM is created before any device is assigned),
+ * A VM (`mm`: the token of its VMM process, when something was made for it
+ * already): KVM starts first (the VM is created before any device is assigned),
  * registering its PASID notifier by the VM's mm token while VFIO has made no
  * IOASID set for it yet (the notifier waits on the pending list); then the
  * VMM process of {@link startVmm}. The invariant checker follows KVM's table
  * from here. Teardown: the VMM exits (its VFIO files close, releasing binds
  * and PASIDs), then KVM's VM is destroyed, dropping whatever it still held.
  */
-export function startVm(ctx: StepContext, name: string, hostBase: number, size: number, vm: VmId = asVmId(1)): Vm {
+export function startVm(ctx: StepContext, name: string, hostBase: number, size: number, vm: VmId = asVmId(1), mm: object = { vmm: name }): Vm {
   const h = ctx.host;
-  const mm = { vmm: name };
   const kvm = ctx.step(`KVM: create VM ${vm} for ${name}; its PASID notifier registers by the VM's mm token (no IOASID set yet)`, () =>
     new KvmPasid({ vm, mm, ioasid: h.ioasid, mem: h.mem, pages: kvmPages(h), trace: h.kernel.trace, faults: h.kernel.faults, log: h.kernel.log }));
   ctx.watchKvm(kvm, mm);

@@ -3,7 +3,8 @@ import { Prot } from "@vsva/iommu-core";
 import { Host } from "./host.js";
 import { InvariantChecker, checkQuiescent } from "./invariants.js";
 import { dmaWrite, plugInSvaDevice } from "../scenarios/sva-common.js";
-import { asIoasid, asSpid, type Ioasid } from "@vsva/kernel";
+import { asHostPasid, asIoasid, asSpid, asVmId, type Ioasid } from "@vsva/kernel";
+import { createMdev, plugAccelerator } from "../scenarios/vdcm-common.js";
 import { VfioIoctl } from "@vsva/vfio-type1";
 import { type StepContext, runHostScenario } from "./host-scenario.js";
 import { MiB } from "./host.js";
@@ -103,5 +104,30 @@ describe("the KVM table invariant", () => {
       expect(ctx.host.ioasid.refcount(hpasid)).toBe(3);
     });
     expect(r.violations.join("\n")).toMatch(/VM 1: KVM's translation table still sends guest PASID 9 to host PASID \d+, which is not bound/);
+  });
+});
+
+describe("the VDCM invariant", () => {
+  it("finds a hardware WQ lent to an mdev holding a host PASID the VDCM holds no reference for (a lazy clear)", () => {
+    const run = (corrupt: boolean) =>
+      runHostScenario(
+        {
+          name: "vdcm-corrupt",
+          summary: "",
+          title: "",
+          platforms: ["vtd"],
+          body(ctx) {
+            const accel = plugAccelerator(ctx, vfioOn(ctx.host));
+            createMdev(ctx, accel, "mdev0", 0, asVmId(1), { vmm: "qemu" });
+            // The host driver's handle, used behind the VDCM's back: the WQ now holds a PASID nobody holds a reference on.
+            ctx.step("corrupt", () => {
+              if (corrupt) accel.idxd.wq(0).setPasid(asHostPasid(77));
+            });
+          },
+        },
+        { seed: 1 },
+      ).violations.join("\n");
+    expect(run(false)).toBe("");
+    expect(run(true)).toMatch(/after "corrupt": mdev0: hardware WQ 0 holds host PASID 77, but the VDCM holds nothing for it/);
   });
 });

@@ -1,4 +1,6 @@
 import type { KvmPasid } from "@vsva/kvm-pasid";
+import type { Vdcm } from "@vsva/vdcm";
+import type { Ioasid } from "@vsva/kernel";
 import type { Host } from "./host.js";
 
 /**
@@ -19,11 +21,14 @@ export type AddressResolver = (va: number) => number | null;
  *   agree with a fresh walk: no stale entry survived the flushes the driver
  *   should have issued;
  * - each watched VM's KVM PASID translation table, as the CPU reads it from
- *   memory, matches the VM's binds (see #checkKvm).
+ *   memory, matches the VM's binds (see #checkKvm);
+ * - no hardware WQ lent to a watched VDCM holds a host PASID whose reference
+ *   the VDCM dropped (see #checkVdcm).
  */
 export class InvariantChecker {
   readonly spaces = new Map<number, AddressResolver>();
   readonly #vms = new Map<KvmPasid, object>();
+  readonly #vdcms = new Set<Vdcm>();
   /** Host PASIDs whose BIND a KVM reported it could not act on (no page for a table): their entry may be missing. */
   readonly #refused = new Set<number>();
   #mark = 0;
@@ -37,6 +42,11 @@ export class InvariantChecker {
   /** Checks `kvm`'s translation table against the binds of the IOASID set VFIO makes for `mm` (the VM's mm token). */
   watchKvm(kvm: KvmPasid, mm: object): void {
     this.#vms.set(kvm, mm);
+  }
+
+  /** Checks the hardware WQs `vdcm` has lent to its mdevs, from now on. */
+  watchVdcm(vdcm: Vdcm): void {
+    this.#vdcms.add(vdcm);
   }
 
   /** The VM is gone (its KVM destroyed): no guest can ENQCMD through its table any more. */
@@ -53,7 +63,7 @@ export class InvariantChecker {
   }
 
   check(): string[] {
-    return [...this.#checkDma(), ...this.#checkDeviceTlbs(), ...this.#checkIommuCaches(), ...this.#checkKvm()];
+    return [...this.#checkDma(), ...this.#checkDeviceTlbs(), ...this.#checkIommuCaches(), ...this.#checkKvm(), ...this.#checkVdcm()];
   }
 
   /**
@@ -92,6 +102,30 @@ export class InvariantChecker {
         if (!want.has(g)) out.push(`${vm}: KVM's translation table still sends guest PASID ${g} to host PASID ${h}, which is not bound`);
       }
       if (kvm.references !== got.size) out.push(`${vm}: KVM holds ${kvm.references} IOASID references for ${got.size} table entries`);
+    }
+    return out;
+  }
+
+  /**
+   * The VDCM never clears lazily (the "VDCM PASID Programming" rules of the
+   * proposed ioasid.rst: the PASID table is per device, so a PASID must not
+   * cross between guests on one device): whatever host PASID a hardware WQ
+   * lent to an mdev holds (WQCFG read back through the host driver), the
+   * VDCM holds it for that mdev, and a guest's PASID is still allocated (its
+   * reference keeps it from being reclaimed and handed to someone else).
+   */
+  #checkVdcm(): string[] {
+    const out: string[] = [];
+    for (const vdcm of this.#vdcms) {
+      for (const m of vdcm.mdevs) {
+        const hw = m.hostWq.pasid;
+        if (hw === null) continue;
+        const p = m.programmed;
+        const where = `${m.name}: hardware WQ ${m.hostWq.id} holds host PASID ${hw}`;
+        if (p === null) out.push(`${where}, but the VDCM holds nothing for it (its reference was dropped, the WQ never cleared)`);
+        else if (p.hpasid !== hw) out.push(`${where}, but the VDCM holds host PASID ${p.hpasid} for it`);
+        else if (p.set !== null && this.host.ioasid.state(hw as number as Ioasid) === "IDLE") out.push(`${where}, which was reclaimed: the WQ outlived its reference`);
+      }
     }
     return out;
   }
