@@ -1,5 +1,4 @@
 import { type Ioasid, type Spid, asIoasid, asSpid, asVmId } from "@vsva/kernel";
-import { DSA_COMPLETION_SIZE, DescFlag, DsaOpcode, DsaStatus, decodeCompletion, encodeDescriptor } from "@vsva/dsa";
 import type { LifecycleRow } from "@vsva/ioasid/testing";
 import { type MdevGuest, openMdev } from "@vsva/vdcm/testing";
 import { VfioIoctl } from "@vsva/vfio-type1";
@@ -8,7 +7,7 @@ import type { TimelineRow } from "../timeline.js";
 import { MiB } from "../world/host.js";
 import { type HostScenario, type HostScenarioDef, type StepContext, hostScenario, runHostScenario } from "../world/host-scenario.js";
 import { LifecycleTable } from "./lifecycle-table.js";
-import { createMdev, plugAccelerator } from "./vdcm-common.js";
+import { createMdev, guestMemmove, plugAccelerator } from "./vdcm-common.js";
 import { guestTable } from "./vfio.js";
 import { type Vm, allocPasid, bindOp, freePasids, mapGuestRam, startVm, unbindOp, vfioOn } from "./vfio-common.js";
 import type { VfioContainerFile } from "@vsva/vfio-type1";
@@ -115,33 +114,6 @@ function setUpToDma(ctx: StepContext, t: LifecycleTable): Cast {
 }
 
 /**
- * The guest's DMA: its driver submits a MEMMOVE (source, destination and
- * completion record are GVAs in its buffer) through mdev0's portal; the
- * hardware WQ tags it with the host PASID, so the accelerator's DMA goes
- * through the nested PASID entry: the guest's table, then VFIO's second level.
- * The guest polls the completion record.
- */
-function guestDma(ctx: StepContext, cast: Cast): void {
-  const h = ctx.host;
-  const { vm, gva, gpa, guest } = cast;
-  const len = ctx.choose.int("MEMMOVE length", 1, 0x800);
-  const data = Uint8Array.from({ length: len }, (_, i) => (i * 7 + len) & 0xff);
-  ctx.step(`guest: MEMMOVE of ${len} bytes through mdev0's portal, tagged by the hardware WQ with the host PASID; the guest polls its completion record`, () => {
-    // The guest's buffer is one 64 KiB chunk of guest RAM: contiguous in host memory.
-    h.mem.writeBytes(vm.hpa(gpa), data);
-    const taken = guest.submit(encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR, completionAddr: gva + PAGE, src: gva, dst: gva + 0x800, size: len }));
-    h.settle();
-    const rec = new Uint8Array(DSA_COMPLETION_SIZE);
-    h.mem.readBytes(vm.hpa(gpa) + PAGE, rec);
-    const cr = decodeCompletion(rec);
-    const moved = new Uint8Array(len);
-    h.mem.readBytes(vm.hpa(gpa) + 0x800, moved);
-    ctx.expect(taken === 64 && cr.status === DsaStatus.SUCCESS, `the move completes (portal took ${taken} bytes, status 0x${cr.status.toString(16)})`);
-    ctx.expect(moved.every((b, i) => b === data[i]), "the guest's destination holds its source bytes");
-  });
-}
-
-/**
  * A host scenario whose timeline is the table: the run's rows are the
  * table's, in its five columns (a failed run keeps the host's own rows).
  */
@@ -181,7 +153,7 @@ export const ioasidLifecycle = tableScenario({
     const cast = setUpToDma(ctx, t);
     const { vm, c, guest, hpasid } = cast;
     t.row("GUEST", "-------- GUEST STARTS DMA --------");
-    guestDma(ctx, cast);
+    guestMemmove(ctx, cast.vm, cast.guest, cast.gva, cast.gpa);
     ctx.step("guest driver: stops DMA and disables its WQ; the VDCM quiesces and clears the hardware WQ, then drops its reference", () => {
       t.row("GUEST", "-------- GUEST STOPS DMA --------");
       const err = guest.disableWq();
@@ -220,7 +192,7 @@ export const ioasidFreeBeforeUnbind = tableScenario({
     // Steps 1–12 are identical to the normal table; the exception table starts at 13.
     t.log.restart(13);
     t.row("GUEST", "-------- GUEST STARTS DMA --------");
-    guestDma(ctx, cast);
+    guestMemmove(ctx, cast.vm, cast.guest, cast.gva, cast.gpa);
     ctx.step("guest misbehaves: the VMM frees the PASID while it is bound and programmed", () => {
       t.row("GUEST", "-------- *GUEST MISBEHAVES!!!* --------");
       t.row("VFIO", "ioasid_free()");

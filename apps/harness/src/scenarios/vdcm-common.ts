@@ -1,4 +1,7 @@
 import type { VmId } from "@vsva/kernel";
+import { DSA_COMPLETION_SIZE, DescFlag, DsaOpcode, DsaStatus, decodeCompletion, encodeDescriptor } from "@vsva/dsa";
+import type { MdevGuest } from "@vsva/vdcm/testing";
+import type { Vm } from "./vfio-common.js";
 import { type Idxd, plugIdxd } from "@vsva/idxd";
 import { Vdcm, type VdcmMdev } from "@vsva/vdcm";
 import type { Vfio } from "@vsva/vfio-type1";
@@ -43,4 +46,33 @@ export function createMdev(ctx: StepContext, a: Accelerator, name: string, wq: n
   ctx.watchVdcm(a.vdcm);
   ctx.defer(`the VDCM removes ${name}`, () => a.vdcm.removeMdev(m));
   return m;
+}
+
+const PAGE = 0x1000;
+
+/**
+ * The guest's DMA: its driver submits a MEMMOVE (source, destination and
+ * completion record are GVAs in its buffer: two pages at `gva`, mapped by
+ * its table to one 64 KiB chunk of guest RAM at `gpa`) through mdev0's portal; the
+ * hardware WQ tags it with the host PASID, so the accelerator's DMA goes
+ * through the nested PASID entry: the guest's table, then VFIO's second level.
+ * The guest polls the completion record.
+ */
+export function guestMemmove(ctx: StepContext, vm: Vm, guest: MdevGuest, gva: number, gpa: number): void {
+  const h = ctx.host;
+  const len = ctx.choose.int("MEMMOVE length", 1, 0x800);
+  const data = Uint8Array.from({ length: len }, (_, i) => (i * 7 + len) & 0xff);
+  ctx.step(`guest: MEMMOVE of ${len} bytes through mdev0's portal, tagged by the hardware WQ with the host PASID; the guest polls its completion record`, () => {
+    // The guest's buffer is one 64 KiB chunk of guest RAM: contiguous in host memory.
+    h.mem.writeBytes(vm.hpa(gpa), data);
+    const taken = guest.submit(encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR, completionAddr: gva + PAGE, src: gva, dst: gva + 0x800, size: len }));
+    h.settle();
+    const rec = new Uint8Array(DSA_COMPLETION_SIZE);
+    h.mem.readBytes(vm.hpa(gpa) + PAGE, rec);
+    const cr = decodeCompletion(rec);
+    const moved = new Uint8Array(len);
+    h.mem.readBytes(vm.hpa(gpa) + 0x800, moved);
+    ctx.expect(taken === 64 && cr.status === DsaStatus.SUCCESS, `the move completes (portal took ${taken} bytes, status 0x${cr.status.toString(16)})`);
+    ctx.expect(moved.every((b, i) => b === data[i]), "the guest's destination holds its source bytes");
+  });
 }
