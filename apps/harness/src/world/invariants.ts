@@ -79,15 +79,24 @@ export class InvariantChecker {
    * stays inside the guest.
    */
   #checkKvm(): string[] {
+    if (this.#vms.size === 0) return [];
     const out: string[] = [];
-    const snap = this.#vms.size === 0 ? null : this.host.ioasid.snapshot();
-    for (const [kvm, mm] of this.#vms) {
+    const snap = this.host.ioasid.snapshot();
+    const bound = new Set<number>();
+    const wants = [...this.#vms].map(([kvm, mm]) => {
       const set = this.host.ioasid.findSetByToken(mm);
       const want = new Map<number, number>();
-      for (const id of snap?.ids ?? []) {
-        if (set !== null && id.set === set.id && id.state === "ACTIVE" && id.spid !== null) want.set(id.spid, id.id);
+      for (const id of snap.ids) {
+        if (set !== null && id.set === set.id && id.state === "ACTIVE" && id.spid !== null) {
+          want.set(id.spid, id.id);
+          bound.add(id.id);
+        }
       }
-      for (const id of this.#refused) if (![...want.values()].includes(id)) this.#refused.delete(id);
+      return { kvm, want };
+    });
+    // A refused BIND excuses its entry only while that host PASID stays bound.
+    for (const id of this.#refused) if (!bound.has(id)) this.#refused.delete(id);
+    for (const { kvm, want } of wants) {
       const got = new Map<number, number>(kvm.readTable());
       const vm = `VM ${kvm.vm}`;
       for (const [g, h] of want) {
