@@ -37,6 +37,8 @@ export interface VdcmRig {
   readonly vdcm: Vdcm;
   /** The host driver's handles on its WQs, over the device's registers. */
   readonly wqs: readonly HostWq[];
+  /** WQ `i`'s handle; throws when there is none. */
+  wq(i: number): HostWq;
 }
 
 export interface VdcmRigOptions {
@@ -61,7 +63,12 @@ export function vdcmRig(o: VdcmRigOptions = {}): VdcmRig {
   const vfio = new Vfio({ kernel, core, ioasid: core.ioasid });
   const vdcm = new Vdcm({ kernel, ioasid: core.ioasid, core, vfio, parent });
   const wqs = o.hostWqs?.(dsa, kernel) ?? setups.map((_, i) => new DsaHostWq(dsa, i, kernel.faults));
-  return { kernel, host, core, ioasid: core.ioasid, vfio, dsa, mem, fake, parent, vdcm, wqs };
+  const wq = (i: number): HostWq => {
+    const w = wqs[i];
+    if (w === undefined) throw new Error(`rig: no WQ ${i}`);
+    return w;
+  };
+  return { kernel, host, core, ioasid: core.ioasid, vfio, dsa, mem, fake, parent, vdcm, wqs, wq };
 }
 
 /** One VM's VMM as VFIO sees it: its process (the mm its IOASID set is made for), its container, and the mdev's files. */
