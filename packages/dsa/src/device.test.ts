@@ -305,6 +305,44 @@ describe("commands and configuration", () => {
     expect(r.dev.mmioRead32(r.dev.wqcfgOffset(0) + 24) >>> 30).toBe(0); // WQ state disabled
   });
 
+  it("DRAIN_PASID waits for that PASID's descriptors only: another PASID's blocked work does not hold it, its own does", () => {
+    const r = makeDsaRig({ mode: "stepwise" });
+    bringUp(r.dev, [{ mode: "shared", size: 8, bof: true }]);
+    mapRange(r, P, CR, CR_PA, 1);
+    mapRange(r, P + 1, CR, CR_PA, 1);
+    // PASID P+1 blocks on a page request (nothing mapped at DST for it); P has two NOOPs queued behind.
+    r.dev.enqcmd(0, encodeDescriptor({ opcode: DsaOpcode.MEMFILL, flags: CR_FLAGS | DescFlag.BOF, pasid: P + 1, completionAddr: CR, pattern: 1n, dst: DST, size: 64 }));
+    r.dev.run();
+    expect(r.dev.blocked).toBe(true);
+    r.dev.enqcmd(0, encodeDescriptor({ opcode: DsaOpcode.NOOP, pasid: P }));
+    expect(dsaCommand(r.dev, DsaCommand.DRAIN_PASID, P + 1)).toEqual({ err: 0, active: true });
+    // New work is still taken while a PASID drains.
+    expect(r.dev.enqcmd(0, encodeDescriptor({ opcode: DsaOpcode.NOOP, pasid: P }))).toBe("accepted");
+    const [req] = r.iommu.pendingPageRequests;
+    if (req === undefined) throw new Error("no page request");
+    mapRange(r, P + 1, DST, DST_PA, 1);
+    r.iommu.respond(req, "success");
+    r.dev.step();
+    r.dev.step();
+    // The fill's record is written: P+1 is drained, with P's NOOPs still queued.
+    expect(r.dev.mmioRead32(DsaReg.CMDSTS)).toBe(0);
+    expect(r.dev.runnable).toBe(true);
+    expect(dsaCommand(r.dev, DsaCommand.DRAIN_PASID, P)).toEqual({ err: 0, active: true });
+    r.dev.run();
+    expect(r.dev.mmioRead32(DsaReg.CMDSTS)).toBe(0);
+    expect(r.dev.stats.completed).toBe(3);
+  });
+
+  it("ABORT_PASID drops only that PASID's queued descriptors", () => {
+    const r = makeDsaRig({ mode: "stepwise" });
+    bringUp(r.dev, [{ mode: "shared", size: 8 }]);
+    for (const pasid of [P, P + 1, P, P + 1]) r.dev.enqcmd(0, encodeDescriptor({ opcode: DsaOpcode.NOOP, pasid }));
+    expect(dsaCommand(r.dev, DsaCommand.ABORT_PASID, P)).toEqual({ err: 0, active: false });
+    expect(r.dev.mmioRead32(r.dev.wqcfgOffset(0) + 24) & 0xffff).toBe(2); // occupancy
+    r.dev.run();
+    expect(r.dev.stats.completed).toBe(2);
+  });
+
   it("a Function Level Reset returns the device registers to reset", () => {
     const r = makeDsaRig();
     bringUp(r.dev, [{ mode: "dedicated", size: 4, pasid: P }]);

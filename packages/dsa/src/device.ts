@@ -137,6 +137,8 @@ interface Wq {
 interface PendingCmd {
   readonly wqs: readonly number[];
   readonly then: "disable" | "none" | "disableDevice";
+  /** DRAIN_PASID: waits for this PASID's descriptors only, in every WQ. */
+  readonly pasid?: number;
 }
 
 const PAGE = 4096;
@@ -413,6 +415,15 @@ export class DsaDevice implements Mmio {
         this.#pending = { wqs, then: op === DsaCommand.DISABLE_WQ ? "disable" : "none" };
         return DsaCmdErr.SUCCESS;
       }
+      case DsaCommand.DRAIN_PASID:
+        // DSA spec 9.2.x, Drain PASID: completes once every descriptor of the PASID already submitted
+        // to any WQ has completed; other PASIDs' work and new submissions go on (drivers/dma/idxd/device.c:
+        // idxd_device_drain_pasid(), used when a user WQ's file is closed).
+        this.#pending = { wqs: [], then: "none", pasid: operand };
+        return DsaCmdErr.SUCCESS;
+      case DsaCommand.ABORT_PASID:
+        for (const w of this.#allWqs()) this.#abortWq(w, operand);
+        return DsaCmdErr.SUCCESS;
       case DsaCommand.ABORT_WQ:
       case DsaCommand.RESET_WQ: {
         const wqs = this.#maskWqs(operand);
@@ -445,10 +456,14 @@ export class DsaDevice implements Mmio {
     return DsaCmdErr.SUCCESS;
   }
 
-  #abortWq(w: number): void {
+  /** Drops a WQ's queued descriptors and its running one (only those of `pasid` when given). */
+  #abortWq(w: number, pasid?: number): void {
     const q = this.#wqs[w];
-    if (q !== undefined) q.queue.length = 0;
-    if (this.#job?.wq === w) this.#job = undefined;
+    if (q !== undefined) {
+      if (pasid === undefined) q.queue.length = 0;
+      else q.queue.splice(0, q.queue.length, ...q.queue.filter((d) => d.pasid !== pasid));
+    }
+    if (this.#job?.wq === w && (pasid === undefined || this.#job.pasid === pasid)) this.#job = undefined;
     this.#setOccupancy(w);
   }
 
@@ -456,10 +471,15 @@ export class DsaDevice implements Mmio {
     return (this.#wqs[w]?.queue.length ?? 0) === 0 && this.#job?.wq !== w;
   }
 
-  /** Completes a waiting drain/disable once every WQ it names is idle. */
+  #pasidIdle(pasid: number): boolean {
+    return this.#job?.pasid !== pasid && this.#wqs.every((q) => q.queue.every((d) => d.pasid !== pasid));
+  }
+
+  /** Completes a waiting drain/disable once every WQ it names (or every descriptor of its PASID) is done. */
   #settle(): void {
     const p = this.#pending;
     if (!p?.wqs.every((w) => this.#wqIdle(w))) return;
+    if (p.pasid !== undefined && !this.#pasidIdle(p.pasid)) return;
     this.#pending = undefined;
     if (p.then === "disable" || p.then === "disableDevice") for (const w of p.wqs) DsaWqCfg.set(this.#wqcfg(w), "STATE", WqState.DISABLED);
     if (p.then === "disableDevice") DsaGenSts.set(this.#view(DsaReg.GENSTS, 1), "STATE", DsaDeviceState.DISABLED);

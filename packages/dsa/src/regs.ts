@@ -145,6 +145,8 @@ export const DsaCommand = {
   DRAIN_WQ: 8,
   ABORT_WQ: 9,
   RESET_WQ: 10,
+  DRAIN_PASID: 11,
+  ABORT_PASID: 12,
 } as const;
 
 /** CMDSTS.ERR codes (`registers.h`: IDXD_CMDSTS_*). */
