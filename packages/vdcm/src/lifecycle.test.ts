@@ -1,7 +1,8 @@
 import { asSpid, asVmId, type Ioasid, type Spid } from "@vsva/kernel";
 import { IommuStandIn, KvmStandIn, LifecycleLog, type LifecycleRow } from "@vsva/ioasid/testing";
 import { describe, expect, it } from "vitest";
-import { allocPasid, freePasid, openMdev, vdcmRig, vmmUser } from "./testing/index.js";
+import { Idxd } from "@vsva/idxd";
+import { allocPasid, freePasid, type HostDriverContext, openMdev, type VdcmRigOptions, vdcmRig, vmmUser } from "./testing/index.js";
 
 /**
  * The guest IOASID life-cycle tables of the IOASID design (the proposed
@@ -16,8 +17,8 @@ import { allocPasid, freePasid, openMdev, vdcmRig, vmmUser } from "./testing/ind
  * hardware WQ is checked: it holds the host PASID from step 11 and until the
  * reference is put, never after.
  */
-function cast(gpasid: Spid) {
-  const r = vdcmRig();
+function cast(gpasid: Spid, opts: VdcmRigOptions) {
+  const r = vdcmRig(opts);
   const core = r.ioasid;
   const log = new LifecycleLog(core, r.kernel);
   const user = vmmUser("vm1");
@@ -61,13 +62,24 @@ function cast(gpasid: Spid) {
   return { ...r, log, iommu, kvm, vm, hostWq, hpasid, set };
 }
 
+/** idxd's probe with every WQ of type "mdev": the real host driver's WQ handles. */
+function idxdDriver(ctx: HostDriverContext): readonly Idxd["wqs"][number][] {
+  const config = { wqs: ctx.wqs.map((w) => ({ mode: w.mode, size: w.size, type: "mdev" as const })) };
+  return Idxd.probe({ kernel: ctx.kernel, core: ctx.core, iommuDev: ctx.parent, hw: ctx.dsa, config }).wqs;
+}
+
+const HOST_DRIVERS: readonly (readonly [string, VdcmRigOptions])[] = [
+  ["a host WQ driven through the registers", {}],
+  ["idxd's WQ handles", { hostDriver: idxdDriver }],
+];
+
 const table = (rows: readonly LifecycleRow[]) => rows.map((r) => [r.step, r.actor, r.action, r.refcount]);
 const refColumn = (rows: readonly LifecycleRow[]) =>
   rows.flatMap<number | string>((r) => (r.action === "Reclaimed" ? ["reclaimed"] : r.refcount === null ? [] : [r.refcount]));
 
-describe("the normal guest life cycle with the real VDCM", () => {
+describe.each(HOST_DRIVERS)("the normal guest life cycle with the real VDCM, over %s", (_label, opts) => {
   it("reproduces the table row for row, refcounts 1, 2, 3, 4, 3, 2, 1, 0, reclaimed, then 1", () => {
-    const c = cast(asSpid(101));
+    const c = cast(asSpid(101), opts);
     expect(c.hostWq.pasid).toBe(c.hpasid);
     c.log.row("GUEST", "-------- GUEST STARTS DMA --------");
     c.log.row("GUEST", "-------- GUEST STOPS DMA --------");
@@ -120,9 +132,9 @@ describe("the normal guest life cycle with the real VDCM", () => {
   });
 });
 
-describe("free before unbind with the real VDCM", () => {
+describe.each(HOST_DRIVERS)("free before unbind with the real VDCM, over %s", (_label, opts) => {
   it("reproduces the exception table: the VDCM's FREE handler queues the clearing (21), the work clears the WQ (24) and puts (-> 1), the late unbind fails", () => {
-    const c = cast(asSpid(101));
+    const c = cast(asSpid(101), opts);
     c.log.restart(13);
     c.log.row("GUEST", "-------- GUEST STARTS DMA --------");
     c.log.row("GUEST", "-------- *GUEST MISBEHAVES!!!* --------");

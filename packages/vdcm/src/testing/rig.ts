@@ -41,10 +41,32 @@ export interface VdcmRig {
   wq(i: number): HostWq;
 }
 
+/** What a host driver finds when it sets the accelerator up for the rig. */
+export interface HostDriverContext {
+  readonly kernel: Kernel;
+  readonly core: IommuCore;
+  /** The accelerator as the IOMMU core knows it. */
+  readonly parent: IommuDevice;
+  readonly dsa: DsaDevice;
+  /** The WQs to configure and enable, to be lent to the VDCM. */
+  readonly wqs: readonly WqSetup[];
+}
+
 export interface VdcmRigOptions {
   readonly wqs?: readonly WqSetup[];
-  /** Make the host's WQ handles from the device (default: {@link DsaHostWq}); the idxd driver's handles plug in here. */
-  readonly hostWqs?: (dsa: DsaDevice, kernel: Kernel) => readonly HostWq[];
+  /**
+   * The host driver: configures and enables the WQs and returns its handles
+   * on them. Default: the WQs brought up through the registers and
+   * {@link DsaHostWq} handles; the idxd driver's probe and WQ handles plug in here.
+   */
+  readonly hostDriver?: (ctx: HostDriverContext) => readonly HostWq[];
+}
+
+/** The default host driver: bring-up through the registers, a {@link DsaHostWq} per WQ. */
+export function registerHostDriver(ctx: HostDriverContext): readonly HostWq[] {
+  const errs = bringUp(ctx.dsa, ctx.wqs);
+  if (errs.length > 0) throw new Error(`rig: DSA bring-up failed: ${errs.join(", ")}`);
+  return ctx.wqs.map((_, i) => new DsaHostWq(ctx.dsa, i, ctx.kernel.faults));
 }
 
 /**
@@ -57,12 +79,10 @@ export function vdcmRig(o: VdcmRigOptions = {}): VdcmRig {
   const { kernel, core } = host;
   const { dev: dsa, mem, iommu: fake } = makeDsaRig();
   const setups = o.wqs ?? RIG_WQS;
-  const errs = bringUp(dsa, setups);
-  if (errs.length > 0) throw new Error(`rig: DSA bring-up failed: ${errs.join(", ")}`);
   const parent = core.probeDevice(host.iommu, { name: "dsa0", sid: dsa.ep.sid, pasidWidth: 20 });
   const vfio = new Vfio({ kernel, core, ioasid: core.ioasid });
   const vdcm = new Vdcm({ kernel, ioasid: core.ioasid, core, vfio, parent });
-  const wqs = o.hostWqs?.(dsa, kernel) ?? setups.map((_, i) => new DsaHostWq(dsa, i, kernel.faults));
+  const wqs = (o.hostDriver ?? registerHostDriver)({ kernel, core, parent, dsa, wqs: setups });
   const wq = (i: number): HostWq => {
     const w = wqs[i];
     if (w === undefined) throw new Error(`rig: no WQ ${i}`);
