@@ -2,7 +2,7 @@ import { asVmId, type Kernel, type VmId } from "@vsva/kernel";
 import type { IoasidCore } from "@vsva/ioasid";
 import type { IommuCore, IommuDevice } from "@vsva/iommu-core";
 import { type MockHost, mockHost } from "@vsva/iommu-core/testing";
-import type { DsaDevice } from "@vsva/dsa";
+import type { DsaDevice, DsaOptions } from "@vsva/dsa";
 import { bringUp, makeDsaRig, type WqSetup } from "@vsva/dsa/testing";
 import type { SparseMemory } from "@vsva/pgtable";
 import type { FakeIommu } from "@vsva/iommu-hw/testing";
@@ -54,6 +54,8 @@ export interface HostDriverContext {
 
 export interface VdcmRigOptions {
   readonly wqs?: readonly WqSetup[];
+  /** The accelerator's build (e.g. `mode: "stepwise"`: descriptors run only when the device is stepped or drained). */
+  readonly dsa?: Partial<Omit<DsaOptions, "mem" | "bus" | "dev" | "fn">>;
   /**
    * The host driver: configures and enables the WQs and returns its handles
    * on them. Default: the WQs brought up through the registers and
@@ -77,7 +79,7 @@ export function registerHostDriver(ctx: HostDriverContext): readonly HostWq[] {
 export function vdcmRig(o: VdcmRigOptions = {}): VdcmRig {
   const host = mockHost({ defaultDomain: "dma" });
   const { kernel, core } = host;
-  const { dev: dsa, mem, iommu: fake } = makeDsaRig();
+  const { dev: dsa, mem, iommu: fake } = makeDsaRig(o.dsa ?? {});
   const setups = o.wqs ?? RIG_WQS;
   const parent = core.probeDevice(host.iommu, { name: "dsa0", sid: dsa.ep.sid, pasidWidth: 20 });
   const vfio = new Vfio({ kernel, core, ioasid: core.ioasid });
