@@ -1,5 +1,7 @@
 import { asSpid, asVmId, type Ioasid, type Spid } from "@vsva/kernel";
-import { IommuStandIn, KvmStandIn, LifecycleLog, type LifecycleRow } from "@vsva/ioasid/testing";
+import { IommuStandIn, LifecycleLog, type LifecycleRow } from "@vsva/ioasid/testing";
+import { KvmPasid } from "@vsva/kvm-pasid";
+import { PagePool, SparseMemory } from "@vsva/pgtable";
 import { describe, expect, it } from "vitest";
 import { Idxd } from "@vsva/idxd";
 import { allocPasid, freePasid, type HostDriverContext, openMdev, type VdcmRigOptions, vdcmRig, vmmUser } from "./testing/index.js";
@@ -8,14 +10,15 @@ import { allocPasid, freePasid, type HostDriverContext, openMdev, type VdcmRigOp
  * The guest IOASID life-cycle tables of the IOASID design (the proposed
  * Documentation/driver-api/ioasid.rst, "Guest IOASID Life Cycle (VT-d
  * Example)", vSVA series on the iommu list, 2020), replayed as
- * `@vsva/ioasid`'s own replay does, with the real VDCM, the real VFIO (its
+ * `@vsva/ioasid`'s own replay does, with the real VDCM, the real KVM
+ * (`@vsva/kvm-pasid`, the CPU-priority subscriber), the real VFIO (its
  * PASID_REQUEST allocates and frees from the VM's set) and the real IOASID
- * core. The IOMMU driver's and KVM's columns stay `@vsva/ioasid`'s stand-ins
- * here (this package sits below both; the harness replays the tables with
- * every subscriber real). The VDCM writes no rows itself: its rows come from
- * its trace events, so the table shows what it did, and at each of them the
- * hardware WQ is checked: it holds the host PASID from step 11 and until the
- * reference is put, never after.
+ * core. The IOMMU driver's column stays `@vsva/ioasid`'s stand-in here (the
+ * harness replays the tables with the VT-d driver too). The VDCM and KVM
+ * write no rows themselves: their rows come from their trace events, so the
+ * table shows what they did, and at each VDCM row the hardware WQ is
+ * checked: it holds the host PASID from step 11 until the reference is put,
+ * never after.
  */
 function cast(gpasid: Spid, opts: VdcmRigOptions) {
   const r = vdcmRig(opts);
@@ -23,7 +26,10 @@ function cast(gpasid: Spid, opts: VdcmRigOptions) {
   const log = new LifecycleLog(core, r.kernel);
   const user = vmmUser("vm1");
   const iommu = new IommuStandIn(core, log);
-  const kvm = new KvmStandIn(core, log, user.mm);
+  // KVM starts with the VM, before VFIO has made the set: its notifier waits on the mm's pending list.
+  const mem = new SparseMemory({ addrBits: 46, regions: [{ base: 0, size: 8 << 20 }] });
+  const pages = new PagePool(mem, 0x10_0000, 4 << 20);
+  const kvm = new KvmPasid({ vm: asVmId(1), mm: user.mm, ioasid: core, mem, pages, trace: r.kernel.trace, faults: r.kernel.faults, log: r.kernel.log });
   const hostWq = r.wqs[0];
   if (hostWq === undefined) throw new Error("no WQ");
   // The VDCM's notifier is registered by the VM's mm when its first mdev is made, before VFIO has the VM's set.
@@ -31,7 +37,21 @@ function cast(gpasid: Spid, opts: VdcmRigOptions) {
   log.row("KVM, VDCM", "ioasid_register_notifier/_mm()");
   const vm = openMdev(r.vfio, user, mdev);
   r.kernel.trace.subscribe((e) => {
-    if (e.kind === "vdcm.program") {
+    if (e.kind === "kvm.pasid.install") {
+      const id = e.ids.hpasid as Ioasid;
+      log.row("KVM", "-> ioasid_get()", id);
+      log.row("KVM", "-> vmcs_update_atomic()");
+    } else if (e.kind === "kvm.pasid.remove") {
+      const id = e.ids.hpasid as Ioasid;
+      if (e.payload.cause === "FREE") {
+        log.row("KVM", "kvm_nb_handler(FREE)");
+        log.row("KVM", "vmcs_update_atomic()");
+        log.row("KVM", "ioasid_put_locked()", id);
+      } else {
+        log.row("KVM", "-> vmcs_update_atomic()");
+        log.row("KVM", "-> ioasid_put()", id);
+      }
+    } else if (e.kind === "vdcm.program") {
       const id = e.ids.hpasid as Ioasid;
       expect(hostWq.pasid).toBe(id);
       log.row("VDCM", "hpasid=");
@@ -81,6 +101,8 @@ describe.each(HOST_DRIVERS)("the normal guest life cycle with the real VDCM, ove
   it("reproduces the table row for row, refcounts 1, 2, 3, 4, 3, 2, 1, 0, reclaimed, then 1", () => {
     const c = cast(asSpid(101), opts);
     expect(c.hostWq.pasid).toBe(c.hpasid);
+    // While bound, a guest ENQCMD with guest PASID 101 reaches the host PASID through KVM's table.
+    expect(c.kvm.enqcmd(0x8000_0000 + 101)).toMatchObject({ ok: true, hostPasid: c.hpasid });
     c.log.row("GUEST", "-------- GUEST STARTS DMA --------");
     c.log.row("GUEST", "-------- GUEST STOPS DMA --------");
     c.log.row("VDCM", "mdev_clear(gpasid)");
@@ -129,6 +151,7 @@ describe.each(HOST_DRIVERS)("the normal guest life cycle with the real VDCM, ove
       [31, "VFIO", "ioasid_alloc()", 1],
     ]);
     expect(c.hostWq.pasid).toBeNull();
+    expect(c.kvm.references).toBe(0);
   });
 });
 
@@ -173,5 +196,6 @@ describe.each(HOST_DRIVERS)("free before unbind with the real VDCM, over %s", (_
     expect(refColumn(rows)).toEqual([3, 2, 1, 0, "reclaimed"]);
     expect(c.hostWq.pasid).toBeNull();
     expect(c.vm.guest.wqEnabled()).toBe(false);
+    expect(c.kvm.references).toBe(0);
   });
 });
