@@ -217,3 +217,24 @@ for (const [label, opts] of HOST_DRIVERS) {
     });
   });
 }
+
+describe("Function Level Reset of the mdev", () => {
+  it("clears the hardware WQ, drops the reference and resets the virtual registers", () => {
+    const r = vdcmRig();
+    const user = vmmUser("vm1");
+    const mdev = r.vdcm.createMdev("mdev0", r.wq(0), { vm: asVmId(1), mm: user.mm });
+    const vm = openMdev(r.vfio, user, mdev);
+    const hpasid = allocPasid(vm.container) as Ioasid;
+    const set = r.ioasid.findSetByToken(user.mm);
+    if (set === null) throw new Error("no set");
+    r.ioasid.attachSpid(set, hpasid, asSpid(G));
+    expect(vm.guest.programWq(G)).toBe(0);
+    // PCIe Device Control: Initiate Function Level Reset (bit 15).
+    const devCtl = mdev.config.devCtl.offset;
+    vm.guest.configWrite(devCtl, 2, vm.guest.configRead(devCtl, 2) | 0x8000);
+    expect(r.wq(0).pasid).toBeNull();
+    expect(r.ioasid.refcount(hpasid)).toBe(1);
+    expect(vm.guest.wqEnabled()).toBe(false);
+    expect(vm.guest.readbackPasid()).toBeNull();
+  });
+});
