@@ -1,8 +1,10 @@
-import { asSpid, asVmId, Errno, type Ioasid } from "@vsva/kernel";
+import { asSpid, asVmId, Errno, type HostPasid, type Ioasid, KernelError } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
 import { DescFlag, DsaCmdErr, DsaCommand, DsaOpcode, DsaStatus, decodeCompletion, encodeDescriptor } from "@vsva/dsa";
 import { describe, expect, it } from "vitest";
-import { allocPasid, freePasid, openMdev, type VdcmRigOptions, vdcmRig, vmmUser } from "./testing/index.js";
+import type { HostWq } from "./host-wq.js";
+import { allocPasid, freePasid, type HostDriverContext, openMdev, registerHostDriver, type VdcmRigOptions, vdcmRig, vdcmViolations, vmmUser } from "./testing/index.js";
+import { CMD_ERR_HW } from "./vbar0.js";
 
 const G = 101;
 const SRC = 0x10000;
@@ -92,5 +94,76 @@ describe("a shared WQ: ENQCMD through the trapped portal", () => {
     r.vm.guest.writePasid(0, false, false);
     r.vm.guest.command(DsaCommand.ENABLE_DEVICE);
     expect(r.vm.guest.command(DsaCommand.ENABLE_WQ, 0)).toBe(DsaCmdErr.PASID_EN);
+  });
+});
+
+/** A host WQ whose clearing the hardware refuses while `refuse` is set (ENXIO, as idxd reports a refused WQ command). */
+class StubbornWq implements HostWq {
+  refuse = true;
+  constructor(readonly inner: HostWq) {}
+  get id(): number {
+    return this.inner.id;
+  }
+  get mode(): "dedicated" | "shared" {
+    return this.inner.mode;
+  }
+  get size(): number {
+    return this.inner.size;
+  }
+  get pasid(): HostPasid | null {
+    return this.inner.pasid;
+  }
+  setPasid(pasid: HostPasid, priv?: boolean): void {
+    this.inner.setPasid(pasid, priv);
+  }
+  clearPasid(): void {
+    if (this.refuse) throw new KernelError(Errno.ENXIO, "DISABLE_WQ refused");
+    this.inner.clearPasid();
+  }
+  drain(): void {
+    this.inner.drain();
+  }
+  movdir64b(desc: Uint8Array): void {
+    this.inner.movdir64b(desc);
+  }
+  enqcmd(desc: Uint8Array): "accepted" | "retry" {
+    return this.inner.enqcmd(desc);
+  }
+}
+
+describe("a WQ the hardware will not clear", () => {
+  const made: StubbornWq[] = [];
+  const stubborn = (ctx: HostDriverContext) => registerHostDriver(ctx).map((w) => {
+    const s = new StubbornWq(w);
+    made.push(s);
+    return s;
+  });
+
+  it("keeps the reference, so the PASID is never reclaimed under the WQ; the guest sees HW_ERR; a later release clears and puts", () => {
+    const r = setUp(0, { hostDriver: stubborn });
+    const wq = made.find((m) => m === r.wq(0));
+    if (wq === undefined) throw new Error("not a stubborn WQ");
+    r.vm.guest.programWq(G);
+    expect(r.vm.guest.disableWq()).toBe(CMD_ERR_HW);
+    expect(wq.pasid).toBe(r.hpasid);
+    expect(r.ioasid.refcount(r.hpasid)).toBe(2);
+    freePasid(r.vm.container, r.hpasid);
+    r.kernel.scheduler.drain();
+    expect(r.ioasid.state(r.hpasid)).toBe("FREE_PENDING");
+    expect(vdcmViolations(r.vdcm, r.ioasid, r.wqs)).toEqual([]);
+    wq.refuse = false;
+    r.vm.device.close();
+    expect(wq.pasid).toBeNull();
+    expect(r.ioasid.state(r.hpasid)).toBe("IDLE");
+  });
+
+  it("a removal that still cannot clear lets the mdev go but never the reference", () => {
+    const r = setUp(0, { hostDriver: stubborn });
+    r.vm.guest.programWq(G);
+    r.user.exit();
+    r.vdcm.removeMdev(r.mdev);
+    expect(r.ioasid.refcount(r.hpasid)).toBe(1);
+    expect(r.ioasid.state(r.hpasid)).toBe("FREE_PENDING");
+    expect(r.kernel.log.lines.some((l) => l.actor === "VDCM" && l.message.includes("reference stays held"))).toBe(true);
   });
 });
