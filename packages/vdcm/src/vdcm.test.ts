@@ -238,3 +238,43 @@ describe("Function Level Reset of the mdev", () => {
     expect(vm.guest.readbackPasid()).toBeNull();
   });
 });
+
+describe("several mdevs of one VM", () => {
+  it("two mdevs programmed with one guest PASID hold a reference each; FREE queues both clearings and the ID is reclaimed after both", () => {
+    const r = vdcmRig();
+    const user = vmmUser("vm1");
+    const m0 = r.vdcm.createMdev("m0", r.wq(0), { vm: asVmId(1), mm: user.mm });
+    const m1 = r.vdcm.createMdev("m1", r.wq(1), { vm: asVmId(1), mm: user.mm });
+    expect(r.vdcm.vms).toBe(1);
+    const vm0 = openMdev(r.vfio, user, m0);
+    const vm1 = openMdev(r.vfio, user, m1);
+    const hpasid = allocPasid(vm0.container) as Ioasid;
+    const set = r.ioasid.findSetByToken(user.mm);
+    if (set === null) throw new Error("no set");
+    r.ioasid.attachSpid(set, hpasid, asSpid(G));
+    expect([vm0.guest.programWq(G), vm1.guest.programWq(G)]).toEqual([0, 0]);
+    expect([r.wq(0).pasid, r.wq(1).pasid]).toEqual([hpasid, hpasid]);
+    expect(r.ioasid.refcount(hpasid)).toBe(3);
+    freePasid(vm0.container, hpasid);
+    expect([m0.clearPending, m1.clearPending]).toEqual([true, true]);
+    r.kernel.scheduler.drain();
+    expect([r.wq(0).pasid, r.wq(1).pasid]).toEqual([null, null]);
+    expect(r.ioasid.state(hpasid)).toBe("IDLE");
+  });
+
+  it("a VM's further mdev joins its registered notifier even once its set owns IDs; a first mdev then is EBUSY (its events would be lost), nothing changed", () => {
+    const r = vdcmRig();
+    const u1 = vmmUser("vm1");
+    const m0 = r.vdcm.createMdev("m0", r.wq(0), { vm: asVmId(1), mm: u1.mm });
+    allocPasid(openMdev(r.vfio, u1, m0).container);
+    expect(r.vdcm.createMdev("m1", r.wq(1), { vm: asVmId(1), mm: u1.mm }).name).toBe("m1");
+    // VM 2's set already owns an ID when its first mdev is asked for.
+    const u2 = vmmUser("vm2", 0x4_0000_0000);
+    const set2 = r.ioasid.allocSet(u2.mm, 8, "mm");
+    r.ioasid.alloc(set2, 1, 100);
+    const devices = r.core.devices.size;
+    expect(errnoOf(() => r.vdcm.createMdev("late", r.wq(2), { vm: asVmId(2), mm: u2.mm }))).toBe(Errno.EBUSY);
+    expect([r.vdcm.mdevs.length, r.vdcm.vms, r.core.devices.size, r.ioasid.pendingNotifiers(u2.mm)]).toEqual([2, 1, devices, 0]);
+    expect(r.vdcm.createMdev("late", r.wq(2), { vm: asVmId(3), mm: vmmUser("vm3").mm }).name).toBe("late");
+  });
+});
