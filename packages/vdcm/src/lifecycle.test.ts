@@ -36,7 +36,11 @@ function cast(gpasid: Spid, opts: VdcmRigOptions) {
   const mdev = r.vdcm.createMdev("mdev0", hostWq, { vm: asVmId(1), mm: user.mm });
   log.row("KVM, VDCM", "ioasid_register_notifier/_mm()");
   const vm = openMdev(r.vfio, user, mdev);
+  // Whether the hardware WQ still held the ID at the latest put: the VDCM's own put (the one just before its
+  // clear event) must come after the WQ is clear, never before (no lazy clearing).
+  let lastPut: { readonly id: number | undefined; readonly wqHeld: boolean } | null = null;
   r.kernel.trace.subscribe((e) => {
+    if (e.kind === "ioasid.put") lastPut = { id: e.ids.ioasid, wqHeld: hostWq.pasid !== null && hostWq.pasid === e.ids.ioasid };
     if (e.kind === "kvm.pasid.install") {
       const id = e.ids.hpasid as Ioasid;
       log.row("KVM", "-> ioasid_get()", id);
@@ -64,6 +68,7 @@ function cast(gpasid: Spid, opts: VdcmRigOptions) {
     } else if (e.kind === "vdcm.clear") {
       const id = e.ids.hpasid as Ioasid;
       expect(hostWq.pasid).toBeNull();
+      expect(lastPut).toEqual({ id, wqHeld: false });
       log.row("VDCM", e.payload.cause === "FREE" ? "vdev_clear_wk(hpasid)" : "dev_clear(hpasid)");
       log.row("VDCM", "ioasid_put()", id);
       expect(e.refcount).toBe(core.refcount(id));
