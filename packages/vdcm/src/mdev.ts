@@ -289,11 +289,13 @@ export class VdcmMdev {
         if (!this.config.command.flag("BUS_MASTER")) throw new Refused(DsaCmdErr.BUSMASTER_EN, "bus mastering is off in the config space");
         b.setDeviceState(DsaDeviceState.ENABLED);
         return;
-      case DsaCommand.DISABLE_DEVICE:
+      case DsaCommand.DISABLE_DEVICE: {
         if (!b.enabled) throw new Refused(DsaCmdErr.DIS_DEV_EN, "device not enabled");
-        this.#disableWq("GUEST");
+        const cleared = this.#disableWq("GUEST");
         b.setDeviceState(DsaDeviceState.DISABLED);
+        if (!cleared) throw new Refused(CMD_ERR_HW, "the hardware WQ could not be cleared");
         return;
+      }
       case DsaCommand.DRAIN_ALL:
       case DsaCommand.ABORT_ALL:
         // No abort reaches the hardware WQ through the host driver's handle: an abort completes by draining (decision).
@@ -308,15 +310,17 @@ export class VdcmMdev {
       case DsaCommand.DISABLE_WQ:
       case DsaCommand.DRAIN_WQ:
       case DsaCommand.ABORT_WQ:
-      case DsaCommand.RESET_WQ:
+      case DsaCommand.RESET_WQ: {
         if (!VdcmMdev.#namesWq0(operand) || !b.wqEnabled) throw new Refused(DsaCmdErr.DEV_NOT_EN, "the named WQ is not enabled");
         if (op === DsaCommand.DRAIN_WQ || op === DsaCommand.ABORT_WQ) {
           this.#hw(() => this.hostWq.drain());
           return;
         }
-        this.#disableWq("GUEST");
+        const cleared = this.#disableWq("GUEST");
         if (op === DsaCommand.RESET_WQ) b.resetWqcfg();
+        if (!cleared) throw new Refused(CMD_ERR_HW, "the hardware WQ could not be cleared");
         return;
+      }
       default:
         throw new Refused(DsaCmdErr.INVAL_CMD, `command ${op} is not emulated`);
     }
@@ -385,9 +389,10 @@ export class VdcmMdev {
     this.#env.kernel.trace.emit("vdcm.program", "VDCM", { vm: this.vm, device: this.name, gpasid, hpasid }, { source: "guest-pasid", priv }, this.#refcount(id));
   }
 
-  #disableWq(cause: ClearCause): void {
+  /** The guest's WQ disabled, the hardware WQ cleared; false when the hardware refused the clearing. */
+  #disableWq(cause: ClearCause): boolean {
     if (this.bar0.wqEnabled) this.bar0.setWqState(WqState.DISABLED);
-    this.#clear(cause);
+    return this.#clear(cause);
   }
 
   /** RESET_DEVICE, FLR, the last close: the WQ cleared, then the registers back to their creation values. */
@@ -424,29 +429,33 @@ export class VdcmMdev {
   /**
    * Quiesce and clear the hardware WQ, then put the reference. Never lazy:
    * the reference goes only once the WQ no longer holds the PASID. If the
-   * hardware refuses, the reference stays held for good (the PASID cannot be
-   * reclaimed, so it cannot reach another guest on this device) and it is
-   * logged.
+   * hardware refuses, the reference stays held (the PASID cannot be
+   * reclaimed, so it cannot reach another guest on this device), the record
+   * stays for the next disable, release or removal to try again, and it is
+   * logged; a removal that still fails keeps the reference for good.
    */
-  #clear(cause: ClearCause): void {
+  #clear(cause: ClearCause): boolean {
     const h = this.#held;
-    if (h === null) return;
+    if (h === null) return true;
     if (cause !== "FREE") this.#env.workqueue.cancelWork(this.#clearWork);
     const ids = { vm: this.vm, device: this.name, hpasid: h.hpasid, ...(h.gpasid === null ? {} : { gpasid: h.gpasid }) };
     const err = attempt(() => this.hostWq.clearPasid());
-    this.#held = null;
     if (err !== null) {
+      // Kept (the next disable, release or removal tries again); a removal lets the record go but never the reference.
+      if (cause === "REMOVE") this.#held = null;
       this.#env.kernel.log.warn(`vdcm.clear.${this.name}`, `${this.name}: clearing host PASID ${h.hpasid} failed, its reference stays held: ${err.message}`, "VDCM");
       this.#env.kernel.trace.emit("vdcm.clear-failed", "VDCM", ids, { errno: err.errno, reason: err.message });
-      return;
+      return false;
     }
+    this.#held = null;
     if (h.set === null) {
       this.#env.kernel.trace.emit("vdcm.clear", "VDCM", ids, { cause, ref: false });
-      return;
+      return true;
     }
     const id = h.hpasid as number as Ioasid;
     this.#put(h.set, id);
     this.#env.kernel.trace.emit("vdcm.clear", "VDCM", ids, { cause, ref: true }, this.#refcount(id));
+    return true;
   }
 
   #put(set: IoasidSet, id: Ioasid): void {

@@ -3,6 +3,7 @@ import type { SparseMemory } from "@vsva/iommu-hw";
 import type { IoasidCore } from "@vsva/ioasid";
 import type { Iommu, IommuCore, Mm, PageAllocator } from "@vsva/iommu-core";
 import { Board, type DeviceSlot, type EndpointOptions, MiB, type PlatformFactory } from "@vsva/machine";
+import { type Idxd, type IdxdConfig, type PlugIdxdOptions, plugIdxd } from "@vsva/idxd";
 import { PLATFORMS, type Platform, type PlatformName } from "./platform.js";
 import { DMA_RECORD_RING, RecordingPort } from "./recording-port.js";
 
@@ -114,6 +115,17 @@ export class Host {
     const slot = this.board.addDevice(name, { pasidWidth, ...where });
     this.devices.push(slot);
     return slot;
+  }
+
+  /**
+   * Plugs in the DSA-like accelerator at 00:`dev`.0 and probes its host
+   * driver (idxd) with `config`; its function joins {@link devices}, so the
+   * invariants watch its device TLB and teardown releases it.
+   */
+  addAccelerator(name: string, dev: number, config: IdxdConfig, hw?: PlugIdxdOptions["hw"]): Idxd {
+    const idxd = plugIdxd(this.board, { dev, name, config, ...(hw === undefined ? {} : { hw }) });
+    this.devices.push({ ep: idxd.hw.ep, dev: idxd.iommuDev });
+    return idxd;
   }
 
   /** Enables SVA on a probed device; the core then routes its recoverable faults to the IO page fault queue. */

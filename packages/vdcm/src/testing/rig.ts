@@ -2,7 +2,7 @@ import { asVmId, type Kernel, type VmId } from "@vsva/kernel";
 import type { IoasidCore } from "@vsva/ioasid";
 import type { IommuCore, IommuDevice } from "@vsva/iommu-core";
 import { type MockHost, mockHost } from "@vsva/iommu-core/testing";
-import type { DsaDevice } from "@vsva/dsa";
+import type { DsaDevice, DsaOptions } from "@vsva/dsa";
 import { bringUp, makeDsaRig, type WqSetup } from "@vsva/dsa/testing";
 import type { SparseMemory } from "@vsva/pgtable";
 import type { FakeIommu } from "@vsva/iommu-hw/testing";
@@ -37,12 +37,38 @@ export interface VdcmRig {
   readonly vdcm: Vdcm;
   /** The host driver's handles on its WQs, over the device's registers. */
   readonly wqs: readonly HostWq[];
+  /** WQ `i`'s handle; throws when there is none. */
+  wq(i: number): HostWq;
+}
+
+/** What a host driver finds when it sets the accelerator up for the rig. */
+export interface HostDriverContext {
+  readonly kernel: Kernel;
+  readonly core: IommuCore;
+  /** The accelerator as the IOMMU core knows it. */
+  readonly parent: IommuDevice;
+  readonly dsa: DsaDevice;
+  /** The WQs to configure and enable, to be lent to the VDCM. */
+  readonly wqs: readonly WqSetup[];
 }
 
 export interface VdcmRigOptions {
   readonly wqs?: readonly WqSetup[];
-  /** Make the host's WQ handles from the device (default: {@link DsaHostWq}); the idxd driver's handles plug in here. */
-  readonly hostWqs?: (dsa: DsaDevice, kernel: Kernel) => readonly HostWq[];
+  /** The accelerator's build (e.g. `mode: "stepwise"`: descriptors run only when the device is stepped or drained). */
+  readonly dsa?: Partial<Omit<DsaOptions, "mem" | "bus" | "dev" | "fn">>;
+  /**
+   * The host driver: configures and enables the WQs and returns its handles
+   * on them. Default: the WQs brought up through the registers and
+   * {@link DsaHostWq} handles; the idxd driver's probe and WQ handles plug in here.
+   */
+  readonly hostDriver?: (ctx: HostDriverContext) => readonly HostWq[];
+}
+
+/** The default host driver: bring-up through the registers, a {@link DsaHostWq} per WQ. */
+export function registerHostDriver(ctx: HostDriverContext): readonly HostWq[] {
+  const errs = bringUp(ctx.dsa, ctx.wqs);
+  if (errs.length > 0) throw new Error(`rig: DSA bring-up failed: ${errs.join(", ")}`);
+  return ctx.wqs.map((_, i) => new DsaHostWq(ctx.dsa, i, ctx.kernel.faults));
 }
 
 /**
@@ -53,15 +79,18 @@ export interface VdcmRigOptions {
 export function vdcmRig(o: VdcmRigOptions = {}): VdcmRig {
   const host = mockHost({ defaultDomain: "dma" });
   const { kernel, core } = host;
-  const { dev: dsa, mem, iommu: fake } = makeDsaRig();
+  const { dev: dsa, mem, iommu: fake } = makeDsaRig(o.dsa ?? {});
   const setups = o.wqs ?? RIG_WQS;
-  const errs = bringUp(dsa, setups);
-  if (errs.length > 0) throw new Error(`rig: DSA bring-up failed: ${errs.join(", ")}`);
   const parent = core.probeDevice(host.iommu, { name: "dsa0", sid: dsa.ep.sid, pasidWidth: 20 });
   const vfio = new Vfio({ kernel, core, ioasid: core.ioasid });
   const vdcm = new Vdcm({ kernel, ioasid: core.ioasid, core, vfio, parent });
-  const wqs = o.hostWqs?.(dsa, kernel) ?? setups.map((_, i) => new DsaHostWq(dsa, i, kernel.faults));
-  return { kernel, host, core, ioasid: core.ioasid, vfio, dsa, mem, fake, parent, vdcm, wqs };
+  const wqs = (o.hostDriver ?? registerHostDriver)({ kernel, core, parent, dsa, wqs: setups });
+  const wq = (i: number): HostWq => {
+    const w = wqs[i];
+    if (w === undefined) throw new Error(`rig: no WQ ${i}`);
+    return w;
+  };
+  return { kernel, host, core, ioasid: core.ioasid, vfio, dsa, mem, fake, parent, vdcm, wqs, wq };
 }
 
 /** One VM's VMM as VFIO sees it: its process (the mm its IOASID set is made for), its container, and the mdev's files. */
