@@ -2,7 +2,7 @@ import type { VmId } from "@vsva/kernel";
 import { DSA_COMPLETION_SIZE, DescFlag, DsaOpcode, DsaStatus, decodeCompletion, encodeDescriptor } from "@vsva/dsa";
 import type { MdevGuest } from "@vsva/vdcm/testing";
 import type { Vm } from "./vfio-common.js";
-import { type Idxd, plugIdxd } from "@vsva/idxd";
+import type { Idxd } from "@vsva/idxd";
 import { Vdcm, type VdcmMdev } from "@vsva/vdcm";
 import type { Vfio } from "@vsva/vfio-type1";
 import type { StepContext } from "../world/host-scenario.js";
@@ -24,11 +24,8 @@ export function plugAccelerator(ctx: StepContext, vfio: Vfio): Accelerator {
   const h = ctx.host;
   const devNo = ctx.choose.int("dsa0's slot", 1, 31, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
   const size = ctx.choose.int("each WQ's size", 4, 16);
-  const idxd = ctx.step("plug in dsa0; idxd probes it: a dedicated and a shared WQ for mdevs, device and WQs enabled", () => {
-    const d = plugIdxd(h.board, { dev: devNo, name: "dsa0", config: { wqs: [{ mode: "dedicated", size, type: "mdev" }, { mode: "shared", size, type: "mdev" }] } });
-    h.devices.push({ ep: d.hw.ep, dev: d.iommuDev });
-    return d;
-  });
+  const idxd = ctx.step("plug in dsa0; idxd probes it: a dedicated and a shared WQ for mdevs, device and WQs enabled", () =>
+    h.addAccelerator("dsa0", devNo, { wqs: [{ mode: "dedicated", size, type: "mdev" }, { mode: "shared", size, type: "mdev" }] }));
   ctx.defer("idxd is removed: WQs and device disabled, device reset", () => idxd.remove());
   const vdcm = ctx.step("the VDCM takes dsa0 (aux domains enabled on it)", () => new Vdcm({ kernel: h.kernel, ioasid: h.ioasid, core: h.core, vfio, parent: idxd.iommuDev }));
   return { idxd, vdcm };
