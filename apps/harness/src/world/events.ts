@@ -25,8 +25,12 @@ function summary(e: TraceEvent): string {
     const v = p[key];
     if (typeof v === "string" && v !== "") bits.push(v);
   }
+  // KVM's and the VDCM's events carry their PASIDs (and the mdev) as IDs only: without them their lanes say nothing of what was translated.
+  const perVm = e.actor === "KVM" || e.actor === "VDCM";
+  const ids = e.ids as Record<string, unknown>;
+  if (perVm && typeof ids.device === "string") bits.push(ids.device);
   for (const key of ["pasid", "hpasid", "gpasid"]) {
-    const v = p[key];
+    const v = p[key] ?? (perVm ? ids[key] : undefined);
     if (typeof v === "number") bits.push(`${key}=${v}`);
   }
   if (typeof p.addr === "number") bits.push(`@${hex(p.addr)}`);
