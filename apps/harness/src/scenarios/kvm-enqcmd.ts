@@ -1,4 +1,4 @@
-import { type HostPasid, type Ioasid, KernelError, TraceRecorder, asIoasid, errnoName } from "@vsva/kernel";
+import { type HostPasid, type Ioasid, KernelError, TraceRecorder, asIoasid, asVmId, errnoName } from "@vsva/kernel";
 import type { EnqcmdResult, KvmPasid } from "@vsva/kvm-pasid";
 import { VfioIoctl } from "@vsva/vfio-type1";
 import { MiB } from "../world/host.js";
@@ -9,6 +9,7 @@ import { allocPasid, bindOp, bindToVfio, freePasids, groupOf, ia32Pasid, mapGues
 
 const RAM = 1 * MiB;
 const VM_HOST = 8 * MiB;
+const VM_B_HOST = 10 * MiB;
 const PASID_MAX = 0xfffff;
 
 /** What a guest ENQCMD with this IA32_PASID value gave: "host PASID n", "#GP" or "VM exit n". */
@@ -58,7 +59,7 @@ function requireFaults(ctx: StepContext, kvm: KvmPasid, gpasid: number, what: st
  */
 export const kvmEnqcmd = hostScenario({
   name: "kvm-enqcmd",
-  summary: "ENQCMD in a guest: BIND through VFIO installs the guest->host PASID translation in KVM's table, UNBIND and FREE remove it, an unbound PASID faults in the guest only",
+  summary: "ENQCMD in a guest: BIND through VFIO installs the guest->host PASID translation in KVM's table (a second VM's same guest PASID gets its own host PASID), UNBIND and FREE remove it, an unbound PASID faults in the guest only",
   title: "KVM's ENQCMD PASID translation driven by VFIO's binds",
   // Only VT-d had bind_gpasid (and ENQCMD is x86).
   platforms: ["vtd"],
@@ -93,6 +94,24 @@ export const kvmEnqcmd = hostScenario({
       });
     bind(`VMM: NESTING_OP BIND_PGTBL with guest PASID ${GPASID}: BIND reaches KVM, which installs the translation`);
     ctx.step("guest: ENQCMD from a thread whose IA32_PASID holds the guest PASID: the CPU puts the host PASID in the payload", () => {
+      expectTranslates(ctx, kvm, GPASID, hpasid);
+    });
+    ctx.step("plug in dsa1 (SVA enabled); vfio-pci takes it, for a second VM", () => {
+      const s = h.addDevice("dsa1");
+      h.enableSva(s);
+      bindToVfio(ctx, vfio, s);
+      return s;
+    });
+    const vmB = startVm(ctx, "qemu-B", VM_B_HOST, RAM, asVmId(2));
+    ctx.step(`VM B binds the same guest PASID ${GPASID} to a host PASID of its own set: each VM's ENQCMD carries its own host PASID`, () => {
+      const slotB = h.devices.find((d) => d.dev.name === "dsa1");
+      if (slotB === undefined) throw new Error("dsa1 was plugged in");
+      const cB = openContainer(vfio, vmB, groupOf(slotB.dev), "nesting");
+      mapGuestRam(cB, vmB, 0, RAM);
+      const hB = asIoasid(allocPasid(cB, 1, PASID_MAX));
+      cB.ioctl(VfioIoctl.IOMMU_NESTING_OP, bindOp(hB, guestTable(vmB).root, GPASID));
+      ctx.require(hB !== hpasid, "two VMs never share a host PASID");
+      expectTranslates(ctx, vmB.kvm, GPASID, hB);
       expectTranslates(ctx, kvm, GPASID, hpasid);
     });
     ctx.step(`guest: ENQCMD with guest PASID ${STRAY}, never bound: the fault goes to the guest, the host is untouched`, () => {

@@ -25,9 +25,10 @@ function summary(e: TraceEvent): string {
     const v = p[key];
     if (typeof v === "string" && v !== "") bits.push(v);
   }
-  // KVM's and the VDCM's events carry their PASIDs (and the mdev) as IDs only: without them their lanes say nothing of what was translated.
+  // KVM's and the VDCM's events carry their VM, PASIDs (and mdev) as IDs only: without them their lanes say nothing of what was translated, or for whom.
   const perVm = e.actor === "KVM" || e.actor === "VDCM";
   const ids = e.ids as Record<string, unknown>;
+  if (perVm && typeof ids.vm === "number") bits.push(`VM ${ids.vm}`);
   if (perVm && typeof ids.device === "string") bits.push(ids.device);
   for (const key of ["pasid", "hpasid", "gpasid"]) {
     const v = p[key] ?? (perVm ? ids[key] : undefined);
