@@ -2,6 +2,7 @@
 import { Prot } from "@vsva/iommu-core";
 import { Host } from "../src/world/host.js";
 import { bestNs, freshProcessCopy, inProcessCopy } from "./copy-baseline.js";
+import { dsaMemmoveFigure } from "./dsa-memmove.js";
 import { growthFigure } from "./growth.js";
 import { vfioMapFigure } from "./vfio-map.js";
 
@@ -102,5 +103,6 @@ for (const c of CASES) {
   if (ratio > 1) console.log(`  WARNING (${c.label}): the DMA measured faster than a plain copy of the same bytes; the copy baseline is not trustworthy in this run`);
 }
 
+dsaMemmoveFigure();
 growthFigure();
 vfioMapFigure();

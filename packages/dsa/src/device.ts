@@ -5,6 +5,7 @@ import {
   DESC_DEFINED_FLAGS,
   DSA_BAR0_SIZE,
   DSA_COMPLETION_ALIGN,
+  DSA_COMPLETION_SIZE,
   DSA_DESC_SIZE,
   DSA_GRPCFG_STRIDE,
   DSA_GRPCFG_TABLE,
@@ -104,21 +105,34 @@ export interface DsaStats {
   bytesMoved: number;
 }
 
+/** A descriptor's 64 bytes as the device keeps them, with a byte view for the copy in (reused after retirement). */
+class DescBuf {
+  readonly words = DsaDesc.alloc();
+  readonly bytes = new Uint8Array(this.words.buffer, this.words.byteOffset, DSA_DESC_SIZE);
+}
+
 interface Queued {
+  readonly buf: DescBuf;
   readonly desc: Uint32Array;
   readonly wq: number;
   readonly pasid: number | undefined;
   readonly priv: boolean;
 }
 
-interface Job extends Queued {
-  readonly opcode: number;
-  readonly flags: number;
-  readonly compl: number;
-  readonly src: number;
-  readonly dst: number;
-  readonly size: number;
-  readonly bof: boolean;
+/** The descriptor the engine runs. Every field is rewritten when a retired job's object is reused for the next descriptor. */
+interface Job {
+  buf: DescBuf;
+  desc: Uint32Array;
+  wq: number;
+  pasid: number | undefined;
+  priv: boolean;
+  opcode: number;
+  flags: number;
+  compl: number;
+  src: number;
+  dst: number;
+  size: number;
+  bof: boolean;
   done: number;
   result: number;
   retries: number;
@@ -127,6 +141,7 @@ interface Job extends Queued {
   status: DsaStatusCode;
   faultAddr: number;
   faultWrite: boolean;
+  /** The token of the page request the job waits on; callbacks holding an older token are ignored. */
   wait: object | null;
 }
 
@@ -146,11 +161,79 @@ const PAGE_MASK = PAGE - 1;
 /** Addresses the model can carry exactly; above this a DMA fails translation. */
 const ADDR_LIMIT = 2 ** 53;
 const SUPPORTED_OPS: ReadonlySet<number> = new Set([DsaOpcode.NOOP, DsaOpcode.MEMMOVE, DsaOpcode.MEMFILL, DsaOpcode.COMPARE]);
+/** The same set as a bitmap of opcodes below 32 (as OPCAP's low dword), for the per-descriptor check. */
+const SUPPORTED_OPS_MASK = [...SUPPORTED_OPS].reduce((m, op) => (m | (1 << op)) >>> 0, 0);
 const U64_LIMIT = 1n << 64n;
 
-type Xlate = { readonly pa: number } | { readonly fault: "recoverable" | "refused" };
+/** What {@link DsaDevice.#xlate} returns instead of an address: a fault a page request may cure, or one it cannot. */
+const XLATE_RECOVERABLE = -1;
+const XLATE_REFUSED = -2;
+const faultKind = (x: number): "recoverable" | "refused" => (x === XLATE_RECOVERABLE ? "recoverable" : "refused");
 
 const u64 = (lo: number, hi: number): number => (hi >>> 0) * 2 ** 32 + (lo >>> 0);
+
+/**
+ * Where a field of at most 32 bits inside one dword sits, taken from its
+ * layout once: the hot path (one descriptor per submission) reads these
+ * without the layout's by-name lookup.
+ */
+interface DwordField {
+  readonly word: number;
+  readonly shift: number;
+  readonly mask: number;
+}
+
+function dwordField<F extends string>(layout: Layout<F>, f: F): DwordField {
+  const s = layout.spec(f);
+  const width = s.msb - s.lsb + 1;
+  if (s.lsb >>> 5 !== s.msb >>> 5) throw new Error(`${layout.name}.${f} crosses a dword`);
+  return { word: s.lsb >>> 5, shift: s.lsb & 31, mask: width === 32 ? 0xffff_ffff : (1 << width) - 1 };
+}
+
+const rd = (v: Uint32Array, f: DwordField): number => (((v[f.word] ?? 0) >>> f.shift) & f.mask) >>> 0;
+/** Writes a field the device itself fills (its value always fits: counts, codes, the low bits of an address). */
+const wr = (v: Uint32Array, f: DwordField, value: number): void => {
+  v[f.word] = (((v[f.word] ?? 0) & ~(f.mask << f.shift)) | ((value & f.mask) << f.shift)) >>> 0;
+};
+
+const C = {
+  STATUS: dwordField(DsaCompletion, "STATUS"),
+  FAULT_WRITE: dwordField(DsaCompletion, "FAULT_WRITE"),
+  RESULT: dwordField(DsaCompletion, "RESULT"),
+  BYTES_COMPLETED: dwordField(DsaCompletion, "BYTES_COMPLETED"),
+  FAULT_ADDR_LO: dwordField(DsaCompletion, "FAULT_ADDR_LO"),
+  FAULT_ADDR_HI: dwordField(DsaCompletion, "FAULT_ADDR_HI"),
+  INVALID_FLAGS: dwordField(DsaCompletion, "INVALID_FLAGS"),
+} as const;
+
+const D = {
+  PASID: dwordField(DsaDesc, "PASID"),
+  PRIV: dwordField(DsaDesc, "PRIV"),
+  FLAGS: dwordField(DsaDesc, "FLAGS"),
+  OPCODE: dwordField(DsaDesc, "OPCODE"),
+  COMPL_LO: dwordField(DsaDesc, "COMPL_LO"),
+  COMPL_HI: dwordField(DsaDesc, "COMPL_HI"),
+  SRC_LO: dwordField(DsaDesc, "SRC_LO"),
+  SRC_HI: dwordField(DsaDesc, "SRC_HI"),
+  DST_LO: dwordField(DsaDesc, "DST_LO"),
+  DST_HI: dwordField(DsaDesc, "DST_HI"),
+  XFER_SIZE: dwordField(DsaDesc, "XFER_SIZE"),
+} as const;
+
+const W = {
+  SIZE: dwordField(DsaWqCfg, "SIZE"),
+  MODE: dwordField(DsaWqCfg, "MODE"),
+  BOF: dwordField(DsaWqCfg, "BOF"),
+  PASID: dwordField(DsaWqCfg, "PASID"),
+  PASID_EN: dwordField(DsaWqCfg, "PASID_EN"),
+  PRIV: dwordField(DsaWqCfg, "PRIV"),
+  MAX_XFER_SHIFT: dwordField(DsaWqCfg, "MAX_XFER_SHIFT"),
+  STATE: dwordField(DsaWqCfg, "STATE"),
+  OCCUPANCY: dwordField(DsaWqCfg, "OCCUPANCY"),
+} as const;
+const STATE_FIELD = dwordField(DsaGenSts, "STATE");
+/** Spare descriptor buffers kept for reuse (a submission copies its 64 bytes into one). */
+const DESC_POOL_MAX = 64;
 
 export class DsaDevice implements Mmio {
   readonly ep: PciEndpoint;
@@ -169,10 +252,22 @@ export class DsaDevice implements Mmio {
   readonly #maxRetries: number;
   readonly #scratch = new Uint8Array(PAGE);
   readonly #scratch2 = new Uint8Array(PAGE);
+  /** Views made once: the registers array is never replaced (a reset copies into it). */
+  readonly #wqcfgViews: Uint32Array[] = [];
+  readonly #genstsView: Uint32Array;
+  readonly #record = DsaCompletion.alloc();
+  readonly #recordBytes: Uint8Array;
+  readonly #descPool: DescBuf[] = [];
   #job: Job | undefined;
+  /** The last retired job's object, reused by the next dispatch (one job runs at a time). */
+  #spare: Job | undefined;
   #rr = 0;
   #pending: PendingCmd | undefined;
   #inRun = false;
+  /** The PASID capability's control as last written (ENABLE, PRIV_ENABLE) and the width it allows; refreshed on every config write to it and on FLR. */
+  #pasidOn = false;
+  #pasidPrivOn = false;
+  #pasidLimit = 0;
   #flrSeen = 0;
 
   constructor(opts: DsaOptions) {
@@ -202,6 +297,9 @@ export class DsaDevice implements Mmio {
     this.onRunnable = opts.onRunnable;
     this.#maxRetries = opts.maxPageRequestRetries ?? 3;
     this.#wqs = Array.from({ length: numWqs }, () => ({ queue: [] }));
+    for (let w = 0; w < numWqs; w++) this.#wqcfgViews.push(this.#view(this.wqcfgOffset(w), DsaWqCfg.dwords));
+    this.#genstsView = this.#view(DsaReg.GENSTS, 1);
+    this.#recordBytes = new Uint8Array(this.#record.buffer, this.#record.byteOffset, DSA_COMPLETION_SIZE);
 
     this.#init(DsaVersion, DsaReg.VERSION, { MAJOR: 1, MINOR: 0 });
     this.#init(DsaGenCap, DsaReg.GENCAP, {
@@ -239,7 +337,19 @@ export class DsaDevice implements Mmio {
         this.#flrSeen = this.ep.flrCount;
         this.#resetDevice();
       }
+      this.#latchPasid();
     });
+    const pasidCap = this.ep.config.pasid;
+    if (pasidCap !== undefined) this.ep.config.space.onWrite(pasidCap, () => this.#latchPasid());
+    this.#latchPasid();
+  }
+
+  /** Reads the PASID capability's control once, for the translations of every page after it. */
+  #latchPasid(): void {
+    const c = this.ep.config.pasid;
+    this.#pasidOn = c?.flag("ENABLE") ?? false;
+    this.#pasidPrivOn = c?.flag("PRIV_ENABLE") ?? false;
+    this.#pasidLimit = c === undefined ? 0 : 2 ** c.get("MAX_PASID_WIDTH");
   }
 
   /** BAR0 offset of WQ `w`'s WQCFG entry. */
@@ -273,11 +383,11 @@ export class DsaDevice implements Mmio {
   }
 
   #wqcfg(w: number): Uint32Array {
-    return this.#view(this.wqcfgOffset(w), DsaWqCfg.dwords);
+    return this.#wqcfgViews[w] ?? this.#view(this.wqcfgOffset(w), DsaWqCfg.dwords);
   }
 
   get state(): number {
-    return DsaGenSts.get(this.#view(DsaReg.GENSTS, 1), "STATE");
+    return rd(this.#genstsView, STATE_FIELD);
   }
 
   // --- MMIO (BAR0) ------------------------------------------------------------
@@ -495,13 +605,13 @@ export class DsaDevice implements Mmio {
 
   // --- portals ---------------------------------------------------------------
 
-  #checkSubmit(wq: number, bytes: Uint8Array): Uint32Array {
+  #checkSubmit(wq: number, bytes: Uint8Array): DescBuf {
     if (!Number.isInteger(wq) || wq < 0 || wq >= this.numWqs) throw new KernelError(Errno.EINVAL, `${this.name}: no portal for WQ ${String(wq)}`);
     if (!(bytes instanceof Uint8Array) || bytes.length !== DSA_DESC_SIZE) {
       throw new KernelError(Errno.EINVAL, `${this.name}: a portal write is one ${DSA_DESC_SIZE}-byte store`);
     }
-    const d = DsaDesc.alloc();
-    new Uint8Array(d.buffer, d.byteOffset, DSA_DESC_SIZE).set(bytes);
+    const d = this.#descPool.pop() ?? new DescBuf();
+    d.bytes.set(bytes);
     return d;
   }
 
@@ -509,9 +619,9 @@ export class DsaDevice implements Mmio {
     const c = this.#wqcfg(wq);
     return (
       this.state === DsaDeviceState.ENABLED &&
-      DsaWqCfg.get(c, "STATE") === WqState.ENABLED &&
-      DsaWqCfg.get(c, "MODE") === mode &&
-      (this.#wqs[wq]?.queue.length ?? 0) < DsaWqCfg.get(c, "SIZE") &&
+      rd(c, W.STATE) === WqState.ENABLED &&
+      rd(c, W.MODE) === mode &&
+      (this.#wqs[wq]?.queue.length ?? 0) < rd(c, W.SIZE) &&
       // A drain or disable in progress takes nothing new.
       !(this.#pending?.wqs.includes(wq) ?? false)
     );
@@ -525,8 +635,8 @@ export class DsaDevice implements Mmio {
       return;
     }
     const c = this.#wqcfg(wq);
-    const pasid = DsaWqCfg.get(c, "PASID_EN") === 1 ? DsaWqCfg.get(c, "PASID") : undefined;
-    this.#enqueue({ desc, wq, pasid, priv: DsaWqCfg.get(c, "PRIV") === 1 });
+    const pasid = rd(c, W.PASID_EN) === 1 ? rd(c, W.PASID) : undefined;
+    this.#enqueue(desc, wq, pasid, rd(c, W.PRIV) === 1);
   }
 
   /**
@@ -541,19 +651,38 @@ export class DsaDevice implements Mmio {
       this.stats.retried++;
       return "retry";
     }
-    this.#enqueue({ desc, wq, pasid: DsaDesc.get(desc, "PASID"), priv: DsaDesc.get(desc, "PRIV") === 1 });
+    this.#enqueue(desc, wq, rd(desc.words, D.PASID), rd(desc.words, D.PRIV) === 1);
     return "accepted";
   }
 
-  #enqueue(q: Queued): void {
-    this.#wqs[q.wq]?.queue.push(q);
+  #enqueue(buf: DescBuf, wq: number, pasid: number | undefined, priv: boolean): void {
     this.stats.submitted++;
-    this.#setOccupancy(q.wq);
+    if (this.mode === "immediate" && !this.#inRun && this.#job === undefined && this.#pending === undefined && this.#allQueuesEmpty()) {
+      // An idle immediate engine takes the descriptor straight away: what the queue would hand it at once.
+      this.#rr = (wq + 1) % this.numWqs;
+      this.#inRun = true;
+      try {
+        const job = this.#dispatch(buf, wq, pasid, priv);
+        if (job === undefined) this.#settle();
+        else this.#job = job;
+        while (this.step());
+      } finally {
+        this.#inRun = false;
+      }
+      return;
+    }
+    this.#wqs[wq]?.queue.push({ buf, desc: buf.words, wq, pasid, priv });
+    this.#setOccupancy(wq);
     this.#kick();
   }
 
+  #allQueuesEmpty(): boolean {
+    for (const w of this.#wqs) if (w.queue.length !== 0) return false;
+    return true;
+  }
+
   #setOccupancy(w: number): void {
-    DsaWqCfg.set(this.#wqcfg(w), "OCCUPANCY", this.#wqs[w]?.queue.length ?? 0);
+    wr(this.#wqcfg(w), W.OCCUPANCY, this.#wqs[w]?.queue.length ?? 0);
   }
 
   // --- the engine ------------------------------------------------------------
@@ -592,7 +721,7 @@ export class DsaDevice implements Mmio {
     if (job === undefined) {
       const next = this.#dequeue();
       if (next === undefined) return false;
-      job = this.#dispatch(next);
+      job = this.#dispatch(next.buf, next.wq, next.pasid, next.priv);
       if (job === undefined) {
         this.#settle();
         return true;
@@ -631,29 +760,33 @@ export class DsaDevice implements Mmio {
   }
 
   /** Decodes and checks a descriptor (DSA spec 8.1); an error completes it at once. */
-  #dispatch(q: Queued): Job | undefined {
-    const d = q.desc;
-    const flags = DsaDesc.get(d, "FLAGS");
-    const opcode = DsaDesc.get(d, "OPCODE");
-    const job: Job = {
-      ...q,
-      opcode,
-      flags,
-      compl: u64(DsaDesc.get(d, "COMPL_LO"), DsaDesc.get(d, "COMPL_HI")),
-      src: u64(DsaDesc.get(d, "SRC_LO"), DsaDesc.get(d, "SRC_HI")),
-      dst: u64(DsaDesc.get(d, "DST_LO"), DsaDesc.get(d, "DST_HI")),
-      size: DsaDesc.get(d, "XFER_SIZE"),
-      // The descriptor's BOF flag counts only when the WQ allows blocking (WQCFG.BOF).
-      bof: (flags & DescFlag.BOF) !== 0 && DsaWqCfg.get(this.#wqcfg(q.wq), "BOF") === 1,
-      done: 0,
-      result: 0,
-      retries: 0,
-      phase: "data",
-      status: DsaStatus.SUCCESS,
-      faultAddr: 0,
-      faultWrite: false,
-      wait: null,
-    };
+  #dispatch(buf: DescBuf, wq: number, pasid: number | undefined, priv: boolean): Job | undefined {
+    const d = buf.words;
+    const flags = rd(d, D.FLAGS);
+    const opcode = rd(d, D.OPCODE);
+    const job = this.#spare ?? newJob(buf);
+    this.#spare = undefined;
+    job.buf = buf;
+    job.desc = d;
+    job.wq = wq;
+    job.pasid = pasid;
+    job.priv = priv;
+    job.opcode = opcode;
+    job.flags = flags;
+    job.compl = u64(rd(d, D.COMPL_LO), rd(d, D.COMPL_HI));
+    job.src = u64(rd(d, D.SRC_LO), rd(d, D.SRC_HI));
+    job.dst = u64(rd(d, D.DST_LO), rd(d, D.DST_HI));
+    job.size = rd(d, D.XFER_SIZE);
+    // The descriptor's BOF flag counts only when the WQ allows blocking (WQCFG.BOF).
+    job.bof = (flags & DescFlag.BOF) !== 0 && rd(this.#wqcfg(wq), W.BOF) === 1;
+    job.done = 0;
+    job.result = 0;
+    job.retries = 0;
+    job.phase = "data";
+    job.status = DsaStatus.SUCCESS;
+    job.faultAddr = 0;
+    job.faultWrite = false;
+    job.wait = null;
     const crav = (flags & DescFlag.CRAV) !== 0;
     if (crav && job.compl % DSA_COMPLETION_ALIGN !== 0) {
       // No record can be written at a misaligned address: the error goes to SWERR.
@@ -671,10 +804,10 @@ export class DsaDevice implements Mmio {
 
   #check(job: Job): DsaStatusCode | undefined {
     if ((job.flags & ~DESC_DEFINED_FLAGS) !== 0) return DsaStatus.INVALID_FLAGS;
-    if (!SUPPORTED_OPS.has(job.opcode)) return DsaStatus.BAD_OPCODE;
+    if (job.opcode >= 32 || ((SUPPORTED_OPS_MASK >>> job.opcode) & 1) === 0) return DsaStatus.BAD_OPCODE;
     if (job.opcode === DsaOpcode.NOOP) return undefined;
-    const limit = 2 ** DsaWqCfg.get(this.#wqcfg(job.wq), "MAX_XFER_SHIFT");
-    if (job.size === 0 || job.size > limit) return DsaStatus.XFER_ERANGE;
+    // size ≤ 2^MAX_XFER_SHIFT, for a size of at least 1 (both are below 2^32).
+    if (job.size === 0 || (job.size - 1) >>> rd(this.#wqcfg(job.wq), W.MAX_XFER_SHIFT) !== 0) return DsaStatus.XFER_ERANGE;
     // GENCAP.OVERLAP_COPY is 0: overlapping move buffers are an error (DSA spec 8.3.x, Memory Move).
     if (job.opcode === DsaOpcode.MEMMOVE && job.src < job.dst + job.size && job.dst < job.src + job.size) return DsaStatus.OVERLAP_BUFFERS;
     return undefined;
@@ -691,25 +824,28 @@ export class DsaDevice implements Mmio {
     let paA = 0;
     if (!fill) {
       const x = this.#xlate(job, a, false);
-      if (!("pa" in x)) {
-        this.#fault(job, x.fault, a, false);
+      if (x < 0) {
+        this.#fault(job, faultKind(x), a, false);
         return;
       }
-      paA = x.pa;
+      paA = x;
     }
     // COMPARE reads its second source where the destination is.
     const bWrite = job.opcode !== DsaOpcode.COMPARE;
-    const y = this.#xlate(job, b, bWrite);
-    if (!("pa" in y)) {
-      this.#fault(job, y.fault, b, bWrite);
+    const paB = this.#xlate(job, b, bWrite);
+    if (paB < 0) {
+      this.#fault(job, faultKind(paB), b, bWrite);
       return;
     }
-    const paB = y.pa;
     const mem = this.#mem;
     let ok: boolean;
     if (job.opcode === DsaOpcode.MEMMOVE) {
-      const buf = this.#scratch.subarray(0, len);
-      ok = mem.readBytes(paA, buf) && mem.writeBytes(paB, buf);
+      // One block move when the memory offers it (no bounce through the device's buffer).
+      if (mem.copyBytes !== undefined) ok = mem.copyBytes(paB, paA, len);
+      else {
+        const buf = this.#scratch.subarray(0, len);
+        ok = mem.readBytes(paA, buf) && mem.writeBytes(paB, buf);
+      }
     } else if (fill) {
       // The 8-byte pattern is the SRC field, repeated from the start of the destination.
       const buf = this.#scratch.subarray(0, len);
@@ -810,26 +946,32 @@ export class DsaDevice implements Mmio {
       return;
     }
     const x = this.#xlate(job, job.compl, true);
-    if (!("pa" in x)) {
-      if (x.fault === "recoverable" && job.bof && this.#pageRequest(job, job.compl, true)) return;
+    if (x < 0) {
+      if (x === XLATE_RECOVERABLE && job.bof && this.#pageRequest(job, job.compl, true)) return;
       this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
       this.#retire(); return;
     }
-    const rec = DsaCompletion.alloc();
-    DsaCompletion.set(rec, "STATUS", job.status);
-    DsaCompletion.set(rec, "RESULT", job.result);
+    const rec = this.#record;
+    rec.fill(0);
+    wr(rec, C.STATUS, job.status);
+    wr(rec, C.RESULT, job.result);
     if (job.status === DsaStatus.PAGE_FAULT_NOBOF || job.status === DsaStatus.TRANSLATION_FAIL) {
-      DsaCompletion.set(rec, "FAULT_WRITE", job.faultWrite ? 1 : 0);
-      DsaCompletion.set(rec, "FAULT_ADDR_LO", job.faultAddr % 2 ** 32);
-      DsaCompletion.set(rec, "FAULT_ADDR_HI", Math.floor(job.faultAddr / 2 ** 32));
+      wr(rec, C.FAULT_WRITE, job.faultWrite ? 1 : 0);
+      wr(rec, C.FAULT_ADDR_LO, job.faultAddr % 2 ** 32);
+      wr(rec, C.FAULT_ADDR_HI, Math.floor(job.faultAddr / 2 ** 32));
     }
-    if (job.status === DsaStatus.INVALID_FLAGS) DsaCompletion.set(rec, "INVALID_FLAGS", job.flags & ~DESC_DEFINED_FLAGS);
-    if (job.opcode !== DsaOpcode.NOOP) DsaCompletion.set(rec, "BYTES_COMPLETED", job.done);
-    if (!DsaCompletion.write(this.#mem, x.pa, rec)) this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
+    if (job.status === DsaStatus.INVALID_FLAGS) wr(rec, C.INVALID_FLAGS, job.flags & ~DESC_DEFINED_FLAGS);
+    if (job.opcode !== DsaOpcode.NOOP) wr(rec, C.BYTES_COMPLETED, job.done);
+    if (!this.#mem.writeBytes(x, this.#recordBytes)) this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
     this.#retire();
   }
 
   #retire(): void {
+    const job = this.#job;
+    if (job !== undefined) {
+      if (this.#descPool.length < DESC_POOL_MAX) this.#descPool.push(job.buf);
+      this.#spare = job;
+    }
     this.#job = undefined;
     this.stats.completed++;
     this.#settle();
@@ -866,30 +1008,37 @@ export class DsaDevice implements Mmio {
    * "recoverable"; anything else (no PASID support enabled, Bus Master off,
    * the PASID or page refused) is "refused".
    */
-  #xlate(job: Job, addr: number, write: boolean): Xlate {
+  #xlate(job: Job, addr: number, write: boolean): number {
     const ep = this.ep;
     const port = ep.upstream;
-    if (port === undefined || !ep.busMasterEnabled || !Number.isSafeInteger(addr) || addr >= ADDR_LIMIT) return { fault: "refused" };
-    const pasidCap = ep.config.pasid;
-    if (job.pasid !== undefined) {
-      if (pasidCap === undefined || !pasidCap.flag("ENABLE") || job.pasid >= 2 ** pasidCap.get("MAX_PASID_WIDTH")) return { fault: "refused" };
-      if (job.priv && !pasidCap.flag("PRIV_ENABLE")) return { fault: "refused" };
-    }
-    const priv = job.pasid !== undefined && job.priv;
-    const tag = job.pasid === undefined ? {} : { pasid: job.pasid, priv, exec: false };
-    const permits = (r: { read: boolean; write: boolean; privOnly: boolean }): boolean => (write ? r.write : r.read) && (priv || !r.privOnly);
+    if (port === undefined || !ep.busMasterEnabled || !Number.isSafeInteger(addr) || addr >= ADDR_LIMIT) return XLATE_REFUSED;
+    const pasid = job.pasid;
+    if (pasid !== undefined && (!this.#pasidOn || pasid >= this.#pasidLimit || (job.priv && !this.#pasidPrivOn))) return XLATE_REFUSED;
+    const priv = pasid !== undefined && job.priv;
     if (!ep.atsEnabled) {
-      const r = port.translate({ sid: ep.sid, ...tag, addr, write });
-      return r.ok && permits(r) ? { pa: r.pa } : { fault: "refused" };
+      const r = port.translate(pasid === undefined ? { sid: ep.sid, addr, write } : { sid: ep.sid, pasid, priv, exec: false, addr, write });
+      return r.ok && permits(r, write, priv) ? r.pa : XLATE_REFUSED;
     }
-    const hit = ep.deviceTlb.lookup(job.pasid, priv, addr);
-    if (hit !== undefined && permits(hit)) return { pa: hit.paBase + (addr - hit.base) };
+    const hit = ep.deviceTlb.lookup(pasid, priv, addr);
+    if (hit !== undefined && permits(hit, write, priv)) return hit.paBase + (addr - hit.base);
     const page = addr - (addr & PAGE_MASK);
-    const r = port.translate({ sid: ep.sid, ...tag, addr: page, write, ats: true });
-    if (!r.ok) return { fault: r.recoverable ? "recoverable" : "refused" };
-    ep.deviceTlb.fill(job.pasid, priv, page, r);
-    return permits(r) ? { pa: paOf(r, page, addr) } : { fault: "recoverable" };
+    const r = port.translate(pasid === undefined ? { sid: ep.sid, addr: page, write, ats: true } : { sid: ep.sid, pasid, priv, exec: false, addr: page, write, ats: true });
+    if (!r.ok) return r.recoverable ? XLATE_RECOVERABLE : XLATE_REFUSED;
+    ep.deviceTlb.fill(pasid, priv, page, r);
+    return permits(r, write, priv) ? paOf(r, page, addr) : XLATE_RECOVERABLE;
   }
+}
+
+/** Whether a translation allows the access: the right permission, and a user access only to user pages. */
+function newJob(buf: DescBuf): Job {
+  return {
+    buf, desc: buf.words, wq: 0, pasid: undefined, priv: false, opcode: 0, flags: 0, compl: 0, src: 0, dst: 0, size: 0, bof: false,
+    done: 0, result: 0, retries: 0, phase: "data", status: DsaStatus.SUCCESS, faultAddr: 0, faultWrite: false, wait: null,
+  };
+}
+
+function permits(r: { readonly read: boolean; readonly write: boolean; readonly privOnly: boolean }, write: boolean, priv: boolean): boolean {
+  return (write ? r.write : r.read) && (priv || !r.privOnly);
 }
 
 function paOf(r: TranslateOk, page: number, addr: number): number {

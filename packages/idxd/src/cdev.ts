@@ -52,7 +52,8 @@ export class UserThread {
   /** MOVDIR64B: a 64-byte direct store to a dedicated WQ's portal; posted, nothing comes back. */
   movdir64b(portal: { movdir64b(desc: Uint8Array): void }, desc: Uint8Array): void {
     if (!(desc instanceof Uint8Array) || desc.length !== DSA_DESC_SIZE) throw new KernelError(Errno.EINVAL, `MOVDIR64B moves ${DSA_DESC_SIZE} bytes`);
-    portal.movdir64b(desc.slice());
+    // The portal takes the 64 bytes as they are now: the device keeps its own copy.
+    portal.movdir64b(desc);
   }
 }
 

@@ -51,6 +51,13 @@ export interface PhysMem {
   readBytes(pa: number, dst: Uint8Array): boolean;
   /** Writes all bytes or none. */
   writeBytes(pa: number, src: Uint8Array): boolean;
+  /**
+   * Optional: copies `len` bytes from `src` to `dst` inside this memory, as
+   * `readBytes` into a buffer then `writeBytes` of it would (overlap
+   * included), without the intermediate buffer: a DMA engine's block move.
+   * All or nothing: false, with nothing written, if either range aborts.
+   */
+  copyBytes?(dst: number, src: number, len: number): boolean;
 }
 
 export function resetStats(s: MemStats): void {

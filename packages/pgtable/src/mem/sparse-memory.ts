@@ -299,6 +299,61 @@ export class SparseMemory implements PhysMem {
     return true;
   }
 
+  copyBytes(dst: number, src: number, len: number): boolean {
+    this.stats.reads++;
+    this.stats.writes++;
+    this.stats.bytesRead += len;
+    this.stats.bytesWritten += len;
+    // Fast path, as writeBytes's: both ranges inside one frame each, both frames written before (so
+    // populated), not overlapping. `& PAGE_MASK` is exact for integers below 2^53; anything else goes the general way.
+    const so = src & PAGE_MASK;
+    const doff = dst & PAGE_MASK;
+    if (len > 0 && so + len <= PAGE_SIZE && doff + len <= PAGE_SIZE && (src + len <= dst || dst + len <= src)) {
+      const from = this.#frameBytes(Math.floor(src / PAGE_SIZE));
+      const to = from === undefined ? undefined : this.#frameBytes(Math.floor(dst / PAGE_SIZE));
+      if (from !== undefined && to !== undefined) {
+        if (len === PAGE_SIZE) to.set(from);
+        else to.set(from.subarray(so, so + len), doff);
+        return true;
+      }
+    }
+    if (!Number.isSafeInteger(len) || len < 0 || !this.#rangePopulated(src, len) || !this.#rangePopulated(dst, len)) {
+      this.stats.aborts++;
+      return false;
+    }
+    if (len === 0) return true;
+    if (src < dst + len && dst < src + len && src !== dst) {
+      // Overlapping ranges in different frames would be clobbered chunk by chunk: go through a copy.
+      const tmp = new Uint8Array(len);
+      this.stats.reads--;
+      this.stats.writes--;
+      this.stats.bytesRead -= len;
+      this.stats.bytesWritten -= len;
+      return this.readBytes(src, tmp) && this.writeBytes(dst, tmp);
+    }
+    let done = 0;
+    while (done < len) {
+      const s = src + done;
+      const d = dst + done;
+      const so = s & PAGE_MASK;
+      const doff = d & PAGE_MASK;
+      const n = Math.min(PAGE_SIZE - so, PAGE_SIZE - doff, len - done);
+      const dpfn = Math.floor(d / PAGE_SIZE);
+      let to = this.#frameBytes(dpfn);
+      if (to === undefined) {
+        this.#frameForWrite(dpfn);
+        to = this.#frameBytes(dpfn);
+      }
+      const from = this.#frameBytes(Math.floor(s / PAGE_SIZE));
+      // A frame never written reads as zeros. A whole frame copies without a sub-view (making one costs more than the copy's overhead).
+      if (from === undefined) to?.fill(0, doff, doff + n);
+      else if (n === PAGE_SIZE) to?.set(from);
+      else to?.set(from.subarray(so, so + n), doff);
+      done += n;
+    }
+    return true;
+  }
+
   /** The byte view of materialised frame `pfn`, or undefined if it has not been written. */
   #frameBytes(pfn: number): Uint8Array | undefined {
     // Direct-mapped memo in front of the Map: frames are never dropped, so a
