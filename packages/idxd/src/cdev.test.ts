@@ -58,6 +58,17 @@ describe("a user WQ's char device", () => {
     expect([...mm.read(DST, 10)]).toEqual([8, 7, 6, 5, 4, 3, 2, 1, 8, 7]);
   });
 
+  it("a full shared WQ answers retry (ZF = 1) to the process's ENQCMD, and accepts again once the engine has run", () => {
+    const { idxd, thread } = rig("stepwise");
+    const f = openUserWq(idxd, 1, thread);
+    const noop = encodeDescriptor({ opcode: DsaOpcode.NOOP });
+    const answers = Array.from({ length: 17 }, () => f.submit(noop));
+    expect(answers.filter((a) => a === "accepted")).toHaveLength(16);
+    expect(answers[16]).toBe("retry");
+    idxd.hw.run();
+    expect(f.submit(noop)).toBe("accepted");
+  });
+
   it("ENQCMD by a thread whose mm has no PASID is the #GP the thread dies of (EFAULT)", () => {
     const { idxd, board } = rig();
     const other = board.newMm("Q");

@@ -278,3 +278,19 @@ describe("several mdevs of one VM", () => {
     expect(r.vdcm.createMdev("late", r.wq(2), { vm: asVmId(3), mm: vmmUser("vm3").mm }).name).toBe("late");
   });
 });
+
+describe("bad arguments from the host side", () => {
+  it("are KernelErrors, never a TypeError, and change nothing", () => {
+    const r = vdcmRig();
+    const mm = vmmUser("vm1").mm;
+    const bad: unknown[] = [null, undefined, 3, {}];
+    for (const b of bad) {
+      expect(errnoOf(() => r.vdcm.createMdev("m", b as never, { vm: asVmId(1), mm }))).toBe(Errno.EINVAL);
+      expect(errnoOf(() => r.vdcm.createMdev("m", r.wq(0), b as never))).toBe(Errno.EINVAL);
+      expect(errnoOf(() => r.vdcm.removeMdev(b as never))).toBe(Errno.ENOENT);
+    }
+    expect(errnoOf(() => r.vdcm.createMdev("m", r.wq(0), { vm: asVmId(1), mm: null as never }))).toBe(Errno.EINVAL);
+    expect(errnoOf(() => r.vdcm.createMdev("", r.wq(0), { vm: asVmId(1), mm }))).toBe(Errno.EINVAL);
+    expect([r.vdcm.mdevs.length, r.vdcm.vms, r.core.devices.size]).toEqual([0, 0, 1]);
+  });
+});

@@ -97,11 +97,11 @@ export class Vdcm {
     const { kernel, ioasid, core, vfio } = this.#o;
     if (typeof name !== "string" || name.length === 0) throw new KernelError(Errno.EINVAL, "an mdev needs a name");
     if (this.#mdevs.has(name)) throw new KernelError(Errno.EEXIST, `mdev ${name} exists`);
-    const mode: string = typeof hostWq === "object" ? hostWq.mode : "";
+    const mode: unknown = typeof hostWq === "object" && (hostWq as HostWq | null) !== null ? hostWq.mode : null;
     if (mode !== "dedicated" && mode !== "shared") throw new KernelError(Errno.EINVAL, `${name}: not a work queue`);
     if (this.#lent.has(hostWq)) throw new KernelError(Errno.EBUSY, `WQ ${hostWq.id} is lent to another mdev`);
     if (hostWq.mode === "dedicated" && hostWq.pasid !== null) throw new KernelError(Errno.EBUSY, `WQ ${hostWq.id} already holds PASID ${hostWq.pasid}`);
-    if (typeof target !== "object" || typeof target.mm !== "object") throw new KernelError(Errno.EINVAL, `${name}: no VM mm token`);
+    if (typeof target !== "object" || (target as MdevTarget | null) === null || typeof target.mm !== "object" || (target.mm as object | null) === null) throw new KernelError(Errno.EINVAL, `${name}: no VM mm token`);
     let entry = this.#vms.get(target.mm);
     if (entry !== undefined && entry.vm !== target.vm) throw new KernelError(Errno.EINVAL, `mm token is VM ${entry.vm}'s, not VM ${target.vm}'s`);
     kernel.faults.inject("vdcm.mdev_alloc");
@@ -142,7 +142,7 @@ export class Vdcm {
    */
   removeMdev(mdev: VdcmMdev): void {
     const { kernel, ioasid, core, vfio } = this.#o;
-    if (this.#mdevs.get(mdev.name) !== mdev) throw new KernelError(Errno.ENOENT, `${mdev.name} is not an mdev of this VDCM`);
+    if (!(mdev instanceof VdcmMdev) || this.#mdevs.get(mdev.name) !== mdev) throw new KernelError(Errno.ENOENT, "not an mdev of this VDCM");
     const vdev = mdev.vfioDevice;
     if (vdev !== null) vfio.removeDevice(vdev);
     mdev.teardown();
