@@ -56,6 +56,36 @@ export function allowedImports(layers) {
   return allowed;
 }
 
+/** A package's test files (`*.test.ts`, `*.test-d.ts`): what `testUses` applies to. */
+const TEST_FILE = "\\.test(-d)?\\.ts$";
+
+/**
+ * For each package with a "testUses" list: the packages its tests may import
+ * beyond its "uses" (a test may drive the package over a real neighbour, as a
+ * devDependency, without the package's own code ever importing it). Listed
+ * before the package too, so a test cannot reach upward either.
+ *
+ * @param {{ packages: Record<string, { uses: string[] | "*", testUses?: string[] }> }} layers
+ * @returns {Map<string, string[]>}
+ */
+export function testOnlyImports(layers) {
+  /** @type {Map<string, string[]>} */
+  const out = new Map();
+  const seen = [];
+  for (const [name, entry] of Object.entries(layers.packages)) {
+    if (name.startsWith("$")) continue;
+    if (entry.testUses !== undefined) {
+      if (!Array.isArray(entry.testUses)) throw new Error(`layers.json: "${name}": "testUses" must be a list of package names`);
+      for (const dep of entry.testUses) {
+        if (!seen.includes(dep)) throw new Error(`layers.json: "${name}" tests use "${dep}", which is not listed before it`);
+      }
+      out.set(name, entry.testUses);
+    }
+    seen.push(name);
+  }
+  return out;
+}
+
 /** @returns {{ packages: Record<string, { uses: string[] | "*" }> }} */
 export function readLayers(file = path.join(workspaceRoot, "layers.json")) {
   return JSON.parse(fs.readFileSync(file, "utf8"));
@@ -71,15 +101,28 @@ export function dependencyCruiserConfig(layers) {
   const names = [...allowed.keys()];
   const anyOf = (list) => list.map(escapeRe).join("|");
 
-  const layering = names.map((name) => {
+  const testOnly = testOnlyImports(layers);
+  const layering = names.flatMap((name) => {
     const uses = allowed.get(name).slice(1);
-    return {
+    const extra = testOnly.get(name);
+    const rule = {
       name: `layering-${name}`,
       comment: `@vsva/${name} may import only ${uses.length > 0 ? uses.map((u) => `@vsva/${u}`).join(", ") : "no other @vsva package"} (layers.json)`,
       severity: "error",
-      from: { path: `^${PKG}/${escapeRe(name)}/` },
+      from: extra === undefined ? { path: `^${PKG}/${escapeRe(name)}/` } : { path: `^${PKG}/${escapeRe(name)}/`, pathNot: TEST_FILE },
       to: { path: `^${PKG}/[^/]+/`, pathNot: `^${PKG}/(${anyOf(allowed.get(name))})/` },
     };
+    if (extra === undefined) return [rule];
+    return [
+      rule,
+      {
+        name: `layering-${name}-tests`,
+        comment: `@vsva/${name}'s tests may import what it uses and ${extra.map((u) => `@vsva/${u}`).join(", ")} (layers.json testUses)`,
+        severity: "error",
+        from: { path: `^${PKG}/${escapeRe(name)}/.*${TEST_FILE}` },
+        to: { path: `^${PKG}/[^/]+/`, pathNot: `^${PKG}/(${anyOf([...allowed.get(name), ...extra])})/` },
+      },
+    ];
   });
 
   return {

@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { cruise } from "dependency-cruiser";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { allowedImports, dependencyCruiserConfig, readLayers } from "./rules.js";
+import { allowedImports, dependencyCruiserConfig, readLayers, testOnlyImports } from "./rules.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vsva-layering-"));
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -21,6 +21,9 @@ const fixturePackages = {
   machine: "packages",
   "vfio-type1": "packages",
   "kvm-pasid": "packages",
+  dsa: "packages",
+  idxd: "packages",
+  vdcm: "packages",
   stray: "packages", // not in layers.json
   harness: "apps",
 };
@@ -92,6 +95,9 @@ const cases = {
   "packages/iommu-core/src/cycle-b.ts": 'import { c } from "./cycle-c.js";\nexport const b = c;\n',
   "packages/iommu-core/src/cycle-c.ts": 'import { a } from "./cycle-a.js";\nexport const c = () => a;\n',
   "packages/iommu-core/src/types-d.ts": 'import type { E } from "./types-e.js";\nexport type D = E | 0;\n',
+  "packages/vdcm/src/real-driver.test.ts": 'import { idxd } from "@vsva/idxd";\nimport { kvm_pasid } from "@vsva/kvm-pasid";\nexport const t = idxd + kvm_pasid;\n',
+  "packages/vdcm/src/real-driver.ts": 'import { idxd } from "@vsva/idxd";\nexport const t = idxd;\n',
+  "packages/vdcm/src/upward.test.ts": 'import { harness } from "@vsva/harness";\nexport const t = harness;\n',
   "packages/iommu-core/src/types-e.ts": 'import type { D } from "./types-d.js";\nexport type E = D | 1;\n',
   "packages/iommu-core/src/mixed-f.ts": 'import { g } from "./mixed-g.js";\nexport type F = number;\nexport const f = g;\n',
   "packages/iommu-core/src/mixed-g.ts": 'import type { F } from "./mixed-f.js";\nexport const g: F = 1;\n',
@@ -143,6 +149,12 @@ describe("layering: each package imports only what layers.json's uses lists", ()
   it("lets the harness import every listed package, and no package missing from layers.json", () => {
     expect(rulesBrokenBy("apps/harness/src/all.ts")).toEqual([]);
     expect(rulesBrokenBy("apps/harness/src/stray.ts")).toEqual(["layering-harness"]);
+  });
+
+  it("lets a package's tests, and only its tests, import its testUses too (never upward)", () => {
+    expect(rulesBrokenBy("packages/vdcm/src/real-driver.test.ts")).toEqual([]);
+    expect(rulesBrokenBy("packages/vdcm/src/real-driver.ts")).toEqual(["layering-vdcm"]);
+    expect(rulesBrokenBy("packages/vdcm/src/upward.test.ts")).toEqual(["layering-vdcm-tests"]);
   });
 
   it("refuses a package that has no entry in layers.json", () => {
@@ -201,6 +213,12 @@ describe("layers.json", () => {
     expect(() => allowedImports({ packages: { a: { uses: ["b"] }, b: { uses: [] } } })).toThrow(/not listed before/);
     expect(() => allowedImports({ packages: { a: { uses: ["zz"] } } })).toThrow(/"zz"/);
     expect(() => allowedImports({ packages: { a: {} } })).toThrow(/needs "uses"/);
+  });
+
+  it("takes testUses only from packages listed before, as a list", () => {
+    expect(testOnlyImports({ packages: { a: { uses: [] }, b: { uses: [], testUses: ["a"] } } }).get("b")).toEqual(["a"]);
+    expect(() => testOnlyImports({ packages: { a: { uses: [], testUses: ["b"] }, b: { uses: [] } } })).toThrow(/not listed before/);
+    expect(() => testOnlyImports({ packages: { a: { uses: [], testUses: "b" } } })).toThrow(/must be a list/);
   });
 
   it("ignores $comment keys", () => {

@@ -1,4 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { Errno } from "@vsva/kernel";
+import { errnoOf } from "@vsva/kernel/testing";
 import { IommuProt, PagingDomain } from "@vsva/iommu-core";
 import { PasidEntry, Pgtt } from "@vsva/iommu-hw";
 import { PATTERN, dmaWrite, endpoint, probe, testHost } from "./test-host.js";
@@ -77,6 +79,9 @@ describe("aux domains: a default PASID per domain for IOMMU-backed mdevs", () =>
     const pasid = vd.auxPasid;
     expect(pasid).not.toBeNull();
     expect(h.ioasid.state(pasid ?? 0 as never)).toBe("ACTIVE");
+    // What the mdev's vendor driver asks for to program its queue (iommu_aux_get_pasid); only for an attached sub-device.
+    expect(h.core.auxGetPasid(aux, mdev)).toBe(pasid);
+    expect(errnoOf(() => h.core.auxGetPasid(aux, pdev))).toBe(Errno.EINVAL);
     h.core.map(aux, 0x20_0000, 0x50_0000, 0x1000, RW);
     expect(dmaWrite(ep, 0x20_0010, PATTERN, pasid ?? 0)).toBe("ok");
     expect(h.mem.read32(0x50_0010)).toBe(0xefbeadde);

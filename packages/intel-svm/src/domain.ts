@@ -129,6 +129,13 @@ export abstract class VtdDomainBase {
     }
   }
 
+  /** `intel_iommu_aux_get_pasid`: the default PASID whose entry serves `sub`. EINVAL when `sub` is not aux-attached here. */
+  auxGetPasid(sub: IommuDevice): HostPasid {
+    const pasid = this.attached.get(sub);
+    if (!sub.isSubDevice || pasid === undefined) throw new KernelError(Errno.EINVAL, `${sub.toString()} is not aux-attached to this domain`);
+    return pasid as HostPasid;
+  }
+
   free(): void {
     if (this.freed) return;
     for (const dev of [...this.attached.keys()]) this.detachDev(dev);

@@ -1,10 +1,10 @@
-import { type Kernel, KernelError, Errno } from "@vsva/kernel";
+import { type HostPasid, type Kernel, KernelError, Errno } from "@vsva/kernel";
 import { IoasidCore } from "@vsva/ioasid";
 import { CoreContext, deviceArg, domainArg } from "./core-context.js";
 import { CoreDevices, type EnableFeatureOptions, type ProbeOptions } from "./core-devices.js";
 import { CoreDomains } from "./core-domains.js";
 import type { IommuDevice } from "./device.js";
-import type { IommuDomain, NestedDomain } from "./domain.js";
+import { type IommuDomain, type NestedDomain, PagingDomain } from "./domain.js";
 import { IommuGroup } from "./group.js";
 import { IopfQueue } from "./iopf.js";
 import { Iommu } from "./iommu.js";
@@ -282,6 +282,23 @@ export class IommuCore {
 
   detachSubDevice(domain: IommuDomain | null | undefined, sub: IommuDevice | null | undefined): void {
     this.#domains.detachSubDevice(domainArg(domain, "aux detach"), deviceArg(sub, "aux detach"));
+  }
+
+  /**
+   * `iommu_aux_get_pasid`: the default PASID `sub` (an IOMMU-backed mdev)
+   * issues its DMA with through its aux `domain`, so its vendor driver can
+   * program it into the device (a work queue's PASID). EINVAL: `sub` is not
+   * aux-attached to `domain`; ENODEV: the driver has no aux PASIDs.
+   */
+  auxGetPasid(domain: IommuDomain | null | undefined, sub: IommuDevice | null | undefined): HostPasid {
+    const d = domainArg(domain, "aux PASID");
+    const dev = deviceArg(sub, "aux PASID");
+    if (!dev.isSubDevice || dev.auxDomain !== d || !(d instanceof PagingDomain)) {
+      throw new KernelError(Errno.EINVAL, `${dev.name} is not aux-attached to domain ${d.id}`);
+    }
+    const pasid = d.driver.auxGetPasid?.(dev);
+    if (pasid === undefined) throw new KernelError(Errno.ENODEV, `the driver of domain ${d.id} has no aux PASIDs`);
+    return pasid;
   }
 
   // ---------------------------------------------------------------- map/unmap

@@ -34,6 +34,23 @@ function vm() {
   return { ...h, pdev, parent, mdev1, mdev2, set };
 }
 
+describe("aux default PASIDs (iommu_aux_get_pasid)", () => {
+  it("gives an aux-attached sub-device its domain's default PASID, the same for siblings, and refuses anything else", () => {
+    const { core, parent, pdev, mdev1, mdev2 } = vm();
+    expect(errnoOf(() => core.auxGetPasid(parent, mdev1))).toBe(Errno.EINVAL);
+    core.attachSubDevice(parent, mdev1);
+    core.attachSubDevice(parent, mdev2);
+    const p = core.auxGetPasid(parent, mdev1);
+    expect(core.auxGetPasid(parent, mdev2)).toBe(p);
+    expect(errnoOf(() => core.auxGetPasid(parent, pdev))).toBe(Errno.EINVAL);
+    const other = core.domainAlloc(pdev, { type: "unmanaged", nestingParent: false });
+    expect(errnoOf(() => core.auxGetPasid(other, mdev1))).toBe(Errno.EINVAL);
+    core.detachSubDevice(parent, mdev2);
+    expect(errnoOf(() => core.auxGetPasid(parent, mdev2))).toBe(Errno.EINVAL);
+    expect(errnoOf(() => core.auxGetPasid(null, mdev1))).toBe(Errno.EINVAL);
+  });
+});
+
 describe("bind_gpasid through the core", () => {
   it("programs the PASID entry once and returns a nested domain over the parent", () => {
     const { core, mock, parent, pdev } = vm();

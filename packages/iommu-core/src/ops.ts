@@ -165,6 +165,14 @@ export interface PagingDomainOps extends DomainOpsBase {
   /** After an unmap: invalidate the IOTLB for the range; cannot fail. */
   flushIotlb(iova: number, size: number): void;
   flushIotlbAll(): void;
+  /**
+   * The default PASID of this domain as an aux domain of `sub`'s physical
+   * device: the PASID whose entry points at this table, which the sub-device
+   * (an IOMMU-backed mdev) tags its DMA with (`ops->aux_get_pasid`, Linux
+   * v5.10 drivers/iommu/iommu.c: iommu_aux_get_pasid()). Absent in a driver
+   * that offers no "aux" feature. EINVAL when `sub` is not aux-attached here.
+   */
+  auxGetPasid?(sub: IommuDevice): HostPasid;
 }
 
 /**

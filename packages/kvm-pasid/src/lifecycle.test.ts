@@ -2,7 +2,7 @@ import { asSpid, type Ioasid, Kernel, type Spid } from "@vsva/kernel";
 import { IommuStandIn, LifecycleLog, type LifecycleRow, VdcmStandIn, VfioStandIn } from "@vsva/ioasid/testing";
 import { describe, expect, it } from "vitest";
 import type { KvmPasid } from "./kvm-pasid.js";
-import { kvmTestHost, startKvm } from "./testing/host.js";
+import { kvmTableRows, kvmTestHost, startKvm } from "./testing/index.js";
 
 /**
  * The guest IOASID life-cycle tables of the IOASID design (the proposed
@@ -26,23 +26,10 @@ function castWithRealKvm(gpasid: Spid) {
   const vdcm = new VdcmStandIn(core, log, vfio.set);
   log.row("KVM, VDCM", "ioasid_register_notifier/_mm()");
   kernel.trace.subscribe((e) => {
-    if (e.kind === "kvm.pasid.install") {
-      const id = e.ids.hpasid as Ioasid;
-      expect(e.refcount).toBe(core.refcount(id));
-      log.row("KVM", "-> ioasid_get()", id);
-      log.row("KVM", "-> vmcs_update_atomic()");
-    } else if (e.kind === "kvm.pasid.remove") {
-      const id = e.ids.hpasid as Ioasid;
-      if (e.payload.cause === "FREE") {
-        log.row("KVM", "kvm_nb_handler(FREE)");
-        log.row("KVM", "vmcs_update_atomic()");
-        log.row("KVM", "ioasid_put_locked()", id);
-      } else {
-        log.row("KVM", "-> vmcs_update_atomic()");
-        log.row("KVM", "-> ioasid_put()", id);
-      }
-      expect(e.refcount).toBe(core.refcount(id));
-    }
+    if (e.kind !== "kvm.pasid.install" && e.kind !== "kvm.pasid.remove") return;
+    const id = e.ids.hpasid as Ioasid;
+    expect(e.refcount).toBe(core.refcount(id));
+    for (const r of kvmTableRows(e)) log.row(r.actor, r.action, r.refcount === null ? undefined : id);
   });
   // Steps 2–11: allocate, bind (BIND reaches KVM), program the mdev by SPID.
   const hpasid = vfio.allocPasid();

@@ -141,7 +141,7 @@ describe("renderHtmlReport: what the lanes hold", () => {
   });
 
   for (const name of ["ioasid-lifecycle", "ioasid-free-before-unbind"]) {
-    it(`${name}: rows numbered from 1, the guest's markers span the lanes, every stand-in's row in its own lane`, () => {
+    it(`${name}: rows numbered from 1, the guest's markers span the lanes, every layer's row in its own lane`, () => {
       const scenario = findScenario(name);
       if (scenario === undefined) throw new Error(`${name} is listed`);
       const result = scenario.run({ seed: 1 });

@@ -1,5 +1,7 @@
 import type { Scenario } from "../scenario.js";
 import { ioasidFreeBeforeUnbind, ioasidLifecycle } from "./ioasid-lifecycle.js";
+import { kvmEnqcmd } from "./kvm-enqcmd.js";
+import { vdcmProgram } from "./vdcm-program.js";
 import { nativeDsa } from "./native-dsa.js";
 import { nativeExitBeforeUnbind } from "./native-exit-before-unbind.js";
 import { nativeSva, smmuNativeSva } from "./native-sva.js";
@@ -8,7 +10,7 @@ import { pageRequest } from "./page-request.js";
 import { mdevNotIommuBacked, mdevSiblings, vfioMap, vfioNestedBind, vfioQuota, vfioReleaseLive } from "./vfio.js";
 
 export const scenarios: readonly Scenario[] = [nativeSva, nativeExitBeforeUnbind, pageRequest, nestedBind, smmuNativeSva, ioasidLifecycle, ioasidFreeBeforeUnbind,
-  vfioMap, vfioNestedBind, mdevSiblings, mdevNotIommuBacked, vfioQuota, vfioReleaseLive, nativeDsa];
+  vfioMap, vfioNestedBind, mdevSiblings, mdevNotIommuBacked, vfioQuota, vfioReleaseLive, nativeDsa, kvmEnqcmd, vdcmProgram];
 
 /** What `vsva` with no arguments runs. */
 export const FLAGSHIP = nativeSva.name;

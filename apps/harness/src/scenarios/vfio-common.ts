@@ -1,4 +1,6 @@
-import { CacheInvType, InvGranularity, encodeCacheInvalidateInfo, encodeGpasidBindData } from "@vsva/iommu-core";
+import { Errno, KernelError, type VmId, asVmId } from "@vsva/kernel";
+import { CacheInvType, IOMMU_SVA_GPASID_VAL, InvGranularity, encodeCacheInvalidateInfo, encodeGpasidBindData } from "@vsva/iommu-core";
+import { Ia32Pasid, KvmPasid, type TablePageSource } from "@vsva/kvm-pasid";
 import { GuestMemoryView } from "@vsva/machine";
 import {
   DmaMapFlag, DmaMapLayout, DmaUnmapLayout, GuestRamPages, NestingOp, NestingOpLayout, PasidRequestFlag, PasidRequestLayout,
@@ -38,13 +40,13 @@ export interface Vmm {
  * as a VMM's anonymous memory is), mapped in the VMM at VMM_RAM_BASE. Its
  * exit (closing every VFIO file) is deferred.
  */
-export function startVmm(ctx: StepContext, name: string, hostBase: number, size: number): Vmm {
+export function startVmm(ctx: StepContext, name: string, hostBase: number, size: number, mm: object = { vmm: name }): Vmm {
   const ram = new GuestMemoryView({ host: ctx.host.mem, addrBits: 39 });
   const CHUNK = 0x1_0000;
   const n = size / CHUNK;
   for (let i = 0; i < n; i++) ram.map(i * CHUNK, hostBase + (n - 1 - i) * CHUNK, CHUNK);
   const pages = new GuestRamPages(ram, VMM_RAM_BASE);
-  const user = new VfioUser({ name, mm: { vmm: name }, pages, memlockLimit: 64 * MiB });
+  const user = new VfioUser({ name, mm, pages, memlockLimit: 64 * MiB });
   ctx.defer(`${name} exits (every VFIO file it holds is closed)`, () => user.exit());
   return {
     user,
@@ -56,6 +58,56 @@ export function startVmm(ctx: StepContext, name: string, hostBase: number, size:
       return pa;
     },
   };
+}
+
+export interface Vm extends Vmm {
+  readonly kvm: KvmPasid;
+}
+
+/**
+ * Host pages for KVM's PASID translation structure, from the kernel's page
+ * pool (KVM allocates them as the kernel does); null when the pool is dry
+ * (or an injected ENOMEM), which KVM turns into its own ENOMEM.
+ */
+export function kvmPages(host: Host): TablePageSource {
+  return {
+    alloc: () => {
+      try {
+        return host.pages.allocPage("kvm.pasid-table");
+      } catch (e) {
+        if (e instanceof KernelError && e.errno === Errno.ENOMEM) return null;
+        throw e;
+      }
+    },
+    free: (pa) => host.pages.freePages(pa),
+  };
+}
+
+/**
+ * A VM (`mm`: the token of its VMM process, when something was made for it
+ * already): KVM starts first (the VM is created before any device is assigned),
+ * registering its PASID notifier by the VM's mm token while VFIO has made no
+ * IOASID set for it yet (the notifier waits on the pending list); then the
+ * VMM process of {@link startVmm}. The invariant checker follows KVM's table
+ * from here. Teardown: the VMM exits (its VFIO files close, releasing binds
+ * and PASIDs), then KVM's VM is destroyed, dropping whatever it still held.
+ */
+export function startVm(ctx: StepContext, name: string, hostBase: number, size: number, vm: VmId = asVmId(1), mm: object = { vmm: name }): Vm {
+  const h = ctx.host;
+  const kvm = ctx.step(`KVM: create VM ${vm} for ${name}; its PASID notifier registers by the VM's mm token (no IOASID set yet)`, () =>
+    new KvmPasid({ vm, mm, ioasid: h.ioasid, mem: h.mem, pages: kvmPages(h), trace: h.kernel.trace, faults: h.kernel.faults, log: h.kernel.log }));
+  ctx.watchKvm(kvm, mm);
+  ctx.defer(`KVM destroys VM ${vm} (drops every reference it still holds)`, () => {
+    ctx.unwatchKvm(kvm);
+    kvm.destroy();
+  });
+  return { ...startVmm(ctx, name, hostBase, size, mm), kvm };
+}
+
+/** The IA32_PASID value of a guest thread that was given `gpasid` (VALID set). */
+export function ia32Pasid(gpasid: number): bigint {
+  const v = Ia32Pasid.encode({ PASID: gpasid, VALID: 1 });
+  return BigInt(v[0] ?? 0) | (BigInt(v[1] ?? 0) << 32n);
 }
 
 /** vfio-pci takes the function; its removal from VFIO is deferred (it runs after the VMM has gone). */
@@ -131,8 +183,17 @@ function nestingOp(op: number, data: Uint8Array): Uint8Array {
   return b;
 }
 
-export const bindOp = (hpasid: number, gpgd: number): Uint8Array =>
-  nestingOp(NestingOp.BIND_PGTBL, encodeGpasidBindData({ hpasid: BigInt(hpasid), gpgd: BigInt(gpgd), addrWidth: 48 }));
+/** NESTING_OP BIND_PGTBL; with `gpasid`, the guest's PASID for it too (IOMMU_SVA_GPASID_VAL), which the host attaches as the SPID. */
+export const bindOp = (hpasid: number, gpgd: number, gpasid?: number): Uint8Array =>
+  nestingOp(
+    NestingOp.BIND_PGTBL,
+    encodeGpasidBindData({
+      hpasid: BigInt(hpasid),
+      gpgd: BigInt(gpgd),
+      addrWidth: 48,
+      ...(gpasid === undefined ? {} : { flags: BigInt(IOMMU_SVA_GPASID_VAL), gpasid: BigInt(gpasid) }),
+    }),
+  );
 export const unbindOp = (hpasid: number): Uint8Array => nestingOp(NestingOp.UNBIND_PGTBL, encodeGpasidBindData({ hpasid: BigInt(hpasid), addrWidth: 48 }));
 /**
  * The guest's PASID-selective IOTLB invalidation, passed down by the VMM. It

@@ -34,7 +34,7 @@ function landed(ctx: StepContext, hpa: number): string {
  * pointer a GPA, pages from a bump allocator above 512 KiB), and a mapping
  * of its process's buffer.
  */
-function guestTable(vmm: Vmm): TableWriter {
+export function guestTable(vmm: Vmm): TableWriter {
   let next = 0x8_0000;
   return new TableWriter(vmm.ram, x86Format({ levels: 4 }), { alloc: () => (next += PAGE) });
 }

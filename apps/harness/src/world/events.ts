@@ -12,7 +12,7 @@ const NOISE = new Set<string>(["pci.ats-translate", "iommu.map", "iommu.unmap", 
  * The column each actor's events go to. A guest kernel's events go to lanes
  * of their own, named context and actor ("vm1 IOMMU"), beside the host's.
  */
-export const ACTOR_COLUMNS = ["USER", "MM", "DEVICE", "IOMMU", "IOASID", "HW", "KERNEL"] as const;
+export const ACTOR_COLUMNS = ["USER", "MM", "DEVICE", "IOMMU", "IOASID", "KVM", "VDCM", "HW", "KERNEL"] as const;
 
 function hex(v: unknown): string {
   return typeof v === "number" ? `0x${v.toString(16)}` : String(v);
@@ -25,8 +25,13 @@ function summary(e: TraceEvent): string {
     const v = p[key];
     if (typeof v === "string" && v !== "") bits.push(v);
   }
+  // KVM's and the VDCM's events carry their VM, PASIDs (and mdev) as IDs only: without them their lanes say nothing of what was translated, or for whom.
+  const perVm = e.actor === "KVM" || e.actor === "VDCM";
+  const ids = e.ids as Record<string, unknown>;
+  if (perVm && typeof ids.vm === "number") bits.push(`VM ${ids.vm}`);
+  if (perVm && typeof ids.device === "string") bits.push(ids.device);
   for (const key of ["pasid", "hpasid", "gpasid"]) {
-    const v = p[key];
+    const v = p[key] ?? (perVm ? ids[key] : undefined);
     if (typeof v === "number") bits.push(`${key}=${v}`);
   }
   if (typeof p.addr === "number") bits.push(`@${hex(p.addr)}`);

@@ -1,4 +1,6 @@
 import { Errno, KernelError, TraceRecorder, errnoName } from "@vsva/kernel";
+import type { KvmPasid } from "@vsva/kvm-pasid";
+import type { Vdcm } from "@vsva/vdcm";
 import type { Scenario, ScenarioOptions, ScenarioResult } from "../scenario.js";
 import type { TimelineRow } from "../timeline.js";
 import { ACTOR_COLUMNS, rowsFromEvents } from "./events.js";
@@ -25,6 +27,11 @@ export interface StepContext {
   /** Declares the address space DMA with `pasid` must reach (see InvariantChecker). */
   bindSpace(pasid: number, resolve: AddressResolver): void;
   unbindSpace(pasid: number): void;
+  /** Checks a VM's KVM translation table against the binds of its IOASID set (by mm token) after every step, until unwatched. */
+  watchKvm(kvm: KvmPasid, mm: object): void;
+  unwatchKvm(kvm: KvmPasid): void;
+  /** Checks, after every step, that no hardware WQ the VDCM lent holds a host PASID it no longer holds a reference on. */
+  watchVdcm(vdcm: Vdcm): void;
   /**
    * A functional expectation (the DMA completed, the bytes arrived). False is
    * a violation, except once a fault has been injected in the run: then the
@@ -98,6 +105,9 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
     },
     bindSpace: (pasid, resolve) => checker.bind(pasid, resolve),
     unbindSpace: (pasid) => checker.unbind(pasid),
+    watchKvm: (kvm, mm) => checker.watchKvm(kvm, mm),
+    unwatchKvm: (kvm) => checker.unwatchKvm(kvm),
+    watchVdcm: (vdcm) => checker.watchVdcm(vdcm),
     expect(ok, what) {
       if (!ok && host.kernel.faults.injected.length === 0) violations.push(what);
     },

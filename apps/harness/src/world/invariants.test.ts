@@ -2,7 +2,14 @@ import { describe, expect, it } from "vitest";
 import { Prot } from "@vsva/iommu-core";
 import { Host } from "./host.js";
 import { InvariantChecker, checkQuiescent } from "./invariants.js";
-import { dmaWrite } from "../scenarios/sva-common.js";
+import { dmaWrite, plugInSvaDevice } from "../scenarios/sva-common.js";
+import { asHostPasid, asIoasid, asSpid, asVmId, type Ioasid } from "@vsva/kernel";
+import { createMdev, plugAccelerator } from "../scenarios/vdcm-common.js";
+import { VfioIoctl } from "@vsva/vfio-type1";
+import { type StepContext, runHostScenario } from "./host-scenario.js";
+import { MiB } from "./host.js";
+import { guestTable } from "../scenarios/vfio.js";
+import { type Vm, allocPasid, bindOp, bindToVfio, groupOf, mapGuestRam, openContainer, startVm, vfioOn } from "../scenarios/vfio-common.js";
 
 function boundHost() {
   const h = new Host();
@@ -48,5 +55,79 @@ describe("InvariantChecker", () => {
   it("reports leaks at quiescence", () => {
     const { h } = boundHost();
     expect(checkQuiescent(h).join("\n")).toMatch(/kernel pages leaked.*IOASID \d+ not reclaimed|IOASID \d+ not reclaimed/s);
+  });
+});
+
+describe("the KVM table invariant", () => {
+  /** A VM with one guest PASID bound through VFIO, then `corrupt` as a last step. */
+  function vmRun(corrupt: (ctx: StepContext, vm: Vm, hpasid: Ioasid) => void) {
+    return runHostScenario(
+      {
+        name: "kvm-corrupt",
+        summary: "",
+        title: "",
+        platforms: ["vtd"],
+        body(ctx) {
+          const vfio = vfioOn(ctx.host);
+          const slot = plugInSvaDevice(ctx);
+          bindToVfio(ctx, vfio, slot);
+          const vm = startVm(ctx, "qemu", 8 * MiB, MiB);
+          const c = openContainer(vfio, vm, groupOf(slot.dev), "nesting");
+          mapGuestRam(c, vm, 0, MiB);
+          const hpasid = asIoasid(allocPasid(c, 1, 0xfffff));
+          ctx.step("bind guest PASID 7", () => c.ioctl(VfioIoctl.IOMMU_NESTING_OP, bindOp(hpasid, guestTable(vm).root, 7)));
+          ctx.step("corrupt", () => corrupt(ctx, vm, hpasid));
+        },
+      },
+      { seed: 1 },
+    );
+  }
+
+  it("holds for a VM whose KVM followed its binds", () => {
+    expect(vmRun(() => undefined).violations).toEqual([]);
+  });
+
+  it("finds a bound guest PASID whose entry was wiped from the table in memory", () => {
+    const r = vmRun((ctx) => {
+      for (const p of ctx.host.pages.live().filter((pg) => pg.tag === "kvm.pasid-table")) ctx.host.mem.writeBytes(p.pa, new Uint8Array(4096));
+    });
+    expect(r.violations.join("\n")).toMatch(/after "corrupt": VM 1: guest PASID 7 is bound to host PASID \d+, but KVM's translation table has no entry/);
+  });
+
+  it("finds an entry for a guest PASID nobody bound, and a BIND KVM took without the IOMMU attaching it", () => {
+    const r = vmRun((ctx, vm, hpasid) => {
+      const set = ctx.host.ioasid.findSetByToken(vm.user.mm);
+      if (set === null) throw new Error("the VM has a set");
+      const other = asIoasid(ctx.host.ioasid.alloc(set, 1, 0xfffff));
+      // A BIND no publisher sent: KVM trusts the data (ioasid.rst rule 2), so its table now disagrees with the binds.
+      vm.kvm.notifier.call("BIND", { id: other, spid: asSpid(9), set, private: null, refcount: 1 });
+      expect(ctx.host.ioasid.refcount(hpasid)).toBe(3);
+    });
+    expect(r.violations.join("\n")).toMatch(/VM 1: KVM's translation table still sends guest PASID 9 to host PASID \d+, which is not bound/);
+  });
+});
+
+describe("the VDCM invariant", () => {
+  it("finds a hardware WQ lent to an mdev holding a host PASID the VDCM holds no reference for (a lazy clear)", () => {
+    const run = (corrupt: boolean) =>
+      runHostScenario(
+        {
+          name: "vdcm-corrupt",
+          summary: "",
+          title: "",
+          platforms: ["vtd"],
+          body(ctx) {
+            const accel = plugAccelerator(ctx, vfioOn(ctx.host));
+            createMdev(ctx, accel, "mdev0", 0, asVmId(1), { vmm: "qemu" });
+            // The host driver's handle, used behind the VDCM's back: the WQ now holds a PASID nobody holds a reference on.
+            ctx.step("corrupt", () => {
+              if (corrupt) accel.idxd.wq(0).setPasid(asHostPasid(77));
+            });
+          },
+        },
+        { seed: 1 },
+      ).violations.join("\n");
+    expect(run(false)).toBe("");
+    expect(run(true)).toMatch(/after "corrupt": mdev0: hardware WQ 0 holds host PASID 77, but the VDCM holds nothing for it/);
   });
 });

@@ -1,3 +1,6 @@
+import type { KvmPasid } from "@vsva/kvm-pasid";
+import type { Vdcm } from "@vsva/vdcm";
+import type { Ioasid } from "@vsva/kernel";
 import type { Host } from "./host.js";
 
 /**
@@ -16,13 +19,40 @@ export type AddressResolver = (va: number) => number | null;
  *   that disagrees with the space;
  * - the IOMMU's caches (IOTLB, paging-structure, context and PASID caches)
  *   agree with a fresh walk: no stale entry survived the flushes the driver
- *   should have issued.
+ *   should have issued;
+ * - each watched VM's KVM PASID translation table, as the CPU reads it from
+ *   memory, matches the VM's binds (see #checkKvm);
+ * - no hardware WQ lent to a watched VDCM holds a host PASID whose reference
+ *   the VDCM dropped (see #checkVdcm).
  */
 export class InvariantChecker {
   readonly spaces = new Map<number, AddressResolver>();
+  readonly #vms = new Map<KvmPasid, object>();
+  readonly #vdcms = new Set<Vdcm>();
+  /** Host PASIDs whose BIND a KVM reported it could not act on (no page for a table): their entry may be missing. */
+  readonly #refused = new Set<number>();
   #mark = 0;
 
-  constructor(private readonly host: Host) {}
+  constructor(private readonly host: Host) {
+    host.kernel.trace.subscribe((e) => {
+      if (e.kind === "kvm.pasid.ignored" && e.payload.event === "BIND" && typeof e.ids.hpasid === "number") this.#refused.add(e.ids.hpasid);
+    });
+  }
+
+  /** Checks `kvm`'s translation table against the binds of the IOASID set VFIO makes for `mm` (the VM's mm token). */
+  watchKvm(kvm: KvmPasid, mm: object): void {
+    this.#vms.set(kvm, mm);
+  }
+
+  /** Checks the hardware WQs `vdcm` has lent to its mdevs, from now on. */
+  watchVdcm(vdcm: Vdcm): void {
+    this.#vdcms.add(vdcm);
+  }
+
+  /** The VM is gone (its KVM destroyed): no guest can ENQCMD through its table any more. */
+  unwatchKvm(kvm: KvmPasid): void {
+    this.#vms.delete(kvm);
+  }
 
   bind(pasid: number, resolve: AddressResolver): void {
     this.spaces.set(pasid, resolve);
@@ -33,7 +63,80 @@ export class InvariantChecker {
   }
 
   check(): string[] {
-    return [...this.#checkDma(), ...this.#checkDeviceTlbs(), ...this.#checkIommuCaches()];
+    return [...this.#checkDma(), ...this.#checkDeviceTlbs(), ...this.#checkIommuCaches(), ...this.#checkKvm(), ...this.#checkVdcm()];
+  }
+
+  /**
+   * KVM follows the binds (the "KVM PASID Translation Table Updates" rules of
+   * the proposed Documentation/driver-api/ioasid.rst, iommu list, 2020): a
+   * guest PASID is bound while the IOMMU driver has it attached as the SPID
+   * of a live (ACTIVE) host PASID in the VM's set. Every such guest PASID,
+   * and only those, has a valid entry in the table the CPU walks for ENQCMD,
+   * naming that host PASID; KVM holds one IOASID reference per entry. A
+   * FREE_PENDING PASID is not bound any more: KVM drops it in the FREE
+   * notifier, before free returns. The one allowed gap is a BIND KVM refused
+   * and said so (no page for a table): that guest's ENQCMD exits, which
+   * stays inside the guest.
+   */
+  #checkKvm(): string[] {
+    if (this.#vms.size === 0) return [];
+    const out: string[] = [];
+    const snap = this.host.ioasid.snapshot();
+    const bound = new Set<number>();
+    const wants = [...this.#vms].map(([kvm, mm]) => {
+      const set = this.host.ioasid.findSetByToken(mm);
+      const want = new Map<number, number>();
+      for (const id of snap.ids) {
+        if (set !== null && id.set === set.id && id.state === "ACTIVE" && id.spid !== null) {
+          want.set(id.spid, id.id);
+          bound.add(id.id);
+        }
+      }
+      return { kvm, want };
+    });
+    // A refused BIND excuses its entry only while that host PASID stays bound.
+    for (const id of this.#refused) if (!bound.has(id)) this.#refused.delete(id);
+    for (const { kvm, want } of wants) {
+      const got = new Map<number, number>(kvm.readTable());
+      const vm = `VM ${kvm.vm}`;
+      for (const [g, h] of want) {
+        const at = got.get(g);
+        if (at === undefined) {
+          if (!this.#refused.has(h)) out.push(`${vm}: guest PASID ${g} is bound to host PASID ${h}, but KVM's translation table has no entry for it`);
+        } else if (at !== h) {
+          out.push(`${vm}: KVM's translation table sends guest PASID ${g} to host PASID ${at}, but it is bound to ${h}`);
+        }
+      }
+      for (const [g, h] of got) {
+        if (!want.has(g)) out.push(`${vm}: KVM's translation table still sends guest PASID ${g} to host PASID ${h}, which is not bound`);
+      }
+      if (kvm.references !== got.size) out.push(`${vm}: KVM holds ${kvm.references} IOASID references for ${got.size} table entries`);
+    }
+    return out;
+  }
+
+  /**
+   * The VDCM never clears lazily (the "VDCM PASID Programming" rules of the
+   * proposed ioasid.rst: the PASID table is per device, so a PASID must not
+   * cross between guests on one device): whatever host PASID a hardware WQ
+   * lent to an mdev holds (WQCFG read back through the host driver), the
+   * VDCM holds it for that mdev, and a guest's PASID is still allocated (its
+   * reference keeps it from being reclaimed and handed to someone else).
+   */
+  #checkVdcm(): string[] {
+    const out: string[] = [];
+    for (const vdcm of this.#vdcms) {
+      for (const m of vdcm.mdevs) {
+        const hw = m.hostWq.pasid;
+        if (hw === null) continue;
+        const p = m.programmed;
+        const where = `${m.name}: hardware WQ ${m.hostWq.id} holds host PASID ${hw}`;
+        if (p === null) out.push(`${where}, but the VDCM holds nothing for it (its reference was dropped, the WQ never cleared)`);
+        else if (p.hpasid !== hw) out.push(`${where}, but the VDCM holds host PASID ${p.hpasid} for it`);
+        else if (p.set !== null && this.host.ioasid.state(hw as number as Ioasid) === "IDLE") out.push(`${where}, which was reclaimed: the WQ outlived its reference`);
+      }
+    }
+    return out;
   }
 
   #checkDma(): string[] {

@@ -1,4 +1,4 @@
-import { Errno, type FaultInjector, KernelBug, KernelError } from "@vsva/kernel";
+import { asHostPasid, Errno, type FaultInjector, type HostPasid, KernelBug, KernelError } from "@vsva/kernel";
 import type { IommuDevice } from "../device.js";
 import type {
   BlockedDomainOps,
@@ -188,6 +188,9 @@ export class MockIommu implements IommuOps {
   readonly responses: { dev: IommuDevice; response: PageResponse }[] = [];
   /** Driver domain -> its page table, so tests can look inside. */
   readonly #tables = new WeakMap<DriverDomain, MockPageTable>();
+  /** Driver domain -> its aux default PASID, given at the first ask (from the top of the PASID space down, clear of IOASIDs a test allocates from 1 up). */
+  readonly #auxPasids = new WeakMap<DriverDomain, HostPasid>();
+  #auxTaken = 0;
 
   constructor(opts: MockIommuOptions) {
     this.#opts = opts;
@@ -298,6 +301,16 @@ export class MockIommu implements IommuOps {
     this.attached.delete(dev);
   }
 
+  #auxGetPasid(d: DriverDomain, sub: IommuDevice): HostPasid {
+    if (!sub.isSubDevice || this.attached.get(sub) !== d) throw new KernelError(Errno.EINVAL, `mock: ${sub.name} is not aux-attached here`);
+    let p = this.#auxPasids.get(d);
+    if (p === undefined) {
+      p = asHostPasid(2 ** this.pasidBits - 1 - this.#auxTaken++);
+      this.#auxPasids.set(d, p);
+    }
+    return p;
+  }
+
   #staticDomain(kind: "blocked" | "identity"): BlockedDomainOps | IdentityDomainOps {
     const d: BlockedDomainOps | IdentityDomainOps = {
       kind,
@@ -319,6 +332,7 @@ export class MockIommu implements IommuOps {
       aperture: opts.aperture ?? { start: 0, end: 2 ** 48 - 1 },
       attachDev: (dev) => this.#attach(dev, d),
       detachDev: (dev) => this.#detach(dev, d),
+      auxGetPasid: (sub) => this.#auxGetPasid(d, sub),
       free: () => {
         pt.free();
         this.domains.delete(d);
@@ -352,6 +366,7 @@ export class MockIommu implements IommuOps {
       kind: "nesting-parent",
       attachDev: (dev) => this.#attach(dev, d),
       detachDev: (dev) => this.#detach(dev, d),
+      auxGetPasid: (sub) => this.#auxGetPasid(d, sub),
       free: () => {
         base.free();
         this.domains.delete(d);

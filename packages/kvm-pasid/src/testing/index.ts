@@ -1,0 +1,2 @@
+export { kvmTestHost, startKvm, type KvmTestHost } from "./host.js";
+export { kvmTableRows, type KvmTableRow } from "./lifecycle-rows.js";
