@@ -1,0 +1,35 @@
+import { Board, type DeviceSlot } from "@vsva/machine";
+import { type VtdPlatform, vtdPlatform } from "@vsva/intel-svm";
+import { Vfio, type VfioDevice, vfioPciOps } from "@vsva/vfio-type1";
+import type { AssignedDevice } from "./vm.js";
+
+/**
+ * Test support (not exported): a VT-d host board with VFIO loaded and a
+ * DSA-like endpoint given to vfio-pci, as an administrator prepares a host
+ * for device assignment (the IOMMU driver probed it and enabled SVA; the
+ * device is unbound from its host driver and bound to vfio-pci).
+ */
+export interface VmTestHost {
+  readonly board: Board<VtdPlatform>;
+  readonly vfio: Vfio;
+  readonly slot: DeviceSlot;
+  readonly vdev: VfioDevice;
+  readonly device: AssignedDevice;
+}
+
+export function vmTestHost(opts: { readonly deferBringUp?: boolean } = {}): VmTestHost {
+  const board = new Board({ platform: vtdPlatform(), ...(opts.deferBringUp === true ? { deferBringUp: true } : {}) });
+  return assign(board);
+}
+
+/** Plugs in dsa0, enables SVA on it and hands it to vfio-pci; the board must be up. */
+export function assign(board: Board<VtdPlatform>, name = "dsa0", dev = 4): VmTestHost {
+  const vfio = new Vfio({ kernel: board.kernel, core: board.core, ioasid: board.ioasid });
+  const slot = board.addDevice(name, { bus: 0, dev, fn: 0 });
+  board.enableSva(slot);
+  const space = slot.ep.config.space;
+  const vdev = vfio.bindPciDevice(slot.dev, vfioPciOps({ size: 4096, read: (o, s) => space.read(o, s), write: (o, s, v) => space.write(o, s, v) }));
+  const group = slot.dev.group;
+  if (group === null) throw new Error(`${name} has no IOMMU group`);
+  return { board, vfio, slot, vdev, device: { group: group.id, name: slot.dev.name, endpoint: slot.ep } };
+}
