@@ -3,3 +3,5 @@
 export { Vm, VMM_RAM_BASE, type VmOptions, type VmHost, type VmState, type AssignedDevice } from "./vm.js";
 export { GuestRam, type GuestRamOptions } from "./guest-ram.js";
 export { VMM_FAULT_POINTS } from "./fault-points.js";
+export { VirtualVtd, type ViommuStats } from "./viommu.js";
+export { Guest, type GuestOptions, type GuestDmaRequest } from "./guest.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Errno } from "@vsva/kernel";
+import { Errno, asIoasid } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
 import { PAGE } from "./guest-ram.js";
 import { vmTestHost } from "./test-host.js";
@@ -46,7 +46,7 @@ describe("a VM: guest RAM, the VMM's nesting container, KVM", () => {
     const vm = new Vm({ host: h.board, vfio: h.vfio, id: 1, ramBytes: RAM, device: h.device });
     expect(h.board.ioasid.snapshot().sets.length).toBe(setsBefore.length + 1);
     const p = allocPasid(vm.container, 1, 0xf_ffff);
-    expect(h.board.ioasid.refcount(p as never)).toBe(1);
+    expect(h.board.ioasid.refcount(asIoasid(p))).toBe(1);
     expect(vm.kvm.pages).toBeGreaterThan(0);
     const view = vm.ram.view;
     vm.kill();
