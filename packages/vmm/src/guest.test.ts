@@ -75,3 +75,36 @@ describe("a guest process shares its address space with the assigned device thro
     expect(h.board.ioasid.allocated).toBe(0);
   });
 });
+
+describe("killing a VM with a bound guest process", () => {
+  it("KVM translated the guest PASID while bound; after the kill the device cannot reach the VM, and no PASID, translation, pin or host page is left", () => {
+    const h = vmTestHost();
+    const pagesBefore = h.board.pages.stats.livePages;
+    const allocatedBefore = h.board.ioasid.allocated;
+    const vm = new Vm({ host: h.board, vfio: h.vfio, id: 1, ramBytes: RAM, device: h.device });
+    const g = new Guest(vm);
+    const p = g.newProcess("P");
+    const buf = p.mmap(0x7000_2000_0000, 2 * PAGE, Prot.READ | Prot.WRITE, { populate: true });
+    const bond = g.core.sva.bindDevice(g.device, p);
+    const pasid = bond.pasid;
+    // The host's bind carried the guest PASID: KVM's table translates it for ENQCMD (identity this session).
+    expect([...vm.kvm.translations()]).toEqual([[pasid, pasid]]);
+    expect(vm.kvm.enqcmds(pasid)).toMatchObject({ ok: true, hostPasid: pasid });
+    expect(g.dma({ pasid, addr: buf, length: 4, direction: "write", pattern: PATTERN })).toBe("ok");
+    const hpa = vm.hpa(p.lookup(buf)?.pa ?? 0) ?? 0;
+    const view = vm.ram.view;
+
+    vm.kill();
+    h.board.settle();
+    expect(view.pinStats.pinnedPages).toBe(0);
+    expect(vm.kvm.translations().size).toBe(0);
+    expect(h.board.ioasid.allocated).toBe(allocatedBefore);
+    expect(h.board.pages.stats.livePages).toBe(pagesBefore);
+    expect(h.board.platform.cacheViolations()).toEqual([]);
+    // The device, programmed as the guest left it, no longer reaches what was the guest's page.
+    const ep = h.device.endpoint;
+    ep.dma.setProgram({ pasid, addr: buf, length: 4, direction: "write", pattern: Uint8Array.of(0xee, 0xee, 0xee, 0xee) });
+    expect(ep.dma.trigger()).not.toBe("ok");
+    expect(h.board.mem.read32(hpa)).not.toBe(0xeeee_eeee);
+  });
+});

@@ -4,7 +4,7 @@ import {
   PasidDirEntry, PasidEntry, PasidIotlbDesc, PcGran, Pgtt, PiotlbGran, ROOT_ENTRY_BYTES, RegOffset, RootEntry, RtaddrReg, VcmdCommand, VcmdStatus,
   type VtdTrapEvent, type TrapReply, VtdUnit, pasidDirIndex, pasidTableIndex, readReg,
 } from "@vsva/iommu-hw";
-import { CacheInvType, InvAddrFlag, InvGranularity, InvPasidFlag, type NestingInfo, VtdGpasidFlag } from "@vsva/iommu-core";
+import { CacheInvType, IOMMU_SVA_GPASID_VAL, InvAddrFlag, InvGranularity, InvPasidFlag, type NestingInfo, VtdGpasidFlag } from "@vsva/iommu-core";
 import type { Vm } from "./vm.js";
 import { allocPasid, bindPgtbl, cacheInvalidate, freePasids, unbindPgtbl } from "./vfio-uapi.js";
 
@@ -253,7 +253,16 @@ export class VirtualVtd {
     }
     if (want !== null) {
       ok = this.#host(() => {
-        bindPgtbl(this.vm.container, { hpasid: BigInt(pasid), gpgd: BigInt(want.gpgd), addrWidth: want.addrWidth, vtd: { flags: BigInt(want.flags) } });
+        // The guest's PASID goes with it (IOMMU_SVA_GPASID_VAL): the host records it as the PASID's SPID in the VM's set, and the
+        // IOASID BIND that follows is what KVM's translation for the guest's ENQCMD listens to. Identity this session: guest = host PASID.
+        bindPgtbl(this.vm.container, {
+          hpasid: BigInt(pasid),
+          gpasid: BigInt(pasid),
+          flags: BigInt(IOMMU_SVA_GPASID_VAL),
+          gpgd: BigInt(want.gpgd),
+          addrWidth: want.addrWidth,
+          vtd: { flags: BigInt(want.flags) },
+        });
         this.#bound.set(pasid, want);
         this.stats.binds++;
       }) && ok;
