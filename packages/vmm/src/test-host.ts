@@ -23,8 +23,8 @@ export function vmTestHost(opts: { readonly deferBringUp?: boolean } = {}): VmTe
 }
 
 /** Plugs in dsa0, enables SVA on it and hands it to vfio-pci; the board must be up. */
-export function assign(board: Board<VtdPlatform>, name = "dsa0", dev = 4): VmTestHost {
-  const vfio = new Vfio({ kernel: board.kernel, core: board.core, ioasid: board.ioasid });
+export function assign(board: Board<VtdPlatform>, name = "dsa0", dev = 4, vfioIn?: Vfio): VmTestHost {
+  const vfio = vfioIn ?? new Vfio({ kernel: board.kernel, core: board.core, ioasid: board.ioasid });
   const slot = board.addDevice(name, { bus: 0, dev, fn: 0 });
   board.enableSva(slot);
   const space = slot.ep.config.space;
