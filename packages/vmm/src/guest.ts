@@ -6,6 +6,9 @@ import { IntelIommu } from "@vsva/intel-svm";
 import { VirtualVtd } from "./viommu.js";
 import type { Vm } from "./vm.js";
 
+/** Fault round trips one DMA may take before the driver gives up waiting (each is one page group). */
+const MAX_FAULT_ROUNDS = 64;
+
 export interface GuestOptions {
   /** Where the assigned device sits in the guest's PCI hierarchy (default 00:04.0). */
   readonly bdf?: { readonly bus: number; readonly dev: number; readonly fn: number };
@@ -61,6 +64,10 @@ export class Guest {
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
     const viommu = (this.viommu = new VirtualVtd(vm, { guestSids: [this.sid] }));
     this.driver = new IntelIommu({ name: "vdmar0", mmio: viommu.unit, mem: vm.ram.view, pages: this.pages, kernel: k, ioasid: this.ioasid, poll: () => viommu.service() });
+    const driver = this.driver;
+    viommu.connectInterrupts((irq) => {
+      if (irq.source === "page-request") driver.pageRequestInterrupt();
+    });
     this.driver.init();
     try {
       this.core = new IommuCore({ kernel: k, ioasid: this.ioasid, defaultDomain: "identity", name: "guest-iommu" });
@@ -88,9 +95,17 @@ export class Guest {
     this.vm.checkRunning();
     const engine = this.vm.device.endpoint.dma;
     engine.setProgram(req);
-    const first = engine.trigger();
-    if (first !== "pageRequestPending") return first;
-    this.vm.host.kernel.scheduler.runUntilIdle();
+    let result = engine.trigger();
+    const sched = this.vm.host.kernel.scheduler;
+    // A page request travels: host PRQ thread → VFIO's fault ring → the VMM → the guest's PRQ thread → its
+    // response → the VMM → VFIO's response ring → the device, which retries. Each round may fault again.
+    for (let round = 0; result === "pageRequestPending" && round < MAX_FAULT_ROUNDS; round++) {
+      sched.runUntilIdle();
+      const taken = this.viommu.pollFaults();
+      sched.runUntilIdle();
+      result = engine.result;
+      if (taken === 0) break;
+    }
     return engine.result;
   }
 }

@@ -5,3 +5,4 @@ export { GuestRam, type GuestRamOptions } from "./guest-ram.js";
 export { VMM_FAULT_POINTS } from "./fault-points.js";
 export { VirtualVtd, type ViommuStats } from "./viommu.js";
 export { Guest, type GuestOptions, type GuestDmaRequest } from "./guest.js";
+export { VfioFaultRings } from "./vfio-faults.js";

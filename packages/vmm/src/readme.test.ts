@@ -10,8 +10,7 @@ it("runs the README example", () => {
   const host = new Board({ platform: vtdPlatform() });
   const vfio = new Vfio({ kernel: host.kernel, core: host.core, ioasid: host.ioasid });
   const slot = host.addDevice("dsa0", { bus: 0, dev: 4, fn: 0 });
-  host.enableSva(slot);
-  const cfg = slot.ep.config.space;
+    const cfg = slot.ep.config.space;
   vfio.bindPciDevice(slot.dev, vfioPciOps({ size: 4096, read: (o, s) => cfg.read(o, s), write: (o, s, v) => cfg.write(o, s, v) }));
 
   const vm = new Vm({ host, vfio, id: 1, ramBytes: 4 << 20, device: { group: slot.dev.group?.id ?? 0, name: "dsa0", endpoint: slot.ep } });

@@ -6,8 +6,8 @@ import type { AssignedDevice } from "./vm.js";
 /**
  * Test support (not exported): a VT-d host board with VFIO loaded and a
  * DSA-like endpoint given to vfio-pci, as an administrator prepares a host
- * for device assignment (the IOMMU driver probed it and enabled SVA; the
- * device is unbound from its host driver and bound to vfio-pci).
+ * for device assignment (the IOMMU driver probed it; it is bound to
+ * vfio-pci, not to a host driver).
  */
 export interface VmTestHost {
   readonly board: Board<VtdPlatform>;
@@ -22,11 +22,14 @@ export function vmTestHost(opts: { readonly deferBringUp?: boolean } = {}): VmTe
   return assign(board);
 }
 
-/** Plugs in dsa0, enables SVA on it and hands it to vfio-pci; the board must be up. */
+/**
+ * Plugs in dsa0 and hands it to vfio-pci; the board must be up. No host
+ * driver enabled SVA on it: VFIO does when a nesting container takes the
+ * group, with its own fault handler (the DMA fault region) in place first.
+ */
 export function assign(board: Board<VtdPlatform>, name = "dsa0", dev = 4, vfioIn?: Vfio): VmTestHost {
   const vfio = vfioIn ?? new Vfio({ kernel: board.kernel, core: board.core, ioasid: board.ioasid });
   const slot = board.addDevice(name, { bus: 0, dev, fn: 0 });
-  board.enableSva(slot);
   const space = slot.ep.config.space;
   const vdev = vfio.bindPciDevice(slot.dev, vfioPciOps({ size: 4096, read: (o, s) => space.read(o, s), write: (o, s, v) => space.write(o, s, v) }));
   const group = slot.dev.group;

@@ -1,10 +1,11 @@
-import { type SourceId, isKernelError } from "@vsva/kernel";
+import { type SourceId, asHostPasid, isKernelError } from "@vsva/kernel";
 import {
   CONTEXT_ENTRY_BYTES, CapReg, ContextEntry, EcapReg, InvType, type Layout, PASID_DIR_ENTRY_BYTES, PASID_ENTRY_BYTES, PasidCacheDesc, PasidDeviceTlbDesc,
-  PasidDirEntry, PasidEntry, PasidIotlbDesc, PcGran, Pgtt, PiotlbGran, ROOT_ENTRY_BYTES, RegOffset, RootEntry, RtaddrReg, VcmdCommand, VcmdStatus,
+  PageGroupResponseDesc, PasidDirEntry, PasidEntry, PasidIotlbDesc, ResponseCode, type VtdInterrupt, PcGran, Pgtt, PiotlbGran, ROOT_ENTRY_BYTES, RegOffset, RootEntry, RtaddrReg, VcmdCommand, VcmdStatus,
   type VtdTrapEvent, type TrapReply, VtdUnit, pasidDirIndex, pasidTableIndex, readReg,
 } from "@vsva/iommu-hw";
-import { CacheInvType, IOMMU_SVA_GPASID_VAL, InvAddrFlag, InvGranularity, InvPasidFlag, type NestingInfo, VtdGpasidFlag } from "@vsva/iommu-core";
+import { CacheInvType, IOMMU_SVA_GPASID_VAL, InvAddrFlag, InvGranularity, InvPasidFlag, type NestingInfo, type PageResponse, VtdGpasidFlag } from "@vsva/iommu-core";
+import { VfioFaultRings } from "./vfio-faults.js";
 import type { Vm } from "./vm.js";
 import { allocPasid, bindPgtbl, cacheInvalidate, freePasids, unbindPgtbl } from "./vfio-uapi.js";
 
@@ -35,6 +36,12 @@ export interface ViommuStats {
   pasidFrees: number;
   /** Host refusals turned into guest-visible errors. */
   refused: number;
+  /** Page requests from VFIO's fault ring put in the guest's page request queue. */
+  pageRequests: number;
+  /** The guest's page group responses passed to VFIO's response ring. */
+  responses: number;
+  /** Page group responses for no request the guest was given: dropped. */
+  strayResponses: number;
 }
 
 /**
@@ -67,7 +74,7 @@ export interface ViommuStats {
 export class VirtualVtd {
   readonly unit: VtdUnit;
   readonly vm: Vm;
-  readonly stats: ViommuStats = { exits: 0, batches: 0, binds: 0, unbinds: 0, invalidations: 0, pasidAllocs: 0, pasidFrees: 0, refused: 0 };
+  readonly stats: ViommuStats = { exits: 0, batches: 0, binds: 0, unbinds: 0, invalidations: 0, pasidAllocs: 0, pasidFrees: 0, refused: 0, pageRequests: 0, responses: 0, strayResponses: 0 };
   /** Guest source IDs of the assigned devices behind this vIOMMU. */
   readonly #sids: readonly SourceId[];
   readonly #bound = new Map<number, Binding>();
@@ -76,6 +83,12 @@ export class VirtualVtd {
   /** PASID-cache invalidations of the current submission, in order (PASID, or null for all). */
   readonly #pcs: (number | null)[] = [];
   readonly #invs = new Map<number, PendingInv>();
+  /** Page group responses of the current submission, for the host. */
+  readonly #responses: PageResponse[] = [];
+  /** Groups the guest was given and has not answered: `${pasid}/${group index}`. */
+  readonly #pendingGroups = new Set<string>();
+  #rings: VfioFaultRings | null | undefined;
+  #irq: ((irq: VtdInterrupt) => void) | null = null;
   #deferredWait: number | null = null;
   #servicing = false;
 
@@ -92,7 +105,68 @@ export class VirtualVtd {
       trace: vm.kernel.trace,
       name: opts.name ?? "vdmar0",
       trap: (e) => this.#trap(e),
+      onInterrupt: (irq) => this.#irq?.(irq),
     });
+  }
+
+  /** Where the vIOMMU's interrupts go: the guest's interrupt handler (its MSI, as the guest programmed it). */
+  connectInterrupts(handler: (irq: VtdInterrupt) => void): void {
+    this.#irq = handler;
+  }
+
+  /**
+   * The VMM's handler of VFIO's fault notification (the series' fault
+   * eventfd): takes every record from the device's fault ring; each page
+   * request with a PASID goes into the guest's page request queue as if
+   * the assigned device had sent it to the vIOMMU (VT-d §7.5), and its
+   * group is remembered until the guest answers it. A request the vIOMMU
+   * cannot take (PRQ off or full), or one without a PASID, the VMM answers
+   * "invalid" itself, as VT-d hardware answers what it drops. Returns the
+   * records taken. Cannot fail: a ring VFIO refuses is logged.
+   */
+  pollFaults(): number {
+    if (this.vm.state !== "running") return 0;
+    const rings = this.#faultRings();
+    if (rings === null) return 0;
+    let records: ReturnType<VfioFaultRings["take"]> = [];
+    if (!this.#host(() => (records = rings.take()))) return 0;
+    const answers: PageResponse[] = [];
+    const sid = this.#sids[0];
+    for (const r of records) {
+      if (r.type !== "page-request") continue;
+      const { prm } = r;
+      const pasid = prm.pasid;
+      let taken = false;
+      if (pasid !== undefined && sid !== undefined) {
+        taken = this.unit.pageRequest({
+          sid,
+          pasid,
+          priv: prm.perm.priv,
+          exec: prm.perm.exec,
+          addr: Number(BigInt.asIntN(64, prm.addr)),
+          read: prm.perm.read,
+          write: prm.perm.write,
+          lastInGroup: prm.last,
+          groupIndex: prm.grpid,
+          ...(prm.privateData === undefined ? {} : { privateData: prm.privateData }),
+        });
+      }
+      if (taken) {
+        this.stats.pageRequests++;
+        if (prm.last && pasid !== undefined) this.#pendingGroups.add(`${pasid}/${prm.grpid}`);
+      } else if (prm.last) answers.push({ pasid: pasid === undefined ? undefined : asHostPasid(pasid), grpid: prm.grpid, code: "invalid" });
+    }
+    if (answers.length > 0) this.#host(() => rings.respond(answers));
+    return records.length;
+  }
+
+  #faultRings(): VfioFaultRings | null {
+    if (this.#rings === undefined) {
+      let found: VfioFaultRings | null = null;
+      this.#host(() => (found = VfioFaultRings.find(this.vm.deviceFile)));
+      this.#rings = found;
+    }
+    return this.#rings;
   }
 
   /** PASIDs bound on the host for this guest now, with the guest table each uses. */
@@ -184,8 +258,23 @@ export class VirtualVtd {
         // No endpoint sits below the virtual unit: the device TLB is the host's to flush.
         return "handled";
       }
+      case InvType.PAGE_GROUP_RESPONSE: {
+        const pasid = PageGroupResponseDesc.get(d, "PASID");
+        const grpid = PageGroupResponseDesc.get(d, "PRGI");
+        const key = `${pasid}/${grpid}`;
+        if (!this.#pendingGroups.delete(key)) {
+          // A response for nothing the guest was given (or answered already): the host never sees it.
+          this.stats.strayResponses++;
+          return "handled";
+        }
+        const rc = PageGroupResponseDesc.get(d, "RC");
+        const code = rc === ResponseCode.SUCCESS ? "success" : rc === ResponseCode.INVALID ? "invalid" : "failure";
+        this.#responses.push({ pasid: asHostPasid(pasid), grpid, code });
+        // No endpoint sits below the virtual unit: the response is the host's to deliver.
+        return "handled";
+      }
       case InvType.WAIT:
-        if (this.#pcs.length === 0 && this.#invs.size === 0) return "pass";
+        if (this.#pcs.length === 0 && this.#invs.size === 0 && this.#responses.length === 0) return "pass";
         this.#deferredWait = seq;
         this.stats.batches++;
         return "defer";
@@ -213,6 +302,14 @@ export class VirtualVtd {
     for (const pc of pcs) {
       const pasids = pc === null ? [...new Set([...this.#allocated, ...this.#bound.keys()])] : [pc];
       for (const p of pasids) ok = this.#syncPasid(p) && ok;
+    }
+    const responses = this.#responses.splice(0);
+    if (responses.length > 0) {
+      const rings = this.#faultRings();
+      ok = rings !== null && this.#host(() => {
+        rings.respond(responses);
+        this.stats.responses += responses.length;
+      }) && ok;
     }
     const invs = [...this.#invs].sort((a, b) => a[0] - b[0]);
     this.#invs.clear();
