@@ -4,6 +4,8 @@ import { IOMMU_CORE_FAULT_POINTS } from "@vsva/iommu-core";
 import { VTD_FAULT_POINTS } from "@vsva/intel-svm";
 import { SMMU_FAULT_POINTS } from "@vsva/arm-smmu-v3";
 import { VFIO_FAULT_POINTS } from "@vsva/vfio-type1";
+import { VMM_FAULT_POINTS } from "@vsva/vmm";
+import { declareFaultPoints } from "@vsva/kernel";
 import { isHostScenario } from "../world/host-scenario.js";
 import { sweep } from "../sweep.js";
 import { runScenario } from "../run.js";
@@ -59,7 +61,9 @@ describe("the fail-nth sweep", () => {
         // The sweep starts before the host boots: its first failure is the driver's init.
         expect(r.runs[0]?.injected).toBe(platform === "vtd" ? "vtd.init" : "smmu.init");
         // Every point it failed is one a package declares (and so one that package's own sweep must cover).
-        const declared = [VTD_FAULT_POINTS, SMMU_FAULT_POINTS, IOMMU_CORE_FAULT_POINTS, IOASID_FAULT_POINTS, VFIO_FAULT_POINTS];
+        // kvm-pasid names its one point (its translation-table pages) without a registry of its own.
+        const kvm = declareFaultPoints("@vsva/kvm-pasid", ["kvm_pasid.table_page"]);
+        const declared = [VTD_FAULT_POINTS, SMMU_FAULT_POINTS, IOMMU_CORE_FAULT_POINTS, IOASID_FAULT_POINTS, VFIO_FAULT_POINTS, VMM_FAULT_POINTS, kvm];
         expect(r.runs.flatMap((run) => (run.injected === null || declared.some((d) => d.has(run.injected ?? "")) ? [] : [run.injected]))).toEqual([]);
       });
     }
