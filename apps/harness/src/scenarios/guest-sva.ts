@@ -1,6 +1,5 @@
 import { Prot } from "@vsva/iommu-core";
 import { Guest, Vm } from "@vsva/vmm";
-import { MiB } from "../world/host.js";
 import { hostScenario } from "../world/host-scenario.js";
 import { PATTERN, hexBytes } from "./sva-common.js";
 import { PAGE, bindToVfio, groupOf, vfioOn } from "./vfio-common.js";
@@ -15,6 +14,9 @@ import { PAGE, bindToVfio, groupOf, vfioOn } from "./vfio-common.js";
  * fault. The invariant checker holds the device's PASID DMA to the guest
  * process's mapping, through the guest's table and the VM's RAM.
  */
+/** Guest RAM: small, so the fail-nth sweep (MAP_DMA pins page by page) stays quick; the guest kernel's pool is its upper half. */
+const RAM = 512 * 1024;
+
 export const guestSva = hostScenario({
   name: "guest-sva",
   summary: "a guest process binds an assigned device with SVA through the vIOMMU: vCMD PASID, PASID-cache flush → host bind, nested DMA, a guest page fault round trip, unbind, VM killed with nothing left",
@@ -30,10 +32,10 @@ export const guestSva = hostScenario({
       bindToVfio(ctx, vfio, s);
       return s;
     });
-    const vm = ctx.step("VMM starts VM 1: 1 MiB of guest RAM over scattered host pages, nesting container, all RAM mapped (IOVA = GPA), KVM", () => {
-      const v = new Vm({ host: h, vfio, id: 1, ramBytes: 1 * MiB, device: { group: groupOf(slot.dev), name: "dsa0", endpoint: slot.ep } });
+    const vm = ctx.step("VMM starts VM 1: 512 KiB of guest RAM over scattered host pages, nesting container, all RAM mapped (IOVA = GPA), KVM", () => {
+      const v = new Vm({ host: h, vfio, id: 1, ramBytes: RAM, device: { group: groupOf(slot.dev), name: "dsa0", endpoint: slot.ep } });
       ctx.defer("the VMM process exits: VFIO release, KVM teardown, guest RAM back to the host", () => v.kill());
-      ctx.expect(v.ram.view.pinStats.pinnedPages === (1 * MiB) / PAGE, "all guest RAM pinned");
+      ctx.expect(v.ram.view.pinStats.pinnedPages === RAM / PAGE, "all guest RAM pinned");
       return v;
     });
     const g = ctx.step("guest boots its IOMMU stack over the virtual VT-d (caching mode, virtual command allocator)", () => new Guest(vm));
