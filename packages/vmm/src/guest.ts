@@ -1,17 +1,15 @@
-import { type SourceId, sourceId } from "@vsva/kernel";
+import type { SourceId } from "@vsva/kernel";
 import type { DmaResult } from "@vsva/iommu-hw";
 import { IoasidCore } from "@vsva/ioasid";
 import { type Iommu, IommuCore, type IommuDevice, Mm, PageAllocator, PhysMemBacking } from "@vsva/iommu-core";
 import { IntelIommu } from "@vsva/intel-svm";
-import { VirtualVtd } from "./viommu.js";
+import type { VirtualVtd } from "./viommu.js";
 import type { Vm } from "./vm.js";
 
 /** Fault round trips one DMA may take before the driver gives up waiting (each is one page group). */
 const MAX_FAULT_ROUNDS = 64;
 
 export interface GuestOptions {
-  /** Where the assigned device sits in the guest's PCI hierarchy (default 00:04.0). */
-  readonly bdf?: { readonly bus: number; readonly dev: number; readonly fn: number };
   /** The guest kernel's page pool inside guest RAM (default: the upper half). */
   readonly pool?: { readonly base: number; readonly size: number };
 }
@@ -30,7 +28,8 @@ export interface GuestDmaRequest {
  * A guest kernel booted on a VM: the same packages the host runs — the
  * IOASID allocator (with the virtual-command allocator the VT-d driver
  * registers on a vIOMMU), the IOMMU core, the VT-d driver — over guest
- * memory and the VM's virtual VT-d unit. Nothing here holds a host object:
+ * memory and the VM's virtual VT-d unit (the VMM's device model: the kernel
+ * drives its registers). Nothing the guest kernel holds is a host object:
  * the driver reaches the vIOMMU through its registers and tables in guest
  * RAM; the VMM sees only what the unit's traps show it and acts through
  * VFIO. The one host thing the guest touches is the assigned function's
@@ -56,13 +55,12 @@ export class Guest {
     vm.checkRunning();
     this.vm = vm;
     const k = vm.kernel;
-    const bdf = opts.bdf ?? { bus: 0, dev: 4, fn: 0 };
-    this.sid = sourceId(bdf.bus, bdf.dev, bdf.fn);
+    this.sid = vm.guestSid;
     const half = vm.ramBytes / 2;
     const pool = opts.pool ?? { base: half, size: half };
     this.pages = new PageAllocator({ base: pool.base, size: pool.size, backing: new PhysMemBacking(vm.ram.view), faults: k.faults });
     this.ioasid = new IoasidCore({ scheduler: k.scheduler, trace: k.trace, faults: k.faults, log: k.log });
-    const viommu = (this.viommu = new VirtualVtd(vm, { guestSids: [this.sid] }));
+    const viommu = (this.viommu = vm.viommu);
     this.driver = new IntelIommu({ name: "vdmar0", mmio: viommu.unit, mem: vm.ram.view, pages: this.pages, kernel: k, ioasid: this.ioasid, poll: () => viommu.service() });
     const driver = this.driver;
     viommu.connectInterrupts((irq) => {

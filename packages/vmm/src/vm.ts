@@ -1,4 +1,4 @@
-import { Errno, Kernel, KernelBug, KernelError, type VmId, asVmId, isKernelError } from "@vsva/kernel";
+import { Errno, Kernel, KernelBug, KernelError, type SourceId, type VmId, asVmId, isKernelError, sourceId } from "@vsva/kernel";
 import type { PhysMem } from "@vsva/pgtable";
 import type { IoasidCore } from "@vsva/ioasid";
 import type { NestingInfo, PageAllocator } from "@vsva/iommu-core";
@@ -7,6 +7,7 @@ import { KvmPasid } from "@vsva/kvm-pasid";
 import { GuestRamPages, type Vfio, type VfioContainerFile, VfioDeviceFile, VfioExtension, VfioIoctl, VfioUser } from "@vsva/vfio-type1";
 import { GuestRam, PAGE } from "./guest-ram.js";
 import { cString, fdArg, mapDma, nestingInfo } from "./vfio-uapi.js";
+import { VirtualVtd } from "./viommu.js";
 
 /** Where the VMM maps guest RAM in its own address space (QEMU's RAM block `host` pointer): MAP_DMA's vaddr is this + GPA. */
 export const VMM_RAM_BASE = 0x7f00_0000_0000;
@@ -46,6 +47,8 @@ export interface VmOptions {
   readonly scatterSeed?: number;
   /** Guest-physical address width (default 39). */
   readonly addrBits?: number;
+  /** Where the assigned device sits in the guest's PCI hierarchy (default 00:04.0). */
+  readonly guestBdf?: { readonly bus: number; readonly dev: number; readonly fn: number };
 }
 
 export type VmState = "running" | "dead";
@@ -57,8 +60,9 @@ export type VmState = "running" | "dead";
  * kernel context on the host's clock; a VMM process that opens a VFIO
  * container of the nesting type, attaches the assigned device's group and
  * maps all guest RAM with MAP_DMA at IOVA = GPA (the second level of every
- * later nested bind); and KVM's PASID translation for the VM, registered by
- * the VMM's mm, so it follows the IOASID set VFIO makes for that mm.
+ * later nested bind); KVM's PASID translation for the VM, registered by
+ * the VMM's mm, so it follows the IOASID set VFIO makes for that mm; and
+ * the VM's virtual VT-d ({@link VirtualVtd}), shadowed onto the container.
  *
  * `kill()` is the VMM process dying: its files close (VFIO's release
  * unbinds, unmaps, unpins and frees every PASID of the VM), KVM's VM goes,
@@ -81,6 +85,10 @@ export class Vm {
   /** The host IOMMU's nesting info as VFIO reports it (GET_INFO's NESTING capability). */
   readonly nesting: NestingInfo;
   readonly device: AssignedDevice;
+  /** The assigned device's requester ID in the guest. */
+  readonly guestSid: SourceId;
+  /** The VM's virtual VT-d: the VMM's device model, which the guest's kernel drives. */
+  readonly viommu: VirtualVtd;
   #state: VmState = "running";
 
   /**
@@ -96,6 +104,8 @@ export class Vm {
     this.name = `vm${opts.id}`;
     this.host = host;
     this.device = opts.device;
+    const bdf = opts.guestBdf ?? { bus: 0, dev: 4, fn: 0 };
+    this.guestSid = sourceId(bdf.bus, bdf.dev, bdf.fn);
     this.kernel = new Kernel({ system: host.kernel, context: this.name });
     this.mm = { vmm: this.name };
     const undo: (() => void)[] = [];
@@ -150,6 +160,8 @@ export class Vm {
       const file = user.file(fd);
       if (!(file instanceof VfioDeviceFile)) throw new KernelBug(`GROUP_GET_DEVICE_FD gave fd ${fd}, which is no device file`);
       this.deviceFile = file;
+      // The machine's vIOMMU, realized last: its capabilities come from what VFIO reported.
+      this.viommu = new VirtualVtd(this, { guestSids: [this.guestSid] });
     } catch (e) {
       for (const u of undo.reverse()) u();
       this.#state = "dead";
