@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { type TraceEvent, TraceRecorder, asHostPasid, asIoasid } from "@vsva/kernel";
-import { CapReg, EcapReg, RegOffset, readReg } from "@vsva/iommu-hw";
+import { CapReg, EcapReg, InvType, PasidIotlbDesc, PiotlbGran, RegOffset, WaitDesc, readReg } from "@vsva/iommu-hw";
+import { submitVtdDescriptors } from "@vsva/iommu-hw/testing";
 import { Prot } from "@vsva/iommu-core";
 import { Guest } from "./guest.js";
 import { PAGE } from "./guest-ram.js";
@@ -75,6 +76,37 @@ describe("the virtual VT-d shadows the guest's PASID state onto VFIO", () => {
     p.mmap(VA + 3 * PAGE, PAGE, Prot.READ | Prot.WRITE, { populate: true });
     expect(g.dma({ pasid: bond.pasid, addr: target, length: 4, direction: "write", pattern: PATTERN })).toBe("ok");
     expect([...p.read(target, 4)]).toEqual([...PATTERN]);
+    g.core.sva.unbindDevice(bond);
+  });
+
+  it("merges a submission's PASID-based IOTLB flushes per PASID: one page is passed as a range, several pages as the whole PASID, and the wait waits for it", () => {
+    const { g, p, host, guest } = boot();
+    const bond = g.core.sva.bindDevice(g.device, p);
+    const qw = (a: Uint32Array, i: number): bigint => BigInt(a[i] ?? 0) | (BigInt(a[i + 1] ?? 0) << 32n);
+    const piotlb = (addr: number): bigint[] => {
+      const d = PasidIotlbDesc.alloc();
+      PasidIotlbDesc.set(d, "TYPE", InvType.PASID_IOTLB);
+      PasidIotlbDesc.set(d, "G", PiotlbGran.PAGE);
+      PasidIotlbDesc.set(d, "DID", 1);
+      PasidIotlbDesc.set(d, "PASID", bond.pasid);
+      PasidIotlbDesc.setAddr(d, "ADDR", addr);
+      return [qw(d, 0), qw(d, 2)];
+    };
+    const w = WaitDesc.alloc();
+    WaitDesc.set(w, "TYPE", InvType.WAIT);
+    const wait = [qw(w, 0), 0n];
+    const invalidations = (): TraceEvent[] => host.events.filter((e) => e.kind === "iommu.cache-invalidate");
+    // One page, twice in one submission: one host invalidation of that page.
+    submitVtdDescriptors(g.viommu.unit, g.vm.ram.view, [piotlb(VA), piotlb(VA), wait]);
+    g.viommu.service();
+    expect(invalidations().map((e) => e.payload)).toEqual([expect.objectContaining({ cache: 1, granularity: 2 })]);
+    // Three different pages: one PASID-wide invalidation, and the guest's wait completes after it.
+    submitVtdDescriptors(g.viommu.unit, g.vm.ram.view, [piotlb(VA), piotlb(VA + PAGE), piotlb(VA + 2 * PAGE), wait]);
+    g.viommu.service();
+    const all = invalidations();
+    expect(all.map((e) => e.payload)).toEqual([expect.objectContaining({ granularity: 2 }), expect.objectContaining({ cache: 1, granularity: 1 })]);
+    const lastWait = guest.events.filter(isGuestWait).at(-1);
+    expect(lastWait?.seq).toBeGreaterThan(all.at(-1)?.seq ?? Infinity);
     g.core.sva.unbindDevice(bond);
   });
 
