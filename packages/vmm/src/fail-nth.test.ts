@@ -80,6 +80,9 @@ function run(side: "host" | "guest", n: Arm) {
   return { injected: snapshot.injected, counts: snapshot.counts, faults, dma };
 }
 
+/** Sweeps and fuzz boot a guest per run: well under 2 s alone, far more on a loaded machine. */
+const SWEEP_TIMEOUT = 30_000;
+
 describe("fail-nth over a VM's life (build, guest boot, SVA bind, DMA, kill)", () => {
   it("any host step failing (every point the run meets, at its first, second, middle and last hit) leaves nothing behind after the kill; every VMM point fails in some run", () => {
     const clean = run("host", null);
@@ -97,7 +100,7 @@ describe("fail-nth over a VM's life (build, guest boot, SVA bind, DMA, kill)", (
     }
     expect(cov.missing()).toEqual([]);
     expect(cov.undeclared()).toEqual([]);
-  });
+  }, SWEEP_TIMEOUT);
 
   it("the guest kernel's n-th fallible step failing never reaches the host: after the kill it is as before", () => {
     expect(run("guest", null).dma).toBe("ok");
@@ -107,5 +110,5 @@ describe("fail-nth over a VM's life (build, guest boot, SVA bind, DMA, kill)", (
     }
     expect(n).toBeGreaterThan(5);
     expect(n).toBeLessThan(400);
-  });
+  }, SWEEP_TIMEOUT);
 });
