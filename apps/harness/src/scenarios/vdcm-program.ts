@@ -1,5 +1,5 @@
 import { TraceRecorder, asIoasid, asVmId } from "@vsva/kernel";
-import { DsaCmdErr } from "@vsva/dsa";
+import { DSA_COMPLETION_SIZE, DescFlag, DsaCmdErr, DsaOpcode, DsaStatus, decodeCompletion, encodeDescriptor } from "@vsva/dsa";
 import { openMdev } from "@vsva/vdcm/testing";
 import { VfioIoctl } from "@vsva/vfio-type1";
 import { MiB } from "../world/host.js";
@@ -28,7 +28,7 @@ const PASID_MAX = 0xfffff;
  */
 export const vdcmProgram = hostScenario({
   name: "vdcm-program",
-  summary: "a guest programs its guest PASID on an mdev's dedicated WQ through the VFIO device file: the hardware WQCFG holds the host PASID (refs 4 then 3 as steps 9-16), an unbound PASID gets the device's error, the clear is never lazy",
+  summary: "an mdev's DMA API use runs on its aux domain's default PASID; a guest programs its guest PASID on an mdev's dedicated WQ through the VFIO device file: the hardware WQCFG holds the host PASID (refs 4 then 3 as steps 9-16), an unbound PASID gets the device's error, the clear is never lazy",
   title: "VDCM PASID programming through an mdev's virtual BAR0",
   // bind_gpasid: VT-d only.
   platforms: ["vtd"],
@@ -52,6 +52,28 @@ export const vdcmProgram = hostScenario({
       const o = openMdev(vfio, vm.user, mdev, vmId);
       mapGuestRam(o.container, vm, 0, RAM);
       return o;
+    });
+    ctx.step("guest driver: enables the WQ with PASID_EN clear (its DMA API use): the VDCM programs the mdev's default PASID, its aux domain's, and a MEMMOVE with guest-physical addresses lands in guest RAM through VFIO's MAP_DMA", () => {
+      const err = guest.programWq(null);
+      ctx.require(err === 0, `ENABLE_WQ succeeds (CMDSTS error 0x${err.toString(16)})`);
+      const domain = mdev.sub.domain;
+      ctx.require(domain !== null, "the mdev is aux-attached to the container's domain");
+      const aux = h.core.auxGetPasid(domain, mdev.sub);
+      ctx.expect(hw.pasid === aux, `the hardware WQ holds the aux domain's default PASID ${aux} (got ${hw.pasid ?? "none"})`);
+      // The default PASID's address space is the container's second level (IOVA = GPA) for as long as the mdev is aux-attached.
+      ctx.bindSpace(asIoasid(aux), (iova) => (iova < RAM ? vm.hpa(iova) : null));
+      // Source, destination and completion record are GPAs: the aux domain's second level (MAP_DMA of guest RAM, IOVA = GPA) translates them.
+      const data = Uint8Array.from({ length: 64 }, (_, i) => (i * 13 + 5) & 0xff);
+      h.mem.writeBytes(vm.hpa(gpa), data);
+      const taken = guest.submit(encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR, completionAddr: gpa + PAGE, src: gpa, dst: gpa + 0x800, size: data.length }));
+      h.settle();
+      const rec = new Uint8Array(DSA_COMPLETION_SIZE);
+      h.mem.readBytes(vm.hpa(gpa) + PAGE, rec);
+      const moved = new Uint8Array(data.length);
+      h.mem.readBytes(vm.hpa(gpa) + 0x800, moved);
+      ctx.expect(taken === 64 && decodeCompletion(rec).status === DsaStatus.SUCCESS, `the move completes (status 0x${decodeCompletion(rec).status.toString(16)})`);
+      ctx.expect(moved.every((b, i) => b === data[i]), "the destination GPA holds the source bytes");
+      ctx.require(guest.disableWq() === 0 && hw.pasid === null, "DISABLE_WQ clears the hardware WQ");
     });
     const hpasid = ctx.step(`VMM: PASID_REQUEST alloc; NESTING_OP bind of the guest's table with guest PASID ${gpasid} (refcount 3: VM, IOMMU, KVM)`, () => {
       const p = asIoasid(allocPasid(c, 1, PASID_MAX));
