@@ -13,7 +13,6 @@ const GUEST_RAM = 1 * MiB;
 /** Host RAM and page pool: room for 64 VMs' RAM (RAM is sparse: only pages written cost memory). */
 const HOST_RAM = { base: 0, size: 512 * MiB };
 const HOST_POOL = { base: 16 * MiB, size: 480 * MiB };
-const ROUNDS = 5;
 
 /** A VT-d host with VFIO loaded: what the guest figures run on. */
 interface Machine {
@@ -38,9 +37,9 @@ function assignable(m: Machine, n: number): { slot: DeviceSlot; device: { group:
 }
 
 /** A VM on its own assigned function, its guest kernel booted. */
-function bootVm(m: Machine, id: number): Guest {
+function bootVm(m: Machine, id: number, ramBytes = GUEST_RAM): Guest {
   const { device } = assignable(m, id);
-  const vm = new Vm({ host: m.board, vfio: m.vfio, id, ramBytes: GUEST_RAM, device });
+  const vm = new Vm({ host: m.board, vfio: m.vfio, id, ramBytes, device });
   return new Guest(vm);
 }
 
@@ -61,13 +60,25 @@ interface DmaCase {
   readonly size: number;
   /** DMAs per timed pass, one page apart. */
   readonly count: number;
+  /**
+   * Whether every DMA misses the device TLB (more pages in turn than its 64
+   * entries): each then costs an ATS translation request, which the host
+   * IOTLB answers (it holds the nested translation's result). An `info`
+   * line: the issue's target is of caches warm.
+   */
+  readonly atsMisses: boolean;
 }
 
+const DEVICE_TLB_ENTRIES = 64;
 const DMA_CASES: readonly DmaCase[] = [
-  { label: "64 B", size: 64, count: 16 },
-  { label: "4 KiB", size: PAGE, count: 16 },
+  { label: "64 B", size: 64, count: 16, atsMisses: false },
+  { label: "4 KiB", size: PAGE, count: 16, atsMisses: false },
+  { label: "64 B, device-TLB misses", size: 64, count: 2 * DEVICE_TLB_ENTRIES, atsMisses: true },
 ];
+/** Guest RAM of the nested figure's VM: its pool holds the 128 pages of the device-TLB-miss case and their tables. */
+const NESTED_GUEST_RAM = 4 * MiB;
 const NESTED_TARGET = 1.3;
+const NESTED_ROUNDS = 8;
 
 /**
  * Guest DMA through nested translation ÷ the same DMA natively on the host,
@@ -89,8 +100,8 @@ function nestedFigure(): void {
   const native = m.board.addDevice("dsa1", { bus: 0, dev: 1, fn: 0 });
   m.board.enableSva(native);
   const hostMm = m.board.newMm("native");
-  const g = bootVm(m, 2);
-  console.log(`\nharness: guest DMA through nested translation ÷ the same DMA natively on the host (caches warm; wall time, best of ${ROUNDS} alternating rounds of best-of-N samples)`);
+  const g = bootVm(m, 2, NESTED_GUEST_RAM);
+  console.log(`\nharness: guest DMA through nested translation ÷ the same DMA natively on the host (caches warm; wall time, best of ${NESTED_ROUNDS} alternating rounds of best-of-N samples)`);
   for (const c of DMA_CASES) {
     const pattern = new Uint8Array(c.size).fill(0x5a);
     const hostBuf = hostMm.mmap(null, c.count * PAGE, Prot.READ | Prot.WRITE, { populate: true });
@@ -112,21 +123,27 @@ function nestedFigure(): void {
     guestPass();
     // Caches warm: a second pass of each misses no device-TLB entry.
     const [ns, gs] = [native.ep.deviceTlb.stats, g.vm.device.endpoint.deviceTlb.stats];
+    if (native.ep.deviceTlb.capacity !== DEVICE_TLB_ENTRIES || g.vm.device.endpoint.deviceTlb.capacity !== DEVICE_TLB_ENTRIES) throw new Error(`bench: expected ${DEVICE_TLB_ENTRIES}-entry device TLBs`);
     const [nm, gm] = [ns.misses, gs.misses];
     nativePass();
     guestPass();
-    if (ns.misses !== nm || gs.misses !== gm) throw new Error(`bench ${c.label}: device-TLB misses with caches warm (native ${ns.misses - nm}, guest ${gs.misses - gm})`);
+    const want = c.atsMisses ? c.count : 0;
+    if (ns.misses - nm !== want || gs.misses - gm !== want) throw new Error(`bench ${c.label}: expected ${want} device-TLB misses a pass, got native ${ns.misses - nm}, guest ${gs.misses - gm}`);
     if (guest.mm.read(GUEST_VA + (c.count - 1) * PAGE + c.size - 1, 1)[0] !== 0x5a) throw new Error(`bench ${c.label}: the guest process does not see its DMA's bytes`);
 
     let [nativeNs, guestNs] = [Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY];
-    for (let r = 0; r < ROUNDS; r++) {
-      nativeNs = Math.min(nativeNs, bestNs(nativePass));
+    // Alternating rounds, each side first in turn: a burst of load elsewhere on the machine (or the JIT settling) during one
+    // side's measurement does not decide the ratio.
+    for (let r = 0; r < NESTED_ROUNDS; r++) {
+      if (r % 2 === 0) nativeNs = Math.min(nativeNs, bestNs(nativePass));
       guestNs = Math.min(guestNs, bestNs(guestPass));
+      if (r % 2 === 1) nativeNs = Math.min(nativeNs, bestNs(nativePass));
     }
     const ratio = guestNs / nativeNs;
     const per = (ns: number): string => `${(ns / c.count).toFixed(0)} ns/DMA`;
-    const mark = ratio < 1 ? "BAD " : ratio <= NESTED_TARGET ? "ok  " : "MISS";
-    console.log(`  ${mark} guest nested DMA time ÷ native DMA time (${c.label} writes × ${c.count}, one page apart): ${ratio.toFixed(2)} (target ≤ ${NESTED_TARGET}, and ≥ 1); guest ${per(guestNs)}, native ${per(nativeNs)}`);
+    const mark = ratio < 1 ? "BAD " : c.atsMisses ? "info" : ratio <= NESTED_TARGET ? "ok  " : "MISS";
+    const target = c.atsMisses ? "no target: caches warm but the device TLB's, ≥ 1" : `target ≤ ${NESTED_TARGET}, and ≥ 1`;
+    console.log(`  ${mark} guest nested DMA time ÷ native DMA time (${c.label} writes × ${c.count}, one page apart): ${ratio.toFixed(2)} (${target}); guest ${per(guestNs)}, native ${per(nativeNs)}`);
     if (ratio < 1) console.log(`  WARNING (${c.label}): the nested DMA measured faster than the native one; the measurement is not trustworthy in this run`);
     g.core.sva.unbindDevice(guest.bond);
     m.board.core.sva.unbindDevice(hostBond);
