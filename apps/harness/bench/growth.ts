@@ -68,7 +68,7 @@ function collect(): void {
  * CPU time this process used, in ms. The bench machine is shared: wall time
  * counts the time other processes ran, CPU time only ours.
  */
-function cpuMs(): number {
+export function cpuMs(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 }
@@ -142,7 +142,7 @@ export function growthFigure(): void {
   }
 }
 
-function median(xs: readonly number[]): number {
+export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
   return s.length % 2 === 1 ? (s[mid] ?? Number.NaN) : ((s[mid - 1] ?? Number.NaN) + (s[mid] ?? Number.NaN)) / 2;

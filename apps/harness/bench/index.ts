@@ -4,6 +4,7 @@ import { Host } from "../src/world/host.js";
 import { bestNs, freshProcessCopy, inProcessCopy } from "./copy-baseline.js";
 import { dsaMemmoveFigure } from "./dsa-memmove.js";
 import { growthFigure } from "./growth.js";
+import { guestFigures } from "./guest.js";
 import { vfioMapFigure } from "./vfio-map.js";
 
 /**
@@ -132,3 +133,4 @@ function pagedCopyNs(src: Uint8Array, count: number): number {
 dsaMemmoveFigure();
 growthFigure();
 vfioMapFigure();
+guestFigures();
