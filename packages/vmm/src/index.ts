@@ -3,6 +3,6 @@
 export { Vm, VMM_RAM_BASE, type VmOptions, type VmHost, type VmState, type AssignedDevice } from "./vm.js";
 export { GuestRam, type GuestRamOptions } from "./guest-ram.js";
 export { VMM_FAULT_POINTS } from "./fault-points.js";
-export { VirtualVtd, type ViommuStats } from "./viommu.js";
+export { VirtualVtd, type ViommuStats, type GuestPasidMode } from "./viommu.js";
 export { Guest, type GuestOptions, type GuestDmaRequest } from "./guest.js";
 export { VfioFaultRings } from "./vfio-faults.js";

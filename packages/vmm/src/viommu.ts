@@ -16,6 +16,17 @@ interface Binding {
   readonly flags: number;
 }
 
+/**
+ * How a VM's guest PASIDs relate to the host's: `identity` — the guest is
+ * given host PASIDs (what a directly assigned function needs, since nothing
+ * between it and the host IOMMU renumbers its DMA's PASID); `spid` — the
+ * vIOMMU numbers the guest's PASIDs in a namespace of the VM's own and
+ * passes each as the host PASID's SPID, so two VMs can both hold guest
+ * PASID 101 (the IOASID design's SPID, Documentation/driver-api/ioasid.rst
+ * as proposed with the 2020 vSVA series).
+ */
+export type GuestPasidMode = "identity" | "spid";
+
 /** One PASID's share of a queue submission's IOTLB/device-TLB invalidations, merged. */
 interface PendingInv {
   cache: number;
@@ -78,8 +89,11 @@ export class VirtualVtd {
   /** Guest source IDs of the assigned devices behind this vIOMMU. */
   readonly #sids: readonly SourceId[];
   readonly #bound = new Map<number, Binding>();
-  /** PASIDs the guest got through the virtual command interface and has not given back. */
-  readonly #allocated = new Set<number>();
+  /** PASIDs the guest got through the virtual command interface and has not given back: guest PASID → host PASID. */
+  readonly #allocated = new Map<number, number>();
+  /** The reverse of #allocated: host PASID → guest PASID (fault records carry host PASIDs). */
+  readonly #guestOf = new Map<number, number>();
+  readonly #mode: GuestPasidMode;
   /** PASID-cache invalidations of the current submission, in order (PASID, or null for all). */
   readonly #pcs: (number | null)[] = [];
   readonly #invs = new Map<number, PendingInv>();
@@ -92,9 +106,10 @@ export class VirtualVtd {
   #deferredWait: number | null = null;
   #servicing = false;
 
-  constructor(vm: Vm, opts: { readonly guestSids: readonly SourceId[]; readonly name?: string }) {
+  constructor(vm: Vm, opts: { readonly guestSids: readonly SourceId[]; readonly name?: string; readonly guestPasids?: GuestPasidMode }) {
     this.vm = vm;
     this.#sids = opts.guestSids;
+    this.#mode = opts.guestPasids ?? "identity";
     this.unit = new VtdUnit({
       ...capsFromNesting(vm.nesting),
       mem: vm.ram.view,
@@ -135,7 +150,8 @@ export class VirtualVtd {
     for (const r of records) {
       if (r.type !== "page-request") continue;
       const { prm } = r;
-      const pasid = prm.pasid;
+      // The record carries the host PASID; the guest knows its own (a record of no PASID the guest holds is answered here).
+      const pasid = prm.pasid === undefined ? undefined : (this.#guestPasid(prm.pasid) ?? undefined);
       let taken = false;
       if (pasid !== undefined && sid !== undefined) {
         taken = this.unit.pageRequest({
@@ -154,7 +170,7 @@ export class VirtualVtd {
       if (taken) {
         this.stats.pageRequests++;
         if (prm.last && pasid !== undefined) this.#pendingGroups.add(`${pasid}/${prm.grpid}`);
-      } else if (prm.last) answers.push({ pasid: pasid === undefined ? undefined : asHostPasid(pasid), grpid: prm.grpid, code: "invalid" });
+      } else if (prm.last) answers.push({ pasid: prm.pasid === undefined ? undefined : asHostPasid(prm.pasid), grpid: prm.grpid, code: "invalid" });
     }
     if (answers.length > 0) this.#host(() => rings.respond(answers));
     return records.length;
@@ -169,9 +185,35 @@ export class VirtualVtd {
     return this.#rings;
   }
 
-  /** PASIDs bound on the host for this guest now, with the guest table each uses. */
+  /** PASIDs bound on the host for this guest now (by guest PASID), with the guest table each uses. */
   get bound(): ReadonlyMap<number, { readonly gpgd: number }> {
     return this.#bound;
+  }
+
+  /** How this vIOMMU numbers the guest's PASIDs. */
+  get guestPasids(): GuestPasidMode {
+    return this.#mode;
+  }
+
+  /** The host PASID behind guest PASID `gpasid`, or null when the guest holds no such PASID (identity: `gpasid` itself). */
+  hostPasid(gpasid: number): number | null {
+    if (this.#mode === "identity") return gpasid;
+    return this.#allocated.get(gpasid) ?? null;
+  }
+
+  /** The guest PASID of host PASID `hpasid`, or null when it is none of this guest's (identity: `hpasid` itself). */
+  #guestPasid(hpasid: number): number | null {
+    if (this.#mode === "identity") return hpasid;
+    return this.#guestOf.get(hpasid) ?? null;
+  }
+
+  /**
+   * The lowest guest PASID (1 up; 0 is RID_PASID) not in use in this VM's
+   * own namespace, or null when the namespace is full.
+   */
+  #freeGuestPasid(max: number): number | null {
+    for (let g = 1; g <= max; g++) if (!this.#allocated.has(g)) return g;
+    return null;
   }
 
   /**
@@ -215,16 +257,27 @@ export class VirtualVtd {
     try {
       if (cmd === VcmdCommand.ALLOC_PASID) {
         const max = 2 ** this.unit.cfg.pasidBits - 1;
-        const id = allocPasid(c, 1, max);
-        this.#allocated.add(id);
+        // SPIDs: the guest's number comes from the VM's own namespace, chosen before the host is asked so a full
+        // namespace costs the host nothing; identity: the guest gets the host's number.
+        const guest = this.#mode === "spid" ? this.#freeGuestPasid(max) : null;
+        if (this.#mode === "spid" && guest === null) {
+          this.stats.refused++;
+          return { status: VcmdStatus.NO_PASID_OR_INVALID };
+        }
+        const host = allocPasid(c, 1, max);
+        const id = guest ?? host;
+        this.#allocated.set(id, host);
+        this.#guestOf.set(host, id);
         this.stats.pasidAllocs++;
         return { status: VcmdStatus.SUCCESS, result: id };
       }
       if (cmd === VcmdCommand.FREE_PASID) {
-        if (!this.#allocated.has(operand)) return { status: VcmdStatus.NO_PASID_OR_INVALID };
+        const host = this.#allocated.get(operand);
+        if (host === undefined) return { status: VcmdStatus.NO_PASID_OR_INVALID };
         // The host unbinds whatever is still bound on it when the PASID goes (VFIO's free notifies).
-        freePasids(c, operand, operand);
+        freePasids(c, host, host);
         this.#allocated.delete(operand);
+        this.#guestOf.delete(host);
         this.#bound.delete(operand);
         this.#invs.delete(operand);
         this.stats.pasidFrees++;
@@ -269,7 +322,8 @@ export class VirtualVtd {
         }
         const rc = PageGroupResponseDesc.get(d, "RC");
         const code = rc === ResponseCode.SUCCESS ? "success" : rc === ResponseCode.INVALID ? "invalid" : "failure";
-        this.#responses.push({ pasid: asHostPasid(pasid), grpid, code });
+        const host = this.hostPasid(pasid);
+        if (host !== null) this.#responses.push({ pasid: asHostPasid(host), grpid, code });
         // No endpoint sits below the virtual unit: the response is the host's to deliver.
         return "handled";
       }
@@ -300,7 +354,7 @@ export class VirtualVtd {
     let ok = true;
     const pcs = this.#pcs.splice(0);
     for (const pc of pcs) {
-      const pasids = pc === null ? [...new Set([...this.#allocated, ...this.#bound.keys()])] : [pc];
+      const pasids = pc === null ? [...new Set([...this.#allocated.keys(), ...this.#bound.keys()])] : [pc];
       for (const p of pasids) ok = this.#syncPasid(p) && ok;
     }
     const responses = this.#responses.splice(0);
@@ -316,15 +370,17 @@ export class VirtualVtd {
     for (const [pasid, inv] of invs) {
       // Nothing of an unbound PASID is cached on the host: its bind or unbind flushed it.
       if (!this.#bound.has(pasid)) continue;
+      const host = this.hostPasid(pasid);
+      if (host === null) continue;
       ok = this.#host(() => {
-        const pasidInfo = { flags: InvPasidFlag.PASID, pasid: BigInt(pasid) };
+        const pasidInfo = { flags: InvPasidFlag.PASID, pasid: BigInt(host) };
         if (inv.range === null) cacheInvalidate(this.vm.container, { cache: inv.cache, granularity: InvGranularity.PASID, pasidInfo });
         else {
           const r = inv.range;
           cacheInvalidate(this.vm.container, {
             cache: inv.cache,
             granularity: InvGranularity.ADDR,
-            addrInfo: { flags: InvAddrFlag.PASID | (r.leaf ? InvAddrFlag.LEAF : 0), pasid: BigInt(pasid), addr: BigInt(r.addr), granuleSize: 4096n, nbGranules: BigInt(2 ** r.am) },
+            addrInfo: { flags: InvAddrFlag.PASID | (r.leaf ? InvAddrFlag.LEAF : 0), pasid: BigInt(host), addr: BigInt(r.addr), granuleSize: 4096n, nbGranules: BigInt(2 ** r.am) },
           });
         }
         this.stats.invalidations++;
@@ -340,20 +396,27 @@ export class VirtualVtd {
     if (have !== undefined && want !== null && have.gpgd === want.gpgd && have.addrWidth === want.addrWidth && have.flags === want.flags) return true;
     // Drop pending invalidations: the unbind or the new bind flushes the host's caches of the PASID.
     this.#invs.delete(pasid);
+    // SPIDs: a guest PASID the guest never allocated has no host PASID, so there is nothing the host could bind.
+    const host = this.hostPasid(pasid);
     let ok = true;
-    if (have !== undefined) {
+    if (have !== undefined && host !== null) {
       ok = this.#host(() => {
-        unbindPgtbl(this.vm.container, { hpasid: BigInt(pasid), addrWidth: have.addrWidth });
+        unbindPgtbl(this.vm.container, { hpasid: BigInt(host), addrWidth: have.addrWidth });
         this.stats.unbinds++;
       });
-      this.#bound.delete(pasid);
     }
-    if (want !== null) {
+    this.#bound.delete(pasid);
+    if (want !== null && host === null) {
+      this.stats.refused++;
+      return false;
+    }
+    if (want !== null && host !== null) {
       ok = this.#host(() => {
-        // The guest's PASID goes with it (IOMMU_SVA_GPASID_VAL): the host records it as the PASID's SPID in the VM's set, and the
-        // IOASID BIND that follows is what KVM's translation for the guest's ENQCMD listens to. Identity this session: guest = host PASID.
+        // The guest's PASID goes with it (IOMMU_SVA_GPASID_VAL): the host records it as the host PASID's SPID in the VM's set, and
+        // the IOASID BIND that follows is what KVM's translation for the guest's ENQCMD listens to (and what an mdev's host driver
+        // looks the guest's number up by). Identity: the two numbers are one.
         bindPgtbl(this.vm.container, {
-          hpasid: BigInt(pasid),
+          hpasid: BigInt(host),
           gpasid: BigInt(pasid),
           flags: BigInt(IOMMU_SVA_GPASID_VAL),
           gpgd: BigInt(want.gpgd),

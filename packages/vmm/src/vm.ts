@@ -7,7 +7,7 @@ import { KvmPasid } from "@vsva/kvm-pasid";
 import { GuestRamPages, type Vfio, type VfioContainerFile, VfioDeviceFile, VfioExtension, VfioIoctl, VfioUser } from "@vsva/vfio-type1";
 import { GuestRam, PAGE } from "./guest-ram.js";
 import { cString, fdArg, mapDma, nestingInfo } from "./vfio-uapi.js";
-import { VirtualVtd } from "./viommu.js";
+import { type GuestPasidMode, VirtualVtd } from "./viommu.js";
 
 /** Where the VMM maps guest RAM in its own address space (QEMU's RAM block `host` pointer): MAP_DMA's vaddr is this + GPA. */
 export const VMM_RAM_BASE = 0x7f00_0000_0000;
@@ -49,6 +49,14 @@ export interface VmOptions {
   readonly addrBits?: number;
   /** Where the assigned device sits in the guest's PCI hierarchy (default 00:04.0). */
   readonly guestBdf?: { readonly bus: number; readonly dev: number; readonly fn: number };
+  /**
+   * How the vIOMMU numbers guest PASIDs (default `identity`: the host's
+   * numbers). `spid`: a namespace of the VM's own, each guest PASID the
+   * SPID of a host PASID; only devices whose PASIDs the host translates
+   * (mdevs, ENQCMD through KVM) can use them: an assigned function's DMA
+   * carries the guest's number to the host IOMMU untranslated.
+   */
+  readonly guestPasids?: GuestPasidMode;
 }
 
 export type VmState = "running" | "dead";
@@ -161,7 +169,7 @@ export class Vm {
       if (!(file instanceof VfioDeviceFile)) throw new KernelBug(`GROUP_GET_DEVICE_FD gave fd ${fd}, which is no device file`);
       this.deviceFile = file;
       // The machine's vIOMMU, realized last: its capabilities come from what VFIO reported.
-      this.viommu = new VirtualVtd(this, { guestSids: [this.guestSid] });
+      this.viommu = new VirtualVtd(this, { guestSids: [this.guestSid], guestPasids: opts.guestPasids ?? "identity" });
     } catch (e) {
       for (const u of undo.reverse()) u();
       this.#state = "dead";
