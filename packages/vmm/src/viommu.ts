@@ -5,6 +5,7 @@ import {
   type VtdTrapEvent, type TrapReply, VtdUnit, pasidDirIndex, pasidTableIndex, readReg,
 } from "@vsva/iommu-hw";
 import { CacheInvType, IOMMU_SVA_GPASID_VAL, InvAddrFlag, InvGranularity, InvPasidFlag, type NestingInfo, type PageResponse, VtdGpasidFlag } from "@vsva/iommu-core";
+import type { VfioContainerFile } from "@vsva/vfio-type1";
 import { VfioFaultRings } from "./vfio-faults.js";
 import type { Vm } from "./vm.js";
 import { allocPasid, bindPgtbl, cacheInvalidate, freePasids, unbindPgtbl } from "./vfio-uapi.js";
@@ -14,6 +15,12 @@ interface Binding {
   readonly gpgd: number;
   readonly addrWidth: 48 | 57;
   readonly flags: number;
+}
+
+/** A guest device behind the vIOMMU: its requester ID in the guest, and the VFIO container the VMM put it in. */
+export interface ViommuDevice {
+  readonly sid: SourceId;
+  readonly container: VfioContainerFile;
 }
 
 /**
@@ -87,8 +94,9 @@ export class VirtualVtd {
   readonly vm: Vm;
   readonly stats: ViommuStats = { exits: 0, batches: 0, binds: 0, unbinds: 0, invalidations: 0, pasidAllocs: 0, pasidFrees: 0, refused: 0, pageRequests: 0, responses: 0, strayResponses: 0 };
   /** Guest source IDs of the assigned devices behind this vIOMMU. */
-  readonly #sids: readonly SourceId[];
-  readonly #bound = new Map<number, Binding>();
+  readonly #devs: readonly ViommuDevice[];
+  /** What is bound on the host: guest PASID → index in #devs → the binding on that device's container. */
+  readonly #bound = new Map<number, Map<number, Binding>>();
   /** PASIDs the guest got through the virtual command interface and has not given back: guest PASID → host PASID. */
   readonly #allocated = new Map<number, number>();
   /** The reverse of #allocated: host PASID → guest PASID (fault records carry host PASIDs). */
@@ -106,9 +114,9 @@ export class VirtualVtd {
   #deferredWait: number | null = null;
   #servicing = false;
 
-  constructor(vm: Vm, opts: { readonly guestSids: readonly SourceId[]; readonly name?: string; readonly guestPasids?: GuestPasidMode }) {
+  constructor(vm: Vm, opts: { readonly devices: readonly ViommuDevice[]; readonly name?: string; readonly guestPasids?: GuestPasidMode }) {
     this.vm = vm;
-    this.#sids = opts.guestSids;
+    this.#devs = opts.devices;
     this.#mode = opts.guestPasids ?? "identity";
     this.unit = new VtdUnit({
       ...capsFromNesting(vm.nesting),
@@ -146,7 +154,7 @@ export class VirtualVtd {
     let records: ReturnType<VfioFaultRings["take"]> = [];
     if (!this.#host(() => (records = rings.take()))) return 0;
     const answers: PageResponse[] = [];
-    const sid = this.#sids[0];
+    const sid = this.#devs[0]?.sid;
     for (const r of records) {
       if (r.type !== "page-request") continue;
       const { prm } = r;
@@ -185,9 +193,19 @@ export class VirtualVtd {
     return this.#rings;
   }
 
-  /** PASIDs bound on the host for this guest now (by guest PASID), with the guest table each uses. */
+  /** PASIDs bound on the host for this guest now (by guest PASID, on any of its devices), with the guest table each uses. */
   get bound(): ReadonlyMap<number, { readonly gpgd: number }> {
-    return this.#bound;
+    const out = new Map<number, Binding>();
+    for (const [pasid, per] of this.#bound) {
+      const first = [...per.values()][0];
+      if (first !== undefined) out.set(pasid, first);
+    }
+    return out;
+  }
+
+  /** The guest devices (by index in the VM's order: the assigned function, then its mdevs) `pasid` is bound on at the host. */
+  boundOn(pasid: number): readonly number[] {
+    return [...(this.#bound.get(pasid)?.keys() ?? [])];
   }
 
   /** How this vIOMMU numbers the guest's PASIDs. */
@@ -369,53 +387,70 @@ export class VirtualVtd {
     this.#invs.clear();
     for (const [pasid, inv] of invs) {
       // Nothing of an unbound PASID is cached on the host: its bind or unbind flushed it.
-      if (!this.#bound.has(pasid)) continue;
+      const per = this.#bound.get(pasid);
       const host = this.hostPasid(pasid);
-      if (host === null) continue;
-      ok = this.#host(() => {
-        const pasidInfo = { flags: InvPasidFlag.PASID, pasid: BigInt(host) };
-        if (inv.range === null) cacheInvalidate(this.vm.container, { cache: inv.cache, granularity: InvGranularity.PASID, pasidInfo });
-        else {
-          const r = inv.range;
-          cacheInvalidate(this.vm.container, {
-            cache: inv.cache,
-            granularity: InvGranularity.ADDR,
-            addrInfo: { flags: InvAddrFlag.PASID | (r.leaf ? InvAddrFlag.LEAF : 0), pasid: BigInt(host), addr: BigInt(r.addr), granuleSize: 4096n, nbGranules: BigInt(2 ** r.am) },
-          });
-        }
-        this.stats.invalidations++;
-      }) && ok;
+      if (per === undefined || host === null) continue;
+      for (const i of per.keys()) {
+        const c = this.#devs[i]?.container;
+        if (c === undefined) continue;
+        ok = this.#host(() => {
+          const pasidInfo = { flags: InvPasidFlag.PASID, pasid: BigInt(host) };
+          if (inv.range === null) cacheInvalidate(c, { cache: inv.cache, granularity: InvGranularity.PASID, pasidInfo });
+          else {
+            const r = inv.range;
+            cacheInvalidate(c, {
+              cache: inv.cache,
+              granularity: InvGranularity.ADDR,
+              addrInfo: { flags: InvAddrFlag.PASID | (r.leaf ? InvAddrFlag.LEAF : 0), pasid: BigInt(host), addr: BigInt(r.addr), granuleSize: 4096n, nbGranules: BigInt(2 ** r.am) },
+            });
+          }
+          this.stats.invalidations++;
+        }) && ok;
+      }
     }
     return ok;
   }
 
-  /** Makes the host's binding of `pasid` match the guest's PASID entry. */
+  /**
+   * Makes the host's binding of `pasid` on each device's container match
+   * that device's guest PASID entry (QEMU puts each device behind a vIOMMU
+   * in a container of its own, and a nesting container holds one group).
+   */
   #syncPasid(pasid: number): boolean {
-    const want = this.#guestBinding(pasid);
-    const have = this.#bound.get(pasid);
-    if (have !== undefined && want !== null && have.gpgd === want.gpgd && have.addrWidth === want.addrWidth && have.flags === want.flags) return true;
-    // Drop pending invalidations: the unbind or the new bind flushes the host's caches of the PASID.
-    this.#invs.delete(pasid);
     // SPIDs: a guest PASID the guest never allocated has no host PASID, so there is nothing the host could bind.
     const host = this.hostPasid(pasid);
+    const have = this.#bound.get(pasid);
+    const next = new Map<number, Binding>();
     let ok = true;
-    if (have !== undefined && host !== null) {
-      ok = this.#host(() => {
-        unbindPgtbl(this.vm.container, { hpasid: BigInt(host), addrWidth: have.addrWidth });
-        this.stats.unbinds++;
-      });
-    }
-    this.#bound.delete(pasid);
-    if (want !== null && host === null) {
-      this.stats.refused++;
-      return false;
-    }
-    if (want !== null && host !== null) {
+    let kept = false;
+    let changed = false;
+    for (const [i, dev] of this.#devs.entries()) {
+      const want = this.#guestBinding(dev.sid, pasid);
+      const had = have?.get(i);
+      if (had !== undefined && want !== null && had.gpgd === want.gpgd && had.addrWidth === want.addrWidth && had.flags === want.flags) {
+        next.set(i, had);
+        kept = true;
+        continue;
+      }
+      if (had === undefined && want === null) continue;
+      changed = true;
+      if (had !== undefined && host !== null) {
+        ok = this.#host(() => {
+          unbindPgtbl(dev.container, { hpasid: BigInt(host), addrWidth: had.addrWidth });
+          this.stats.unbinds++;
+        }) && ok;
+      }
+      if (want === null) continue;
+      if (host === null) {
+        this.stats.refused++;
+        ok = false;
+        continue;
+      }
       ok = this.#host(() => {
         // The guest's PASID goes with it (IOMMU_SVA_GPASID_VAL): the host records it as the host PASID's SPID in the VM's set, and
         // the IOASID BIND that follows is what KVM's translation for the guest's ENQCMD listens to (and what an mdev's host driver
         // looks the guest's number up by). Identity: the two numbers are one.
-        bindPgtbl(this.vm.container, {
+        bindPgtbl(dev.container, {
           hpasid: BigInt(host),
           gpasid: BigInt(pasid),
           flags: BigInt(IOMMU_SVA_GPASID_VAL),
@@ -423,10 +458,14 @@ export class VirtualVtd {
           addrWidth: want.addrWidth,
           vtd: { flags: BigInt(want.flags) },
         });
-        this.#bound.set(pasid, want);
+        next.set(i, want);
         this.stats.binds++;
       }) && ok;
     }
+    // A device's unbind or new bind flushes the host's caches of the PASID on it; pending flushes stay while another device kept its binding.
+    if (changed && !kept) this.#invs.delete(pasid);
+    if (next.size > 0) this.#bound.set(pasid, next);
+    else this.#bound.delete(pasid);
     return ok;
   }
 
@@ -444,25 +483,22 @@ export class VirtualVtd {
   }
 
   /**
-   * The first-level binding the guest's PASID entry asks for, on the
-   * assigned device(s): null when no device has a present first-level
-   * entry for `pasid` (absent, a hole, not present, another translation
-   * type, or a paging mode VT-d does not define).
+   * The first-level binding the guest's PASID entry of `sid` asks for:
+   * null when it has no present first-level entry for `pasid` (absent, a
+   * hole, not present, another translation type, or a paging mode VT-d
+   * does not define).
    */
-  #guestBinding(pasid: number): Binding | null {
+  #guestBinding(sid: SourceId, pasid: number): Binding | null {
     if (pasid === 0) return null; // RID_PASID: requests without PASID, the container's second level covers them.
-    for (const sid of this.#sids) {
-      const e = this.#pasidEntry(sid, pasid);
-      if (e === null || PasidEntry.get(e, "P") !== 1 || PasidEntry.get(e, "PGTT") !== Pgtt.FIRST_LEVEL) continue;
-      const flpm = PasidEntry.get(e, "FLPM");
-      if (flpm > 1) continue;
-      let flags = 0;
-      if (PasidEntry.get(e, "SRE") === 1) flags |= VtdGpasidFlag.SRE;
-      if (PasidEntry.get(e, "EAFE") === 1) flags |= VtdGpasidFlag.EAFE;
-      if (PasidEntry.get(e, "WPE") === 1) flags |= VtdGpasidFlag.WPE;
-      return { gpgd: PasidEntry.getAddr(e, "FLPTPTR"), addrWidth: flpm === 1 ? 57 : 48, flags };
-    }
-    return null;
+    const e = this.#pasidEntry(sid, pasid);
+    if (e === null || PasidEntry.get(e, "P") !== 1 || PasidEntry.get(e, "PGTT") !== Pgtt.FIRST_LEVEL) return null;
+    const flpm = PasidEntry.get(e, "FLPM");
+    if (flpm > 1) return null;
+    let flags = 0;
+    if (PasidEntry.get(e, "SRE") === 1) flags |= VtdGpasidFlag.SRE;
+    if (PasidEntry.get(e, "EAFE") === 1) flags |= VtdGpasidFlag.EAFE;
+    if (PasidEntry.get(e, "WPE") === 1) flags |= VtdGpasidFlag.WPE;
+    return { gpgd: PasidEntry.getAddr(e, "FLPTPTR"), addrWidth: flpm === 1 ? 57 : 48, flags };
   }
 
   /** The guest's PASID-table entry of `pasid` for `sid`, read from guest memory as the unit would, or null where the walk stops. */
