@@ -2,10 +2,11 @@ import { describe, expect, it } from "vitest";
 import { asIoasid, asVmId } from "@vsva/kernel";
 import { Prot } from "@vsva/iommu-core";
 import { DSA_COMPLETION_SIZE, DescFlag, DsaCmdErr, DsaOpcode, DsaStatus, decodeCompletion, encodeDescriptor } from "@vsva/dsa";
-import { plugIdxd } from "@vsva/idxd";
+import { Idxd, UserThread, openUserWq, plugIdxd } from "@vsva/idxd";
 import { Vdcm } from "@vsva/vdcm";
 import { MdevGuest } from "@vsva/vdcm/testing";
 import { Guest } from "./guest.js";
+import { MdevRegions } from "./mdev-regions.js";
 import { PAGE } from "./guest-ram.js";
 import { vmTestHost } from "./test-host.js";
 import { Vm } from "./vm.js";
@@ -74,6 +75,44 @@ describe("an mdev's dedicated WQ in a guest", () => {
     h.board.settle();
     vdcm.removeMdev(mdev);
     h.board.ioasid.free(other, taken);
+    expect(h.board.ioasid.allocated).toBe(0);
+  });
+
+  it.each(["identity", "spid"] as const)("(%s guest PASIDs) the guest's own idxd driver probes the mdev through the VMM's region accesses, a user WQ file binds the process and programs its PASID, and MEMMOVE by MOVDIR64B completes in guest memory", (mode) => {
+    const { h, idxd, vdcm, mdev, vm } = hostWithMdev(mode);
+    const g = new Guest(vm);
+    const dev = g.mdevs[0];
+    const file = vm.mdevFiles[0];
+    if (dev === undefined || file === undefined) throw new Error("the VM has no mdev");
+    // The guest's PCI core before the driver's probe: memory space and bus mastering on, the PASID capability enabled
+    // (pci_enable_device, pci_set_master, pci_enable_pasid), through the mdev's config region.
+    new MdevGuest(file).enablePasid();
+    const gidxd = Idxd.probe({ kernel: vm.kernel, core: g.core, iommuDev: dev, hw: new MdevRegions(file), config: { wqs: [{ mode: "dedicated", size: 4, type: "user" }] }, name: "dsa0" });
+    const p = g.newProcess("P");
+    const buf = p.mmap(VA, 2 * PAGE, Prot.READ | Prot.WRITE, { populate: true });
+    const src = Uint8Array.from({ length: 300 }, (_, i) => (i * 29 + 3) & 0xff);
+    p.write(buf, src);
+    const wqFile = openUserWq(gidxd, 0, new UserThread(p));
+    const gpasid = gidxd.wq(0).pasid;
+    expect(gpasid).not.toBeNull();
+    const host = vm.viommu.hostPasid(gpasid ?? 0);
+    // The guest reads back its own PASID; the hardware WQ holds the host's.
+    expect(idxd.wq(0).pasid).toBe(host);
+    expect(h.board.ioasid.info(asIoasid(host ?? 0))?.spid).toBe(gpasid);
+    expect(wqFile.submit(encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR, completionAddr: buf + PAGE, src: buf, dst: buf + 0x400, size: src.length }))).toBe("posted");
+    h.board.settle();
+    expect(wqFile.readCompletion(buf + PAGE).status).toBe(DsaStatus.SUCCESS);
+    expect([...p.read(buf + 0x400, src.length)]).toEqual([...src]);
+    // Close: drain, clear the WQ's PASID (the VDCM clears the hardware WQ), unbind.
+    wqFile.close();
+    h.board.settle();
+    // The WQ re-enabled without a guest PASID: the VDCM gives it the mdev's aux-domain PASID, never the process's host PASID again.
+    expect(host).not.toBeNull();
+    expect(idxd.wq(0).pasid).not.toBe(host);
+    gidxd.remove();
+    vm.kill();
+    h.board.settle();
+    vdcm.removeMdev(mdev);
     expect(h.board.ioasid.allocated).toBe(0);
   });
 });

@@ -6,3 +6,4 @@ export { VMM_FAULT_POINTS } from "./fault-points.js";
 export { VirtualVtd, type ViommuStats, type GuestPasidMode } from "./viommu.js";
 export { Guest, type GuestOptions, type GuestDmaRequest } from "./guest.js";
 export { VfioFaultRings } from "./vfio-faults.js";
+export { MdevRegions } from "./mdev-regions.js";
