@@ -7,3 +7,4 @@ export { VirtualVtd, type ViommuStats, type GuestPasidMode } from "./viommu.js";
 export { Guest, type GuestOptions, type GuestDmaRequest } from "./guest.js";
 export { VfioFaultRings } from "./vfio-faults.js";
 export { MdevRegions } from "./mdev-regions.js";
+export { KvmEnqcmdPortal } from "./kvm-portal.js";
