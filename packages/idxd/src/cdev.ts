@@ -1,7 +1,7 @@
 import { Errno, type HostPasid, KernelError } from "@vsva/kernel";
 import type { Mm, SvaBond } from "@vsva/iommu-core";
 import { DSA_COMPLETION_SIZE, DSA_DESC_SIZE, type CompletionRecord, DsaCommand, decodeCompletion } from "@vsva/dsa";
-import type { Idxd, IdxdWq } from "./idxd.js";
+import type { Idxd, IdxdHw, IdxdWq } from "./idxd.js";
 
 /** IA32_PASID (MSR 0xD93): bits 19:0 the PASID, bit 31 VALID (arch/x86/include/asm/msr-index.h: MSR_IA32_PASID, MSR_IA32_PASID_VALID). */
 export const IA32_PASID_VALID = 0x8000_0000;
@@ -139,7 +139,7 @@ export class IdxdUserFile {
  * PASID programmed (idxd_wq_set_pasid; ENXIO). ENOMEM injected at
  * `idxd.cdev-ctx`. A failed open leaves nothing bound or programmed.
  */
-export function openUserWq(idxd: Idxd, wqId: number, thread: UserThread): IdxdUserFile {
+export function openUserWq(idxd: Idxd<IdxdHw>, wqId: number, thread: UserThread): IdxdUserFile {
   idxd.kernel.scheduler.atomic.mightSleep("idxd_cdev_open");
   const wq = idxd.wq(wqId);
   if (wq.type !== "user") throw new KernelError(Errno.ENODEV, `${wq.name} is a ${wq.type} WQ: it has no char device`);

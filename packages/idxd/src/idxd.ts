@@ -51,14 +51,31 @@ export interface IdxdConfig {
   readonly engines?: number;
 }
 
-export interface IdxdProbeOptions {
+/**
+ * What the driver touches of the function: BAR0's registers and the WQ
+ * portals (and, for a device model that only runs when stepped, a way to
+ * let it run). A `DsaDevice` is one; so is a guest's view of an mdev, whose
+ * register accesses the VMM forwards to the mdev's VFIO regions.
+ */
+export interface IdxdHw {
+  readonly mode: "immediate" | "stepwise";
+  run(): void;
+  mmioRead32(offset: number): number;
+  mmioRead64(offset: number): bigint;
+  mmioWrite32(offset: number, value: number): void;
+  /** A 64-byte store to WQ `wq`'s portal. */
+  movdir64b(wq: number, bytes: Uint8Array): void;
+  enqcmd(wq: number, bytes: Uint8Array): "accepted" | "retry";
+}
+
+export interface IdxdProbeOptions<H extends IdxdHw = DsaDevice> {
   readonly kernel: Kernel;
   /** The IOMMU core the device was probed in (SVA binds go through it). */
   readonly core: IommuCore;
   /** The device as the IOMMU core knows it. */
   readonly iommuDev: IommuDevice;
   /** The function's BAR0 and portals. */
-  readonly hw: DsaDevice;
+  readonly hw: H;
   readonly config: IdxdConfig;
   /** Device name ("dsa0"); default the IOMMU device's. */
   readonly name?: string;
@@ -102,9 +119,9 @@ function cmdErrName(err: number): string {
  * configuration the device cannot take is EINVAL before anything is written
  * (sysfs.c: the wq_size/priority/threshold stores and idxd_engines_setup()).
  */
-export class Idxd {
+export class Idxd<H extends IdxdHw = DsaDevice> {
   readonly name: string;
-  readonly hw: DsaDevice;
+  readonly hw: H;
   readonly iommuDev: IommuDevice;
   readonly core: IommuCore;
   readonly kernel: Kernel;
@@ -121,11 +138,11 @@ export class Idxd {
    * each configured WQ. All or nothing: on any error the device is reset,
    * SVA is disabled again if probe enabled it, and the error is thrown.
    */
-  static probe(o: IdxdProbeOptions): Idxd {
+  static probe<H extends IdxdHw = DsaDevice>(o: IdxdProbeOptions<H>): Idxd<H> {
     return new Idxd(o);
   }
 
-  private constructor(o: IdxdProbeOptions) {
+  private constructor(o: IdxdProbeOptions<H>) {
     this.kernel = o.kernel;
     this.core = o.core;
     this.iommuDev = o.iommuDev;
@@ -377,11 +394,11 @@ export class IdxdWq {
   readonly size: number;
   readonly type: IdxdWqType;
   readonly config: IdxdWqConfig;
-  readonly idxd: Idxd;
+  readonly idxd: Idxd<IdxdHw>;
   /** @internal openers of this WQ's char device. */
   clients = 0;
 
-  constructor(idxd: Idxd, id: number, c: IdxdWqConfig) {
+  constructor(idxd: Idxd<IdxdHw>, id: number, c: IdxdWqConfig) {
     this.idxd = idxd;
     this.id = id;
     this.mode = c.mode;

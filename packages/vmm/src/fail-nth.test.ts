@@ -5,11 +5,12 @@ import { IOASID_FAULT_POINTS } from "@vsva/ioasid";
 import { IOMMU_CORE_FAULT_POINTS, Prot } from "@vsva/iommu-core";
 import { VTD_FAULT_POINTS } from "@vsva/intel-svm";
 import { VFIO_FAULT_POINTS } from "@vsva/vfio-type1";
-import { TABLE_PAGE_FAULT_POINT } from "@vsva/kvm-pasid";
+import { Ia32Pasid, TABLE_PAGE_FAULT_POINT } from "@vsva/kvm-pasid";
 import { VMM_FAULT_POINTS } from "./fault-points.js";
 import { Guest } from "./guest.js";
 import { PAGE } from "./guest-ram.js";
 import { vmTestHost } from "./test-host.js";
+import type { GuestPasidMode } from "./viommu.js";
 import { Vm } from "./vm.js";
 
 const RAM = 2 << 20;
@@ -37,7 +38,18 @@ function tolerate<T>(fn: () => T): T | null {
  */
 type Arm = number | { readonly point: string; readonly nth: number } | null;
 
-function run(side: "host" | "guest", n: Arm) {
+/** The IA32_PASID value of a guest thread holding `pasid` (bit 31 VALID). */
+function ia32Pasid(pasid: number): bigint {
+  const v = Ia32Pasid.encode({ PASID: pasid, VALID: 1 });
+  return BigInt(v[0] ?? 0) | (BigInt(v[1] ?? 0) << 32n);
+}
+
+/**
+ * `mode` "spid": the VM numbers its guest PASIDs itself, so the assigned
+ * function cannot DMA with them; the run's last step is then the guest's
+ * ENQCMD through KVM, which must carry the host PASID behind the guest's.
+ */
+function run(side: "host" | "guest", n: Arm, mode: GuestPasidMode = "identity") {
   const h = vmTestHost();
   const pages = h.board.pages.stats.livePages;
   const allocated = h.board.ioasid.allocated;
@@ -48,7 +60,7 @@ function run(side: "host" | "guest", n: Arm) {
     else if (n !== null) f.failPoint(n.point, { nth: n.nth });
   };
   if (side === "host") arm(faults);
-  const vm = tolerate(() => new Vm({ host: h.board, vfio: h.vfio, id: 1, ramBytes: RAM, device: h.device }));
+  const vm = tolerate(() => new Vm({ host: h.board, vfio: h.vfio, id: 1, ramBytes: RAM, device: h.device, guestPasids: mode }));
   let dma: string | null = null;
   if (vm !== null) {
     if (side === "guest") {
@@ -61,7 +73,11 @@ function run(side: "host" | "guest", n: Arm) {
         const p = g.newProcess("P");
         p.mmap(VA, 2 * PAGE, Prot.READ | Prot.WRITE, { populate: true });
         const bond = g.core.sva.bindDevice(g.device, p);
-        dma = g.dma({ pasid: bond.pasid, addr: VA + 0x40, length: 4, direction: "write", pattern: Uint8Array.of(9, 8, 7, 6) });
+        if (mode === "identity") dma = g.dma({ pasid: bond.pasid, addr: VA + 0x40, length: 4, direction: "write", pattern: Uint8Array.of(9, 8, 7, 6) });
+        else {
+          const enq = vm.kvm.enqcmd(ia32Pasid(bond.pasid));
+          dma = enq.ok && enq.hostPasid === vm.viommu.hostPasid(bond.pasid) ? "ok" : "enqcmd-failed";
+        }
       });
     }
   }
@@ -94,6 +110,24 @@ describe("fail-nth over a VM's life (build, guest boot, SVA bind, DMA, kill)", (
     for (const [point, count] of hits) {
       for (const nth of new Set([1, 2, Math.ceil(count / 2), count].filter((x) => x <= count))) {
         const r = run("host", { point, nth });
+        expect(r.injected).toEqual([point]);
+        cov.record(r.faults);
+      }
+    }
+    expect(cov.missing()).toEqual([]);
+    expect(cov.undeclared()).toEqual([]);
+  }, SWEEP_TIMEOUT);
+
+  it("with SPIDs, any host step failing leaves nothing behind after the kill, and the unfailed run's ENQCMD carries the host PASID", () => {
+    const clean = run("host", null, "spid");
+    expect(clean.dma).toBe("ok");
+    const cov = new FaultCoverage(VMM_FAULT_POINTS, KNOWN);
+    const hits = [...clean.counts].filter(([, c]) => c > 0);
+    // The bind attaches the guest's number as the host PASID's SPID: that step is among those failed.
+    expect(hits.map(([p]) => p)).toContain("ioasid.attach_spid");
+    for (const [point, count] of hits) {
+      for (const nth of new Set([1, count])) {
+        const r = run("host", { point, nth }, "spid");
         expect(r.injected).toEqual([point]);
         cov.record(r.faults);
       }

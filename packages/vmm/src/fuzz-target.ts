@@ -11,6 +11,7 @@ import { Prot } from "@vsva/iommu-core";
 import { Guest } from "./guest.js";
 import { PAGE } from "./guest-ram.js";
 import { assign, vmTestHost } from "./test-host.js";
+import type { GuestPasidMode } from "./viommu.js";
 import { Vm } from "./vm.js";
 
 const RAM = 2 << 20;
@@ -67,7 +68,7 @@ function plausibleEntry(): fc.Arbitrary<number[]> {
 }
 
 /** Where the guest's PASID-table entry of `pasid` lives (GPA), following its tables; null where they stop. */
-function pasidEntryGpa(g: Guest, sid: SourceId, pasid: number): number | null {
+export function pasidEntryGpa(g: Guest, sid: SourceId, pasid: number): number | null {
   const mem = g.vm.ram.view;
   const read = (layout: Layout<string>, pa: number): Uint32Array | null => {
     const v = layout.alloc();
@@ -88,7 +89,8 @@ const wait = (): bigint[] => {
   return [BigInt(d[0] ?? 0) | (BigInt(d[1] ?? 0) << 32n), 0n];
 };
 
-export function bootVictimAndTarget() {
+/** `guestPasids`: how the VM under test numbers its guest PASIDs (the bystander keeps the host's numbers). */
+export function bootVictimAndTarget(guestPasids: GuestPasidMode = "identity") {
   const a = vmTestHost();
   const b = assign(a.board, "dsa1", 5, a.vfio);
   // The bystander: another VM with a bound guest process holding data.
@@ -101,7 +103,7 @@ export function bootVictimAndTarget() {
   const pagesBefore = a.board.pages.stats.livePages;
   const allocatedBefore = a.board.ioasid.allocated;
   // The guest under test.
-  const vm1 = new Vm({ host: a.board, vfio: a.vfio, id: 1, ramBytes: RAM, device: a.device });
+  const vm1 = new Vm({ host: a.board, vfio: a.vfio, id: 1, ramBytes: RAM, device: a.device, guestPasids });
   const g1 = new Guest(vm1);
   const p1 = g1.newProcess("P");
   p1.mmap(VA, PAGE, Prot.READ | Prot.WRITE, { populate: true });

@@ -49,6 +49,8 @@ export class Guest {
   /** The assigned device as the guest's IOMMU core knows it. */
   readonly device: IommuDevice;
   readonly sid: SourceId;
+  /** The VM's mdevs as the guest's IOMMU core knows them (PCI functions behind the vIOMMU, SVA enabled), in the VM's order. */
+  readonly mdevs: readonly IommuDevice[];
 
   /** Boots the guest's IOMMU stack; errors from the driver's init (ENOMEM, ETIMEDOUT, EAGAIN) leave nothing set up. */
   constructor(vm: Vm, opts: GuestOptions = {}) {
@@ -73,6 +75,11 @@ export class Guest {
       // The PASID capability VFIO exposes (vfio-pci passes it through, series patch 8); the vIOMMU's width bounds it.
       this.device = this.core.probeDevice(this.iommu, { name: vm.device.name, sid: this.sid, pasidWidth: viommu.unit.cfg.pasidBits });
       this.core.enableFeature(this.device, "sva");
+      this.mdevs = vm.mdevSids.map((sid, i) => {
+        const d = this.core.probeDevice(this.iommu, { name: `mdev${i}`, sid, pasidWidth: viommu.unit.cfg.pasidBits });
+        this.core.enableFeature(d, "sva");
+        return d;
+      });
     } catch (e) {
       this.driver.shutdown();
       throw e;

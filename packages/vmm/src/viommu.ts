@@ -5,6 +5,7 @@ import {
   type VtdTrapEvent, type TrapReply, VtdUnit, pasidDirIndex, pasidTableIndex, readReg,
 } from "@vsva/iommu-hw";
 import { CacheInvType, IOMMU_SVA_GPASID_VAL, InvAddrFlag, InvGranularity, InvPasidFlag, type NestingInfo, type PageResponse, VtdGpasidFlag } from "@vsva/iommu-core";
+import type { VfioContainerFile } from "@vsva/vfio-type1";
 import { VfioFaultRings } from "./vfio-faults.js";
 import type { Vm } from "./vm.js";
 import { allocPasid, bindPgtbl, cacheInvalidate, freePasids, unbindPgtbl } from "./vfio-uapi.js";
@@ -15,6 +16,23 @@ interface Binding {
   readonly addrWidth: 48 | 57;
   readonly flags: number;
 }
+
+/** A guest device behind the vIOMMU: its requester ID in the guest, and the VFIO container the VMM put it in. */
+export interface ViommuDevice {
+  readonly sid: SourceId;
+  readonly container: VfioContainerFile;
+}
+
+/**
+ * How a VM's guest PASIDs relate to the host's: `identity` — the guest is
+ * given host PASIDs (what a directly assigned function needs, since nothing
+ * between it and the host IOMMU renumbers its DMA's PASID); `spid` — the
+ * vIOMMU numbers the guest's PASIDs in a namespace of the VM's own and
+ * passes each as the host PASID's SPID, so two VMs can both hold guest
+ * PASID 101 (the IOASID design's SPID, Documentation/driver-api/ioasid.rst
+ * as proposed with the 2020 vSVA series).
+ */
+export type GuestPasidMode = "identity" | "spid";
 
 /** One PASID's share of a queue submission's IOTLB/device-TLB invalidations, merged. */
 interface PendingInv {
@@ -76,10 +94,14 @@ export class VirtualVtd {
   readonly vm: Vm;
   readonly stats: ViommuStats = { exits: 0, batches: 0, binds: 0, unbinds: 0, invalidations: 0, pasidAllocs: 0, pasidFrees: 0, refused: 0, pageRequests: 0, responses: 0, strayResponses: 0 };
   /** Guest source IDs of the assigned devices behind this vIOMMU. */
-  readonly #sids: readonly SourceId[];
-  readonly #bound = new Map<number, Binding>();
-  /** PASIDs the guest got through the virtual command interface and has not given back. */
-  readonly #allocated = new Set<number>();
+  readonly #devs: readonly ViommuDevice[];
+  /** What is bound on the host: guest PASID → index in #devs → the binding on that device's container. */
+  readonly #bound = new Map<number, Map<number, Binding>>();
+  /** PASIDs the guest got through the virtual command interface and has not given back: guest PASID → host PASID. */
+  readonly #allocated = new Map<number, number>();
+  /** The reverse of #allocated: host PASID → guest PASID (fault records carry host PASIDs). */
+  readonly #guestOf = new Map<number, number>();
+  readonly #mode: GuestPasidMode;
   /** PASID-cache invalidations of the current submission, in order (PASID, or null for all). */
   readonly #pcs: (number | null)[] = [];
   readonly #invs = new Map<number, PendingInv>();
@@ -92,9 +114,10 @@ export class VirtualVtd {
   #deferredWait: number | null = null;
   #servicing = false;
 
-  constructor(vm: Vm, opts: { readonly guestSids: readonly SourceId[]; readonly name?: string }) {
+  constructor(vm: Vm, opts: { readonly devices: readonly ViommuDevice[]; readonly name?: string; readonly guestPasids?: GuestPasidMode }) {
     this.vm = vm;
-    this.#sids = opts.guestSids;
+    this.#devs = opts.devices;
+    this.#mode = opts.guestPasids ?? "identity";
     this.unit = new VtdUnit({
       ...capsFromNesting(vm.nesting),
       mem: vm.ram.view,
@@ -131,11 +154,12 @@ export class VirtualVtd {
     let records: ReturnType<VfioFaultRings["take"]> = [];
     if (!this.#host(() => (records = rings.take()))) return 0;
     const answers: PageResponse[] = [];
-    const sid = this.#sids[0];
+    const sid = this.#devs[0]?.sid;
     for (const r of records) {
       if (r.type !== "page-request") continue;
       const { prm } = r;
-      const pasid = prm.pasid;
+      // The record carries the host PASID; the guest knows its own (a record of no PASID the guest holds is answered here).
+      const pasid = prm.pasid === undefined ? undefined : (this.#guestPasid(prm.pasid) ?? undefined);
       let taken = false;
       if (pasid !== undefined && sid !== undefined) {
         taken = this.unit.pageRequest({
@@ -154,7 +178,7 @@ export class VirtualVtd {
       if (taken) {
         this.stats.pageRequests++;
         if (prm.last && pasid !== undefined) this.#pendingGroups.add(`${pasid}/${prm.grpid}`);
-      } else if (prm.last) answers.push({ pasid: pasid === undefined ? undefined : asHostPasid(pasid), grpid: prm.grpid, code: "invalid" });
+      } else if (prm.last) answers.push({ pasid: prm.pasid === undefined ? undefined : asHostPasid(prm.pasid), grpid: prm.grpid, code: "invalid" });
     }
     if (answers.length > 0) this.#host(() => rings.respond(answers));
     return records.length;
@@ -169,9 +193,45 @@ export class VirtualVtd {
     return this.#rings;
   }
 
-  /** PASIDs bound on the host for this guest now, with the guest table each uses. */
+  /** PASIDs bound on the host for this guest now (by guest PASID, on any of its devices), with the guest table each uses. */
   get bound(): ReadonlyMap<number, { readonly gpgd: number }> {
-    return this.#bound;
+    const out = new Map<number, Binding>();
+    for (const [pasid, per] of this.#bound) {
+      const first = [...per.values()][0];
+      if (first !== undefined) out.set(pasid, first);
+    }
+    return out;
+  }
+
+  /** The guest devices (by index in the VM's order: the assigned function, then its mdevs) `pasid` is bound on at the host. */
+  boundOn(pasid: number): readonly number[] {
+    return [...(this.#bound.get(pasid)?.keys() ?? [])];
+  }
+
+  /** How this vIOMMU numbers the guest's PASIDs. */
+  get guestPasids(): GuestPasidMode {
+    return this.#mode;
+  }
+
+  /** The host PASID behind guest PASID `gpasid`, or null when the guest holds no such PASID (identity: `gpasid` itself). */
+  hostPasid(gpasid: number): number | null {
+    if (this.#mode === "identity") return gpasid;
+    return this.#allocated.get(gpasid) ?? null;
+  }
+
+  /** The guest PASID of host PASID `hpasid`, or null when it is none of this guest's (identity: `hpasid` itself). */
+  #guestPasid(hpasid: number): number | null {
+    if (this.#mode === "identity") return hpasid;
+    return this.#guestOf.get(hpasid) ?? null;
+  }
+
+  /**
+   * The lowest guest PASID (1 up; 0 is RID_PASID) not in use in this VM's
+   * own namespace, or null when the namespace is full.
+   */
+  #freeGuestPasid(max: number): number | null {
+    for (let g = 1; g <= max; g++) if (!this.#allocated.has(g)) return g;
+    return null;
   }
 
   /**
@@ -215,16 +275,27 @@ export class VirtualVtd {
     try {
       if (cmd === VcmdCommand.ALLOC_PASID) {
         const max = 2 ** this.unit.cfg.pasidBits - 1;
-        const id = allocPasid(c, 1, max);
-        this.#allocated.add(id);
+        // SPIDs: the guest's number comes from the VM's own namespace, chosen before the host is asked so a full
+        // namespace costs the host nothing; identity: the guest gets the host's number.
+        const guest = this.#mode === "spid" ? this.#freeGuestPasid(max) : null;
+        if (this.#mode === "spid" && guest === null) {
+          this.stats.refused++;
+          return { status: VcmdStatus.NO_PASID_OR_INVALID };
+        }
+        const host = allocPasid(c, 1, max);
+        const id = guest ?? host;
+        this.#allocated.set(id, host);
+        this.#guestOf.set(host, id);
         this.stats.pasidAllocs++;
         return { status: VcmdStatus.SUCCESS, result: id };
       }
       if (cmd === VcmdCommand.FREE_PASID) {
-        if (!this.#allocated.has(operand)) return { status: VcmdStatus.NO_PASID_OR_INVALID };
+        const host = this.#allocated.get(operand);
+        if (host === undefined) return { status: VcmdStatus.NO_PASID_OR_INVALID };
         // The host unbinds whatever is still bound on it when the PASID goes (VFIO's free notifies).
-        freePasids(c, operand, operand);
+        freePasids(c, host, host);
         this.#allocated.delete(operand);
+        this.#guestOf.delete(host);
         this.#bound.delete(operand);
         this.#invs.delete(operand);
         this.stats.pasidFrees++;
@@ -269,7 +340,8 @@ export class VirtualVtd {
         }
         const rc = PageGroupResponseDesc.get(d, "RC");
         const code = rc === ResponseCode.SUCCESS ? "success" : rc === ResponseCode.INVALID ? "invalid" : "failure";
-        this.#responses.push({ pasid: asHostPasid(pasid), grpid, code });
+        const host = this.hostPasid(pasid);
+        if (host !== null) this.#responses.push({ pasid: asHostPasid(host), grpid, code });
         // No endpoint sits below the virtual unit: the response is the host's to deliver.
         return "handled";
       }
@@ -300,7 +372,7 @@ export class VirtualVtd {
     let ok = true;
     const pcs = this.#pcs.splice(0);
     for (const pc of pcs) {
-      const pasids = pc === null ? [...new Set([...this.#allocated, ...this.#bound.keys()])] : [pc];
+      const pasids = pc === null ? [...new Set([...this.#allocated.keys(), ...this.#bound.keys()])] : [pc];
       for (const p of pasids) ok = this.#syncPasid(p) && ok;
     }
     const responses = this.#responses.splice(0);
@@ -315,55 +387,85 @@ export class VirtualVtd {
     this.#invs.clear();
     for (const [pasid, inv] of invs) {
       // Nothing of an unbound PASID is cached on the host: its bind or unbind flushed it.
-      if (!this.#bound.has(pasid)) continue;
-      ok = this.#host(() => {
-        const pasidInfo = { flags: InvPasidFlag.PASID, pasid: BigInt(pasid) };
-        if (inv.range === null) cacheInvalidate(this.vm.container, { cache: inv.cache, granularity: InvGranularity.PASID, pasidInfo });
-        else {
-          const r = inv.range;
-          cacheInvalidate(this.vm.container, {
-            cache: inv.cache,
-            granularity: InvGranularity.ADDR,
-            addrInfo: { flags: InvAddrFlag.PASID | (r.leaf ? InvAddrFlag.LEAF : 0), pasid: BigInt(pasid), addr: BigInt(r.addr), granuleSize: 4096n, nbGranules: BigInt(2 ** r.am) },
-          });
-        }
-        this.stats.invalidations++;
-      }) && ok;
+      const per = this.#bound.get(pasid);
+      const host = this.hostPasid(pasid);
+      if (per === undefined || host === null) continue;
+      for (const i of per.keys()) {
+        const c = this.#devs[i]?.container;
+        if (c === undefined) continue;
+        ok = this.#host(() => {
+          const pasidInfo = { flags: InvPasidFlag.PASID, pasid: BigInt(host) };
+          if (inv.range === null) cacheInvalidate(c, { cache: inv.cache, granularity: InvGranularity.PASID, pasidInfo });
+          else {
+            const r = inv.range;
+            cacheInvalidate(c, {
+              cache: inv.cache,
+              granularity: InvGranularity.ADDR,
+              addrInfo: { flags: InvAddrFlag.PASID | (r.leaf ? InvAddrFlag.LEAF : 0), pasid: BigInt(host), addr: BigInt(r.addr), granuleSize: 4096n, nbGranules: BigInt(2 ** r.am) },
+            });
+          }
+          this.stats.invalidations++;
+        }) && ok;
+      }
     }
     return ok;
   }
 
-  /** Makes the host's binding of `pasid` match the guest's PASID entry. */
+  /**
+   * Makes the host's binding of `pasid` on each device's container match
+   * that device's guest PASID entry (QEMU puts each device behind a vIOMMU
+   * in a container of its own, and a nesting container holds one group).
+   */
   #syncPasid(pasid: number): boolean {
-    const want = this.#guestBinding(pasid);
+    // SPIDs: a guest PASID the guest never allocated has no host PASID, so there is nothing the host could bind.
+    const host = this.hostPasid(pasid);
     const have = this.#bound.get(pasid);
-    if (have !== undefined && want !== null && have.gpgd === want.gpgd && have.addrWidth === want.addrWidth && have.flags === want.flags) return true;
-    // Drop pending invalidations: the unbind or the new bind flushes the host's caches of the PASID.
-    this.#invs.delete(pasid);
+    const next = new Map<number, Binding>();
     let ok = true;
-    if (have !== undefined) {
+    let kept = false;
+    let changed = false;
+    for (const [i, dev] of this.#devs.entries()) {
+      const want = this.#guestBinding(dev.sid, pasid);
+      const had = have?.get(i);
+      if (had !== undefined && want !== null && had.gpgd === want.gpgd && had.addrWidth === want.addrWidth && had.flags === want.flags) {
+        next.set(i, had);
+        kept = true;
+        continue;
+      }
+      if (had === undefined && want === null) continue;
+      changed = true;
+      if (had !== undefined && host !== null) {
+        ok = this.#host(() => {
+          unbindPgtbl(dev.container, { hpasid: BigInt(host), addrWidth: had.addrWidth });
+          this.stats.unbinds++;
+        }) && ok;
+      }
+      if (want === null) continue;
+      if (host === null) {
+        this.stats.refused++;
+        ok = false;
+        continue;
+      }
       ok = this.#host(() => {
-        unbindPgtbl(this.vm.container, { hpasid: BigInt(pasid), addrWidth: have.addrWidth });
-        this.stats.unbinds++;
-      });
-      this.#bound.delete(pasid);
-    }
-    if (want !== null) {
-      ok = this.#host(() => {
-        // The guest's PASID goes with it (IOMMU_SVA_GPASID_VAL): the host records it as the PASID's SPID in the VM's set, and the
-        // IOASID BIND that follows is what KVM's translation for the guest's ENQCMD listens to. Identity this session: guest = host PASID.
-        bindPgtbl(this.vm.container, {
-          hpasid: BigInt(pasid),
+        // The guest's PASID goes with it (IOMMU_SVA_GPASID_VAL): the host records it as the host PASID's SPID in the VM's set, and
+        // the IOASID BIND that follows is what KVM's translation for the guest's ENQCMD listens to (and what an mdev's host driver
+        // looks the guest's number up by). Identity: the two numbers are one.
+        bindPgtbl(dev.container, {
+          hpasid: BigInt(host),
           gpasid: BigInt(pasid),
           flags: BigInt(IOMMU_SVA_GPASID_VAL),
           gpgd: BigInt(want.gpgd),
           addrWidth: want.addrWidth,
           vtd: { flags: BigInt(want.flags) },
         });
-        this.#bound.set(pasid, want);
+        next.set(i, want);
         this.stats.binds++;
       }) && ok;
     }
+    // A device's unbind or new bind flushes the host's caches of the PASID on it; pending flushes stay while another device kept its binding.
+    if (changed && !kept) this.#invs.delete(pasid);
+    if (next.size > 0) this.#bound.set(pasid, next);
+    else this.#bound.delete(pasid);
     return ok;
   }
 
@@ -381,25 +483,22 @@ export class VirtualVtd {
   }
 
   /**
-   * The first-level binding the guest's PASID entry asks for, on the
-   * assigned device(s): null when no device has a present first-level
-   * entry for `pasid` (absent, a hole, not present, another translation
-   * type, or a paging mode VT-d does not define).
+   * The first-level binding the guest's PASID entry of `sid` asks for:
+   * null when it has no present first-level entry for `pasid` (absent, a
+   * hole, not present, another translation type, or a paging mode VT-d
+   * does not define).
    */
-  #guestBinding(pasid: number): Binding | null {
+  #guestBinding(sid: SourceId, pasid: number): Binding | null {
     if (pasid === 0) return null; // RID_PASID: requests without PASID, the container's second level covers them.
-    for (const sid of this.#sids) {
-      const e = this.#pasidEntry(sid, pasid);
-      if (e === null || PasidEntry.get(e, "P") !== 1 || PasidEntry.get(e, "PGTT") !== Pgtt.FIRST_LEVEL) continue;
-      const flpm = PasidEntry.get(e, "FLPM");
-      if (flpm > 1) continue;
-      let flags = 0;
-      if (PasidEntry.get(e, "SRE") === 1) flags |= VtdGpasidFlag.SRE;
-      if (PasidEntry.get(e, "EAFE") === 1) flags |= VtdGpasidFlag.EAFE;
-      if (PasidEntry.get(e, "WPE") === 1) flags |= VtdGpasidFlag.WPE;
-      return { gpgd: PasidEntry.getAddr(e, "FLPTPTR"), addrWidth: flpm === 1 ? 57 : 48, flags };
-    }
-    return null;
+    const e = this.#pasidEntry(sid, pasid);
+    if (e === null || PasidEntry.get(e, "P") !== 1 || PasidEntry.get(e, "PGTT") !== Pgtt.FIRST_LEVEL) return null;
+    const flpm = PasidEntry.get(e, "FLPM");
+    if (flpm > 1) return null;
+    let flags = 0;
+    if (PasidEntry.get(e, "SRE") === 1) flags |= VtdGpasidFlag.SRE;
+    if (PasidEntry.get(e, "EAFE") === 1) flags |= VtdGpasidFlag.EAFE;
+    if (PasidEntry.get(e, "WPE") === 1) flags |= VtdGpasidFlag.WPE;
+    return { gpgd: PasidEntry.getAddr(e, "FLPTPTR"), addrWidth: flpm === 1 ? 57 : 48, flags };
   }
 
   /** The guest's PASID-table entry of `pasid` for `sid`, read from guest memory as the unit would, or null where the walk stops. */

@@ -7,7 +7,7 @@ import { KvmPasid } from "@vsva/kvm-pasid";
 import { GuestRamPages, type Vfio, type VfioContainerFile, VfioDeviceFile, VfioExtension, VfioIoctl, VfioUser } from "@vsva/vfio-type1";
 import { GuestRam, PAGE } from "./guest-ram.js";
 import { cString, fdArg, mapDma, nestingInfo } from "./vfio-uapi.js";
-import { VirtualVtd } from "./viommu.js";
+import { type GuestPasidMode, type ViommuDevice, VirtualVtd } from "./viommu.js";
 
 /** Where the VMM maps guest RAM in its own address space (QEMU's RAM block `host` pointer): MAP_DMA's vaddr is this + GPA. */
 export const VMM_RAM_BASE = 0x7f00_0000_0000;
@@ -35,6 +35,16 @@ export interface AssignedDevice {
   readonly endpoint: PciEndpoint;
 }
 
+/** An mdev the host administrator created for this VM (the VDCM's, on a WQ of the host's accelerator). */
+export interface VmMdev {
+  /** Its IOMMU group number (/dev/vfio/N). */
+  readonly group: number;
+  /** Its name in VFIO. */
+  readonly name: string;
+  /** Where it sits in the guest's PCI hierarchy. */
+  readonly guestBdf: { readonly bus: number; readonly dev: number; readonly fn: number };
+}
+
 export interface VmOptions {
   readonly host: VmHost;
   readonly vfio: Vfio;
@@ -49,6 +59,22 @@ export interface VmOptions {
   readonly addrBits?: number;
   /** Where the assigned device sits in the guest's PCI hierarchy (default 00:04.0). */
   readonly guestBdf?: { readonly bus: number; readonly dev: number; readonly fn: number };
+  /**
+   * How the vIOMMU numbers guest PASIDs (default `identity`: the host's
+   * numbers). `spid`: a namespace of the VM's own, each guest PASID the
+   * SPID of a host PASID; only devices whose PASIDs the host translates
+   * (mdevs, ENQCMD through KVM) can use them: an assigned function's DMA
+   * carries the guest's number to the host IOMMU untranslated.
+   */
+  readonly guestPasids?: GuestPasidMode;
+  /**
+   * The VMM process's mm (default a fresh one): given when the host made
+   * something for this VM before it started that names it by its VMM's mm,
+   * as the VDCM's `createMdev(name, wq, { vm, mm })` does.
+   */
+  readonly mm?: object;
+  /** mdevs the VMM opens into the VM's container, after the assigned function. */
+  readonly mdevs?: readonly VmMdev[];
 }
 
 export type VmState = "running" | "dead";
@@ -87,6 +113,10 @@ export class Vm {
   readonly device: AssignedDevice;
   /** The assigned device's requester ID in the guest. */
   readonly guestSid: SourceId;
+  /** The mdevs' device files, in the order of `VmOptions.mdevs`: the VMM forwards the guest's accesses to their regions. */
+  readonly mdevFiles: readonly VfioDeviceFile[];
+  /** The mdevs' requester IDs in the guest, in the same order. */
+  readonly mdevSids: readonly SourceId[];
   /** The VM's virtual VT-d: the VMM's device model, which the guest's kernel drives. */
   readonly viommu: VirtualVtd;
   #state: VmState = "running";
@@ -107,7 +137,9 @@ export class Vm {
     const bdf = opts.guestBdf ?? { bus: 0, dev: 4, fn: 0 };
     this.guestSid = sourceId(bdf.bus, bdf.dev, bdf.fn);
     this.kernel = new Kernel({ system: host.kernel, context: this.name });
-    this.mm = { vmm: this.name };
+    this.mm = opts.mm ?? { vmm: this.name };
+    const mdevs = opts.mdevs ?? [];
+    this.mdevSids = mdevs.map((m) => sourceId(m.guestBdf.bus, m.guestBdf.dev, m.guestBdf.fn));
     const undo: (() => void)[] = [];
     try {
       const ram = new GuestRam({
@@ -121,7 +153,7 @@ export class Vm {
       });
       this.ram = ram;
       undo.push(() => ram.free());
-      const user = new VfioUser({ name: `qemu-${this.name}`, mm: this.mm, pages: new GuestRamPages(ram.view, VMM_RAM_BASE), memlockLimit: opts.ramBytes });
+      const user = new VfioUser({ name: `qemu-${this.name}`, mm: this.mm, pages: new GuestRamPages(ram.view, VMM_RAM_BASE), memlockLimit: opts.ramBytes * (1 + mdevs.length) });
       this.vmm = user;
       undo.push(() => user.exit());
       // KVM_CREATE_VM comes before any VFIO device: KVM registers by mm and waits for the set VFIO makes.
@@ -160,8 +192,26 @@ export class Vm {
       const file = user.file(fd);
       if (!(file instanceof VfioDeviceFile)) throw new KernelBug(`GROUP_GET_DEVICE_FD gave fd ${fd}, which is no device file`);
       this.deviceFile = file;
+      const mdevFiles: VfioDeviceFile[] = [];
+      const devices: ViommuDevice[] = [{ sid: this.guestSid, container: c }];
+      for (const [i, m] of mdevs.entries()) {
+        // Behind a vIOMMU every device has an address space, so a container, of its own (QEMU's vfio_connect_container per
+        // address space; a nesting container takes one group), with all guest RAM mapped again.
+        const mc = vfio.openContainer(user);
+        const mg = vfio.openGroup(user, m.group);
+        mg.ioctl(VfioIoctl.GROUP_SET_CONTAINER, fdArg(mc.fd));
+        mc.ioctl(VfioIoctl.SET_IOMMU, VfioExtension.TYPE1_NESTING_IOMMU);
+        mapDma(mc, VMM_RAM_BASE, 0, opts.ramBytes);
+        const sid = this.mdevSids[i];
+        if (sid !== undefined) devices.push({ sid, container: mc });
+        const mfd = mg.ioctl(VfioIoctl.GROUP_GET_DEVICE_FD, cString(m.name));
+        const mf = user.file(mfd);
+        if (!(mf instanceof VfioDeviceFile)) throw new KernelBug(`GROUP_GET_DEVICE_FD gave fd ${mfd}, which is no device file`);
+        mdevFiles.push(mf);
+      }
+      this.mdevFiles = mdevFiles;
       // The machine's vIOMMU, realized last: its capabilities come from what VFIO reported.
-      this.viommu = new VirtualVtd(this, { guestSids: [this.guestSid] });
+      this.viommu = new VirtualVtd(this, { devices, guestPasids: opts.guestPasids ?? "identity" });
     } catch (e) {
       for (const u of undo.reverse()) u();
       this.#state = "dead";
