@@ -160,6 +160,8 @@ export class DmaEngine {
   #viewStarts: number[] = [];
   /** RUN_MEMO_SLOTS × RUN_MEMO_FIELDS; a first address of -1 marks a slot unused. */
   readonly #runMemo = new Float64Array(RUN_MEMO_SLOTS * RUN_MEMO_FIELDS).fill(-1);
+  /** Whether the last #translate was answered by the device TLB. */
+  #lastHit = false;
   #program: DmaProgram | undefined;
   #state: DmaResult = "idle";
   #done = 0;
@@ -325,7 +327,9 @@ export class DmaEngine {
     }
     // Immediate mode: the pages after this one that the device TLB maps to the host-physical
     // addresses that follow on move with it in one block copy (see #extend).
-    const run = this.mode === "immediate" && chunk < p.length - this.#done ? this.#extend(p, cur, pa, chunk, write) : chunk;
+    // Only after a hit: a page that needed a translation request is most likely one of a stream
+    // of misses (a working set larger than the device TLB), where looking ahead finds nothing.
+    const run = this.mode === "immediate" && this.#lastHit && chunk < p.length - this.#done ? this.#extend(p, cur, pa, chunk, write) : chunk;
     if (run > chunk && this.#move(p, pa, run, write)) {
       for (let off = chunk; off < run; off += PAGE_SIZE) this.#lookupJoined(p, cur + off);
       this.#advance(p, run);
@@ -432,6 +436,7 @@ export class DmaEngine {
     const priv = p.priv === true;
     const exec = p.exec === true;
     if (!this.#host.atsEnabled()) {
+      this.#lastHit = false;
       this.stats.translationsRequested++;
       const r = port.translate({ sid: this.#host.sid, ...pasidPart(p, priv, exec), addr, write });
       return r.ok && permits(r, write, exec, priv) ? r.pa : this.#fail("translationFault");
@@ -440,8 +445,10 @@ export class DmaEngine {
     const hit: AtcEntry | undefined = tlb.lookup(p.pasid, priv, addr);
     if (hit !== undefined && permits(hit, write, exec, priv)) {
       this.stats.deviceTlbHits++;
+      this.#lastHit = true;
       return hit.paBase + (addr - hit.base);
     }
+    this.#lastHit = false;
     // Page Aligned Request: translation requests carry the 4 KiB page address.
     const page = addr - (addr & PAGE_MASK);
     this.stats.translationsRequested++;
