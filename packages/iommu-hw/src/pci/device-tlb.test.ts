@@ -197,3 +197,38 @@ describe("DeviceTlb lookups agree with a plain recency list (property)", () => {
     expect(tlb.lookup(5, false, 0x10_0000)?.paBase).toBe(0x9000);
   });
 });
+
+describe("DeviceTlb generation", () => {
+  it("changes whenever any peek answer changes, over any sequence of fills, lookups, invalidations and flushes (property)", () => {
+    const addr = fc.integer({ min: 0, max: 0x3f }).map((p) => p * KiB4);
+    const op = fc.oneof(
+      fc.record({ k: fc.constant("fill" as const), pasid: fc.constantFrom(1, 2), priv: fc.boolean(), addr, pa: fc.integer({ min: 0, max: 0xff }), big: fc.boolean(), write: fc.boolean() }),
+      fc.record({ k: fc.constant("lookup" as const), pasid: fc.constantFrom(1, 2), priv: fc.boolean(), addr }),
+      fc.record({ k: fc.constant("invalidate" as const), pasid: fc.constantFrom(1, 2, undefined), global: fc.boolean(), addr, pages: fc.integer({ min: 1, max: 8 }) }),
+      fc.constant({ k: "flush" as const }),
+    );
+    // Every probe the test can make: (PASID, privilege, page).
+    const probes: [number, boolean, number][] = [];
+    for (const pasid of [1, 2]) for (const priv of [false, true]) for (let p = 0; p < 0x40; p++) probes.push([pasid, priv, p * KiB4]);
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 1, maxLength: 60 }), (ops) => {
+        const tlb = new DeviceTlb("t", 8); // small: fills evict
+        const snapshot = (): (AtcEntryLike | undefined)[] => probes.map(([pa, pr, a]) => tlb.peek(pa, pr, a));
+        let gen = tlb.generation;
+        let seen = snapshot();
+        for (const o of ops) {
+          if (o.k === "fill") tlb.fill(o.pasid, o.priv, o.addr, ok(o.pa * MiB2, o.big ? MiB2 : KiB4, { write: o.write }));
+          else if (o.k === "lookup") tlb.lookup(o.pasid, o.priv, o.addr);
+          else if (o.k === "invalidate") tlb.invalidate({ ...(o.pasid === undefined ? {} : { pasid: o.pasid }), global: o.global, addr: o.addr, size: o.pages * KiB4 });
+          else tlb.flushAll();
+          const now = snapshot();
+          if (tlb.generation === gen) expect(now).toEqual(seen);
+          gen = tlb.generation;
+          seen = now;
+        }
+      }),
+    );
+  });
+});
+
+type AtcEntryLike = ReturnType<DeviceTlb["peek"]>;

@@ -93,7 +93,8 @@ export class DeviceTlb {
    * node (entries are aligned ranges of at least 4 KiB), and that answer can
    * change only when the node goes (its `valid` drops, on invalidation,
    * eviction, replacement or flush) or when a fill adds an entry that a probe
-   * would find first (every fill bumps `#gen`). So a memo hit is exactly the
+   * would find first (every fill bumps `#gen`, as do invalidations and flushes,
+   * for {@link DeviceTlb.generation}). So a memo hit is exactly the
    * probe's answer, found by a few array loads instead of a Map probe with a
    * floating-point key per cached size. It holds node references only:
    * entries, recency and counters stay the LRU's.
@@ -113,6 +114,17 @@ export class DeviceTlb {
 
   get capacity(): number {
     return this.#lru.capacity;
+  }
+
+  /**
+   * Changes whenever an answer of {@link lookup} or {@link peek} could have: on every fill
+   * (which may also evict), every invalidation request and every flush. While it holds,
+   * every (requester, address) probes to the entry it probed to before, so a user may keep
+   * what it derived from earlier answers (not the hit counts and recency, which only
+   * {@link lookup} keeps).
+   */
+  get generation(): number {
+    return this.#gen;
   }
 
   /** The cached translation of `addr` for this requester, counting a hit or a miss. */
@@ -165,6 +177,7 @@ export class DeviceTlb {
    */
   invalidate(inv: DeviceTlbInvalidation): number {
     this.stats.invalidations++;
+    this.#gen++;
     const lo = inv.addr;
     const hi = inv.addr + inv.size;
     const overlaps = (e: AtcEntry): boolean => e.base < hi && lo < e.base + e.size;
@@ -186,6 +199,7 @@ export class DeviceTlb {
   /** Drops everything: a Function Level Reset, not an ATS invalidation. */
   flushAll(): number {
     const n = this.#lru.invalidateAll();
+    this.#gen++;
     this.#shifts = [];
     this.#spans = [];
     return n;

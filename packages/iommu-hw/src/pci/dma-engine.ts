@@ -119,6 +119,14 @@ const FAILED = -2;
  * past it are made per chunk, as before).
  */
 const VIEW_MEMO_PAGES = 1024;
+/**
+ * The run memo (see `DmaEngine.#extend`): slots direct-mapped by the run's first 4 KiB page,
+ * each of RUN_MEMO_FIELDS numbers (first address, its host-physical address, device-TLB
+ * generation, requester and access key, pattern limit, bytes left, run length).
+ */
+const RUN_MEMO_SLOTS = 16;
+const RUN_MEMO_MASK = RUN_MEMO_SLOTS - 1;
+const RUN_MEMO_FIELDS = 7;
 
 /** The PASID TLP prefix of a request, if the program has a PASID (only built for requests sent upstream). */
 function pasidPart(p: DmaProgram, priv: boolean, exec: boolean): { pasid: number; priv: boolean; exec: boolean } | Record<string, never> {
@@ -150,6 +158,10 @@ export class DmaEngine {
   #views: (Uint8Array | undefined)[] = [];
   /** Where each kept view starts in `#viewsOf` (a number compare instead of a `byteOffset` getter per page). */
   #viewStarts: number[] = [];
+  /** RUN_MEMO_SLOTS × RUN_MEMO_FIELDS; a first address of -1 marks a slot unused. */
+  readonly #runMemo = new Float64Array(RUN_MEMO_SLOTS * RUN_MEMO_FIELDS).fill(-1);
+  /** Whether the last #translate was answered by the device TLB. */
+  #lastHit = false;
   #program: DmaProgram | undefined;
   #state: DmaResult = "idle";
   #done = 0;
@@ -313,15 +325,107 @@ export class DmaEngine {
       this.#pageRequest(p, cur, write);
       return;
     }
-    if (!this.#move(p, pa, chunk, write)) {
-      if (!write) this.#host.noteMasterAbort();
-      this.#finish("memoryAbort");
+    // Immediate mode: the pages after this one that the device TLB maps to the host-physical
+    // addresses that follow on move with it in one block copy (see #extend).
+    // Only after a hit: a page that needed a translation request is most likely one of a stream
+    // of misses (a working set larger than the device TLB), where looking ahead finds nothing.
+    const run = this.mode === "immediate" && this.#lastHit && chunk < p.length - this.#done ? this.#extend(p, cur, pa, chunk, write) : chunk;
+    if (run > chunk && this.#move(p, pa, run, write)) {
+      for (let off = chunk; off < run; off += PAGE_SIZE) this.#lookupJoined(p, cur + off);
+      this.#advance(p, run);
       return;
     }
-    this.#done += chunk;
+    // One page, or a run whose block copy failed all the same (memory moves all or nothing; a
+    // memory that refuses writes to populated pages): then page by page, as the device moves
+    // them, so the pages before the one that fails are moved and counted, and the pages after
+    // it are not looked up.
+    let off = 0;
+    let n = chunk;
+    while (off < run) {
+      if (off > 0) this.#lookupJoined(p, cur + off);
+      if (!this.#move(p, pa + off, n, write)) {
+        if (!write) this.#host.noteMasterAbort();
+        this.#finish("memoryAbort");
+        return;
+      }
+      this.#advance(p, n);
+      off += n;
+      n = Math.min(PAGE_SIZE, run - off);
+    }
+  }
+
+  /** `n` more bytes moved; finishes the transfer when that was the last of them. */
+  #advance(p: DmaProgram, n: number): void {
+    this.#done += n;
     this.#retries = 0;
-    this.stats.bytesMoved += chunk;
+    this.stats.bytesMoved += n;
     if (this.#done >= p.length) this.#finish("ok");
+  }
+
+  /**
+   * The length of the run that starts with the `chunk` bytes at `cur` (translated to `pa`):
+   * the following pages join it while the device TLB holds a translation for them that
+   * permits the access and lands at the host-physical address right after the run, and
+   * while a write's pattern covers the run without wrapping. A device-TLB hit has no effect
+   * but its count and recency, and nothing else runs between the pages of an
+   * immediate-mode transfer, so the outcome is the page-by-page one. A run found once is
+   * kept while the device TLB's generation holds (then every page's entry is the one it
+   * was), so a transfer repeated over warm pages peeks at nothing. Pages are only peeked
+   * at here (uncounted): each page that joined is looked up once it is moved
+   * (#lookupJoined), and one that did not is left to the next step.
+   */
+  #extend(p: DmaProgram, cur: number, pa: number, chunk: number, write: boolean): number {
+    if (!this.#host.atsEnabled()) return chunk;
+    let limit = p.length - this.#done;
+    if (write) {
+      const plen = p.pattern?.length ?? 0;
+      const done = this.#done;
+      const cover = plen - (done < plen ? done : done % plen);
+      if (cover < limit) limit = cover;
+    }
+    // Every page of a run in populated memory (regions are whole 4 KiB pages): a run whose block
+    // copy would abort is not made, so the memory's counters see the accesses page by page would.
+    const rest = p.length - this.#done;
+    const tlb = this.#host.deviceTlb;
+    const priv = p.priv === true;
+    const exec = p.exec === true;
+    // The run found last time from this page, if nothing it rests on can have changed: the same
+    // requester, access and bounds, the same translation of this page, and no fill,
+    // invalidation or flush of the device TLB since (its generation).
+    const key = (p.pasid ?? -1) * 8 + (priv ? 4 : 0) + (exec ? 2 : 0) + (write ? 1 : 0);
+    const gen = tlb.generation;
+    const slot = Math.floor(cur / PAGE_SIZE) & RUN_MEMO_MASK;
+    const memo = this.#runMemo;
+    const at = slot * RUN_MEMO_FIELDS;
+    if (memo[at] === cur && memo[at + 1] === pa && memo[at + 2] === gen && memo[at + 3] === key && memo[at + 4] === limit && memo[at + 5] === rest) {
+      return memo[at + 6] ?? chunk;
+    }
+    const mem = this.#host.mem;
+    if (!mem.isPopulated(pa)) return chunk;
+    let len = chunk;
+    while (len < rest) {
+      // Whole pages only (or the transfer's last bytes): a page is never split between two steps.
+      const more = Math.min(PAGE_SIZE, rest - len);
+      if (len + more > limit) break;
+      const next = cur + len;
+      const e = tlb.peek(p.pasid, priv, next);
+      if (e === undefined || !permits(e, write, exec, priv) || e.paBase + (next - e.base) !== pa + len || !mem.isPopulated(pa + len)) break;
+      len += more;
+    }
+    memo[at] = cur;
+    memo[at + 1] = pa;
+    memo[at + 2] = gen;
+    memo[at + 3] = key;
+    memo[at + 4] = limit;
+    memo[at + 5] = rest;
+    memo[at + 6] = len;
+    return len;
+  }
+
+  /** The lookup a page that joined a run would have made in its own step: the hit counted, its recency refreshed. */
+  #lookupJoined(p: DmaProgram, addr: number): void {
+    this.#host.deviceTlb.lookup(p.pasid, p.priv === true, addr);
+    this.stats.deviceTlbHits++;
   }
 
   /** The host-physical address of `addr`, or NEEDS_PAGE_REQUEST, or FAILED (with `#failure` set). */
@@ -332,6 +436,7 @@ export class DmaEngine {
     const priv = p.priv === true;
     const exec = p.exec === true;
     if (!this.#host.atsEnabled()) {
+      this.#lastHit = false;
       this.stats.translationsRequested++;
       const r = port.translate({ sid: this.#host.sid, ...pasidPart(p, priv, exec), addr, write });
       return r.ok && permits(r, write, exec, priv) ? r.pa : this.#fail("translationFault");
@@ -340,8 +445,10 @@ export class DmaEngine {
     const hit: AtcEntry | undefined = tlb.lookup(p.pasid, priv, addr);
     if (hit !== undefined && permits(hit, write, exec, priv)) {
       this.stats.deviceTlbHits++;
+      this.#lastHit = true;
       return hit.paBase + (addr - hit.base);
     }
+    this.#lastHit = false;
     // Page Aligned Request: translation requests carry the 4 KiB page address.
     const page = addr - (addr & PAGE_MASK);
     this.stats.translationsRequested++;

@@ -166,3 +166,68 @@ describe("SparseMemory block copies (copyBytes, a DMA engine's move)", () => {
     expect(m.read8(0x10_200f)).toBe(7);
   });
 });
+
+describe("SparseMemory frames backed by shared 64 KiB chunks (a block copy over several written frames is one copy)", () => {
+  // A region that starts and ends inside chunks: some frames of its first and last chunk are outside it.
+  const BASE = 0x10_3000;
+  const SIZE = 0x2_2000;
+  const SPAN = SIZE + 0x2000;
+
+  it("agrees with a plain byte array for any sequence of block writes, reads, copies and byte writes (property)", () => {
+    const op = fc.oneof(
+      fc.record({ k: fc.constant("write" as const), at: fc.nat({ max: SPAN }), bytes: fc.uint8Array({ minLength: 0, maxLength: 0x5000 }) }),
+      fc.record({ k: fc.constant("read" as const), at: fc.nat({ max: SPAN }), len: fc.nat({ max: 0x5000 }) }),
+      fc.record({ k: fc.constant("copy" as const), at: fc.nat({ max: SPAN }), from: fc.nat({ max: SPAN }), len: fc.nat({ max: 0x5000 }) }),
+      fc.record({ k: fc.constant("byte" as const), at: fc.nat({ max: SPAN }), v: fc.nat({ max: 255 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 1, maxLength: 30 }), (ops) => {
+        const m = new SparseMemory({ addrBits: 40, regions: [{ base: BASE, size: SIZE }] });
+        // The model: populated bytes, and what they hold. Addresses are relative to BASE - 0x1000.
+        const lo = BASE - 0x1000;
+        const model = new Uint8Array(SPAN + 0x6000);
+        const inside = (a: number, n: number): boolean => a >= BASE && a + n <= BASE + SIZE;
+        for (const o of ops) {
+          const a = lo + o.at;
+          if (o.k === "write") {
+            const ok = inside(a, o.bytes.length) || (o.bytes.length === 0 && a >= 0);
+            expect(m.writeBytes(a, o.bytes)).toBe(ok || (o.bytes.length === 0 && m.isPopulated(a)));
+            if (ok) model.set(o.bytes, a - lo);
+          } else if (o.k === "read") {
+            const got = new Uint8Array(o.len);
+            const ok = m.readBytes(a, got);
+            if (o.len > 0) expect(ok).toBe(inside(a, o.len));
+            if (ok && o.len > 0) expect(Buffer.compare(got, model.subarray(a - lo, a - lo + o.len))).toBe(0);
+          } else if (o.k === "copy") {
+            const s = lo + o.from;
+            const ok = inside(a, o.len) && inside(s, o.len);
+            const did = m.copyBytes(a, s, o.len);
+            if (o.len > 0) expect(did).toBe(ok);
+            if (ok && o.len > 0) model.copyWithin(a - lo, s - lo, s - lo + o.len);
+          } else {
+            expect(m.write8(a, o.v)).toBe(inside(a, 1));
+            if (inside(a, 1)) model[a - lo] = o.v;
+          }
+        }
+        const all = new Uint8Array(SIZE);
+        expect(m.readBytes(BASE, all)).toBe(true);
+        expect(Buffer.compare(all, model.subarray(BASE - lo, BASE - lo + SIZE))).toBe(0);
+      }),
+    );
+  });
+
+  it("copies a block over several written frames of one chunk in one go, and still counts frames one by one", () => {
+    const m = new SparseMemory({ addrBits: 40, regions: [{ base: 0x10_0000, size: 0x2_0000 }] });
+    for (let f = 0; f < 16; f++) m.write8(0x10_0000 + f * 0x1000, 1);
+    expect(m.residentFrames).toBe(16);
+    const data = Uint8Array.from({ length: 0x1_0000 }, (_, i) => (i * 7) & 0xff);
+    expect(m.writeBytes(0x10_0000, data)).toBe(true);
+    expect(m.residentFrames).toBe(16);
+    expect(m.read8(0x10_0000 + 0xabcd)).toBe((0xabcd * 7) & 0xff);
+    expect(m.read8(0x11_0000)).toBe(0); // the next chunk's first frame is untouched
+    const back = new Uint8Array(0x1_0000);
+    expect(m.readBytes(0x10_0000, back)).toBe(true);
+    expect(Buffer.compare(back, data)).toBe(0);
+    expect(m.stats).toMatchObject({ writes: 17, reads: 3, aborts: 0 }); // two read8, one readBytes
+  });
+});

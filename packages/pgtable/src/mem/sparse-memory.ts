@@ -22,6 +22,29 @@ const BYTES_MEMO_SLOTS = 256;
 const BYTES_MEMO_MASK = BYTES_MEMO_SLOTS - 1;
 
 /**
+ * Frames are carved out of 64 KiB backing chunks (16 frames of adjacent
+ * physical addresses share one buffer), so a block write or read that spans
+ * several materialised frames of one chunk is one copy instead of one per
+ * frame. 64 KiB, not 2 MiB: a frame written alone costs its whole chunk, and
+ * 16 times the written bytes is the most a scattered writer can pay.
+ */
+const CHUNK_FRAMES = 16;
+const CHUNK_SIZE = CHUNK_FRAMES * PAGE_SIZE;
+/** `pa & CHUNK_MASK` is the offset in its chunk for any integer below 2^53 (ToInt32 keeps the low 32 bits). */
+const CHUNK_MASK = CHUNK_SIZE - 1;
+const CHUNK_MEMO_SLOTS = 64;
+const CHUNK_MEMO_MASK = CHUNK_MEMO_SLOTS - 1;
+
+/** A backing chunk: its bytes, and which of its frames have materialised (bit k: frame k). */
+interface Chunk {
+  readonly bytes: Uint8Array;
+  mask: number;
+}
+
+/** Bits `first..last` (0 ≤ first ≤ last < 16) of a chunk's frame mask. */
+const framesMask = (first: number, last: number): number => (2 << last) - (1 << first);
+
+/**
  * A sparse, 4 KiB-framed physical address space. Frames inside a populated
  * region materialise (zeroed) on first write; reads of a never-written frame in
  * a region return zero without allocating. Everything outside the regions aborts.
@@ -43,6 +66,11 @@ export class SparseMemory implements PhysMem {
   /** Slot `pfn & BYTES_MEMO_MASK` remembers frame `#bytesMemoPfn[slot]`'s view (-1: none). */
   readonly #bytesMemoPfn = new Float64Array(BYTES_MEMO_SLOTS).fill(-1);
   readonly #bytesMemo: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(BYTES_MEMO_SLOTS).fill(undefined);
+  /** Backing chunks by chunk index (`floor(pfn / CHUNK_FRAMES)`); never dropped, like frames. */
+  readonly #chunks = new Map<number, Chunk>();
+  /** Slot `index & CHUNK_MEMO_MASK` remembers chunk `#chunkMemoIdx[slot]` (-1: none). */
+  readonly #chunkMemoIdx = new Float64Array(CHUNK_MEMO_SLOTS).fill(-1);
+  readonly #chunkMemo: (Chunk | undefined)[] = new Array<Chunk | undefined>(CHUNK_MEMO_SLOTS).fill(undefined);
   readonly #limit: number;
   // One-entry frame lookup cache: walks hit the same table page repeatedly.
   #lastPfn = -1;
@@ -108,7 +136,15 @@ export class SparseMemory implements PhysMem {
     let f = this.#frames.get(pfn);
     if (f === undefined) {
       if (!this.isPopulated(pfn * PAGE_SIZE)) return undefined;
-      f = new Uint32Array(PAGE_SIZE / 4);
+      const ci = Math.floor(pfn / CHUNK_FRAMES);
+      let c = this.#chunks.get(ci);
+      if (c === undefined) {
+        c = { bytes: new Uint8Array(CHUNK_SIZE), mask: 0 };
+        this.#chunks.set(ci, c);
+      }
+      const k = pfn - ci * CHUNK_FRAMES;
+      f = new Uint32Array(c.bytes.buffer, k * PAGE_SIZE, PAGE_SIZE / 4);
+      c.mask |= 1 << k;
       this.#frames.set(pfn, f);
     }
     this.#lastPfn = pfn;
@@ -251,6 +287,19 @@ export class SparseMemory implements PhysMem {
   readBytes(pa: number, dst: Uint8Array): boolean {
     this.stats.reads++;
     this.stats.bytesRead += dst.length;
+    // Fast path: inside one chunk whose frames in the range have all been written (so are populated).
+    const len = dst.length;
+    const coff = pa & CHUNK_MASK;
+    if (len !== 0 && coff + len <= CHUNK_SIZE) {
+      const c = this.#chunkOf(Math.floor(pa / CHUNK_SIZE));
+      if (c !== undefined) {
+        const need = framesMask(coff >>> PAGE_SHIFT, (coff + len - 1) >>> PAGE_SHIFT);
+        if ((c.mask & need) === need) {
+          dst.set(c.bytes.subarray(coff, coff + len));
+          return true;
+        }
+      }
+    }
     if (!this.#rangePopulated(pa, dst.length)) {
       this.stats.aborts++;
       return false;
@@ -271,15 +320,21 @@ export class SparseMemory implements PhysMem {
   writeBytes(pa: number, src: Uint8Array): boolean {
     this.stats.writes++;
     this.stats.bytesWritten += src.length;
-    // Fast path: a non-empty copy inside one frame that has been written before. `pa & PAGE_MASK`
-    // takes bits 11:0 exactly for any integer below 2^53, and truncates a fraction as the general
-    // path does; a negative or out-of-range pa has no frame and goes the general way.
-    const off = pa & PAGE_MASK;
-    if (src.length !== 0 && off + src.length <= PAGE_SIZE) {
-      const b = this.#frameBytes(Math.floor(pa / PAGE_SIZE));
-      if (b !== undefined) {
-        b.set(src, off);
-        return true;
+    // Fast path: a non-empty copy inside one backing chunk whose frames in the range have all
+    // been written before (so are populated): one block copy however many frames it spans.
+    // `pa & CHUNK_MASK` takes bits 15:0 exactly for any integer below 2^53, and truncates a
+    // fraction as the general path does; a negative or out-of-range pa has no chunk and goes
+    // the general way.
+    const len = src.length;
+    const coff = pa & CHUNK_MASK;
+    if (len !== 0 && coff + len <= CHUNK_SIZE) {
+      const c = this.#chunkOf(Math.floor(pa / CHUNK_SIZE));
+      if (c !== undefined) {
+        const need = framesMask(coff >>> PAGE_SHIFT, (coff + len - 1) >>> PAGE_SHIFT);
+        if ((c.mask & need) === need) {
+          c.bytes.set(src, coff);
+          return true;
+        }
       }
     }
     if (!this.#rangePopulated(pa, src.length)) {
@@ -352,6 +407,19 @@ export class SparseMemory implements PhysMem {
       done += n;
     }
     return true;
+  }
+
+  /** Backing chunk `ci`, or undefined if none of its frames has been written. */
+  #chunkOf(ci: number): Chunk | undefined {
+    // Direct-mapped memo in front of the Map: chunks are never dropped (their masks only grow).
+    const slot = ci & CHUNK_MEMO_MASK;
+    if (this.#chunkMemoIdx[slot] === ci) return this.#chunkMemo[slot];
+    const c = this.#chunks.get(ci);
+    if (c !== undefined) {
+      this.#chunkMemoIdx[slot] = ci;
+      this.#chunkMemo[slot] = c;
+    }
+    return c;
   }
 
   /** The byte view of materialised frame `pfn`, or undefined if it has not been written. */
