@@ -2,7 +2,7 @@ import type { CacheNode } from "../cache/tagged-lru.js";
 import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, walkFirstLevel, walkSecondLevel, type SecondLevelConfig, type SecondStage, type WalkAccess, type WalkResult, newWalkResult, resetWalkResult } from "@vsva/pgtable";
 import {
-  CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey, probeIotlbKeys,
+  CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type IotlbNode, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey, probeIotlbKeys,
   sizeCodeOf,
 } from "./caches.js";
 import { ContextScratch, fetchContext } from "./context.js";
@@ -49,6 +49,23 @@ const MICRO_TLB_MASK = MICRO_TLB_SLOTS - 1;
 const isSourceId = (sid: number): boolean => Number.isInteger(sid) && sid >= 0 && sid <= 0xffff;
 
 const modulo = (a: number, m: number): number => a - Math.floor(a / m) * m;
+
+/**
+ * The answer of an IOTLB hit on `node` for the integral address `addr` (the
+ * entry already found to grant the request): the node's memo when it was made
+ * for the same address, else a new frozen answer, memoised on the node. All
+ * its fields follow from the entry and `addr`, so a shared frozen object is
+ * the answer a fresh one would be; a hit on a repeated address allocates nothing.
+ */
+function hitResult(node: IotlbNode, addr: number): TranslateOk {
+  const m = node.memo;
+  if (m !== null && node.memoKey === addr) return m;
+  const e = node.value;
+  const r: TranslateOk = Object.freeze({ ok: true, pa: e.pageBase + (addr - e.inputBase), size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user });
+  node.memo = r;
+  node.memoKey = addr;
+  return r;
+}
 
 /**
  * The translation pipeline of a scalable-mode unit: context cache, PASID
@@ -144,7 +161,7 @@ export class Translator {
         (e.rightsFor === RightsFor.ANY || e.rightsFor === (priv ? RightsFor.SUPERVISOR : RightsFor.USER))
       ) {
         caches.iotlb.noteHit(f);
-        return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+        return hitResult(f, addr);
       }
     }
 
@@ -170,8 +187,7 @@ export class Translator {
           caches.iotlb.noteHit(node);
           const s = pfn & MICRO_TLB_MASK;
           path.micro[s] = node;
-          const off = addr - e.inputBase;
-          return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+          return hitResult(node, addr);
         }
       }
     }
@@ -240,8 +256,7 @@ export class Translator {
             const slot = pfn & MICRO_TLB_MASK;
             path.micro[slot] = node;
           }
-          const off = addr - e.inputBase;
-          return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+          return hitResult(node, addr);
         }
         // Access rights not in the cached entry, or found for the other privilege: confirm with a fresh walk.
       }
@@ -276,7 +291,8 @@ export class Translator {
       sid: req.sid, pasid, hadPasid: hasPasid, cls, did: pe.did, inputBase: addr - off,
       rightsFor: pe.fl === null || pe.fl.wpe ? RightsFor.ANY : priv ? RightsFor.SUPERVISOR : RightsFor.USER,
     };
-    if (this.#useCaches) this.#caches.iotlb.insert(tag, iotlbKey(pfn, sizeCodeOf(size)), e);
+    // The answer is the one a hit on the new entry gives (pa = pageBase + addr - inputBase = w.pa).
+    if (this.#useCaches) return hitResult(this.#caches.iotlb.insert(tag, iotlbKey(pfn, sizeCodeOf(size)), e), addr);
     const ok: TranslateOk = { ok: true, pa: w.pa, size, read: w.read, write: w.write, exec: w.exec, privOnly: !w.user };
     return ok;
   }
