@@ -154,6 +154,9 @@ export class VtdCaches {
   constructor(cap: VtdCacheCapacities) {
     this.context = new TaggedLru<CtxInfo>("context cache", cap.context);
     this.pasid = new TaggedLru<PasidInfo>("PASID cache", cap.pasid, groupOfTag);
+    // CLOCK replacement: how many entries a unit caches and which it gives up are the
+    // implementation's (VT-d spec chapter 6, caching translation information: software sees only
+    // what may be cached and the invalidations that remove it); a hit then costs a reference bit.
     this.iotlb = new TaggedLru<IotlbEntry, TranslateOk>("IOTLB", cap.iotlb, groupOfTag, "clock");
     this.flPsc = new WalkCache("first-level PSC", cap.firstLevelPsc, groupOfTag);
     this.slPsc = new WalkCache("second-level PSC", cap.secondLevelPsc, (t) => t);
