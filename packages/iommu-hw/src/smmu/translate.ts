@@ -90,8 +90,13 @@ const TRANSLATION_CLASS = new Set<number>([EventId.F_TRANSLATION, EventId.F_ADDR
  */
 export class SmmuTranslator {
   readonly lastFault: FaultDetail = { event: 0, record: false, ats: false, ssid: -1, s2: false, cls: 0, ipa: 0, fetchAddr: 0, stall: false };
-  /** Perm bits of the last successful translation (for the cache checker). */
-  lastPerms = 0;
+  /** Perm bits of the last successful translation (for the cache checker): the TLB entry's, when a hit gave it. */
+  get lastPerms(): number {
+    return this.#lastHit?.value.perms ?? this.#lastPerms;
+  }
+
+  #lastPerms = 0;
+  #lastHit: TlbNode | null = null;
   readonly #walk: ArmWalkResult = newArmWalkResult();
   readonly #s2out: ArmWalkResult = newArmWalkResult();
   readonly #scratch = new ConfigScratch();
@@ -161,16 +166,24 @@ export class SmmuTranslator {
     const slot = this.#utlb[(((addr / PAGE) | 0) ^ req.sid) & UTLB_MASK];
     const ssid = req.pasid ?? -1;
     if (slot !== undefined && slot.node !== null && slot.sid === req.sid && slot.ssid === ssid && slot.node.valid) {
-      const e = slot.node.value;
-      const off = addr - e.inputBase;
+      const node = slot.node;
       const ste = slot.ste;
       const cd = slot.cd;
-      if (off >= 0 && off < e.size && ste !== null && ste.valid && (cd === null || cd.valid) && this.state.enabled && (req.ats !== true || ste.value.eats !== 0)) {
+      if (ste !== null && ste.valid && (cd === null || cd.valid) && this.state.enabled && (req.ats !== true || ste.value.eats !== 0)) {
         const priv = ssid !== -1 && req.priv === true;
         const need = neededPerms(req.write, ssid !== -1 && req.exec === true, priv);
-        if ((e.perms & need) === need) {
-          this.caches.tlb.noteHit(slot.node);
-          return this.#hit(slot.node, addr, priv);
+        // The same address and needed permissions as the entry's memo: its own checks passed for them.
+        const m = node.memo;
+        if (m !== null && node.memoKey === addr && node.memoAux === need) {
+          this.caches.tlb.noteHit(node);
+          this.#lastHit = node;
+          return m;
+        }
+        const e = node.value;
+        const off = addr - e.inputBase;
+        if (off >= 0 && off < e.size && (e.perms & need) === need) {
+          this.caches.tlb.noteHit(node);
+          return this.#hit(node, addr, priv, need);
         }
       }
     }
@@ -188,13 +201,13 @@ export class SmmuTranslator {
       if (node !== undefined) {
         const priv = ssid !== -1 && req.priv === true;
         const need = neededPerms(req.write, ssid !== -1 && req.exec === true, priv);
-        if ((node.value.perms & need) === need) {
+        if ((node.memoKey === addr && node.memoAux === need) || (node.value.perms & need) === need) {
           this.caches.tlb.noteHit(node);
           this.lastFault.ssid = ssid;
           this.#cdNode = rs.cd;
           this.#steNode = rs.ste;
           this.#setFast(node, req);
-          return this.#hit(node, addr, priv);
+          return this.#hit(node, addr, priv, need);
         }
       }
     }
@@ -261,7 +274,7 @@ export class SmmuTranslator {
         const need = neededPerms(req.write, exec, priv);
         if ((e.perms & need) === need) {
           this.#setFast(node, req);
-          return this.#hit(node, va, priv);
+          return this.#hit(node, va, priv, need);
         }
         // Rights not in the cached entry: a fresh walk decides (the tables may have gained them).
       }
@@ -298,7 +311,7 @@ export class SmmuTranslator {
       const node = this.caches.lookupTag(tag, pfn);
       if (node !== undefined && (node.value.perms & need) === need) {
         this.#setFast(node, req);
-        return this.#hit(node, ipa, access.priv === true);
+        return this.#hit(node, ipa, access.priv === true, need);
       }
     }
     this.#walkSeq = this.#reqSeq;
@@ -431,21 +444,25 @@ export class SmmuTranslator {
   }
 
   /**
-   * The answer of a TLB hit on `node` for input address `input` (the entry already found to grant
-   * the request): the node's memo when it was made for the same address and privilege, else a new
-   * frozen answer, memoised on the node. Its fields follow from the entry, the address and the
-   * privilege alone, so the shared frozen object is what a fresh one would be.
+   * The answer of a TLB hit on `node` for input address `input`, the entry having been found to
+   * grant a request needing the permissions `need` (`neededPerms`, which also carry the privilege):
+   * the node's memo when it was made for the same address and `need`, else a new frozen answer,
+   * memoised on the node. Its fields follow from the entry, the address and the privilege alone,
+   * so the shared frozen object is what a fresh one would be; and a memo kept for (`input`, `need`)
+   * says the entry's own check passed for such a request, so the micro-TLB may skip it.
    */
-  #hit(node: TlbNode, input: number, priv: boolean): TranslateOk {
-    const e = node.value;
-    this.lastPerms = e.perms;
-    const aux = priv ? 1 : 0;
+  #hit(node: TlbNode, input: number, priv: boolean, need: number): TranslateOk {
     const m = node.memo;
-    if (m !== null && node.memoKey === input && node.memoAux === aux) return m;
+    if (m !== null && node.memoKey === input && node.memoAux === need) {
+      this.#lastHit = node;
+      return m;
+    }
+    const e = node.value;
     const r = Object.freeze(this.#ok(e.pageBase + (input - e.inputBase), e.size, e.perms, priv));
+    this.#lastHit = node;
     node.memo = r;
     node.memoKey = input;
-    node.memoAux = aux;
+    node.memoAux = need;
     return r;
   }
 
@@ -467,7 +484,8 @@ export class SmmuTranslator {
   }
 
   #ok(pa: number, size: number, perms: number, priv: boolean): TranslateOk {
-    this.lastPerms = perms;
+    this.#lastHit = null;
+    this.#lastPerms = perms;
     const r = priv ? Perm.PRIV_READ : Perm.USER_READ;
     const w = priv ? Perm.PRIV_WRITE : Perm.USER_WRITE;
     const x = priv ? Perm.PRIV_EXEC : Perm.USER_EXEC;

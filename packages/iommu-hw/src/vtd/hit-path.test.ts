@@ -226,6 +226,20 @@ describe("the IOTLB-hit path", () => {
     expect(w.rig.unit.debug.caches.iotlb.stats.hits).toBeGreaterThan(0);
   });
 
+  it("checks a device's own context entry before handing out an entry's memo another device's request left (ATS with DTE clear)", () => {
+    const w = world();
+    const a: DmaRequest = { sid: w.rig.dev, pasid: PASID, addr: BASE + 0x40, write: false };
+    const b: DmaRequest = { ...a, sid: w.dev2 }; // the same DID and PASID: the same IOTLB entry
+    w.rig.unit.translate(b);
+    expect(w.rig.unit.translate(b).ok).toBe(true); // the entry's memo, kept for a plain read
+    w.rig.setContext(w.rig.dev, { dte: false });
+    w.rig.submit(desc.contextCache(3, 0, w.rig.dev, 0));
+    expect(w.rig.unit.translate(a).ok).toBe(true); // resolved afresh; the entry enters this path's micro-TLB
+    const ats = w.rig.unit.translate({ ...a, ats: true }); // same address and flags as the memo, but ATS
+    expect(ats.ok ? null : ats.reason).toBe(FaultReason.DTE_CLEAR);
+    expect(w.rig.unit.translate(b).ok).toBe(true);
+  });
+
   it("does not let a user write through a read-only page a supervisor write (WPE=0) cached as writable", () => {
     const w = world();
     const ro = BASE + 4096; // page 1 is read-only
