@@ -100,9 +100,10 @@ export class SmmuCaches {
   constructor(cap: SmmuCacheCapacities) {
     this.ste = new TaggedLru<SteInfo>("STE cache", cap.ste, () => 0);
     this.cd = new TaggedLru<CdInfo>("CD cache", cap.cd, () => 0);
-    // CLOCK replacement: which entry a full TLB gives up is the implementation's choice (SMMUv3
-    // spec §16.2, caching: the architecture says what may be cached and how it is invalidated,
-    // not how it is replaced); a hit then costs a reference bit, not a list move.
+    // CLOCK replacement: the SMMUv3 spec says what a TLB may hold and how the TLBI commands
+    // (chapter 4) remove it, not which entry a full TLB gives up, so models choose (gem5's
+    // src/dev/arm/smmu_v3_caches.hh offers round-robin, random or LRU); a hit then costs a
+    // reference bit, not a list move.
     this.tlb = new TaggedLru<TlbEntry, TranslateOk>("TLB", cap.tlb, groupOfTag, "clock");
     this.s1wc = new ArmWalkCache("stage-1 walk cache", cap.s1WalkCache, groupOfTag);
     this.s2wc = new ArmWalkCache("stage-2 walk cache", cap.s2WalkCache, (t) => t);
