@@ -122,3 +122,105 @@ describe("TaggedLru per-tag handles (keysOf) and uncounted probes (nodeOf)", () 
     expect(c.size).toBe(1);
   });
 });
+
+/**
+ * CLOCK (second chance) written as plainly as it reads: a ring oldest first,
+ * a reference bit per entry, and a hand at the oldest end that spares a set
+ * entry once (clearing its bit, sending it to the young end) and evicts the
+ * first clear one.
+ */
+class ClockModel {
+  ring: { tag: number; key: number; ref: boolean }[] = [];
+  evictions = 0;
+  constructor(readonly capacity: number) {}
+  #at(tag: number, key: number): number {
+    return this.ring.findIndex((e) => e.tag === tag && e.key === key);
+  }
+  insert(tag: number, key: number): void {
+    const i = this.#at(tag, key);
+    if (i >= 0) this.ring.splice(i, 1);
+    while (this.ring.length >= this.capacity) {
+      const oldest = this.ring.shift();
+      if (oldest === undefined) break;
+      if (oldest.ref) {
+        oldest.ref = false;
+        this.ring.push(oldest);
+      } else {
+        this.evictions++;
+      }
+    }
+    this.ring.push({ tag, key, ref: false });
+  }
+  hit(tag: number, key: number): boolean {
+    const e = this.ring[this.#at(tag, key)];
+    if (e !== undefined) e.ref = true;
+    return e !== undefined;
+  }
+  invalidate(tag: number, key: number): void {
+    const i = this.#at(tag, key);
+    if (i >= 0) this.ring.splice(i, 1);
+  }
+}
+
+describe("TaggedLru with the CLOCK policy", () => {
+  it("evicts as CLOCK does, hit for hit, against a plain model (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 6 }),
+        fc.array(fc.tuple(fc.constantFrom("ins", "get", "note", "inv", "invTag"), fc.nat({ max: 2 }), fc.nat({ max: 5 })), { maxLength: 200 }),
+        (capacity, ops) => {
+          const c = new TaggedLru<number>("t", capacity, (t) => t, "clock");
+          const model = new ClockModel(capacity);
+          ops.forEach(([op, t, k], i) => {
+            if (op === "ins") {
+              c.insert(t, k, i);
+              model.insert(t, k);
+            } else if (op === "get") {
+              expect(c.lookup(t, k) !== undefined).toBe(model.hit(t, k));
+            } else if (op === "note") {
+              const n = c.nodeOf(t, k);
+              if (n !== undefined) c.noteHit(n);
+              expect(n !== undefined).toBe(model.hit(t, k));
+            } else if (op === "inv") {
+              c.invalidate(t, k);
+              model.invalidate(t, k);
+            } else {
+              c.invalidateTag(t);
+              for (const e of model.ring.filter((x) => x.tag === t)) model.invalidate(e.tag, e.key);
+            }
+            // Youngest first, bit for bit.
+            expect([...c.entries()].map((n) => [n.tag, n.key, n.referenced])).toEqual([...model.ring].reverse().map((e) => [e.tag, e.key, e.ref]));
+            expect(c.stats.evictions).toBe(model.evictions);
+          });
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("a hit moves nothing; a full cache spares the entry that was hit and evicts the oldest clear one", () => {
+    const c = new TaggedLru<string>("t", 3, (t) => t, "clock");
+    c.insert(1, 1, "a");
+    c.insert(1, 2, "b");
+    c.insert(1, 3, "c");
+    c.lookup(1, 1);
+    expect([...c.entries()].map((e) => e.value)).toEqual(["c", "b", "a"]);
+    c.insert(1, 4, "d"); // a is spared (bit cleared, sent to the young end), b goes
+    expect([...c.entries()].map((e) => [e.value, e.referenced])).toEqual([["d", false], ["a", false], ["c", false]]);
+    expect(c.peek(1, 2)).toBeUndefined();
+    expect(c.stats).toMatchObject({ hits: 1, evictions: 1 });
+  });
+
+  it("with every bit set, comes round to the oldest entry (FIFO), and noteHit on a node gone from the cache changes nothing", () => {
+    const c = new TaggedLru<string>("t", 2, (t) => t, "clock");
+    const a = c.insert(1, 1, "a");
+    c.insert(1, 2, "b");
+    c.lookup(1, 1);
+    c.lookup(1, 2);
+    c.insert(1, 3, "c"); // both spared once, then a (the oldest again) goes
+    expect(a.valid).toBe(false);
+    c.noteHit(a);
+    expect([...c.entries()].map((e) => [e.value, e.referenced])).toEqual([["c", false], ["b", false]]);
+    expect(c.size).toBe(2);
+  });
+});

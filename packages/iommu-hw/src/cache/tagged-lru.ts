@@ -9,8 +9,20 @@
  * group touches only the entries concerned: nothing scans the whole cache, so
  * a PASID-selective flush costs the same with 1K or 64K unrelated entries.
  *
- * Recency is an intrusive doubly-linked list, so a hit bumps in O(1) without
- * Map churn. Every cached value is wrapped in a {@link CacheNode} whose `valid`
+ * Replacement is one of two policies, chosen at construction:
+ * - `"lru"` (the default): recency is an intrusive doubly-linked list, so a
+ *   hit moves its node to the front in O(1) without Map churn, and the least
+ *   recently used entry is evicted;
+ * - `"clock"`: a hit only sets the node's `referenced` bit; the same list is
+ *   then the clock's ring in insertion order, and eviction sweeps it from the
+ *   oldest end, clearing set bits and giving those entries a second chance
+ *   (moving them to the young end) until it finds one whose bit is clear.
+ *   That is CLOCK (second chance), the approximation of LRU hardware TLBs
+ *   use: a hit is one bit written in the entry it already read, instead of a
+ *   list move touching two neighbours. Which entry a full cache evicts is
+ *   still fully determined by the sequence of inserts and hits.
+ *
+ * Every cached value is wrapped in a {@link CacheNode} whose `valid`
  * flag drops to false when it is invalidated or evicted; a caller may keep the
  * node as a one-entry fast path and trust it only while `valid` holds.
  */
@@ -25,10 +37,27 @@ export interface CacheStats {
   invalidated: number;
 }
 
-export class CacheNode<V> {
-  prev: CacheNode<V> | null = null;
-  next: CacheNode<V> | null = null;
+/** How a full {@link TaggedLru} picks its victim (see the module comment). */
+export type ReplacementPolicy = "lru" | "clock";
+
+/**
+ * One cached entry. `M` is the type of an answer its holder may memoise on
+ * the entry ({@link memo}, keyed by {@link memoKey} and {@link memoAux}): an
+ * immutable object derived from `value` and the key alone, which dies with
+ * the node (a replaced entry is a new node), so it can never outlive the
+ * entry it was derived from.
+ */
+export class CacheNode<V, M = never> {
+  prev: CacheNode<V, M> | null = null;
+  next: CacheNode<V, M> | null = null;
   valid = true;
+  /** CLOCK's reference bit: set by a hit, cleared by an eviction sweep that spares the entry. */
+  referenced = false;
+  /** The holder's memoised answer for ({@link memoKey}, {@link memoAux}), or null. */
+  memo: M | null = null;
+  /** The key of {@link memo}: NaN (equal to nothing) while there is none. */
+  memoKey = Number.NaN;
+  memoAux = 0;
   constructor(
     readonly tag: number,
     readonly key: number,
@@ -36,21 +65,24 @@ export class CacheNode<V> {
   ) {}
 }
 
-export class TaggedLru<V> {
+export class TaggedLru<V, M = never> {
   readonly stats: CacheStats = { hits: 0, misses: 0, inserts: 0, evictions: 0, invalidated: 0 };
-  readonly #byTag = new Map<number, NodeIndex<CacheNode<V>>>();
+  readonly #byTag = new Map<number, NodeIndex<CacheNode<V, M>>>();
   readonly #byGroup = new Map<number, Set<number>>();
-  #head: CacheNode<V> | null = null; // most recent
-  #tail: CacheNode<V> | null = null; // least recent
+  #head: CacheNode<V, M> | null = null; // most recent (LRU) / youngest (CLOCK)
+  #tail: CacheNode<V, M> | null = null; // least recent (LRU) / oldest, where the hand sweeps (CLOCK)
   #size = 0;
   #capacity: number;
+  readonly #clock: boolean;
 
   constructor(
     readonly name: string,
     capacity: number,
     private readonly groupOf: (tag: number) => number = (t) => t,
+    readonly policy: ReplacementPolicy = "lru",
   ) {
     this.#capacity = TaggedLru.#checkCapacity(name, capacity);
+    this.#clock = policy === "clock";
   }
 
   static #checkCapacity(name: string, c: number): number {
@@ -66,21 +98,22 @@ export class TaggedLru<V> {
     return this.#capacity;
   }
 
-  /** Shrinking evicts least-recent entries at once. */
+  /** Shrinking evicts entries at once, as the policy picks them. */
   set capacity(c: number) {
     this.#capacity = TaggedLru.#checkCapacity(this.name, c);
     while (this.#size > this.#capacity) this.#evictOne();
   }
 
-  /** Looks up and bumps recency; counts a hit or a miss. */
-  lookup(tag: number, key: number): CacheNode<V> | undefined {
+  /** Looks up and marks the entry used (LRU: moves it to the front; CLOCK: sets its bit); counts a hit or a miss. */
+  lookup(tag: number, key: number): CacheNode<V, M> | undefined {
     const node = this.#byTag.get(tag)?.get(key);
     if (node === undefined) {
       this.stats.misses++;
       return undefined;
     }
     this.stats.hits++;
-    this.#bump(node);
+    if (this.#clock) node.referenced = true;
+    else this.#bump(node);
     return node;
   }
 
@@ -96,7 +129,7 @@ export class TaggedLru<V> {
    * {@link lookup}. A caller that gives up on the entry must then do the
    * counting {@link lookup} itself.
    */
-  nodeOf(tag: number, key: number): CacheNode<V> | undefined {
+  nodeOf(tag: number, key: number): CacheNode<V, M> | undefined {
     return this.#byTag.get(tag)?.get(key);
   }
 
@@ -111,17 +144,19 @@ export class TaggedLru<V> {
    * Read-only to the holder; hits found through it are reported with
    * {@link noteHit}.
    */
-  keysOf(tag: number): ReadonlyNodeIndex<CacheNode<V>> | undefined {
+  keysOf(tag: number): ReadonlyNodeIndex<CacheNode<V, M>> | undefined {
     return this.#byTag.get(tag);
   }
 
   /** Records a hit served from a caller's fast path on `node`. */
-  noteHit(node: CacheNode<V>): void {
+  noteHit(node: CacheNode<V, M>): void {
     this.stats.hits++;
-    this.#bump(node);
+    // CLOCK: a node that has left the cache may be marked too; nothing reads its bit again.
+    if (this.#clock) node.referenced = true;
+    else this.#bump(node);
   }
 
-  insert(tag: number, key: number, value: V): CacheNode<V> {
+  insert(tag: number, key: number, value: V): CacheNode<V, M> {
     let keys = this.#byTag.get(tag);
     const old = keys?.get(key);
     if (old !== undefined) {
@@ -202,8 +237,8 @@ export class TaggedLru<V> {
     return n;
   }
 
-  /** Every live entry, most recent first (for invariant checks comparing with fresh walks). */
-  *entries(): IterableIterator<CacheNode<V>> {
+  /** Every live entry, most recent first (CLOCK: youngest first, the hand's end last), for invariant checks comparing with fresh walks. */
+  *entries(): IterableIterator<CacheNode<V, M>> {
     for (let node = this.#head; node !== null; node = node.next) yield node;
   }
 
@@ -213,13 +248,23 @@ export class TaggedLru<V> {
   }
 
   #evictOne(): void {
-    const victim = this.#tail;
+    let victim = this.#tail;
     if (victim === null) return;
+    // CLOCK: spare every referenced entry once (clear its bit, move it to the young end). Each
+    // bit cleared was set by a hit, so the sweep costs O(1) amortised; with every bit set it
+    // comes round to the oldest entry, its bit now clear.
+    while (this.#clock && victim.referenced) {
+      victim.referenced = false;
+      this.#unlink(victim);
+      this.#pushFront(victim);
+      victim = this.#tail;
+      if (victim === null) return;
+    }
     this.#remove(victim);
     this.stats.evictions++;
   }
 
-  #remove(node: CacheNode<V>): void {
+  #remove(node: CacheNode<V, M>): void {
     this.#unlink(node);
     node.valid = false;
     this.#size--;
@@ -240,7 +285,7 @@ export class TaggedLru<V> {
    * (no #unlink/#pushFront calls): a node that is not the head has a
    * predecessor, and the list then has a head to put it before.
    */
-  #bump(node: CacheNode<V>): void {
+  #bump(node: CacheNode<V, M>): void {
     const head = this.#head;
     if (head === node || head === null) return;
     const prev = node.prev;
@@ -256,7 +301,7 @@ export class TaggedLru<V> {
     this.#head = node;
   }
 
-  #pushFront(node: CacheNode<V>): void {
+  #pushFront(node: CacheNode<V, M>): void {
     node.prev = null;
     node.next = this.#head;
     if (this.#head !== null) this.#head.prev = node;
@@ -264,7 +309,7 @@ export class TaggedLru<V> {
     this.#tail ??= node;
   }
 
-  #unlink(node: CacheNode<V>): void {
+  #unlink(node: CacheNode<V, M>): void {
     if (node.prev !== null) node.prev.next = node.next;
     else if (this.#head === node) this.#head = node.next;
     if (node.next !== null) node.next.prev = node.prev;

@@ -1,5 +1,6 @@
 import { type CacheNode, type CacheStats, TaggedLru } from "../cache/tagged-lru.js";
 import type { ReadonlyNodeIndex } from "../cache/node-index.js";
+import type { TranslateOk } from "../iommu-port.js";
 import { ArmWalkCache } from "../pt-arm/walk-cache.js";
 import type { CdInfo, SteInfo } from "./config.js";
 
@@ -47,6 +48,14 @@ export interface TlbEntry {
   readonly ssid: number;
 }
 
+/**
+ * A TLB entry's node. Its memo is the `translate()` answer last given from it
+ * (a frozen {@link TranslateOk}), keyed by the input address (`memoKey`) and
+ * the request's privilege (`memoAux`: 1 privileged, 0 not), the two things
+ * besides the entry that answer depends on.
+ */
+export type TlbNode = CacheNode<TlbEntry, TranslateOk>;
+
 export interface SmmuCacheCapacities {
   readonly ste: number;
   readonly cd: number;
@@ -69,10 +78,15 @@ const PROBE_LIMIT = 64;
 export const tlbKey = (pfn: number, sizeCode: number): number => Math.floor(pfn / 2 ** (SIZE_SHIFTS[sizeCode] ?? 0)) * 4 + sizeCode;
 export const sizeCodeOf = (size: number): number => (size >= 2 ** 30 ? 2 : size >= 2 ** 21 ? 1 : 0);
 
+/** The TLB node for 4 KiB page `pfn` in one tag's entries (a `TaggedLru.keysOf` handle), probing the page sizes in {@link SmmuCaches.lookupTag}'s order, counting nothing. */
+export function probeTlbKeys(keys: ReadonlyNodeIndex<TlbNode>, pfn: number): TlbNode | undefined {
+  return keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
+}
+
 export class SmmuCaches {
   readonly ste: TaggedLru<SteInfo>;
   readonly cd: TaggedLru<CdInfo>;
-  readonly tlb: TaggedLru<TlbEntry>;
+  readonly tlb: TaggedLru<TlbEntry, TranslateOk>;
   readonly s1wc: ArmWalkCache;
   readonly s2wc: ArmWalkCache;
   /**
@@ -81,12 +95,16 @@ export class SmmuCaches {
    * handle whose tag emptied is empty for good, so an empty one is re-taken.
    */
   #lastTag = -1;
-  #lastKeys: ReadonlyNodeIndex<CacheNode<TlbEntry>> | undefined = undefined;
+  #lastKeys: ReadonlyNodeIndex<TlbNode> | undefined = undefined;
 
   constructor(cap: SmmuCacheCapacities) {
     this.ste = new TaggedLru<SteInfo>("STE cache", cap.ste, () => 0);
     this.cd = new TaggedLru<CdInfo>("CD cache", cap.cd, () => 0);
-    this.tlb = new TaggedLru<TlbEntry>("TLB", cap.tlb, groupOfTag);
+    // CLOCK replacement: the SMMUv3 spec says what a TLB may hold and how the TLBI commands
+    // (chapter 4) remove it, not which entry a full TLB gives up, so models choose (gem5's
+    // src/dev/arm/smmu_v3_caches.hh offers round-robin, random or LRU); a hit then costs a
+    // reference bit, not a list move.
+    this.tlb = new TaggedLru<TlbEntry, TranslateOk>("TLB", cap.tlb, groupOfTag, "clock");
     this.s1wc = new ArmWalkCache("stage-1 walk cache", cap.s1WalkCache, groupOfTag);
     this.s2wc = new ArmWalkCache("stage-2 walk cache", cap.s2WalkCache, (t) => t);
   }
@@ -117,7 +135,7 @@ export class SmmuCaches {
    * probed directly: three `TaggedLru.lookup` calls would each find the tag
    * again and count a miss per size.
    */
-  lookupTag(tag: number, pfn: number): CacheNode<TlbEntry> | undefined {
+  lookupTag(tag: number, pfn: number): TlbNode | undefined {
     const lru = this.tlb;
     let keys = this.#lastTag === tag ? this.#lastKeys : undefined;
     if (keys === undefined || keys.size === 0) {
@@ -125,7 +143,7 @@ export class SmmuCaches {
       this.#lastTag = tag;
       this.#lastKeys = keys;
     }
-    const node = keys === undefined ? undefined : keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
+    const node = keys === undefined ? undefined : probeTlbKeys(keys, pfn);
     if (node === undefined) {
       lru.stats.misses++;
       return undefined;
@@ -135,7 +153,7 @@ export class SmmuCaches {
   }
 
   /** A stage-1 (or combined) lookup: the ASID's own entries, then the global ones. */
-  lookupS1(cls: number, vmid: number, asid: number, pfn: number): CacheNode<TlbEntry> | undefined {
+  lookupS1(cls: number, vmid: number, asid: number, pfn: number): TlbNode | undefined {
     const own = this.lookupTag(tlbTag(cls, vmid, asid), pfn);
     if (own !== undefined) return own;
     const global = this.lookupTag(tlbTag(cls, vmid, GLOBAL_ASID), pfn);
@@ -143,7 +161,7 @@ export class SmmuCaches {
     return global;
   }
 
-  insert(e: TlbEntry): CacheNode<TlbEntry> {
+  insert(e: TlbEntry): TlbNode {
     return this.tlb.insert(tlbTag(e.cls, e.vmid, e.asid), tlbKey(Math.floor(e.inputBase / PAGE), sizeCodeOf(e.size)), e);
   }
 

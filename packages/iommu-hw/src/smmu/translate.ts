@@ -1,7 +1,8 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
+import type { ReadonlyNodeIndex } from "../cache/node-index.js";
 import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, type WalkAccess, type ArmS1Config, type ArmStage2, type ArmWalkResult, ArmPerm as Perm, neededPerms, walkStage1, walkStage2, newArmWalkResult, resetArmWalkResult } from "@vsva/pgtable";
-import { type SmmuCaches, type TlbClassValue, type TlbEntry, GLOBAL_ASID, TlbClass, tlbTag } from "./caches.js";
+import { type SmmuCaches, type TlbClassValue, type TlbEntry, type TlbNode, GLOBAL_ASID, TlbClass, probeTlbKeys, tlbTag } from "./caches.js";
 import { type CdInfo, ConfigScratch, type ConfigFault, type SteInfo, type StreamTableRegs, fetchCd, fetchSte, s2Event } from "./config.js";
 import type { SmmuConfig } from "./options.js";
 import { ABORT_NO_EVENT, EventClass, EventId, S1Dss, Strw, eventName } from "./structures.js";
@@ -10,12 +11,31 @@ const PAGE = 4096;
 const UTLB_MASK = 63;
 
 interface UtlbSlot {
-  node: CacheNode<TlbEntry> | null;
+  node: TlbNode | null;
   ste: CacheNode<SteInfo> | null;
   cd: CacheNode<CdInfo> | null;
   sid: number;
   ssid: number;
 }
+/**
+ * The stage-1 lookup of the stream the micro-TLB last served, as far as it
+ * depends on the stream alone: its STE and CD cache nodes, the TLB tag of its
+ * ASID (with the TLB's handle on that tag) and whether it may make ATS
+ * requests. Trusted only while both nodes are valid and they are still the
+ * stream's fast STE and CD, i.e. exactly when the full pipeline would take
+ * the same STE and CD without a counted lookup and probe this tag first.
+ */
+interface ResolvedStream {
+  readonly sid: number;
+  readonly ssid: number;
+  readonly ste: CacheNode<SteInfo>;
+  readonly cd: CacheNode<CdInfo>;
+  readonly tag: number;
+  readonly ats: boolean;
+  /** The TLB's entries of `tag` (`TaggedLru.keysOf`), as last taken; empty for good once the tag empties. */
+  keys: ReadonlyNodeIndex<TlbNode> | undefined;
+}
+
 const TWO63 = 2 ** 63;
 const TWO64 = 2 ** 64;
 const TABLE_READ: WalkAccess = Object.freeze({ write: false });
@@ -70,8 +90,13 @@ const TRANSLATION_CLASS = new Set<number>([EventId.F_TRANSLATION, EventId.F_ADDR
  */
 export class SmmuTranslator {
   readonly lastFault: FaultDetail = { event: 0, record: false, ats: false, ssid: -1, s2: false, cls: 0, ipa: 0, fetchAddr: 0, stall: false };
-  /** Perm bits of the last successful translation (for the cache checker). */
-  lastPerms = 0;
+  /** Perm bits of the last successful translation (for the cache checker): the TLB entry's, when a hit gave it. */
+  get lastPerms(): number {
+    return this.#lastHit?.value.perms ?? this.#lastPerms;
+  }
+
+  #lastPerms = 0;
+  #lastHit: TlbNode | null = null;
   readonly #walk: ArmWalkResult = newArmWalkResult();
   readonly #s2out: ArmWalkResult = newArmWalkResult();
   readonly #scratch = new ConfigScratch();
@@ -84,6 +109,7 @@ export class SmmuTranslator {
    * so an invalidation takes effect here the moment it reaches the caches.
    */
   readonly #utlb: UtlbSlot[] = Array.from({ length: UTLB_MASK + 1 }, () => ({ node: null, ste: null, cd: null, sid: -1, ssid: -2 }));
+  #stream: ResolvedStream | null = null;
   #fastSte: CacheNode<SteInfo> | null = null;
   #fastCd: CacheNode<CdInfo> | null = null;
   #fastSid = -1;
@@ -108,6 +134,7 @@ export class SmmuTranslator {
   resetFastPath(): void {
     for (const u of this.#utlb) u.node = null;
     this.#fastSid = -1;
+    this.#stream = null;
   }
 
   /**
@@ -139,16 +166,48 @@ export class SmmuTranslator {
     const slot = this.#utlb[(((addr / PAGE) | 0) ^ req.sid) & UTLB_MASK];
     const ssid = req.pasid ?? -1;
     if (slot !== undefined && slot.node !== null && slot.sid === req.sid && slot.ssid === ssid && slot.node.valid) {
-      const e = slot.node.value;
-      const off = addr - e.inputBase;
+      const node = slot.node;
       const ste = slot.ste;
       const cd = slot.cd;
-      if (off >= 0 && off < e.size && ste !== null && ste.valid && (cd === null || cd.valid) && this.state.enabled && (req.ats !== true || ste.value.eats !== 0)) {
+      if (ste !== null && ste.valid && (cd === null || cd.valid) && this.state.enabled && (req.ats !== true || ste.value.eats !== 0)) {
         const priv = ssid !== -1 && req.priv === true;
         const need = neededPerms(req.write, ssid !== -1 && req.exec === true, priv);
-        if ((e.perms & need) === need) {
-          this.caches.tlb.noteHit(slot.node);
-          return this.#ok(e.pageBase + off, e.size, e.perms, priv);
+        // The same address and needed permissions as the entry's memo: its own checks passed for them.
+        const m = node.memo;
+        if (m !== null && node.memoKey === addr && node.memoAux === need) {
+          this.caches.tlb.noteHit(node);
+          this.#lastHit = node;
+          return m;
+        }
+        const e = node.value;
+        const off = addr - e.inputBase;
+        if (off >= 0 && off < e.size && (e.perms & need) === need) {
+          this.caches.tlb.noteHit(node);
+          return this.#hit(node, addr, priv, need);
+        }
+      }
+    }
+    // The TLB proper, for the stream the micro-TLB last served: one probe of its ASID's entries
+    // through the kept handle, counted as the lookup it stands for. Only a lower-half address
+    // (TTB0) granting the access is served here; anything else takes the full pipeline.
+    const rs = this.#stream;
+    if (
+      rs !== null && rs.sid === req.sid && rs.ssid === ssid && addr >= 0 && addr < TWO63 && Number.isInteger(addr) && rs.ste === this.#fastSte && rs.cd === this.#fastCd &&
+      req.sid === this.#fastSid && ssid === this.#fastSsid && rs.ste.valid && rs.cd.valid && this.state.enabled && (req.ats !== true || rs.ats)
+    ) {
+      let keys = rs.keys;
+      if (keys === undefined || keys.size === 0) keys = rs.keys = this.caches.tlb.keysOf(rs.tag);
+      const node = keys === undefined ? undefined : probeTlbKeys(keys, Math.floor(addr / PAGE));
+      if (node !== undefined) {
+        const priv = ssid !== -1 && req.priv === true;
+        const need = neededPerms(req.write, ssid !== -1 && req.exec === true, priv);
+        if ((node.memoKey === addr && node.memoAux === need) || (node.value.perms & need) === need) {
+          this.caches.tlb.noteHit(node);
+          this.lastFault.ssid = ssid;
+          this.#cdNode = rs.cd;
+          this.#steNode = rs.ste;
+          this.#setFast(node, req);
+          return this.#hit(node, addr, priv, need);
         }
       }
     }
@@ -208,13 +267,14 @@ export class SmmuTranslator {
     const vmid = cls === TlbClass.EL2 ? 0 : ste.vmid;
     const pfn = Math.floor(va / PAGE);
     if (this.useCaches) {
+      this.#keepStream(req, ste, cls, vmid, cd.asid, va);
       const node = this.caches.lookupS1(cls, vmid, cd.asid, pfn);
       if (node !== undefined) {
         const e = node.value;
         const need = neededPerms(req.write, exec, priv);
         if ((e.perms & need) === need) {
           this.#setFast(node, req);
-          return this.#ok(e.pageBase + (va - e.inputBase), e.size, e.perms, priv);
+          return this.#hit(node, va, priv, need);
         }
         // Rights not in the cached entry: a fresh walk decides (the tables may have gained them).
       }
@@ -251,7 +311,7 @@ export class SmmuTranslator {
       const node = this.caches.lookupTag(tag, pfn);
       if (node !== undefined && (node.value.perms & need) === need) {
         this.#setFast(node, req);
-        return this.#ok(node.value.pageBase + (ipa - node.value.inputBase), node.value.size, node.value.perms, access.priv === true);
+        return this.#hit(node, ipa, access.priv === true, need);
       }
     }
     this.#walkSeq = this.#reqSeq;
@@ -371,7 +431,42 @@ export class SmmuTranslator {
     return this.#s2out;
   }
 
-  #setFast(node: CacheNode<TlbEntry>, req: DmaRequest): void {
+  /** Keeps what the stage-1 lookup of `req`'s stream depends on for the TLB-proper fast path ({@link ResolvedStream}), when it came from cached STE and CD entries. */
+  #keepStream(req: DmaRequest, ste: SteInfo, cls: number, vmid: number, asid: number, va: number): void {
+    const steNode = this.#steNode;
+    const cdNode = this.#cdNode;
+    if (steNode === undefined || cdNode === undefined || va < 0) return;
+    const ssid = req.pasid ?? -1;
+    const tag = tlbTag(cls, vmid, asid);
+    const rs = this.#stream;
+    if (rs?.sid === req.sid && rs.ssid === ssid && rs.ste === steNode && rs.cd === cdNode && rs.tag === tag) return;
+    this.#stream = { sid: req.sid, ssid, ste: steNode, cd: cdNode, tag, ats: this.cfg.ats && ste.eats !== 0, keys: this.caches.tlb.keysOf(tag) };
+  }
+
+  /**
+   * The answer of a TLB hit on `node` for input address `input`, the entry having been found to
+   * grant a request needing the permissions `need` (`neededPerms`, which also carry the privilege):
+   * the node's memo when it was made for the same address and `need`, else a new frozen answer,
+   * memoised on the node. Its fields follow from the entry, the address and the privilege alone,
+   * so the shared frozen object is what a fresh one would be; and a memo kept for (`input`, `need`)
+   * says the entry's own check passed for such a request, so the micro-TLB may skip it.
+   */
+  #hit(node: TlbNode, input: number, priv: boolean, need: number): TranslateOk {
+    const m = node.memo;
+    if (m !== null && node.memoKey === input && node.memoAux === need) {
+      this.#lastHit = node;
+      return m;
+    }
+    const e = node.value;
+    const r = Object.freeze(this.#ok(e.pageBase + (input - e.inputBase), e.size, e.perms, priv));
+    this.#lastHit = node;
+    node.memo = r;
+    node.memoKey = input;
+    node.memoAux = need;
+    return r;
+  }
+
+  #setFast(node: TlbNode, req: DmaRequest): void {
     const steNode = this.#steNode;
     if (steNode === undefined) return;
     const slot = this.#utlb[(((req.addr / PAGE) | 0) ^ req.sid) & UTLB_MASK];
@@ -389,7 +484,8 @@ export class SmmuTranslator {
   }
 
   #ok(pa: number, size: number, perms: number, priv: boolean): TranslateOk {
-    this.lastPerms = perms;
+    this.#lastHit = null;
+    this.#lastPerms = perms;
     const r = priv ? Perm.PRIV_READ : Perm.USER_READ;
     const w = priv ? Perm.PRIV_WRITE : Perm.USER_WRITE;
     const x = priv ? Perm.PRIV_EXEC : Perm.USER_EXEC;

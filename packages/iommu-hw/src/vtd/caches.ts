@@ -1,5 +1,6 @@
 import { type CacheNode, type CacheStats, TaggedLru } from "../cache/tagged-lru.js";
 import type { ReadonlyNodeIndex } from "../cache/node-index.js";
+import type { TranslateOk } from "../iommu-port.js";
 import type { FirstLevelConfig, SecondLevelConfig } from "@vsva/pgtable";
 import { WalkCache } from "../pt/walk-cache.js";
 
@@ -95,6 +96,16 @@ export interface IotlbEntry {
   readonly inputBase: number;
 }
 
+/**
+ * An IOTLB entry's node. Its memo is the `translate()` answer last given from
+ * it (a frozen {@link TranslateOk}), keyed by the request address: every field
+ * of that answer follows from the entry and the address alone, so a request
+ * for the same address while the entry lives gets the same object back
+ * instead of a new one (ATS translation requests, page-aligned, repeat their
+ * addresses; so does a DMA that walks the same buffer again).
+ */
+export type IotlbNode = CacheNode<IotlbEntry, TranslateOk>;
+
 export interface VtdCacheCapacities {
   readonly context: number;
   readonly pasid: number;
@@ -127,7 +138,7 @@ export const sizeCodeOf = (size: number): number => (size >= 2 ** 30 ? 2 : size 
  * `TaggedLru.keysOf` handle), probing the page sizes in the order
  * {@link VtdCaches.lookupIotlb} does, without counting or bumping anything.
  */
-export function probeIotlbKeys(keys: ReadonlyNodeIndex<CacheNode<IotlbEntry>>, pfn: number): CacheNode<IotlbEntry> | undefined {
+export function probeIotlbKeys(keys: ReadonlyNodeIndex<IotlbNode>, pfn: number): IotlbNode | undefined {
   return keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
 }
 
@@ -136,14 +147,17 @@ export class VtdCaches {
   readonly pasid: TaggedLru<PasidInfo>;
   /** (SID, PASID) -> PASID-cache node: lookup needs no DID, invalidation needs no SID. */
   readonly #pasidIndex = new Map<number, CacheNode<PasidInfo>>();
-  readonly iotlb: TaggedLru<IotlbEntry>;
+  readonly iotlb: TaggedLru<IotlbEntry, TranslateOk>;
   readonly flPsc: WalkCache;
   readonly slPsc: WalkCache;
 
   constructor(cap: VtdCacheCapacities) {
     this.context = new TaggedLru<CtxInfo>("context cache", cap.context);
     this.pasid = new TaggedLru<PasidInfo>("PASID cache", cap.pasid, groupOfTag);
-    this.iotlb = new TaggedLru<IotlbEntry>("IOTLB", cap.iotlb, groupOfTag);
+    // CLOCK replacement: how many entries a unit caches and which it gives up are the
+    // implementation's (VT-d spec chapter 6, caching translation information: software sees only
+    // what may be cached and the invalidations that remove it); a hit then costs a reference bit.
+    this.iotlb = new TaggedLru<IotlbEntry, TranslateOk>("IOTLB", cap.iotlb, groupOfTag, "clock");
     this.flPsc = new WalkCache("first-level PSC", cap.firstLevelPsc, groupOfTag);
     this.slPsc = new WalkCache("second-level PSC", cap.secondLevelPsc, (t) => t);
   }
@@ -214,7 +228,7 @@ export class VtdCaches {
    * bumped) or a miss. The tag's entries are taken once and probed in the
    * order {@link probeIotlbKeys} uses.
    */
-  lookupIotlb(tag: number, pfn: number): CacheNode<IotlbEntry> | undefined {
+  lookupIotlb(tag: number, pfn: number): IotlbNode | undefined {
     const lru = this.iotlb;
     const keys = lru.keysOf(tag);
     const node = keys === undefined ? undefined : probeIotlbKeys(keys, pfn);

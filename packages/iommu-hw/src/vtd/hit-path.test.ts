@@ -12,7 +12,7 @@ import { MICRO_TLB_SLOTS } from "./translate.js";
  * The IOTLB-hit path (resolved (source, PASID) paths and the micro-TLB in
  * front of the IOTLB) must answer exactly what the full pipeline answers:
  * the same translation or fault as a fresh walk once software has made the
- * invalidations its edits require, the same hit accounting, the same LRU.
+ * invalidations its edits require, the same hit accounting, the same replacement.
  */
 
 const BASE = 0x40_0000;
@@ -169,22 +169,75 @@ describe("the IOTLB-hit path", () => {
     expect([context.hits - (hits[0] ?? 0), pasid.hits - (hits[1] ?? 0)]).toEqual([1, 1]);
   });
 
-  it("keeps a page hit in the micro-TLB young in the IOTLB's LRU", () => {
+  it("serves a sweep of as many consecutive pages as the micro-TLB has slots from the micro-TLB: hits counted, no context or PASID lookup", () => {
+    const rig = new VtdRig().bringUp();
+    rig.device();
+    const root = rig.alloc();
+    rig.setPasid(PASID, { pgtt: 1, did: DID, flptr: root });
+    const reqs = Array.from({ length: MICRO_TLB_SLOTS }, (_, p): DmaRequest => ({ sid: rig.dev, pasid: PASID, addr: BASE + p * 4096, write: false }));
+    for (const r of reqs) rig.flMap(root, r.addr, r.addr + 0x100_0000);
+    for (const r of reqs) rig.unit.translate(r); // fills
+    for (const r of reqs) rig.unit.translate(r); // IOTLB lookups proper: each page enters its slot
+    const { context, pasid, iotlb } = rig.unit.debug.caches.stats();
+    const before = [context.hits, pasid.hits, iotlb.hits];
+    for (const r of reqs) expect(rig.unit.translate(r).ok).toBe(true);
+    expect([context.hits, pasid.hits, iotlb.hits]).toEqual([before[0], before[1], (before[2] ?? 0) + MICRO_TLB_SLOTS]);
+    expect(MICRO_TLB_SLOTS).toBeGreaterThanOrEqual(64);
+  });
+
+  it("marks a page hit in the micro-TLB referenced for the IOTLB's CLOCK, so the next eviction spares it", () => {
     const rig = new VtdRig({ caches: { iotlb: 2 } }).bringUp();
     rig.device();
     const root = rig.alloc();
     rig.setPasid(PASID, { pgtt: 1, did: DID, flptr: root });
     for (let p = 0; p < 3; p++) rig.flMap(root, BASE + p * 4096, (0x300 + p) * 4096);
     const at = (p: number): DmaRequest => ({ sid: rig.dev, pasid: PASID, addr: BASE + p * 4096, write: false });
-    rig.unit.translate(at(0)); // miss: fills page 0
-    rig.unit.translate(at(0)); // IOTLB hit: page 0 enters the micro-TLB
-    rig.unit.translate(at(1)); // miss: fills page 1, the most recent
-    rig.unit.translate(at(0)); // micro-TLB hit: page 0 becomes the most recent again
-    rig.unit.translate(at(2)); // miss: evicts the least recent, page 1
     const tag = cacheTag(CacheClass.FIRST, DID, PASID);
-    const pfn = BASE / 4096;
-    expect(rig.unit.debug.caches.iotlb.peek(tag, iotlbKey(pfn, 0))).toBeDefined();
-    expect(rig.unit.debug.caches.iotlb.peek(tag, iotlbKey(pfn + 1, 0))).toBeUndefined();
+    const cached = (p: number): boolean => rig.unit.debug.caches.iotlb.peek(tag, iotlbKey(BASE / 4096 + p, 0)) !== undefined;
+    rig.unit.translate(at(0)); // miss: fills page 0
+    rig.unit.translate(at(0)); // IOTLB hit: page 0 enters the micro-TLB, its bit set
+    rig.unit.translate(at(1)); // miss: fills page 1
+    rig.unit.translate(at(2)); // miss: the sweep spares page 0 (clearing its bit) and evicts page 1
+    expect([cached(0), cached(1), cached(2)]).toEqual([true, false, true]);
+    rig.unit.translate(at(0)); // micro-TLB hit: only this sets page 0's bit again
+    rig.unit.translate(at(1)); // miss: the sweep spares page 0 once more and evicts page 2
+    expect([cached(0), cached(1), cached(2)]).toEqual([true, true, false]);
+  });
+
+  it("gives a repeated address the IOTLB entry's frozen answer, another address in the page its own, and a remapped page a new one", () => {
+    const w = world();
+    const r: DmaRequest = { sid: w.rig.dev, pasid: PASID, addr: BASE + 0x10, write: false };
+    const first = w.rig.unit.translate(r); // the fill
+    const again = w.rig.unit.translate(r); // micro-TLB
+    const far = w.rig.unit.translate({ ...r, addr: r.addr + MICRO_TLB_SLOTS * 4096 }); // a read-write page in the same micro-TLB slot
+    const third = w.rig.unit.translate(r); // its micro-TLB slot was taken: the IOTLB proper
+    expect(far.ok).toBe(true);
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(again).toBe(first);
+    expect(third).toBe(first);
+    const other = w.rig.unit.translate({ ...r, addr: BASE + 0x18 });
+    expect(other).not.toBe(first);
+    expect(other.ok && first.ok && other.pa - first.pa).toBe(8);
+    expect(w.rig.unit.translate(r)).toEqual(first); // the memo follows the last address asked
+    w.rig.w64(w.rig.leafEntry(w.flRoot, 4, BASE), leafBits("rw", 0x7aa));
+    w.rig.submit(desc.pasidIotlb(3, DID, PASID, BASE, 0));
+    const remapped = w.rig.unit.translate(r);
+    expect(remapped.ok && remapped.pa).toBe(0x7aa * 4096 + 0x10);
+    expect(w.rig.unit.debug.caches.iotlb.stats.hits).toBeGreaterThan(0);
+  });
+
+  it("checks a device's own context entry before handing out an entry's memo another device's request left (ATS with DTE clear)", () => {
+    const w = world();
+    const a: DmaRequest = { sid: w.rig.dev, pasid: PASID, addr: BASE + 0x40, write: false };
+    const b: DmaRequest = { ...a, sid: w.dev2 }; // the same DID and PASID: the same IOTLB entry
+    w.rig.unit.translate(b);
+    expect(w.rig.unit.translate(b).ok).toBe(true); // the entry's memo, kept for a plain read
+    w.rig.setContext(w.rig.dev, { dte: false });
+    w.rig.submit(desc.contextCache(3, 0, w.rig.dev, 0));
+    expect(w.rig.unit.translate(a).ok).toBe(true); // resolved afresh; the entry enters this path's micro-TLB
+    const ats = w.rig.unit.translate({ ...a, ats: true }); // same address and flags as the memo, but ATS
+    expect(ats.ok ? null : ats.reason).toBe(FaultReason.DTE_CLEAR);
+    expect(w.rig.unit.translate(b).ok).toBe(true);
   });
 
   it("does not let a user write through a read-only page a supervisor write (WPE=0) cached as writable", () => {

@@ -28,17 +28,20 @@ function rig(iotlb = 16): { rig: VtdRig; at: (p: number, off?: number) => DmaReq
 }
 
 describe("IOTLB hits through a resolved path's tag handle", () => {
-  it("counts one hit per lookup and keeps the IOTLB's LRU order, as the counted lookup would", () => {
+  it("counts one hit per lookup and marks the entry referenced for the IOTLB's CLOCK, as the counted lookup would", () => {
     const { rig: r, at } = rig(PAGES);
     for (let p = 0; p < PAGES; p++) r.unit.translate(at(p)); // misses: fill pages 0, 1, 2
     const stats = r.unit.debug.caches.iotlb.stats;
     expect(stats).toMatchObject({ hits: 0, misses: PAGES });
-    r.unit.translate(at(0)); // same slot as page 2: an IOTLB lookup proper, page 0 becomes the most recent
+    r.unit.translate(at(0)); // same slot as page 2: an IOTLB lookup proper, page 0 gets its reference bit
     r.unit.translate(at(1));
     expect(stats).toMatchObject({ hits: 2, misses: PAGES });
     const pfn = (p: number): number => (BASE + p * MICRO_TLB_SLOTS * 4096) / 4096;
     const tag = cacheTag(CacheClass.FIRST, DID, PASID);
-    expect([...r.unit.debug.caches.iotlb.entries()].map((n) => [n.tag, n.key])).toEqual([[tag, iotlbKey(pfn(1), 0)], [tag, iotlbKey(pfn(0), 0)], [tag, iotlbKey(pfn(2), 0)]]);
+    // CLOCK: a hit moves nothing (youngest first, as filled) and sets the entry's bit.
+    expect([...r.unit.debug.caches.iotlb.entries()].map((n) => [n.tag, n.key, n.referenced])).toEqual([
+      [tag, iotlbKey(pfn(2), 0), false], [tag, iotlbKey(pfn(1), 0), true], [tag, iotlbKey(pfn(0), 0), true],
+    ]);
   });
 
   it("serves nothing from a handle whose tag has been flushed, and picks up the refilled tag", () => {

@@ -1,14 +1,18 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
 import type { ReadonlyNodeIndex } from "../cache/node-index.js";
-import type { CacheClassValue, CtxInfo, IotlbEntry, PasidInfo } from "./caches.js";
+import type { CacheClassValue, CtxInfo, IotlbNode, PasidInfo } from "./caches.js";
 
 /**
  * Slots of the micro-TLB in front of the IOTLB: direct-mapped on the low bits
  * of the 4 KiB page number, like a small first-level TLB (a 2 MiB or 1 GiB
  * entry may sit in several slots). It holds IOTLB nodes, not copies, so it
- * can never be staler than the IOTLB.
+ * can never be staler than the IOTLB. 64 slots, as many as the SMMUv3 unit's
+ * micro-TLB: a stream working over 256 KiB in 4 KiB pages is served from it
+ * (one array load and the node's `valid`), and the IOTLB proper is probed only
+ * beyond that; it was 16, which sent every sweep of more than 16 pages to the
+ * IOTLB's index on every request.
  */
-export const MICRO_TLB_SLOTS = 16;
+export const MICRO_TLB_SLOTS = 64;
 
 /**
  * What the context and PASID caches say about one (source ID, request PASID):
@@ -32,13 +36,13 @@ export const MICRO_TLB_SLOTS = 16;
  */
 export class ResolvedPath {
   /** The IOTLB's entries of `tag`, as last taken; empty for good once the tag empties. */
-  iotlbKeys: ReadonlyNodeIndex<CacheNode<IotlbEntry>> | undefined = undefined;
+  iotlbKeys: ReadonlyNodeIndex<IotlbNode> | undefined = undefined;
   /**
    * This path's micro-TLB: IOTLB nodes direct-mapped on the low bits of the
    * 4 KiB page number (see {@link MICRO_TLB_SLOTS}). Per path, so a slot needs no
    * path tag: a hit is one load and the node's `valid`.
    */
-  readonly micro: (CacheNode<IotlbEntry> | null)[];
+  readonly micro: (IotlbNode | null)[];
 
   constructor(
     readonly sid: number,
@@ -51,7 +55,7 @@ export class ResolvedPath {
     readonly cls: CacheClassValue,
     readonly tag: number,
   ) {
-    this.micro = new Array<CacheNode<IotlbEntry> | null>(MICRO_TLB_SLOTS).fill(null);
+    this.micro = new Array<IotlbNode | null>(MICRO_TLB_SLOTS).fill(null);
   }
 
   get live(): boolean {

@@ -2,7 +2,7 @@ import type { CacheNode } from "../cache/tagged-lru.js";
 import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, walkFirstLevel, walkSecondLevel, type SecondLevelConfig, type SecondStage, type WalkAccess, type WalkResult, newWalkResult, resetWalkResult } from "@vsva/pgtable";
 import {
-  CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey, probeIotlbKeys,
+  CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type IotlbNode, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey, probeIotlbKeys,
   sizeCodeOf,
 } from "./caches.js";
 import { ContextScratch, fetchContext } from "./context.js";
@@ -49,6 +49,32 @@ const MICRO_TLB_MASK = MICRO_TLB_SLOTS - 1;
 const isSourceId = (sid: number): boolean => Number.isInteger(sid) && sid >= 0 && sid <= 0xffff;
 
 const modulo = (a: number, m: number): number => a - Math.floor(a / m) * m;
+
+/** The request flags an IOTLB entry's own checks depend on (write, PRIV, EXE), as one number: an entry's memo is kept with the flags it was checked for. */
+const requestBits = (write: boolean, priv: boolean, exec: boolean): number => (write ? 1 : 0) | (priv ? 2 : 0) | (exec ? 4 : 0);
+
+/**
+ * The answer of an IOTLB hit on `node` for the integral address `addr`, the
+ * entry having been found to grant a request of {@link requestBits} `bits`:
+ * the node's memo when it was made for the same address, else a new frozen
+ * answer, memoised on the node with the address and `bits`. All its fields
+ * follow from the entry and `addr`, so a shared frozen object is the answer a
+ * fresh one would be; a hit on a repeated address allocates nothing. And a
+ * memo kept for (`addr`, `bits`) says the entry's own checks passed for such
+ * a request, so a request with the same address and bits can skip them (the
+ * checks on its context and PASID entries, which the entry does not pin, are
+ * still made).
+ */
+function hitResult(node: IotlbNode, addr: number, bits: number): TranslateOk {
+  const m = node.memo;
+  node.memoAux = bits;
+  if (m !== null && node.memoKey === addr) return m;
+  const e = node.value;
+  const r: TranslateOk = Object.freeze({ ok: true, pa: e.pageBase + (addr - e.inputBase), size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user });
+  node.memo = r;
+  node.memoKey = addr;
+  return r;
+}
 
 /**
  * The translation pipeline of a scalable-mode unit: context cache, PASID
@@ -134,7 +160,14 @@ export class Translator {
     // ToUint32 keeps bits 31:0 of an integral address exactly, so `>>> 12` takes page-number bits.
     const slot = (addr >>> 12) & MICRO_TLB_MASK;
     const f = path.micro[slot];
+    const bits = requestBits(req.write, priv, exec);
     if (f?.valid === true) {
+      // The same address and request flags as the entry's memo: its own checks passed for them.
+      const m = f.memo;
+      if (m !== null && f.memoKey === addr && f.memoAux === bits && !exec && (!priv || pe.sre) && (req.ats !== true || ctx.dte)) {
+        caches.iotlb.noteHit(f);
+        return m;
+      }
       const e = f.value;
       const off = addr - e.inputBase;
       // EXE is left to the full check (it also needs ECAP.ERS); PRIV needs SRE. An address with a
@@ -144,7 +177,7 @@ export class Translator {
         (e.rightsFor === RightsFor.ANY || e.rightsFor === (priv ? RightsFor.SUPERVISOR : RightsFor.USER))
       ) {
         caches.iotlb.noteHit(f);
-        return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+        return hitResult(f, addr, bits);
       }
     }
 
@@ -161,6 +194,13 @@ export class Translator {
     if (keys !== undefined && !exec && (pe.sre || !priv) && pe.pgtt !== Pgtt.PASS_THROUGH && Number.isInteger(addr)) {
       const pfn = Math.floor(addr / PAGE);
       const node = probeIotlbKeys(keys, pfn);
+      const m = node?.memo ?? null;
+      // The same address and request flags as the entry's memo: its own checks passed for them.
+      if (m !== null && node?.valid === true && node.memoKey === addr && node.memoAux === bits) {
+        caches.iotlb.noteHit(node);
+        path.micro[pfn & MICRO_TLB_MASK] = node;
+        return m;
+      }
       if (node?.valid === true) {
         const e = node.value;
         if (
@@ -170,8 +210,7 @@ export class Translator {
           caches.iotlb.noteHit(node);
           const s = pfn & MICRO_TLB_MASK;
           path.micro[s] = node;
-          const off = addr - e.inputBase;
-          return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+          return hitResult(node, addr, bits);
         }
       }
     }
@@ -240,8 +279,7 @@ export class Translator {
             const slot = pfn & MICRO_TLB_MASK;
             path.micro[slot] = node;
           }
-          const off = addr - e.inputBase;
-          return { ok: true, pa: e.pageBase + off, size: e.size, read: e.read, write: e.write, exec: e.exec, privOnly: !e.user };
+          return hitResult(node, addr, requestBits(req.write, priv, exec));
         }
         // Access rights not in the cached entry, or found for the other privilege: confirm with a fresh walk.
       }
@@ -276,7 +314,9 @@ export class Translator {
       sid: req.sid, pasid, hadPasid: hasPasid, cls, did: pe.did, inputBase: addr - off,
       rightsFor: pe.fl === null || pe.fl.wpe ? RightsFor.ANY : priv ? RightsFor.SUPERVISOR : RightsFor.USER,
     };
-    if (this.#useCaches) this.#caches.iotlb.insert(tag, iotlbKey(pfn, sizeCodeOf(size)), e);
+    // The answer is the one a hit on the new entry gives (pa = pageBase + addr - inputBase = w.pa).
+    // Kept with no request bits (-1): the first hit on the entry makes its own checks.
+    if (this.#useCaches) return hitResult(this.#caches.iotlb.insert(tag, iotlbKey(pfn, sizeCodeOf(size)), e), addr, -1);
     const ok: TranslateOk = { ok: true, pa: w.pa, size, read: w.read, write: w.write, exec: w.exec, privOnly: !w.user };
     return ok;
   }
