@@ -68,7 +68,8 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
   const platform = resolvePlatform(def, opts.platform);
   // The platform boots inside the run, after the sweep is armed: its bring-up is swept like any step.
   const host = new Host({ platform, deferBringUp: true });
-  const rec = new TraceRecorder(host.kernel.trace);
+  // The whole system's events: the host's and every guest kernel's (each stamped with its context), in one order.
+  const rec = new TraceRecorder(host.kernel.trace, { system: true });
   const checker = new InvariantChecker(host);
   const violations: string[] = [];
   const rows: TimelineRow[] = [];
