@@ -1,6 +1,7 @@
 import { Errno, KernelError, TraceRecorder, errnoName } from "@vsva/kernel";
 import type { KvmPasid } from "@vsva/kvm-pasid";
 import type { Vdcm } from "@vsva/vdcm";
+import type { Vm } from "@vsva/vmm";
 import type { Scenario, ScenarioOptions, ScenarioResult } from "../scenario.js";
 import type { TimelineRow } from "../timeline.js";
 import { ACTOR_COLUMNS, rowsFromEvents } from "./events.js";
@@ -30,6 +31,12 @@ export interface StepContext {
   /** Checks a VM's KVM translation table against the binds of its IOASID set (by mm token) after every step, until unwatched. */
   watchKvm(kvm: KvmPasid, mm: object): void;
   unwatchKvm(kvm: KvmPasid): void;
+  /**
+   * Holds a running VM to the per-VM invariants after every step: its PASIDs'
+   * DMA stays in its RAM, none after its death, its guest gets only its own
+   * faults, and its death releases everything it held on the host.
+   */
+  watchVm(vm: Vm): void;
   /** Checks, after every step, that no hardware WQ the VDCM lent holds a host PASID it no longer holds a reference on. */
   watchVdcm(vdcm: Vdcm): void;
   /**
@@ -109,6 +116,7 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
     watchKvm: (kvm, mm) => checker.watchKvm(kvm, mm),
     unwatchKvm: (kvm) => checker.unwatchKvm(kvm),
     watchVdcm: (vdcm) => checker.watchVdcm(vdcm),
+    watchVm: (vm) => checker.watchVm(vm),
     expect(ok, what) {
       if (!ok && host.kernel.faults.injected.length === 0) violations.push(what);
     },
