@@ -21,6 +21,8 @@ export interface StepContext {
   readonly host: Host;
   /** The run's free choices, drawn from its seed and recorded in the result. */
   readonly choose: SeededChoices;
+  /** The `--at` step of the run (see HostScenarioDef.at), or null. */
+  readonly at: number | null;
   /** Runs one step and returns what it made; the invariants are checked after it. */
   step<T>(label: string, fn: () => T): T;
   /** Registers cleanup for what the body just set up; runs on every exit path. */
@@ -56,6 +58,8 @@ export interface HostScenarioDef {
   readonly title: string;
   /** Platforms it runs on; all of them when absent. */
   readonly platforms?: readonly PlatformName[];
+  /** What `--at STEP` does (the body reads ctx.at); absent: the scenario takes no --at. */
+  readonly at?: string;
   body(ctx: StepContext): void;
 }
 
@@ -102,6 +106,7 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
   const ctx: StepContext = {
     host,
     choose,
+    at: opts.at ?? null,
     step<T>(label: string, fn: () => T): T {
       userRow(label);
       const made = fn();
@@ -201,7 +206,7 @@ export interface HostScenario extends Scenario {
 
 /** Adapts a host scenario to the harness's Scenario interface. */
 export function hostScenario(def: HostScenarioDef): HostScenario {
-  return { name: def.name, summary: def.summary, platforms: def.platforms ?? PLATFORM_NAMES, def, run: (opts) => runHostScenario(def, opts) };
+  return { name: def.name, summary: def.summary, platforms: def.platforms ?? PLATFORM_NAMES, ...(def.at === undefined ? {} : { at: def.at }), def, run: (opts) => runHostScenario(def, opts) };
 }
 
 export function isHostScenario(s: Scenario): s is HostScenario {
