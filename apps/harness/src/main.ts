@@ -43,6 +43,11 @@ const program = new Command()
 With no command, runs ${FLAGSHIP}. Relative output paths are taken from the
 directory you ran the command in.
 
+Guest scenarios: \`vsva run guest-crash --at STEP\` kills VM 1 after step STEP
+while VM 2 keeps doing DMA; \`vsva crash-sweep guest-crash\` kills it after
+each step in turn, and passes when every run leaks nothing and VM 2 is
+unaffected.
+
 Exit status:
   0  the run passed: every invariant held after every step
   1  an invariant was violated (or the simulator oopsed)
