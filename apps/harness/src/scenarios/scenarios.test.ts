@@ -43,7 +43,8 @@ describe("every scenario", () => {
       const choices = runs[0]?.result?.choices ?? [];
       expect(choices.length).toBeGreaterThan(0);
       expect(runs[0]?.text.split("\n")[1]).toBe(`seed 1: ${choices.join(", ")}`);
-    });
+      // Five runs each: a two-VM guest scenario boots two guest kernels per run, seconds on a loaded machine.
+    }, 30_000);
   }
 
   it("has native-sva as the flagship", () => {
