@@ -140,3 +140,19 @@ describe("the vsva command", () => {
     expect(r.status).toBe(0);
   }, 30_000);
 });
+
+describe("the VM kill point", () => {
+  it("runs guest-crash with --at, refuses --at where a scenario takes none, and crash-sweeps guest-crash clean", () => {
+    const at = vsva(["run", "guest-crash", "--at", "12"]);
+    expect(at.status, at.stderr).toBe(EXIT.pass);
+    expect(at.stdout).toMatch(/crash after step 12: VM 1's VMM/);
+    const refused = vsva(["run", "native-sva", "--at", "3"]);
+    expect(refused.status).toBe(EXIT.usage);
+    expect(refused.stderr).toMatch(/native-sva takes no --at/);
+    expect(vsva(["run", "guest-crash", "--at", "0"]).status).toBe(EXIT.usage);
+    const sweep = vsva(["crash-sweep", "guest-crash"]);
+    expect(sweep.status, sweep.stdout).toBe(EXIT.pass);
+    expect(sweep.stdout).toMatch(/guest-crash: PASS \(\d+ kill points tried\)/);
+    expect(vsva(["crash-sweep", "native-sva"]).status).toBe(EXIT.usage);
+  }, 60_000);
+});

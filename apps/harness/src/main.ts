@@ -4,7 +4,7 @@ import { FLAGSHIP, findScenario, scenarios } from "./scenarios/index.js";
 import { runScenario } from "./run.js";
 import { toChromeTrace } from "./chrome-trace.js";
 import { renderHtmlReport } from "./report/html-report.js";
-import { formatSweep, sweep } from "./sweep.js";
+import { crashSweep, formatCrashSweep, formatSweep, sweep } from "./sweep.js";
 import { isHostScenario } from "./world/host-scenario.js";
 import { PLATFORM_NAMES } from "./world/host.js";
 import { EXIT, type OutputFile, UsageError, checkOutputs, harnessVersion, invocationDir, terminalWidth, writeOutputs } from "./cli.js";
@@ -13,6 +13,12 @@ import { EXIT, type OutputFile, UsageError, checkOutputs, harnessVersion, invoca
 function parseSeed(v: string): number {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError("the seed must be a non-negative integer");
+  return n;
+}
+
+function parseStep(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError("the step must be a positive integer");
   return n;
 }
 
@@ -37,6 +43,11 @@ const program = new Command()
 With no command, runs ${FLAGSHIP}. Relative output paths are taken from the
 directory you ran the command in.
 
+Guest scenarios: \`vsva run guest-crash --at STEP\` kills VM 1 after step STEP
+while VM 2 keeps doing DMA; \`vsva crash-sweep guest-crash\` kills it after
+each step in turn, and passes when every run leaks nothing and VM 2 is
+unaffected.
+
 Exit status:
   0  the run passed: every invariant held after every step
   1  an invariant was violated (or the simulator oopsed)
@@ -60,6 +71,7 @@ program
   .argument("<name>", "scenario name (see `vsva list`)")
   .option("--seed <n>", "seed of the scenario's free choices (device slot, buffer addresses, PASIDs); printed with the run", parseSeed, 1)
   .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")} (default: the scenario's first; only for scenarios that list platforms)`)
+  .option("--at <step>", "guest-crash: kill the VM after this step of the run (only for scenarios that take it; see `vsva crash-sweep`)", parseStep)
   .option("--json <file>", "write the raw trace-bus events as JSON")
   .option("--trace <file>", "write Chrome trace-event JSON (open it in Perfetto)")
   .option("--report <file>", "write a self-contained HTML page with the swimlane timeline")
@@ -90,11 +102,27 @@ program
     process.exitCode = result.ok ? EXIT.pass : EXIT.violated;
   });
 
+program
+  .command("crash-sweep")
+  .description("kill the VM after each step in turn (a scenario that takes --at, e.g. guest-crash); each run must leak nothing and leave the other VM unaffected")
+  .argument("<name>", "scenario name (one that takes --at, see `vsva list`)")
+  .action((name: string) => {
+    const scenario = findScenario(name);
+    if (scenario === undefined || !isHostScenario(scenario) || scenario.at === undefined) {
+      console.error(`vsva: '${name}' is not a scenario with a kill point (--at); try 'vsva crash-sweep guest-crash'`);
+      process.exitCode = EXIT.usage;
+      return;
+    }
+    const result = crashSweep(scenario.def, scenario.platforms?.[0]);
+    console.log(formatCrashSweep(result));
+    process.exitCode = result.ok ? EXIT.pass : EXIT.violated;
+  });
+
 // Without a command, the flagship; a word that is no command is an error, not "too many arguments".
 program.allowExcessArguments().action(() => {
   const stray = program.args[0];
   if (stray !== undefined) {
-    console.error(`vsva: unknown command '${stray}' (commands: list, run, sweep; see 'vsva --help')`);
+    console.error(`vsva: unknown command '${stray}' (commands: list, run, sweep, crash-sweep; see 'vsva --help')`);
     process.exitCode = EXIT.usage;
     return;
   }
@@ -104,6 +132,7 @@ program.allowExcessArguments().action(() => {
 interface RunCliOptions {
   readonly seed: number;
   readonly platform?: string;
+  readonly at?: number;
   readonly json?: string;
   readonly trace?: string;
   readonly report?: string;
@@ -117,6 +146,10 @@ function runAndReport(name: string, opts: RunCliOptions): number {
   }
   if (opts.platform !== undefined && scenario.platforms === undefined) {
     console.error(`vsva: ${scenario.name} uses no IOMMU platform; --platform does not apply to it`);
+    return EXIT.usage;
+  }
+  if (opts.at !== undefined && scenario.at === undefined) {
+    console.error(`vsva: ${scenario.name} takes no --at (guest-crash does)`);
     return EXIT.usage;
   }
   const wanted = opts.platform ?? scenario.platforms?.[0];
@@ -140,7 +173,7 @@ function runAndReport(name: string, opts: RunCliOptions): number {
     console.error(`vsva: ${e.message}`);
     return EXIT.usage;
   }
-  const outcome = runScenario(scenario, { seed: opts.seed, ...(wanted === undefined ? {} : { platform: wanted }) }, terminalWidth());
+  const outcome = runScenario(scenario, { seed: opts.seed, ...(wanted === undefined ? {} : { platform: wanted }), ...(opts.at === undefined ? {} : { at: opts.at }) }, terminalWidth());
   console.log(outcome.text);
   const events = outcome.result?.events ?? [];
   const contents: Record<string, () => string> = {

@@ -6,6 +6,8 @@ export interface ScenarioOptions {
   readonly seed: number;
   /** The IOMMU platform of the host (host scenarios); "vtd" when absent. */
   readonly platform?: string;
+  /** The step after which the scenario's chosen event happens (guest-crash: the VM is killed); for scenarios that say what it does ({@link Scenario.at}). */
+  readonly at?: number;
 }
 
 export interface ScenarioResult {
@@ -26,5 +28,7 @@ export interface Scenario {
   readonly summary: string;
   /** Platforms the scenario runs on (absent: it needs no IOMMU platform). */
   readonly platforms?: readonly string[];
+  /** What `--at STEP` does in this scenario; absent: the scenario takes no --at. */
+  readonly at?: string;
   run(opts: ScenarioOptions): ScenarioResult;
 }

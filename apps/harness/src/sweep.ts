@@ -1,5 +1,6 @@
 import { errnoName } from "@vsva/kernel";
 import { type HostScenarioDef, runHostScenario } from "./world/host-scenario.js";
+import { CRASH_ROW } from "./scenarios/guest-crash.js";
 
 /**
  * The fail-nth sweep (iommufd_fail_nth): run a scenario with the n-th
@@ -47,5 +48,51 @@ export function formatSweep(s: SweepResult): string {
   }
   const injected = s.runs.filter((r) => r.injected !== null).length;
   lines.push(`${s.scenario}: ${s.ok ? "PASS" : "FAIL"} (${injected} injection points swept)`);
+  return lines.join("\n");
+}
+
+/**
+ * The crash sweep: run a scenario that takes `--at` (guest-crash) with the
+ * VM killed after step 1, 2, … until a run ends before the kill point is
+ * reached. Every run must end with every invariant held (nothing of the dead
+ * VM leaked, no DMA after its death, the bystander VM's work done) and
+ * nothing left at quiescence.
+ */
+export interface CrashRun {
+  readonly at: number;
+  /** The crash row of the run: what happened at the kill point. */
+  readonly what: string;
+  readonly violations: readonly string[];
+}
+
+export interface CrashSweepResult {
+  readonly scenario: string;
+  readonly runs: readonly CrashRun[];
+  readonly ok: boolean;
+}
+
+export function crashSweep(def: HostScenarioDef, platform?: string): CrashSweepResult {
+  const runs: CrashRun[] = [];
+  for (let at = 1; at <= MAX_N; at++) {
+    const r = runHostScenario(def, { seed: 1, at, ...(platform === undefined ? {} : { platform }) });
+    const row = r.rows.find((x) => x.actor === "USER" && x.text.startsWith(`${CRASH_ROW} ${at}:`));
+    if (row === undefined) {
+      // The run ended before step `at`: every kill point has been tried. A run that failed on its way counts against the sweep.
+      if (r.violations.length > 0) runs.push({ at, what: "the run did not reach its kill point", violations: r.violations });
+      break;
+    }
+    runs.push({ at, what: row.text.slice(row.text.indexOf(":") + 1).trim(), violations: r.violations });
+  }
+  const ok = runs.length > 0 && runs.every((r) => r.violations.length === 0);
+  return { scenario: def.name, runs, ok };
+}
+
+export function formatCrashSweep(s: CrashSweepResult): string {
+  const lines = [`crash sweep of ${s.scenario} (the VM killed after each step in turn):`];
+  for (const r of s.runs) {
+    lines.push(`  at=${String(r.at).padEnd(3)} ${r.what}${r.violations.length === 0 ? ": clean" : ""}`);
+    for (const v of r.violations) lines.push(`         violated: ${v}`);
+  }
+  lines.push(`${s.scenario}: ${s.ok ? "PASS" : "FAIL"} (${s.runs.length} kill points tried)`);
   return lines.join("\n");
 }

@@ -1,4 +1,4 @@
-import { type SourceId, asHostPasid, isKernelError } from "@vsva/kernel";
+import { type SourceId, asHostPasid, errnoName, isKernelError } from "@vsva/kernel";
 import {
   CONTEXT_ENTRY_BYTES, CapReg, ContextEntry, EcapReg, InvType, type Layout, PASID_DIR_ENTRY_BYTES, PASID_ENTRY_BYTES, PasidCacheDesc, PasidDeviceTlbDesc,
   PageGroupResponseDesc, PasidDirEntry, PasidEntry, PasidIotlbDesc, ResponseCode, type VtdInterrupt, PcGran, Pgtt, PiotlbGran, ROOT_ENTRY_BYTES, RegOffset, RootEntry, RtaddrReg, VcmdCommand, VcmdStatus,
@@ -477,7 +477,7 @@ export class VirtualVtd {
     } catch (e) {
       if (!isKernelError(e)) throw e;
       this.stats.refused++;
-      this.vm.kernel.log.warn("vmm.viommu", `${this.vm.name}: the host refused: ${e.message}`, "VMM");
+      this.vm.kernel.log.warn("vmm.viommu", `${this.vm.name}: the host refused (-${errnoName(e.errno)}): ${e.message}`, "VMM");
       return false;
     }
   }

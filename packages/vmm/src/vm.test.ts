@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Errno, asIoasid } from "@vsva/kernel";
+import { Errno, TraceRecorder, asIoasid } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
 import { PAGE } from "./guest-ram.js";
 import { vmTestHost } from "./test-host.js";
@@ -68,6 +68,21 @@ describe("a VM: guest RAM, the VMM's nesting container, KVM", () => {
     again.kill();
     h.board.settle();
     expect(h.board.pages.stats.livePages).toBe(pagesBefore);
+  });
+
+  it("announces its death on the host's trace (vmm.exit) once, before VFIO's release detaches the device and frees the VM's IOASID set, so a watcher can tell DMA before it from DMA after it", () => {
+    const h = vmTestHost();
+    const rec = new TraceRecorder(h.board.kernel.trace);
+    const vm = new Vm({ host: h.board, vfio: h.vfio, id: 3, ramBytes: RAM, device: h.device });
+    rec.clear();
+    vm.kill();
+    vm.kill();
+    const exits = rec.ofKind("vmm.exit");
+    expect(exits.map((e) => [e.ids.vm, e.payload.name, e.payload.ramPages])).toEqual([[3, "vm3", RAM / PAGE]]);
+    const kinds = rec.events.map((e) => e.kind);
+    expect(kinds.indexOf("vmm.exit")).toBe(0);
+    expect(kinds.indexOf("iommu.detach")).toBeGreaterThan(0); // release detaches the device and unmaps guest RAM after it
+    expect(kinds.indexOf("ioasid.set.release")).toBeGreaterThan(0);
   });
 
   it("refuses a RAM size that is not whole 64 KiB blocks (EINVAL) and a second VM on a taken group (EBUSY), holding nothing", () => {

@@ -5,6 +5,7 @@ import type { NestingInfo, PageAllocator } from "@vsva/iommu-core";
 import type { PciEndpoint } from "@vsva/iommu-hw";
 import { KvmPasid } from "@vsva/kvm-pasid";
 import { GuestRamPages, type Vfio, type VfioContainerFile, VfioDeviceFile, VfioExtension, VfioIoctl, VfioUser } from "@vsva/vfio-type1";
+import "./trace-events.js";
 import { GuestRam, PAGE } from "./guest-ram.js";
 import { cString, fdArg, mapDma, nestingInfo } from "./vfio-uapi.js";
 import { type GuestPasidMode, type ViommuDevice, VirtualVtd } from "./viommu.js";
@@ -242,6 +243,7 @@ export class Vm {
   kill(): void {
     if (this.#state === "dead") return;
     this.#state = "dead";
+    this.host.kernel.trace.emit("vmm.exit", "VMM", { vm: this.id }, { name: this.name, ramPages: this.ram.hostPages });
     this.vmm.exit();
     this.kvm.destroy();
     this.ram.free();

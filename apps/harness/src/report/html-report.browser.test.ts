@@ -201,6 +201,29 @@ describe("the HTML report in headless Chromium", { timeout: 120_000 }, () => {
   }
 
   for (const width of WIDTHS) {
+    it(`guest-crash (two VMs) at ${width} px: each guest's lanes ("vm1 …", "vm2 …") beside the host's, each with its own rows and totals; no identifier broken mid-word`, async () => {
+      const { result, html } = run("guest-crash", "vtd");
+      const page = await open(html, width);
+      try {
+        const f = await laneFacts(page);
+        expect(Object.keys(f.headers)).toEqual(result.columns);
+        const guestLanes = result.columns.filter((c) => /^vm[12] /.test(c));
+        expect(guestLanes).toEqual(expect.arrayContaining(["vm1 IOMMU", "vm1 IOASID", "vm2 IOMMU", "vm2 IOASID"]));
+        expect(result.columns).toEqual(expect.arrayContaining(["IOMMU", "IOASID", "VFIO"]));
+        for (const [actor, n] of Object.entries(f.headers)) {
+          expect(f.totals[actor], `${actor}: actor table vs lane header`).toBe(n);
+          expect(f.drawn[actor] ?? 0, `${actor}: rows drawn vs lane header`).toBe(n);
+        }
+        for (const lane of guestLanes) expect(f.drawn[lane] ?? 0, lane).toBeGreaterThan(0);
+        expect(f.misplaced).toEqual([]);
+        expect(await brokenWords(page)).toEqual([]);
+      } finally {
+        await page.close();
+      }
+    });
+  }
+
+  for (const width of WIDTHS) {
     it(`ioasid-lifecycle (IOASID-only) at ${width} px: rows start at row 1 right under the headers, each in its actor's lane`, async () => {
       const { result, html } = run("ioasid-lifecycle");
       const page = await open(html, width);

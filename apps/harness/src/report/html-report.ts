@@ -1,4 +1,5 @@
 import type { TraceEvent } from "@vsva/kernel";
+import { laneOf } from "../world/events.js";
 import type { ScenarioResult } from "../scenario.js";
 import type { TimelineRow } from "../timeline.js";
 import { escapeHtml, jsonForScript } from "./escape.js";
@@ -58,8 +59,10 @@ function renderCounts(result: ScenarioResult): string {
   const eventsOf = new Map<string, number>();
   const hiddenKinds = new Map<string, Set<string>>();
   for (const e of result.events) {
-    eventsOf.set(e.actor, (eventsOf.get(e.actor) ?? 0) + 1);
-    if (!shown.has(e.seq)) hiddenKinds.set(e.actor, (hiddenKinds.get(e.actor) ?? new Set<string>()).add(e.kind));
+    // A guest kernel's events count for its own lane ("vm1 IOMMU"), not the host's actor of that name.
+    const lane = laneOf(e);
+    eventsOf.set(lane, (eventsOf.get(lane) ?? 0) + 1);
+    if (!shown.has(e.seq)) hiddenKinds.set(lane, (hiddenKinds.get(lane) ?? new Set<string>()).add(e.kind));
   }
   const actors = [...new Set([...rowsOf.keys(), ...eventsOf.keys()])];
   const inLanes = result.columns.filter((c) => actors.includes(c));

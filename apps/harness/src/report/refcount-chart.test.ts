@@ -32,6 +32,19 @@ describe("refcountSeries", () => {
     ]);
   });
 
+  it("keeps a guest kernel's count of an IOASID apart from the host's count of the same number", () => {
+    const host = new TraceBus(new Scheduler());
+    const guest = host.forContext("vm1");
+    const rec = new TraceRecorder(host, { system: true });
+    host.emit("kernel.fault-injected", "KERNEL", { ioasid: 5 }, { point: "a", errno: 12, hit: 1 }, 2);
+    guest.emit("kernel.fault-injected", "KERNEL", { ioasid: 5 }, { point: "b", errno: 12, hit: 1 }, 1);
+    const rows: TimelineRow[] = rec.events.map((e, i) => ({ step: i + 1, actor: "IOASID", text: e.kind, seq: e.seq, refcount: e.refcount ?? 0 }));
+    expect(refcountSeries(rows, rec.events)).toEqual([
+      { label: "IOASID 5", points: [{ row: 0, refcount: 2 }] },
+      { label: "vm1 IOASID 5", points: [{ row: 1, refcount: 1 }] },
+    ]);
+  });
+
   it("keeps rows that name no event (replayed tables) as one Ref series", () => {
     const rows: TimelineRow[] = [
       { step: 1, actor: "IOASID", text: "alloc", refcount: 1 },

@@ -1,4 +1,4 @@
-import type { TraceEvent } from "@vsva/kernel";
+import { HOST_CONTEXT, type TraceEvent } from "@vsva/kernel";
 import type { TimelineRow } from "../timeline.js";
 import { escapeHtml } from "./escape.js";
 
@@ -23,7 +23,9 @@ export function refcountSeries(rows: readonly TimelineRow[], events: readonly Tr
     if (r.refcount === undefined) return;
     const e = r.seq === undefined ? undefined : bySeq.get(r.seq);
     const id = e?.ids.ioasid ?? e?.ids.hpasid;
-    const label = id === undefined ? "Ref" : `IOASID ${String(id)}`;
+    // A guest's IOASID layer counts its own references to the same number: its series is its own, named by context.
+    const where = e === undefined || e.context === HOST_CONTEXT ? "" : `${e.context} `;
+    const label = id === undefined ? "Ref" : `${where}IOASID ${String(id)}`;
     let points = series.get(label);
     if (points === undefined) {
       points = [];

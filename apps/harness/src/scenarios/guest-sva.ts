@@ -35,6 +35,7 @@ export const guestSva = hostScenario({
     const vm = ctx.step("VMM starts VM 1: 512 KiB of guest RAM over scattered host pages, nesting container, all RAM mapped (IOVA = GPA), KVM", () => {
       const v = new Vm({ host: h, vfio, id: 1, ramBytes: RAM, device: { group: groupOf(slot.dev), name: "dsa0", endpoint: slot.ep } });
       ctx.defer("the VMM process exits: VFIO release, KVM teardown, guest RAM back to the host", () => v.kill());
+      ctx.watchVm(v);
       ctx.expect(v.ram.view.pinStats.pinnedPages === RAM / PAGE, "all guest RAM pinned");
       return v;
     });

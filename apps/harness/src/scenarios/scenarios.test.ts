@@ -9,7 +9,8 @@ import { VDCM_FAULT_POINTS } from "@vsva/vdcm";
 import { IDXD_FAULT_POINTS } from "@vsva/idxd";
 import { VMM_FAULT_POINTS } from "@vsva/vmm";
 import { isHostScenario } from "../world/host-scenario.js";
-import { sweep } from "../sweep.js";
+import { crashSweep, sweep } from "../sweep.js";
+import { guestCrash } from "./guest-crash.js";
 import { runScenario } from "../run.js";
 import { FLAGSHIP, findScenario, scenarios } from "./index.js";
 
@@ -42,7 +43,8 @@ describe("every scenario", () => {
       const choices = runs[0]?.result?.choices ?? [];
       expect(choices.length).toBeGreaterThan(0);
       expect(runs[0]?.text.split("\n")[1]).toBe(`seed 1: ${choices.join(", ")}`);
-    });
+      // Five runs each: a two-VM guest scenario boots two guest kernels per run, seconds on a loaded machine.
+    }, 30_000);
   }
 
   it("has native-sva as the flagship", () => {
@@ -69,4 +71,16 @@ describe("the fail-nth sweep", () => {
       }, 30_000);
     }
   }
+});
+
+describe("the crash sweep", () => {
+  it("guest-crash: VM 1 killed after every step in turn (a PASID bound, a page request in flight anywhere on its way), each run clean, VM 2 unaffected", () => {
+    const r = crashSweep(guestCrash.def, "vtd");
+    expect(r.runs.filter((run) => run.violations.length > 0)).toEqual([]);
+    expect(r.ok).toBe(true);
+    const killed = r.runs.filter((run) => run.what.startsWith("VM 1's VMM process is killed"));
+    // From "VM 1 started" to "VM 1 shuts down": every step in between is a kill point.
+    expect(killed.length).toBeGreaterThanOrEqual(10);
+    expect(r.runs.length).toBeGreaterThan(killed.length);
+  }, 60_000);
 });

@@ -12,7 +12,7 @@ const NOISE = new Set<string>(["pci.ats-translate", "iommu.map", "iommu.unmap", 
  * The column each actor's events go to. A guest kernel's events go to lanes
  * of their own, named context and actor ("vm1 IOMMU"), beside the host's.
  */
-export const ACTOR_COLUMNS = ["USER", "MM", "DEVICE", "IOMMU", "IOASID", "KVM", "VDCM", "HW", "KERNEL"] as const;
+export const ACTOR_COLUMNS = ["USER", "MM", "VFIO", "VMM", "DEVICE", "IOMMU", "IOASID", "KVM", "VDCM", "HW", "KERNEL"] as const;
 
 function hex(v: unknown): string {
   return typeof v === "number" ? `0x${v.toString(16)}` : String(v);
@@ -40,13 +40,17 @@ function summary(e: TraceEvent): string {
   return bits.join(" ");
 }
 
+/** The lane of an event: the emitting layer's actor, per kernel context (a guest's driver is not the host's). */
+export function laneOf(e: Pick<TraceEvent, "context" | "actor">): string {
+  return e.context === HOST_CONTEXT ? e.actor : `${e.context} ${e.actor}`;
+}
+
 export function rowsFromEvents(events: readonly TraceEvent[], firstStep: number): TimelineRow[] {
   const rows: TimelineRow[] = [];
   let step = firstStep;
   for (const e of events) {
     if (NOISE.has(e.kind)) continue;
-    // The lane is the emitting layer's actor, per kernel context: a guest's driver is not the host's.
-    const actor = e.context === HOST_CONTEXT ? e.actor : `${e.context} ${e.actor}`;
+    const actor = laneOf(e);
     const text = `${e.kind} ${summary(e)}`.trim();
     // The Ref column follows IOASIDs, as in the ioasid.rst life-cycle tables; set refcounts stay in the trace.
     const ref = e.refcount !== undefined && !e.kind.startsWith("ioasid.set") ? { refcount: e.refcount } : {};

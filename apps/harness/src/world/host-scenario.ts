@@ -1,6 +1,7 @@
 import { Errno, KernelError, TraceRecorder, errnoName } from "@vsva/kernel";
 import type { KvmPasid } from "@vsva/kvm-pasid";
 import type { Vdcm } from "@vsva/vdcm";
+import type { Vm } from "@vsva/vmm";
 import type { Scenario, ScenarioOptions, ScenarioResult } from "../scenario.js";
 import type { TimelineRow } from "../timeline.js";
 import { ACTOR_COLUMNS, rowsFromEvents } from "./events.js";
@@ -20,6 +21,8 @@ export interface StepContext {
   readonly host: Host;
   /** The run's free choices, drawn from its seed and recorded in the result. */
   readonly choose: SeededChoices;
+  /** The `--at` step of the run (see HostScenarioDef.at), or null. */
+  readonly at: number | null;
   /** Runs one step and returns what it made; the invariants are checked after it. */
   step<T>(label: string, fn: () => T): T;
   /** Registers cleanup for what the body just set up; runs on every exit path. */
@@ -30,6 +33,12 @@ export interface StepContext {
   /** Checks a VM's KVM translation table against the binds of its IOASID set (by mm token) after every step, until unwatched. */
   watchKvm(kvm: KvmPasid, mm: object): void;
   unwatchKvm(kvm: KvmPasid): void;
+  /**
+   * Holds a running VM to the per-VM invariants after every step: its PASIDs'
+   * DMA stays in its RAM, none after its death, its guest gets only its own
+   * faults, and its death releases everything it held on the host.
+   */
+  watchVm(vm: Vm): void;
   /** Checks, after every step, that no hardware WQ the VDCM lent holds a host PASID it no longer holds a reference on. */
   watchVdcm(vdcm: Vdcm): void;
   /**
@@ -49,6 +58,8 @@ export interface HostScenarioDef {
   readonly title: string;
   /** Platforms it runs on; all of them when absent. */
   readonly platforms?: readonly PlatformName[];
+  /** What `--at STEP` does (the body reads ctx.at); absent: the scenario takes no --at. */
+  readonly at?: string;
   body(ctx: StepContext): void;
 }
 
@@ -68,7 +79,8 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
   const platform = resolvePlatform(def, opts.platform);
   // The platform boots inside the run, after the sweep is armed: its bring-up is swept like any step.
   const host = new Host({ platform, deferBringUp: true });
-  const rec = new TraceRecorder(host.kernel.trace);
+  // The whole system's events: the host's and every guest kernel's (each stamped with its context), in one order.
+  const rec = new TraceRecorder(host.kernel.trace, { system: true });
   const checker = new InvariantChecker(host);
   const violations: string[] = [];
   const rows: TimelineRow[] = [];
@@ -94,6 +106,7 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
   const ctx: StepContext = {
     host,
     choose,
+    at: opts.at ?? null,
     step<T>(label: string, fn: () => T): T {
       userRow(label);
       const made = fn();
@@ -108,6 +121,7 @@ export function runHostScenario(def: HostScenarioDef, opts: HostRunOptions): Hos
     watchKvm: (kvm, mm) => checker.watchKvm(kvm, mm),
     unwatchKvm: (kvm) => checker.unwatchKvm(kvm),
     watchVdcm: (vdcm) => checker.watchVdcm(vdcm),
+    watchVm: (vm) => checker.watchVm(vm),
     expect(ok, what) {
       if (!ok && host.kernel.faults.injected.length === 0) violations.push(what);
     },
@@ -192,7 +206,7 @@ export interface HostScenario extends Scenario {
 
 /** Adapts a host scenario to the harness's Scenario interface. */
 export function hostScenario(def: HostScenarioDef): HostScenario {
-  return { name: def.name, summary: def.summary, platforms: def.platforms ?? PLATFORM_NAMES, def, run: (opts) => runHostScenario(def, opts) };
+  return { name: def.name, summary: def.summary, platforms: def.platforms ?? PLATFORM_NAMES, ...(def.at === undefined ? {} : { at: def.at }), def, run: (opts) => runHostScenario(def, opts) };
 }
 
 export function isHostScenario(s: Scenario): s is HostScenario {

@@ -1,7 +1,28 @@
 import type { KvmPasid } from "@vsva/kvm-pasid";
 import type { Vdcm } from "@vsva/vdcm";
 import type { Ioasid } from "@vsva/kernel";
+import type { Vm } from "@vsva/vmm";
 import type { Host } from "./host.js";
+import type { DmaRecord } from "./recording-port.js";
+
+const PAGE = 4096;
+
+function pageOf(pa: number): number {
+  return pa - (pa % PAGE);
+}
+
+/** A VM the checker watches (see InvariantChecker.watchVm). */
+interface WatchedVm {
+  readonly vm: Vm;
+  /** The host pages behind its RAM, as they were when it was watched (a dead VM's RAM maps nothing). */
+  readonly frames: ReadonlySet<number>;
+  /** The IOASID set of the VM's PASIDs (by the VMM's mm), once seen. */
+  setId: number | null;
+  /** The recording port's mark when the VMM announced its exit; null while it runs. */
+  diedAt: number | null;
+  /** Whether its release has been checked (once, at the first check after its death). */
+  releaseChecked: boolean;
+}
 
 /**
  * Resolves an input address of one address space to the host-physical
@@ -23,7 +44,11 @@ export type AddressResolver = (va: number) => number | null;
  * - each watched VM's KVM PASID translation table, as the CPU reads it from
  *   memory, matches the VM's binds (see #checkKvm);
  * - no hardware WQ lent to a watched VDCM holds a host PASID whose reference
- *   the VDCM dropped (see #checkVdcm).
+ *   the VDCM dropped (see #checkVdcm);
+ * - per watched VM (see watchVm): isolation (a DMA with one of the VM's
+ *   PASIDs lands only in a host page behind the VM's RAM), no DMA after its
+ *   death, faults delivered only to their owner, and everything it held
+ *   released once it died.
  */
 export class InvariantChecker {
   readonly spaces = new Map<number, AddressResolver>();
@@ -31,12 +56,64 @@ export class InvariantChecker {
   readonly #vdcms = new Set<Vdcm>();
   /** Host PASIDs whose BIND a KVM reported it could not act on (no page for a table): their entry may be missing. */
   readonly #refused = new Set<number>();
+  readonly #watched = new Map<string, WatchedVm>();
+  /** Host PASID → the watched VM whose IOASID set held it when last seen: DMA with it is held to that VM. */
+  readonly #owner = new Map<number, WatchedVm>();
+  /** Violations seen between checks (a fault queued to the wrong guest), reported at the next check. */
+  readonly #pending: string[] = [];
   #mark = 0;
 
   constructor(private readonly host: Host) {
     host.kernel.trace.subscribe((e) => {
       if (e.kind === "kvm.pasid.ignored" && e.payload.event === "BIND" && typeof e.ids.hpasid === "number") this.#refused.add(e.ids.hpasid);
+      if (e.kind === "vmm.exit") {
+        const w = this.#watched.get(e.payload.name);
+        if (w?.diedAt === null) {
+          this.#learnOwners();
+          w.diedAt = this.host.port.mark();
+        }
+      }
     });
+    // A guest's vIOMMU queues page requests on the guest's own bus (its context): each must be of a PASID its VM owns.
+    host.kernel.trace.subscribeSystem((e) => {
+      if (e.kind !== "vtd.page-request" || e.payload.outcome !== "queued") return;
+      const w = this.#watched.get(e.context);
+      if (w === undefined) return;
+      this.#learnOwners();
+      const pasid = e.payload.pasid;
+      const owner = pasid === null ? undefined : this.#owner.get(pasid);
+      if (owner !== w) {
+        const whose = pasid === null ? "without a PASID" : owner === undefined ? `of PASID ${pasid}, which ${w.vm.name} does not own` : `of PASID ${pasid}, which is ${owner.vm.name}'s`;
+        this.#pending.push(`fault delivered to the wrong owner: a page request ${whose} was queued in ${w.vm.name}'s page request queue`);
+      }
+    });
+  }
+
+  /**
+   * Holds `vm` to the per-VM invariants from now on: its RAM's host pages
+   * are taken now (watch it while it runs), its PASIDs are those of the
+   * IOASID set VFIO makes for the VMM's mm.
+   */
+  watchVm(vm: Vm): void {
+    const frames = new Set<number>();
+    for (let gpa = 0; gpa < vm.ramBytes; gpa += PAGE) {
+      const hpa = vm.hpa(gpa);
+      if (hpa !== null) frames.add(pageOf(hpa));
+    }
+    this.#watched.set(vm.name, { vm, frames, setId: null, diedAt: vm.state === "dead" ? this.#mark : null, releaseChecked: false });
+  }
+
+  /** Notes which watched VM owns each host PASID now (the IOASID sets of their VMMs' mms). */
+  #learnOwners(): void {
+    if (this.#watched.size === 0) return;
+    const snap = this.host.ioasid.snapshot();
+    for (const w of this.#watched.values()) {
+      if (w.diedAt !== null) continue;
+      const set = this.host.ioasid.findSetByToken(w.vm.mm);
+      if (set === null) continue;
+      w.setId = set.id;
+      for (const id of snap.ids) if (id.set === set.id) this.#owner.set(id.id, w);
+    }
   }
 
   /** Checks `kvm`'s translation table against the binds of the IOASID set VFIO makes for `mm` (the VM's mm token). */
@@ -63,7 +140,82 @@ export class InvariantChecker {
   }
 
   check(): string[] {
-    return [...this.#checkDma(), ...this.#checkDeviceTlbs(), ...this.#checkIommuCaches(), ...this.#checkKvm(), ...this.#checkVdcm()];
+    const records = this.host.port.since(this.#mark);
+    const lost = this.host.port.lostSince(this.#mark);
+    this.#mark = this.host.port.mark();
+    this.#learnOwners();
+    const pending = this.#pending.splice(0);
+    return [
+      ...(lost > 0 ? [`${lost} DMA translations went unchecked: the recording ring overwrote them before this check`] : []),
+      ...this.#checkDma(records),
+      ...this.#checkVms(records),
+      ...pending,
+      ...this.#checkDeviceTlbs(),
+      ...this.#checkIommuCaches(),
+      ...this.#checkKvm(),
+      ...this.#checkVdcm(),
+    ];
+  }
+
+  /**
+   * The VM boundary, whatever the scenario declared of its address spaces
+   * (the host's guarantee to every other VM, the cover letter of the 2020
+   * vSVA series: the guest's first level only ever walks into memory the
+   * VMM mapped for it with MAP_DMA, because the host's second level holds
+   * nothing else): a DMA with a VM's PASID lands in a host page behind that
+   * VM's RAM; none translates after the VM's death, and no DMA write lands
+   * in a page the dead VM had until the host allocator hands that page out
+   * again. At the first check after a death, everything the VM held on the
+   * host must be gone (VFIO's release, vfio_iommu_type1_release(), and
+   * KVM's teardown).
+   */
+  #checkVms(records: readonly DmaRecord[]): string[] {
+    if (this.#watched.size === 0) return [];
+    const out: string[] = [];
+    let reused: Set<number> | null = null;
+    const isReused = (page: number): boolean => {
+      reused ??= new Set(this.host.pages.live().flatMap((p) => Array.from({ length: 2 ** p.order }, (_, i) => p.pa + i * PAGE)));
+      return reused.has(page);
+    };
+    for (const { seq, req, result } of records) {
+      if (!result.ok) continue;
+      const page = pageOf(result.pa);
+      const where = `DMA ${req.write ? "write" : "read"} at 0x${req.addr.toString(16)}${req.pasid === undefined ? "" : ` with PASID ${req.pasid}`}`;
+      const owner = req.pasid === undefined ? undefined : this.#owner.get(req.pasid);
+      if (owner !== undefined) {
+        if (owner.diedAt !== null && seq > owner.diedAt) out.push(`DMA after death: ${where} of ${owner.vm.name} translated after ${owner.vm.name} died`);
+        else if (!owner.frames.has(page)) out.push(`isolation: ${where} (a PASID of ${owner.vm.name}) reached host page 0x${page.toString(16)}, outside ${owner.vm.name}'s RAM`);
+      }
+      if (!req.write) continue;
+      for (const w of this.#watched.values()) {
+        if (w.diedAt !== null && seq > w.diedAt && w.frames.has(page) && !isReused(page)) {
+          out.push(`DMA after death: ${where} wrote host page 0x${page.toString(16)}, which ${w.vm.name} had until it died`);
+        }
+      }
+    }
+    for (const w of this.#watched.values()) {
+      if (w.diedAt === null || w.releaseChecked) continue;
+      w.releaseChecked = true;
+      out.push(...this.#checkReleased(w));
+    }
+    return out;
+  }
+
+  #checkReleased(w: WatchedVm): string[] {
+    const { vm } = w;
+    const out: string[] = [];
+    const dead = `after ${vm.name} died`;
+    if (this.host.ioasid.findSetByToken(vm.mm) !== null) out.push(`${dead}, its IOASID set (the VMM's mm) is still there`);
+    if (w.setId !== null) {
+      for (const id of this.host.ioasid.snapshot().ids) {
+        if (id.set === w.setId) out.push(`${dead}, IOASID ${id.id} of its set is still ${id.state} with ${id.refcount} references`);
+      }
+    }
+    if (vm.kvm.references !== 0) out.push(`${dead}, KVM still holds ${vm.kvm.references} IOASID references`);
+    if (vm.ram.view.pinStats.pinnedPages !== 0) out.push(`${dead}, ${vm.ram.view.pinStats.pinnedPages} of its RAM pages are still pinned`);
+    const held = this.host.pages.live().filter((p) => p.tag.startsWith(`${vm.name} `));
+    if (held.length > 0) out.push(`${dead}, host pages are still held for it: ${held.map((p) => `${2 ** p.order} ${p.tag}`).join(", ")}`);
+    return out;
   }
 
   /**
@@ -139,12 +291,8 @@ export class InvariantChecker {
     return out;
   }
 
-  #checkDma(): string[] {
+  #checkDma(records: readonly DmaRecord[]): string[] {
     const out: string[] = [];
-    const records = this.host.port.since(this.#mark);
-    const lost = this.host.port.lostSince(this.#mark);
-    this.#mark = this.host.port.mark();
-    if (lost > 0) out.push(`${lost} DMA translations went unchecked: the recording ring overwrote them before this check`);
     for (const { req, result } of records) {
       if (!result.ok) continue;
       if (req.pasid === undefined) continue; // requests without PASID are the DMA API's, not SVA's
