@@ -33,3 +33,5 @@ export { type InfoCap, buildCapChain, walkCapChain } from "./uapi/info-caps.js";
 export { DmaTree, type VfioDma } from "./dma/dma-tree.js";
 export { type IovaRange, type MapArgs, type UnmapArgs, minPageMask, checkMapArgs, checkMapInRanges, checkUnmapArgs, clampRange } from "./dma/dma-args.js";
 export { planUnmap } from "./dma/unmap-plan.js";
+// Argument builders for user space (a VMM's side of the UAPI), one per ioctl struct.
+export * as vfioUapi from "./uapi/builders.js";

@@ -2,10 +2,7 @@ import { Errno, KernelError, type VmId, asVmId } from "@vsva/kernel";
 import { CacheInvType, IOMMU_SVA_GPASID_VAL, InvGranularity, encodeCacheInvalidateInfo, encodeGpasidBindData } from "@vsva/iommu-core";
 import { Ia32Pasid, KvmPasid, type TablePageSource } from "@vsva/kvm-pasid";
 import { GuestMemoryView } from "@vsva/machine";
-import {
-  DmaMapFlag, DmaMapLayout, DmaUnmapLayout, GuestRamPages, NestingOp, NestingOpLayout, PasidRequestFlag, PasidRequestLayout,
-  type PciConfigAccess, Vfio, type VfioContainerFile, VfioExtension, VfioIoctl, VfioUser, vfioPciOps,
-} from "@vsva/vfio-type1";
+import { GuestRamPages, NestingOp, type PciConfigAccess, Vfio, type VfioContainerFile, VfioExtension, VfioIoctl, VfioUser, vfioPciOps, vfioUapi } from "@vsva/vfio-type1";
 import type { DeviceSlot, Host } from "../world/host.js";
 import { MiB } from "../world/host.js";
 import type { StepContext } from "../world/host-scenario.js";
@@ -133,54 +130,23 @@ export function groupOf(slotOrDev: { readonly group: { readonly id: number } | n
 
 // --- UAPI structs as the VMM fills them ---------------------------------------
 
-export function fdArg(fd: number): Uint8Array {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setInt32(0, fd, true);
-  return b;
-}
+export const { fdArg, nestingOp } = vfioUapi;
 
 /** VFIO_IOMMU_MAP_DMA of guest RAM [gpa, gpa + size) at IOVA = GPA (a VMM without a vIOMMU maps RAM 1:1). */
 export function mapGuestRam(c: VfioContainerFile, vmm: Vmm, gpa: number, size: number): void {
-  const b = new Uint8Array(DmaMapLayout.size);
-  DmaMapLayout.set(b, "argsz", DmaMapLayout.size);
-  DmaMapLayout.set(b, "flags", DmaMapFlag.READ | DmaMapFlag.WRITE);
-  DmaMapLayout.set(b, "vaddr", BigInt(vmm.pages.vaddr(gpa)));
-  DmaMapLayout.set(b, "iova", BigInt(gpa));
-  DmaMapLayout.set(b, "size", BigInt(size));
-  c.ioctl(VfioIoctl.IOMMU_MAP_DMA, b);
+  c.ioctl(VfioIoctl.IOMMU_MAP_DMA, vfioUapi.dmaMap({ vaddr: vmm.pages.vaddr(gpa), iova: gpa, size }));
 }
 
 export function unmapIova(c: VfioContainerFile, iova: number, size: number): void {
-  const b = new Uint8Array(DmaUnmapLayout.size);
-  DmaUnmapLayout.set(b, "argsz", DmaUnmapLayout.size);
-  DmaUnmapLayout.set(b, "iova", BigInt(iova));
-  DmaUnmapLayout.set(b, "size", BigInt(size));
-  c.ioctl(VfioIoctl.IOMMU_UNMAP_DMA, b);
-}
-
-function pasidRequest(flags: number, min: number, max: number): Uint8Array {
-  const b = new Uint8Array(PasidRequestLayout.size);
-  PasidRequestLayout.set(b, "argsz", PasidRequestLayout.size);
-  PasidRequestLayout.set(b, "flags", flags);
-  PasidRequestLayout.set(b, "min", min);
-  PasidRequestLayout.set(b, "max", max);
-  return b;
+  c.ioctl(VfioIoctl.IOMMU_UNMAP_DMA, vfioUapi.dmaUnmap({ iova, size }));
 }
 
 export function allocPasid(c: VfioContainerFile, min: number, max: number): number {
-  return c.ioctl(VfioIoctl.IOMMU_PASID_REQUEST, pasidRequest(PasidRequestFlag.ALLOC, min, max));
+  return c.ioctl(VfioIoctl.IOMMU_PASID_REQUEST, vfioUapi.pasidRequest({ alloc: true, min, max }));
 }
 
 export function freePasids(c: VfioContainerFile, min: number, max: number): number {
-  return c.ioctl(VfioIoctl.IOMMU_PASID_REQUEST, pasidRequest(PasidRequestFlag.FREE, min, max));
-}
-
-function nestingOp(op: number, data: Uint8Array): Uint8Array {
-  const b = new Uint8Array(NestingOpLayout.size + data.length);
-  NestingOpLayout.set(b, "argsz", b.length);
-  NestingOpLayout.set(b, "flags", op);
-  b.set(data, NestingOpLayout.size);
-  return b;
+  return c.ioctl(VfioIoctl.IOMMU_PASID_REQUEST, vfioUapi.pasidRequest({ free: true, min, max }));
 }
 
 /** NESTING_OP BIND_PGTBL; with `gpasid`, the guest's PASID for it too (IOMMU_SVA_GPASID_VAL), which the host attaches as the SPID. */

@@ -1,3 +1,3 @@
 export { FakeUserPages } from "./fake-user-pages.js";
 export { configOnlyOps } from "./config-only-ops.js";
-export * as vfioUapi from "./uapi-builders.js";
+export { vfioUapi } from "../index.js";

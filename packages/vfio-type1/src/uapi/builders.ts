@@ -1,4 +1,7 @@
-import { DmaMapFlag, DmaMapLayout, DmaUnmapLayout, IommuType1InfoLayout, NestingOpLayout, PasidRequestFlag, PasidRequestLayout } from "../uapi/structs.js";
+// The argument bytes a user of VFIO (a VMM, a test) passes to each ioctl, built
+// from the UAPI layouts: what QEMU's hw/vfio/common.c fills in before its
+// ioctl() calls. Optional fields exist so tests can send a wrong argsz or flags.
+import { DmaMapFlag, DmaMapLayout, DmaUnmapLayout, IommuType1InfoLayout, NestingOpLayout, PasidRequestFlag, PasidRequestLayout } from "./structs.js";
 
 /** The bytes a VMM passes to VFIO_IOMMU_MAP_DMA. */
 export function dmaMap(f: { vaddr: number | bigint; iova: number | bigint; size: number | bigint; read?: boolean; write?: boolean; argsz?: number; flags?: number }): Uint8Array {
