@@ -122,3 +122,41 @@ process.stdout.write(String(best));
   const v = Number(r.stdout);
   return r.status === 0 && Number.isFinite(v) && v > 0 ? v : Number.NaN;
 }
+
+/** A device's transfer timed against the robust copy baseline of the same bytes. */
+export interface DeviceVsCopy {
+  /** Best time of one pass of the device's transfers, ns. */
+  readonly deviceNs: number;
+  /** The baseline: the faster of the in-process best and the fresh process. */
+  readonly copyNs: number;
+  readonly ratio: number;
+  /** The ratio line's tail: device and baseline rates, how the baseline was made. */
+  readonly detail: string;
+  /** "BAD " when the device beat the copy (a broken baseline, never a pass), else "ok  " or "MISS" against `target`. */
+  readonly mark: "BAD " | "ok  " | "MISS";
+}
+
+/**
+ * Times `pass` (`count` transfers of `size` bytes) and the copy baseline in
+ * alternating `rounds`, best of all (a burst of load from elsewhere during one
+ * measurement does not decide the ratio), then checks the in-process baseline
+ * against a fresh process. A device cannot move bytes faster than a plain copy
+ * of them, so a ratio of 1 or more is marked BAD.
+ */
+export function deviceVsCopy(pass: () => void, size: number, count: number, rounds: number, target: number, deviceName: string): DeviceVsCopy {
+  let deviceNs = Number.POSITIVE_INFINITY;
+  let inProc = { bestNs: Number.POSITIVE_INFINITY, worstNs: 0, pairs: 0 };
+  for (let round = 0; round < rounds; round++) {
+    deviceNs = Math.min(deviceNs, bestNs(pass));
+    const r = inProcessCopy(size, count);
+    inProc = { bestNs: Math.min(inProc.bestNs, r.bestNs), worstNs: Math.max(inProc.worstNs, r.worstNs), pairs: r.pairs };
+  }
+  const fresh = freshProcessCopy(size, count);
+  const copyNs = Number.isNaN(fresh) ? inProc.bestNs : Math.min(inProc.bestNs, fresh);
+  const ratio = copyNs / deviceNs;
+  const gbps = (ns: number): string => ((size * count) / ns).toFixed(2);
+  const detail =
+    `${deviceName} ${gbps(deviceNs)} GB/s; baseline = faster of best-of-${inProc.pairs}-pairs in process ${gbps(inProc.bestNs)} GB/s ` +
+    `(slowest pair ${gbps(inProc.worstNs)} GB/s) and fresh process ${Number.isNaN(fresh) ? "unavailable" : `${gbps(fresh)} GB/s`}`;
+  return { deviceNs, copyNs, ratio, detail, mark: ratio >= 1 ? "BAD " : ratio >= target ? "ok  " : "MISS" };
+}

@@ -3,7 +3,7 @@ import { Prot } from "@vsva/iommu-core";
 import { DescFlag, DsaOpcode, DsaStatus, encodeDescriptor } from "@vsva/dsa";
 import { UserThread, openUserWq } from "@vsva/idxd";
 import { Host } from "../src/world/host.js";
-import { bestNs, freshProcessCopy, inProcessCopy } from "./copy-baseline.js";
+import { deviceVsCopy } from "./copy-baseline.js";
 
 /**
  * Accelerator MEMMOVE bytes/s ÷ raw `Uint8Array` copy bytes/s: a process
@@ -66,23 +66,9 @@ export function dsaMemmoveFigure(): void {
     pass();
     if (st.misses !== misses) throw new Error(`bench ${c.label}: ${st.misses - misses} device-TLB misses with caches warm`);
 
-    let dsaNs = Number.POSITIVE_INFINITY;
-    let inProc = { bestNs: Number.POSITIVE_INFINITY, worstNs: 0, pairs: 0 };
-    for (let round = 0; round < ROUNDS; round++) {
-      dsaNs = Math.min(dsaNs, bestNs(pass));
-      const r = inProcessCopy(c.size, c.count);
-      inProc = { bestNs: Math.min(inProc.bestNs, r.bestNs), worstNs: Math.max(inProc.worstNs, r.worstNs), pairs: r.pairs };
-    }
-    const fresh = freshProcessCopy(c.size, c.count);
-    const copyNs = Number.isNaN(fresh) ? inProc.bestNs : Math.min(inProc.bestNs, fresh);
-    const ratio = copyNs / dsaNs;
-    const gbps = (ns: number): string => (bytes / ns).toFixed(2);
-    console.log(
-      `  ${ratio >= c.target ? "ok  " : "MISS"} accelerator MEMMOVE bytes/s ÷ raw copy bytes/s (${c.label}): ${ratio.toFixed(2)} (target ≥ ${c.target}); ` +
-        `MEMMOVE ${gbps(dsaNs)} GB/s; baseline = faster of best-of-${inProc.pairs}-pairs in process ${gbps(inProc.bestNs)} GB/s ` +
-        `(slowest pair ${gbps(inProc.worstNs)} GB/s) and fresh process ${Number.isNaN(fresh) ? "unavailable" : `${gbps(fresh)} GB/s`}`,
-    );
-    if (ratio > 1) console.log(`  WARNING (${c.label}): MEMMOVE measured faster than a plain copy of the same bytes; the copy baseline is not trustworthy in this run`);
+    const m = deviceVsCopy(pass, c.size, c.count, ROUNDS, c.target, "MEMMOVE");
+    console.log(`  ${m.mark} accelerator MEMMOVE bytes/s ÷ raw copy bytes/s (${c.label}): ${m.ratio.toFixed(2)} (target ≥ ${c.target}, and < 1); ${m.detail}`);
+    if (m.ratio >= 1) console.log(`  WARNING (${c.label}): MEMMOVE measured faster than a plain copy of the same bytes; the copy baseline is not trustworthy in this run`);
   }
   file.close();
   idxd.remove();

@@ -1,7 +1,7 @@
 // `pnpm bench` for the harness: SVA DMA throughput against a raw copy, in one run.
 import { Prot } from "@vsva/iommu-core";
 import { Host } from "../src/world/host.js";
-import { bestNs, freshProcessCopy, inProcessCopy } from "./copy-baseline.js";
+import { bestNs, deviceVsCopy } from "./copy-baseline.js";
 import { dsaMemmoveFigure } from "./dsa-memmove.js";
 import { growthFigure } from "./growth.js";
 import { guestFigures } from "./guest.js";
@@ -92,27 +92,10 @@ for (const c of CASES) {
     throw new Error(`bench ${c.label}: expected ${pages} device-TLB ${c.atsMisses ? "misses" : "hits"}, got ${st.hits - hits} hits, ${st.misses - misses} misses`);
   }
 
-  // DMA and copy are timed in alternating rounds, best of all: a burst of load from
-  // elsewhere on the machine during one measurement does not decide the ratio.
-  let dmaNs = Number.POSITIVE_INFINITY;
-  let inProc = { bestNs: Number.POSITIVE_INFINITY, worstNs: 0, pairs: 0 };
-  for (let round = 0; round < ROUNDS; round++) {
-    dmaNs = Math.min(dmaNs, bestNs(dmaPass));
-    const r = inProcessCopy(c.size, c.count);
-    inProc = { bestNs: Math.min(inProc.bestNs, r.bestNs), worstNs: Math.max(inProc.worstNs, r.worstNs), pairs: r.pairs };
-  }
-  const fresh = freshProcessCopy(c.size, c.count);
-  const copyNs = Number.isNaN(fresh) ? inProc.bestNs : Math.min(inProc.bestNs, fresh);
-  const ratio = copyNs / dmaNs;
-  const bytes = c.size * c.count;
-  const gbps = (ns: number): string => (bytes / ns).toFixed(2);
-  // A DMA cannot move bytes faster than a plain copy of them: a ratio of 1 or more is a broken baseline, not a pass.
-  const mark = ratio >= 1 ? "BAD " : ratio >= c.target ? "ok  " : "MISS";
-  console.log(
-    `  ${mark} SVA DMA bytes/s ÷ raw copy bytes/s (${c.label}): ${ratio.toFixed(2)} (target ≥ ${c.target}, and < 1); ` +
-      `DMA ${gbps(dmaNs)} GB/s; baseline = faster of best-of-${inProc.pairs}-pairs in process ${gbps(inProc.bestNs)} GB/s ` +
-      `(slowest pair ${gbps(inProc.worstNs)} GB/s) and fresh process ${Number.isNaN(fresh) ? "unavailable" : `${gbps(fresh)} GB/s`}`,
-  );
+  // DMA and copy are timed in alternating rounds, best of all (deviceVsCopy).
+  const { deviceNs: dmaNs, ratio, mark, detail } = deviceVsCopy(dmaPass, c.size, c.count, ROUNDS, c.target, "DMA");
+  const gbps = (ns: number): string => ((c.size * c.count) / ns).toFixed(2);
+  console.log(`  ${mark} SVA DMA bytes/s ÷ raw copy bytes/s (${c.label}): ${ratio.toFixed(2)} (target ≥ ${c.target}, and < 1); ${detail}`);
   if (ratio >= 1) console.log(`  WARNING (${c.label}): the DMA measured faster than a plain copy of the same bytes; the copy baseline is not trustworthy in this run`);
   if (c.size > PAGE) {
     const paged = pagedCopyNs(pattern, c.count);
