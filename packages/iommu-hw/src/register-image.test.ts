@@ -1,6 +1,7 @@
 import { Errno } from "@vsva/kernel";
 import { errnoOf } from "@vsva/kernel/testing";
 import { SparseMemory } from "@vsva/pgtable";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { RegOffset } from "./vtd/regs.js";
 import { VtdUnit } from "./vtd/vtd-unit.js";
@@ -223,5 +224,57 @@ describe("SMMUv3 IDR0–IDR5 images", () => {
       cmdqBits: 19,
       eventqBits: 19,
     });
+  });
+});
+
+/**
+ * Random images, from outright junk to a valid image with a few bits flipped:
+ * construction either refuses with EINVAL (never another error, never a
+ * TypeError) or builds a unit whose registers read back exactly the image.
+ */
+describe("random register images", () => {
+  const u64 = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
+  const flips = (base: bigint): fc.Arbitrary<bigint> => fc.array(fc.integer({ min: 0, max: 63 }), { maxLength: 3 }).map((bits) => bits.reduce((v, b) => v ^ (1n << BigInt(b)), base));
+  const junk = fc.oneof(fc.constant(-1n), fc.constant(1n << 64n), fc.constant(Number.NaN), fc.constant(0x1234), fc.constant("0xff"), fc.constant(undefined));
+
+  it("VT-d: CAP/ECAP images build a unit that reads them back, or are EINVAL", () => {
+    const valid = capsOf(new VtdUnit({ mem: mem() }));
+    const image = fc.oneof(fc.record({ cap: u64, ecap: u64 }), fc.record({ cap: flips(valid.cap), ecap: flips(valid.ecap) }));
+    fc.assert(
+      fc.property(image, ({ cap, ecap }) => {
+        const errno = errnoOf(() => {
+          const u = new VtdUnit({ mem: mem(), cap, ecap });
+          expect(capsOf(u)).toEqual({ cap, ecap });
+        });
+        expect([0, Errno.EINVAL]).toContain(errno);
+      }),
+      { numRuns: 300 },
+    );
+    fc.assert(
+      fc.property(junk, (v) => {
+        expect(errnoOf(() => new VtdUnit({ mem: mem(), cap: v as bigint, ecap: valid.ecap }))).toBe(Errno.EINVAL);
+      }),
+    );
+  });
+
+  it("SMMUv3: IDR0-5 images build a unit that reads them back, or are EINVAL", () => {
+    const valid = idrsOf(new SmmuUnit({ mem: mem() }));
+    const u32 = fc.integer({ min: 0, max: 0xffff_ffff });
+    const flip = (w: number): fc.Arbitrary<number> => fc.array(fc.integer({ min: 0, max: 31 }), { maxLength: 2 }).map((bits) => bits.reduce((v, b) => (v ^ (1 << b)) >>> 0, w));
+    const [i0, i1, i2, i3, i4, i5] = valid;
+    const flipped = fc.tuple(flip(i0), flip(i1), flip(i2), flip(i3), flip(i4), flip(i5));
+    const image = fc.oneof(fc.tuple(u32, u32, u32, u32, u32, u32), flipped);
+    fc.assert(
+      fc.property(image, (idr) => {
+        const errno = errnoOf(() => {
+          const u = new SmmuUnit({ mem: mem(), idr });
+          expect(idrsOf(u)).toEqual(idr);
+        });
+        expect([0, Errno.EINVAL]).toContain(errno);
+      }),
+      { numRuns: 300 },
+    );
+    expect(errnoOf(() => new SmmuUnit({ mem: mem(), idr: valid.slice(0, 5) as unknown as typeof valid }))).toBe(Errno.EINVAL);
+    expect(errnoOf(() => new SmmuUnit({ mem: mem(), idr: [...valid.slice(0, 5), -1] as unknown as typeof valid }))).toBe(Errno.EINVAL);
   });
 });
