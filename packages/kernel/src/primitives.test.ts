@@ -117,6 +117,27 @@ describe("RateLimitedLog", () => {
     expect(log.lines.at(-1)?.message).toBe("bad pasid 49999");
   });
 
+  it("forgets the windows of keys whose interval is over and that owe nothing, but keeps a suppressed count until it is reported", () => {
+    const sched = new Scheduler();
+    const log = new RateLimitedLog(sched, undefined, { intervalNs: 10, burst: 1 });
+    // One key over budget: its suppressed count must survive every sweep.
+    log.warn("hot", "first");
+    log.warn("hot", "suppressed");
+    // Devices come and go, each with its own key (mdev names), one message each.
+    for (let i = 0; i < 10_000; i++) {
+      log.warn(`mdev${i}.cmd`, `mdev${i}: refused`);
+      sched.advance(10);
+    }
+    expect(log.trackedKeys).toBeLessThan(200);
+    expect(log.suppressed("hot")).toBe(1);
+    expect(log.warn("hot", "again")).toBe(true);
+    expect(log.lines.at(-1)?.suppressedBefore).toBe(1);
+    // A key still inside its interval keeps its budget: a swept map must not reset it.
+    log.warn("live", "one");
+    for (let i = 0; i < 200; i++) log.warn(`burst${i}`, "x");
+    expect(log.warn("live", "two")).toBe(false);
+  });
+
   it("a capacity that is not a positive integer is EINVAL", () => {
     expect(() => new RateLimitedLog(new Scheduler(), undefined, { capacity: 0 })).toThrow(KernelError);
   });

@@ -11,6 +11,13 @@ import type { Actor, TraceBus } from "./trace.js";
  * The lines kept are a ring, like the kernel's log buffer: the newest
  * `capacity` lines, and a count of the older ones that were dropped, so a
  * long run's log stays bounded (the trace bus still sees every line).
+ *
+ * The per-key windows are bounded too: keys carry device and mdev names, so
+ * a run that creates and removes devices makes new keys without end. A window
+ * whose interval has passed with nothing suppressed is the same as no window
+ * (the next message opens a fresh one), so such windows are swept whenever
+ * the map has doubled since the last sweep; only keys that are live (inside
+ * their interval) or owe a suppressed count stay.
  */
 export interface RateLimitOptions {
   readonly intervalNs?: number;
@@ -40,6 +47,8 @@ export class RateLimitedLog {
   #dropped = 0;
   readonly #capacity: number;
   readonly #windows = new Map<string, Window>();
+  /** Window count at which the next sweep of idle windows runs. */
+  #sweepAt = 64;
   readonly #interval: number;
   readonly #burst: number;
 
@@ -73,8 +82,10 @@ export class RateLimitedLog {
     const now = this.clock.now();
     let w = this.#windows.get(key);
     if (w === undefined || now - w.start >= this.#interval) {
+      const fresh = w === undefined;
       w = { start: now, printed: 0, suppressed: w?.suppressed ?? 0 };
       this.#windows.set(key, w);
+      if (fresh && this.#windows.size >= this.#sweepAt) this.#sweepIdle(now);
     }
     if (w.printed >= this.#burst) {
       w.suppressed++;
@@ -92,6 +103,19 @@ export class RateLimitedLog {
     }
     this.trace?.emit("kernel.log", actor, {}, { level: "warn", message, suppressed: line.suppressedBefore });
     return true;
+  }
+
+  /** Keys with a window kept (live, or owing a suppressed count). */
+  get trackedKeys(): number {
+    return this.#windows.size;
+  }
+
+  /** Drops windows that are over and owe nothing; amortised O(1) per new key. */
+  #sweepIdle(now: number): void {
+    for (const [k, w] of this.#windows) {
+      if (now - w.start >= this.#interval && w.suppressed === 0) this.#windows.delete(k);
+    }
+    this.#sweepAt = Math.max(64, 2 * this.#windows.size);
   }
 
   /** Messages suppressed for `key` and not yet reported. */
