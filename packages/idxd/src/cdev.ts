@@ -1,6 +1,6 @@
 import { Errno, type HostPasid, KernelError } from "@vsva/kernel";
 import type { Mm, SvaBond } from "@vsva/iommu-core";
-import { DSA_COMPLETION_SIZE, DSA_DESC_SIZE, type CompletionRecord, DsaCommand, decodeCompletion } from "@vsva/dsa";
+import { DSA_COMPLETION_SIZE, DSA_DESC_SIZE, type CompletionRecord, decodeCompletion } from "@vsva/dsa";
 import type { Idxd, IdxdHw, IdxdWq } from "./idxd.js";
 
 /** IA32_PASID (MSR 0xD93): bits 19:0 the PASID, bit 31 VALID (arch/x86/include/asm/msr-index.h: MSR_IA32_PASID, MSR_IA32_PASID_VALID). */
@@ -120,7 +120,7 @@ export class IdxdUserFile {
     const idxd = this.wq.idxd;
     try {
       if (this.wq.mode === "dedicated") this.wq.clearPasid();
-      else idxd.exec(DsaCommand.DRAIN_PASID, this.pasid, `drain PASID ${this.pasid}`);
+      else this.wq.drainPasid(this.pasid);
     } catch (e) {
       if (!(e instanceof KernelError)) throw e;
       idxd.kernel.log.warn(`idxd:${idxd.name}:release`, `${this.wq.name}: ${e.message}`, "DEVICE");

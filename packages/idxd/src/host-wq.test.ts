@@ -18,6 +18,7 @@ interface HostWq {
   setPasid(pasid: HostPasid, priv?: boolean): void;
   clearPasid(): void;
   drain(): void;
+  drainPasid(pasid: HostPasid): void;
   movdir64b(desc: Uint8Array): void;
   enqcmd(desc: Uint8Array): "accepted" | "retry";
 }
@@ -85,6 +86,16 @@ describe("the WQ handle a VDCM borrows", () => {
     wq.drain();
     expect(idxd.hw.stats.completed).toBe(3);
     expect(idxd.hw.mmioRead32(DsaReg.CMDSTS) >>> 31).toBe(0);
+  });
+
+  it("drainPasid returns once that PASID's descriptors on the shared WQ have run; a PASID wider than 20 bits is EINVAL before the device sees it", () => {
+    const { idxd } = rig("stepwise");
+    const wq = idxd.wq(1);
+    for (let i = 0; i < 2; i++) expect(wq.enqcmd(encodeDescriptor({ opcode: DsaOpcode.NOOP, pasid: 7 }))).toBe("accepted");
+    expect(idxd.hw.stats.completed).toBe(0);
+    wq.drainPasid(asHostPasid(7));
+    expect(idxd.hw.stats.completed).toBe(2);
+    expect(errnoOf(() => wq.drainPasid(asHostPasid(1 << 20)))).toBe(Errno.EINVAL);
   });
 
   it("clearPasid drains first: a descriptor queued under the old PASID completes before the PASID goes", () => {

@@ -465,6 +465,18 @@ export class IdxdWq {
   }
 
   /**
+   * DRAIN_PASID (device.c: idxd_device_drain_pasid()): returns when every
+   * descriptor of `pasid` submitted before it has completed, in every WQ of
+   * the device; other PASIDs keep running. EINVAL for a PASID that does not
+   * fit 20 bits; ENXIO when the device refuses.
+   */
+  drainPasid(pasid: HostPasid): void {
+    if (!Number.isInteger(pasid) || pasid < 0 || pasid >= 1 << 20) throw new KernelError(Errno.EINVAL, `${this.name}: PASID ${String(pasid)} does not fit 20 bits`);
+    this.idxd.kernel.scheduler.atomic.mightSleep("idxd_device_drain_pasid");
+    this.idxd.exec(DsaCommand.DRAIN_PASID, pasid, `drain PASID ${pasid}`);
+  }
+
+  /**
    * Dedicated WQ only: disable, write WQCFG.PASID with PASID_EN (and PRIV as
    * given), enable (device.c: idxd_wq_set_pasid()). EINVAL on a shared WQ or
    * a PASID that does not fit 20 bits; ENXIO when the device refuses a step

@@ -12,6 +12,12 @@ export interface HostWq {
   clearPasid(): void;
   /** DRAIN_WQ: returns when every descriptor submitted before it has completed. */
   drain(): void;
+  /**
+   * DRAIN_PASID: returns when every descriptor of `pasid` submitted before it
+   * has completed, in every WQ of the device (the one way to quiesce one
+   * PASID on a shared WQ, whose other PASIDs keep running).
+   */
+  drainPasid(pasid: HostPasid): void;
   movdir64b(desc: Uint8Array): void;
   enqcmd(desc: Uint8Array): "accepted" | "retry";
 }

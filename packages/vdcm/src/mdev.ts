@@ -129,6 +129,9 @@ export class VdcmMdev {
   readonly #regions: readonly VfioRegion[];
   #held: Held | null = null;
   #removed = false;
+  /** Shared WQ: host PASIDs freed while the guest may have descriptors of theirs queued, drained by {@link #drainWork}. */
+  readonly #drains = new Set<HostPasid>();
+  readonly #drainWork: Work;
 
   constructor(env: MdevEnv, init: MdevInit) {
     this.#env = env;
@@ -155,6 +158,7 @@ export class VdcmMdev {
     this.#clearWork = new Work(`vdev_clear_wk ${init.name}`, () => {
       if (this.#held?.freeing === true) this.#clear("FREE");
     });
+    this.#drainWork = new Work(`vdev_drain_pasid_wk ${init.name}`, () => this.#drainFreed());
     const regions: VfioRegion[] = [];
     for (let i = 0; i < VfioPciRegion.NUM; i++) {
       const size = i === VfioPciRegion.BAR0 ? VBAR0_SIZE : i === VDCM_PORTAL_REGION ? VDCM_PORTAL_SIZE : i === VfioPciRegion.CONFIG ? PCI_CFG_SPACE_EXP_SIZE : 0;
@@ -411,6 +415,7 @@ export class VdcmMdev {
    * the hardware WQ is clear. True when this mdev had it.
    */
   onFree(data: IoasidNotifyData): boolean {
+    if (this.hostWq.mode === "shared") return this.#onFreeShared(data);
     const h = this.#held;
     if (h?.set == null || h.set !== data.set || h.hpasid !== (data.id as number) || h.freeing) return false;
     h.freeing = true;
@@ -420,8 +425,47 @@ export class VdcmMdev {
     return true;
   }
 
+  /**
+   * A shared WQ holds no PASID of its own: the guest's ENQCMDs carry the host
+   * PASID KVM translated. KVM (CPU priority, called first) has already
+   * removed the translation, so no new descriptor can carry it; descriptors
+   * already queued still can, so the device must drain the PASID before it
+   * can reach anyone else. Draining sleeps, so it is queued as work; it is
+   * queued ahead of the IOMMU driver's teardown work (DEVICE before IOMMU
+   * priority, one FIFO of ready work), so the queued descriptors finish
+   * while the PASID still translates to the freed address space and before
+   * the IOMMU's reference, the last, is dropped. As Linux's idxd does for a
+   * process on a shared WQ (drivers/dma/idxd/cdev.c: idxd_cdev_release()
+   * drains the PASID before unbinding).
+   */
+  #onFreeShared(data: IoasidNotifyData): boolean {
+    const hpasid = data.id as number as HostPasid;
+    if (this.#drains.has(hpasid) || this.#removed) return false;
+    this.#drains.add(hpasid);
+    this.#env.kernel.trace.emit("vdcm.free-notified", "VDCM", { vm: this.vm, device: this.name, hpasid }, {});
+    this.#env.workqueue.queueWork(this.#drainWork);
+    return true;
+  }
+
+  /** The queued DRAIN_PASIDs, in the order FREE came. A refusal is logged: the PASID's descriptors then fault once its entry is gone, never reach another user's space. */
+  #drainFreed(): void {
+    for (const hpasid of [...this.#drains]) {
+      this.#drains.delete(hpasid);
+      const err = attempt(() => this.hostWq.drainPasid(hpasid));
+      if (err !== null) this.#env.kernel.log.warn(`vdcm.drain.${this.name}`, `${this.name}: draining host PASID ${hpasid} failed: ${err.message}`, "VDCM");
+      this.#env.kernel.trace.emit("vdcm.drain-pasid", "VDCM", { vm: this.vm, device: this.name, hpasid }, { ok: err === null });
+    }
+  }
+
+  /** Host PASIDs freed whose drain is still queued (shared WQ). */
+  get drainsPending(): readonly HostPasid[] {
+    return [...this.#drains];
+  }
+
   /** Removal: the WQ quiesced and cleared now, nothing left queued; the mdev takes no more accesses. */
   teardown(): void {
+    // Drains still queued run now (removal is thread context), before the mdev goes.
+    if (this.#env.workqueue.cancelWork(this.#drainWork)) this.#drainFreed();
     this.#disableWq("REMOVE");
     this.#removed = true;
   }

@@ -1,4 +1,5 @@
-import { asSpid, asVmId, Errno, type HostPasid, type Ioasid, KernelError } from "@vsva/kernel";
+import { asSpid, asVmId, Errno, type HostPasid, type Ioasid, KernelError, NOTIFY_DONE, Work } from "@vsva/kernel";
+import { IoasidPriority } from "@vsva/ioasid";
 import { errnoOf } from "@vsva/kernel/testing";
 import { DescFlag, DsaCmdErr, DsaCommand, DsaOpcode, DsaStatus, decodeCompletion, encodeDescriptor } from "@vsva/dsa";
 import { describe, expect, it } from "vitest";
@@ -97,6 +98,68 @@ describe("a shared WQ: ENQCMD through the trapped portal", () => {
   });
 });
 
+describe("a shared WQ: FREE of a host PASID the guest still has descriptors of (a stepwise device)", () => {
+  /**
+   * The IOMMU driver's reference on a bound PASID, and its teardown work at
+   * IOMMU priority that puts it: the rig's IOMMU is a fake, so the test holds
+   * that reference and queues that put as the VT-d driver's FREE handler does.
+   */
+  function withIommuRef(r: ReturnType<typeof setUp>): string[] {
+    const order: string[] = [];
+    r.ioasid.get(r.set, r.hpasid);
+    const put = new Work("teardown_pasid_wk", () => {
+      order.push(`iommu put, ${r.mdev.drainsPending.length} drains pending`);
+      r.ioasid.put(r.set, r.hpasid);
+    });
+    const wq = r.kernel.scheduler.createWorkqueue("iommu");
+    r.ioasid.registerNotifier(null, { priority: IoasidPriority.IOMMU, call: (ev) => (ev === "FREE" && wq.queueWork(put), NOTIFY_DONE) });
+    return order;
+  }
+
+  it("the FREE handler only queues a DRAIN_PASID; the work runs it ahead of the IOMMU's put, so every descriptor enqueued before FREE completes while the PASID still translates", () => {
+    const r = setUp(2, { dsa: { mode: "stepwise" } });
+    const order = withIommuRef(r);
+    expect(r.vm.guest.programWq(G)).toBe(DsaCmdErr.SUCCESS);
+    for (let i = 0; i < 3; i++) expect(r.vm.guest.submit(move(i))).toBe(64);
+    freePasid(r.vm.container, r.hpasid);
+    expect(r.mdev.drainsPending).toEqual([r.hpasid]);
+    expect(status(r, 0)).toBe(DsaStatus.NONE);
+    expect(r.ioasid.state(r.hpasid)).toBe("FREE_PENDING");
+    r.kernel.scheduler.drain();
+    expect([0, 1, 2].map((i) => status(r, i))).toEqual([DsaStatus.SUCCESS, DsaStatus.SUCCESS, DsaStatus.SUCCESS]);
+    expect(order).toEqual(["iommu put, 0 drains pending"]);
+    expect(r.ioasid.state(r.hpasid)).toBe("IDLE");
+    // The shared WQ stays enabled for the guest's other PASIDs.
+    expect(r.mdev.bar0.wqEnabled).toBe(true);
+    expect(r.mdev.drainsPending).toEqual([]);
+  });
+
+  it("a device that refuses the drain is logged and traced, and nothing else changes", () => {
+    const made: StubbornWq[] = [];
+    const r = setUp(2, { dsa: { mode: "stepwise" }, hostDriver: (ctx) => registerHostDriver(ctx).map((w) => { const s = new StubbornWq(w); made.push(s); return s; }) });
+    withIommuRef(r);
+    r.vm.guest.programWq(G);
+    freePasid(r.vm.container, r.hpasid);
+    r.kernel.scheduler.drain();
+    expect(r.kernel.log.lines.some((l) => l.actor === "VDCM" && l.message.includes(`draining host PASID ${r.hpasid} failed`))).toBe(true);
+    expect(r.mdev.drainsPending).toEqual([]);
+    expect(r.ioasid.state(r.hpasid)).toBe("IDLE");
+  });
+
+  it("removing the mdev runs a drain still queued, before the mdev goes", () => {
+    const r = setUp(2, { dsa: { mode: "stepwise" } });
+    withIommuRef(r);
+    r.vm.guest.programWq(G);
+    r.vm.guest.submit(move(0));
+    freePasid(r.vm.container, r.hpasid);
+    r.user.exit();
+    expect(r.mdev.drainsPending).toEqual([r.hpasid]);
+    r.vdcm.removeMdev(r.mdev);
+    expect(status(r, 0)).toBe(DsaStatus.SUCCESS);
+    expect(r.mdev.drainsPending).toEqual([]);
+  });
+});
+
 /** A host WQ whose clearing the hardware refuses while `refuse` is set (ENXIO, as idxd reports a refused WQ command). */
 class StubbornWq implements HostWq {
   refuse = true;
@@ -122,6 +185,10 @@ class StubbornWq implements HostWq {
   }
   drain(): void {
     this.inner.drain();
+  }
+  drainPasid(pasid: HostPasid): void {
+    if (this.refuse) throw new KernelError(Errno.ENXIO, "DRAIN_PASID refused");
+    this.inner.drainPasid(pasid);
   }
   movdir64b(desc: Uint8Array): void {
     this.inner.movdir64b(desc);

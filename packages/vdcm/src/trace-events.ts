@@ -20,6 +20,12 @@ declare module "@vsva/kernel" {
     "vdcm.free-notified": { actor: "VDCM"; payload: Readonly<Record<string, never>> };
     /** The hardware WQ was quiesced and cleared, then the reference (if any) put. */
     "vdcm.clear": { actor: "VDCM"; payload: { readonly cause: "GUEST" | "FREE" | "RELEASE" | "REMOVE" | "RESET"; readonly ref: boolean } };
+    /**
+     * A shared WQ's FREE: the device drained the host PASID (DRAIN_PASID),
+     * so no descriptor the guest enqueued with it is left; `ok` false when
+     * the device refused (logged).
+     */
+    "vdcm.drain-pasid": { actor: "VDCM"; payload: { readonly ok: boolean } };
     /** Clearing the hardware WQ failed: the reference stays held, so the PASID can never reach another user. */
     "vdcm.clear-failed": { actor: "VDCM"; payload: { readonly errno: number; readonly reason: string } };
   }

@@ -69,6 +69,12 @@ export class DsaHostWq implements HostWq {
     if (this.enabled) this.#cmd(DsaCommand.DRAIN_WQ, this.#mask());
   }
 
+  drainPasid(pasid: HostPasid): void {
+    if (!Number.isInteger(pasid) || pasid < 0 || pasid >= PASID_LIMIT) throw new KernelError(Errno.EINVAL, `PASID ${String(pasid)} is not 20 bits`);
+    this.faults?.inject("vdcm.host_wq_cmd", Errno.EIO);
+    this.#cmd(DsaCommand.DRAIN_PASID, pasid);
+  }
+
   movdir64b(desc: Uint8Array): void {
     this.dev.movdir64b(this.id, desc);
   }
