@@ -26,6 +26,8 @@ declare module "@vsva/kernel" {
      * the device refused (logged).
      */
     "vdcm.drain-pasid": { actor: "VDCM"; payload: { readonly ok: boolean } };
+    /** The VDCM was destroyed: every mdev removed, aux domains off if it turned them on. */
+    "vdcm.destroy": { actor: "VDCM"; payload: Readonly<Record<string, never>> };
     /** Clearing the hardware WQ failed: the reference stays held, so the PASID can never reach another user. */
     "vdcm.clear-failed": { actor: "VDCM"; payload: { readonly errno: number; readonly reason: string } };
   }

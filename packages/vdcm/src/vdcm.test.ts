@@ -214,6 +214,27 @@ for (const [label, opts] of HOST_DRIVERS) {
         // The WQ is free to lend again.
         expect(vdcm.createMdev("again", hostWq, { vm: asVmId(1), mm: user.mm }).name).toBe("again");
       });
+
+      it("destroying the VDCM is EBUSY while an mdev is in use (nothing removed); then it removes every mdev, turns aux domains off and creates no more (ENODEV)", () => {
+        const r = setUp();
+        const second = r.vdcm.createMdev("mdev1", at(r.wqs, 1), { vm: asVmId(2), mm: vmmUser("vm2").mm });
+        r.vm.guest.programWq(G);
+        expect(errnoOf(() => r.vdcm.destroy())).toBe(Errno.EBUSY);
+        expect(r.vdcm.mdevs.map((m) => m.name)).toEqual(["mdev0", "mdev1"]);
+        expect(r.hostWq.pasid).toBe(r.hpasid);
+        r.vm.device.close();
+        r.vm.group.close();
+        r.vm.container.close();
+        r.vdcm.destroy();
+        expect(r.vdcm.mdevs).toEqual([]);
+        expect(r.vdcm.vms).toBe(0);
+        expect(r.core.devices.has(second.sub)).toBe(false);
+        expect(r.parent.hasFeature("aux")).toBe(false);
+        expect(r.hostWq.pasid).toBeNull();
+        expect(r.ioasid.allocated).toBe(0);
+        expect(errnoOf(() => r.vdcm.createMdev("late", r.hostWq, { vm: asVmId(1), mm: r.user.mm }))).toBe(Errno.ENODEV);
+        r.vdcm.destroy();
+      });
     });
   });
 }

@@ -55,6 +55,9 @@ export class Vdcm {
   readonly #mdevs = new Map<string, VdcmMdev>();
   readonly #lent = new Set<HostWq>();
   readonly #vms = new Map<object, VmEntry>();
+  /** Whether the constructor turned aux domains on (so destroy turns them off). */
+  readonly #auxOurs: boolean;
+  #destroyed = false;
 
   /**
    * Turns on aux domains for the parent (iommu_dev_enable_feature(AUX), as
@@ -67,7 +70,8 @@ export class Vdcm {
     this.parent = opts.parent;
     const xfer = opts.maxXferShift ?? 21;
     if (!Number.isInteger(xfer) || xfer < 12 || xfer > 31) throw new KernelError(Errno.EINVAL, `vdcm: max transfer shift ${xfer} (12..31)`);
-    if (!opts.parent.hasFeature("aux")) opts.core.enableFeature(opts.parent, "aux");
+    this.#auxOurs = !opts.parent.hasFeature("aux");
+    if (this.#auxOurs) opts.core.enableFeature(opts.parent, "aux");
     this.#wq = opts.kernel.scheduler.createWorkqueue(`vdcm ${opts.parent.name}`);
   }
 
@@ -95,6 +99,7 @@ export class Vdcm {
    */
   createMdev(name: string, hostWq: HostWq, target: MdevTarget): VdcmMdev {
     const { kernel, ioasid, core, vfio } = this.#o;
+    if (this.#destroyed) throw new KernelError(Errno.ENODEV, `vdcm ${this.parent.name} is destroyed`);
     if (typeof name !== "string" || name.length === 0) throw new KernelError(Errno.EINVAL, "an mdev needs a name");
     if (this.#mdevs.has(name)) throw new KernelError(Errno.EEXIST, `mdev ${name} exists`);
     const mode: unknown = typeof hostWq === "object" && (hostWq as HostWq | null) !== null ? hostWq.mode : null;
@@ -157,6 +162,28 @@ export class Vdcm {
       if (err !== null) kernel.log.warn("vdcm.unregister", `VDCM notifier for VM ${entry.vm} was not registered: ${err.message}`, "VDCM");
     }
     kernel.trace.emit("vdcm.mdev-remove", "VDCM", { vm: mdev.vm, device: mdev.name }, { wq: mdev.hostWq.id });
+  }
+
+  /**
+   * The VDCM goes (the idxd mdev host release, on driver unbind): every mdev
+   * removed as {@link removeMdev} does, then aux domains turned off for the
+   * parent if the VDCM turned them on. All or nothing: EBUSY, and nothing
+   * removed, while any mdev's group is open or in a container. Destroying
+   * twice does nothing; a destroyed VDCM creates no mdev (ENODEV).
+   */
+  destroy(): void {
+    if (this.#destroyed) return;
+    const busy = this.mdevs.find((m) => m.vfioDevice?.group != null && (m.vfioDevice.group.opened !== null || m.vfioDevice.group.container !== null));
+    if (busy !== undefined) throw new KernelError(Errno.EBUSY, `vdcm ${this.parent.name}: mdev ${busy.name} is in use`);
+    for (const m of this.mdevs) this.removeMdev(m);
+    // Drains or clearings a FREE queued and nothing ran yet have run in each removal; the queue is empty.
+    this.#wq.flush();
+    if (this.#auxOurs) {
+      const err = attempt(() => this.#o.core.disableFeature(this.parent, "aux"));
+      if (err !== null) this.#o.kernel.log.warn("vdcm.destroy", `vdcm ${this.parent.name}: turning aux domains off: ${err.message}`, "VDCM");
+    }
+    this.#destroyed = true;
+    this.#o.kernel.trace.emit("vdcm.destroy", "VDCM", { device: this.parent.name }, {});
   }
 
   /** Every hardware WQ that holds a host PASID for an mdev, with what its register says. */
