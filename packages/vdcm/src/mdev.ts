@@ -132,6 +132,8 @@ export class VdcmMdev {
   /** Shared WQ: host PASIDs freed while the guest may have descriptors of theirs queued, drained by {@link #drainWork}. */
   readonly #drains = new Set<HostPasid>();
   readonly #drainWork: Work;
+  /** A VMM has the device open: only then can a guest have descriptors queued on a shared WQ. */
+  #inUse = false;
 
   constructor(env: MdevEnv, init: MdevInit) {
     this.#env = env;
@@ -171,7 +173,13 @@ export class VdcmMdev {
       regions: () => this.#regions,
       read: (index, offset, length) => this.#read(index, offset, length),
       write: (index, offset, bytes) => this.#write(index, offset, bytes),
-      release: () => this.#resetDevice("RELEASE"),
+      open: () => {
+        this.#inUse = true;
+      },
+      release: () => {
+        this.#inUse = false;
+        this.#resetDevice("RELEASE");
+      },
     };
   }
 
@@ -401,6 +409,7 @@ export class VdcmMdev {
 
   /** RESET_DEVICE, FLR, the last close: the WQ cleared, then the registers back to their creation values. */
   #resetDevice(cause: ClearCause): void {
+    if (cause === "RELEASE" && this.hostWq.mode === "shared") this.#drainVm();
     this.#disableWq(cause);
     this.bar0.reset();
     if (cause === "RELEASE") this.config.space.reset();
@@ -440,7 +449,8 @@ export class VdcmMdev {
    */
   #onFreeShared(data: IoasidNotifyData): boolean {
     const hpasid = data.id as number as HostPasid;
-    if (this.#drains.has(hpasid) || this.#removed) return false;
+    // Not in use: the last close drained every PASID of the VM, and nothing has been submitted since.
+    if (this.#drains.has(hpasid) || this.#removed || !this.#inUse) return false;
     this.#drains.add(hpasid);
     this.#env.kernel.trace.emit("vdcm.free-notified", "VDCM", { vm: this.vm, device: this.name, hpasid }, {});
     this.#env.workqueue.queueWork(this.#drainWork);
@@ -455,6 +465,27 @@ export class VdcmMdev {
       if (err !== null) this.#env.kernel.log.warn(`vdcm.drain.${this.name}`, `${this.name}: draining host PASID ${hpasid} failed: ${err.message}`, "VDCM");
       this.#env.kernel.trace.emit("vdcm.drain-pasid", "VDCM", { vm: this.vm, device: this.name, hpasid }, { ok: err === null });
     }
+  }
+
+  /**
+   * The VMM let go of a shared-WQ mdev (its last close, or the VM dying):
+   * every PASID of the VM's set is drained now, in thread context. VFIO
+   * releases a device before the container it is in is torn down (Linux
+   * drivers/vfio/vfio.c: the container is dissolved only once no device
+   * file is open), so this runs while the VM's PASIDs are still bound and
+   * allocated: whatever the guest left queued completes under its own
+   * translation, before the unbinds and frees of the container's release.
+   * Refusals are logged, as for FREE's drain.
+   */
+  #drainVm(): void {
+    const { ioasid } = this.#env;
+    const set = ioasid.findSetByToken(this.mm, "mm");
+    if (set === null) return;
+    const ids: HostPasid[] = [];
+    attempt(() => ioasid.setForEachIoasid(set, (id) => ids.push(id as number as HostPasid)));
+    for (const hpasid of ids) this.#drains.add(hpasid);
+    this.#env.workqueue.cancelWork(this.#drainWork);
+    this.#drainFreed();
   }
 
   /** Host PASIDs freed whose drain is still queued (shared WQ). */
