@@ -315,6 +315,8 @@ describe("commands and configuration", () => {
     r.dev.run();
     expect(r.dev.blocked).toBe(true);
     r.dev.enqcmd(0, encodeDescriptor({ opcode: DsaOpcode.NOOP, pasid: P }));
+    // Queued first, the running (blocked) job last.
+    expect(r.dev.inFlightPasids()).toEqual([P, P + 1]);
     expect(dsaCommand(r.dev, DsaCommand.DRAIN_PASID, P + 1)).toEqual({ err: 0, active: true });
     // New work is still taken while a PASID drains.
     expect(r.dev.enqcmd(0, encodeDescriptor({ opcode: DsaOpcode.NOOP, pasid: P }))).toBe("accepted");
@@ -331,6 +333,7 @@ describe("commands and configuration", () => {
     r.dev.run();
     expect(r.dev.mmioRead32(DsaReg.CMDSTS)).toBe(0);
     expect(r.dev.stats.completed).toBe(3);
+    expect(r.dev.inFlightPasids()).toEqual([]);
   });
 
   it("ABORT_PASID drops only that PASID's queued descriptors", () => {

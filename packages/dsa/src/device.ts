@@ -676,6 +676,18 @@ export class DsaDevice implements Mmio {
     this.#kick();
   }
 
+  /**
+   * The PASIDs the device still has work for: each descriptor queued in a WQ
+   * and the one running, in that order, repeats kept (descriptors without a
+   * PASID are left out). For checkers: no descriptor may outlive its PASID.
+   */
+  inFlightPasids(): number[] {
+    const out: number[] = [];
+    for (const w of this.#wqs) for (const d of w.queue) if (d.pasid !== undefined) out.push(d.pasid);
+    if (this.#job?.pasid !== undefined) out.push(this.#job.pasid);
+    return out;
+  }
+
   #allQueuesEmpty(): boolean {
     for (const w of this.#wqs) if (w.queue.length !== 0) return false;
     return true;

@@ -4,6 +4,7 @@ import type { IoasidCore } from "@vsva/ioasid";
 import type { Iommu, IommuCore, Mm, PageAllocator } from "@vsva/iommu-core";
 import { Board, type DeviceSlot, type EndpointOptions, MiB, type PlatformFactory } from "@vsva/machine";
 import { type Idxd, type IdxdConfig, type PlugIdxdOptions, plugIdxd } from "@vsva/idxd";
+import type { DsaDevice } from "@vsva/dsa";
 import { PLATFORMS, type Platform, type PlatformName } from "./platform.js";
 import { DMA_RECORD_RING, RecordingPort } from "./recording-port.js";
 
@@ -52,6 +53,8 @@ export class Host {
   readonly pages: PageAllocator;
   readonly ioasid: IoasidCore;
   readonly devices: DeviceSlot[] = [];
+  /** The accelerators plugged in with {@link addAccelerator}: the invariants hold their queued descriptors to live PASIDs. */
+  readonly accelerators: DsaDevice[] = [];
   readonly #mms: Mm[] = [];
   readonly #history: boolean;
   #port: RecordingPort | null = null;
@@ -125,6 +128,7 @@ export class Host {
   addAccelerator(name: string, dev: number, config: IdxdConfig, hw?: PlugIdxdOptions["hw"]): Idxd {
     const idxd = plugIdxd(this.board, { dev, name, config, ...(hw === undefined ? {} : { hw }) });
     this.devices.push({ ep: idxd.hw.ep, dev: idxd.iommuDev });
+    this.accelerators.push(idxd.hw);
     return idxd;
   }
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { DsaOpcode, encodeDescriptor } from "@vsva/dsa";
 import { Prot } from "@vsva/iommu-core";
 import { Host } from "./host.js";
 import { InvariantChecker, checkQuiescent } from "./invariants.js";
@@ -129,5 +130,30 @@ describe("the VDCM invariant", () => {
       ).violations.join("\n");
     expect(run(false)).toBe("");
     expect(run(true)).toMatch(/after "corrupt": mdev0: hardware WQ 0 holds host PASID 77, but the VDCM holds nothing for it/);
+  });
+});
+
+describe("the in-flight descriptor invariant", () => {
+  it("finds a descriptor still queued on an accelerator whose PASID is back in the pool", () => {
+    const run = (corrupt: boolean) =>
+      runHostScenario(
+        {
+          name: "inflight-corrupt",
+          summary: "",
+          title: "",
+          platforms: ["vtd"],
+          body(ctx) {
+            const idxd = ctx.step("plug in a stepwise dsa0 with a shared WQ", () => ctx.host.addAccelerator("dsa0", 5, { wqs: [{ mode: "shared", size: 4, type: "user" }] }, { mode: "stepwise" }));
+            ctx.defer("idxd is removed", () => idxd.remove());
+            // A portal write behind every driver's back, with a PASID nobody holds: the device queues it and has not run it yet.
+            ctx.step("corrupt", () => {
+              if (corrupt) idxd.hw.enqcmd(0, encodeDescriptor({ opcode: DsaOpcode.NOOP, pasid: 77 }));
+            });
+          },
+        },
+        { seed: 1 },
+      ).violations.join("\n");
+    expect(run(false)).toBe("");
+    expect(run(true)).toMatch(/after "corrupt": dsa0: a descriptor with PASID 77 is still queued or running, but PASID 77 was reclaimed/);
   });
 });

@@ -45,6 +45,8 @@ export type AddressResolver = (va: number) => number | null;
  *   memory, matches the VM's binds (see #checkKvm);
  * - no hardware WQ lent to a watched VDCM holds a host PASID whose reference
  *   the VDCM dropped (see #checkVdcm);
+ * - no accelerator still has a descriptor of a PASID that was reclaimed (see
+ *   #checkInFlight);
  * - per watched VM (see watchVm): isolation (a DMA with one of the VM's
  *   PASIDs lands only in a host page behind the VM's RAM), no DMA after its
  *   death, faults delivered only to their owner, and everything it held
@@ -154,6 +156,7 @@ export class InvariantChecker {
       ...this.#checkIommuCaches(),
       ...this.#checkKvm(),
       ...this.#checkVdcm(),
+      ...this.#checkInFlight(),
     ];
   }
 
@@ -286,6 +289,23 @@ export class InvariantChecker {
         if (p === null) out.push(`${where}, but the VDCM holds nothing for it (its reference was dropped, the WQ never cleared)`);
         else if (p.hpasid !== hw) out.push(`${where}, but the VDCM holds host PASID ${p.hpasid} for it`);
         else if (p.set !== null && this.host.ioasid.state(hw as number as Ioasid) === "IDLE") out.push(`${where}, which was reclaimed: the WQ outlived its reference`);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * A descriptor outlives its PASID only to run in whatever address space the
+   * ID is given next: every user quiesces first (idxd's release drains, the
+   * VDCM clears or drains before its reference goes), so at a step's end no
+   * accelerator may still hold a descriptor, queued or running, whose PASID
+   * is back in the pool.
+   */
+  #checkInFlight(): string[] {
+    const out: string[] = [];
+    for (const dev of this.host.accelerators) {
+      for (const pasid of new Set(dev.inFlightPasids())) {
+        if (this.host.ioasid.state(pasid as Ioasid) === "IDLE") out.push(`${dev.name}: a descriptor with PASID ${pasid} is still queued or running, but PASID ${pasid} was reclaimed: it would run in the next owner's address space`);
       }
     }
     return out;
