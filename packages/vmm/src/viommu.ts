@@ -282,6 +282,7 @@ export class VirtualVtd {
           this.stats.refused++;
           return { status: VcmdStatus.NO_PASID_OR_INVALID };
         }
+        this.#announce("PASID_REQUEST alloc", null);
         const host = allocPasid(c, 1, max);
         const id = guest ?? host;
         this.#allocated.set(id, host);
@@ -293,6 +294,7 @@ export class VirtualVtd {
         const host = this.#allocated.get(operand);
         if (host === undefined) return { status: VcmdStatus.NO_PASID_OR_INVALID };
         // The host unbinds whatever is still bound on it when the PASID goes (VFIO's free notifies).
+        this.#announce("PASID_REQUEST free", host);
         freePasids(c, host, host);
         this.#allocated.delete(operand);
         this.#guestOf.delete(host);
@@ -436,6 +438,7 @@ export class VirtualVtd {
       changed = true;
       if (had !== undefined && host !== null) {
         ok = this.#host(() => {
+          this.#announce("NESTING_OP unbind", host);
           unbindPgtbl(dev.container, { hpasid: BigInt(host), addrWidth: had.addrWidth });
           this.stats.unbinds++;
         }) && ok;
@@ -450,6 +453,7 @@ export class VirtualVtd {
         // The guest's PASID goes with it (IOMMU_SVA_GPASID_VAL): the host records it as the host PASID's SPID in the VM's set, and
         // the IOASID BIND that follows is what KVM's translation for the guest's ENQCMD listens to (and what an mdev's host driver
         // looks the guest's number up by). Identity: the two numbers are one.
+        this.#announce("NESTING_OP bind", host);
         bindPgtbl(dev.container, {
           hpasid: BigInt(host),
           gpasid: BigInt(pasid),
@@ -467,6 +471,11 @@ export class VirtualVtd {
     if (next.size > 0) this.#bound.set(pasid, next);
     else this.#bound.delete(pasid);
     return ok;
+  }
+
+  /** Puts the VFIO ioctl the VMM is about to make on the host's bus (a `vmm.vfio-ioctl` event). */
+  #announce(op: "PASID_REQUEST alloc" | "PASID_REQUEST free" | "NESTING_OP bind" | "NESTING_OP unbind", host: number | null): void {
+    this.vm.host.kernel.trace.emit("vmm.vfio-ioctl", "VMM", { vm: this.vm.id, ...(host === null ? {} : { ioasid: host }) }, { name: this.vm.name, op });
   }
 
   /** A host call on the guest's behalf: a KernelError is the host refusing, counted and turned into false. */
