@@ -97,6 +97,14 @@ export class VirtualVtd {
   readonly #devs: readonly ViommuDevice[];
   /** What is bound on the host: guest PASID → index in #devs → the binding on that device's container. */
   readonly #bound = new Map<number, Map<number, Binding>>();
+  /**
+   * Guest PASIDs the guest freed while they were bound (a guest that frees
+   * before it unbinds): the host tore the binding down on FREE, but the
+   * VMM only learns that the guest is done with it when the guest clears
+   * the entry; that PASID-cache sync still makes the unbind, with the host
+   * PASID the binding had, and the host refuses it.
+   */
+  readonly #freedBound = new Map<number, { readonly host: number; readonly per: Map<number, Binding> }>();
   /** PASIDs the guest got through the virtual command interface and has not given back: guest PASID → host PASID. */
   readonly #allocated = new Map<number, number>();
   /** The reverse of #allocated: host PASID → guest PASID (fault records carry host PASIDs). */
@@ -285,6 +293,8 @@ export class VirtualVtd {
         this.#announce("PASID_REQUEST alloc", null);
         const host = allocPasid(c, 1, max);
         const id = guest ?? host;
+        // The guest's number is a new PASID now: an unbind of the freed one would reach the new one (ioasid.rst's note on a late unbind).
+        this.#freedBound.delete(id);
         this.#allocated.set(id, host);
         this.#guestOf.set(host, id);
         this.stats.pasidAllocs++;
@@ -298,6 +308,8 @@ export class VirtualVtd {
         freePasids(c, host, host);
         this.#allocated.delete(operand);
         this.#guestOf.delete(host);
+        const per = this.#bound.get(operand);
+        if (per !== undefined) this.#freedBound.set(operand, { host, per });
         this.#bound.delete(operand);
         this.#invs.delete(operand);
         this.stats.pasidFrees++;
@@ -374,7 +386,7 @@ export class VirtualVtd {
     let ok = true;
     const pcs = this.#pcs.splice(0);
     for (const pc of pcs) {
-      const pasids = pc === null ? [...new Set([...this.#allocated.keys(), ...this.#bound.keys()])] : [pc];
+      const pasids = pc === null ? [...new Set([...this.#allocated.keys(), ...this.#bound.keys(), ...this.#freedBound.keys()])] : [pc];
       for (const p of pasids) ok = this.#syncPasid(p) && ok;
     }
     const responses = this.#responses.splice(0);
@@ -419,6 +431,8 @@ export class VirtualVtd {
    * in a container of its own, and a nesting container holds one group).
    */
   #syncPasid(pasid: number): boolean {
+    const freed = this.#freedBound.get(pasid);
+    if (freed !== undefined) return this.#syncFreed(pasid, freed);
     // SPIDs: a guest PASID the guest never allocated has no host PASID, so there is nothing the host could bind.
     const host = this.hostPasid(pasid);
     const have = this.#bound.get(pasid);
@@ -470,6 +484,33 @@ export class VirtualVtd {
     if (changed && !kept) this.#invs.delete(pasid);
     if (next.size > 0) this.#bound.set(pasid, next);
     else this.#bound.delete(pasid);
+    return ok;
+  }
+
+  /**
+   * The PASID-cache sync of a PASID the guest freed while bound: where the
+   * guest has cleared its entry, the VMM unbinds as it would any cleared
+   * entry (QEMU's PASID-cache sync does not know the host let the binding
+   * go on FREE), with the host PASID the binding had; the host refuses
+   * (the IOMMU driver finds no PASID, drivers/iommu/intel/svm.c:
+   * intel_svm_unbind_gpasid() via ioasid_find(), Linux v5.10), and the
+   * VMM forgets the binding either way. An entry still present binds
+   * nothing: its host PASID is gone.
+   */
+  #syncFreed(pasid: number, freed: { readonly host: number; readonly per: Map<number, Binding> }): boolean {
+    let ok = true;
+    for (const [i, had] of [...freed.per]) {
+      const dev = this.#devs[i];
+      if (dev !== undefined && this.#guestBinding(dev.sid, pasid) !== null) continue;
+      freed.per.delete(i);
+      if (dev === undefined) continue;
+      ok = this.#host(() => {
+        this.#announce("NESTING_OP unbind", freed.host);
+        unbindPgtbl(dev.container, { hpasid: BigInt(freed.host), addrWidth: had.addrWidth });
+        this.stats.unbinds++;
+      }) && ok;
+    }
+    if (freed.per.size === 0) this.#freedBound.delete(pasid);
     return ok;
   }
 

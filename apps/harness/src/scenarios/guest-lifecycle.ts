@@ -1,16 +1,27 @@
 import { asIoasid, asVmId } from "@vsva/kernel";
-import { Prot } from "@vsva/iommu-core";
+import { type Mm, Prot } from "@vsva/iommu-core";
 import { DSA_COMPLETION_SIZE, DescFlag, DsaOpcode, DsaStatus, decodeCompletion, encodeDescriptor } from "@vsva/dsa";
 import { Idxd, type IdxdUserFile, UserThread, openUserWq } from "@vsva/idxd";
 import { MdevGuest } from "@vsva/vdcm/testing";
+import { RegOffset, VcmdCommand, VcmdReg, VcmdStatus, VcrspReg, readReg, writeReg } from "@vsva/iommu-hw";
 import { Guest, KvmEnqcmdPortal, MdevRegions, Vm } from "@vsva/vmm";
-import type { Mm } from "@vsva/iommu-core";
-import type { HostScenario } from "../world/host-scenario.js";
-import type { StepContext } from "../world/host-scenario.js";
+import type { HostScenario, StepContext } from "../world/host-scenario.js";
 import { refColumn, tableScenario } from "./ioasid-lifecycle.js";
-import type { LifecycleTable } from "./lifecycle-table.js";
 import { type Accelerator, createMdev, plugAccelerator } from "./vdcm-common.js";
 import { PAGE, bindToVfio, groupOf, vfioOn } from "./vfio-common.js";
+
+/*
+ * The two guest life-cycle tables of the IOASID documentation proposed with
+ * the vSVA work (Documentation/driver-api/ioasid.rst in "IOASID extensions
+ * for guest SVA", iommu mailing list, 2020), made by a real guest instead of
+ * `ioasid-lifecycle`'s stand-in: a guest kernel over the VM's virtual VT-d,
+ * its own idxd driving an mdev the VDCM made on a dedicated WQ of the host's
+ * accelerator, and a guest process that binds with SVA, moves data through
+ * the dedicated WQ and by ENQCMD through KVM's PASID translation. Nothing is
+ * called on a host object on the guest's behalf: the VMM's traps and
+ * ioctls carry everything, and every refcount in the tables is the host
+ * IOASID core's at that row.
+ */
 
 /** Guest RAM: the guest kernel's pool (its upper half) holds a 128 KiB PASID directory for each of the VM's two functions, besides the processes' and the idxd's pages. */
 const GUEST_RAM = 768 * 1024;
@@ -89,7 +100,7 @@ interface GuestCast {
  * 3–7), and the guest's idxd writes the PASID into the mdev's WQ config,
  * which the VDCM traps (steps 8–11). Null when the VM was killed on the way.
  */
-function guestUpToDma(k: Killable, t: LifecycleTable): GuestCast | null {
+function guestUpToDma(k: Killable): GuestCast | null {
   const ctx = k.ctx;
   const h = ctx.host;
   const vfio = vfioOn(h);
@@ -158,7 +169,6 @@ function guestUpToDma(k: Killable, t: LifecycleTable): GuestCast | null {
     return { f, gpasid, hpasid: hpasid ?? -1 };
   });
   if (file === null) return null;
-  t.row("GUEST", "-------- GUEST STARTS DMA --------");
   return { accel, vm, guest, gidxd, p: proc.p, thread: proc.thread, va, file: file.f, gpasid: file.gpasid, hpasid: file.hpasid };
 }
 
@@ -204,8 +214,9 @@ export const guestLifecycle: HostScenario = tableScenario({
   body(outer, t) {
     const k = killable(outer);
     const ctx = k.ctx;
-    const c = guestUpToDma(k, t);
+    const c = guestUpToDma(k);
     if (c === null) return;
+    t.row("GUEST", "-------- GUEST STARTS DMA --------");
     guestDma(k, c);
     k.step("P closes its WQ file: the guest's idxd drains, disables and clears its WQ (trapped: the VDCM clears the hardware WQ and drops its reference), then unbinds (PASID entry cleared, PASID-cache flush → NESTING_OP unbind)", () => {
       t.row("GUEST", "-------- GUEST STOPS DMA --------");
@@ -233,5 +244,74 @@ export const guestLifecycle: HostScenario = tableScenario({
     const life = refColumn(cut < 0 ? rows : rows.slice(0, cut));
     ctx.expect(life === REFS_NORMAL, `refcount column ${life} is the ioasid.rst table's ${REFS_NORMAL}`);
     ctx.expect(cut >= 0 && refColumn(rows.slice(cut)) === "1", `a new life cycle begins at refcount 1 (${cut < 0 ? "none" : refColumn(rows.slice(cut))})`);
+  },
+});
+
+const REFS_FREE_BEFORE_UNBIND = "3,2,1,0,reclaimed";
+
+/**
+ * The guest's virtual command written straight into the virtual VT-d's
+ * registers, as a buggy guest driver would (VCMD, VT-d §10.4.43; the answer
+ * in VCRSP, §10.4.44): FREE_PASID of a PASID its kernel still has bound
+ * and programmed. The guest kernel's own API frees a PASID only at mm drop,
+ * after every bond has gone.
+ */
+function rawVcmdFree(vm: Vm, gpasid: number): number {
+  const unit = vm.viommu.unit;
+  writeReg(unit, RegOffset.VCMD, VcmdReg.encode({ CMD: VcmdCommand.FREE_PASID, OPERAND: gpasid }));
+  return VcrspReg.get(readReg(unit, RegOffset.VCRSP, VcrspReg), "SC");
+}
+
+export const guestFreeBeforeUnbind: HostScenario = tableScenario({
+  name: "guest-free-before-unbind",
+  summary: "ioasid.rst exception table made by a real guest: its raw vCMD frees a bound, programmed PASID; FREE seen CPU (KVM), DEVICE (VDCM), IOMMU; refs 3,2,1,0, reclaimed; the guest's late unbind fails cleanly (-ENOENT) and nothing is left",
+  title: "Guest frees its PASID before unbinding it (ioasid.rst exception table, from a guest kernel)",
+  at: "kill VM 1 (its VMM process dies) after step STEP of the run",
+  table: { vfio: "vmm", freeBeforeUnbind: true },
+  body(outer, t) {
+    const k = killable(outer);
+    const ctx = k.ctx;
+    const h = ctx.host;
+    const c = guestUpToDma(k);
+    if (c === null) return;
+    // Steps 1–12 are the normal table's; the exception table starts at 13.
+    t.log.restart(13);
+    t.row("GUEST", "-------- GUEST STARTS DMA --------");
+    guestDma(k, c);
+    k.step("the guest misbehaves: a raw vCMD FREE_PASID of its bound, programmed PASID on the virtual VT-d; the VMM forwards PASID_REQUEST free and the host accepts it (IOASID free always succeeds)", () => {
+      t.row("GUEST", "-------- *GUEST MISBEHAVES!!!* --------");
+      const sc = rawVcmdFree(c.vm, c.gpasid);
+      ctx.expect(sc === VcmdStatus.SUCCESS, `the virtual command succeeds (VCRSP.SC ${sc})`);
+      // KVM's update is FREE's one in-order completion: the translation is gone when free returns.
+      ctx.require(c.vm.kvm.readTable().size === 0, "KVM's translation is gone when free returns");
+    });
+    k.step("the host's work items run: the VDCM quiesces and clears the hardware WQ, then the IOMMU driver tears the PASID entry down; the PASID is reclaimed", () => {
+      h.settle();
+      // Until the IOMMU driver's teardown work has run, the PASID entry still translates: only then is it unbound.
+      ctx.unbindSpace(c.hpasid);
+      ctx.expect(c.accel.idxd.wq(0).pasid !== c.hpasid, "the hardware WQ no longer holds the host PASID");
+      ctx.expect(h.ioasid.state(asIoasid(c.hpasid)) === "IDLE", `host PASID ${c.hpasid} reclaimed (state ${h.ioasid.state(asIoasid(c.hpasid))})`);
+    });
+    k.step("P closes its WQ file late: the guest's idxd clears its WQ, then unbinds: its PASID-cache flush of the cleared entry becomes NESTING_OP unbind, which the host refuses (-ENOENT: ioasid_find() finds no PASID)", () => {
+      const refused = c.vm.viommu.stats.refused;
+      c.file.close();
+      h.settle();
+      ctx.expect(c.vm.viommu.stats.refused === refused + 1, `the host refused the late unbind once (refusals ${c.vm.viommu.stats.refused - refused})`);
+    });
+    k.step("P exits: at mm drop the guest frees its PASID by vCMD again; the VMM no longer holds it (VCRSP: invalid), and the guest's kernel lets it go", () => {
+      c.p.exit();
+      h.settle();
+    });
+    if (!k.alive()) return;
+    ctx.expect(c.vm.kvm.readTable().size === 0, "no KVM translation is left");
+    ctx.expect(c.vm.viommu.bound.size === 0, "the VMM holds no binding for the guest");
+    ctx.expect(c.guest.ioasid.allocated === 0, `the guest's kernel holds no PASID (${c.guest.ioasid.allocated})`);
+    ctx.expect(c.accel.idxd.wq(0).pasid !== c.hpasid, "the hardware WQ holds no host PASID of the guest's");
+    const rows = t.rows;
+    const col = refColumn(rows);
+    ctx.expect(col === REFS_FREE_BEFORE_UNBIND, `refcount column ${col} is the ioasid.rst exception table's ${REFS_FREE_BEFORE_UNBIND}`);
+    const order = rows.filter((r) => r.action.includes("nb_handler(FREE)")).map((r) => r.actor).join(",");
+    ctx.expect(order === "KVM,VDCM,IOMMU", `FREE seen in order ${order}, not CPU (KVM), DEVICE (VDCM), IOMMU`);
+    ctx.expect(rows.at(-1)?.action.endsWith("fails: -ENOENT") === true, `the late unbind fails in the IOMMU with -ENOENT (last row: ${rows.at(-1)?.action ?? "none"})`);
   },
 });

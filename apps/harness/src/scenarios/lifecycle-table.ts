@@ -87,7 +87,7 @@ export class LifecycleTable {
           this.#allocPending = true;
           return;
         }
-        if (this.#id === null || e.ids.ioasid !== this.#id || this.#reclaimed) return;
+        if (this.#id === null || e.ids.ioasid !== this.#id) return;
         if (op === "NESTING_OP bind") this.row("VFIO", "bind_gpasid()");
         else if (op === "NESTING_OP unbind") this.row("VFIO", "unbind_gpasid()");
         else {
