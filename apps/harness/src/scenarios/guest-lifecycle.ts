@@ -105,16 +105,18 @@ function guestUpToDma(k: Killable): GuestCast | null {
   const h = ctx.host;
   const vfio = vfioOn(h);
   const accel = plugAccelerator(ctx, vfio);
-  const accelDev = ctx.choose.int("the VM's assigned function's slot (after dsa0's)", 1, 30);
-  const spid = ctx.choose.int("guest PASIDs (0 the host's numbers, 1 SPIDs of the VM's own)", 0, 1, { show: (v) => (v === 1 ? "spid" : "identity") }) === 1;
+  // fn0 goes into any slot but dsa0's: 1 to 30 slots after it, wrapping round 1..31.
+  const dsaDev = (accel.idxd.iommuDev.sid >> 3) & 0x1f;
+  const slotOf = (after: number): number => ((dsaDev - 1 + after) % 31) + 1;
+  const fnAfter = ctx.choose.int("fn0's slot", 1, 30, { show: (a) => `00:${slotOf(a).toString(16).padStart(2, "0")}.0` });
+  const spid = ctx.choose.int("guest PASIDs", 0, 1, { show: (v) => (v === 1 ? "SPIDs of the VM's own" : "the host's numbers") }) === 1;
   const va = ctx.choose.int("the guest process's buffer", 0x1_0000_0000, 0x3fff_ffff_0000, { align: 0x1_0000 });
   const vmId = asVmId(1);
   const mm = { vmm: "qemu-vm1" };
   const mdevGroup = createMdev(ctx, accel, "mdev0", 0, vmId, mm).vfioDevice?.group?.id;
   if (mdevGroup === undefined) throw new Error("mdev0 has no IOMMU group");
-  const fnDev = ((accel.idxd.iommuDev.sid >> 3) & 0x1f) + accelDev;
   const slot = ctx.step("plug in fn0 for VM 1; vfio-pci takes it", () => {
-    const s = h.addDevice("fn0", ((fnDev - 1) % 31) + 1);
+    const s = h.addDevice("fn0", slotOf(fnAfter));
     bindToVfio(ctx, vfio, s);
     return s;
   });
