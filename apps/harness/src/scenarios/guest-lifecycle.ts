@@ -7,6 +7,7 @@ import { RegOffset, VcmdCommand, VcmdReg, VcmdStatus, VcrspReg, readReg, writeRe
 import { Guest, KvmEnqcmdPortal, MdevRegions, Vm } from "@vsva/vmm";
 import type { HostScenario, StepContext } from "../world/host-scenario.js";
 import { refColumn, tableScenario } from "./ioasid-lifecycle.js";
+import type { LifecycleTable } from "./lifecycle-table.js";
 import { type Accelerator, createMdev, plugAccelerator } from "./vdcm-common.js";
 import { PAGE, bindToVfio, groupOf, vfioOn } from "./vfio-common.js";
 
@@ -215,39 +216,48 @@ export const guestLifecycle: HostScenario = tableScenario({
   table: { vfio: "vmm" },
   body(outer, t) {
     const k = killable(outer);
-    const ctx = k.ctx;
-    const c = guestUpToDma(k);
-    if (c === null) return;
-    t.row("GUEST", "-------- GUEST STARTS DMA --------");
-    guestDma(k, c);
-    k.step("P closes its WQ file: the guest's idxd drains, disables and clears its WQ (trapped: the VDCM clears the hardware WQ and drops its reference), then unbinds (PASID entry cleared, PASID-cache flush → NESTING_OP unbind)", () => {
-      t.row("GUEST", "-------- GUEST STOPS DMA --------");
-      c.file.close();
-      ctx.host.settle();
-      ctx.unbindSpace(c.hpasid);
-      ctx.expect(c.accel.idxd.wq(0).pasid !== c.hpasid, "the hardware WQ no longer holds the host PASID");
-      ctx.expect(c.vm.kvm.readTable().size === 0, "KVM's table is empty");
-    });
-    k.step("P exits: its mm is freed and gives its PASID back (mm_pasid_drop: vCMD free → PASID_REQUEST free); the host reclaims the PASID", () => {
-      c.p.exit();
-      ctx.host.settle();
-      ctx.expect(ctx.host.ioasid.state(asIoasid(c.hpasid)) === "IDLE", `host PASID ${c.hpasid} reclaimed`);
-    });
-    k.step("process Q opens the WQ file: a new life cycle begins with PASID_REQUEST alloc; Q closes it and exits", () => {
-      const q = c.guest.newProcess("Q");
-      const f = openUserWq(c.gidxd, 0, new UserThread(q));
-      f.close();
-      q.exit();
-      ctx.host.settle();
-    });
-    if (!k.alive()) return;
-    const rows = t.rows;
-    const cut = rows.findIndex((r) => r.action.includes("New Life Cycle"));
-    const life = refColumn(cut < 0 ? rows : rows.slice(0, cut));
-    ctx.expect(life === REFS_NORMAL, `refcount column ${life} is the ioasid.rst table's ${REFS_NORMAL}`);
-    ctx.expect(cut >= 0 && refColumn(rows.slice(cut)) === "1", `a new life cycle begins at refcount 1 (${cut < 0 ? "none" : refColumn(rows.slice(cut))})`);
+    try {
+      normalLifecycle(k, t);
+    } finally {
+      if (!k.alive()) t.abandon();
+    }
   },
 });
+
+/** The normal table: steps 1–11 ({@link guestUpToDma}), the DMA, stop, unbind, free at mm drop, reclaim, and the new life cycle's alloc. */
+function normalLifecycle(k: Killable, t: LifecycleTable): void {
+  const ctx = k.ctx;
+  const c = guestUpToDma(k);
+  if (c === null) return;
+  t.row("GUEST", "-------- GUEST STARTS DMA --------");
+  guestDma(k, c);
+  k.step("P closes its WQ file: the guest's idxd drains, disables and clears its WQ (trapped: the VDCM clears the hardware WQ and drops its reference), then unbinds (PASID entry cleared, PASID-cache flush → NESTING_OP unbind)", () => {
+    t.row("GUEST", "-------- GUEST STOPS DMA --------");
+    c.file.close();
+    ctx.host.settle();
+    ctx.unbindSpace(c.hpasid);
+    ctx.expect(c.accel.idxd.wq(0).pasid !== c.hpasid, "the hardware WQ no longer holds the host PASID");
+    ctx.expect(c.vm.kvm.readTable().size === 0, "KVM's table is empty");
+  });
+  k.step("P exits: its mm is freed and gives its PASID back (mm_pasid_drop: vCMD free → PASID_REQUEST free); the host reclaims the PASID", () => {
+    c.p.exit();
+    ctx.host.settle();
+    ctx.expect(ctx.host.ioasid.state(asIoasid(c.hpasid)) === "IDLE", `host PASID ${c.hpasid} reclaimed`);
+  });
+  k.step("process Q opens the WQ file: a new life cycle begins with PASID_REQUEST alloc; Q closes it and exits", () => {
+    const q = c.guest.newProcess("Q");
+    const f = openUserWq(c.gidxd, 0, new UserThread(q));
+    f.close();
+    q.exit();
+    ctx.host.settle();
+  });
+  if (!k.alive()) return;
+  const rows = t.rows;
+  const cut = rows.findIndex((r) => r.action.includes("New Life Cycle"));
+  const life = refColumn(cut < 0 ? rows : rows.slice(0, cut));
+  ctx.expect(life === REFS_NORMAL, `refcount column ${life} is the ioasid.rst table's ${REFS_NORMAL}`);
+  ctx.expect(cut >= 0 && refColumn(rows.slice(cut)) === "1", `a new life cycle begins at refcount 1 (${cut < 0 ? "none" : refColumn(rows.slice(cut))})`);
+}
 
 const REFS_FREE_BEFORE_UNBIND = "3,2,1,0,reclaimed";
 
@@ -272,48 +282,57 @@ export const guestFreeBeforeUnbind: HostScenario = tableScenario({
   table: { vfio: "vmm", freeBeforeUnbind: true },
   body(outer, t) {
     const k = killable(outer);
-    const ctx = k.ctx;
-    const h = ctx.host;
-    const c = guestUpToDma(k);
-    if (c === null) return;
-    // Steps 1–12 are the normal table's; the exception table starts at 13.
-    t.log.restart(13);
-    t.row("GUEST", "-------- GUEST STARTS DMA --------");
-    guestDma(k, c);
-    k.step("the guest misbehaves: a raw vCMD FREE_PASID of its bound, programmed PASID on the virtual VT-d; the VMM forwards PASID_REQUEST free and the host accepts it (IOASID free always succeeds)", () => {
-      t.row("GUEST", "-------- *GUEST MISBEHAVES!!!* --------");
-      const sc = rawVcmdFree(c.vm, c.gpasid);
-      ctx.expect(sc === VcmdStatus.SUCCESS, `the virtual command succeeds (VCRSP.SC ${sc})`);
-      // KVM's update is FREE's one in-order completion: the translation is gone when free returns.
-      ctx.require(c.vm.kvm.readTable().size === 0, "KVM's translation is gone when free returns");
-    });
-    k.step("the host's work items run: the VDCM quiesces and clears the hardware WQ, then the IOMMU driver tears the PASID entry down; the PASID is reclaimed", () => {
-      h.settle();
-      // Until the IOMMU driver's teardown work has run, the PASID entry still translates: only then is it unbound.
-      ctx.unbindSpace(c.hpasid);
-      ctx.expect(c.accel.idxd.wq(0).pasid !== c.hpasid, "the hardware WQ no longer holds the host PASID");
-      ctx.expect(h.ioasid.state(asIoasid(c.hpasid)) === "IDLE", `host PASID ${c.hpasid} reclaimed (state ${h.ioasid.state(asIoasid(c.hpasid))})`);
-    });
-    k.step("P closes its WQ file late: the guest's idxd clears its WQ, then unbinds: its PASID-cache flush of the cleared entry becomes NESTING_OP unbind, which the host refuses (-ENOENT: ioasid_find() finds no PASID)", () => {
-      const refused = c.vm.viommu.stats.refused;
-      c.file.close();
-      h.settle();
-      ctx.expect(c.vm.viommu.stats.refused === refused + 1, `the host refused the late unbind once (refusals ${c.vm.viommu.stats.refused - refused})`);
-    });
-    k.step("P exits: at mm drop the guest frees its PASID by vCMD again; the VMM no longer holds it (VCRSP: invalid), and the guest's kernel lets it go", () => {
-      c.p.exit();
-      h.settle();
-    });
-    if (!k.alive()) return;
-    ctx.expect(c.vm.kvm.readTable().size === 0, "no KVM translation is left");
-    ctx.expect(c.vm.viommu.bound.size === 0, "the VMM holds no binding for the guest");
-    ctx.expect(c.guest.ioasid.allocated === 0, `the guest's kernel holds no PASID (${c.guest.ioasid.allocated})`);
-    ctx.expect(c.accel.idxd.wq(0).pasid !== c.hpasid, "the hardware WQ holds no host PASID of the guest's");
-    const rows = t.rows;
-    const col = refColumn(rows);
-    ctx.expect(col === REFS_FREE_BEFORE_UNBIND, `refcount column ${col} is the ioasid.rst exception table's ${REFS_FREE_BEFORE_UNBIND}`);
-    const order = rows.filter((r) => r.action.includes("nb_handler(FREE)")).map((r) => r.actor).join(",");
-    ctx.expect(order === "KVM,VDCM,IOMMU", `FREE seen in order ${order}, not CPU (KVM), DEVICE (VDCM), IOMMU`);
-    ctx.expect(rows.at(-1)?.action.endsWith("fails: -ENOENT") === true, `the late unbind fails in the IOMMU with -ENOENT (last row: ${rows.at(-1)?.action ?? "none"})`);
+    try {
+      freeBeforeUnbind(k, t);
+    } finally {
+      if (!k.alive()) t.abandon();
+    }
   },
 });
+
+/** The exception table: steps 1–11 as the normal one ({@link guestUpToDma}), then from 13 the DMA, the raw free, the work items, the late unbind. */
+function freeBeforeUnbind(k: Killable, t: LifecycleTable): void {
+  const ctx = k.ctx;
+  const h = ctx.host;
+  const c = guestUpToDma(k);
+  if (c === null) return;
+  // Steps 1–12 are the normal table's; the exception table starts at 13.
+  t.log.restart(13);
+  t.row("GUEST", "-------- GUEST STARTS DMA --------");
+  guestDma(k, c);
+  k.step("the guest misbehaves: a raw vCMD FREE_PASID of its bound, programmed PASID on the virtual VT-d; the VMM forwards PASID_REQUEST free and the host accepts it (IOASID free always succeeds)", () => {
+    t.row("GUEST", "-------- *GUEST MISBEHAVES!!!* --------");
+    const sc = rawVcmdFree(c.vm, c.gpasid);
+    ctx.expect(sc === VcmdStatus.SUCCESS, `the virtual command succeeds (VCRSP.SC ${sc})`);
+    // KVM's update is FREE's one in-order completion: the translation is gone when free returns.
+    ctx.require(c.vm.kvm.readTable().size === 0, "KVM's translation is gone when free returns");
+  });
+  k.step("the host's work items run: the VDCM quiesces and clears the hardware WQ, then the IOMMU driver tears the PASID entry down; the PASID is reclaimed", () => {
+    h.settle();
+    // Until the IOMMU driver's teardown work has run, the PASID entry still translates: only then is it unbound.
+    ctx.unbindSpace(c.hpasid);
+    ctx.expect(c.accel.idxd.wq(0).pasid !== c.hpasid, "the hardware WQ no longer holds the host PASID");
+    ctx.expect(h.ioasid.state(asIoasid(c.hpasid)) === "IDLE", `host PASID ${c.hpasid} reclaimed (state ${h.ioasid.state(asIoasid(c.hpasid))})`);
+  });
+  k.step("P closes its WQ file late: the guest's idxd clears its WQ, then unbinds: its PASID-cache flush of the cleared entry becomes NESTING_OP unbind, which the host refuses (-ENOENT: ioasid_find() finds no PASID)", () => {
+    const refused = c.vm.viommu.stats.refused;
+    c.file.close();
+    h.settle();
+    ctx.expect(c.vm.viommu.stats.refused === refused + 1, `the host refused the late unbind once (refusals ${c.vm.viommu.stats.refused - refused})`);
+  });
+  k.step("P exits: at mm drop the guest frees its PASID by vCMD again; the VMM no longer holds it (VCRSP: invalid), and the guest's kernel lets it go", () => {
+    c.p.exit();
+    h.settle();
+  });
+  if (!k.alive()) return;
+  ctx.expect(c.vm.kvm.readTable().size === 0, "no KVM translation is left");
+  ctx.expect(c.vm.viommu.bound.size === 0, "the VMM holds no binding for the guest");
+  ctx.expect(c.guest.ioasid.allocated === 0, `the guest's kernel holds no PASID (${c.guest.ioasid.allocated})`);
+  ctx.expect(c.accel.idxd.wq(0).pasid !== c.hpasid, "the hardware WQ holds no host PASID of the guest's");
+  const rows = t.rows;
+  const col = refColumn(rows);
+  ctx.expect(col === REFS_FREE_BEFORE_UNBIND, `refcount column ${col} is the ioasid.rst exception table's ${REFS_FREE_BEFORE_UNBIND}`);
+  const order = rows.filter((r) => r.action.includes("nb_handler(FREE)")).map((r) => r.actor).join(",");
+  ctx.expect(order === "KVM,VDCM,IOMMU", `FREE seen in order ${order}, not CPU (KVM), DEVICE (VDCM), IOMMU`);
+  ctx.expect(rows.at(-1)?.action.endsWith("fails: -ENOENT") === true, `the late unbind fails in the IOMMU with -ENOENT (last row: ${rows.at(-1)?.action ?? "none"})`);
+}

@@ -115,7 +115,8 @@ function setUpToDma(ctx: StepContext, t: LifecycleTable): Cast {
 
 /**
  * A host scenario whose timeline is the table: the run's rows are the
- * table's, in its five columns (a failed run keeps the host's own rows).
+ * table's, in its five columns (a failed run, or one whose table was
+ * abandoned, keeps the host's own rows).
  */
 export function tableScenario(spec: Omit<HostScenarioDef, "body" | "platforms"> & { readonly table?: LifecycleTableOptions; body(ctx: StepContext, t: LifecycleTable): void }): HostScenario {
   const def = (sink: (rows: LifecycleRow[]) => void): HostScenarioDef => ({
@@ -128,7 +129,8 @@ export function tableScenario(spec: Omit<HostScenarioDef, "body" | "platforms"> 
     body(ctx) {
       const t = new LifecycleTable(ctx.host, spec.table);
       spec.body(ctx, t);
-      sink(t.close());
+      const rows = t.close();
+      if (!t.abandoned) sink(rows);
     },
   });
   const base = hostScenario(def(() => undefined));

@@ -46,6 +46,7 @@ export class LifecycleTable {
   /** The VT-d driver's FREE handler ran: its next PASID teardown is the queued teardown work. */
   #freeNotified = false;
   #open = true;
+  #abandoned = false;
 
   constructor(host: Host, opts: LifecycleTableOptions = {}) {
     this.#opts = opts;
@@ -71,6 +72,15 @@ export class LifecycleTable {
   close(): LifecycleRow[] {
     this.#open = false;
     return this.#final ?? [...this.log.rows];
+  }
+
+  /** The run did not get to the end of the life cycle (its VM was killed): its timeline is the host's rows, not a partial table. */
+  abandon(): void {
+    this.#abandoned = true;
+  }
+
+  get abandoned(): boolean {
+    return this.#abandoned;
   }
 
   /** The rows so far (or as the table ended). */
