@@ -5,9 +5,10 @@ import { Idxd, type IdxdUserFile, UserThread, openUserWq } from "@vsva/idxd";
 import { MdevGuest } from "@vsva/vdcm/testing";
 import { RegOffset, VcmdCommand, VcmdReg, VcmdStatus, VcrspReg, readReg, writeReg } from "@vsva/iommu-hw";
 import { Guest, KvmEnqcmdPortal, MdevRegions, Vm } from "@vsva/vmm";
-import type { HostScenario, StepContext } from "../world/host-scenario.js";
+import type { HostScenario } from "../world/host-scenario.js";
 import { refColumn, tableScenario } from "./ioasid-lifecycle.js";
-import type { LifecycleTable } from "./lifecycle-table.js";
+import type { LifecycleTable, LifecycleTableOptions } from "./lifecycle-table.js";
+import { type VmKillPoint, vmKillPoint } from "./vm-kill.js";
 import { type Accelerator, createMdev, plugAccelerator } from "./vdcm-common.js";
 import { PAGE, bindToVfio, groupOf, vfioOn } from "./vfio-common.js";
 
@@ -26,53 +27,6 @@ import { PAGE, bindToVfio, groupOf, vfioOn } from "./vfio-common.js";
 
 /** Guest RAM: the guest kernel's pool (its upper half) holds a 128 KiB PASID directory for each of the VM's two functions, besides the processes' and the idxd's pages. */
 const GUEST_RAM = 768 * 1024;
-
-/** The text of the crash row (`vsva crash-sweep` finds it to know the kill point was reached). */
-const CRASH_ROW = "crash after step";
-
-/**
- * A step runner that can kill the VM after its `at`-th step (`--at STEP`,
- * kill -9 of the VMM), after which the body's later steps are skipped: the
- * deferred teardown and the invariants then judge what the dead VM left.
- */
-interface Killable {
-  readonly ctx: StepContext;
-  /** Until the VM has been killed: run the step. */
-  step<T>(label: string, fn: () => T): T | null;
-  alive(): boolean;
-  setVm(vm: Vm): void;
-}
-
-function killable(outer: StepContext): Killable {
-  let steps = 0;
-  let crashed = false;
-  const held: { vm: Vm | null } = { vm: null };
-  const ctx: StepContext = {
-    ...outer,
-    step<T>(label: string, fn: () => T): T {
-      const made = outer.step(label, fn);
-      steps++;
-      if (steps === outer.at) {
-        const vm = held.vm;
-        if (vm?.state === "running") {
-          outer.step(`${CRASH_ROW} ${steps}: VM 1's VMM process is killed (kill -9): VFIO release, KVM teardown, guest RAM back to the host`, () => vm.kill());
-          crashed = true;
-        } else {
-          outer.step(`${CRASH_ROW} ${steps}: VM 1 is not running (not started yet): nothing to kill`, () => undefined);
-        }
-      }
-      return made;
-    },
-  };
-  return {
-    ctx,
-    step: (label, fn) => (crashed ? null : ctx.step(label, fn)),
-    alive: () => !crashed,
-    setVm: (vm) => {
-      held.vm = vm;
-    },
-  };
-}
 
 /** What the guest has up to its DMA: the VM, its kernel and idxd, the process and its open WQ file. */
 interface GuestCast {
@@ -101,7 +55,7 @@ interface GuestCast {
  * 3–7), and the guest's idxd writes the PASID into the mdev's WQ config,
  * which the VDCM traps (steps 8–11). Null when the VM was killed on the way.
  */
-function guestUpToDma(k: Killable): GuestCast | null {
+function guestUpToDma(k: VmKillPoint): GuestCast | null {
   const ctx = k.ctx;
   const h = ctx.host;
   const vfio = vfioOn(h);
@@ -182,7 +136,7 @@ function guestUpToDma(k: Killable): GuestCast | null {
  * (the CPU translating the guest PASID through KVM's table). P polls both
  * completion records and checks the bytes by CPU reads.
  */
-function guestDma(k: Killable, c: GuestCast): void {
+function guestDma(k: VmKillPoint, c: GuestCast): void {
   const ctx = k.ctx;
   const h = ctx.host;
   const len = ctx.choose.int("MEMMOVE length", 1, 0x400);
@@ -208,24 +162,38 @@ function guestDma(k: Killable, c: GuestCast): void {
 
 const REFS_NORMAL = "1,2,3,4,3,2,1,0,reclaimed";
 
-export const guestLifecycle: HostScenario = tableScenario({
+/**
+ * A table scenario made by a guest: VFIO's rows from the VMM's ioctls, VM 1
+ * killable after any step (`--at`), and a run whose VM was killed shows the
+ * host's rows instead of a table cut short.
+ */
+function guestTableScenario(spec: { readonly name: string; readonly summary: string; readonly title: string; readonly table?: Omit<LifecycleTableOptions, "vfio">; run(k: VmKillPoint, t: LifecycleTable): void }): HostScenario {
+  return tableScenario({
+    name: spec.name,
+    summary: spec.summary,
+    title: spec.title,
+    at: "kill VM 1 (its VMM process dies) after step STEP of the run",
+    table: { ...spec.table, vfio: "vmm" },
+    body(outer, t) {
+      const k = vmKillPoint(outer);
+      try {
+        spec.run(k, t);
+      } finally {
+        if (!k.alive()) t.abandon();
+      }
+    },
+  });
+}
+
+export const guestLifecycle = guestTableScenario({
   name: "guest-lifecycle",
   summary: "ioasid.rst normal guest life cycle made by a real guest (vCMD, PASID-cache flushes, its own idxd on an mdev, ENQCMD through KVM): refs 1,2,3,4,3,2,1,0, reclaimed",
   title: "Guest IOASID life cycle from a guest kernel (ioasid.rst table, normal order)",
-  at: "kill VM 1 (its VMM process dies) after step STEP of the run",
-  table: { vfio: "vmm" },
-  body(outer, t) {
-    const k = killable(outer);
-    try {
-      normalLifecycle(k, t);
-    } finally {
-      if (!k.alive()) t.abandon();
-    }
-  },
+  run: normalLifecycle,
 });
 
 /** The normal table: steps 1–11 ({@link guestUpToDma}), the DMA, stop, unbind, free at mm drop, reclaim, and the new life cycle's alloc. */
-function normalLifecycle(k: Killable, t: LifecycleTable): void {
+function normalLifecycle(k: VmKillPoint, t: LifecycleTable): void {
   const ctx = k.ctx;
   const c = guestUpToDma(k);
   if (c === null) return;
@@ -274,24 +242,16 @@ function rawVcmdFree(vm: Vm, gpasid: number): number {
   return VcrspReg.get(readReg(unit, RegOffset.VCRSP, VcrspReg), "SC");
 }
 
-export const guestFreeBeforeUnbind: HostScenario = tableScenario({
+export const guestFreeBeforeUnbind = guestTableScenario({
   name: "guest-free-before-unbind",
   summary: "ioasid.rst exception table made by a real guest: its raw vCMD frees a bound, programmed PASID; FREE seen CPU (KVM), DEVICE (VDCM), IOMMU; refs 3,2,1,0, reclaimed; the guest's late unbind fails cleanly (-ENOENT) and nothing is left",
   title: "Guest frees its PASID before unbinding it (ioasid.rst exception table, from a guest kernel)",
-  at: "kill VM 1 (its VMM process dies) after step STEP of the run",
-  table: { vfio: "vmm", freeBeforeUnbind: true },
-  body(outer, t) {
-    const k = killable(outer);
-    try {
-      freeBeforeUnbind(k, t);
-    } finally {
-      if (!k.alive()) t.abandon();
-    }
-  },
+  table: { freeBeforeUnbind: true },
+  run: freeBeforeUnbind,
 });
 
 /** The exception table: steps 1–11 as the normal one ({@link guestUpToDma}), then from 13 the DMA, the raw free, the work items, the late unbind. */
-function freeBeforeUnbind(k: Killable, t: LifecycleTable): void {
+function freeBeforeUnbind(k: VmKillPoint, t: LifecycleTable): void {
   const ctx = k.ctx;
   const h = ctx.host;
   const c = guestUpToDma(k);
