@@ -1,5 +1,5 @@
 import { asSpid, type Ioasid, Kernel, type Spid } from "@vsva/kernel";
-import { IommuStandIn, LifecycleLog, type LifecycleRow, VdcmStandIn, VfioStandIn } from "@vsva/ioasid/testing";
+import { FREE_BEFORE_UNBIND_TABLE, IommuStandIn, LifecycleLog, NORMAL_LIFECYCLE_TABLE, VdcmStandIn, VfioStandIn, lifecycleRefColumn, lifecycleTable } from "@vsva/ioasid/testing";
 import { describe, expect, it } from "vitest";
 import type { KvmPasid } from "./kvm-pasid.js";
 import { kvmTableRows, kvmTestHost, startKvm } from "./testing/index.js";
@@ -38,9 +38,6 @@ function castWithRealKvm(gpasid: Spid) {
   return { kernel, host, log, kvm, vfio, vdcm, hpasid };
 }
 
-const table = (rows: readonly LifecycleRow[]) => rows.map((r) => [r.step, r.actor, r.action, r.refcount]);
-const refColumn = (rows: readonly LifecycleRow[]) =>
-  rows.flatMap<number | string>((r) => (r.action === "Reclaimed" ? ["reclaimed"] : r.refcount === null ? [] : [r.refcount]));
 const msr = (pasid: number) => 0x8000_0000 + pasid;
 
 function enqcmdOk(kvm: KvmPasid, gpasid: number): number | null {
@@ -64,40 +61,8 @@ describe("the normal guest life cycle with the real KVM", () => {
     c.log.row("", "-------- New Life Cycle Begin --------");
     c.vfio.allocPasid();
     const rows = [...c.log.rows];
-    expect(refColumn(rows)).toEqual([1, 2, 3, 4, 3, 2, 1, 0, "reclaimed", 1]);
-    expect(table(rows)).toEqual([
-      [1, "KVM, VDCM", "ioasid_register_notifier/_mm()", null],
-      [2, "VFIO", "ioasid_alloc()", 1],
-      [3, "VFIO", "bind_gpasid()", null],
-      [4, "IOMMU", "iommu_bind()->ioasid_get()", 2],
-      [5, "IOASID", "ioasid_notify(BIND)", null],
-      [6, "KVM", "-> ioasid_get()", 3],
-      [7, "KVM", "-> vmcs_update_atomic()", null],
-      [8, "VDCM", "mdev_write(gpasid)", null],
-      [9, "VDCM", "hpasid=", null],
-      [10, "VDCM", "find_by_spid(gpasid)", 4],
-      [11, "VDCM", "dev_write(hpasid)", null],
-      [12, "GUEST", "-------- GUEST STARTS DMA --------", null],
-      [13, "GUEST", "-------- GUEST STOPS DMA --------", null],
-      [14, "VDCM", "mdev_clear(gpasid)", null],
-      [15, "VDCM", "dev_clear(hpasid)", null],
-      [16, "VDCM", "ioasid_put()", 3],
-      [17, "VFIO", "unbind_gpasid()", null],
-      [18, "IOMMU", "iommu_unbind()", null],
-      [19, "IOASID", "ioasid_notify(UNBIND)", null],
-      [20, "KVM", "-> vmcs_update_atomic()", null],
-      [21, "KVM", "-> ioasid_put()", 2],
-      [22, "VFIO", "ioasid_free()", null],
-      [23, "IOASID", "mark_free_pending", null],
-      [24, "IOASID", "ioasid_notify(FREE)", null],
-      [25, "IOMMU", "iommu_nb_handler(FREE)", null],
-      [26, "VFIO", "ioasid_free() returns", 1],
-      [27, "IOMMU", "teardown_pasid_wk()", null],
-      [28, "IOMMU", "ioasid_put()", 0],
-      [29, "IOASID", "Reclaimed", null],
-      [30, "", "-------- New Life Cycle Begin --------", null],
-      [31, "VFIO", "ioasid_alloc()", 1],
-    ]);
+    expect(lifecycleRefColumn(rows)).toEqual([1, 2, 3, 4, 3, 2, 1, 0, "reclaimed", 1]);
+    expect(lifecycleTable(rows)).toEqual(NORMAL_LIFECYCLE_TABLE);
     // KVM holds nothing and its structure is back to the two directory pages.
     expect(c.kvm.references).toBe(0);
     expect(c.kvm.pages).toBe(2);
@@ -119,27 +84,8 @@ describe("free before unbind with the real KVM", () => {
     }
     c.vfio.unbindGpasid(c.hpasid);
     const rows = [...c.log.rows];
-    expect(table(rows)).toEqual([
-      [13, "GUEST", "-------- GUEST STARTS DMA --------", null],
-      [14, "GUEST", "-------- *GUEST MISBEHAVES!!!* --------", null],
-      [15, "VFIO", "ioasid_free()", null],
-      [16, "IOASID", "mark_free_pending", null],
-      [17, "IOASID", "ioasid_notify(FREE)", null],
-      [18, "KVM", "kvm_nb_handler(FREE)", null],
-      [19, "KVM", "vmcs_update_atomic()", null],
-      [20, "KVM", "ioasid_put_locked()", 3],
-      [21, "VDCM", "vdcm_nb_handler(FREE)", null],
-      [22, "IOMMU", "iommu_nb_handler(FREE)", null],
-      [23, "VFIO", "ioasid_free() returns", 2],
-      [24, "VDCM", "vdev_clear_wk(hpasid)", null],
-      [25, "VDCM", "ioasid_put()", 1],
-      [26, "IOMMU", "teardown_pasid_wk()", null],
-      [27, "IOMMU", "ioasid_put()", 0],
-      [28, "IOASID", "Reclaimed", null],
-      [29, "VFIO", "unbind_gpasid()", null],
-      [30, "IOMMU", "iommu_unbind()->ioasid_find() fails: -ENOENT", null],
-    ]);
-    expect(refColumn(rows)).toEqual([3, 2, 1, 0, "reclaimed"]);
+    expect(lifecycleTable(rows)).toEqual(FREE_BEFORE_UNBIND_TABLE);
+    expect(lifecycleRefColumn(rows)).toEqual([3, 2, 1, 0, "reclaimed"]);
     expect(c.kvm.references).toBe(0);
     expect(c.kvm.readTable().size).toBe(0);
   });

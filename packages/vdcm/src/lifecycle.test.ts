@@ -1,5 +1,5 @@
 import { asSpid, asVmId, type Ioasid, type Spid } from "@vsva/kernel";
-import { IommuStandIn, LifecycleLog, type LifecycleRow } from "@vsva/ioasid/testing";
+import { FREE_BEFORE_UNBIND_TABLE, IommuStandIn, LifecycleLog, NORMAL_LIFECYCLE_TABLE, lifecycleRefColumn, lifecycleTable } from "@vsva/ioasid/testing";
 import { KvmPasid } from "@vsva/kvm-pasid";
 import { PagePool, SparseMemory } from "@vsva/pgtable";
 import { describe, expect, it } from "vitest";
@@ -98,9 +98,6 @@ const HOST_DRIVERS: readonly (readonly [string, VdcmRigOptions])[] = [
   ["idxd's WQ handles", { hostDriver: idxdDriver }],
 ];
 
-const table = (rows: readonly LifecycleRow[]) => rows.map((r) => [r.step, r.actor, r.action, r.refcount]);
-const refColumn = (rows: readonly LifecycleRow[]) =>
-  rows.flatMap<number | string>((r) => (r.action === "Reclaimed" ? ["reclaimed"] : r.refcount === null ? [] : [r.refcount]));
 
 describe.each(HOST_DRIVERS)("the normal guest life cycle with the real VDCM, over %s", (_label, opts) => {
   it("reproduces the table row for row, refcounts 1, 2, 3, 4, 3, 2, 1, 0, reclaimed, then 1", () => {
@@ -121,40 +118,8 @@ describe.each(HOST_DRIVERS)("the normal guest life cycle with the real VDCM, ove
     c.log.row("", "-------- New Life Cycle Begin --------");
     c.log.row("VFIO", "ioasid_alloc()", allocPasid(c.vm.container) as Ioasid);
     const rows = [...c.log.rows];
-    expect(refColumn(rows)).toEqual([1, 2, 3, 4, 3, 2, 1, 0, "reclaimed", 1]);
-    expect(table(rows)).toEqual([
-      [1, "KVM, VDCM", "ioasid_register_notifier/_mm()", null],
-      [2, "VFIO", "ioasid_alloc()", 1],
-      [3, "VFIO", "bind_gpasid()", null],
-      [4, "IOMMU", "iommu_bind()->ioasid_get()", 2],
-      [5, "IOASID", "ioasid_notify(BIND)", null],
-      [6, "KVM", "-> ioasid_get()", 3],
-      [7, "KVM", "-> vmcs_update_atomic()", null],
-      [8, "VDCM", "mdev_write(gpasid)", null],
-      [9, "VDCM", "hpasid=", null],
-      [10, "VDCM", "find_by_spid(gpasid)", 4],
-      [11, "VDCM", "dev_write(hpasid)", null],
-      [12, "GUEST", "-------- GUEST STARTS DMA --------", null],
-      [13, "GUEST", "-------- GUEST STOPS DMA --------", null],
-      [14, "VDCM", "mdev_clear(gpasid)", null],
-      [15, "VDCM", "dev_clear(hpasid)", null],
-      [16, "VDCM", "ioasid_put()", 3],
-      [17, "VFIO", "unbind_gpasid()", null],
-      [18, "IOMMU", "iommu_unbind()", null],
-      [19, "IOASID", "ioasid_notify(UNBIND)", null],
-      [20, "KVM", "-> vmcs_update_atomic()", null],
-      [21, "KVM", "-> ioasid_put()", 2],
-      [22, "VFIO", "ioasid_free()", null],
-      [23, "IOASID", "mark_free_pending", null],
-      [24, "IOASID", "ioasid_notify(FREE)", null],
-      [25, "IOMMU", "iommu_nb_handler(FREE)", null],
-      [26, "VFIO", "ioasid_free() returns", 1],
-      [27, "IOMMU", "teardown_pasid_wk()", null],
-      [28, "IOMMU", "ioasid_put()", 0],
-      [29, "IOASID", "Reclaimed", null],
-      [30, "", "-------- New Life Cycle Begin --------", null],
-      [31, "VFIO", "ioasid_alloc()", 1],
-    ]);
+    expect(lifecycleRefColumn(rows)).toEqual([1, 2, 3, 4, 3, 2, 1, 0, "reclaimed", 1]);
+    expect(lifecycleTable(rows)).toEqual(NORMAL_LIFECYCLE_TABLE);
     expect(c.hostWq.pasid).toBeNull();
     expect(c.kvm.references).toBe(0);
   });
@@ -178,27 +143,8 @@ describe.each(HOST_DRIVERS)("free before unbind with the real VDCM, over %s", (_
     c.log.row("VFIO", "unbind_gpasid()");
     c.iommu.unbind(c.set, c.hpasid);
     const rows = [...c.log.rows];
-    expect(table(rows)).toEqual([
-      [13, "GUEST", "-------- GUEST STARTS DMA --------", null],
-      [14, "GUEST", "-------- *GUEST MISBEHAVES!!!* --------", null],
-      [15, "VFIO", "ioasid_free()", null],
-      [16, "IOASID", "mark_free_pending", null],
-      [17, "IOASID", "ioasid_notify(FREE)", null],
-      [18, "KVM", "kvm_nb_handler(FREE)", null],
-      [19, "KVM", "vmcs_update_atomic()", null],
-      [20, "KVM", "ioasid_put_locked()", 3],
-      [21, "VDCM", "vdcm_nb_handler(FREE)", null],
-      [22, "IOMMU", "iommu_nb_handler(FREE)", null],
-      [23, "VFIO", "ioasid_free() returns", 2],
-      [24, "VDCM", "vdev_clear_wk(hpasid)", null],
-      [25, "VDCM", "ioasid_put()", 1],
-      [26, "IOMMU", "teardown_pasid_wk()", null],
-      [27, "IOMMU", "ioasid_put()", 0],
-      [28, "IOASID", "Reclaimed", null],
-      [29, "VFIO", "unbind_gpasid()", null],
-      [30, "IOMMU", "iommu_unbind()->ioasid_find() fails: -ENOENT", null],
-    ]);
-    expect(refColumn(rows)).toEqual([3, 2, 1, 0, "reclaimed"]);
+    expect(lifecycleTable(rows)).toEqual(FREE_BEFORE_UNBIND_TABLE);
+    expect(lifecycleRefColumn(rows)).toEqual([3, 2, 1, 0, "reclaimed"]);
     expect(c.hostWq.pasid).toBeNull();
     expect(c.vm.guest.wqEnabled()).toBe(false);
     expect(c.kvm.references).toBe(0);

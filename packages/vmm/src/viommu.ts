@@ -97,6 +97,14 @@ export class VirtualVtd {
   readonly #devs: readonly ViommuDevice[];
   /** What is bound on the host: guest PASID → index in #devs → the binding on that device's container. */
   readonly #bound = new Map<number, Map<number, Binding>>();
+  /**
+   * Guest PASIDs the guest freed while they were bound (a guest that frees
+   * before it unbinds): the host tore the binding down on FREE, but the
+   * VMM only learns that the guest is done with it when the guest clears
+   * the entry; that PASID-cache sync still makes the unbind, with the host
+   * PASID the binding had, and the host refuses it.
+   */
+  readonly #freedBound = new Map<number, { readonly host: number; readonly per: Map<number, Binding> }>();
   /** PASIDs the guest got through the virtual command interface and has not given back: guest PASID → host PASID. */
   readonly #allocated = new Map<number, number>();
   /** The reverse of #allocated: host PASID → guest PASID (fault records carry host PASIDs). */
@@ -282,8 +290,11 @@ export class VirtualVtd {
           this.stats.refused++;
           return { status: VcmdStatus.NO_PASID_OR_INVALID };
         }
+        this.#announce("PASID_REQUEST alloc", null);
         const host = allocPasid(c, 1, max);
         const id = guest ?? host;
+        // The guest's number is a new PASID now: an unbind of the freed one would reach the new one (ioasid.rst's note on a late unbind).
+        this.#freedBound.delete(id);
         this.#allocated.set(id, host);
         this.#guestOf.set(host, id);
         this.stats.pasidAllocs++;
@@ -293,9 +304,12 @@ export class VirtualVtd {
         const host = this.#allocated.get(operand);
         if (host === undefined) return { status: VcmdStatus.NO_PASID_OR_INVALID };
         // The host unbinds whatever is still bound on it when the PASID goes (VFIO's free notifies).
+        this.#announce("PASID_REQUEST free", host);
         freePasids(c, host, host);
         this.#allocated.delete(operand);
         this.#guestOf.delete(host);
+        const per = this.#bound.get(operand);
+        if (per !== undefined) this.#freedBound.set(operand, { host, per });
         this.#bound.delete(operand);
         this.#invs.delete(operand);
         this.stats.pasidFrees++;
@@ -372,7 +386,7 @@ export class VirtualVtd {
     let ok = true;
     const pcs = this.#pcs.splice(0);
     for (const pc of pcs) {
-      const pasids = pc === null ? [...new Set([...this.#allocated.keys(), ...this.#bound.keys()])] : [pc];
+      const pasids = pc === null ? [...new Set([...this.#allocated.keys(), ...this.#bound.keys(), ...this.#freedBound.keys()])] : [pc];
       for (const p of pasids) ok = this.#syncPasid(p) && ok;
     }
     const responses = this.#responses.splice(0);
@@ -417,6 +431,8 @@ export class VirtualVtd {
    * in a container of its own, and a nesting container holds one group).
    */
   #syncPasid(pasid: number): boolean {
+    const freed = this.#freedBound.get(pasid);
+    if (freed !== undefined) return this.#syncFreed(pasid, freed);
     // SPIDs: a guest PASID the guest never allocated has no host PASID, so there is nothing the host could bind.
     const host = this.hostPasid(pasid);
     const have = this.#bound.get(pasid);
@@ -436,6 +452,7 @@ export class VirtualVtd {
       changed = true;
       if (had !== undefined && host !== null) {
         ok = this.#host(() => {
+          this.#announce("NESTING_OP unbind", host);
           unbindPgtbl(dev.container, { hpasid: BigInt(host), addrWidth: had.addrWidth });
           this.stats.unbinds++;
         }) && ok;
@@ -450,6 +467,7 @@ export class VirtualVtd {
         // The guest's PASID goes with it (IOMMU_SVA_GPASID_VAL): the host records it as the host PASID's SPID in the VM's set, and
         // the IOASID BIND that follows is what KVM's translation for the guest's ENQCMD listens to (and what an mdev's host driver
         // looks the guest's number up by). Identity: the two numbers are one.
+        this.#announce("NESTING_OP bind", host);
         bindPgtbl(dev.container, {
           hpasid: BigInt(host),
           gpasid: BigInt(pasid),
@@ -467,6 +485,38 @@ export class VirtualVtd {
     if (next.size > 0) this.#bound.set(pasid, next);
     else this.#bound.delete(pasid);
     return ok;
+  }
+
+  /**
+   * The PASID-cache sync of a PASID the guest freed while bound: where the
+   * guest has cleared its entry, the VMM unbinds as it would any cleared
+   * entry (QEMU's PASID-cache sync does not know the host let the binding
+   * go on FREE), with the host PASID the binding had; the host refuses
+   * (the IOMMU driver finds no PASID, drivers/iommu/intel/svm.c:
+   * intel_svm_unbind_gpasid() via ioasid_find(), Linux v5.10), and the
+   * VMM forgets the binding either way. An entry still present binds
+   * nothing: its host PASID is gone.
+   */
+  #syncFreed(pasid: number, freed: { readonly host: number; readonly per: Map<number, Binding> }): boolean {
+    let ok = true;
+    for (const [i, had] of [...freed.per]) {
+      const dev = this.#devs[i];
+      if (dev !== undefined && this.#guestBinding(dev.sid, pasid) !== null) continue;
+      freed.per.delete(i);
+      if (dev === undefined) continue;
+      ok = this.#host(() => {
+        this.#announce("NESTING_OP unbind", freed.host);
+        unbindPgtbl(dev.container, { hpasid: BigInt(freed.host), addrWidth: had.addrWidth });
+        this.stats.unbinds++;
+      }) && ok;
+    }
+    if (freed.per.size === 0) this.#freedBound.delete(pasid);
+    return ok;
+  }
+
+  /** Puts the VFIO ioctl the VMM is about to make on the host's bus (a `vmm.vfio-ioctl` event). */
+  #announce(op: "PASID_REQUEST alloc" | "PASID_REQUEST free" | "NESTING_OP bind" | "NESTING_OP unbind", host: number | null): void {
+    this.vm.host.kernel.trace.emit("vmm.vfio-ioctl", "VMM", { vm: this.vm.id, ...(host === null ? {} : { ioasid: host }) }, { name: this.vm.name, op });
   }
 
   /** A host call on the guest's behalf: a KernelError is the host refusing, counted and turned into false. */

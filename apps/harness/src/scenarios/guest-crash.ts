@@ -1,11 +1,12 @@
 import { PATTERN, hexBytes } from "./sva-common.js";
 import { Guest, Vm } from "@vsva/vmm";
-import { type StepContext, hostScenario } from "../world/host-scenario.js";
+import { hostScenario } from "../world/host-scenario.js";
 import { GUEST_RAM, type GuestProcess, guestProcess, startGuestVm } from "./guest-common.js";
 import { PAGE, bindToVfio, groupOf, vfioOn } from "./vfio-common.js";
+import { vmKillPoint } from "./vm-kill.js";
 
-/** The text of the crash row: `vsva crash-sweep` finds it to know the kill point was reached. */
-export const CRASH_ROW = "crash after step";
+/** The text of the crash row (`vsva crash-sweep` finds it): where every scenario that kills a VM writes it. */
+export { CRASH_ROW } from "./vm-kill.js";
 
 /**
  * A VM killed at any point (`--at STEP`: its VMM dies after that step, as
@@ -28,28 +29,11 @@ export const guestCrash = hostScenario({
     const devA = outer.choose.int("dsa0's slot (VM 1)", 1, 15, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
     const devB = outer.choose.int("dsa1's slot (VM 2)", 16, 31, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
     const VA = outer.choose.int("the processes' buffers", 0x1_0000_0000, 0x3fff_ffff_0000, { align: 0x1_0000 });
-    let steps = 0;
+    const kill = vmKillPoint(outer);
+    const ctx = kill.ctx;
+    const alive = (): boolean => kill.alive();
     // Set inside a step's closure: a holder, so the checks after it see the assignment.
     const victim: { vm: Vm | null } = { vm: null };
-    let crashed = false;
-    const ctx: StepContext = {
-      ...outer,
-      step<T>(label: string, fn: () => T): T {
-        const made = outer.step(label, fn);
-        steps++;
-        if (steps === outer.at) {
-          const vm = victim.vm;
-          if (vm?.state === "running") {
-            outer.step(`${CRASH_ROW} ${steps}: VM 1's VMM process is killed (kill -9): VFIO release, KVM teardown, guest RAM back to the host`, () => vm.kill());
-            crashed = true;
-          } else {
-            outer.step(`${CRASH_ROW} ${steps}: VM 1 is not running (not started yet, or already shut down): nothing to kill`, () => undefined);
-          }
-        }
-        return made;
-      },
-    };
-    const alive = (): boolean => !crashed;
     const vfio = vfioOn(ctx.host);
     const b = startGuestVm(ctx, vfio, { id: 2, dev: devB, device: "dsa1" });
     const q = ctx.step("bystander process Q in VM 2 maps a page and binds dsa1 with SVA", () => guestProcess(ctx, b, "Q", VA, 1));
@@ -73,6 +57,7 @@ export const guestCrash = hostScenario({
         ctx.defer("VM 1's VMM exits (if still running)", () => v.kill());
         ctx.watchVm(v);
         victim.vm = v;
+        kill.setVm(v);
       });
     }
     if (alive() && victim.vm !== null) {

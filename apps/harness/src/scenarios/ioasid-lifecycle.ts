@@ -6,7 +6,7 @@ import type { Scenario, ScenarioResult } from "../scenario.js";
 import type { TimelineRow } from "../timeline.js";
 import { MiB } from "../world/host.js";
 import { type HostScenario, type HostScenarioDef, type StepContext, hostScenario, runHostScenario } from "../world/host-scenario.js";
-import { LifecycleTable } from "./lifecycle-table.js";
+import { LifecycleTable, type LifecycleTableOptions } from "./lifecycle-table.js";
 import { createMdev, guestMemmove, plugAccelerator } from "./vdcm-common.js";
 import { guestTable } from "./vfio.js";
 import { type Vm, allocPasid, bindOp, freePasids, mapGuestRam, startVm, unbindOp, vfioOn } from "./vfio-common.js";
@@ -23,7 +23,7 @@ import type { VfioContainerFile } from "@vsva/vfio-type1";
  * drives, programmed by a stand-in guest driver through the mdev's VFIO
  * device file). Every refcount in the table is the IOASID core's at that row.
  */
-const COLUMNS = ["VFIO", "IOMMU", "KVM", "VDCM", "IOASID"] as const;
+export const COLUMNS = ["VFIO", "IOMMU", "KVM", "VDCM", "IOASID"] as const;
 
 const RAM = 1 * MiB;
 const VM_HOST = 8 * MiB;
@@ -35,7 +35,7 @@ const PAGE = 0x1000;
  * the log): the guest's marker lines ("GUEST STARTS DMA") are narrative rows
  * of their own actor, spanning the lanes.
  */
-function timelineRows(rows: readonly LifecycleRow[]): TimelineRow[] {
+export function timelineRows(rows: readonly LifecycleRow[]): TimelineRow[] {
   return rows.map((r, i) => {
     const ref = r.refcount === null ? {} : { refcount: r.refcount };
     const step = i + 1;
@@ -48,7 +48,7 @@ function timelineRows(rows: readonly LifecycleRow[]): TimelineRow[] {
 }
 
 /** The Ref column as the ioasid.rst tables print it, "reclaimed" where the ID went back to the pool. */
-function refColumn(rows: readonly LifecycleRow[]): string {
+export function refColumn(rows: readonly LifecycleRow[]): string {
   return rows.flatMap((r) => (r.action === "Reclaimed" ? ["reclaimed"] : r.refcount === null ? [] : [String(r.refcount)])).join(",");
 }
 
@@ -115,19 +115,22 @@ function setUpToDma(ctx: StepContext, t: LifecycleTable): Cast {
 
 /**
  * A host scenario whose timeline is the table: the run's rows are the
- * table's, in its five columns (a failed run keeps the host's own rows).
+ * table's, in its five columns (a failed run, or one whose table was
+ * abandoned, keeps the host's own rows).
  */
-function tableScenario(spec: Omit<HostScenarioDef, "body" | "platforms"> & { body(ctx: StepContext, t: LifecycleTable): void }): HostScenario {
+export function tableScenario(spec: Omit<HostScenarioDef, "body" | "platforms"> & { readonly table?: LifecycleTableOptions; body(ctx: StepContext, t: LifecycleTable): void }): HostScenario {
   const def = (sink: (rows: LifecycleRow[]) => void): HostScenarioDef => ({
     name: spec.name,
     summary: spec.summary,
     title: spec.title,
+    ...(spec.at === undefined ? {} : { at: spec.at }),
     // bind_gpasid and ENQCMD: VT-d only.
     platforms: ["vtd"],
     body(ctx) {
-      const t = new LifecycleTable(ctx.host);
+      const t = new LifecycleTable(ctx.host, spec.table);
       spec.body(ctx, t);
-      sink(t.close());
+      const rows = t.close();
+      if (!t.abandoned) sink(rows);
     },
   });
   const base = hostScenario(def(() => undefined));
