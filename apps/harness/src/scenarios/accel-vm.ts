@@ -41,8 +41,8 @@ export interface AccelVmOptions {
   readonly guestPasids?: GuestPasidMode;
   /** SPIDs: where the VMM starts the VM's guest PASIDs. */
   readonly firstGuestPasid?: number;
-  /** Rows of its own for each part (the scenarios), or one step for the whole VM (the bench's builder). */
-  readonly quiet?: boolean;
+  /** Told the VM as soon as the VMM has started it (a crash wrapper's victim). */
+  readonly onStart?: (vm: Vm) => void;
 }
 
 /** A VM with an assigned function and two mdevs of the host's accelerator, its guest booted and its idxd probed on the dedicated one. */
@@ -70,60 +70,73 @@ export interface AccelVm {
  * region first: pci_enable_pasid()).
  */
 export function startAccelVm(ctx: StepContext, vfio: Vfio, a: Accelerator, o: AccelVmOptions): AccelVm {
+  const av = bootAccelVm(ctx, vfio, a, o);
+  if (av === null) throw new Error(`VM ${o.id} died while it booted`);
+  return av;
+}
+
+/**
+ * {@link startAccelVm} for a VM that may be killed between its steps (the
+ * crash wrapper's victim): null when the VM is gone before its guest's
+ * idxd is up.
+ */
+export function bootAccelVm(ctx: StepContext, vfio: Vfio, a: Accelerator, o: AccelVmOptions): AccelVm | null {
   const h = ctx.host;
   const id: VmId = asVmId(o.id);
   const mm = { vmm: `qemu-vm${o.id}` };
-  const step = <T>(label: string, fn: () => T): T => (o.quiet === true ? fn() : ctx.step(label, fn));
-  const build = (): AccelVm => {
-    const slot = step(`plug in ${o.device}; vfio-pci takes it for VM ${o.id}`, () => {
-      const s = h.addDevice(o.device, o.dev);
-      bindToVfio(ctx, vfio, s);
-      return s;
+  const slot = ctx.step(`plug in ${o.device}; vfio-pci takes it for VM ${o.id}`, () => {
+    const s = h.addDevice(o.device, o.dev);
+    bindToVfio(ctx, vfio, s);
+    return s;
+  });
+  const mdevs = [
+    { name: `vm${o.id}-dwq`, wq: o.dedicatedWq, bdf: DEDICATED_BDF },
+    { name: `vm${o.id}-swq`, wq: o.sharedWq, bdf: SHARED_BDF },
+  ].map((m) => {
+    const made = ctx.step(`the VDCM creates ${m.name} on ${a.idxd.wq(m.wq).name} for VM ${o.id} (its notifier registers by the VM's mm token)`, () => a.vdcm.createMdev(m.name, a.idxd.wq(m.wq), { vm: id, mm }));
+    ctx.defer(`the VDCM removes ${m.name}`, () => a.vdcm.removeMdev(made));
+    return { ...m, made };
+  });
+  ctx.watchVdcm(a.vdcm);
+  const vm = ctx.step(`VMM starts VM ${o.id} with ${o.device} and its two mdevs: guest RAM mapped in each device's container, KVM, ${o.guestPasids === "spid" ? `SPID guest PASIDs from ${o.firstGuestPasid ?? 1}` : "identity guest PASIDs"}`, () => {
+    const v = new Vm({
+      host: h,
+      vfio,
+      id: o.id,
+      ramBytes: ACCEL_GUEST_RAM,
+      device: { group: groupOf(slot.dev), name: o.device, endpoint: slot.ep },
+      mm,
+      mdevs: mdevs.map((m) => ({ group: mdevGroup(m.made), name: m.name, guestBdf: m.bdf })),
+      ...(o.guestPasids === undefined ? {} : { guestPasids: o.guestPasids }),
+      ...(o.firstGuestPasid === undefined ? {} : { firstGuestPasid: o.firstGuestPasid }),
     });
-    const mdevs = [
-      { name: `vm${o.id}-dwq`, wq: o.dedicatedWq, bdf: DEDICATED_BDF },
-      { name: `vm${o.id}-swq`, wq: o.sharedWq, bdf: SHARED_BDF },
-    ].map((m) => {
-      const made = step(`the VDCM creates ${m.name} on ${a.idxd.wq(m.wq).name} for VM ${o.id} (its notifier registers by the VM's mm token)`, () => a.vdcm.createMdev(m.name, a.idxd.wq(m.wq), { vm: id, mm }));
-      ctx.defer(`the VDCM removes ${m.name}`, () => a.vdcm.removeMdev(made));
-      return { ...m, made };
+    ctx.defer(`VM ${o.id}'s VMM exits (if still running): VFIO release, KVM teardown, guest RAM back to the host`, () => killVm(ctx, v));
+    ctx.watchVm(v);
+    ctx.watchKvm(v.kvm, v.mm);
+    o.onStart?.(v);
+    return v;
+  });
+  // The crash wrapper may kill the VM after any step: read its state afresh each time.
+  const dead = (): boolean => vm.state !== "running";
+  if (dead()) return null;
+  const guest = ctx.step(`VM ${o.id}'s guest boots its IOMMU stack over the virtual VT-d`, () => new Guest(vm, { pool: GUEST_POOL }));
+  if (dead()) return null;
+  const gidxd = ctx.step(`VM ${o.id}'s guest probes its idxd on ${mdevs[0]?.name ?? "its mdev"}: PASID enabled in the mdev's config, a dedicated user WQ configured through the VMM's region accesses`, () => {
+    const file = vm.mdevFiles[0];
+    const dev = guest.mdevs[0];
+    if (file === undefined || dev === undefined) throw new Error(`VM ${o.id} has no dedicated-WQ mdev`);
+    new MdevGuest(file).enablePasid();
+    const d = Idxd.probe({ kernel: vm.kernel, core: guest.core, iommuDev: dev, hw: new MdevRegions(file), config: { wqs: [{ mode: "dedicated", size: GUEST_WQ_SIZE, type: "user" }] }, name: "dsa0" });
+    // The guest driver's remove runs before the VM dies, as the guest shuts down; a VM already dead has nothing to remove.
+    ctx.defer(`VM ${o.id}'s guest removes its idxd (if the VM still runs)`, () => {
+      if (vm.state === "running") d.remove();
     });
-    ctx.watchVdcm(a.vdcm);
-    const vm = step(`VMM starts VM ${o.id} with ${o.device} and its two mdevs: guest RAM mapped in each device's container, KVM, ${o.guestPasids === "spid" ? `SPID guest PASIDs from ${o.firstGuestPasid ?? 1}` : "identity guest PASIDs"}`, () => {
-      const v = new Vm({
-        host: h,
-        vfio,
-        id: o.id,
-        ramBytes: ACCEL_GUEST_RAM,
-        device: { group: groupOf(slot.dev), name: o.device, endpoint: slot.ep },
-        mm,
-        mdevs: mdevs.map((m) => ({ group: mdevGroup(m.made), name: m.name, guestBdf: m.bdf })),
-        ...(o.guestPasids === undefined ? {} : { guestPasids: o.guestPasids }),
-        ...(o.firstGuestPasid === undefined ? {} : { firstGuestPasid: o.firstGuestPasid }),
-      });
-      ctx.defer(`VM ${o.id}'s VMM exits (if still running): VFIO release, KVM teardown, guest RAM back to the host`, () => killVm(ctx, v));
-      ctx.watchVm(v);
-      ctx.watchKvm(v.kvm, v.mm);
-      return v;
-    });
-    const guest = step(`VM ${o.id}'s guest boots its IOMMU stack over the virtual VT-d`, () => new Guest(vm, { pool: GUEST_POOL }));
-    const gidxd = step(`VM ${o.id}'s guest probes its idxd on ${mdevs[0]?.name ?? "its mdev"}: PASID enabled in the mdev's config, a dedicated user WQ configured through the VMM's region accesses`, () => {
-      const file = vm.mdevFiles[0];
-      const dev = guest.mdevs[0];
-      if (file === undefined || dev === undefined) throw new Error(`VM ${o.id} has no dedicated-WQ mdev`);
-      new MdevGuest(file).enablePasid();
-      const d = Idxd.probe({ kernel: vm.kernel, core: guest.core, iommuDev: dev, hw: new MdevRegions(file), config: { wqs: [{ mode: "dedicated", size: GUEST_WQ_SIZE, type: "user" }] }, name: "dsa0" });
-      // The guest driver's remove runs before the VM dies, as the guest shuts down; a VM already dead has nothing to remove.
-      ctx.defer(`VM ${o.id}'s guest removes its idxd (if the VM still runs)`, () => {
-        if (vm.state === "running") d.remove();
-      });
-      return d;
-    });
-    const sharedDev = guest.mdevs[1];
-    if (sharedDev === undefined) throw new Error(`VM ${o.id} has no shared-WQ mdev`);
-    return { slot, vm, guest, gidxd, sharedDev, portal: new KvmEnqcmdPortal(vm, a.idxd.wq(o.sharedWq)), mdevs: mdevs.map((m) => m.made) };
-  };
-  return o.quiet === true ? ctx.step(`VM ${o.id}: ${o.device} assigned, two mdevs, guest booted with its idxd`, build) : build();
+    return d;
+  });
+  if (dead()) return null;
+  const sharedDev = guest.mdevs[1];
+  if (sharedDev === undefined) throw new Error(`VM ${o.id} has no shared-WQ mdev`);
+  return { slot, vm, guest, gidxd, sharedDev, portal: new KvmEnqcmdPortal(vm, a.idxd.wq(o.sharedWq)), mdevs: mdevs.map((m) => m.made) };
 }
 
 /** The VM's VMM process dies (kill -9 or quit): its KVM table is no longer checked (there is none), then it goes. Idempotent. */
@@ -170,23 +183,25 @@ export interface AccelProcess {
 /** Buffer layout of a guest process: source, destination, fill target, completion records. */
 export const BUF = { src: 0x0000, dst: 0x0800, fill: 0x1000, records: 0x1800, size: 2 * PAGE } as const;
 
+/** Which of its VM's devices a guest process binds: one each (a guest PASID is bound on one device behind the vIOMMU, each device being in a container of its own). */
+export type AccelUse = "dedicated" | "shared" | "function";
+
 /**
- * A guest process that maps and populates its buffer and binds the VM's
- * devices: the guest idxd's dedicated WQ (its char device: bind and WQCFG
- * PASID) when `dedicated`, the shared-WQ mdev (for ENQCMD), and the
- * assigned function when `function`. Its address space is declared to the
- * invariant checker under its HOST PASID (what the device's DMA carries at
- * the host IOMMU), through the guest's table and the VM's RAM. Not a step.
+ * A guest process that maps and populates its buffer and binds one of the
+ * VM's devices with SVA: the guest idxd's dedicated WQ (its char device
+ * binds the mdev and puts the PASID in the virtual WQCFG), the shared-WQ
+ * mdev (for ENQCMD), or the assigned function. Its address space is
+ * declared to the invariant checker under its HOST PASID (what the DMA
+ * carries at the host IOMMU), through the guest's table and the VM's RAM.
+ * Not a step.
  */
-export function accelProcess(ctx: StepContext, av: AccelVm, name: string, va: number, o: { readonly dedicated: boolean; readonly function?: boolean }): AccelProcess {
+export function accelProcess(ctx: StepContext, av: AccelVm, name: string, va: number, use: AccelUse): AccelProcess {
   const { guest, vm } = av;
   const mm = guest.newProcess(name);
   mm.mmap(va, BUF.size, Prot.READ | Prot.WRITE, { populate: true });
   const thread = new UserThread(mm);
-  const dwq = o.dedicated ? openUserWq(av.gidxd, 0, thread) : null;
-  const bond = guest.core.sva.bindDevice(av.sharedDev, mm);
-  if (o.function === true) guest.core.sva.bindDevice(guest.device, mm);
-  const pasid = bond.pasid;
+  const dwq = use === "dedicated" ? openUserWq(av.gidxd, 0, thread) : null;
+  const pasid = dwq?.pasid ?? guest.core.sva.bindDevice(use === "shared" ? av.sharedDev : guest.device, mm).pasid;
   const host = vm.viommu.hostPasid(pasid);
   if (host === null) throw new Error(`${vm.name}: guest PASID ${pasid} of ${name} has no host PASID`);
   ctx.bindSpace(host, (addr) => {

@@ -11,6 +11,7 @@ import { VMM_FAULT_POINTS } from "@vsva/vmm";
 import { isHostScenario } from "../world/host-scenario.js";
 import { crashSweep, sweep } from "../sweep.js";
 import { guestCrash } from "./guest-crash.js";
+import { flagship } from "./flagship.js";
 import { runScenario } from "../run.js";
 import { FLAGSHIP, findScenario, scenarios } from "./index.js";
 
@@ -47,8 +48,8 @@ describe("every scenario", () => {
     }, 30_000);
   }
 
-  it("has native-sva as the flagship", () => {
-    expect(FLAGSHIP).toBe("native-sva");
+  it("has the two-VM flagship as what vsva runs with no arguments", () => {
+    expect(FLAGSHIP).toBe("flagship");
   });
 });
 
@@ -57,7 +58,7 @@ describe("every scenario", () => {
  * function has three containers, each mapping all guest RAM page by page,
  * and each page's map is an injection point (about 1000 runs in all).
  */
-const LONG_SWEEPS: ReadonlySet<string> = new Set(["shared-gpasid"]);
+const LONG_SWEEPS: ReadonlySet<string> = new Set(["shared-gpasid", "flagship"]);
 
 describe("the fail-nth sweep", () => {
   for (const s of scenarios.filter(isHostScenario)) {
@@ -90,4 +91,12 @@ describe("the crash sweep", () => {
     expect(killed.length).toBeGreaterThanOrEqual(10);
     expect(r.runs.length).toBeGreaterThan(killed.length);
   }, 60_000);
+
+  it("flagship: VM 1 killed after every step in turn, each run clean; VM 2's and the host users' later work still lands", () => {
+    const r = crashSweep(flagship.def, "vtd");
+    expect(r.runs.filter((run) => run.violations.length > 0)).toEqual([]);
+    expect(r.ok).toBe(true);
+    // From "VM 1 started" to "VM 1 shuts down": its guest's boot, its idxd, each process, its work, each close.
+    expect(r.runs.filter((run) => run.what.startsWith("VM 1's VMM process is killed")).length).toBeGreaterThanOrEqual(10);
+  }, 120_000);
 });

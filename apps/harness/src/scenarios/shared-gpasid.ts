@@ -1,7 +1,7 @@
 import { asIoasid } from "@vsva/kernel";
 import { hostScenario } from "../world/host-scenario.js";
 import { PATTERN, hexBytes } from "./sva-common.js";
-import { type AccelProcess, type AccelVm, BUF, accelProcess, closeProcess, dedicatedMove, hostPasidOf, kvmTable, moveBytes, plugAccelWqs, sharedFill, startAccelVm } from "./accel-vm.js";
+import { type AccelProcess, type AccelVm, BUF, accelProcess, closeProcess, dedicatedMove, fillPattern, hostPasidOf, kvmTable, moveBytes, plugAccelWqs, sharedFill, startAccelVm } from "./accel-vm.js";
 import { vfioOn } from "./vfio-common.js";
 
 /** The guest PASID both VMs are handed (the SPID example of the IOASID design). */
@@ -15,17 +15,17 @@ export const SHARED_GPASID = 101;
  * guest PASIDs at 101 (the host partitions the guest's range; the guest's
  * virtual command cannot ask for one), so each guest's first process gets
  * 101 from its own virtual command, and the host attaches 101 as the SPID
- * of a host PASID in that VM's IOASID set. Each process works through mdevs
- * of one accelerator: a dedicated WQ (the VDCM writes the host PASID behind
- * the guest's 101 into the hardware WQ) and a shared WQ (ENQCMD: KVM's
- * PASID translation swaps 101 for the VM's host PASID). The bytes land in
- * each VM's own process, never the other's; the assigned function, which
- * carries the guest's number to the host IOMMU untranslated, reaches
- * neither.
+ * of a host PASID in that VM's IOASID set. P submits to its VM's
+ * shared-WQ mdev by ENQCMD with IA32_PASID 101, and KVM's PASID
+ * translation swaps 101 for its VM's host PASID; Q (102 in both VMs) opens
+ * the guest idxd's dedicated WQ, and the VDCM writes the host PASID behind
+ * 102 into the hardware WQ. The bytes land in each VM's own processes,
+ * never the other's; the assigned function, which carries the guest's
+ * number to the host IOMMU untranslated, reaches neither.
  */
 export const sharedGpasid = hostScenario({
   name: "shared-gpasid",
-  summary: "two VMs with SPID guest PASIDs both hand their process guest PASID 101, on different host PASIDs; dedicated-WQ MEMMOVE and ENQCMD MEMFILL through mdevs land in each VM's own process only",
+  summary: "two VMs with SPID guest PASIDs both hand their first process guest PASID 101, on different host PASIDs; ENQCMD with 101 through KVM and dedicated-WQ MEMMOVEs through the VDCM land in each VM's own processes only",
   title: "Two VMs, one guest PASID: 101 in both, on different host PASIDs",
   platforms: ["vtd"],
   body(ctx) {
@@ -52,59 +52,72 @@ export const sharedGpasid = hostScenario({
       startAccelVm(ctx, vfio, acc, { id: 1, dev: devA, device: "dsa1", dedicatedWq: 0, sharedWq: 1, guestPasids: "spid", firstGuestPasid: SHARED_GPASID }),
       startAccelVm(ctx, vfio, acc, { id: 2, dev: devB, device: "dsa2", dedicatedWq: 2, sharedWq: 3, guestPasids: "spid", firstGuestPasid: SHARED_GPASID }),
     ];
+    // P first, so its guest PASID is each VM's first: 101. Q's is the next, 102, in both VMs too.
     const ps: AccelProcess[] = vms.map((av, i) =>
-      ctx.step(`VM ${i + 1}'s process P${i + 1} maps its buffer at the same GVA, opens the guest idxd's dedicated WQ (virtual command: a guest PASID), binds the shared-WQ mdev and ${av.vm.device.name}`, () => {
-        const p = accelProcess(ctx, av, `P${i + 1}`, VA, { dedicated: true, function: true });
+      ctx.step(`VM ${i + 1}'s process P maps its buffer at the shared GVA and binds the VM's shared-WQ mdev: its guest's virtual command hands it the VM's first guest PASID`, () => {
+        const p = accelProcess(ctx, av, "P", VA, "shared");
         ctx.expect(p.pasid === SHARED_GPASID, `VM ${i + 1}'s first guest PASID is ${SHARED_GPASID} (got ${p.pasid})`);
-        ctx.expect(av.gidxd.wq(0).pasid === SHARED_GPASID, `VM ${i + 1}'s guest reads back ${SHARED_GPASID} from its virtual WQCFG`);
         return p;
       }),
     );
-    ctx.step(`the host: guest PASID ${SHARED_GPASID} is a different host PASID in each VM, each attached as SPID ${SHARED_GPASID} in its own VM's IOASID set; the hardware WQs and KVM's tables hold each VM's own`, () => {
-      const hosts = ps.map(hostPasidOf);
+    const qs: AccelProcess[] = vms.map((av, i) =>
+      ctx.step(`VM ${i + 1}'s process Q opens the guest idxd's dedicated WQ: guest PASID ${SHARED_GPASID + 1} in its virtual WQCFG, the VDCM writes the host's into the hardware WQ`, () => {
+        const q = accelProcess(ctx, av, "Q", VA, "dedicated");
+        ctx.expect(q.pasid === SHARED_GPASID + 1 && av.gidxd.wq(0).pasid === SHARED_GPASID + 1, `VM ${i + 1}'s guest reads back ${SHARED_GPASID + 1} from its virtual WQCFG (Q has ${q.pasid})`);
+        return q;
+      }),
+    );
+    const hosts = ps.map(hostPasidOf);
+    ctx.step(`the host: guest PASID ${SHARED_GPASID} is host PASID ${hosts.map(String).join(" in VM 1 and ")} in VM 2, each attached as SPID ${SHARED_GPASID} in its own VM's IOASID set; KVM's tables and the hardware WQs hold each VM's own`, () => {
       ctx.expect(hosts.every((x) => x !== null && x !== SHARED_GPASID) && new Set(hosts).size === 2, `two host PASIDs, neither ${SHARED_GPASID} (got ${hosts.join(", ")})`);
       const infos = hosts.map((x) => (x === null ? undefined : h.ioasid.info(asIoasid(x))));
       ctx.expect(infos.every((i) => i?.spid === SHARED_GPASID), `each host PASID's SPID is ${SHARED_GPASID}`);
       ctx.expect(infos[0]?.set !== undefined && infos[0].set !== infos[1]?.set, "the two host PASIDs are in different IOASID sets");
-      ctx.expect(acc.idxd.wq(0).pasid === hosts[0] && acc.idxd.wq(2).pasid === hosts[1], "each VM's hardware dedicated WQ holds its own host PASID (the VDCM's translation of the guest's 101)");
       for (const [i, av] of vms.entries()) {
-        const t = kvmTable(av.vm);
-        ctx.expect(t.get(SHARED_GPASID) === hosts[i], `VM ${i + 1}'s KVM table sends ${SHARED_GPASID} to ${String(hosts[i])}`);
+        ctx.expect(kvmTable(av.vm).get(SHARED_GPASID) === hosts[i], `VM ${i + 1}'s KVM table sends ${SHARED_GPASID} to ${String(hosts[i])}`);
+        const q = qs[i];
+        ctx.expect(q !== undefined && acc.idxd.wq(av === vms[0] ? 0 : 2).pasid === hostPasidOf(q), `VM ${i + 1}'s hardware dedicated WQ holds Q's host PASID, not the guest's ${SHARED_GPASID + 1}`);
       }
     });
     const [p1, p2] = ps;
-    if (p1 === undefined || p2 === undefined) return;
-    const untouched = (p: AccelProcess, what: string): void => {
-      ctx.expect(p.mm.read(p.va + BUF.dst, 64).every((b) => b === 0), `${p.av.vm.name}'s ${p.name}: its destination is untouched by ${what}`);
+    const [q1, q2] = qs;
+    if (p1 === undefined || p2 === undefined || q1 === undefined || q2 === undefined) return;
+    const untouched = (p: AccelProcess, at: number, what: string): void => {
+      ctx.expect(p.mm.read(p.va + at, 64).every((b) => b === 0), `${p.av.vm.name}'s ${p.name}: its buffer at +0x${at.toString(16)} is untouched by ${what}`);
     };
-    ctx.step(`VM 1's P1: MEMMOVE by MOVDIR64B through its dedicated-WQ mdev (guest PASID ${SHARED_GPASID}); VM 2's P2, at the same GVA and guest PASID, sees nothing`, () => {
-      dedicatedMove(ctx, p1, 1);
-      untouched(p2, "VM 1's move");
-    });
-    ctx.step(`VM 2's P2: MEMMOVE through its own dedicated-WQ mdev; VM 1's P1 still reads its own bytes`, () => {
-      dedicatedMove(ctx, p2, 1);
-      ctx.expect(hexBytes(p1.mm.read(p1.va + BUF.dst, 64)) === hexBytes(moveBytes(p1.name, 1)), "VM 1's P1 still reads its own moved bytes");
-    });
-    ctx.step(`both: MEMFILL by ENQCMD with IA32_PASID = ${SHARED_GPASID}; KVM's translation sends each to its own VM's host PASID and each process reads its own pattern`, () => {
+    ctx.step(`VM 1's P: MEMFILL by ENQCMD with IA32_PASID = ${SHARED_GPASID}: KVM's translation puts VM 1's host PASID in the payload; VM 2's P, at the same GVA and guest PASID, sees nothing`, () => {
       sharedFill(ctx, p1, 1);
-      sharedFill(ctx, p2, 1);
+      untouched(p2, BUF.fill, "VM 1's fill");
+    });
+    ctx.step(`VM 2's P: MEMFILL by ENQCMD with the same IA32_PASID ${SHARED_GPASID}: VM 2's own host PASID; VM 1's P still reads its own pattern`, () => {
+      sharedFill(ctx, p2, 2);
+      const want = new Uint8Array(8);
+      new DataView(want.buffer).setBigUint64(0, fillPattern(p1.name, 1), true);
+      ctx.expect(hexBytes(p1.mm.read(p1.va + BUF.fill + 56, 8)) === hexBytes(want), "VM 1's P still reads its own pattern");
+    });
+    ctx.step(`both Qs: MEMMOVE by MOVDIR64B through their dedicated-WQ mdevs (guest PASID ${SHARED_GPASID + 1} in both); each reads its own bytes, neither P's buffer is touched`, () => {
+      dedicatedMove(ctx, q1, 1);
+      untouched(q2, BUF.dst, "VM 1's move");
+      dedicatedMove(ctx, q2, 2);
+      ctx.expect(hexBytes(q1.mm.read(q1.va + BUF.dst, 64)) === hexBytes(moveBytes(q1.name, 1)), "VM 1's Q still reads its own moved bytes");
+      for (const p of ps) untouched(p, BUF.dst, "the moves");
     });
     ctx.step(`VM 1's driver programs its assigned function dsa1 with guest PASID ${SHARED_GPASID}: the function's DMA carries the guest's number to the host IOMMU untranslated, where no PASID ${SHARED_GPASID} is bound: it reaches neither VM`, () => {
       const r = vms[0]?.guest.dma({ pasid: SHARED_GPASID, addr: VA + BUF.fill + 0x100, length: PATTERN.length, direction: "write", pattern: PATTERN });
       ctx.require(r !== "ok", `an assigned function's DMA with a guest PASID of a SPID VM translates nothing (got ${String(r)})`);
       for (const p of ps) ctx.require(p.mm.read(p.va + BUF.fill + 0x100, PATTERN.length).every((b) => b === 0), `${p.av.vm.name}'s ${p.name} sees no byte of it`);
     });
-    ctx.step(`VM 1's P1 closes its WQ and unbinds: the guest frees ${SHARED_GPASID}; VM 1's translation of it is gone, VM 2's stays`, () => {
+    ctx.step(`VM 1's P unbinds: the guest frees ${SHARED_GPASID}; VM 1's translation of it is gone, VM 2's stays`, () => {
       closeProcess(ctx, p1);
       ctx.expect(vms[0] !== undefined && !kvmTable(vms[0].vm).has(SHARED_GPASID), `VM 1's KVM table no longer has ${SHARED_GPASID}`);
       ctx.expect(vms[1] !== undefined && kvmTable(vms[1].vm).get(SHARED_GPASID) === hostPasidOf(p2), `VM 2's KVM table still sends ${SHARED_GPASID} to its host PASID`);
     });
-    ctx.step(`VM 2's P2: MEMFILL by ENQCMD with ${SHARED_GPASID} again: still its own`, () => {
-      sharedFill(ctx, p2, 2);
-      dedicatedMove(ctx, p2, 2);
+    ctx.step(`VM 2's P: MEMFILL by ENQCMD with ${SHARED_GPASID} again, and Q's MEMMOVE: still their own`, () => {
+      sharedFill(ctx, p2, 3);
+      dedicatedMove(ctx, q2, 3);
     });
-    ctx.step("VM 2's P2 closes its WQ and unbinds", () => {
-      closeProcess(ctx, p2);
+    ctx.step("every process left closes its WQ or unbinds", () => {
+      for (const p of [q1, p2, q2]) closeProcess(ctx, p);
     });
   },
 });
