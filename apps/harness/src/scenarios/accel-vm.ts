@@ -6,10 +6,11 @@ import { MdevGuest } from "@vsva/vdcm/testing";
 import { Vdcm, type VdcmMdev } from "@vsva/vdcm";
 import { Guest, KvmEnqcmdPortal, MdevRegions, Vm, type GuestPasidMode } from "@vsva/vmm";
 import type { Vfio } from "@vsva/vfio-type1";
+import type { EndpointOptions } from "@vsva/machine";
 import type { DeviceSlot } from "../world/host.js";
 import type { StepContext } from "../world/host-scenario.js";
 import type { Accelerator } from "./vdcm-common.js";
-import { hexBytes } from "./sva-common.js";
+import { PATTERN, hexBytes } from "./sva-common.js";
 import { PAGE, bindToVfio, groupOf } from "./vfio-common.js";
 
 export type { Accelerator };
@@ -26,14 +27,14 @@ const SHARED_BDF = { bus: 0, dev: 6, fn: 0 };
  * buffers.
  */
 export const ACCEL_GUEST_RAM = 576 * 1024;
-const GUEST_POOL = { base: 0x1_0000, size: ACCEL_GUEST_RAM - 0x1_0000 };
+const GUEST_KERNEL = 0x1_0000;
 /** Entries of the guest idxd's one WQ (the mdev's): what its driver configures in the virtual WQCFG. */
 const GUEST_WQ_SIZE = 4;
 
 export interface AccelVmOptions {
   readonly id: number;
-  /** The function assigned to the VM (vfio-pci), at 00:`dev`.0 on the host. */
-  readonly dev: number;
+  /** The function assigned to the VM (vfio-pci): at 00:`dev`.0 on the host, or anywhere. */
+  readonly dev: number | EndpointOptions;
   readonly device: string;
   /** The host accelerator's WQs lent to this VM's mdevs: a dedicated one and a shared one, both of type "mdev". */
   readonly dedicatedWq: number;
@@ -41,6 +42,8 @@ export interface AccelVmOptions {
   readonly guestPasids?: GuestPasidMode;
   /** SPIDs: where the VMM starts the VM's guest PASIDs. */
   readonly firstGuestPasid?: number;
+  /** Guest RAM (default {@link ACCEL_GUEST_RAM}); the guest kernel's pool is all of it above the first 64 KiB. */
+  readonly ramBytes?: number;
   /** Told the VM as soon as the VMM has started it (a crash wrapper's victim). */
   readonly onStart?: (vm: Vm) => void;
 }
@@ -103,7 +106,7 @@ export function bootAccelVm(ctx: StepContext, vfio: Vfio, a: Accelerator, o: Acc
       host: h,
       vfio,
       id: o.id,
-      ramBytes: ACCEL_GUEST_RAM,
+      ramBytes: o.ramBytes ?? ACCEL_GUEST_RAM,
       device: { group: groupOf(slot.dev), name: o.device, endpoint: slot.ep },
       mm,
       mdevs: mdevs.map((m) => ({ group: mdevGroup(m.made), name: m.name, guestBdf: m.bdf })),
@@ -119,7 +122,7 @@ export function bootAccelVm(ctx: StepContext, vfio: Vfio, a: Accelerator, o: Acc
   // The crash wrapper may kill the VM after any step: read its state afresh each time.
   const dead = (): boolean => vm.state !== "running";
   if (dead()) return null;
-  const guest = ctx.step(`VM ${o.id}'s guest boots its IOMMU stack over the virtual VT-d`, () => new Guest(vm, { pool: GUEST_POOL }));
+  const guest = ctx.step(`VM ${o.id}'s guest boots its IOMMU stack over the virtual VT-d`, () => new Guest(vm, { pool: { base: GUEST_KERNEL, size: vm.ramBytes - GUEST_KERNEL } }));
   if (dead()) return null;
   const gidxd = ctx.step(`VM ${o.id}'s guest probes its idxd on ${mdevs[0]?.name ?? "its mdev"}: PASID enabled in the mdev's config, a dedicated user WQ configured through the VMM's region accesses`, () => {
     const file = vm.mdevFiles[0];
@@ -158,12 +161,12 @@ function mdevGroup(m: VdcmMdev): number {
  * WQs lent to the VDCM), and the VDCM on it. idxd is removed at teardown,
  * after every mdev (deferred first, so it runs last).
  */
-export function plugAccelWqs(ctx: StepContext, vfio: Vfio, dev: number, wqs: readonly { readonly mode: "dedicated" | "shared"; readonly type: "user" | "mdev" }[], label: string): Accelerator {
+export function plugAccelWqs(ctx: StepContext, vfio: Vfio, dev: number, wqs: readonly { readonly mode: "dedicated" | "shared"; readonly type: "user" | "mdev" }[], label: string, name = "dsa0"): Accelerator {
   const h = ctx.host;
   const size = Math.max(1, Math.floor(64 / wqs.length));
-  const idxd = ctx.step(label, () => h.addAccelerator("dsa0", dev, { wqs: wqs.map((w) => ({ ...w, size })) }, { numWqs: Math.max(4, wqs.length) }));
+  const idxd = ctx.step(label, () => h.addAccelerator(name, dev, { wqs: wqs.map((w) => ({ ...w, size })) }, { numWqs: Math.max(4, wqs.length) }));
   ctx.defer("idxd is removed: WQs and device disabled, device reset", () => idxd.remove());
-  const vdcm = ctx.step("the VDCM takes dsa0 (aux domains enabled on it)", () => new Vdcm({ kernel: h.kernel, ioasid: h.ioasid, core: h.core, vfio, parent: idxd.iommuDev }));
+  const vdcm = ctx.step(`the VDCM takes ${name} (aux domains enabled on it)`, () => new Vdcm({ kernel: h.kernel, ioasid: h.ioasid, core: h.core, vfio, parent: idxd.iommuDev }));
   return { idxd, vdcm };
 }
 
@@ -292,4 +295,15 @@ export function closeProcess(ctx: StepContext, p: AccelProcess): void {
   }
   ctx.host.settle();
   if (host !== null) ctx.unbindSpace(host);
+}
+
+/** Where the assigned function's SVA DMA writes in a process's buffer (beyond what the accelerator's descriptors touch). */
+export const FN_DMA = BUF.fill + 0x200;
+
+/** A guest process's SVA DMA through its VM's assigned function (its driver programs the function's engine through the BAR); checked by a CPU read. Not a step. */
+export function functionDma(ctx: StepContext, p: AccelProcess, round: number): void {
+  const bytes = PATTERN.map((b) => b ^ round ^ p.name.charCodeAt(0));
+  const r = p.av.guest.dma({ pasid: p.pasid, addr: p.va + FN_DMA, length: bytes.length, direction: "write", pattern: bytes });
+  ctx.expect(r === "ok", `${p.av.vm.name}'s ${p.name}: its assigned function's SVA DMA completes (${r})`);
+  ctx.expect(hexBytes(p.mm.read(p.va + FN_DMA, bytes.length)) === hexBytes(bytes), `${p.av.vm.name}'s ${p.name} reads the function's bytes by CPU`);
 }

@@ -4,7 +4,7 @@ import { type Idxd, type IdxdUserFile, UserThread, openUserWq } from "@vsva/idxd
 import type { Vm } from "@vsva/vmm";
 import { type StepContext, hostScenario } from "../world/host-scenario.js";
 import { CRASH_ROW } from "./guest-crash.js";
-import { type AccelProcess, type AccelVm, BUF, accelProcess, bootAccelVm, closeProcess, dedicatedMove, fillPattern, hostPasidOf, killVm, moveBytes, plugAccelWqs, sharedFill } from "./accel-vm.js";
+import { type AccelProcess, type AccelVm, BUF, accelProcess, bootAccelVm, closeProcess, FN_DMA, dedicatedMove, fillPattern, functionDma, hostPasidOf, killVm, moveBytes, plugAccelWqs, sharedFill } from "./accel-vm.js";
 import { PATTERN, hexBytes, mmResolver } from "./sva-common.js";
 import { vfioOn } from "./vfio-common.js";
 
@@ -20,9 +20,6 @@ const WQS = [
 const VM_WQS = { 1: { dedicatedWq: 0, sharedWq: 1 }, 2: { dedicatedWq: 2, sharedWq: 3 } } as const;
 const HOST_DWQ = 4;
 const HOST_SWQ = 5;
-/** Where the assigned function's SVA DMA writes in a process's buffer (beyond what the accelerator's descriptors touch). */
-const FN_DMA = BUF.fill + 0x200;
-
 /** A native host process on the accelerator's user WQs (idxd's char devices). */
 interface HostUser {
   readonly name: string;
@@ -65,14 +62,6 @@ function hostWork(ctx: StepContext, u: HostUser, round: number): void {
       ctx.expect(r === "accepted" && f.readCompletion(rec).status === DsaStatus.SUCCESS && hexBytes(u.mm.read(u.va + BUF.fill + 56, 8)) === hexBytes(want), `host ${u.name}: its MEMFILL by ENQCMD on ${f.wq.name} lands in its buffer`);
     }
   }
-}
-
-/** A guest process's SVA DMA through its VM's assigned function (its driver programs the function's engine through the BAR). */
-function functionDma(ctx: StepContext, p: AccelProcess, round: number): void {
-  const bytes = PATTERN.map((b) => b ^ round ^ p.name.charCodeAt(0));
-  const r = p.av.guest.dma({ pasid: p.pasid, addr: p.va + FN_DMA, length: bytes.length, direction: "write", pattern: bytes });
-  ctx.expect(r === "ok", `${p.av.vm.name}'s ${p.name}: its assigned function's SVA DMA completes (${r})`);
-  ctx.expect(hexBytes(p.mm.read(p.va + FN_DMA, bytes.length)) === hexBytes(bytes), `${p.av.vm.name}'s ${p.name} reads the function's bytes by CPU`);
 }
 
 /** A VM's processes: P on its dedicated-WQ mdev, Q on its shared-WQ mdev, R on its assigned function. */
