@@ -6,6 +6,7 @@ import { Vfio, vfioPciOps } from "@vsva/vfio-type1";
 import { Guest, Vm } from "@vsva/vmm";
 import { bestNs } from "./copy-baseline.js";
 import { cpuMs, median } from "./growth.js";
+import { FLAGSHIP_DMAS, FLAGSHIP_PASIDS, buildFlagshipVms, runFlagshipDma } from "./flagship-vms.js";
 
 const PAGE = 4096;
 /** Guest RAM per VM: the guest kernel's pool (its upper half) holds 16 processes' tables and pages with room to spare. */
@@ -238,80 +239,50 @@ function exitsFigure(): void {
   console.log(`  ${same ? "ok  " : "BAD "} the two fresh runs count the same exits${same ? "" : `: ${JSON.stringify(a)} vs ${JSON.stringify(b)}`}`);
 }
 
-// ------------------------------------------------------------------ growth in VMs
+// ------------------------------------------------------------------ growth in VMs (the flagship's shape)
 
-export const GUEST_PASIDS = 16;
-export const GUEST_DMAS = 100;
 const VM_SIZES = [1, 2, 4, 8, 16, 32, 64] as const;
 const GROWTH_TARGET = 2.2;
-const GROWTH_SAMPLES = 5;
-/** DMA passes timed per built host: a pass at N = 1 is under a millisecond of CPU, too short for one reading of the CPU clock. */
-const DMA_PASSES = 4;
-
-interface BuiltVms {
-  readonly m: Machine;
-  readonly work: { readonly g: Guest; readonly pasid: number }[];
-}
-
-/** A host with `n` VMs, each on its own assigned function, each with {@link GUEST_PASIDS} guest processes bound (one populated page each). */
-export function buildVms(n: number): BuiltVms {
-  const m = machine();
-  const work: { g: Guest; pasid: number }[] = [];
-  for (let v = 1; v <= n; v++) {
-    const g = bootVm(m, v);
-    for (let p = 0; p < GUEST_PASIDS; p++) work.push({ g, pasid: guestBond(g, `vm${v}.p${p}`, 1).bond.pasid });
-  }
-  return { m, work };
-}
-
-const PATTERN = Uint8Array.of(0x5a, 0xa5, 0x5a, 0xa5);
-
-/** {@link GUEST_DMAS} guest DMA writes through every bound guest PASID. */
-export function runGuestDma(b: BuiltVms): void {
-  for (const w of b.work) {
-    for (let i = 0; i < GUEST_DMAS; i++) {
-      if (w.g.dma({ pasid: w.pasid, addr: GUEST_VA + ((i * 64) % PAGE), length: PATTERN.length, direction: "write", pattern: PATTERN }) !== "ok") {
-        throw new Error(`growth bench: guest DMA through PASID ${w.pasid} of ${w.g.vm.name} failed`);
-      }
-    }
-  }
-}
-
-function killAll(b: BuiltVms): void {
-  for (const g of new Set(b.work.map((w) => w.g))) g.vm.kill();
-  b.m.board.settle();
-}
+const GROWTH_SAMPLES = 3;
 
 /**
- * Growth in VMs: a host with N VMs × 16 bound guest PASIDs × 100 DMAs each,
- * N = 1 … `maxN`: build(2N) ÷ build(N) and DMA(2N) ÷ DMA(N) per doubling,
+ * Growth in VMs, on the flagship's per-VM shape (bench/flagship-vms.ts: an
+ * assigned function and two mdevs of an accelerator per VM, the guest's own
+ * idxd, 16 guest processes bound one device each) × 100 DMAs per PASID, N
+ * = 1 … `maxN`: build(2N) ÷ build(N) and DMA(2N) ÷ DMA(N) per doubling,
  * each the median of the rounds' own ratios (CPU time, as the host growth
  * figure), target ≤ 2.2. Every sample builds the same number of VMs in all
- * (`reps × n` = 2 × maxN), so the GC's share is alike at every size; the
- * DMA time is of one pass, the mean of {@link DMA_PASSES}. At 64 VMs a
- * sample holds 128 VMs (1 MiB of guest RAM each, all pinned) at once, which
- * the host's 480 MiB pool holds; the sizes stop at 64 as the issue asks.
+ * (`reps × n` = maxN), so the GC's share is alike at every size, and each
+ * host is torn down (every VM killed, every mdev and accelerator removed)
+ * before the next size. At 64 VMs a sample holds 64 VMs (1 MiB of guest
+ * RAM each, all pinned in three containers) on 8 accelerators.
  */
-function guestGrowthFigure(maxN: number): void {
+export function guestGrowthFigure(maxN: number): void {
   const sizes = VM_SIZES.filter((n) => n <= maxN);
-  killAll(buildVms(2)); // warm the JIT
+  buildFlagshipVms(2).teardown(); // warm the JIT
   const rounds: Map<number, { build: number; dma: number }>[] = [];
   for (let s = 0; s < GROWTH_SAMPLES; s++) {
     const round = new Map<number, { build: number; dma: number }>();
     for (const n of sizes) {
-      const reps = Math.max(1, (2 * maxN) / n);
-      const t0 = cpuMs();
-      const built = Array.from({ length: reps }, () => buildVms(n));
-      const t1 = cpuMs();
-      for (let pass = 0; pass < DMA_PASSES; pass++) for (const b of built) runGuestDma(b);
-      const t2 = cpuMs();
-      for (const b of built) killAll(b);
-      round.set(n, { build: (t1 - t0) / reps, dma: (t2 - t1) / (reps * DMA_PASSES) });
+      const reps = Math.max(1, maxN / n);
+      let build = 0;
+      let dma = 0;
+      for (let r = 0; r < reps; r++) {
+        const t0 = cpuMs();
+        const built = buildFlagshipVms(n);
+        const t1 = cpuMs();
+        runFlagshipDma(built);
+        const t2 = cpuMs();
+        built.teardown();
+        build += t1 - t0;
+        dma += t2 - t1;
+      }
+      round.set(n, { build: build / reps, dma: dma / reps });
     }
     rounds.push(round);
   }
   const of = (n: number, k: "build" | "dma"): number[] => rounds.map((r) => r.get(n)?.[k] ?? Number.NaN);
-  console.log(`\nharness: growth in VMs, N VMs × ${GUEST_PASIDS} bound guest PASIDs × ${GUEST_DMAS} guest DMAs each (CPU time; times best of ${GROWTH_SAMPLES} rounds, ratios the median of the rounds' own)`);
+  console.log(`\nharness: growth in VMs, the flagship's shape: N VMs × ${FLAGSHIP_PASIDS} bound guest PASIDs (dedicated WQ, shared WQ by ENQCMD, assigned function) × ${FLAGSHIP_DMAS} DMAs each (CPU time; times best of ${GROWTH_SAMPLES} rounds, ratios the median of the rounds' own)`);
   for (const n of sizes) console.log(`  N=${String(n).padStart(2)}: build ${Math.min(...of(n, "build")).toFixed(1).padStart(8)} ms, DMA ${Math.min(...of(n, "dma")).toFixed(2).padStart(8)} ms`);
   for (let i = 1; i < sizes.length; i++) {
     const [n, m] = [sizes[i - 1] ?? 1, sizes[i] ?? 1];

@@ -46,7 +46,7 @@ directory you ran the command in.
 Guest scenarios: \`vsva run guest-crash --at STEP\` kills VM 1 after step STEP
 while VM 2 keeps doing DMA; \`vsva crash-sweep guest-crash\` kills it after
 each step in turn, and passes when every run leaks nothing and VM 2 is
-unaffected.
+unaffected. The flagship takes --at too (\`vsva crash-sweep flagship\`).
 
 Exit status:
   0  the run passed: every invariant held after every step

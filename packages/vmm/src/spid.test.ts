@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { asIoasid } from "@vsva/kernel";
+import { Errno, asIoasid } from "@vsva/kernel";
+import { errnoOf } from "@vsva/kernel/testing";
 import { Ia32Pasid } from "@vsva/kvm-pasid";
 import { Prot } from "@vsva/iommu-core";
 import { Guest } from "./guest.js";
@@ -110,5 +111,37 @@ describe("SPIDs: a guest PASID namespace per VM", () => {
     t.vm1.kill();
     t.h.settle();
     expect(t.h.ioasid.allocated).toBe(t.allocatedBefore);
+  });
+  it("the VMM sets where a VM's guest PASIDs start: each VM's first virtual-command PASID is 101, the next 102, on host PASIDs of their own", () => {
+    const h = vmTestHost();
+    const second = assign(h.board, "dsa1", 5, h.vfio);
+    const a = new Vm({ host: h.board, vfio: h.vfio, id: 1, ramBytes: RAM, device: h.device, guestPasids: "spid", firstGuestPasid: SHARED_GPASID });
+    const b = new Vm({ host: h.board, vfio: h.vfio, id: 2, ramBytes: RAM, device: second.device, guestPasids: "spid", firstGuestPasid: SHARED_GPASID });
+    const ga = new Guest(a);
+    const gb = new Guest(b);
+    const bonds = [ga, gb].flatMap((g) =>
+      ["P", "Q"].map((name) => {
+        const mm = g.newProcess(name);
+        mm.mmap(0x7000_0000_0000, PAGE, Prot.READ | Prot.WRITE, { populate: true });
+        return g.core.sva.bindDevice(g.device, mm).pasid;
+      }),
+    );
+    expect(bonds).toEqual([SHARED_GPASID, SHARED_GPASID + 1, SHARED_GPASID, SHARED_GPASID + 1]);
+    const hosts = [a.viommu.hostPasid(SHARED_GPASID), a.viommu.hostPasid(SHARED_GPASID + 1), b.viommu.hostPasid(SHARED_GPASID), b.viommu.hostPasid(SHARED_GPASID + 1)];
+    expect(new Set(hosts).size).toBe(4);
+    expect(hosts).not.toContain(null);
+    a.kill();
+    b.kill();
+    h.board.settle();
+    expect(h.board.ioasid.allocated).toBe(0);
+  });
+
+  it.each([[0], [2 ** 20], [1.5]])("a first guest PASID of %s is EINVAL, and so is one for identity guest PASIDs; nothing of the VM is made", (first) => {
+    const h = vmTestHost();
+    expect(errnoOf(() => new Vm({ host: h.board, vfio: h.vfio, id: 1, ramBytes: RAM, device: h.device, guestPasids: "spid", firstGuestPasid: first }))).toBe(Errno.EINVAL);
+    expect(errnoOf(() => new Vm({ host: h.board, vfio: h.vfio, id: 1, ramBytes: RAM, device: h.device, firstGuestPasid: 101 }))).toBe(Errno.EINVAL);
+    // The name is free again: the refused VMs left no context behind.
+    new Vm({ host: h.board, vfio: h.vfio, id: 1, ramBytes: RAM, device: h.device }).kill();
+    h.board.settle();
   });
 });

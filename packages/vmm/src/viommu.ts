@@ -110,6 +110,8 @@ export class VirtualVtd {
   /** The reverse of #allocated: host PASID → guest PASID (fault records carry host PASIDs). */
   readonly #guestOf = new Map<number, number>();
   readonly #mode: GuestPasidMode;
+  /** SPIDs: the lowest guest PASID the virtual command hands out. */
+  readonly #firstGuestPasid: number;
   /** PASID-cache invalidations of the current submission, in order (PASID, or null for all). */
   readonly #pcs: (number | null)[] = [];
   readonly #invs = new Map<number, PendingInv>();
@@ -122,10 +124,11 @@ export class VirtualVtd {
   #deferredWait: number | null = null;
   #servicing = false;
 
-  constructor(vm: Vm, opts: { readonly devices: readonly ViommuDevice[]; readonly name?: string; readonly guestPasids?: GuestPasidMode }) {
+  constructor(vm: Vm, opts: { readonly devices: readonly ViommuDevice[]; readonly name?: string; readonly guestPasids?: GuestPasidMode; readonly firstGuestPasid?: number }) {
     this.vm = vm;
     this.#devs = opts.devices;
     this.#mode = opts.guestPasids ?? "identity";
+    this.#firstGuestPasid = opts.firstGuestPasid ?? 1;
     this.unit = new VtdUnit({
       ...capsFromNesting(vm.nesting),
       mem: vm.ram.view,
@@ -234,11 +237,12 @@ export class VirtualVtd {
   }
 
   /**
-   * The lowest guest PASID (1 up; 0 is RID_PASID) not in use in this VM's
-   * own namespace, or null when the namespace is full.
+   * The lowest guest PASID (from the VM's first guest PASID, 1 unless the
+   * VMM set another; 0 is RID_PASID) not in use in this VM's own
+   * namespace, or null when the namespace is full.
    */
   #freeGuestPasid(max: number): number | null {
-    for (let g = 1; g <= max; g++) if (!this.#allocated.has(g)) return g;
+    for (let g = this.#firstGuestPasid; g <= max; g++) if (!this.#allocated.has(g)) return g;
     return null;
   }
 

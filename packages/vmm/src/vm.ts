@@ -69,6 +69,15 @@ export interface VmOptions {
    */
   readonly guestPasids?: GuestPasidMode;
   /**
+   * `spid` only: the lowest guest PASID the vIOMMU's virtual command hands
+   * the guest (default 1). The guest cannot ask for a range: the virtual
+   * command allocates from the whole PASID space, and the host partitions
+   * the guest's range by its own policy (the comment in Linux's
+   * drivers/iommu/intel/iommu.c: intel_vcmd_ioasid_alloc(), v5.10). EINVAL
+   * unless an integer from 1 up to the PASID space's last.
+   */
+  readonly firstGuestPasid?: number;
+  /**
    * The VMM process's mm (default a fresh one): given when the host made
    * something for this VM before it started that names it by its VMM's mm,
    * as the VDCM's `createMdev(name, wq, { vm, mm })` does.
@@ -137,6 +146,10 @@ export class Vm {
     this.device = opts.device;
     const bdf = opts.guestBdf ?? { bus: 0, dev: 4, fn: 0 };
     this.guestSid = sourceId(bdf.bus, bdf.dev, bdf.fn);
+    const first = opts.firstGuestPasid;
+    if (first !== undefined && (!Number.isSafeInteger(first) || first < 1 || first >= 2 ** 20 || opts.guestPasids !== "spid")) {
+      throw new KernelError(Errno.EINVAL, `${this.name}: first guest PASID ${String(first)}: an integer in 1..${2 ** 20 - 1}, for SPID guest PASIDs only`);
+    }
     this.kernel = new Kernel({ system: host.kernel, context: this.name });
     this.mm = opts.mm ?? { vmm: this.name };
     const mdevs = opts.mdevs ?? [];
@@ -212,7 +225,7 @@ export class Vm {
       }
       this.mdevFiles = mdevFiles;
       // The machine's vIOMMU, realized last: its capabilities come from what VFIO reported.
-      this.viommu = new VirtualVtd(this, { devices, guestPasids: opts.guestPasids ?? "identity" });
+      this.viommu = new VirtualVtd(this, { devices, guestPasids: opts.guestPasids ?? "identity", ...(first === undefined ? {} : { firstGuestPasid: first }) });
     } catch (e) {
       for (const u of undo.reverse()) u();
       this.#state = "dead";

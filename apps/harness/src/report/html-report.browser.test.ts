@@ -140,6 +140,50 @@ function brokenWords(page: Page): Promise<string[]> {
   });
 }
 
+interface Readability {
+  /** Pairs of lane headers whose boxes overlap (by more than half a pixel). */
+  readonly overlapping: string[];
+  /** Lane headers whose text is wider than their box (clipped or spilling into the next). */
+  readonly clippedHeaders: string[];
+  /** Event cells whose content is wider than the cell. */
+  readonly overflowingCells: string[];
+  /** Event lanes narrower than an 8-character word at their font: a lane no one could read. */
+  readonly narrowLanes: string[];
+  /** Whether the refcount chart is drawn with at least one point. */
+  readonly refcountPoints: number;
+}
+
+/** What makes a many-lane page unreadable, measured on the rendered boxes. */
+function readability(page: Page): Promise<Readability> {
+  return page.evaluate(() => {
+    const ths = [...document.querySelectorAll<HTMLTableCellElement>("#swimlane thead th.lane")];
+    const boxes = ths.map((th) => ({ name: (th.firstChild?.textContent ?? "").trim(), r: th.getBoundingClientRect(), th }));
+    const overlapping: string[] = [];
+    for (let i = 0; i < boxes.length; i++) {
+      for (let j = i + 1; j < boxes.length; j++) {
+        const [a, b] = [boxes[i], boxes[j]];
+        if (a === undefined || b === undefined) continue;
+        const w = Math.min(a.r.right, b.r.right) - Math.max(a.r.left, b.r.left);
+        const h = Math.min(a.r.bottom, b.r.bottom) - Math.max(a.r.top, b.r.top);
+        if (w > 0.5 && h > 0.5) overlapping.push(`${a.name} / ${b.name}`);
+      }
+    }
+    const clippedHeaders = boxes.filter((b) => b.th.scrollWidth > b.th.clientWidth + 1).map((b) => `${b.name} (${String(b.th.scrollWidth)} > ${String(b.th.clientWidth)} px)`);
+    const probe = document.createElement("span");
+    probe.textContent = "MMMMMMMM";
+    probe.style.cssText = "position:absolute;visibility:hidden;font:inherit";
+    ths[0]?.appendChild(probe);
+    const word = probe.getBoundingClientRect().width;
+    probe.remove();
+    // The step actor's lane (USER) is narrow on purpose: its rows are section headers spanning every lane.
+    const narrowLanes = boxes.filter((b) => b.name !== "USER" && b.r.width < word).map((b) => `${b.name} (${String(Math.round(b.r.width))} px)`);
+    const overflowingCells = [...document.querySelectorAll<HTMLTableCellElement>("#swimlane td.cell")]
+      .filter((td) => td.scrollWidth > td.clientWidth + 1)
+      .map((td) => `#${(td.parentElement as HTMLTableRowElement | null)?.dataset.step ?? "?"}`);
+    return { overlapping, clippedHeaders, overflowingCells, narrowLanes, refcountPoints: document.querySelectorAll(".chart .point").length };
+  });
+}
+
 /**
  * The share of the swimlane's on-screen area the selected-row panel covers, with the page
  * scrolled to the swimlane (as one reads it) and a row on screen selected.
@@ -241,6 +285,37 @@ describe("the HTML report in headless Chromium", { timeout: 120_000 }, () => {
         expect(await brokenWords(page)).toEqual([]);
         const cover = await panelCover(page);
         expect(cover.covered).toBeLessThan(0.5);
+      } finally {
+        await page.close();
+      }
+    });
+  }
+  for (const width of WIDTHS) {
+    it(`flagship (two VMs beside host users) at ${width} px: both VMs' lanes beside the host's, each with its rows; lane headers side by side without overlap, none clipped or too narrow to read; no cell overflows; the refcount track drawn`, async () => {
+      const { result, html } = run("flagship", "vtd");
+      expect(result.violations).toEqual([]);
+      const page = await open(html, width);
+      try {
+        const f = await laneFacts(page);
+        expect(Object.keys(f.headers)).toEqual(result.columns);
+        const guestLanes = result.columns.filter((c) => /^vm[12] /.test(c));
+        for (const vm of ["vm1", "vm2"]) {
+          for (const actor of ["IOMMU", "IOASID", "DEVICE"]) expect(guestLanes, `${vm} ${actor}`).toContain(`${vm} ${actor}`);
+        }
+        expect(result.columns).toEqual(expect.arrayContaining(["IOMMU", "IOASID", "VFIO", "KVM", "VDCM", "DEVICE"]));
+        for (const [actor, n] of Object.entries(f.headers)) {
+          expect(f.totals[actor], `${actor}: actor table vs lane header`).toBe(n);
+          expect(f.drawn[actor] ?? 0, `${actor}: rows drawn vs lane header`).toBe(n);
+        }
+        for (const lane of guestLanes) expect(f.drawn[lane] ?? 0, lane).toBeGreaterThan(0);
+        expect(f.misplaced).toEqual([]);
+        const r = await readability(page);
+        expect(r.overlapping).toEqual([]);
+        expect(r.clippedHeaders).toEqual([]);
+        expect(r.narrowLanes).toEqual([]);
+        expect(r.overflowingCells).toEqual([]);
+        expect(r.refcountPoints).toBeGreaterThan(0);
+        expect(await brokenWords(page)).toEqual([]);
       } finally {
         await page.close();
       }

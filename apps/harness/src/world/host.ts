@@ -40,6 +40,8 @@ export interface HostOptions {
    * fail-nth sweep can be armed before it.
    */
   readonly deferBringUp?: boolean;
+  /** RAM and the kernel's page pool in it (default RAM_SIZE, the pool at POOL_BASE of POOL_SIZE): a bench of many VMs needs more. */
+  readonly memory?: { readonly ram: number; readonly pool: { readonly base: number; readonly size: number } };
 }
 
 export type { DeviceSlot };
@@ -65,8 +67,8 @@ export class Host {
     const platform: PlatformFactory = PLATFORMS[opts.platform ?? "vtd"];
     this.board = new Board({
       platform,
-      ram: { base: 0, size: RAM_SIZE },
-      pool: { base: POOL_BASE, size: POOL_SIZE },
+      ram: { base: 0, size: opts.memory?.ram ?? RAM_SIZE },
+      pool: opts.memory?.pool ?? { base: POOL_BASE, size: POOL_SIZE },
       interpose: (unit) => (this.#port = new RecordingPort(unit, { keep })),
       deferBringUp: true,
     });

@@ -282,6 +282,8 @@ export class InvariantChecker {
     const out: string[] = [];
     for (const vdcm of this.#vdcms) {
       for (const m of vdcm.mdevs) {
+        // A shared WQ holds no PASID of its own: WQCFG's PASID_EN only says each ENQCMD carries one (its PASID field stays 0).
+        if (m.hostWq.mode === "shared") continue;
         const hw = m.hostWq.pasid;
         if (hw === null) continue;
         const p = m.programmed;
