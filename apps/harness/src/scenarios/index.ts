@@ -9,13 +9,15 @@ import { guestSva } from "./guest-sva.js";
 import { guestPageFault } from "./guest-page-fault.js";
 import { guestCrash } from "./guest-crash.js";
 import { maliciousGuest } from "./malicious-guest.js";
+import { guestMdevPageFault } from "./guest-mdev-page-fault.js";
 import { nestedBind } from "./nested-bind.js";
 import { pageRequest } from "./page-request.js";
 import { mdevNotIommuBacked, mdevSiblings, vfioMap, vfioNestedBind, vfioQuota, vfioReleaseLive } from "./vfio.js";
 
 export const scenarios: readonly Scenario[] = [nativeSva, nativeExitBeforeUnbind, pageRequest, nestedBind, smmuNativeSva, ioasidLifecycle, ioasidFreeBeforeUnbind,
   vfioMap, vfioNestedBind, mdevSiblings, mdevNotIommuBacked, vfioQuota, vfioReleaseLive, nativeDsa, kvmEnqcmd, vdcmProgram, guestSva,
-  guestPageFault, guestCrash, maliciousGuest];
+  guestPageFault, guestCrash, maliciousGuest,
+  guestMdevPageFault];
 
 /** What `vsva` with no arguments runs. */
 export const FLAGSHIP = nativeSva.name;

@@ -8,13 +8,12 @@ import {
 import { submitVtdDescriptors } from "@vsva/iommu-hw/testing";
 import { Vdcm } from "@vsva/vdcm";
 import { MdevGuest } from "@vsva/vdcm/testing";
-import { Guest, Vm, type VmMdev } from "@vsva/vmm";
-import type { Vfio } from "@vsva/vfio-type1";
-import { type StepContext, hostScenario } from "../world/host-scenario.js";
-import { GUEST_RAM, type GuestVm, guestProcess, startGuestVm } from "./guest-common.js";
+import { hostScenario } from "../world/host-scenario.js";
+import { type GuestVm, guestProcess, startGuestVm } from "./guest-common.js";
+import { startVmWithMdev } from "./guest-mdev-common.js";
 import { PATTERN, hexBytes } from "./sva-common.js";
 import { createMdev } from "./vdcm-common.js";
-import { PAGE, bindToVfio, groupOf, vfioOn } from "./vfio-common.js";
+import { PAGE, vfioOn } from "./vfio-common.js";
 
 /**
  * The errno of a NESTING_OP bind of a PASID outside the VM's IOASID set:
@@ -36,29 +35,6 @@ function outcome(fn: () => void): string {
 
 /** Where VM 1's mdev sits in its guest's PCI hierarchy. */
 const MDEV_BDF = { bus: 0, dev: 5, fn: 0 };
-
-/**
- * VM 1 as {@link startGuestVm} makes one, with an mdev of the host's
- * accelerator in its VFIO set up as well (QEMU's `-device vfio-pci,sysfsdev=`
- * of the mdev); the mdev must exist (created for the VMM's mm) before. Twice
- * the RAM: the guest kernel's pool holds a PASID directory per device.
- */
-function startVmWithMdev(ctx: StepContext, vfio: Vfio, o: { readonly id: number; readonly dev: number; readonly device: string; readonly mm: object; readonly mdev: VmMdev }): GuestVm {
-  const h = ctx.host;
-  const slot = ctx.step(`plug in ${o.device}; vfio-pci takes it for VM ${o.id}`, () => {
-    const s = h.addDevice(o.device, o.dev);
-    bindToVfio(ctx, vfio, s);
-    return s;
-  });
-  const vm = ctx.step(`VMM starts VM ${o.id} with ${o.device} and ${o.mdev.name} (a container each, guest RAM mapped in both), KVM`, () => {
-    const v = new Vm({ host: h, vfio, id: o.id, ramBytes: 2 * GUEST_RAM, device: { group: groupOf(slot.dev), name: o.device, endpoint: slot.ep }, mm: o.mm, mdevs: [o.mdev] });
-    ctx.defer(`VM ${o.id}'s VMM exits (if still running): VFIO release, KVM teardown, guest RAM back to the host`, () => v.kill());
-    ctx.watchVm(v);
-    return v;
-  });
-  const guest = ctx.step(`VM ${o.id}'s guest boots its IOMMU stack over the virtual VT-d`, () => new Guest(vm));
-  return { slot, vm, guest };
-}
 
 /**
  * Where the guest's PASID-table entry of `pasid` for requester `sid` sits in
