@@ -79,7 +79,11 @@ export interface ViommuStats {
  *   guest memory (RTADDR → root → context → PASID directory → PASID table,
  *   VT-d §9.1, §9.4, §9.5, §9.6): present with a first-level table → bind
  *   the guest table (NESTING_OP BIND_PGTBL with FLPTR, the paging mode's
- *   width and the SRE/EAFE/WPE bits); not present → unbind;
+ *   width and the SRE/EAFE/WPE bits); not present → unbind. What it
+ *   asks the host follows what it bound (as QEMU's vtd_pasid_cache_sync()
+ *   in hw/i386/intel_iommu.c of the 2020 vSVA RFC compares the guest's
+ *   entries with its cached PASID address spaces): an entry cleared again,
+ *   or a flush of a PASID it never bound, asks nothing;
  * - PASID-based IOTLB and device-TLB invalidations become NESTING_OP
  *   CACHE_INVLD, one per PASID for one queue submission;
  * - the submission's invalidation wait descriptor is held back (deferred)
