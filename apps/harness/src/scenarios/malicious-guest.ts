@@ -151,10 +151,17 @@ export const maliciousGuest = hostScenario({
         ctx.require(file !== undefined, "VM 1 has its mdev's device file");
         if (file === undefined) return;
         const refs = ctx.host.ioasid.refcount(asIoasid(victimHost));
+        // Why the VDCM refused, from its trace of the command.
+        const reasons: string[] = [];
+        const stop = ctx.host.kernel.trace.subscribeSystem((e) => {
+          if (e.kind === "vdcm.command" && e.payload.err !== 0) reasons.push(e.payload.reason);
+        });
         // The guest's idxd driver's sequence (PASID capability on, WQCFG, ENABLE_DEVICE, ENABLE_WQ), through the mdev's regions.
         const drv = new MdevGuest(file);
         const err = drv.programWq(pasid);
+        stop();
         ctx.expect(err === DsaCmdErr.PASID_EN, `ENABLE_WQ fails with CMDSTS 0x${DsaCmdErr.PASID_EN.toString(16)} (got 0x${err.toString(16)})`);
+        ctx.expect(reasons.some((r) => r.includes("does not resolve in VM 1's set")), `the VDCM's SPID lookup in VM 1's set found nothing (refusals: ${reasons.join("; ") || "none"})`);
         ctx.expect(!drv.wqEnabled(), "VM 1's virtual WQ stays disabled");
         ctx.require(ctx.host.ioasid.refcount(asIoasid(victimHost)) === refs, `no reference was taken on VM 2's PASID (${refs} before, ${ctx.host.ioasid.refcount(asIoasid(victimHost))} after)`);
         ctx.require(idxd.wq(0).pasid !== victimHost, "the hardware WQ holds nothing of VM 2's");
