@@ -67,46 +67,69 @@ export class CoreDevices {
     return this.#iopf.report(dev, fault);
   }
 
+  /**
+   * A sub-device's handler (VFIO's, for an mdev in a guest) takes the page
+   * requests its physical device sends with a PASID bound nested through that
+   * sub-device; see {@link reportDeviceFault}.
+   */
   registerFaultHandler(dev: IommuDevice, handler: DeviceFaultHandler): void {
     if (!this.#ctx.devices.has(dev)) throw new KernelError(Errno.ENODEV, `${dev.name} is not a device of this IOMMU core`);
-    if (dev.isSubDevice) throw new KernelError(Errno.EINVAL, `${dev.name} is a sub-device; faults come from ${dev.physical.name}`);
     if (this.#faultHandlers.has(dev)) throw new KernelError(Errno.EBUSY, `${dev.name} already has a fault handler`);
     this.#faultHandlers.set(dev, handler);
   }
 
   unregisterFaultHandler(dev: IommuDevice): void {
     this.#faultHandlers.delete(dev);
-    // Groups nobody will answer now: the driver answers them (iommu_unregister_device_fault_handler warns on pending ones).
+    this.#answerPending(dev);
+  }
+
+  /** Groups nobody will answer now: the driver answers them (iommu_unregister_device_fault_handler warns on pending ones). */
+  #answerPending(dev: IommuDevice): void {
     for (const [key, p] of this.#pending) {
       if (p.dev !== dev) continue;
       this.#pending.delete(key);
-      dev.iommu?.ops.pageResponse(dev, { pasid: p.pasid, grpid: p.grpid, code: "invalid" });
+      dev.physical.iommu?.ops.pageResponse(dev.physical, { pasid: p.pasid, grpid: p.grpid, code: "invalid" });
     }
   }
 
+  /**
+   * A page request of physical device `dev` goes to the handler of whoever
+   * owns the PASID it carries: a sub-device with the PASID bound nested
+   * through it (an mdev whose guest bound it) and a handler of its own takes
+   * it; otherwise `dev`'s handler. Upstream finds the handler the same way,
+   * from the domain attached at the fault's PASID
+   * (drivers/iommu/io-pgfault.c: get_domain_for_iopf(), Linux 6.8).
+   */
   reportDeviceFault(dev: IommuDevice, fault: PageRequestFault): boolean {
-    const handler = this.#faultHandlers.get(dev);
+    const target = this.#faultTarget(dev, fault);
+    const handler = this.#faultHandlers.get(target);
     if (handler === undefined) return false;
-    const taken = handler(dev, fault);
+    const taken = handler(target, fault);
     // iommu_report_device_fault keeps the last request of a group a handler
     // took, so iommu_page_response can match the answer (the IO page fault
     // queue answers its own groups through the driver directly).
-    if (taken && fault.last && handler !== this.#iopfHandler) this.#pending.set(pendingKey(dev, fault.pasid, fault.grpid), { dev, pasid: fault.pasid, grpid: fault.grpid });
+    if (taken && fault.last && handler !== this.#iopfHandler) this.#pending.set(pendingKey(target, fault.pasid, fault.grpid), { dev: target, pasid: fault.pasid, grpid: fault.grpid });
     return taken;
+  }
+
+  #faultTarget(dev: IommuDevice, fault: PageRequestFault): IommuDevice {
+    if (fault.pasid === undefined || dev.isSubDevice) return dev;
+    return this.#nesting.requestersAt(dev, fault.pasid).find((r) => r.isSubDevice && this.#faultHandlers.has(r)) ?? dev;
   }
 
   /**
    * `iommu_page_response` (drivers/iommu/iommu.c, v5.10): a response from
-   * the handler's owner (VFIO, for a guest) to a group it took. EINVAL when
-   * no such group is pending on `dev` (a response to a fault it never got),
-   * ENODEV for a device not probed here.
+   * the handler's owner (VFIO, for a guest) to a group it took, on the
+   * device (or sub-device) the group was reported to; the physical device
+   * gets the answer. EINVAL when no such group is pending on `dev` (a
+   * response to a fault it never got), ENODEV for a device not probed here.
    */
   pageResponse(dev: IommuDevice, resp: PageResponse): void {
-    if (!this.#ctx.devices.has(dev) || dev.isSubDevice) throw new KernelError(Errno.ENODEV, `${dev.name} is not a physical device of this IOMMU core`);
+    if (!this.#ctx.devices.has(dev)) throw new KernelError(Errno.ENODEV, `${dev.name} is not a device of this IOMMU core`);
     const key = pendingKey(dev, resp.pasid, resp.grpid);
     if (!this.#pending.has(key)) throw new KernelError(Errno.EINVAL, `${dev.name}: no page request group ${resp.grpid} pending${resp.pasid === undefined ? "" : ` for PASID ${resp.pasid}`}`);
     this.#pending.delete(key);
-    dev.iommu?.ops.pageResponse(dev, resp);
+    dev.physical.iommu?.ops.pageResponse(dev.physical, resp);
   }
 
   /** Page request groups taken by a handler and not yet answered. */
@@ -176,6 +199,8 @@ export class CoreDevices {
     this.#sva.releaseDevice(dev);
     if (dev.isSubDevice) {
       if (dev.auxDomain !== null) this.#domains.detachSubDevice(dev.auxDomain, dev);
+      this.#faultHandlers.delete(dev);
+      this.#answerPending(dev);
       ctx.devices.delete(dev);
       return;
     }

@@ -137,8 +137,9 @@ export class IommuCore {
    * `iommu_register_device_fault_handler`: recoverable faults of `dev` (a
    * physical device of this core) go to `handler`. Enabling SVA registers the
    * IO page fault queue; VFIO can register its own to forward guest faults.
-   * EBUSY when one is registered; ENODEV for a device not probed here; EINVAL
-   * for a sub-device (faults come from the physical device).
+   * EBUSY when one is registered; ENODEV for a device not probed here. A
+   * sub-device's handler gets the page requests of its physical device that
+   * carry a PASID bound nested through the sub-device.
    */
   registerDeviceFaultHandler(dev: IommuDevice | null | undefined, handler: DeviceFaultHandler): void {
     const d = deviceArg(dev, "register fault handler");
@@ -154,7 +155,7 @@ export class IommuCore {
   /**
    * `iommu_page_response`: the answer of a fault handler's owner (VFIO,
    * relaying a guest's page group response) to a group it took. EINVAL: no
-   * such group pending on `dev`; ENODEV: not a physical device of this core.
+   * such group pending on `dev`; ENODEV: not a device of this core.
    */
   pageResponse(dev: IommuDevice | null | undefined, resp: PageResponse): void {
     this.#devices.pageResponse(deviceArg(dev, "page response"), resp);

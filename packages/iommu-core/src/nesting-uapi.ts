@@ -198,6 +198,13 @@ export class NestingUapi {
     }
   }
 
+  /** The requesters (the device itself or sub-devices of it) that have guest PASID `hpasid` bound through physical device `phys`, over any nesting parent. */
+  requestersAt(phys: IommuDevice, hpasid: HostPasid): IommuDevice[] {
+    const out: IommuDevice[] = [];
+    for (const parent of this.#parents.values()) out.push(...(parent.nested.get(hpasid)?.bound.get(phys) ?? []));
+    return out;
+  }
+
   /** Whether `dev` (a physical device) has any guest PASID bound. */
   boundOn(dev: IommuDevice): boolean {
     for (const d of this.#ctx.devices) {

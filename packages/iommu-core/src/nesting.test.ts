@@ -1,4 +1,4 @@
-import { Errno, TraceRecorder, sourceId } from "@vsva/kernel";
+import { Errno, TraceRecorder, asHostPasid, sourceId } from "@vsva/kernel";
 import { describe, expect, it } from "vitest";
 import type { IommuDomain } from "./domain.js";
 import { mockHost } from "./testing/mock-host.js";
@@ -237,5 +237,55 @@ describe("nesting info", () => {
     const { core, parent, pdev } = vm();
     expect(core.nestingInfo(parent).format).toBe(PasidFormat.INTEL_VTD);
     expect(errnoOf(() => core.nestingInfo(core.domainAlloc(pdev, { type: "unmanaged", nestingParent: false })))).toBe(Errno.ENODEV);
+  });
+});
+
+describe("page requests of a PASID bound through a sub-device (an mdev in a guest)", () => {
+  const request = (pasid: number, grpid = 3) => ({ pasid: asHostPasid(pasid), addr: 0x7000, read: true, write: false, exec: false, priv: false, grpid, last: true });
+
+  it("go to the sub-device's handler, not the physical device's; the answer on the sub-device reaches the physical device once; another PASID still goes to the physical device's handler", () => {
+    const { core, mock, parent, pdev, mdev1 } = vm();
+    core.attachSubDevice(parent, mdev1);
+    core.bindGpasid(parent, mdev1, bind(0x40));
+    const toMdev: number[] = [];
+    const toPdev: number[] = [];
+    core.unregisterDeviceFaultHandler(pdev);
+    core.registerDeviceFaultHandler(pdev, (_d, f) => (toPdev.push(f.pasid ?? -1), true));
+    core.registerDeviceFaultHandler(mdev1, (d, f) => (expect(d).toBe(mdev1), toMdev.push(f.pasid ?? -1), true));
+    expect(core.reportDeviceFault(pdev, request(0x40))).toBe(true);
+    expect(core.reportDeviceFault(pdev, request(0x41))).toBe(true);
+    expect([toMdev, toPdev]).toEqual([[0x40], [0x41]]);
+    // The group is pending on the sub-device it went to: answering it on the physical device is a response to nothing.
+    expect(errnoOf(() => core.pageResponse(pdev, { pasid: asHostPasid(0x40), grpid: 3, code: "success" }))).toBe(Errno.EINVAL);
+    core.pageResponse(mdev1, { pasid: asHostPasid(0x40), grpid: 3, code: "success" });
+    expect(mock.responses.map((r) => [r.dev, r.response.pasid, r.response.code])).toEqual([[pdev, 0x40, "success"]]);
+    expect(errnoOf(() => core.pageResponse(mdev1, { pasid: asHostPasid(0x40), grpid: 3, code: "success" }))).toBe(Errno.EINVAL);
+  });
+
+  it("a sub-device without a handler, or with the PASID not bound through it, leaves the request to the physical device's", () => {
+    const { core, parent, pdev, mdev1, mdev2 } = vm();
+    core.attachSubDevice(parent, mdev1);
+    core.attachSubDevice(parent, mdev2);
+    core.bindGpasid(parent, mdev1, bind(0x40));
+    const toPdev: number[] = [];
+    const toMdev2: number[] = [];
+    core.unregisterDeviceFaultHandler(pdev);
+    core.registerDeviceFaultHandler(pdev, (_d, f) => (toPdev.push(f.pasid ?? -1), true));
+    core.registerDeviceFaultHandler(mdev2, (_d, f) => (toMdev2.push(f.pasid ?? -1), true));
+    core.reportDeviceFault(pdev, request(0x40));
+    expect([toPdev, toMdev2]).toEqual([[0x40], []]);
+  });
+
+  it("groups the sub-device's owner never answered are answered invalid when its handler goes, or when the sub-device goes", () => {
+    for (const end of ["unregister", "release"] as const) {
+      const { core, mock, parent, pdev, mdev1 } = vm();
+      core.attachSubDevice(parent, mdev1);
+      core.bindGpasid(parent, mdev1, bind(0x40));
+      core.registerDeviceFaultHandler(mdev1, () => true);
+      core.reportDeviceFault(pdev, request(0x40, 5));
+      if (end === "unregister") core.unregisterDeviceFaultHandler(mdev1);
+      else core.releaseDevice(mdev1);
+      expect(mock.responses.map((r) => [r.dev, r.response.grpid, r.response.code])).toEqual([[pdev, 5, "invalid"]]);
+    }
   });
 });

@@ -215,7 +215,7 @@ export class VfioContainer {
       if (g.isMdevGroup) for (const d of devs) this.#d.core.attachSubDevice(domain, d);
       else if (g.iommuGroup !== null) this.#d.core.attachGroup(domain, g.iommuGroup);
       if (fresh) this.#replay(domain);
-      if (this.nesting && !g.isMdevGroup) this.#enableSva(g.devices);
+      if (this.nesting) this.#enableSva(g.devices);
     } catch (e) {
       this.#disableSva(g.devices);
       this.#detachFrom(domain, g);
@@ -230,11 +230,20 @@ export class VfioContainer {
    * turned on with the group (VT-d in scalable mode enables PASID on the
    * function when it attaches it: drivers/iommu/intel/iommu.c,
    * iommu_enable_dev_iotlb → pci_enable_pasid); in this core that is the
-   * device's SVA feature. An mdev's parent is its vendor driver's to enable.
+   * device's SVA feature. An mdev's parent is its vendor driver's to enable;
+   * the mdev gets only VFIO's fault handler, which the core gives the page
+   * requests of the PASIDs bound through it.
    */
   #enableSva(vdevs: readonly VfioDevice[]): void {
     for (const v of vdevs) {
       const d = v.iommuDevice;
+      if (d?.isSubDevice === true) {
+        const faults = v.faults;
+        if (faults === null || this.#svaEnabled.has(d)) continue;
+        this.#d.core.registerDeviceFaultHandler(d, (_dev, fault) => faults.produce(fault));
+        this.#svaEnabled.add(d);
+        continue;
+      }
       if (d === null || d.pasidWidth === 0 || d.hasFeature("sva")) continue;
       // The guest's recoverable faults go to the device's DMA fault region,
       // so VFIO's handler goes in before SVA would install the host's queue.
@@ -254,7 +263,7 @@ export class VfioContainer {
     for (const v of vdevs) {
       const d = v.iommuDevice;
       if (d === null || !this.#svaEnabled.delete(d)) continue;
-      if (d.hasFeature("sva")) this.#d.core.disableFeature(d, "sva");
+      if (!d.isSubDevice && d.hasFeature("sva")) this.#d.core.disableFeature(d, "sva");
       if (v.faults !== null) this.#d.core.unregisterDeviceFaultHandler(d);
     }
   }

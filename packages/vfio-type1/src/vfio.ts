@@ -99,7 +99,10 @@ export class Vfio {
   addMdev(name: string, iommuDevice: IommuDevice | null, ops: VfioDeviceOps): VfioDevice {
     if (iommuDevice !== null && !iommuDevice.isSubDevice) throw new KernelError(Errno.EINVAL, `${iommuDevice.name} is not a sub-device`);
     const g = new VfioGroup(this.#nextMdevGroup++, null, () => 0);
-    const vdev = new VfioDevice(name, "mdev", iommuDevice, ops);
+    // An IOMMU-backed mdev has the DMA fault regions too: a guest binding PASIDs through it gets their page requests there.
+    const sub = iommuDevice;
+    const faults = sub === null ? null : new DmaFaultRegions({ respond: (resp) => this.core.pageResponse(sub, resp) });
+    const vdev = new VfioDevice(name, "mdev", iommuDevice, faults === null ? ops : withFaultRegions(ops, faults), faults);
     vdev.group = g;
     g.devices.push(vdev);
     this.#groups.set(g.id, g);

@@ -18,6 +18,8 @@ const VA = 0x7000_0000_0000;
 /** kvm-pasid names its one point without a registry of its own. */
 const KVM_POINTS = declareFaultPoints("@vsva/kvm-pasid", [TABLE_PAGE_FAULT_POINT]);
 const KNOWN = [IOASID_FAULT_POINTS, IOMMU_CORE_FAULT_POINTS, VTD_FAULT_POINTS, VFIO_FAULT_POINTS, KVM_POINTS];
+/** The VMM's points only a VM with mdevs meets. */
+const MDEV_ONLY = ["vmm.mdev_region"];
 
 function tolerate<T>(fn: () => T): T | null {
   try {
@@ -114,7 +116,8 @@ describe("fail-nth over a VM's life (build, guest boot, SVA bind, DMA, kill)", (
         cov.record(r.faults);
       }
     }
-    expect(cov.missing()).toEqual([]);
+    // A VM without mdevs has no region of one to forward: mdev-fail-nth.test.ts fails that point.
+    expect(cov.missing()).toEqual(MDEV_ONLY);
     expect(cov.undeclared()).toEqual([]);
   }, SWEEP_TIMEOUT);
 
@@ -132,7 +135,7 @@ describe("fail-nth over a VM's life (build, guest boot, SVA bind, DMA, kill)", (
         cov.record(r.faults);
       }
     }
-    expect(cov.missing()).toEqual([]);
+    expect(cov.missing()).toEqual(MDEV_ONLY);
     expect(cov.undeclared()).toEqual([]);
   }, SWEEP_TIMEOUT);
 

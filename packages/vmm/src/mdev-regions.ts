@@ -1,10 +1,12 @@
-import { Errno, KernelError } from "@vsva/kernel";
+import { Errno, type FaultInjector, KernelError, isKernelError } from "@vsva/kernel";
 import { type VfioDeviceFile, VfioPciRegion, regionOffset } from "@vsva/vfio-type1";
 
 /** vfio-pci's region index of BAR2 (VFIO_PCI_BAR2_REGION_INDEX): an mdev's portal BAR. */
 const PORTAL_REGION = 2;
 /** A WQ's portals span four pages (unlimited and limited, each with an MSI-X and an IMS page): drivers/dma/idxd/registers.h, IDXD_PORTAL_SIZE. */
 const PORTAL_STRIDE = 4 * 4096;
+/** What a read the VMM could not carry out returns to the guest: all ones, as a PCI read nobody completed (QEMU's vfio_region_read returns -1 when its pread fails). */
+const ALL_ONES = 0xffff_ffff;
 
 /**
  * An mdev as the guest's accelerator driver reaches it: every BAR0 access
@@ -16,13 +18,24 @@ const PORTAL_STRIDE = 4 * 4096;
  * portals), so the guest runs the host's driver over it and never holds a
  * host object. The device model behind it runs when the host's machine
  * runs, so `mode` is "immediate" and `run` has nothing to do.
+ *
+ * What the host refuses never reaches the guest as an exception (it could
+ * not: the guest's access is a load or a store): as QEMU does when its
+ * pread or pwrite fails, a read returns all ones and a write or portal
+ * store is dropped (an ENQCMD reports "retry"), each counted in
+ * `failedAccesses`. `faults` (the host's: the VMM is a host process) has
+ * the point `vmm.mdev_region` fail such an access.
  */
 export class MdevRegions {
   readonly mode = "immediate" as const;
   readonly #file: VfioDeviceFile;
+  readonly #faults: FaultInjector | null;
+  /** Accesses the host refused (each a read of all ones or a dropped write). */
+  failedAccesses = 0;
 
-  constructor(file: VfioDeviceFile) {
+  constructor(file: VfioDeviceFile, faults: FaultInjector | null = null) {
     this.#file = file;
+    this.#faults = faults;
   }
 
   run(): void {
@@ -30,7 +43,8 @@ export class MdevRegions {
   }
 
   mmioRead32(offset: number): number {
-    const b = this.#file.pread(regionOffset(VfioPciRegion.BAR0) + offset, 4);
+    const b = this.#access(() => this.#file.pread(regionOffset(VfioPciRegion.BAR0) + offset, 4));
+    if (b === null) return ALL_ONES;
     return ((b[0] ?? 0) | ((b[1] ?? 0) << 8) | ((b[2] ?? 0) << 16) | ((b[3] ?? 0) << 24)) >>> 0;
   }
 
@@ -39,17 +53,28 @@ export class MdevRegions {
   }
 
   mmioWrite32(offset: number, value: number): void {
-    this.#file.pwrite(regionOffset(VfioPciRegion.BAR0) + offset, Uint8Array.of(value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, (value >>> 24) & 0xff));
+    this.#access(() => this.#file.pwrite(regionOffset(VfioPciRegion.BAR0) + offset, Uint8Array.of(value & 0xff, (value >>> 8) & 0xff, (value >>> 16) & 0xff, (value >>> 24) & 0xff)));
   }
 
   /** MOVDIR64B to WQ `wq`'s unlimited portal: posted, nothing comes back. */
   movdir64b(wq: number, bytes: Uint8Array): void {
-    this.#file.pwrite(regionOffset(PORTAL_REGION) + wq * PORTAL_STRIDE, bytes);
+    this.#access(() => this.#file.pwrite(regionOffset(PORTAL_REGION) + wq * PORTAL_STRIDE, bytes));
   }
 
   /** ENQCMD to WQ `wq`'s portal: "retry" when the mdev took nothing. */
   enqcmd(wq: number, bytes: Uint8Array): "accepted" | "retry" {
     if (bytes.length !== 64) throw new KernelError(Errno.EINVAL, "ENQCMD moves 64 bytes");
-    return this.#file.pwrite(regionOffset(PORTAL_REGION) + wq * PORTAL_STRIDE, bytes) === 64 ? "accepted" : "retry";
+    return this.#access(() => this.#file.pwrite(regionOffset(PORTAL_REGION) + wq * PORTAL_STRIDE, bytes)) === 64 ? "accepted" : "retry";
+  }
+
+  #access<T>(fn: () => T): T | null {
+    try {
+      this.#faults?.inject("vmm.mdev_region", Errno.EIO);
+      return fn();
+    } catch (e) {
+      if (!isKernelError(e)) throw e;
+      this.failedAccesses++;
+      return null;
+    }
   }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type TraceEvent, TraceRecorder, asHostPasid, asIoasid } from "@vsva/kernel";
-import { CapReg, EcapReg, InvType, PasidIotlbDesc, PiotlbGran, RegOffset, WaitDesc, readReg } from "@vsva/iommu-hw";
+import { CapReg, EcapReg, InvType, PasidCacheDesc, PasidIotlbDesc, PcGran, PiotlbGran, RegOffset, WaitDesc, readReg } from "@vsva/iommu-hw";
 import { submitVtdDescriptors } from "@vsva/iommu-hw/testing";
 import { Prot } from "@vsva/iommu-core";
 import { Guest } from "./guest.js";
@@ -126,5 +126,33 @@ describe("the virtual VT-d shadows the guest's PASID state onto VFIO", () => {
     // The guest goes on: a proper bind still works.
     const bond = g.core.sva.bindDevice(g.device, p);
     expect(g.dma({ pasid: bond.pasid, addr: VA + 0x10, length: 4, direction: "write", pattern: PATTERN })).toBe("ok");
+  });
+});
+
+describe("a hostile guest's second unbind", () => {
+  it("a PASID-cache invalidation of a PASID the VMM has nothing bound for (the entry cleared again after an unbind) sends the host nothing, and the guest's wait still completes with its status write", () => {
+    const { g, p, host } = boot();
+    const bond = g.core.sva.bindDevice(g.device, p);
+    g.core.sva.unbindDevice(bond);
+    expect(host.events.filter(isOp("unbind"))).toHaveLength(1);
+    const ops = host.events.filter((e) => e.kind === "vfio.nesting-op").length;
+    const stats = { ...g.viommu.stats };
+    const mem = g.vm.ram.view;
+    const status = g.pages.allocPage("wait status");
+    mem.write32(status, 0);
+    const pc = PasidCacheDesc.encode({ TYPE: InvType.PASID_CACHE, G: PcGran.PASID, PASID: bond.pasid });
+    const w = WaitDesc.alloc();
+    WaitDesc.set(w, "TYPE", InvType.WAIT);
+    WaitDesc.set(w, "SW", 1);
+    WaitDesc.set(w, "STDATA", 0x5a5a);
+    WaitDesc.setAddr(w, "STADDR", status);
+    const qw = (a: Uint32Array, i: number): bigint => BigInt(a[i] ?? 0) | (BigInt(a[i + 1] ?? 0) << 32n);
+    submitVtdDescriptors(g.viommu.unit, mem, [[qw(pc, 0), qw(pc, 2)], [qw(w, 0), qw(w, 2)]]);
+    // The wait is held for the VMM (a PASID-cache sync is the host's business), which finds nothing to do and releases it.
+    expect(mem.read32(status)).toBe(0);
+    g.viommu.service();
+    expect(mem.read32(status)).toBe(0x5a5a);
+    expect(host.events.filter((e) => e.kind === "vfio.nesting-op")).toHaveLength(ops);
+    expect([g.viommu.stats.unbinds, g.viommu.stats.refused, g.viommu.stats.batches]).toEqual([stats.unbinds, stats.refused, stats.batches + 1]);
   });
 });

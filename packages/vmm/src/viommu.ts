@@ -5,7 +5,7 @@ import {
   type VtdTrapEvent, type TrapReply, VtdUnit, pasidDirIndex, pasidTableIndex, readReg,
 } from "@vsva/iommu-hw";
 import { CacheInvType, IOMMU_SVA_GPASID_VAL, InvAddrFlag, InvGranularity, InvPasidFlag, type NestingInfo, type PageResponse, VtdGpasidFlag } from "@vsva/iommu-core";
-import type { VfioContainerFile } from "@vsva/vfio-type1";
+import type { VfioContainerFile, VfioDeviceFile } from "@vsva/vfio-type1";
 import { VfioFaultRings } from "./vfio-faults.js";
 import type { Vm } from "./vm.js";
 import { allocPasid, bindPgtbl, cacheInvalidate, freePasids, unbindPgtbl } from "./vfio-uapi.js";
@@ -17,10 +17,11 @@ interface Binding {
   readonly flags: number;
 }
 
-/** A guest device behind the vIOMMU: its requester ID in the guest, and the VFIO container the VMM put it in. */
+/** A guest device behind the vIOMMU: its requester ID in the guest, the VFIO container the VMM put it in, and its VFIO device file (where its DMA fault regions are). */
 export interface ViommuDevice {
   readonly sid: SourceId;
   readonly container: VfioContainerFile;
+  readonly file: VfioDeviceFile;
 }
 
 /**
@@ -78,7 +79,11 @@ export interface ViommuStats {
  *   guest memory (RTADDR → root → context → PASID directory → PASID table,
  *   VT-d §9.1, §9.4, §9.5, §9.6): present with a first-level table → bind
  *   the guest table (NESTING_OP BIND_PGTBL with FLPTR, the paging mode's
- *   width and the SRE/EAFE/WPE bits); not present → unbind;
+ *   width and the SRE/EAFE/WPE bits); not present → unbind. What it
+ *   asks the host follows what it bound (as QEMU's vtd_pasid_cache_sync()
+ *   in hw/i386/intel_iommu.c of the 2020 vSVA RFC compares the guest's
+ *   entries with its cached PASID address spaces): an entry cleared again,
+ *   or a flush of a PASID it never bound, asks nothing;
  * - PASID-based IOTLB and device-TLB invalidations become NESTING_OP
  *   CACHE_INVLD, one per PASID for one queue submission;
  * - the submission's invalidation wait descriptor is held back (deferred)
@@ -115,11 +120,12 @@ export class VirtualVtd {
   /** PASID-cache invalidations of the current submission, in order (PASID, or null for all). */
   readonly #pcs: (number | null)[] = [];
   readonly #invs = new Map<number, PendingInv>();
-  /** Page group responses of the current submission, for the host. */
-  readonly #responses: PageResponse[] = [];
-  /** Groups the guest was given and has not answered: `${pasid}/${group index}`. */
-  readonly #pendingGroups = new Set<string>();
-  #rings: VfioFaultRings | null | undefined;
+  /** Page group responses of the current submission, for the host, each with the index in #devs of the device it answers. */
+  readonly #responses: { readonly dev: number; readonly resp: PageResponse }[] = [];
+  /** Groups the guest was given and has not answered: `${requester ID}/${pasid}/${group index}` → index in #devs. */
+  readonly #pendingGroups = new Map<string, number>();
+  /** Each device's fault rings, found on first use (null: it has none). */
+  readonly #rings = new Map<number, VfioFaultRings | null>();
   #irq: ((irq: VtdInterrupt) => void) | null = null;
   #deferredWait: number | null = null;
   #servicing = false;
@@ -150,31 +156,39 @@ export class VirtualVtd {
 
   /**
    * The VMM's handler of VFIO's fault notification (the series' fault
-   * eventfd): takes every record from the device's fault ring; each page
-   * request with a PASID goes into the guest's page request queue as if
-   * the assigned device had sent it to the vIOMMU (VT-d §7.5), and its
-   * group is remembered until the guest answers it. A request the vIOMMU
-   * cannot take (PRQ off or full), or one without a PASID, the VMM answers
-   * "invalid" itself, as VT-d hardware answers what it drops. Returns the
-   * records taken. Cannot fail: a ring VFIO refuses is logged.
+   * eventfd), for each device behind the vIOMMU (the assigned function and
+   * each mdev, whose container's device file has rings of its own): takes
+   * every record from the device's fault ring; each page request with a
+   * PASID goes into the guest's page request queue as if that device had
+   * sent it to the vIOMMU (VT-d §7.5: the request carries the requester ID
+   * the guest knows the device by), and its group is remembered until the
+   * guest answers it. A request the vIOMMU cannot take (PRQ off or full),
+   * or one without a PASID the guest holds, the VMM answers "invalid"
+   * itself, as VT-d hardware answers what it drops. Returns the records
+   * taken. Cannot fail: a ring VFIO refuses is logged.
    */
   pollFaults(): number {
     if (this.vm.state !== "running") return 0;
-    const rings = this.#faultRings();
+    let n = 0;
+    for (const [i, dev] of this.#devs.entries()) n += this.#pollDevice(i, dev);
+    return n;
+  }
+
+  #pollDevice(i: number, dev: ViommuDevice): number {
+    const rings = this.#faultRings(i);
     if (rings === null) return 0;
     let records: ReturnType<VfioFaultRings["take"]> = [];
     if (!this.#host(() => (records = rings.take()))) return 0;
     const answers: PageResponse[] = [];
-    const sid = this.#devs[0]?.sid;
     for (const r of records) {
       if (r.type !== "page-request") continue;
       const { prm } = r;
       // The record carries the host PASID; the guest knows its own (a record of no PASID the guest holds is answered here).
       const pasid = prm.pasid === undefined ? undefined : (this.#guestPasid(prm.pasid) ?? undefined);
       let taken = false;
-      if (pasid !== undefined && sid !== undefined) {
+      if (pasid !== undefined) {
         taken = this.unit.pageRequest({
-          sid,
+          sid: dev.sid,
           pasid,
           priv: prm.perm.priv,
           exec: prm.perm.exec,
@@ -188,20 +202,23 @@ export class VirtualVtd {
       }
       if (taken) {
         this.stats.pageRequests++;
-        if (prm.last && pasid !== undefined) this.#pendingGroups.add(`${pasid}/${prm.grpid}`);
+        if (prm.last && pasid !== undefined) this.#pendingGroups.set(`${dev.sid}/${pasid}/${prm.grpid}`, i);
       } else if (prm.last) answers.push({ pasid: prm.pasid === undefined ? undefined : asHostPasid(prm.pasid), grpid: prm.grpid, code: "invalid" });
     }
     if (answers.length > 0) this.#host(() => rings.respond(answers));
     return records.length;
   }
 
-  #faultRings(): VfioFaultRings | null {
-    if (this.#rings === undefined) {
+  #faultRings(i: number): VfioFaultRings | null {
+    let rings = this.#rings.get(i);
+    if (rings === undefined) {
+      const file = this.#devs[i]?.file;
       let found: VfioFaultRings | null = null;
-      this.#host(() => (found = VfioFaultRings.find(this.vm.deviceFile)));
-      this.#rings = found;
+      if (file !== undefined) this.#host(() => (found = VfioFaultRings.find(file)));
+      rings = found;
+      this.#rings.set(i, rings);
     }
-    return this.#rings;
+    return rings;
   }
 
   /** PASIDs bound on the host for this guest now (by guest PASID, on any of its devices), with the guest table each uses. */
@@ -350,16 +367,19 @@ export class VirtualVtd {
       case InvType.PAGE_GROUP_RESPONSE: {
         const pasid = PageGroupResponseDesc.get(d, "PASID");
         const grpid = PageGroupResponseDesc.get(d, "PRGI");
-        const key = `${pasid}/${grpid}`;
-        if (!this.#pendingGroups.delete(key)) {
+        // The response names the device by the requester ID the request carried (VT-d §6.5.2.9).
+        const key = `${PageGroupResponseDesc.get(d, "RID")}/${pasid}/${grpid}`;
+        const dev = this.#pendingGroups.get(key);
+        if (dev === undefined) {
           // A response for nothing the guest was given (or answered already): the host never sees it.
           this.stats.strayResponses++;
           return "handled";
         }
+        this.#pendingGroups.delete(key);
         const rc = PageGroupResponseDesc.get(d, "RC");
         const code = rc === ResponseCode.SUCCESS ? "success" : rc === ResponseCode.INVALID ? "invalid" : "failure";
         const host = this.hostPasid(pasid);
-        if (host !== null) this.#responses.push({ pasid: asHostPasid(host), grpid, code });
+        if (host !== null) this.#responses.push({ dev, resp: { pasid: asHostPasid(host), grpid, code } });
         // No endpoint sits below the virtual unit: the response is the host's to deliver.
         return "handled";
       }
@@ -394,11 +414,13 @@ export class VirtualVtd {
       for (const p of pasids) ok = this.#syncPasid(p) && ok;
     }
     const responses = this.#responses.splice(0);
-    if (responses.length > 0) {
-      const rings = this.#faultRings();
+    for (let i = 0; i < this.#devs.length; i++) {
+      const mine = responses.filter((r) => r.dev === i).map((r) => r.resp);
+      if (mine.length === 0) continue;
+      const rings = this.#faultRings(i);
       ok = rings !== null && this.#host(() => {
-        rings.respond(responses);
-        this.stats.responses += responses.length;
+        rings.respond(mine);
+        this.stats.responses += mine.length;
       }) && ok;
     }
     const invs = [...this.#invs].sort((a, b) => a[0] - b[0]);

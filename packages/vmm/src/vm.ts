@@ -207,7 +207,7 @@ export class Vm {
       if (!(file instanceof VfioDeviceFile)) throw new KernelBug(`GROUP_GET_DEVICE_FD gave fd ${fd}, which is no device file`);
       this.deviceFile = file;
       const mdevFiles: VfioDeviceFile[] = [];
-      const devices: ViommuDevice[] = [{ sid: this.guestSid, container: c }];
+      const devices: ViommuDevice[] = [{ sid: this.guestSid, container: c, file }];
       for (const [i, m] of mdevs.entries()) {
         // Behind a vIOMMU every device has an address space, so a container, of its own (QEMU's vfio_connect_container per
         // address space; a nesting container takes one group), with all guest RAM mapped again.
@@ -216,12 +216,12 @@ export class Vm {
         mg.ioctl(VfioIoctl.GROUP_SET_CONTAINER, fdArg(mc.fd));
         mc.ioctl(VfioIoctl.SET_IOMMU, VfioExtension.TYPE1_NESTING_IOMMU);
         mapDma(mc, VMM_RAM_BASE, 0, opts.ramBytes);
-        const sid = this.mdevSids[i];
-        if (sid !== undefined) devices.push({ sid, container: mc });
         const mfd = mg.ioctl(VfioIoctl.GROUP_GET_DEVICE_FD, cString(m.name));
         const mf = user.file(mfd);
         if (!(mf instanceof VfioDeviceFile)) throw new KernelBug(`GROUP_GET_DEVICE_FD gave fd ${mfd}, which is no device file`);
         mdevFiles.push(mf);
+        const sid = this.mdevSids[i];
+        if (sid !== undefined) devices.push({ sid, container: mc, file: mf });
       }
       this.mdevFiles = mdevFiles;
       // The machine's vIOMMU, realized last: its capabilities come from what VFIO reported.

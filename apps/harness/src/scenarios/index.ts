@@ -12,6 +12,7 @@ import { maliciousGuest } from "./malicious-guest.js";
 import { guestFreeBeforeUnbind, guestLifecycle } from "./guest-lifecycle.js";
 import { sharedGpasid } from "./shared-gpasid.js";
 import { flagship } from "./flagship.js";
+import { guestMdevPageFault } from "./guest-mdev-page-fault.js";
 import { nestedBind } from "./nested-bind.js";
 import { pageRequest } from "./page-request.js";
 import { mdevNotIommuBacked, mdevSiblings, vfioMap, vfioNestedBind, vfioQuota, vfioReleaseLive } from "./vfio.js";
@@ -19,7 +20,7 @@ import { mdevNotIommuBacked, mdevSiblings, vfioMap, vfioNestedBind, vfioQuota, v
 export const scenarios: readonly Scenario[] = [nativeSva, nativeExitBeforeUnbind, pageRequest, nestedBind, smmuNativeSva, ioasidLifecycle, ioasidFreeBeforeUnbind,
   vfioMap, vfioNestedBind, mdevSiblings, mdevNotIommuBacked, vfioQuota, vfioReleaseLive, nativeDsa, kvmEnqcmd, vdcmProgram, guestSva,
   guestPageFault, guestCrash, maliciousGuest, guestLifecycle, guestFreeBeforeUnbind,
-  sharedGpasid, flagship];
+  sharedGpasid, flagship, guestMdevPageFault];
 
 /** What `vsva` with no arguments runs. */
 export const FLAGSHIP = flagship.name;
