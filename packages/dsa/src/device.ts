@@ -720,7 +720,7 @@ export class DsaDevice implements Mmio {
     this.stats.submitted++;
     if (this.mode === "immediate" && !this.#inRun && this.#job === undefined && this.#pending === undefined && this.#allQueuesEmpty()) {
       // An idle immediate engine takes the descriptor straight away: what the queue would hand it at once.
-      this.#rr = (wq + 1) % this.numWqs;
+      this.#rr = wq + 1 === this.numWqs ? 0 : wq + 1;
       this.#inRun = true;
       try {
         const job = this.#dispatch(buf, wq, pasid, priv);
@@ -807,14 +807,15 @@ export class DsaDevice implements Mmio {
   }
 
   #dequeue(): Queued | undefined {
-    for (let i = 0; i < this.numWqs; i++) {
-      const w = (this.#rr + i) % this.numWqs;
+    const n = this.numWqs;
+    // Round robin from #rr (always below n), wrapping without a division per WQ.
+    for (let i = 0, w = this.#rr; i < n; i++, w = w + 1 === n ? 0 : w + 1) {
       const q = this.#wqs[w];
       // An empty queue is passed over without calling shift() on it (one builtin call per WQ per step).
       if (q === undefined || q.queue.length === 0) continue;
       const d = q.queue.shift();
       if (d !== undefined) {
-        this.#rr = (w + 1) % this.numWqs;
+        this.#rr = w + 1 === n ? 0 : w + 1;
         this.#setOccupancy(w);
         return d;
       }
