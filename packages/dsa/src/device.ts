@@ -1,6 +1,6 @@
 import { Errno, KernelError, type TraceBus, Work, type Workqueue } from "@vsva/kernel";
 import type { Layout, PhysMem } from "@vsva/pgtable";
-import { type Mmio, PciEndpoint, type TranslateOk } from "@vsva/iommu-hw";
+import { type AtcHandle, type DeviceTlb, type Mmio, PciEndpoint, type TranslateOk } from "@vsva/iommu-hw";
 import {
   DESC_DEFINED_FLAGS,
   DSA_BAR0_SIZE,
@@ -88,6 +88,13 @@ export interface DsaOptions {
   readonly pasidWidth?: number;
   readonly mode?: "immediate" | "stepwise";
   readonly onRunnable?: () => void;
+  /**
+   * Whether the engine keeps handles on the device-TLB entries it used and
+   * accounts repeated hits on them without probing (default true). Off, every
+   * translation probes the device TLB: the two give identical results,
+   * counts and recency, and a test runs both to show it.
+   */
+  readonly translationMemo?: boolean;
   /** Page responses per page before a still-faulting page completes with a page fault (default 3). */
   readonly maxPageRequestRetries?: number;
   readonly trace?: TraceBus;
@@ -165,7 +172,12 @@ const SUPPORTED_OPS: ReadonlySet<number> = new Set([DsaOpcode.NOOP, DsaOpcode.ME
 const SUPPORTED_OPS_MASK = [...SUPPORTED_OPS].reduce((m, op) => (m | (1 << op)) >>> 0, 0);
 const U64_LIMIT = 1n << 64n;
 
-/** What {@link DsaDevice.#xlate} returns instead of an address: a fault a page request may cure, or one it cannot. */
+/**
+ * What {@link DsaDevice.#xlate} returns: the address is in `#pa` (a field, so
+ * an address above the small-integer range is not boxed on every return), or
+ * a fault a page request may cure, or one it cannot.
+ */
+const XLATE_OK = 0;
 const XLATE_RECOVERABLE = -1;
 const XLATE_REFUSED = -2;
 const faultKind = (x: number): "recoverable" | "refused" => (x === XLATE_RECOVERABLE ? "recoverable" : "refused");
@@ -235,6 +247,50 @@ const STATE_FIELD = dwordField(DsaGenSts, "STATE");
 /** Spare descriptor buffers kept for reuse (a submission copies its 64 bytes into one). */
 const DESC_POOL_MAX = 64;
 
+/** Slots of {@link XlateMemo}: a power of two, above the device TLB's 64 entries so a sweep over them rarely collides. */
+const XL_SLOTS = 128;
+const XL_MASK = XL_SLOTS - 1;
+
+/**
+ * The engine's memory of which device-TLB entry answered a (requester,
+ * 4 KiB page), direct-mapped by page number: a handle kept while the device
+ * TLB's generation is the one it was taken under. Then a lookup of that page
+ * for that requester would find that same entry (the device TLB changes its
+ * answers only with its generation), so the engine accounts the hit on the
+ * handle ({@link DeviceTlb.hitAgain}: the same counters and recency update
+ * the lookup makes) and skips the probe. Nothing inexact is kept: no count,
+ * no recency, no translation outlives a generation.
+ */
+class XlateMemo {
+  readonly #page = new Float64Array(XL_SLOTS).fill(-1);
+  readonly #who = new Float64Array(XL_SLOTS);
+  readonly #gen = new Float64Array(XL_SLOTS);
+  readonly #handle: (AtcHandle | undefined)[] = new Array<AtcHandle | undefined>(XL_SLOTS).fill(undefined);
+  /** The device TLB the handles belong to (an endpoint's never changes; checked all the same). */
+  #tlb: DeviceTlb | undefined;
+
+  /** The handle for (`who`, `page`) still good under `tlb`'s current generation, or undefined. */
+  get(tlb: DeviceTlb, who: number, page: number): AtcHandle | undefined {
+    // ToInt32 of a page base below 2^53 keeps its low 32 bits: this is the page number mod XL_SLOTS.
+    const slot = (page >>> 12) & XL_MASK;
+    if (this.#page[slot] !== page || this.#who[slot] !== who || this.#gen[slot] !== tlb.generation || this.#tlb !== tlb) return undefined;
+    return this.#handle[slot];
+  }
+
+  set(tlb: DeviceTlb, who: number, page: number, h: AtcHandle): void {
+    if (this.#tlb !== tlb) {
+      this.#page.fill(-1);
+      this.#handle.fill(undefined);
+      this.#tlb = tlb;
+    }
+    const slot = (page >>> 12) & XL_MASK;
+    this.#page[slot] = page;
+    this.#who[slot] = who;
+    this.#gen[slot] = tlb.generation;
+    this.#handle[slot] = h;
+  }
+}
+
 export class DsaDevice implements Mmio {
   readonly ep: PciEndpoint;
   readonly name: string;
@@ -258,10 +314,14 @@ export class DsaDevice implements Mmio {
   readonly #record = DsaCompletion.alloc();
   readonly #recordBytes: Uint8Array;
   readonly #descPool: DescBuf[] = [];
+  /** The engine's handles on device-TLB entries it used (see {@link XlateMemo}). */
+  readonly #xl: XlateMemo | undefined;
   #job: Job | undefined;
   /** The last retired job's object, reused by the next dispatch (one job runs at a time). */
   #spare: Job | undefined;
   #rr = 0;
+  /** The address the last successful {@link #xlate} produced. */
+  #pa = 0;
   #pending: PendingCmd | undefined;
   #inRun = false;
   /** The PASID capability's control as last written (ENABLE, PRIV_ENABLE) and the width it allows; refreshed on every config write to it and on FLR. */
@@ -293,6 +353,7 @@ export class DsaDevice implements Mmio {
     this.name = this.ep.name;
     this.#mem = opts.mem;
     this.numWqs = numWqs;
+    this.#xl = opts.translationMemo === false ? undefined : new XlateMemo();
     this.mode = opts.mode ?? "immediate";
     this.onRunnable = opts.onRunnable;
     this.#maxRetries = opts.maxPageRequestRetries ?? 3;
@@ -659,7 +720,7 @@ export class DsaDevice implements Mmio {
     this.stats.submitted++;
     if (this.mode === "immediate" && !this.#inRun && this.#job === undefined && this.#pending === undefined && this.#allQueuesEmpty()) {
       // An idle immediate engine takes the descriptor straight away: what the queue would hand it at once.
-      this.#rr = (wq + 1) % this.numWqs;
+      this.#rr = wq + 1 === this.numWqs ? 0 : wq + 1;
       this.#inRun = true;
       try {
         const job = this.#dispatch(buf, wq, pasid, priv);
@@ -758,12 +819,15 @@ export class DsaDevice implements Mmio {
   }
 
   #dequeue(): Queued | undefined {
-    for (let i = 0; i < this.numWqs; i++) {
-      const w = (this.#rr + i) % this.numWqs;
+    const n = this.numWqs;
+    // Round robin from #rr (always below n), wrapping without a division per WQ.
+    for (let i = 0, w = this.#rr; i < n; i++, w = w + 1 === n ? 0 : w + 1) {
       const q = this.#wqs[w];
-      const d = q?.queue.shift();
+      // An empty queue is passed over without calling shift() on it (one builtin call per WQ per step).
+      if (q === undefined || q.queue.length === 0) continue;
+      const d = q.queue.shift();
       if (d !== undefined) {
-        this.#rr = (w + 1) % this.numWqs;
+        this.#rr = w + 1 === n ? 0 : w + 1;
         this.#setOccupancy(w);
         return d;
       }
@@ -800,7 +864,8 @@ export class DsaDevice implements Mmio {
     job.faultWrite = false;
     job.wait = null;
     const crav = (flags & DescFlag.CRAV) !== 0;
-    if (crav && job.compl % DSA_COMPLETION_ALIGN !== 0) {
+    // `& (align - 1)` is `% align` for any non-negative integer (ToInt32 keeps the low 32 bits exactly), without the floating-point remainder.
+    if (crav && (job.compl & (DSA_COMPLETION_ALIGN - 1)) !== 0) {
       // No record can be written at a misaligned address: the error goes to SWERR.
       this.#swerr(job, DsaStatus.CRA_ALIGN, { faultAddr: job.compl });
       this.stats.completed++;
@@ -836,19 +901,20 @@ export class DsaDevice implements Mmio {
     let paA = 0;
     if (!fill) {
       const x = this.#xlate(job, a, false);
-      if (x < 0) {
+      if (x !== XLATE_OK) {
         this.#fault(job, faultKind(x), a, false);
         return;
       }
-      paA = x;
+      paA = this.#pa;
     }
     // COMPARE reads its second source where the destination is.
     const bWrite = job.opcode !== DsaOpcode.COMPARE;
-    const paB = this.#xlate(job, b, bWrite);
-    if (paB < 0) {
-      this.#fault(job, faultKind(paB), b, bWrite);
+    const xb = this.#xlate(job, b, bWrite);
+    if (xb !== XLATE_OK) {
+      this.#fault(job, faultKind(xb), b, bWrite);
       return;
     }
+    const paB = this.#pa;
     const mem = this.#mem;
     let ok: boolean;
     if (job.opcode === DsaOpcode.MEMMOVE) {
@@ -957,14 +1023,16 @@ export class DsaDevice implements Mmio {
       this.#retire();
       return;
     }
-    const x = this.#xlate(job, job.compl, true);
-    if (x < 0) {
+    const xr = this.#xlate(job, job.compl, true);
+    if (xr !== XLATE_OK) {
+      const x = xr;
       if (x === XLATE_RECOVERABLE && job.bof && this.#pageRequest(job, job.compl, true)) return;
       this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
       this.#retire(); return;
     }
+    const x = this.#pa;
     const rec = this.#record;
-    rec.fill(0);
+    for (let i = 0; i < rec.length; i++) rec[i] = 0;
     wr(rec, C.STATUS, job.status);
     wr(rec, C.RESULT, job.result);
     if (job.status === DsaStatus.PAGE_FAULT_NOBOF || job.status === DsaStatus.TRANSLATION_FAIL) {
@@ -1021,6 +1089,7 @@ export class DsaDevice implements Mmio {
    * the PASID or page refused) is "refused".
    */
   #xlate(job: Job, addr: number, write: boolean): number {
+    this.#pa = 0;
     const ep = this.ep;
     const port = ep.upstream;
     if (port === undefined || !ep.busMasterEnabled || !Number.isSafeInteger(addr) || addr >= ADDR_LIMIT) return XLATE_REFUSED;
@@ -1029,15 +1098,37 @@ export class DsaDevice implements Mmio {
     const priv = pasid !== undefined && job.priv;
     if (!ep.atsEnabled) {
       const r = port.translate(pasid === undefined ? { sid: ep.sid, addr, write } : { sid: ep.sid, pasid, priv, exec: false, addr, write });
-      return r.ok && permits(r, write, priv) ? r.pa : XLATE_REFUSED;
+      if (!(r.ok && permits(r, write, priv))) return XLATE_REFUSED;
+      this.#pa = r.pa;
+      return XLATE_OK;
     }
-    const hit = ep.deviceTlb.lookup(pasid, priv, addr);
-    if (hit !== undefined && permits(hit, write, priv)) return hit.paBase + (addr - hit.base);
+    const tlb = ep.deviceTlb;
     const page = addr - (addr & PAGE_MASK);
+    const who = pasid === undefined ? -1 : pasid * 2 + (priv ? 1 : 0);
+    const h = this.#xl === undefined ? undefined : this.#xl.get(tlb, who, page);
+    if (h !== undefined && tlb.hitAgain(h)) {
+      const e = h.value;
+      if (permits(e, write, priv)) {
+        this.#pa = e.paBase + (addr - e.base);
+        return XLATE_OK;
+      }
+    } else {
+      const hit = tlb.lookupHandle(pasid, priv, addr);
+      if (hit !== undefined) {
+        this.#xl?.set(tlb, who, page, hit);
+        const e = hit.value;
+        if (permits(e, write, priv)) {
+          this.#pa = e.paBase + (addr - e.base);
+          return XLATE_OK;
+        }
+      }
+    }
     const r = port.translate(pasid === undefined ? { sid: ep.sid, addr: page, write, ats: true } : { sid: ep.sid, pasid, priv, exec: false, addr: page, write, ats: true });
     if (!r.ok) return r.recoverable ? XLATE_RECOVERABLE : XLATE_REFUSED;
     ep.deviceTlb.fill(pasid, priv, page, r);
-    return permits(r, write, priv) ? paOf(r, page, addr) : XLATE_RECOVERABLE;
+    if (!permits(r, write, priv)) return XLATE_RECOVERABLE;
+    this.#pa = paOf(r, page, addr);
+    return XLATE_OK;
   }
 }
 

@@ -61,7 +61,7 @@ export {
 } from "./pci/endpoint-config.js";
 export { ConfigSpace, PCI_CFG_SPACE_EXP_SIZE, findCapability, findExtCapability } from "./pci/config-space.js";
 export { PciHeader, PCI_CAP_ID_EXP, PciExtCapId, PasidCapCtl, AtsCapCtl, PriCtlSta, PriOutstanding } from "./pci/regs.js";
-export { DeviceTlb, type AtcEntry, type DeviceTlbStats, type DeviceTlbInvalidation } from "./pci/device-tlb.js";
+export { DeviceTlb, type AtcEntry, type AtcHandle, type DeviceTlbStats, type DeviceTlbInvalidation } from "./pci/device-tlb.js";
 export { PageRequestInterface, type PageRequestOutcome, type PriStats, type PriOptions } from "./pci/pri.js";
 export { DmaEngine, type DmaResult, type DmaProgram, type DmaStats, type DmaEngineOptions } from "./pci/dma-engine.js";
 export { DmaWorker } from "./pci/dma-worker.js";

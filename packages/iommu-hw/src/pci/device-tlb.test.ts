@@ -19,6 +19,27 @@ describe("DeviceTlb", () => {
     expect(tlb.stats).toMatchObject({ hits: 1, misses: 1, fills: 1 });
   });
 
+  it("accounts a hit on a kept handle exactly as a lookup: the same counters and recency, and refuses a handle whose entry has gone", () => {
+    const viaHandle = new DeviceTlb("a", 3);
+    const viaLookup = new DeviceTlb("b", 3);
+    for (const t of [viaHandle, viaLookup]) for (const a of [0x1000, 0x2000, 0x3000]) t.fill(4, false, a, ok(0x10_0000 + a));
+    const h = viaHandle.lookupHandle(4, false, 0x1234);
+    expect(viaLookup.lookup(4, false, 0x1234)?.paBase).toBe(h?.value.paBase);
+    for (const t of [viaHandle, viaLookup]) t.lookup(4, false, 0x2000);
+    // The handle's hit makes 0x1000 most recent again, as the lookup does.
+    expect(h !== undefined && viaHandle.hitAgain(h)).toBe(true);
+    viaLookup.lookup(4, false, 0x1fff);
+    for (const t of [viaHandle, viaLookup]) t.fill(4, false, 0x5000, ok(0x20_0000));
+    const order = (t: DeviceTlb): number[] => [...t.entries()].map((e) => e.entry.base);
+    expect(order(viaHandle)).toEqual([0x5000, 0x1000, 0x2000]);
+    expect(order(viaHandle)).toEqual(order(viaLookup));
+    expect(viaHandle.stats).toEqual(viaLookup.stats);
+    viaHandle.invalidate({ pasid: 4, addr: 0x1000, size: 0x1000 });
+    const before = { ...viaHandle.stats };
+    expect(h !== undefined && viaHandle.hitAgain(h)).toBe(false);
+    expect(viaHandle.stats).toEqual(before);
+  });
+
   it("keeps PASIDs, no-PASID and privilege levels apart", () => {
     const tlb = new DeviceTlb("t", 8);
     tlb.fill(1, false, 0x1000, ok(0xa000));

@@ -30,6 +30,13 @@ export interface AtcEntry {
   readonly privOnly: boolean;
 }
 
+/**
+ * A device TLB's handle on one of its entries ({@link DeviceTlb.lookupHandle}):
+ * the cache's node, whose `value` is the entry (still readable after the entry
+ * has gone). A holder reads `value` only; the rest is the cache's.
+ */
+export type AtcHandle = CacheNode<AtcEntry>;
+
 export interface DeviceTlbStats {
   hits: number;
   misses: number;
@@ -135,6 +142,35 @@ export class DeviceTlb {
     return e;
   }
 
+  /**
+   * As {@link lookup}, but answers the cache's handle on the entry hit (its
+   * `value` is the entry), so the caller may account later hits on the same
+   * entry with {@link hitAgain} instead of probing again.
+   */
+  lookupHandle(pasid: number | undefined, priv: boolean, addr: number): AtcHandle | undefined {
+    const node = this.#findNode(pasid, priv, addr, true);
+    if (node === undefined) this.stats.misses++;
+    else this.stats.hits++;
+    return node;
+  }
+
+  /**
+   * Accounts a hit on `h` exactly as {@link lookup} would: the same counters
+   * (this TLB's and its LRU's) and the same recency update, without the probe.
+   * It is the caller's promise that a lookup would have found `h`: `h` came from
+   * {@link lookupHandle} for the same requester (PASID, privilege) and the same
+   * 4 KiB page while {@link generation} had the value it still has (an entry
+   * covers whole aligned 4 KiB pages, and while the generation holds every
+   * probe answers as before). A handle whose entry has gone is refused (false,
+   * nothing counted); with the generation unchanged that cannot happen.
+   */
+  hitAgain(h: AtcHandle): boolean {
+    if (!h.valid) return false;
+    this.#lru.noteHit(h);
+    this.stats.hits++;
+    return true;
+  }
+
   /** As {@link lookup} without touching recency or counters (for checkers and tests). */
   peek(pasid: number | undefined, priv: boolean, addr: number): AtcEntry | undefined {
     return this.#find(pasid, priv, addr, false);
@@ -214,6 +250,10 @@ export class DeviceTlb {
   }
 
   #find(pasid: number | undefined, priv: boolean, addr: number, touch: boolean): AtcEntry | undefined {
+    return this.#findNode(pasid, priv, addr, touch)?.value;
+  }
+
+  #findNode(pasid: number | undefined, priv: boolean, addr: number, touch: boolean): CacheNode<AtcEntry> | undefined {
     const tag = tagOf(pasid, priv);
     const lru = this.#lru;
     const pfn = Math.floor(addr / PAGE_SIZE);
@@ -222,7 +262,7 @@ export class DeviceTlb {
     const memo = this.#memoNode[slot];
     if (memo?.valid === true && memo.tag === tag && this.#memoPfn[slot] === pfn && this.#memoGen[slot] === this.#gen) {
       if (touch) lru.noteHit(memo);
-      return memo.value;
+      return memo;
     }
     // The last tag's entries through the LRU's handle (TaggedLru.keysOf): one probe per size.
     // A dead handle (its tag emptied since) is empty, and is then taken afresh.
@@ -245,7 +285,7 @@ export class DeviceTlb {
       this.#memoNode[slot] = node;
       this.#memoPfn[slot] = pfn;
       this.#memoGen[slot] = this.#gen;
-      return node.value;
+      return node;
     }
     return undefined;
   }
