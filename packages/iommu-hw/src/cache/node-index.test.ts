@@ -9,6 +9,8 @@ const key = fc.oneof(
   { weight: 8, arbitrary: fc.integer({ min: 0, max: 255 }).map((k) => k * 4 + (k % 3)) },
   { weight: 2, arbitrary: fc.integer({ min: 0, max: 2 ** 20 }).map((k) => k * 2 ** 13) },
   { weight: 1, arbitrary: fc.constantFrom(-0, 0, Number.NaN, 0.5, 2 ** 32 + 4, 2 ** 40 + 1, -4) },
+  // The device TLB's keys (range index * 64 + size shift): long probe runs on few home slots.
+  { weight: 4, arbitrary: fc.integer({ min: 0, max: 127 }).map((k) => (2 ** 35 + k) * 64 + (k % 2 === 0 ? 12 : 21)) },
 );
 const op = fc.oneof(
   fc.record({ kind: fc.constant("set" as const), key, value: fc.integer() }),

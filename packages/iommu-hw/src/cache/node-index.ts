@@ -49,14 +49,27 @@ export class NodeIndex<V extends object | number> implements ReadonlyNodeIndex<V
   }
 
   set(key: number, value: V): void {
-    const j = this.#find(key);
-    if (j >= 0) {
-      this.#vals[j] = value;
-      return;
+    // One probe: it ends at the key's slot, or at the empty slot a new key takes (the end of its
+    // run), unless the table must grow first.
+    const mask = this.#mask;
+    const keys = this.#keys;
+    const vals = this.#vals;
+    let j = slotOf(key, mask);
+    for (let v = vals[j]; v !== undefined; v = vals[j]) {
+      if (sameKey(keys[j] ?? 0, key)) {
+        vals[j] = value;
+        return;
+      }
+      j = (j + 1) & mask;
     }
     // Keep the load at most 1/2: probe runs stay short.
-    if (2 * (this.#size + 1) > this.#mask + 1) this.#resize(2 * (this.#mask + 1));
-    this.#place(key, value);
+    if (2 * (this.#size + 1) > mask + 1) {
+      this.#resize(2 * (mask + 1));
+      this.#place(key, value);
+    } else {
+      keys[j] = key;
+      vals[j] = value;
+    }
     this.#size++;
   }
 

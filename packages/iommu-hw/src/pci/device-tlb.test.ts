@@ -101,6 +101,36 @@ describe("DeviceTlb", () => {
     expect(tlb.stats.evictions).toBe(1);
   });
 
+  it("caches every power-of-two completion size from 4 KiB up at the range holding the address, at any address, and nothing else (property)", () => {
+    // The definition the fill's integer fast paths must agree with: a size is cached when it is
+    // 2^n for an integer n >= 12, and the entry is the aligned range holding `addr`.
+    const reference = (addr: number, size: number): { base: number; paBase: number } | undefined => {
+      const n = Math.round(Math.log2(size));
+      if (!Number.isInteger(size) || size < KiB4 || 2 ** n !== size) return undefined;
+      const offset = addr % size;
+      return { base: addr - offset, paBase: 0x7000_0000_0000 + (addr % KiB4) - offset };
+    };
+    const sizeArb = fc.oneof(
+      fc.integer({ min: 0, max: 62 }).map((n) => 2 ** n),
+      fc.integer({ min: 0, max: 40 }).map((n) => 2 ** n + 1),
+      fc.integer({ min: 1, max: 40 }).map((n) => 3 * 2 ** n),
+      fc.constantFrom(0, -KiB4, 0.5, KiB4 + 0.5, 2 ** 31, 2 ** 32, 2 ** 30 + 2 ** 29, Number.NaN, Number.POSITIVE_INFINITY),
+    );
+    const addrArb = fc.oneof(fc.integer({ min: 0, max: 2 ** 53 - 1 }), fc.integer({ min: 0, max: 2 ** 32 }), fc.constant(0));
+    fc.assert(
+      fc.property(addrArb, sizeArb, (addr, size) => {
+        const tlb = new DeviceTlb("t", 4);
+        const pa = 0x7000_0000_0000 + (addr % KiB4);
+        const got = tlb.fill(3, false, addr, ok(pa, size));
+        const want = reference(addr, size);
+        expect(got === undefined ? undefined : { base: got.base, paBase: got.paBase }).toEqual(want);
+        expect(tlb.size).toBe(want === undefined ? 0 : 1);
+        if (want !== undefined) expect(tlb.peek(3, false, addr)?.base).toBe(want.base);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it("does not cache a malformed completion size", () => {
     const tlb = new DeviceTlb("t", 2);
     expect(tlb.fill(1, false, 0x1000, ok(0xa000, 0x1800))).toBeUndefined();

@@ -63,9 +63,11 @@ const MIN_SHIFT = 12;
 
 const groupOf = (tag: number): number => Math.floor(tag / 2);
 const tagOf = (pasid: number | undefined, priv: boolean): number => (pasid ?? NO_PASID_GROUP) * 2 + (priv ? 1 : 0);
-/** Key of the `2^shift`-byte range holding `addr`: range index and size both in the key. */
-const keyOf = (addr: number, shift: number): number => keyIn(addr, shift, 2 ** shift);
-/** {@link keyOf} with the range size `span` = 2^shift given (no power computed on the lookup path). */
+/**
+ * Key of the `span`-byte range holding `addr`, where `span` = 2^shift: range index and size both in
+ * the key. The span is passed in, not computed: `2 ** shift` with a variable shift is a `Math.pow`
+ * call, and this runs on every lookup and fill.
+ */
 const keyIn = (addr: number, shift: number, span: number): number => Math.floor(addr / span) * 64 + shift;
 
 /**
@@ -77,7 +79,14 @@ const MEMO_SLOTS = 256;
 const MEMO_MASK = MEMO_SLOTS - 1;
 const PAGE_SIZE = 4096;
 
+/** Largest power of two {@link log2Exact} answers with 32-bit integer operations. */
+const INT_POW2_MAX = 2 ** 30;
+
+/** log2(n) when `n` is a power of two (an integer), else -1. */
 function log2Exact(n: number): number {
+  // Every fill asks this of a completion's size, nearly always 4 KiB or 2 MiB: for an integer up to
+  // 2^30, `n | 0` is `n` and a power of two has one bit set, so no Math.log2/round/pow is needed.
+  if (n >= 1 && n <= INT_POW2_MAX && (n | 0) === n) return (n & (n - 1)) === 0 ? 31 - Math.clz32(n) : -1;
   if (!Number.isInteger(n) || n < 1) return -1;
   const s = Math.round(Math.log2(n));
   return 2 ** s === n ? s : -1;
@@ -184,10 +193,14 @@ export class DeviceTlb {
   fill(pasid: number | undefined, priv: boolean, addr: number, t: TranslateOk): AtcEntry | undefined {
     const shift = log2Exact(t.size);
     if (shift < MIN_SHIFT) return undefined;
-    const offset = addr % t.size;
+    const size = t.size;
+    // `addr % size` on an address above 2^31 is a floating-point remainder (a runtime call); for
+    // addr > 0 and a power-of-two size, floor division and the product are exact, so this is the
+    // same number.
+    const offset = addr > 0 ? addr - Math.floor(addr / size) * size : addr % size;
     const entry: AtcEntry = {
       base: addr - offset,
-      size: t.size,
+      size,
       paBase: t.pa - offset,
       read: t.read,
       write: t.write,
@@ -196,7 +209,7 @@ export class DeviceTlb {
     };
     const before = this.#lru.stats.evictions;
     this.#gen++;
-    this.#lru.insert(tagOf(pasid, priv), keyOf(addr, shift), entry);
+    this.#lru.insert(tagOf(pasid, priv), keyIn(addr, shift, size), entry);
     this.stats.evictions += this.#lru.stats.evictions - before;
     this.stats.fills++;
     if (!this.#shifts.includes(shift)) {

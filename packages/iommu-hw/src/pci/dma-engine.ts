@@ -1,5 +1,5 @@
 import type { SourceId, TraceBus } from "@vsva/kernel";
-import type { IommuPort, TranslateOk } from "../iommu-port.js";
+import type { DmaRequest, IommuPort, TranslateOk } from "../iommu-port.js";
 import type { PhysMem } from "@vsva/pgtable";
 import type { AtcEntry, DeviceTlb } from "./device-tlb.js";
 import type { PageRequestInterface, PageRequestOutcome } from "./pri.js";
@@ -128,9 +128,17 @@ const RUN_MEMO_SLOTS = 16;
 const RUN_MEMO_MASK = RUN_MEMO_SLOTS - 1;
 const RUN_MEMO_FIELDS = 7;
 
-/** The PASID TLP prefix of a request, if the program has a PASID (only built for requests sent upstream). */
-function pasidPart(p: DmaProgram, priv: boolean, exec: boolean): { pasid: number; priv: boolean; exec: boolean } | Record<string, never> {
-  return p.pasid === undefined ? {} : { pasid: p.pasid, priv, exec };
+/**
+ * The request sent upstream: with the PASID TLP prefix if the program has a PASID, and marked as an
+ * ATS translation request if `ats`. A fresh object per request (a port may keep it, as the harness's
+ * recording port does), written as literals with the same fields in the same order as a spread of
+ * the prefix would give: a spread into a literal is a generic property copy, several times the cost
+ * of the literal, on every page of a stream of device-TLB misses.
+ */
+function requestOf(sid: SourceId, p: DmaProgram, priv: boolean, exec: boolean, addr: number, write: boolean, ats: boolean): DmaRequest {
+  const pasid = p.pasid;
+  if (pasid === undefined) return ats ? { sid, addr, write, ats } : { sid, addr, write };
+  return ats ? { sid, pasid, priv, exec, addr, write, ats } : { sid, pasid, priv, exec, addr, write };
 }
 
 function permits(p: { read: boolean; write: boolean; exec: boolean; privOnly: boolean }, write: boolean, exec: boolean, priv: boolean): boolean {
@@ -438,7 +446,7 @@ export class DmaEngine {
     if (!this.#host.atsEnabled()) {
       this.#lastHit = false;
       this.stats.translationsRequested++;
-      const r = port.translate({ sid: this.#host.sid, ...pasidPart(p, priv, exec), addr, write });
+      const r = port.translate(requestOf(this.#host.sid, p, priv, exec, addr, write, false));
       return r.ok && permits(r, write, exec, priv) ? r.pa : this.#fail("translationFault");
     }
     const tlb = this.#host.deviceTlb;
@@ -453,7 +461,7 @@ export class DmaEngine {
     const page = addr - (addr & PAGE_MASK);
     this.stats.translationsRequested++;
     this.stats.atsTranslations++;
-    const r = port.translate({ sid: this.#host.sid, ...pasidPart(p, priv, exec), addr: page, write, ats: true });
+    const r = port.translate(requestOf(this.#host.sid, p, priv, exec, page, write, true));
     const trace = this.#host.trace;
     if (trace?.active === true) {
       trace.emit("pci.ats-translate", "DEVICE", this.#ids(p.pasid), { addr: page, write, pa: r.ok ? r.pa : -1, reason: r.ok ? 0 : r.reason });

@@ -216,6 +216,52 @@ describe("SparseMemory frames backed by shared 64 KiB chunks (a block copy over 
     );
   });
 
+  it("moves blocks across chunk boundaries over written frames as a plain byte array would, one access each, nothing materialised (property)", () => {
+    // Every frame of the region written first, except some: a block over an unwritten frame must
+    // materialise it as before (the general path), and one over written frames only copies.
+    const op = fc.record({ write: fc.boolean(), at: fc.nat({ max: SIZE - 1 }), len: fc.integer({ min: 1, max: 0x2_2000 }), seed: fc.nat({ max: 255 }) });
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 1, maxLength: 12 }), fc.uniqueArray(fc.nat({ max: SIZE / 0x1000 - 1 }), { maxLength: 4 }), (ops, unwritten) => {
+        const m = new SparseMemory({ addrBits: 40, regions: [{ base: BASE, size: SIZE }] });
+        const model = new Uint8Array(SIZE);
+        for (let f = 0; f < SIZE / 0x1000; f++) {
+          if (unwritten.includes(f)) continue;
+          m.write8(BASE + f * 0x1000, f & 0xff);
+          model[f * 0x1000] = f & 0xff;
+        }
+        for (const o of ops) {
+          const a = BASE + o.at;
+          const fits = o.at + o.len <= SIZE;
+          const before = { ...m.stats };
+          if (o.write) {
+            const data = new Uint8Array(o.len);
+            for (let i = 0; i < o.len; i++) data[i] = (i * 13 + o.seed) & 0xff;
+            expect(m.writeBytes(a, data)).toBe(fits);
+            if (fits) model.set(data, o.at);
+            expect(m.stats).toMatchObject({ writes: before.writes + 1, bytesWritten: before.bytesWritten + o.len, aborts: before.aborts + (fits ? 0 : 1) });
+          } else {
+            const got = new Uint8Array(o.len);
+            expect(m.readBytes(a, got)).toBe(fits);
+            if (fits) expect(Buffer.compare(got, model.subarray(o.at, o.at + o.len))).toBe(0);
+            expect(m.stats).toMatchObject({ reads: before.reads + 1, bytesRead: before.bytesRead + o.len, aborts: before.aborts + (fits ? 0 : 1) });
+          }
+        }
+        const all = new Uint8Array(SIZE);
+        expect(m.readBytes(BASE, all)).toBe(true);
+        expect(Buffer.compare(all, model)).toBe(0);
+        // A frame materialises only when written (a read of an unwritten one gives zeros and allocates nothing).
+        const written = new Set<number>();
+        for (let f = 0; f < SIZE / 0x1000; f++) if (!unwritten.includes(f)) written.add(f);
+        for (const o of ops) {
+          if (!o.write || o.at + o.len > SIZE) continue;
+          for (let f = Math.floor(o.at / 0x1000); f <= Math.floor((o.at + o.len - 1) / 0x1000); f++) written.add(f);
+        }
+        expect(m.residentFrames).toBe(written.size);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
   it("copies a block over several written frames of one chunk in one go, and still counts frames one by one", () => {
     const m = new SparseMemory({ addrBits: 40, regions: [{ base: 0x10_0000, size: 0x2_0000 }] });
     for (let f = 0; f < 16; f++) m.write8(0x10_0000 + f * 0x1000, 1);

@@ -299,6 +299,17 @@ export class SparseMemory implements PhysMem {
           return true;
         }
       }
+    } else if (len !== 0 && this.#chunksWritten(pa, len)) {
+      // Across chunks whose frames in the range have all been written: one block copy per chunk.
+      for (let done = 0; done < len; ) {
+        const a = pa + done;
+        const off = a & CHUNK_MASK;
+        const n = Math.min(CHUNK_SIZE - off, len - done);
+        const c = this.#chunkOf(Math.floor(a / CHUNK_SIZE));
+        if (c !== undefined) dst.set(c.bytes.subarray(off, off + n), done);
+        done += n;
+      }
+      return true;
     }
     if (!this.#rangePopulated(pa, dst.length)) {
       this.stats.aborts++;
@@ -336,6 +347,18 @@ export class SparseMemory implements PhysMem {
           return true;
         }
       }
+    } else if (len !== 0 && this.#chunksWritten(pa, len)) {
+      // Across chunks whose frames in the range have all been written: one block copy per chunk
+      // (a DMA run of adjacent frames crosses a 64 KiB boundary wherever its buffer lies), where
+      // the general path below copies frame by frame through a view made for each.
+      for (let done = 0; done < len; ) {
+        const a = pa + done;
+        const off = a & CHUNK_MASK;
+        const n = Math.min(CHUNK_SIZE - off, len - done);
+        this.#chunkOf(Math.floor(a / CHUNK_SIZE))?.bytes.set(src.subarray(done, done + n), off);
+        done += n;
+      }
+      return true;
     }
     if (!this.#rangePopulated(pa, src.length)) {
       this.stats.aborts++;
@@ -404,6 +427,26 @@ export class SparseMemory implements PhysMem {
       if (from === undefined) to?.fill(0, doff, doff + n);
       else if (n === PAGE_SIZE) to?.set(from);
       else to?.set(from.subarray(so, so + n), doff);
+      done += n;
+    }
+    return true;
+  }
+
+  /**
+   * Whether every frame of `[pa, pa + len)` (len > 0) has been written, so a copy there is
+   * chunk by chunk with nothing to check or materialise. Only for a non-negative safe-integer
+   * `pa` (anything else goes the general way, as before).
+   */
+  #chunksWritten(pa: number, len: number): boolean {
+    if (!Number.isSafeInteger(pa) || pa < 0 || !Number.isSafeInteger(pa + len)) return false;
+    for (let done = 0; done < len; ) {
+      const a = pa + done;
+      const off = a & CHUNK_MASK;
+      const n = Math.min(CHUNK_SIZE - off, len - done);
+      const c = this.#chunkOf(Math.floor(a / CHUNK_SIZE));
+      if (c === undefined) return false;
+      const need = framesMask(off >>> PAGE_SHIFT, (off + n - 1) >>> PAGE_SHIFT);
+      if ((c.mask & need) !== need) return false;
       done += n;
     }
     return true;
