@@ -228,3 +228,27 @@ describe("DMA engine: what hardware refuses", () => {
     expect(ep.dma.program?.addr).toBe(0x1000);
   });
 });
+
+describe("DMA engine: the requests it sends upstream", () => {
+  // The request is built field by field (no spread): it must carry exactly the fields, in the order,
+  // that the PASID TLP prefix and the request kind call for, and nothing else.
+  const cases = [
+    { ats: true, prog: { pasid: 42, priv: true, exec: true }, want: ["sid", "pasid", "priv", "exec", "addr", "write", "ats"] },
+    { ats: true, prog: { pasid: 42 }, want: ["sid", "pasid", "priv", "exec", "addr", "write", "ats"] },
+    { ats: true, prog: {}, want: ["sid", "addr", "write", "ats"] },
+    { ats: false, prog: { pasid: 42, priv: true }, want: ["sid", "pasid", "priv", "exec", "addr", "write"] },
+    { ats: false, prog: {}, want: ["sid", "addr", "write"] },
+  ] as const;
+  for (const c of cases) {
+    it(`${c.ats ? "ATS translation request" : "untranslated request"}${"pasid" in c.prog ? " with a PASID" : " without PASID"}${"priv" in c.prog ? " (privileged)" : ""}: fields ${c.want.join(", ")}`, () => {
+      const { iommu, ep } = makeRig(c.ats ? {} : { without: ["ats", "pri"] });
+      iommu.map("pasid" in c.prog ? 42 : undefined, 0x10_000, { pa: 0x30_000 });
+      ep.dma.setProgram({ ...c.prog, addr: 0x10_123, length: 8, direction: "write", pattern });
+      ep.dma.trigger();
+      const req = iommu.translations[0];
+      expect(req === undefined ? [] : Object.keys(req)).toEqual(c.want);
+      const pasidPart = "pasid" in c.prog ? { pasid: 42, priv: "priv" in c.prog, exec: "exec" in c.prog } : {};
+      expect(req).toEqual({ sid: ep.sid, ...pasidPart, addr: c.ats ? 0x10_000 : 0x10_123, write: true, ...(c.ats ? { ats: true } : {}) });
+    });
+  }
+});
