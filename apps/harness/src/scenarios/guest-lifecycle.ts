@@ -260,6 +260,8 @@ function freeBeforeUnbind(k: VmKillPoint, t: LifecycleTable): void {
   t.log.restart(13);
   t.row("GUEST", "-------- GUEST STARTS DMA --------");
   guestDma(k, c);
+  // Guest RAM stays pinned by VFIO's MAP_DMA while the VM runs; nothing the guest did may leave another pin.
+  const pinned = c.vm.ram.view.pinStats.pinnedPages;
   k.step("the guest misbehaves: a raw vCMD FREE_PASID of its bound, programmed PASID on the virtual VT-d; the VMM forwards PASID_REQUEST free and the host accepts it (IOASID free always succeeds)", () => {
     t.row("GUEST", "-------- *GUEST MISBEHAVES!!!* --------");
     const sc = rawVcmdFree(c.vm, c.gpasid);
@@ -286,6 +288,8 @@ function freeBeforeUnbind(k: VmKillPoint, t: LifecycleTable): void {
   });
   if (!k.alive()) return;
   ctx.expect(c.vm.kvm.readTable().size === 0, "no KVM translation is left");
+  ctx.expect(h.ioasid.findSetByToken(c.vm.mm)?.count === 0, `the VM's IOASID set holds no PASID (${h.ioasid.findSetByToken(c.vm.mm)?.count ?? "no set"})`);
+  ctx.expect(c.vm.ram.view.pinStats.pinnedPages === pinned, `no guest page pinned beyond guest RAM's MAP_DMA (${c.vm.ram.view.pinStats.pinnedPages}, was ${pinned})`);
   ctx.expect(c.vm.viommu.bound.size === 0, "the VMM holds no binding for the guest");
   ctx.expect(c.guest.ioasid.allocated === 0, `the guest's kernel holds no PASID (${c.guest.ioasid.allocated})`);
   ctx.expect(c.accel.idxd.wq(0).pasid !== c.hpasid, "the hardware WQ holds no host PASID of the guest's");
