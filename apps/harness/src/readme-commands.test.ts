@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { scenarios } from "./scenarios/index.js";
 
 const root = fileURLToPath(new URL("../../..", import.meta.url));
 const readme = readFileSync(join(root, "README.md"), "utf8");
@@ -34,4 +35,15 @@ describe("the README's commands after the quick start", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+});
+
+describe("the README's scenario table", () => {
+  it("has a row for every scenario `vsva list` shows, and none for a scenario that does not exist", () => {
+    const rows = [...readme.matchAll(/^\| `([a-z0-9-]+)` \| /gm)].map((m) => m[1] ?? "");
+    const names = scenarios.map((s) => s.name);
+    for (const n of names) expect(rows, `README row for ${n}`).toContain(n);
+    const packages = new Set(rows.filter((r) => !names.includes(r)));
+    // The table's other backticked first cells are the layout's and the coverage table's package names.
+    for (const r of packages) expect(r.startsWith("packages/") || r.startsWith("apps/") || !r.includes("-") || existsSync(join(root, "packages", r)), `README row \`${r}\` names no scenario`).toBe(true);
+  });
 });
