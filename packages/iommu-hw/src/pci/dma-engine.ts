@@ -535,7 +535,10 @@ export class DmaEngine {
     const tlb = this.#host.deviceTlb;
     // Page Aligned Request: translation requests carry the 4 KiB page address.
     const page = addr - (addr & PAGE_MASK);
-    const hit: AtcEntry | undefined = this.#memoOn ? this.#lookupMemo(tlb, p.pasid, priv, addr, page) : tlb.lookup(p.pasid, priv, addr);
+    // Through the memo only after a hit: after a miss this page is most likely one of a stream of
+    // misses (a working set larger than the device TLB), where every fill moves the generation and
+    // the memo would only add its checks to each page's probe.
+    const hit: AtcEntry | undefined = this.#memoOn && this.#lastHit ? this.#lookupMemo(tlb, p.pasid, priv, addr, page) : tlb.lookup(p.pasid, priv, addr);
     if (hit !== undefined && permits(hit, write, exec, priv)) {
       this.stats.deviceTlbHits++;
       this.#lastHit = true;
