@@ -1,7 +1,7 @@
 import type { SourceId, TraceBus } from "@vsva/kernel";
 import type { DmaRequest, IommuPort, TranslateOk } from "../iommu-port.js";
 import type { PhysMem } from "@vsva/pgtable";
-import type { AtcEntry, DeviceTlb } from "./device-tlb.js";
+import type { AtcEntry, AtcHandle, DeviceTlb } from "./device-tlb.js";
 import type { PageRequestInterface, PageRequestOutcome } from "./pri.js";
 import "./trace-events.js";
 
@@ -93,6 +93,12 @@ export interface DmaEngineOptions {
   readonly maxPageRequestRetries?: number;
   readonly onRunnable?: () => void;
   readonly onComplete?: (result: DmaResult) => void;
+  /**
+   * Keep handles on the device-TLB entries that answered (see `DmaEngine.#xlHandle`) and
+   * account repeated hits on them instead of probing again (default true). Invisible by
+   * design: off only for the tests that prove the same workload ends identically either way.
+   */
+  readonly translationMemo?: boolean;
 }
 
 const PAGE_SIZE = 4096;
@@ -122,11 +128,18 @@ const VIEW_MEMO_PAGES = 1024;
 /**
  * The run memo (see `DmaEngine.#extend`): slots direct-mapped by the run's first 4 KiB page,
  * each of RUN_MEMO_FIELDS numbers (first address, its host-physical address, device-TLB
- * generation, requester and access key, pattern limit, bytes left, run length).
+ * generation, requester and access key, pattern limit, bytes left, run length, and how many
+ * device-TLB handles of the joined pages `DmaEngine.#runHandles` holds for it, or -1).
  */
 const RUN_MEMO_SLOTS = 16;
 const RUN_MEMO_MASK = RUN_MEMO_SLOTS - 1;
-const RUN_MEMO_FIELDS = 7;
+const RUN_MEMO_FIELDS = 8;
+/**
+ * Slots of the translation memo (`DmaEngine.#xlHandle`), direct-mapped by 4 KiB page number:
+ * a power of two above the default 64-entry device TLB, so a sweep over it rarely collides.
+ */
+const XL_SLOTS = 128;
+const XL_MASK = XL_SLOTS - 1;
 
 /**
  * The request sent upstream: with the PASID TLP prefix if the program has a PASID, and marked as an
@@ -170,6 +183,31 @@ export class DmaEngine {
   readonly #runMemo = new Float64Array(RUN_MEMO_SLOTS * RUN_MEMO_FIELDS).fill(-1);
   /** Whether the last #translate was answered by the device TLB. */
   #lastHit = false;
+  readonly #memoOn: boolean;
+  /**
+   * The translation memo: slot `pfn & XL_MASK` keeps the device TLB's handle on the entry
+   * that answered the lookup of (requester `#xlWho`, 4 KiB page `#xlPage`) while the device
+   * TLB's generation was `#xlGen`. While the generation holds, a lookup of any address in
+   * that page by that requester finds that same entry (the device TLB changes an answer only
+   * with its generation, and its entries cover whole aligned 4 KiB pages), so the hit is
+   * accounted on the handle (DeviceTlb.hitAgain: the same counters and recency update the
+   * lookup makes) and the probe is skipped. The access (read/write/exec) is not part of the
+   * key: the lookup does not depend on it, and the permission check is made on the entry
+   * every time, as after a probe. No count, recency or translation outlives a generation.
+   */
+  readonly #xlPage = new Float64Array(XL_SLOTS).fill(-1);
+  readonly #xlWho = new Float64Array(XL_SLOTS);
+  readonly #xlGen = new Float64Array(XL_SLOTS);
+  readonly #xlHandle: (AtcHandle | undefined)[] = new Array<AtcHandle | undefined>(XL_SLOTS).fill(undefined);
+  /**
+   * Per run-memo slot, the handles of the pages that joined that run, in address order, taken
+   * by the lookups made when the run last moved (under the generation the slot records). A run
+   * memo hit is the same run under the same generation, so its joined pages' lookups are
+   * accounted on these handles instead of probed.
+   */
+  readonly #runHandles: AtcHandle[][] = Array.from({ length: RUN_MEMO_SLOTS }, (): AtcHandle[] => []);
+  /** The run-memo slot #extend last answered from or filled, or -1 (no run considered). */
+  #runSlot = -1;
   #program: DmaProgram | undefined;
   #state: DmaResult = "idle";
   #done = 0;
@@ -197,6 +235,7 @@ export class DmaEngine {
     this.#maxRetries = opts.maxPageRequestRetries ?? 3;
     this.onRunnable = opts.onRunnable;
     this.onComplete = opts.onComplete;
+    this.#memoOn = opts.translationMemo ?? true;
   }
 
   /** The result register: "running"/"pageRequestPending" while busy, then the outcome. */
@@ -339,7 +378,7 @@ export class DmaEngine {
     // of misses (a working set larger than the device TLB), where looking ahead finds nothing.
     const run = this.mode === "immediate" && this.#lastHit && chunk < p.length - this.#done ? this.#extend(p, cur, pa, chunk, write) : chunk;
     if (run > chunk && this.#move(p, pa, run, write)) {
-      for (let off = chunk; off < run; off += PAGE_SIZE) this.#lookupJoined(p, cur + off);
+      this.#lookupRun(p, cur, chunk, run);
       this.#advance(p, run);
       return;
     }
@@ -383,6 +422,7 @@ export class DmaEngine {
    * (#lookupJoined), and one that did not is left to the next step.
    */
   #extend(p: DmaProgram, cur: number, pa: number, chunk: number, write: boolean): number {
+    this.#runSlot = -1;
     if (!this.#host.atsEnabled()) return chunk;
     let limit = p.length - this.#done;
     if (write) {
@@ -406,6 +446,7 @@ export class DmaEngine {
     const memo = this.#runMemo;
     const at = slot * RUN_MEMO_FIELDS;
     if (memo[at] === cur && memo[at + 1] === pa && memo[at + 2] === gen && memo[at + 3] === key && memo[at + 4] === limit && memo[at + 5] === rest) {
+      this.#runSlot = slot;
       return memo[at + 6] ?? chunk;
     }
     const mem = this.#host.mem;
@@ -427,7 +468,49 @@ export class DmaEngine {
     memo[at + 4] = limit;
     memo[at + 5] = rest;
     memo[at + 6] = len;
+    // The joined pages' handles are taken when the run moves (#lookupRun).
+    memo[at + 7] = -1;
+    this.#runSlot = slot;
     return len;
+  }
+
+  /**
+   * The lookups of the pages `[cur + chunk, cur + run)` that joined the run #extend just
+   * answered, in address order, as each page's own step would have made them. When #extend
+   * answered from its memo and the handles of that run's pages were taken under the generation
+   * the memo holds (still the device TLB's: nothing runs between #extend and here), each hit is
+   * accounted on its handle; otherwise each page is looked up and its handle kept for the next time.
+   */
+  #lookupRun(p: DmaProgram, cur: number, chunk: number, run: number): void {
+    const slot = this.#runSlot;
+    if (!this.#memoOn || slot < 0) {
+      for (let off = chunk; off < run; off += PAGE_SIZE) this.#lookupJoined(p, cur + off);
+      return;
+    }
+    const tlb = this.#host.deviceTlb;
+    const memo = this.#runMemo;
+    const at = slot * RUN_MEMO_FIELDS;
+    const handles = this.#runHandles[slot] ?? [];
+    const pages = Math.ceil((run - chunk) / PAGE_SIZE);
+    if (memo[at + 7] === pages && memo[at + 2] === tlb.generation && memo[at] === cur && memo[at + 6] === run) {
+      let i = 0;
+      for (let off = chunk; off < run; off += PAGE_SIZE, i++) {
+        const h = handles[i];
+        // A handle taken under this generation still has its entry; a lookup stands in if not.
+        if (h === undefined || !tlb.hitAgain(h)) tlb.lookup(p.pasid, p.priv === true, cur + off);
+      }
+      this.stats.deviceTlbHits += pages;
+      return;
+    }
+    const priv = p.priv === true;
+    handles.length = 0;
+    for (let off = chunk; off < run; off += PAGE_SIZE) {
+      const h = tlb.lookupHandle(p.pasid, priv, cur + off);
+      this.stats.deviceTlbHits++;
+      if (h !== undefined) handles.push(h);
+    }
+    // Every joined page was peeked at under this generation, so each lookup hit; if one did not, no handles are kept.
+    memo[at + 7] = handles.length === pages ? pages : -1;
   }
 
   /** The lookup a page that joined a run would have made in its own step: the hit counted, its recency refreshed. */
@@ -450,15 +533,18 @@ export class DmaEngine {
       return r.ok && permits(r, write, exec, priv) ? r.pa : this.#fail("translationFault");
     }
     const tlb = this.#host.deviceTlb;
-    const hit: AtcEntry | undefined = tlb.lookup(p.pasid, priv, addr);
+    // Page Aligned Request: translation requests carry the 4 KiB page address.
+    const page = addr - (addr & PAGE_MASK);
+    // Through the memo only after a hit: after a miss this page is most likely one of a stream of
+    // misses (a working set larger than the device TLB), where every fill moves the generation and
+    // the memo would only add its checks to each page's probe.
+    const hit: AtcEntry | undefined = this.#memoOn && this.#lastHit ? this.#lookupMemo(tlb, p.pasid, priv, addr, page) : tlb.lookup(p.pasid, priv, addr);
     if (hit !== undefined && permits(hit, write, exec, priv)) {
       this.stats.deviceTlbHits++;
       this.#lastHit = true;
       return hit.paBase + (addr - hit.base);
     }
     this.#lastHit = false;
-    // Page Aligned Request: translation requests carry the 4 KiB page address.
-    const page = addr - (addr & PAGE_MASK);
     this.stats.translationsRequested++;
     this.stats.atsTranslations++;
     const r = port.translate(requestOf(this.#host.sid, p, priv, exec, page, write, true));
@@ -473,6 +559,25 @@ export class DmaEngine {
       return permits(r, write, exec, priv) ? this.#paOf(r, page, addr) : NEEDS_PAGE_REQUEST;
     }
     return r.recoverable ? NEEDS_PAGE_REQUEST : this.#fail("translationFault");
+  }
+
+  /** `tlb.lookup(pasid, priv, addr)`, through the translation memo (see `#xlHandle`); `page` is addr's 4 KiB page. */
+  #lookupMemo(tlb: DeviceTlb, pasid: number | undefined, priv: boolean, addr: number, page: number): AtcEntry | undefined {
+    const who = (pasid ?? -1) * 2 + (priv ? 1 : 0);
+    // ToUint32 of a page base below 2^53 keeps its low 32 bits: this is the page number mod XL_SLOTS.
+    const slot = (page >>> 12) & XL_MASK;
+    const gen = tlb.generation;
+    if (this.#xlPage[slot] === page && this.#xlWho[slot] === who && this.#xlGen[slot] === gen) {
+      const h = this.#xlHandle[slot];
+      if (h !== undefined && tlb.hitAgain(h)) return h.value;
+    }
+    const h = tlb.lookupHandle(pasid, priv, addr);
+    if (h === undefined) return undefined;
+    this.#xlPage[slot] = page;
+    this.#xlWho[slot] = who;
+    this.#xlGen[slot] = gen;
+    this.#xlHandle[slot] = h;
+    return h.value;
   }
 
   #fail(result: DmaResult): number {
