@@ -58,6 +58,10 @@ const CASES: readonly Case[] = [
   { label: "2 MiB, device-TLB misses", size: 512 * PAGE, count: 1, target: 0.3, atsMisses: true },
 ];
 
+// `pnpm --filter @vsva/harness bench -- --accel-only`: the accelerator MEMMOVE figure and nothing else,
+// for A/B runs of a change to the accelerator's path (dsa-memmove.ts).
+const ACCEL_ONLY = process.argv.includes("--accel-only");
+
 const h = new Host();
 const slot = h.addDevice("dsa0", 4);
 h.enableSva(slot);
@@ -66,8 +70,8 @@ const bond = h.core.sva.bindDevice(slot.dev, mm);
 const dma = slot.ep.dma;
 if (slot.ep.deviceTlb.capacity !== DEVICE_TLB_ENTRIES) throw new Error(`bench: expected a ${DEVICE_TLB_ENTRIES}-entry device TLB`);
 
-console.log("\nharness: SVA DMA throughput (ratios measured in one run, best-of-N)");
-for (const c of CASES) {
+if (!ACCEL_ONLY) console.log("\nharness: SVA DMA throughput (ratios measured in one run, best-of-N)");
+for (const c of ACCEL_ONLY ? [] : CASES) {
   const buf = mm.mmap(null, c.size * c.count, Prot.READ | Prot.WRITE, { populate: true });
   const pattern = new Uint8Array(c.size).fill(0x5a);
   // One descriptor per transfer, written once as a driver would: the device reads its
@@ -119,7 +123,8 @@ function pagedCopyNs(src: Uint8Array, count: number): number {
 
 // `pnpm --filter @vsva/harness bench -- --dma-only`: the SVA DMA figures above and nothing else
 // (about 20 s instead of minutes), for A/B runs of a change to the DMA path.
-if (!process.argv.includes("--dma-only")) {
+if (ACCEL_ONLY) dsaMemmoveFigure();
+else if (!process.argv.includes("--dma-only")) {
   dsaMemmoveFigure();
   growthFigure();
   vfioMapFigure();
