@@ -37,7 +37,11 @@ export function vmKillPoint(outer: StepContext): VmKillPoint {
       if (steps === outer.at) {
         const vm = victim.vm;
         if (vm?.state === "running") {
-          outer.step(`${CRASH_ROW} ${steps}: VM 1's VMM process is killed (kill -9): VFIO release, KVM teardown, guest RAM back to the host`, () => vm.kill());
+          outer.step(`${CRASH_ROW} ${steps}: VM 1's VMM process is killed (kill -9): VFIO release, KVM teardown, guest RAM back to the host`, () => {
+            // A destroyed KVM has no table to check against the binds any more.
+            outer.unwatchKvm(vm.kvm);
+            vm.kill();
+          });
           crashed = true;
         } else {
           outer.step(`${CRASH_ROW} ${steps}: VM 1 is not running (not started yet, or already shut down): nothing to kill`, () => undefined);
