@@ -132,7 +132,7 @@ export const sharedGpasid = hostScenario({
     if (fn1 !== null) {
       k.step(`VM 1's driver programs its assigned function dsa1 with guest PASID ${SHARED_GPASID}: the function's DMA carries the guest's number to the host IOMMU untranslated, where no PASID ${SHARED_GPASID} is bound: it reaches neither VM`, () => {
         const r = fn1.av.guest.dma({ pasid: SHARED_GPASID, addr: VA + BUF.fill + 0x100, length: PATTERN.length, direction: "write", pattern: PATTERN });
-        ctx.require(r !== "ok", `an assigned function's DMA with a guest PASID of a SPID VM translates nothing (got ${String(r)})`);
+        ctx.require(r !== "ok", `an assigned function's DMA with a guest PASID of a SPID VM translates nothing (got ${r})`);
         for (const p of [fn1.p, p2]) ctx.require(p.mm.read(p.va + BUF.fill + 0x100, PATTERN.length).every((b) => b === 0), `${p.av.vm.name}'s ${p.name} sees no byte of it`);
       });
     }
