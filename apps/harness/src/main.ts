@@ -46,7 +46,8 @@ directory you ran the command in.
 Guest scenarios: \`vsva run guest-crash --at STEP\` kills VM 1 after step STEP
 while VM 2 keeps doing DMA; \`vsva crash-sweep guest-crash\` kills it after
 each step in turn, and passes when every run leaks nothing and VM 2 is
-unaffected. The flagship takes --at too (\`vsva crash-sweep flagship\`).
+unaffected. Every guest scenario takes --at (VM 1 is the one killed: in
+malicious-guest, the hostile VM), so \`vsva crash-sweep NAME\` works on each.
 
 Exit status:
   0  the run passed: every invariant held after every step
@@ -71,7 +72,7 @@ program
   .argument("<name>", "scenario name (see `vsva list`)")
   .option("--seed <n>", "seed of the scenario's free choices (device slot, buffer addresses, PASIDs); printed with the run", parseSeed, 1)
   .option("--platform <name>", `IOMMU platform of the host: ${PLATFORM_NAMES.join("|")} (default: the scenario's first; only for scenarios that list platforms)`)
-  .option("--at <step>", "guest-crash: kill the VM after this step of the run (only for scenarios that take it; see `vsva crash-sweep`)", parseStep)
+  .option("--at <step>", "guest scenarios: kill VM 1 after this step of the run (only for scenarios that take it; see `vsva crash-sweep`)", parseStep)
   .option("--json <file>", "write the raw trace-bus events as JSON")
   .option("--trace <file>", "write Chrome trace-event JSON (open it in Perfetto)")
   .option("--report <file>", "write a self-contained HTML page with the swimlane timeline")
@@ -104,7 +105,7 @@ program
 
 program
   .command("crash-sweep")
-  .description("kill the VM after each step in turn (a scenario that takes --at, e.g. guest-crash); each run must leak nothing and leave the other VM unaffected")
+  .description("kill the VM after each step in turn (a scenario that takes --at: every guest scenario); each run must leak nothing and leave the other VM unaffected")
   .argument("<name>", "scenario name (one that takes --at, see `vsva list`)")
   .action((name: string) => {
     const scenario = findScenario(name);

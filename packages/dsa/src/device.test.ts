@@ -167,6 +167,24 @@ describe("page faults", () => {
     expect(completion(r)).toMatchObject({ status: DsaStatus.PAGE_FAULT_NOBOF, faultAddr: DST, faultWrite: true, bytesCompleted: 0 });
   });
 
+  it("a failed page response for the completion record's own page goes to SWERR and retires the descriptor, asking no more", () => {
+    const r = makeDsaRig();
+    bringUp(r.dev, [{ mode: "dedicated", size: 4, pasid: P, bof: true }]);
+    mapRange(r, P, SRC, SRC_PA, 1);
+    r.dev.movdir64b(0, encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: CR_FLAGS | DescFlag.BOF, completionAddr: CR, src: SRC, dst: DST, size: 64 }));
+    // The destination's request, refused (a VMM gone): the descriptor turns to writing its record, whose page is not present either.
+    for (const want of [DST, CR]) {
+      const [req] = r.iommu.pendingPageRequests;
+      expect(req).toMatchObject({ pasid: P, addr: want, write: true });
+      if (req === undefined) return;
+      r.iommu.respond(req, "invalid");
+    }
+    expect(r.iommu.pendingPageRequests).toHaveLength(0);
+    expect(r.dev.blocked).toBe(false);
+    expect(r.dev.stats).toMatchObject({ pageRequests: 2, completed: 1 });
+    expect(swerr(r.dev)).toMatchObject({ VALID: 1, ERROR: DsaStatus.CRA_XLAT, PASID: P, OPERATION: DsaOpcode.MEMMOVE });
+  });
+
   it("without block-on-fault, a partial completion gives bytes completed and the fault address", () => {
     const r = makeDsaRig();
     // The descriptor asks for BOF but the WQ does not allow it: the flag is not honoured.

@@ -148,6 +148,8 @@ interface Job {
   status: DsaStatusCode;
   faultAddr: number;
   faultWrite: boolean;
+  /** The page request for the completion record's own page was answered with a failure: the record cannot be written. */
+  crFault: boolean;
   /** The token of the page request the job waits on; callbacks holding an older token are ignored. */
   wait: object | null;
 }
@@ -862,6 +864,7 @@ export class DsaDevice implements Mmio {
     job.status = DsaStatus.SUCCESS;
     job.faultAddr = 0;
     job.faultWrite = false;
+    job.crFault = false;
     job.wait = null;
     const crav = (flags & DescFlag.CRAV) !== 0;
     // `& (align - 1)` is `% align` for any non-negative integer (ToInt32 keeps the low 32 bits exactly), without the floating-point remainder.
@@ -980,6 +983,8 @@ export class DsaDevice implements Mmio {
         if (this.#job !== job || job.wait !== token) return;
         job.wait = null;
         if (o === "success") job.retries++;
+        // The record's own page: the data's status stands; asking again would fail again, forever (SWERR instead).
+        else if (job.phase === "completion") job.crFault = true;
         else {
           job.status = DsaStatus.PAGE_FAULT_NOBOF;
           job.faultAddr = addr;
@@ -1026,7 +1031,7 @@ export class DsaDevice implements Mmio {
     const xr = this.#xlate(job, job.compl, true);
     if (xr !== XLATE_OK) {
       const x = xr;
-      if (x === XLATE_RECOVERABLE && job.bof && this.#pageRequest(job, job.compl, true)) return;
+      if (x === XLATE_RECOVERABLE && job.bof && !job.crFault && this.#pageRequest(job, job.compl, true)) return;
       this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
       this.#retire(); return;
     }
@@ -1136,7 +1141,7 @@ export class DsaDevice implements Mmio {
 function newJob(buf: DescBuf): Job {
   return {
     buf, desc: buf.words, wq: 0, pasid: undefined, priv: false, opcode: 0, flags: 0, compl: 0, src: 0, dst: 0, size: 0, bof: false,
-    done: 0, result: 0, retries: 0, phase: "data", status: DsaStatus.SUCCESS, faultAddr: 0, faultWrite: false, wait: null,
+    done: 0, result: 0, retries: 0, phase: "data", status: DsaStatus.SUCCESS, faultAddr: 0, faultWrite: false, crFault: false, wait: null,
   };
 }
 

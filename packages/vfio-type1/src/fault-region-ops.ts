@@ -20,5 +20,14 @@ export function withFaultRegions(ops: VfioDeviceOps, faults: DmaFaultRegions): V
       index === fault.index ? faults.readFault(offset, length) : index === response.index ? faults.readResponse(offset, length) : ops.read(index, offset, length),
     write: (index, offset, bytes) =>
       index === fault.index ? faults.writeFault(offset, bytes) : index === response.index ? faults.writeResponse(offset, bytes) : ops.write(index, offset, bytes),
+    open: () => {
+      faults.open();
+      ops.open?.();
+    },
+    // The regions' reader is gone: its unanswered groups are answered before the device's own release (see DmaFaultRegions.close).
+    release: () => {
+      faults.close();
+      ops.release?.();
+    },
   };
 }

@@ -78,6 +78,46 @@ describe("the nested DMA fault region and its response region", () => {
     expect(vdev.faults?.dropped).toBe(1);
   });
 
+  it("the device file's last close answers invalid every group the VMM took and never answered, before the device's own release runs", () => {
+    const h = mockHost({ defaultDomain: "dma" });
+    const vfio = new Vfio({ kernel: h.kernel, core: h.core, ioasid: h.core.ioasid });
+    const dev = h.core.probeDevice(h.iommu, { name: "dsa0", sid: sourceId(0, 3, 0), pasidWidth: 20 });
+    // What the device's release sees: a device draining on release needs its faults answered first.
+    const seenAtRelease: number[] = [];
+    const vdev = vfio.bindPciDevice(dev, { ...configOnlyOps(), release: () => seenAtRelease.push(h.mock.responses.length) });
+    const user = new VfioUser({ name: "qemu", mm: {}, pages: new FakeUserPages({ base: 0, size: 1 << 20, hostBase: 0x1_0000_0000 }), memlockLimit: 1 << 30 });
+    const c = vfio.openContainer(user);
+    const g = vfio.openGroup(user, dev.group?.id ?? -1);
+    g.ioctl(VfioIoctl.GROUP_SET_CONTAINER, U.fdArg(c.fd));
+    c.ioctl(VfioIoctl.SET_IOMMU, VfioExtension.TYPE1_NESTING_IOMMU);
+    const f = user.file(g.ioctl(VfioIoctl.GROUP_GET_DEVICE_FD, U.cString("dsa0")));
+    if (!(f instanceof VfioDeviceFile)) throw new Error("not a device file");
+    if (h.mock.uplink === null) throw new Error("not registered");
+    const up = h.mock.uplink;
+    const report = (grpid: number, last = true): boolean => up.reportDeviceFault(dev, { pasid: asHostPasid(7), addr: 0x4000_0000, read: true, write: true, exec: false, priv: false, grpid, last });
+    // Group 1 read by the VMM (tail moved) and unanswered; group 2 still in the ring; group 3 answered by the VMM; group 4 not complete (no last request).
+    for (const grpid of [1, 2, 3]) expect(report(grpid)).toBe(true);
+    expect(report(4, false)).toBe(true);
+    f.pwrite(regionOffset(9), u32(1));
+    f.pwrite(regionOffset(10) + 4096, encodePageResponse({ pasid: asHostPasid(7), grpid: 3, code: "success" }));
+    f.pwrite(regionOffset(10), u32(1));
+    expect(vdev.faults?.outstandingGroups).toBe(2);
+    f.close();
+    expect(h.mock.responses.map((r) => r.response)).toEqual([
+      { pasid: 7, grpid: 3, code: "success" },
+      { pasid: 7, grpid: 1, code: "invalid" },
+      { pasid: 7, grpid: 2, code: "invalid" },
+    ]);
+    expect(seenAtRelease).toEqual([3]);
+    expect(vdev.faults?.outstandingGroups).toBe(0);
+    expect(vdev.faults?.pendingFaults).toBe(0);
+    // No reader until the next open: a new fault is refused, so the driver answers it at once.
+    expect(report(5)).toBe(false);
+    user.file(g.ioctl(VfioIoctl.GROUP_GET_DEVICE_FD, U.cString("dsa0")));
+    expect(report(6)).toBe(true);
+    expect(vdev.faults?.outstandingGroups).toBe(1);
+  });
+
   it("the VMM dying unregisters the handler and answers invalid what it never answered", () => {
     const { h, f, report } = rig();
     report(4);

@@ -43,6 +43,7 @@ export const VfioNestedSubtype = { DMA_FAULT: 1, DMA_FAULT_RESPONSE: 2 } as cons
 export const DMA_FAULT_RING_LENGTH = 512;
 
 const PAGE = 4096;
+const groupKey = (pasid: number | undefined, grpid: number): string => `${pasid ?? "none"}:${grpid}`;
 const roundUp = (n: number): number => Math.ceil(n / PAGE) * PAGE;
 
 export interface DmaFaultRegionsOptions {
@@ -58,6 +59,10 @@ export class DmaFaultRegions {
   readonly #respond: (resp: PageResponse) => void;
   /** Faults refused because the ring was full (the driver answers those). */
   dropped = 0;
+  /** Page request groups handed to the VMM (their last request produced) and not answered through the response ring yet. */
+  readonly #outstanding = new Map<string, PageResponse>();
+  /** No reader: the device file's last close happened, and no open since. */
+  #closed = false;
 
   constructor(opts: DmaFaultRegionsOptions) {
     this.#nb = opts.nbEntries ?? DMA_FAULT_RING_LENGTH;
@@ -77,9 +82,14 @@ export class DmaFaultRegions {
   /**
    * The device fault handler VFIO registers (vfio_pci_iommu_dev_fault_handler):
    * the fault becomes a record at the ring's head. A full ring refuses it
-   * (false), and the IOMMU driver answers the device itself.
+   * (false), and the IOMMU driver answers the device itself; so do regions
+   * whose reader is gone (see {@link close}).
    */
   produce(fault: PageRequestFault): boolean {
+    if (this.#closed) {
+      this.dropped++;
+      return false;
+    }
     const F = DmaFaultHeaderLayout;
     const head = F.get(this.fault, "head");
     const tail = F.get(this.fault, "tail");
@@ -89,7 +99,52 @@ export class DmaFaultRegions {
     }
     this.fault.set(encodeIommuFault(pageRequestRecord(fault)), PAGE + head * IommuFaultLayout.size);
     F.set(this.fault, "head", (head + 1) % this.#nb);
+    if (fault.last) this.#outstanding.set(groupKey(fault.pasid, fault.grpid), { pasid: fault.pasid, grpid: fault.grpid, code: "invalid" });
     return true;
+  }
+
+  /** Page request groups the VMM was handed and has not answered. */
+  get outstandingGroups(): number {
+    return this.#outstanding.size;
+  }
+
+  /**
+   * The device file's last close: nobody reads these rings any more, so
+   * every group handed to the VMM and not answered is answered INVALID now
+   * (as iommufd answers a departing fault queue's pending groups,
+   * drivers/iommu/iommufd/fault.c: iommufd_auto_response_faults()), the
+   * records nobody read are dropped, and until the next open a new fault is
+   * refused as a full ring refuses it, so the IOMMU driver answers it at
+   * once. Done before the device's own release runs, so a device that waits
+   * on such a group (an accelerator's WQ blocked on a fault, drained by its
+   * release, and faulting again on the completion record of the descriptor
+   * it aborts) is not left waiting on a VMM that is gone. A group the IOMMU
+   * driver answered meanwhile (its drain on unbind) is no longer pending:
+   * the core's EINVAL is expected and ignored. Returns how many groups it
+   * answered.
+   */
+  close(): number {
+    this.#closed = true;
+    let answered = 0;
+    for (const r of this.#outstanding.values()) {
+      try {
+        this.#respond(r);
+        answered++;
+      } catch (e) {
+        if (!(e instanceof KernelError)) throw e;
+      }
+    }
+    this.#outstanding.clear();
+    const F = DmaFaultHeaderLayout;
+    F.set(this.fault, "tail", F.get(this.fault, "head"));
+    const R = DmaFaultResponseHeaderLayout;
+    R.set(this.response, "tail", R.get(this.response, "head"));
+    return answered;
+  }
+
+  /** The device file's first open: the rings have a reader again. */
+  open(): void {
+    this.#closed = false;
   }
 
   /** Records produced and not yet consumed by the VMM. */
@@ -140,7 +195,9 @@ export class DmaFaultRegions {
     for (let tail = R.get(this.response, "tail"); tail !== head; tail = (tail + 1) % this.#nb) {
       const at = PAGE + tail * PageResponseLayout.size;
       try {
-        this.#respond(decodePageResponse(this.response.subarray(at, at + PageResponseLayout.size)));
+        const resp = decodePageResponse(this.response.subarray(at, at + PageResponseLayout.size));
+        this.#outstanding.delete(groupKey(resp.pasid, resp.grpid));
+        this.#respond(resp);
       } catch (e) {
         if (!(e instanceof KernelError)) throw e;
         first ??= e;

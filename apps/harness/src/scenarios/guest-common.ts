@@ -21,7 +21,25 @@ export interface GuestVm {
  * deferred, and the VM held to the per-VM invariants), the guest booting its
  * IOMMU stack over the virtual VT-d.
  */
-export function startGuestVm(ctx: StepContext, vfio: Vfio, o: { readonly id: number; readonly dev: number; readonly device: string }): GuestVm {
+export function startGuestVm(ctx: StepContext, vfio: Vfio, o: GuestVmOptions): GuestVm {
+  const g = bootGuestVm(ctx, vfio, o);
+  if (g === null) throw new Error(`VM ${o.id} died while it booted`);
+  return g;
+}
+
+export interface GuestVmOptions {
+  readonly id: number;
+  readonly dev: number;
+  readonly device: string;
+  /** Told the VM as soon as the VMM has started it (a crash wrapper's victim). */
+  readonly onStart?: (vm: Vm) => void;
+}
+
+/**
+ * {@link startGuestVm} for a VM that may be killed between its steps (the
+ * crash wrapper's victim): null when the VM is gone before its guest booted.
+ */
+export function bootGuestVm(ctx: StepContext, vfio: Vfio, o: GuestVmOptions): GuestVm | null {
   const h = ctx.host;
   const slot = ctx.step(`plug in ${o.device}; vfio-pci takes it for VM ${o.id}`, () => {
     const s = h.addDevice(o.device, o.dev);
@@ -32,8 +50,11 @@ export function startGuestVm(ctx: StepContext, vfio: Vfio, o: { readonly id: num
     const v = new Vm({ host: h, vfio, id: o.id, ramBytes: GUEST_RAM, device: { group: groupOf(slot.dev), name: o.device, endpoint: slot.ep } });
     ctx.defer(`VM ${o.id}'s VMM exits (if still running): VFIO release, KVM teardown, guest RAM back to the host`, () => v.kill());
     ctx.watchVm(v);
+    o.onStart?.(v);
     return v;
   });
+  // The crash wrapper may have killed the VM after its start.
+  if (vm.state !== "running") return null;
   const guest = ctx.step(`VM ${o.id}'s guest boots its IOMMU stack over the virtual VT-d`, () => new Guest(vm));
   return { slot, vm, guest };
 }

@@ -11,7 +11,27 @@ import { bindToVfio, groupOf } from "./vfio-common.js";
  * must exist (created for the VMM's mm `o.mm`) before. Twice the RAM: the
  * guest kernel's pool holds a PASID directory per device.
  */
-export function startVmWithMdev(ctx: StepContext, vfio: Vfio, o: { readonly id: number; readonly dev: number; readonly device: string; readonly mm: object; readonly mdev: VmMdev }): GuestVm {
+export function startVmWithMdev(ctx: StepContext, vfio: Vfio, o: VmWithMdevOptions): GuestVm {
+  const g = bootVmWithMdev(ctx, vfio, o);
+  if (g === null) throw new Error(`VM ${o.id} died while it booted`);
+  return g;
+}
+
+export interface VmWithMdevOptions {
+  readonly id: number;
+  readonly dev: number;
+  readonly device: string;
+  readonly mm: object;
+  readonly mdev: VmMdev;
+  /** Told the VM as soon as the VMM has started it (a crash wrapper's victim). */
+  readonly onStart?: (vm: Vm) => void;
+}
+
+/**
+ * {@link startVmWithMdev} for a VM that may be killed between its steps (the
+ * crash wrapper's victim): null when the VM is gone before its guest booted.
+ */
+export function bootVmWithMdev(ctx: StepContext, vfio: Vfio, o: VmWithMdevOptions): GuestVm | null {
   const h = ctx.host;
   const slot = ctx.step(`plug in ${o.device}; vfio-pci takes it for VM ${o.id}`, () => {
     const s = h.addDevice(o.device, o.dev);
@@ -22,8 +42,11 @@ export function startVmWithMdev(ctx: StepContext, vfio: Vfio, o: { readonly id: 
     const v = new Vm({ host: h, vfio, id: o.id, ramBytes: 2 * GUEST_RAM, device: { group: groupOf(slot.dev), name: o.device, endpoint: slot.ep }, mm: o.mm, mdevs: [o.mdev] });
     ctx.defer(`VM ${o.id}'s VMM exits (if still running): VFIO release, KVM teardown, guest RAM back to the host`, () => v.kill());
     ctx.watchVm(v);
+    o.onStart?.(v);
     return v;
   });
+  // The crash wrapper may have killed the VM after its start.
+  if (vm.state !== "running") return null;
   const guest = ctx.step(`VM ${o.id}'s guest boots its IOMMU stack over the virtual VT-d`, () => new Guest(vm));
   return { slot, vm, guest };
 }

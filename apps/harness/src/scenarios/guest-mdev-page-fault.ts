@@ -4,10 +4,11 @@ import { DSA_COMPLETION_SIZE, DescFlag, DsaCmdErr, DsaOpcode, DsaStatus, decodeC
 import { Vdcm } from "@vsva/vdcm";
 import { MdevGuest } from "@vsva/vdcm/testing";
 import { hostScenario } from "../world/host-scenario.js";
-import { startVmWithMdev } from "./guest-mdev-common.js";
+import { bootVmWithMdev } from "./guest-mdev-common.js";
 import { hexBytes } from "./sva-common.js";
 import { createMdev } from "./vdcm-common.js";
 import { PAGE, vfioOn } from "./vfio-common.js";
+import { vmKillPoint } from "./vm-kill.js";
 
 /** Where the mdev sits in the guest's PCI hierarchy. */
 const MDEV_BDF = { bus: 0, dev: 5, fn: 0 };
@@ -32,7 +33,10 @@ export const guestMdevPageFault = hostScenario({
   summary: "a guest's block-on-fault MEMMOVE through an mdev's dedicated WQ to untouched pages: host PRQ → the mdev's VFIO fault region → the guest's page request queue → the guest pages in and responds → the descriptor completes",
   title: "A guest page fault through an mdev",
   platforms: ["vtd"],
-  body(ctx) {
+  at: "kill VM 1 (its VMM process dies) after step STEP of the run, even with the accelerator blocked on the guest's page request: the host answers it, and the accelerator is left waiting on nothing, its WQ holding nothing of VM 1's",
+  body(outer) {
+    const k = vmKillPoint(outer);
+    const ctx = k.ctx;
     const h = ctx.host;
     const accSlot = ctx.choose.int("the accelerator dsa2's slot", 1, 15, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
     const devSlot = ctx.choose.int("dsa0's slot (VM 1's assigned function)", 16, 31, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
@@ -47,7 +51,8 @@ export const guestMdevPageFault = hostScenario({
     const mdev = createMdev(ctx, { idxd, vdcm }, "mdev0", 0, asVmId(1), mm);
     const group = mdev.vfioDevice?.group?.id;
     ctx.require(group !== undefined, "mdev0 has an IOMMU group");
-    const g = startVmWithMdev(ctx, vfio, { id: 1, dev: devSlot, device: "dsa0", mm, mdev: { group: group ?? -1, name: "mdev0", guestBdf: MDEV_BDF } });
+    const g = bootVmWithMdev(ctx, vfio, { id: 1, dev: devSlot, device: "dsa0", mm, mdev: { group: group ?? -1, name: "mdev0", guestBdf: MDEV_BDF }, onStart: (vm) => k.setVm(vm) });
+    if (g === null) return;
     const viommu = g.vm.viommu;
     const file = g.vm.mdevFiles[0];
     const dev = g.guest.mdevs[0];
@@ -56,7 +61,7 @@ export const guestMdevPageFault = hostScenario({
       return;
     }
     const drv = new MdevGuest(file);
-    const p = ctx.step("guest process P maps 3 pages and touches none of them; binds mdev0 with SVA", () => {
+    const p = k.step("guest process P maps 3 pages and touches none of them; binds mdev0 with SVA", () => {
       const mmP = g.guest.newProcess("P");
       mmP.mmap(VA, 3 * PAGE, Prot.READ | Prot.WRITE);
       const bond = g.guest.core.sva.bindDevice(dev, mmP);
@@ -66,12 +71,13 @@ export const guestMdevPageFault = hostScenario({
       });
       return { mm: mmP, bond };
     });
-    ctx.step("the guest's idxd programs mdev0's WQ with P's PASID (through the VDCM, which puts the host PASID in the hardware WQ)", () => {
+    if (p === null) return;
+    k.step("the guest's idxd programs mdev0's WQ with P's PASID (through the VDCM, which puts the host PASID in the hardware WQ)", () => {
       const err = drv.programWq(p.bond.pasid);
       ctx.expect(err === DsaCmdErr.SUCCESS, `ENABLE_WQ succeeds (CMDSTS 0x${err.toString(16)})`);
     });
     const before = { requests: idxd.hw.stats.pageRequests, guest: viommu.stats.pageRequests };
-    ctx.step(`P submits a block-on-fault MEMMOVE of ${len} bytes by MOVDIR64B: its source page is not present, the accelerator sends a page request and waits`, () => {
+    k.step(`P submits a block-on-fault MEMMOVE of ${len} bytes by MOVDIR64B: its source page is not present, the accelerator sends a page request and waits`, () => {
       ctx.require(p.mm.lookup(VA) === null, "the source page is not present in the guest");
       const taken = drv.submit(encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR | DescFlag.BOF, completionAddr: VA + 2 * PAGE, src: VA, dst: VA + PAGE, size: len }));
       h.settle();
@@ -79,11 +85,11 @@ export const guestMdevPageFault = hostScenario({
       ctx.expect(idxd.hw.blocked && idxd.hw.stats.pageRequests > before.requests, "the accelerator waits on a page request");
       ctx.require(p.mm.lookup(VA) === null, "the host did not fault the guest's page in");
     });
-    ctx.step("the VMM takes the record from mdev0's fault region and queues it in the guest's page request queue with mdev0's requester ID", () => {
+    k.step("the VMM takes the record from mdev0's fault region and queues it in the guest's page request queue with mdev0's requester ID", () => {
       ctx.expect(viommu.pollFaults() >= 1, "the VMM found a record in mdev0's fault region");
       ctx.expect(viommu.stats.pageRequests === before.guest + 1, "one page request went into the guest's queue");
     });
-    ctx.step("the guest pages in and answers each request; the VMM passes each answer to mdev0's response ring; the accelerator goes on until the descriptor completes", () => {
+    k.step("the guest pages in and answers each request; the VMM passes each answer to mdev0's response ring; the accelerator goes on until the descriptor completes", () => {
       let rounds = 0;
       for (; rounds < MAX_ROUNDS; rounds++) {
         h.settle();
@@ -95,16 +101,23 @@ export const guestMdevPageFault = hostScenario({
       ctx.expect(viommu.stats.pageRequests - before.guest === idxd.hw.stats.pageRequests - before.requests, "each of the accelerator's page requests reached the guest");
       ctx.expect(!idxd.hw.blocked, "the accelerator no longer waits");
     });
-    ctx.step("P reads its completion record and the destination by CPU", () => {
+    k.step("P reads its completion record and the destination by CPU", () => {
       const cr = decodeCompletion(p.mm.read(VA + 2 * PAGE, DSA_COMPLETION_SIZE));
       ctx.expect(cr.status === DsaStatus.SUCCESS, `the descriptor completed (status 0x${cr.status.toString(16)})`);
       ctx.expect(hexBytes(p.mm.read(VA + PAGE, len)) === hexBytes(new Uint8Array(len)), "the destination holds the source's (zero-filled) bytes");
     });
-    ctx.step("the guest disables mdev0's WQ (the VDCM clears the hardware WQ) and P unbinds", () => {
+    k.step("the guest disables mdev0's WQ (the VDCM clears the hardware WQ) and P unbinds", () => {
       ctx.expect(drv.disableWq() === DsaCmdErr.SUCCESS, "DISABLE_WQ succeeds");
       g.guest.core.sva.unbindDevice(p.bond);
       ctx.unbindSpace(viommu.hostPasid(p.bond.pasid) ?? p.bond.pasid);
       ctx.expect(viommu.bound.size === 0, "nothing bound on the host for the guest");
     });
+    if (!k.alive()) {
+      ctx.step("after VM 1's death: the accelerator waits on no page request and its hardware WQ holds nothing of VM 1's", () => {
+        h.settle();
+        ctx.require(!idxd.hw.blocked, "the accelerator is not left blocked on the dead VM's page request");
+        ctx.require(vdcm.heldPasids().length === 0, `the VDCM holds no host PASID in the hardware WQ (holds ${vdcm.heldPasids().map((x) => x.hpasid).join(", ")})`);
+      });
+    }
   },
 });

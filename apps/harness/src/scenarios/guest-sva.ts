@@ -3,6 +3,7 @@ import { Guest, Vm } from "@vsva/vmm";
 import { hostScenario } from "../world/host-scenario.js";
 import { PATTERN, hexBytes } from "./sva-common.js";
 import { PAGE, bindToVfio, groupOf, vfioOn } from "./vfio-common.js";
+import { replayDeadDma, vmKillPoint } from "./vm-kill.js";
 
 /**
  * The first guest scenario: a VM made by the VMM package (guest RAM over
@@ -22,7 +23,10 @@ export const guestSva = hostScenario({
   summary: "a guest process binds an assigned device with SVA through the vIOMMU: vCMD PASID, PASID-cache flush → host bind, nested DMA, a guest page fault round trip, unbind, VM killed with nothing left",
   title: "vSVA end to end: a guest kernel over the virtual VT-d",
   platforms: ["vtd"],
-  body(ctx) {
+  at: "kill VM 1 (its VMM process dies) after step STEP of the run; the device then replays the guest's last DMA, which must not translate",
+  body(outer) {
+    const k = vmKillPoint(outer);
+    const ctx = k.ctx;
     const h = ctx.host;
     const vfio = vfioOn(h);
     const devNo = ctx.choose.int("dsa0's slot", 1, 31, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
@@ -36,11 +40,13 @@ export const guestSva = hostScenario({
       const v = new Vm({ host: h, vfio, id: 1, ramBytes: RAM, device: { group: groupOf(slot.dev), name: "dsa0", endpoint: slot.ep } });
       ctx.defer("the VMM process exits: VFIO release, KVM teardown, guest RAM back to the host", () => v.kill());
       ctx.watchVm(v);
+      k.setVm(v);
       ctx.expect(v.ram.view.pinStats.pinnedPages === RAM / PAGE, "all guest RAM pinned");
       return v;
     });
-    const g = ctx.step("guest boots its IOMMU stack over the virtual VT-d (caching mode, virtual command allocator)", () => new Guest(vm));
-    const p = ctx.step("guest process P maps 8 KiB (the second page left for demand paging) and binds dsa0 with SVA", () => {
+    const g = k.step("guest boots its IOMMU stack over the virtual VT-d (caching mode, virtual command allocator)", () => new Guest(vm));
+    if (g === null) return;
+    const p = k.step("guest process P maps 8 KiB (the second page left for demand paging) and binds dsa0 with SVA", () => {
       const mm = g.newProcess("P");
       mm.mmap(VA, 2 * PAGE, Prot.READ | Prot.WRITE);
       mm.write(VA, new Uint8Array(4)); // touches the first page only
@@ -53,22 +59,24 @@ export const guestSva = hostScenario({
       ctx.expect(h.ioasid.refcount(bond.pasid as never) >= 2, "the host PASID is held by the VM's set and the bind");
       return { mm, bond };
     });
-    ctx.step("the guest's driver programs dsa0 with its PASID: the write walks the guest's table and guest RAM through the host's second level", () => {
+    if (p === null) return;
+    k.step("the guest's driver programs dsa0 with its PASID: the write walks the guest's table and guest RAM through the host's second level", () => {
       ctx.expect(g.dma({ pasid: p.bond.pasid, addr: VA + 0x10, length: PATTERN.length, direction: "write", pattern: PATTERN }) === "ok", "nested DMA completes");
       ctx.expect(hexBytes(p.mm.read(VA + 0x10, 4)) === hexBytes(PATTERN), "the guest process reads the bytes by CPU");
     });
-    ctx.step("DMA to the untouched page: page request → VFIO fault ring → the guest's page request queue → guest pages in → response → retry", () => {
+    k.step("DMA to the untouched page: page request → VFIO fault ring → the guest's page request queue → guest pages in → response → retry", () => {
       ctx.expect(g.dma({ pasid: p.bond.pasid, addr: VA + PAGE + 0x20, length: PATTERN.length, direction: "write", pattern: PATTERN }) === "ok", "the retried DMA completes");
       ctx.expect(g.viommu.stats.pageRequests >= 1 && g.viommu.stats.responses === g.viommu.stats.pageRequests, "the fault went through the guest and back");
       ctx.expect(hexBytes(p.mm.read(VA + PAGE + 0x20, 4)) === hexBytes(PATTERN), "the guest sees the bytes in the page it faulted in");
     });
-    ctx.step("guest P unbinds: the guest clears its PASID entry and flushes; the VMM unbinds on the host", () => {
+    k.step("guest P unbinds: the guest clears its PASID entry and flushes; the VMM unbinds on the host", () => {
       g.core.sva.unbindDevice(p.bond);
       ctx.unbindSpace(p.bond.pasid);
       ctx.expect(g.viommu.bound.size === 0, "nothing bound on the host for the guest");
     });
-    ctx.step("a DMA with the unbound PASID faults", () => {
+    k.step("a DMA with the unbound PASID faults", () => {
       ctx.require(g.dma({ pasid: p.bond.pasid, addr: VA + 0x10, length: PATTERN.length, direction: "write", pattern: PATTERN }) !== "ok", "no DMA through an unbound PASID");
     });
+    if (!k.alive()) replayDeadDma(ctx, slot.ep.dma, p.bond.pasid, VA + 0x10);
   },
 });

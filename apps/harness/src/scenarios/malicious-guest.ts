@@ -10,10 +10,11 @@ import { Vdcm } from "@vsva/vdcm";
 import { MdevGuest } from "@vsva/vdcm/testing";
 import { hostScenario } from "../world/host-scenario.js";
 import { type GuestVm, guestProcess, startGuestVm } from "./guest-common.js";
-import { startVmWithMdev } from "./guest-mdev-common.js";
+import { bootVmWithMdev } from "./guest-mdev-common.js";
 import { PATTERN, hexBytes } from "./sva-common.js";
 import { createMdev } from "./vdcm-common.js";
 import { PAGE, vfioOn } from "./vfio-common.js";
+import { replayDeadDma, vmKillPoint } from "./vm-kill.js";
 
 /**
  * The errno of a NESTING_OP bind of a PASID outside the VM's IOASID set:
@@ -93,7 +94,11 @@ export const maliciousGuest = hostScenario({
   summary: "a hostile guest binds a PASID it does not own, programs another VM's PASID into its mdev, floods invalidations, answers a fault it never got, unbinds twice: each refused (upstream errno, the device's CMDSTS) or ignored, the host and the other VM untouched",
   title: "A hostile guest beside a victim VM",
   platforms: ["vtd"],
-  body(ctx) {
+  at: "kill the hostile VM 1 (its VMM process dies) after step STEP of the run; the victim VM 2's DMA is checked to the end",
+  body(outer) {
+    // The hostile VM is the one killed: an attacker's VMM may die mid-attack, and its victim must not notice.
+    const k = vmKillPoint(outer);
+    const ctx = k.ctx;
     const devA = ctx.choose.int("dsa0's slot (VM 1, hostile)", 1, 7, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
     const devAcc = ctx.choose.int("the accelerator dsa2's slot (host idxd, VDCM)", 8, 15, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
     const devB = ctx.choose.int("dsa1's slot (VM 2, victim)", 16, 31, { show: (d) => `00:${d.toString(16).padStart(2, "0")}.0` });
@@ -108,6 +113,12 @@ export const maliciousGuest = hostScenario({
       ctx.expect(victim.guest.dma({ pasid: v.bond.pasid, addr: VA + 0x10, length: bytes.length, direction: "write", pattern: bytes }) === "ok", "VM 2's DMA completes");
       ctx.expect(hexBytes(v.mm.read(VA + 0x10, bytes.length)) === hexBytes(bytes), "VM 2 reads its own bytes");
     };
+    const victimUnbind = (): void => {
+      ctx.step("VM 2's V unbinds dsa1", () => {
+        victim.guest.core.sva.unbindDevice(v.bond);
+        ctx.unbindSpace(v.bond.pasid);
+      });
+    };
     ctx.step("VM 2's V: dsa1 writes to V's page", victimDma);
     const idxd = ctx.step("plug in dsa2; idxd probes it with a dedicated WQ for mdevs", () => ctx.host.addAccelerator("dsa2", devAcc, { wqs: [{ mode: "dedicated", size: 8, type: "mdev" }] }));
     ctx.defer("idxd is removed: WQs and device disabled, device reset", () => idxd.remove());
@@ -116,8 +127,14 @@ export const maliciousGuest = hostScenario({
     const mdev = createMdev(ctx, { idxd, vdcm }, "mdev0", 0, asVmId(1), evilMm);
     const mdevGroup = mdev.vfioDevice?.group?.id;
     ctx.require(mdevGroup !== undefined, "mdev0 has an IOMMU group");
-    const evil = startVmWithMdev(ctx, vfio, { id: 1, dev: devA, device: "dsa0", mm: evilMm, mdev: { group: mdevGroup ?? -1, name: "mdev0", guestBdf: MDEV_BDF } });
-    const a = ctx.step("VM 1's own process A binds dsa0 with SVA (its own PASID, allocated by virtual command)", () => guestProcess(ctx, evil, "A", VA, 1));
+    const booted = bootVmWithMdev(ctx, vfio, { id: 1, dev: devA, device: "dsa0", mm: evilMm, mdev: { group: mdevGroup ?? -1, name: "mdev0", guestBdf: MDEV_BDF }, onStart: (vm) => k.setVm(vm) });
+    if (booted === null) {
+      ctx.step("VM 2's V: dsa1 writes to V's page (VM 1 died while it booted)", victimDma);
+      victimUnbind();
+      return;
+    }
+    const evil = booted;
+    const a = k.step("VM 1's own process A binds dsa0 with SVA (its own PASID, allocated by virtual command)", () => guestProcess(ctx, evil, "A", VA, 1));
     const viommu = evil.vm.viommu;
     const refused = viommu.stats.refused;
 
@@ -127,7 +144,7 @@ export const maliciousGuest = hostScenario({
       if (e.context === evil.vm.name && e.kind === "kernel.log" && e.payload.message.includes("the host refused")) refusals.push(e.payload.message);
     });
     ctx.defer("stop watching VM 1's refusals", unsubscribe);
-    ctx.step("VM 1 binds VM 2's PASID: its kernel stamps process M with it, its driver writes the PASID entry and flushes; the host refuses the VMM's NESTING_OP bind", () => {
+    k.step("VM 1 binds VM 2's PASID: its kernel stamps process M with it, its driver writes the PASID entry and flushes; the host refuses the VMM's NESTING_OP bind", () => {
       const m = evil.guest.newProcess("M");
       m.mmap(VA, PAGE, Prot.READ | Prot.WRITE, { populate: true });
       m.setPasid(asHostPasid(v.bond.pasid), () => undefined);
@@ -146,7 +163,7 @@ export const maliciousGuest = hostScenario({
     // number; both tries are made, the second by the number the host holds.
     const victimHost = victim.vm.viommu.hostPasid(v.bond.pasid) ?? v.bond.pasid;
     for (const [which, pasid] of [["guest", v.bond.pasid], ["host", victimHost]] as const) {
-      ctx.step(`VM 1 programs VM 2's ${which} PASID (${pasid}) into its mdev's WQ config and enables the WQ: the VDCM finds no such SPID in VM 1's set, the guest reads CMDSTS PASID_EN`, () => {
+      k.step(`VM 1 programs VM 2's ${which} PASID (${pasid}) into its mdev's WQ config and enables the WQ: the VDCM finds no such SPID in VM 1's set, the guest reads CMDSTS PASID_EN`, () => {
         const file = evil.vm.mdevFiles[0];
         ctx.require(file !== undefined, "VM 1 has its mdev's device file");
         if (file === undefined) return;
@@ -170,7 +187,7 @@ export const maliciousGuest = hostScenario({
       ctx.step("VM 2's V: dsa1 writes to V's page", victimDma);
     }
 
-    ctx.step("VM 1 floods its invalidation queue: 64 unmaps and maps of A's page, each a PASID-based IOTLB flush the VMM forwards", () => {
+    if (a !== null) k.step("VM 1 floods its invalidation queue: 64 unmaps and maps of A's page, each a PASID-based IOTLB flush the VMM forwards", () => {
       const before = viommu.stats.exits;
       for (let i = 0; i < 64; i++) {
         a.mm.munmap(VA, PAGE);
@@ -180,15 +197,15 @@ export const maliciousGuest = hostScenario({
     });
     ctx.step("VM 2's V: dsa1 writes to V's page", victimDma);
 
-    ctx.step("VM 1 answers a page request it was never sent: refused (EINVAL, iommu_page_response() finds no pending group)", () => {
+    if (a !== null) k.step("VM 1 answers a page request it was never sent: refused (EINVAL, iommu_page_response() finds no pending group)", () => {
       const r = outcome(() => evil.guest.core.pageResponse(evil.guest.device, { pasid: asHostPasid(a.bond.pasid), grpid: 77, code: "success" }));
       ctx.expect(r === errnoName(Errno.EINVAL), `iommu_page_response() of nothing pending: EINVAL (got ${r})`);
     });
-    ctx.step("VM 1 unbinds A", () => {
+    if (a !== null) k.step("VM 1 unbinds A", () => {
       evil.guest.core.sva.unbindDevice(a.bond);
       ctx.unbindSpace(a.bond.pasid);
     });
-    ctx.step("VM 1 unbinds A again: writes A's PASID entry cleared once more, a PASID-cache invalidation and a wait by raw descriptors; the VMM, which bound nothing for it now, sends the host nothing, and the wait completes", () => {
+    if (a !== null) k.step("VM 1 unbinds A again: writes A's PASID entry cleared once more, a PASID-cache invalidation and a wait by raw descriptors; the VMM, which bound nothing for it now, sends the host nothing, and the wait completes", () => {
       const sid = evil.vm.guestSid;
       const at = pasidEntryAt(evil, sid, a.bond.pasid);
       ctx.require(at !== null, `VM 1's PASID entry of ${a.bond.pasid} is reachable in its memory`);
@@ -218,9 +235,7 @@ export const maliciousGuest = hostScenario({
       evil.guest.pages.freePages(status);
     });
     ctx.step("VM 2's V: dsa1 writes to V's page", victimDma);
-    ctx.step("VM 2's V unbinds dsa1", () => {
-      victim.guest.core.sva.unbindDevice(v.bond);
-      ctx.unbindSpace(v.bond.pasid);
-    });
+    if (!k.alive() && a !== null) replayDeadDma(ctx, evil.slot.ep.dma, a.bond.pasid, VA + 0x10);
+    victimUnbind();
   },
 });

@@ -12,6 +12,11 @@ import { isHostScenario } from "../world/host-scenario.js";
 import { crashSweep, sweep } from "../sweep.js";
 import { guestCrash } from "./guest-crash.js";
 import { flagship } from "./flagship.js";
+import { guestSva } from "./guest-sva.js";
+import { guestPageFault } from "./guest-page-fault.js";
+import { maliciousGuest } from "./malicious-guest.js";
+import { sharedGpasid } from "./shared-gpasid.js";
+import { guestMdevPageFault } from "./guest-mdev-page-fault.js";
 import { runScenario } from "../run.js";
 import { FLAGSHIP, findScenario, scenarios } from "./index.js";
 
@@ -99,4 +104,19 @@ describe("the crash sweep", () => {
     // From "VM 1 started" to "VM 1 shuts down": its guest's boot, its idxd, each process, its work, each close.
     expect(r.runs.filter((run) => run.what.startsWith("VM 1's VMM process is killed")).length).toBeGreaterThanOrEqual(10);
   }, 120_000);
+
+  // Kill points: from the VM's start to its last step (the dead VM's work left out, a bystander VM's still checked).
+  it.each([
+    [guestSva.name, guestSva, 6],
+    [guestPageFault.name, guestPageFault, 8],
+    [maliciousGuest.name, maliciousGuest, 15],
+    [sharedGpasid.name, sharedGpasid, 20],
+    [guestMdevPageFault.name, guestMdevPageFault, 8],
+  ] as const)("%s: takes --at, and the VM killed after every step in turn leaves each run clean", (_name, s, kills) => {
+    expect(s.at).toMatch(/^kill /);
+    const r = crashSweep(s.def, "vtd");
+    expect(r.runs.filter((run) => run.violations.length > 0)).toEqual([]);
+    expect(r.ok).toBe(true);
+    expect(r.runs.filter((run) => run.what.startsWith("VM 1's VMM process is killed")).length).toBeGreaterThanOrEqual(kills);
+  }, 90_000);
 });

@@ -1,3 +1,4 @@
+import type { DmaEngine } from "@vsva/iommu-hw";
 import type { Vm } from "@vsva/vmm";
 import type { StepContext } from "../world/host-scenario.js";
 
@@ -36,7 +37,11 @@ export function vmKillPoint(outer: StepContext): VmKillPoint {
       if (steps === outer.at) {
         const vm = victim.vm;
         if (vm?.state === "running") {
-          outer.step(`${CRASH_ROW} ${steps}: VM 1's VMM process is killed (kill -9): VFIO release, KVM teardown, guest RAM back to the host`, () => vm.kill());
+          outer.step(`${CRASH_ROW} ${steps}: VM 1's VMM process is killed (kill -9): VFIO release, KVM teardown, guest RAM back to the host`, () => {
+            // A destroyed KVM has no table to check against the binds any more.
+            outer.unwatchKvm(vm.kvm);
+            vm.kill();
+          });
           crashed = true;
         } else {
           outer.step(`${CRASH_ROW} ${steps}: VM 1 is not running (not started yet, or already shut down): nothing to kill`, () => undefined);
@@ -53,4 +58,23 @@ export function vmKillPoint(outer: StepContext): VmKillPoint {
       victim.vm = vm;
     },
   };
+}
+
+/**
+ * After the kill: the dead VM's device replays the guest's last DMA with its
+ * PASID. A page request the device had in flight must have been answered
+ * when the VM died (the host's unbind of each guest PASID drains its page
+ * requests, drivers/iommu/intel/svm.c: intel_svm_drain_prq(), and a group
+ * no handler will answer any more is answered by the host), so the device
+ * is not left busy; and the replay must not translate: nothing of the dead
+ * VM is bound on the host.
+ */
+export function replayDeadDma(ctx: StepContext, engine: DmaEngine, pasid: number, addr: number): void {
+  ctx.step("the dead VM's device replays its guest's last DMA with the same PASID: nothing of the VM translates any more", () => {
+    ctx.host.settle();
+    ctx.require(!engine.busy, `the device is not left waiting on the dead VM (its result register reads ${engine.result})`);
+    engine.setProgram({ pasid, addr, length: 4, direction: "write", pattern: new Uint8Array([0xde, 0xad, 0xbe, 0xef]) });
+    if (engine.trigger() === "pageRequestPending") ctx.host.settle();
+    ctx.require(engine.result !== "ok", `no DMA of the dead VM completes (got ${engine.result})`);
+  });
 }
