@@ -12,6 +12,7 @@ import {
   PASID_MAX,
   PasidFormat,
   VtdGpasidFlag,
+  sameGpasidBinding,
 } from "@vsva/iommu-core";
 import { awOf } from "./caps.js";
 import { devTlbPasid, orderOf, pasidCachePasid, piotlbPages, piotlbPasid } from "./descriptors.js";
@@ -343,8 +344,9 @@ export class NestedBinder implements NestingBackend {
       // Documentation/driver-api/ioasid.rst proposal, 2020): the SPID KVM
       // translates, the fault routing and FREE's teardown all assume every
       // device at the PASID walks the same guest table. A guest giving two
-      // devices different tables for one PASID is refused, as before.
-      if (!sameFirstLevel(svm.data, data)) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is bound to another first level`);
+      // devices different tables for one PASID is refused, as before, with
+      // the comparison the IOMMU core makes (the same function).
+      if (!sameGpasidBinding(svm.data, data)) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is bound to another first level`);
     } else {
       hw.kernel.faults.inject("vtd.svm-alloc");
       svm = new GuestSvm(this, pasid, set, data);
@@ -440,10 +442,6 @@ export class NestedBinder implements NestingBackend {
       throw e;
     }
   }
-}
-
-function sameFirstLevel(a: GpasidBindData, b: GpasidBindData): boolean {
-  return a.gpgd === b.gpgd && a.addrWidth === b.addrWidth && a.gpasid === b.gpasid && a.vtd.flags === b.vtd.flags;
 }
 
 export type { HostPasid };
