@@ -160,4 +160,38 @@ describe("one guest PASID bound on two devices over two nesting domains", () => 
     vm.core.unbindGpasid(vm.parent2, vm.pdev2, bytes);
     expect(vm.ioasid.refcount(hpasid)).toBe(1);
   });
+
+  it("sibling mdevs of one device in two aux nesting domains share the entry; the borrower's invalidations flush with the entry's DID, also after a handover", () => {
+    const vm = vmHost();
+    const parent3 = vm.core.domainAlloc(vm.pdev, { type: "unmanaged", nestingParent: true, ioasidSet: vm.set }) as PagingDomain;
+    vm.core.map(parent3, 0, GUEST_HPA, GUEST_RAM, IommuProt.READ | IommuProt.WRITE);
+    const vtd3 = parent3.driver as VtdNestingDomain;
+    const a = vm.core.addSubDevice(vm.pdev, "wq0");
+    const b = vm.core.addSubDevice(vm.pdev, "wq1");
+    vm.core.attachSubDevice(vm.parent, a);
+    vm.core.attachSubDevice(parent3, b);
+    const hpasid = vm.alloc();
+    const bytes = bindBytes(hpasid, { gpgd: vm.gpgd });
+    vm.core.bindGpasid(vm.parent, a, bytes);
+    vm.core.bindGpasid(parent3, b, bytes);
+    const did = () => {
+      const e = vm.drv.hw.device(vm.pdev).table.read(hpasid);
+      return e === null ? null : PasidEntry.decode(e).DID;
+    };
+    expect(did()).toBe(vm.vtd.did);
+    expect(dmaWrite(vm.ep, GVA, PATTERN, hpasid)).toBe("ok");
+    expect(cachedDids(vm, hpasid).length).toBeGreaterThan(0);
+    // The borrower's container asks: the flush is made over the domain the entry uses.
+    vm.core.cacheInvalidate(parent3, b, iotlbFor(hpasid), {});
+    expect(cachedDids(vm, hpasid)).toEqual([]);
+    // The first binder leaves: the entry is set up again over the borrower's domain, and its flushes follow.
+    vm.core.unbindGpasid(vm.parent, a, bytes);
+    expect(did()).toBe(vtd3.did);
+    expect(dmaWrite(vm.ep, GVA, PATTERN, hpasid)).toBe("ok");
+    expect(cachedDids(vm, hpasid)).toEqual([vtd3.did]);
+    vm.core.cacheInvalidate(parent3, b, iotlbFor(hpasid), {});
+    expect(cachedDids(vm, hpasid)).toEqual([]);
+    vm.core.unbindGpasid(parent3, b, bytes);
+    expect(vm.ioasid.refcount(hpasid)).toBe(1);
+  });
 });

@@ -160,7 +160,13 @@ export class NestingUapi {
       this.#checkOwner(parent, pasid);
       if (parent.nested.get(pasid)?.bound.get(dev.physical)?.has(dev) !== true) throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.name}`);
     }
-    parent.driver.cacheInvalidate(dev.physical, info);
+    // A sibling mdev reaching the PASID through another aux domain borrows the
+    // entry the first binder programmed on the physical device (#owners): the
+    // flush goes to the driver over the domain that entry is set up over, whose
+    // DID tags what the unit cached (intel_iommu_sva_invalidate() flushes with
+    // the DID of the domain the device's entry uses, drivers/iommu/intel/iommu.c v5.10).
+    const owner = pasid === undefined ? undefined : this.#owners.get(dev.physical)?.get(pasid);
+    (owner?.parent ?? parent).driver.cacheInvalidate(dev.physical, info);
     this.#ctx.trace("iommu.cache-invalidate", { domain: parent.id, device: dev.name, ...(pasid === undefined ? {} : { hpasid: pasid }) }, {
       cache: info.cache,
       granularity: info.granularity,
