@@ -40,8 +40,11 @@ export class IoasidFreeHandler implements IoasidNotifierBlock {
     if (!(svm instanceof GuestSvm) || svm.owner !== this.binder || svm.defunct || svm.released) return NOTIFY_DONE;
     svm.defunct = true;
     this.binder.silenceFaults(svm);
-    this.report(svm.domain, asHostPasid(svm.pasid));
-    const ids = { hpasid: svm.pasid as number, set: svm.set.id, domain: svm.domain.did };
+    // Each device may be bound over its own nesting domain: every one of them is told.
+    const domains = new Set([...svm.devs.values()].map((s) => s.domain));
+    for (const domain of domains) this.report(domain, asHostPasid(svm.pasid));
+    const first = [...domains][0];
+    const ids = { hpasid: svm.pasid as number, set: svm.set.id, ...(first === undefined ? {} : { domain: first.did }) };
     this.hw.kernel.trace.emit("vtd-drv.free-notified", "IOMMU", ids, { unit: this.hw.name, devices: svm.devs.size });
     this.pending++;
     this.ioasid.queueWork(

@@ -12,6 +12,7 @@ import {
   PASID_MAX,
   PasidFormat,
   VtdGpasidFlag,
+  sameGpasidBinding,
 } from "@vsva/iommu-core";
 import { awOf } from "./caps.js";
 import { devTlbPasid, orderOf, pasidCachePasid, piotlbPages, piotlbPasid } from "./descriptors.js";
@@ -26,13 +27,19 @@ const VTD_CAP_MASK = (1n << 56n) | (1n << 60n);
 const VTD_ECAP_MASK = (1n << 29n) | (1n << 30n) | (1n << 31n) | (1n << 34n) | (1n << 40n);
 
 /**
- * One physical device bound at a PASID (`struct intel_svm_dev`). It has no
- * user count: sibling sub-devices (mdevs) binding the same PASID on one
- * physical device are counted by the IOMMU core, which calls the driver for
- * the first and the last of them only (one owner per record).
+ * One physical device bound at a PASID (`struct intel_svm_dev`), over the
+ * nesting domain it is attached to: each device behind a vIOMMU has its own
+ * nesting container and so its own domain (DID, second level), and its
+ * PASID entry is set up over that domain (drivers/iommu/intel/svm.c v5.10:
+ * intel_svm_bind_gpasid() passes the bind's own dmar_domain to
+ * intel_pasid_setup_nested()). It has no user count: sibling sub-devices
+ * (mdevs) binding the same PASID on one physical device are counted by the
+ * IOMMU core, which calls the driver for the first and the last of them
+ * only (one owner per record).
  */
 export interface SvmDev {
   readonly d: VtdDevice;
+  readonly domain: VtdNestingDomain;
 }
 
 /**
@@ -53,9 +60,14 @@ export class GuestSvm {
     readonly owner: NestedBinder,
     readonly pasid: Ioasid,
     readonly set: IoasidSet,
-    readonly domain: VtdNestingDomain,
     readonly data: GpasidBindData,
   ) {}
+
+  /** The device record of `d`'s physical device bound over `domain`, if any. */
+  devOver(domain: VtdNestingDomain, phys: IommuDevice): SvmDev | undefined {
+    const s = this.devs.get(phys);
+    return s?.domain === domain ? s : undefined;
+  }
 
   get gpasid(): number | undefined {
     return this.data.gpasid;
@@ -110,7 +122,14 @@ export class NestedBinder implements NestingBackend {
    *   set owns it (from `ioasid_find` with the owner's set);
    * - EBUSY: the device has the PASID bound already (the review of the 2020 VT-d
    *   bind_gpasid patch: binding one device twice is meaningless), the PASID is bound to
-   *   another first level or domain, or its entry is taken on the device;
+   *   another first level, or its entry is taken on the device.
+   *
+   * A PASID bound on one device may be bound on another over ANOTHER nesting
+   * domain (each device behind the vIOMMU has a container of its own):
+   * upstream looks the binding up by host PASID and adds a device record
+   * with no domain check (drivers/iommu/intel/svm.c v5.10:
+   * intel_svm_bind_gpasid()). The IOASID reference, private data and SPID
+   * (BIND) are taken at the first device only, given back at the last.
    * - ENOMEM (fault points `vtd.svm-alloc`, `vtd.sdev-alloc`, PASID-table pages).
    */
   bind(domain: VtdNestingDomain, dev: IommuDevice, data: GpasidBindData): void {
@@ -132,15 +151,20 @@ export class NestedBinder implements NestingBackend {
    * device (what upstream returned for a missing binding).
    */
   unbind(domain: VtdNestingDomain, dev: IommuDevice, hpasid: number): void {
+    // Only the device's own record goes: the PASID stays bound on the others.
     this.#user("unbind-gpasid", dev, () => this.#unbind(domain, dev, hpasid));
   }
 
   /**
    * A guest's invalidation passed through (`intel_iommu_sva_invalidate`):
    * PASID and address granularities, for a PASID bound on `dev` over this
-   * domain. EINVAL for a domain-wide request (VT-d would have to flush other
-   * guests' PASIDs sharing the DID), a PASID not bound here, or a PASID-cache
-   * flush by address (the core's validity table already refuses it).
+   * domain, flushed with that domain's DID (the DID tagging the device's
+   * entry: intel_iommu_sva_invalidate() in drivers/iommu/intel/iommu.c v5.10
+   * uses the given dmar_domain's id for the given device). EINVAL for a
+   * domain-wide request (VT-d would have to flush other guests' PASIDs
+   * sharing the DID), a PASID not bound on this device over this domain, or
+   * a PASID-cache flush by address (the core's validity table already
+   * refuses it).
    */
   cacheInvalidate(domain: VtdNestingDomain, dev: IommuDevice, info: CacheInvalidateInfo): void {
     this.#user("cache-invalidate", dev, () => {
@@ -150,7 +174,7 @@ export class NestedBinder implements NestingBackend {
       if (pasid === undefined) throw new KernelError(Errno.EINVAL, "invalidation without a PASID");
       const svm = this.#svms.get(pasid);
       const d = this.#hw.device(dev);
-      if (svm?.domain !== domain || svm.defunct || !svm.devs.has(d.dev)) {
+      if (svm === undefined || svm.defunct || svm.devOver(domain, d.dev) === undefined) {
         throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.toString()} over this domain`);
       }
       const did = domain.did;
@@ -195,16 +219,22 @@ export class NestedBinder implements NestingBackend {
 
   *boundPasids(domain: VtdNestingDomain): Iterable<{ readonly d: VtdDevice; readonly pasid: number }> {
     for (const svm of this.#svms.values()) {
-      if (svm.domain !== domain) continue;
-      for (const s of svm.devs.values()) yield { d: s.d, pasid: svm.pasid };
+      for (const s of svm.devs.values()) if (s.domain === domain) yield { d: s.d, pasid: svm.pasid };
     }
   }
 
-  /** The domain is being freed: everything bound over it goes, as an unbind of each would do. */
+  /**
+   * The domain is being freed: every device bound over it loses its entry,
+   * as an unbind of each would do; devices bound over other domains keep
+   * theirs, and the binding is released with its last device.
+   */
   releaseAll(domain: VtdNestingDomain): void {
     for (const svm of [...this.#svms.values()]) {
-      if (svm.domain !== domain) continue;
-      this.tearDownAll(svm);
+      for (const s of [...svm.devs.values()]) {
+        if (s.domain !== domain) continue;
+        svm.devs.delete(s.d.dev);
+        this.#clear(s.d, svm.pasid);
+      }
       this.release(svm);
     }
   }
@@ -236,7 +266,7 @@ export class NestedBinder implements NestingBackend {
   silenceFaults(svm: GuestSvm): void {
     for (const s of svm.devs.values()) {
       s.d.table.setFpd(svm.pasid);
-      this.#hw.flushBatch("pasid-fpd", [pasidCachePasid(svm.domain.did, svm.pasid)]);
+      this.#hw.flushBatch("pasid-fpd", [pasidCachePasid(s.domain.did, svm.pasid)]);
     }
   }
 
@@ -307,13 +337,19 @@ export class NestedBinder implements NestingBackend {
     let svm = found instanceof GuestSvm ? found : undefined;
     if (svm !== undefined) {
       if (svm.defunct) throw new KernelError(Errno.ENOENT, `PASID ${hpasid} is being freed`);
-      if (svm.domain !== domain || !sameFirstLevel(svm.data, data)) {
-        throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is bound to another first level or domain`);
-      }
       if (svm.devs.has(phys)) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is already bound on ${dev.toString()}`);
+      // Another domain is fine (see above); another first level is not. Upstream
+      // does not compare, but its record keeps the first bind's guest PASID
+      // only, and one IOASID is one address space (the IOASID design,
+      // Documentation/driver-api/ioasid.rst proposal, 2020): the SPID KVM
+      // translates, the fault routing and FREE's teardown all assume every
+      // device at the PASID walks the same guest table. A guest giving two
+      // devices different tables for one PASID is refused, as before, with
+      // the comparison the IOMMU core makes (the same function).
+      if (!sameGpasidBinding(svm.data, data)) throw new KernelError(Errno.EBUSY, `PASID ${hpasid} is bound to another first level`);
     } else {
       hw.kernel.faults.inject("vtd.svm-alloc");
-      svm = new GuestSvm(this, pasid, set, domain, data);
+      svm = new GuestSvm(this, pasid, set, data);
       io.get(set, pasid);
       try {
         io.attachData(set, pasid, svm);
@@ -357,8 +393,8 @@ export class NestedBinder implements NestingBackend {
       this.release(svm);
       throw e;
     }
-    svm.devs.set(phys, { d });
-    this.#traceBind(svm, dev, true);
+    svm.devs.set(phys, { d, domain });
+    this.#traceBind(svm, domain, dev, true);
   }
 
   #unbind(domain: VtdNestingDomain, dev: IommuDevice, hpasid: number): void {
@@ -368,12 +404,12 @@ export class NestedBinder implements NestingBackend {
     const found = this.#ioasid.find(set, hpasid as Ioasid);
     const svm = found instanceof GuestSvm && found.owner === this ? found : undefined;
     const d = this.#hw.device(dev);
-    if (svm?.domain !== domain || dev.isSubDevice || !svm.devs.has(d.dev)) {
+    if (svm === undefined || dev.isSubDevice || svm.devOver(domain, d.dev) === undefined) {
       throw new KernelError(Errno.EINVAL, `PASID ${hpasid} is not bound on ${dev.toString()}`);
     }
     svm.devs.delete(d.dev);
     this.#clear(d, svm.pasid);
-    this.#hw.kernel.trace.emit("vtd-drv.unbind-gpasid", "IOMMU", this.#ids(svm, dev), { unit: this.#hw.name, users: svm.users, cleared: true });
+    this.#hw.kernel.trace.emit("vtd-drv.unbind-gpasid", "IOMMU", this.#ids(svm, domain, dev), { unit: this.#hw.name, users: svm.users, cleared: true });
     this.release(svm);
   }
 
@@ -388,12 +424,12 @@ export class NestedBinder implements NestingBackend {
     return this.#hw.caps.deviceTlb && !this.#hw.caps.cachingMode;
   }
 
-  #traceBind(svm: GuestSvm, dev: IommuDevice, programmed: boolean): void {
-    this.#hw.kernel.trace.emit("vtd-drv.bind-gpasid", "IOMMU", this.#ids(svm, dev), { unit: this.#hw.name, users: svm.users, programmed });
+  #traceBind(svm: GuestSvm, domain: VtdNestingDomain, dev: IommuDevice, programmed: boolean): void {
+    this.#hw.kernel.trace.emit("vtd-drv.bind-gpasid", "IOMMU", this.#ids(svm, domain, dev), { unit: this.#hw.name, users: svm.users, programmed });
   }
 
-  #ids(svm: GuestSvm, dev: IommuDevice): { device: string; hpasid: number; gpasid?: number; domain: number; set: number } {
-    const ids = { device: dev.name, hpasid: svm.pasid as number, domain: svm.domain.did, set: svm.set.id };
+  #ids(svm: GuestSvm, domain: VtdNestingDomain, dev: IommuDevice): { device: string; hpasid: number; gpasid?: number; domain: number; set: number } {
+    const ids = { device: dev.name, hpasid: svm.pasid as number, domain: domain.did, set: svm.set.id };
     return svm.gpasid === undefined ? ids : { ...ids, gpasid: svm.gpasid };
   }
 
@@ -406,10 +442,6 @@ export class NestedBinder implements NestingBackend {
       throw e;
     }
   }
-}
-
-function sameFirstLevel(a: GpasidBindData, b: GpasidBindData): boolean {
-  return a.gpgd === b.gpgd && a.addrWidth === b.addrWidth && a.gpasid === b.gpasid && a.vtd.flags === b.vtd.flags;
 }
 
 export type { HostPasid };

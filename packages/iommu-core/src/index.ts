@@ -83,6 +83,7 @@ export {
   type UapiDecodeOptions,
   decodeGpasidBindData,
   encodeGpasidBindData,
+  sameGpasidBinding,
 } from "./uapi/gpasid-bind.js";
 export {
   CacheInvalidateLayout,

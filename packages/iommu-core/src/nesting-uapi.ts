@@ -5,7 +5,7 @@ import { type IommuDomain, NestedDomain, PagingDomain } from "./domain.js";
 import type { NestingParentOps } from "./ops.js";
 import { type CacheInvalidateInfo, CacheInvalidateLayout, decodeCacheInvalidateInfo } from "./uapi/cache-invalidate.js";
 import { InvGranularity, PASID_MAX } from "./uapi/constants.js";
-import { type GpasidBindData, GpasidBindLayout, type UapiDecodeOptions, decodeGpasidBindData } from "./uapi/gpasid-bind.js";
+import { type GpasidBindData, GpasidBindLayout, type UapiDecodeOptions, decodeGpasidBindData, sameGpasidBinding } from "./uapi/gpasid-bind.js";
 import { type NestingInfo, NestingInfoLayout, reportNestingInfo } from "./uapi/nesting-info.js";
 import { readArgsz } from "./uapi/struct-layout.js";
 
@@ -101,14 +101,17 @@ export class NestingUapi {
     if (data.hpasid >= phys.maxPasids) throw new KernelError(Errno.EINVAL, `hpasid ${data.hpasid} beyond ${phys.name}'s ${phys.maxPasids} PASIDs`);
     this.#checkOwner(parent, data.hpasid);
     let nested = parent.nested.get(data.hpasid);
-    if (nested !== undefined) {
-      if (nested.bound.get(phys)?.has(dev) === true) throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is already bound on ${dev.name}`);
-      if (!sameBinding(nested.data, data)) throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is bound to another first level`);
+    if (nested?.bound.get(phys)?.has(dev) === true) throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is already bound on ${dev.name}`);
+    // The PASID may be bound over other nesting parents of the VM (another
+    // device's container, or a sibling mdev's aux domain): upstream adds the
+    // device with no domain check (drivers/iommu/intel/svm.c v5.10:
+    // intel_svm_bind_gpasid()). Only the first level must be the same
+    // everywhere; refused here, before the driver or any record is touched.
+    const other = this.#boundElsewhere(parent, data.hpasid).find((n) => !sameGpasidBinding(n.data, data));
+    if (other !== undefined) {
+      throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is bound to another first level (domain ${other.parent.id})`);
     }
     const owner = this.#owners.get(phys)?.get(data.hpasid);
-    if (owner !== undefined && owner.parent !== parent && !sameBinding(owner.data, data)) {
-      throw new KernelError(Errno.EBUSY, `PASID ${data.hpasid} is bound on ${phys.name} to another first level`);
-    }
     ctx.kernel.faults.inject("iommu.bind-gpasid");
     const fresh = nested === undefined;
     nested ??= new NestedDomain(ctx.allocDomainId(), parent, data);
@@ -157,7 +160,13 @@ export class NestingUapi {
       this.#checkOwner(parent, pasid);
       if (parent.nested.get(pasid)?.bound.get(dev.physical)?.has(dev) !== true) throw new KernelError(Errno.EINVAL, `PASID ${pasid} is not bound on ${dev.name}`);
     }
-    parent.driver.cacheInvalidate(dev.physical, info);
+    // A sibling mdev reaching the PASID through another aux domain borrows the
+    // entry the first binder programmed on the physical device (#owners): the
+    // flush goes to the driver over the domain that entry is set up over, whose
+    // DID tags what the unit cached (intel_iommu_sva_invalidate() flushes with
+    // the DID of the domain the device's entry uses, drivers/iommu/intel/iommu.c v5.10).
+    const owner = pasid === undefined ? undefined : this.#owners.get(dev.physical)?.get(pasid);
+    (owner?.parent ?? parent).driver.cacheInvalidate(dev.physical, info);
     this.#ctx.trace("iommu.cache-invalidate", { domain: parent.id, device: dev.name, ...(pasid === undefined ? {} : { hpasid: pasid }) }, {
       cache: info.cache,
       granularity: info.granularity,
@@ -239,6 +248,16 @@ export class NestingUapi {
   #checkOwner(parent: NestingParent, hpasid: number): void {
     if (!Number.isInteger(hpasid) || hpasid <= 0 || hpasid >= PASID_MAX) throw new KernelError(Errno.EINVAL, `host PASID ${hpasid}`);
     this.#ctx.ioasid.find(parent.ioasidSet, hpasid as Ioasid);
+  }
+
+  /** The live records of `hpasid` over every nesting parent of `parent`'s IOASID set, `parent` included. */
+  #boundElsewhere(parent: NestingParent, hpasid: HostPasid): NestedDomain[] {
+    const out: NestedDomain[] = [];
+    for (const p of this.#parents.values()) {
+      const n = p.ioasidSet === parent.ioasidSet ? p.nested.get(hpasid) : undefined;
+      if (n !== undefined) out.push(n);
+    }
+    return out;
   }
 
   #unbindOne(nested: NestedDomain, dev: IommuDevice): void {
@@ -361,13 +380,3 @@ function pasidIds(nested: NestedDomain, dev: IommuDevice): TraceIds {
   return nested.gpasid === undefined ? ids : { ...ids, gpasid: nested.gpasid };
 }
 
-function sameBinding(a: GpasidBindData, b: GpasidBindData): boolean {
-  return (
-    a.gpgd === b.gpgd &&
-    a.addrWidth === b.addrWidth &&
-    a.gpasid === b.gpasid &&
-    a.vtd.flags === b.vtd.flags &&
-    a.vtd.pat === b.vtd.pat &&
-    a.vtd.emt === b.vtd.emt
-  );
-}

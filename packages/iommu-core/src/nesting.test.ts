@@ -97,6 +97,36 @@ describe("bind_gpasid through the core", () => {
     expect(errnoOf(() => core.bindGpasid(parent, mdev2, bind(0x41, { gpgd: 0x9000n })))).toBe(Errno.EBUSY);
   });
 
+  it("binds one PASID on two devices in two nesting parents of the VM (the driver programs each), refusing another first level on either (EBUSY)", () => {
+    const v = vm();
+    const { core, mock, pdev, parent, set } = v;
+    const pdev2 = core.probeDevice(v.iommu, { name: "dsa2", sid: sourceId(0x6b, 1, 0), pasidWidth: 20 });
+    core.enableFeature(pdev2, "sva");
+    const parent2 = core.domainAlloc(pdev2, { type: "unmanaged", nestingParent: true, ioasidSet: set });
+    core.attachDevice(parent2, pdev2);
+    core.bindGpasid(parent, pdev, bind(0x40));
+    // Another first level (or guest PASID) for the PASID on the other device: refused before the driver is called.
+    expect(errnoOf(() => core.bindGpasid(parent2, pdev2, bind(0x40, { gpgd: 0x9000n })))).toBe(Errno.EBUSY);
+    expect(errnoOf(() => core.bindGpasid(parent2, pdev2, bind(0x40, { gpasid: 102n })))).toBe(Errno.EBUSY);
+    expect(errnoOf(() => core.bindGpasid(parent2, pdev2, bind(0x40, { vtd: { emt: 1 } })))).toBe(Errno.EBUSY);
+    expect([...mock.pasidEntries.keys()]).toEqual(["dsa/64"]);
+    const n2 = core.bindGpasid(parent2, pdev2, bind(0x40));
+    expect([...mock.pasidEntries.keys()].sort()).toEqual(["dsa/64", "dsa2/64"]);
+    expect(n2.parent).toBe(parent2);
+    // Each record is judged on its own parent: a device is invalidated and unbound only over its own.
+    const inv = encodeCacheInvalidateInfo({ cache: CacheInvType.IOTLB, granularity: InvGranularity.PASID, pasidInfo: { flags: InvPasidFlag.PASID, pasid: 0x40n } });
+    core.cacheInvalidate(parent2, pdev2, inv);
+    expect(errnoOf(() => core.cacheInvalidate(parent, pdev2, inv))).toBe(Errno.EINVAL);
+    expect(errnoOf(() => core.unbindGpasid(parent, pdev2, bind(0x40)))).toBe(Errno.EINVAL);
+    core.unbindGpasid(parent, pdev, bind(0x40));
+    expect([...mock.pasidEntries.keys()]).toEqual(["dsa2/64"]);
+    // With the first device gone, its parent binds the PASID again only with the same first level.
+    expect(errnoOf(() => core.bindGpasid(parent, pdev, bind(0x40, { gpgd: 0x9000n })))).toBe(Errno.EBUSY);
+    core.unbindGpasid(parent2, pdev2, bind(0x40));
+    expect(mock.pasidEntries.size).toBe(0);
+    core.bindGpasid(parent, pdev, bind(0x40, { gpgd: 0x9000n }));
+  });
+
   it("refuses nesting operations on an mdev that is not IOMMU-backed (EINVAL, no crash)", () => {
     const h = mockHost();
     const pdev = h.core.probeDevice(h.iommu, { name: "p", sid: sourceId(1, 0, 0), pasidWidth: 20 });

@@ -186,7 +186,7 @@ export interface AccelProcess {
 /** Buffer layout of a guest process: source, destination, fill target, completion records. */
 export const BUF = { src: 0x0000, dst: 0x0800, fill: 0x1000, records: 0x1800, size: 2 * PAGE } as const;
 
-/** Which of its VM's devices a guest process binds: one each (a guest PASID is bound on one device behind the vIOMMU, each device being in a container of its own). */
+/** Which of its VM's devices a guest process binds first (it may bind more with the same PASID: each device behind the vIOMMU is in a container of its own, and the host binds the PASID over each). */
 export type AccelUse = "dedicated" | "shared" | "function";
 
 /**

@@ -124,6 +124,25 @@ export function decodeGpasidBindData(user: Uint8Array, opts: UapiDecodeOptions =
   };
 }
 
+/**
+ * Whether two binds of one host PASID describe the same guest first level:
+ * the guest page table, its width, the guest PASID and every VT-d attribute
+ * the PASID entry would carry. One IOASID is one address space (the IOASID
+ * design, Documentation/driver-api/ioasid.rst proposal, 2020), so the core
+ * and the drivers refuse (EBUSY) a second bind of the PASID, on any device,
+ * that differs here; they share this one definition so they cannot disagree.
+ */
+export function sameGpasidBinding(a: GpasidBindData, b: GpasidBindData): boolean {
+  return (
+    a.gpgd === b.gpgd &&
+    a.addrWidth === b.addrWidth &&
+    a.gpasid === b.gpasid &&
+    a.vtd.flags === b.vtd.flags &&
+    a.vtd.pat === b.vtd.pat &&
+    a.vtd.emt === b.vtd.emt
+  );
+}
+
 /** Raw field values for {@link encodeGpasidBindData}; anything left out is 0, version defaults to 1. */
 export interface GpasidBindFields {
   readonly argsz?: number;
