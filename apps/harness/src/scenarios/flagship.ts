@@ -1,9 +1,8 @@
 import { type Mm, Prot } from "@vsva/iommu-core";
 import { DSA_COMPLETION_SIZE, DescFlag, DsaOpcode, DsaStatus, encodeDescriptor } from "@vsva/dsa";
 import { type Idxd, type IdxdUserFile, UserThread, openUserWq } from "@vsva/idxd";
-import type { Vm } from "@vsva/vmm";
 import { type StepContext, hostScenario } from "../world/host-scenario.js";
-import { CRASH_ROW } from "./guest-crash.js";
+import { vmKillPoint } from "./vm-kill.js";
 import { type AccelProcess, type AccelVm, BUF, accelProcess, bootAccelVm, closeProcess, FN_DMA, dedicatedMove, fillPattern, functionDma, hostPasidOf, killVm, kvmTable, moveBytes, plugAccelWqs, sharedFill } from "./accel-vm.js";
 import { PATTERN, hexBytes, mmResolver } from "./sva-common.js";
 import { vfioOn } from "./vfio-common.js";
@@ -125,28 +124,10 @@ export const flagship = hostScenario({
     const devB = slot("dsa2's slot (VM 2)", 21, 31);
     const GVA = outer.choose.int("the guest processes' buffers", 0x1_0000_0000, 0x3fff_ffff_0000, { align: 0x1_0000 });
     const HVA = outer.choose.int("the host users' buffers", 0x1_0000_0000, 0x3fff_ffff_0000, { align: 0x1_0000 });
-    let steps = 0;
-    // Set inside a step's closure: a holder, so the checks after it see the assignment.
-    const victim: { vm: Vm | null } = { vm: null };
-    let crashed = false;
-    const ctx: StepContext = {
-      ...outer,
-      step<T>(label: string, fn: () => T): T {
-        const made = outer.step(label, fn);
-        steps++;
-        if (steps === outer.at) {
-          const vm = victim.vm;
-          if (vm?.state === "running") {
-            outer.step(`${CRASH_ROW} ${steps}: VM 1's VMM process is killed (kill -9): VFIO release, KVM teardown, guest RAM back to the host`, () => killVm(outer, vm));
-            crashed = true;
-          } else {
-            outer.step(`${CRASH_ROW} ${steps}: VM 1 is not running (not started yet, or already shut down): nothing to kill`, () => undefined);
-          }
-        }
-        return made;
-      },
-    };
-    const alive = (): boolean => !crashed;
+    // VM 1 can be killed after any step (--at); its later steps are left out through `alive()`.
+    const k = vmKillPoint(outer);
+    const ctx = k.ctx;
+    const alive = (): boolean => k.alive();
     const vfio = vfioOn(ctx.host);
     const acc = plugAccelWqs(ctx, vfio, devAcc, WQS, "plug in the accelerator dsa0; idxd probes it: a dedicated and a shared WQ lent to each VM's mdevs, a dedicated and a shared user WQ for the host's own processes");
     const h1 = ctx.step(`host process H1 opens the dedicated and the shared user WQ (one PASID for its mm; the dedicated WQ's WQCFG gets it)`, () => hostUser(ctx, acc.idxd, "H1", HVA, [HOST_DWQ, HOST_SWQ]));
@@ -185,7 +166,7 @@ export const flagship = hostScenario({
     hostRound("(before VM 1 exists)", 1);
     vmRound(b, bpq, "(before VM 1 exists)", 1);
 
-    const a = alive() ? bootAccelVm(ctx, vfio, acc, { id: 1, dev: devA, device: "dsa1", ...VM_WQS[1], onStart: (vm) => (victim.vm = vm) }) : null;
+    const a = alive() ? bootAccelVm(ctx, vfio, acc, { id: 1, dev: devA, device: "dsa1", ...VM_WQS[1], onStart: (vm) => k.setVm(vm) }) : null;
     const apq = a !== null && alive() ? processes(a) : null;
     if (a !== null && apq !== null && alive()) vmRound(a, apq, "(beside VM 2 and the host users)", 2);
     hostRound("(VM 1 running beside them, or dead)", 2);
