@@ -1,6 +1,6 @@
 import type { Mm, SvaBond } from "@vsva/iommu-core";
 import { Prot } from "@vsva/iommu-core";
-import { Guest, Vm } from "@vsva/vmm";
+import { Guest, Vm, type VmMdev } from "@vsva/vmm";
 import type { Vfio } from "@vsva/vfio-type1";
 import type { DeviceSlot } from "../world/host.js";
 import type { StepContext } from "../world/host-scenario.js";
@@ -31,6 +31,13 @@ export interface GuestVmOptions {
   readonly id: number;
   readonly dev: number;
   readonly device: string;
+  /**
+   * An mdev of the host's accelerator for the VM as well (QEMU's `-device
+   * vfio-pci,sysfsdev=`: a container of its own, guest RAM mapped in it too),
+   * created beforehand for the VMM's mm `mm`. The VM then gets twice the
+   * RAM: the guest kernel's pool holds a PASID directory per device.
+   */
+  readonly mdev?: { readonly mm: object; readonly mdev: VmMdev };
   /** Told the VM as soon as the VMM has started it (a crash wrapper's victim). */
   readonly onStart?: (vm: Vm) => void;
 }
@@ -46,8 +53,15 @@ export function bootGuestVm(ctx: StepContext, vfio: Vfio, o: GuestVmOptions): Gu
     bindToVfio(ctx, vfio, s);
     return s;
   });
-  const vm = ctx.step(`VMM starts VM ${o.id} with ${o.device}: guest RAM over scattered host pages, all of it mapped (IOVA = GPA), KVM`, () => {
-    const v = new Vm({ host: h, vfio, id: o.id, ramBytes: GUEST_RAM, device: { group: groupOf(slot.dev), name: o.device, endpoint: slot.ep } });
+  const m = o.mdev;
+  const label = m === undefined
+    ? `VMM starts VM ${o.id} with ${o.device}: guest RAM over scattered host pages, all of it mapped (IOVA = GPA), KVM`
+    : `VMM starts VM ${o.id} with ${o.device} and ${m.mdev.name} (a container each, guest RAM mapped in both), KVM`;
+  const vm = ctx.step(label, () => {
+    const device = { group: groupOf(slot.dev), name: o.device, endpoint: slot.ep };
+    const v = m === undefined
+      ? new Vm({ host: h, vfio, id: o.id, ramBytes: GUEST_RAM, device })
+      : new Vm({ host: h, vfio, id: o.id, ramBytes: 2 * GUEST_RAM, device, mm: m.mm, mdevs: [m.mdev] });
     ctx.defer(`VM ${o.id}'s VMM exits (if still running): VFIO release, KVM teardown, guest RAM back to the host`, () => v.kill());
     ctx.watchVm(v);
     o.onStart?.(v);

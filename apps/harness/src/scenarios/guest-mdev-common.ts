@@ -1,8 +1,7 @@
-import { Guest, Vm, type VmMdev } from "@vsva/vmm";
+import type { Vm, VmMdev } from "@vsva/vmm";
 import type { Vfio } from "@vsva/vfio-type1";
 import type { StepContext } from "../world/host-scenario.js";
-import { GUEST_RAM, type GuestVm } from "./guest-common.js";
-import { bindToVfio, groupOf } from "./vfio-common.js";
+import { type GuestVm, bootGuestVm } from "./guest-common.js";
 
 /**
  * A VM as `startGuestVm` makes one, with an mdev of the host's
@@ -32,21 +31,6 @@ export interface VmWithMdevOptions {
  * crash wrapper's victim): null when the VM is gone before its guest booted.
  */
 export function bootVmWithMdev(ctx: StepContext, vfio: Vfio, o: VmWithMdevOptions): GuestVm | null {
-  const h = ctx.host;
-  const slot = ctx.step(`plug in ${o.device}; vfio-pci takes it for VM ${o.id}`, () => {
-    const s = h.addDevice(o.device, o.dev);
-    bindToVfio(ctx, vfio, s);
-    return s;
-  });
-  const vm = ctx.step(`VMM starts VM ${o.id} with ${o.device} and ${o.mdev.name} (a container each, guest RAM mapped in both), KVM`, () => {
-    const v = new Vm({ host: h, vfio, id: o.id, ramBytes: 2 * GUEST_RAM, device: { group: groupOf(slot.dev), name: o.device, endpoint: slot.ep }, mm: o.mm, mdevs: [o.mdev] });
-    ctx.defer(`VM ${o.id}'s VMM exits (if still running): VFIO release, KVM teardown, guest RAM back to the host`, () => v.kill());
-    ctx.watchVm(v);
-    o.onStart?.(v);
-    return v;
-  });
-  // The crash wrapper may have killed the VM after its start.
-  if (vm.state !== "running") return null;
-  const guest = ctx.step(`VM ${o.id}'s guest boots its IOMMU stack over the virtual VT-d`, () => new Guest(vm));
-  return { slot, vm, guest };
+  const { mm, mdev, ...rest } = o;
+  return bootGuestVm(ctx, vfio, { ...rest, mdev: { mm, mdev } });
 }
