@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { Errno } from "./errno.js";
 import { KernelBug, KernelError } from "./error.js";
 import { FaultInjector, declareFaultPoints } from "./fault-inject.js";
-import { FaultCoverage, errnoOf, injectedPointLiterals } from "./testing.js";
+import { FaultCoverage, errnoOf, injectedPointLiterals, tolerate } from "./testing.js";
 
 describe("errnoOf: a call's outcome as the kernel reports it", () => {
   it("is 0 when the call returns, and the errno when it throws a KernelError", () => {
@@ -19,6 +19,18 @@ describe("errnoOf: a call's outcome as the kernel reports it", () => {
     expect(() => errnoOf(() => {
       throw new KernelBug("refcount underflow");
     })).toThrow(KernelBug);
+  });
+});
+
+describe("tolerate: an injected failure's acceptable outcome", () => {
+  it("is the value when the call returns, null when it fails with a KernelError, and rethrows anything else", () => {
+    expect(tolerate(() => 7)).toBe(7);
+    expect(tolerate(() => {
+      throw new KernelError(Errno.ENOMEM, "injected");
+    })).toBeNull();
+    expect(() => tolerate(() => {
+      throw new TypeError("x is undefined");
+    })).toThrow(TypeError);
   });
 });
 

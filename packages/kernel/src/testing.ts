@@ -21,6 +21,20 @@ export function errnoOf(fn: () => unknown): number {
 }
 
 /**
+ * Runs `fn` in a fail-nth sweep: its value, or null when it failed with a
+ * KernelError (an acceptable outcome of an injected failure). Anything else
+ * thrown is rethrown: an injected failure must never become a crash.
+ */
+export function tolerate<T>(fn: () => T): T | null {
+  try {
+    return fn();
+  } catch (e) {
+    if (!isKernelError(e)) throw e;
+    return null;
+  }
+}
+
+/**
  * Fail-nth coverage across the runs of one or more sweeps: record each
  * run's fault injector, then ask which declared points no run failed and
  * which points met were never declared. Both lists sorted, so a test can

@@ -1,18 +1,9 @@
-import { asSpid, type Ioasid, isKernelError, Kernel } from "@vsva/kernel";
+import { asSpid, type Ioasid, Kernel } from "@vsva/kernel";
+import { tolerate } from "@vsva/kernel/testing";
 import type { IoasidSet } from "@vsva/ioasid";
 import { describe, expect, it } from "vitest";
 import type { KvmPasid } from "./kvm-pasid.js";
 import { kvmTestHost, startKvm } from "./testing/host.js";
-
-/** Runs `fn`; a KernelError (null here) is an acceptable outcome of an injected failure, anything else is not. */
-function tolerate<T>(fn: () => T): T | null {
-  try {
-    return fn();
-  } catch (e) {
-    if (!isKernelError(e)) throw e;
-    return null;
-  }
-}
 
 /**
  * The VM's life with KVM, in the style of iommufd_fail_nth: start KVM, let

@@ -1,6 +1,6 @@
 import { fileURLToPath } from "node:url";
-import { asSpid, asVmId, type Ioasid, isKernelError } from "@vsva/kernel";
-import { FaultCoverage, sourceFaultPoints } from "@vsva/kernel/testing";
+import { asSpid, asVmId, type Ioasid } from "@vsva/kernel";
+import { FaultCoverage, sourceFaultPoints, tolerate } from "@vsva/kernel/testing";
 import { IOASID_FAULT_POINTS } from "@vsva/ioasid";
 import { IOMMU_CORE_FAULT_POINTS } from "@vsva/iommu-core";
 import { MOCK_FAULT_POINTS } from "@vsva/iommu-core/testing";
@@ -9,16 +9,6 @@ import { describe, expect, it } from "vitest";
 import { VDCM_FAULT_POINTS } from "./fault-points.js";
 import type { VdcmMdev } from "./mdev.js";
 import { allocPasid, freePasid, openMdev, type VdcmRig, vdcmRig, vdcmViolations, type VmOnMdev, vmmUser } from "./testing/index.js";
-
-/** Runs `fn`; a KernelError (null here) is an acceptable outcome of an injected failure, anything else is not. */
-function tolerate<T>(fn: () => T): T | null {
-  try {
-    return fn();
-  } catch (e) {
-    if (!isKernelError(e)) throw e;
-    return null;
-  }
-}
 
 /** The VDCM's invariants at rest (see `vdcmViolations`), as an assertion. */
 function checkVdcm(r: VdcmRig): void {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { declareFaultPoints, isKernelError } from "@vsva/kernel";
-import { FaultCoverage } from "@vsva/kernel/testing";
+import { declareFaultPoints } from "@vsva/kernel";
+import { FaultCoverage, tolerate } from "@vsva/kernel/testing";
 import { IOASID_FAULT_POINTS } from "@vsva/ioasid";
 import { IOMMU_CORE_FAULT_POINTS, Prot } from "@vsva/iommu-core";
 import { VTD_FAULT_POINTS } from "@vsva/intel-svm";
@@ -20,15 +20,6 @@ const KVM_POINTS = declareFaultPoints("@vsva/kvm-pasid", [TABLE_PAGE_FAULT_POINT
 const KNOWN = [IOASID_FAULT_POINTS, IOMMU_CORE_FAULT_POINTS, VTD_FAULT_POINTS, VFIO_FAULT_POINTS, KVM_POINTS];
 /** The VMM's points only a VM with mdevs meets. */
 const MDEV_ONLY = ["vmm.mdev_region"];
-
-function tolerate<T>(fn: () => T): T | null {
-  try {
-    return fn();
-  } catch (e) {
-    if (!isKernelError(e)) throw e;
-    return null;
-  }
-}
 
 /**
  * A VM's life in the style of iommufd_fail_nth: build the VM, boot the

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { declareFaultPoints, isKernelError, asVmId } from "@vsva/kernel";
-import { FaultCoverage } from "@vsva/kernel/testing";
+import { declareFaultPoints, asVmId } from "@vsva/kernel";
+import { FaultCoverage, tolerate } from "@vsva/kernel/testing";
 import { IOASID_FAULT_POINTS } from "@vsva/ioasid";
 import { IOMMU_CORE_FAULT_POINTS, Prot } from "@vsva/iommu-core";
 import { VTD_FAULT_POINTS } from "@vsva/intel-svm";
@@ -28,15 +28,6 @@ const KNOWN = [IOASID_FAULT_POINTS, IOMMU_CORE_FAULT_POINTS, VTD_FAULT_POINTS, V
 const SWEEP_TIMEOUT = 60_000;
 
 type Arm = number | { readonly point: string; readonly nth: number } | null;
-
-function tolerate<T>(fn: () => T): T | null {
-  try {
-    return fn();
-  } catch (e) {
-    if (!isKernelError(e)) throw e;
-    return null;
-  }
-}
 
 /**
  * A VM's life with mdevs, in the style of iommufd_fail_nth: the VDCM creates
