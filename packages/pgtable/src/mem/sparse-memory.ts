@@ -299,16 +299,7 @@ export class SparseMemory implements PhysMem {
           return true;
         }
       }
-    } else if (len !== 0 && this.#chunksWritten(pa, len)) {
-      // Across chunks whose frames in the range have all been written: one block copy per chunk.
-      for (let done = 0; done < len; ) {
-        const a = pa + done;
-        const off = a & CHUNK_MASK;
-        const n = Math.min(CHUNK_SIZE - off, len - done);
-        const c = this.#chunkOf(Math.floor(a / CHUNK_SIZE));
-        if (c !== undefined) dst.set(c.bytes.subarray(off, off + n), done);
-        done += n;
-      }
+    } else if (len !== 0 && this.#copyAcrossChunks(pa, dst, false)) {
       return true;
     }
     if (!this.#rangePopulated(pa, dst.length)) {
@@ -347,17 +338,7 @@ export class SparseMemory implements PhysMem {
           return true;
         }
       }
-    } else if (len !== 0 && this.#chunksWritten(pa, len)) {
-      // Across chunks whose frames in the range have all been written: one block copy per chunk
-      // (a DMA run of adjacent frames crosses a 64 KiB boundary wherever its buffer lies), where
-      // the general path below copies frame by frame through a view made for each.
-      for (let done = 0; done < len; ) {
-        const a = pa + done;
-        const off = a & CHUNK_MASK;
-        const n = Math.min(CHUNK_SIZE - off, len - done);
-        this.#chunkOf(Math.floor(a / CHUNK_SIZE))?.bytes.set(src.subarray(done, done + n), off);
-        done += n;
-      }
+    } else if (len !== 0 && this.#copyAcrossChunks(pa, src, true)) {
       return true;
     }
     if (!this.#rangePopulated(pa, src.length)) {
@@ -437,6 +418,31 @@ export class SparseMemory implements PhysMem {
    * chunk by chunk with nothing to check or materialise. Only for a non-negative safe-integer
    * `pa` (anything else goes the general way, as before).
    */
+  /**
+   * `buf` to (`intoMemory`) or from memory at `pa`, across chunks whose frames
+   * in the range have all been written: one block copy per chunk (a DMA run
+   * of adjacent frames crosses a 64 KiB boundary wherever its buffer lies),
+   * where the general path copies frame by frame through a view made for
+   * each. False, and nothing copied, when some frame in the range was never
+   * written: the caller takes the general path.
+   */
+  #copyAcrossChunks(pa: number, buf: Uint8Array, intoMemory: boolean): boolean {
+    const len = buf.length;
+    if (!this.#chunksWritten(pa, len)) return false;
+    for (let done = 0; done < len; ) {
+      const a = pa + done;
+      const off = a & CHUNK_MASK;
+      const n = Math.min(CHUNK_SIZE - off, len - done);
+      const c = this.#chunkOf(Math.floor(a / CHUNK_SIZE));
+      if (c !== undefined) {
+        if (intoMemory) c.bytes.set(buf.subarray(done, done + n), off);
+        else buf.set(c.bytes.subarray(off, off + n), done);
+      }
+      done += n;
+    }
+    return true;
+  }
+
   #chunksWritten(pa: number, len: number): boolean {
     if (!Number.isSafeInteger(pa) || pa < 0 || !Number.isSafeInteger(pa + len)) return false;
     for (let done = 0; done < len; ) {
