@@ -153,7 +153,7 @@ export class TaggedLru<V, M = never> {
     this.stats.hits++;
     // CLOCK: a node that has left the cache may be marked too; nothing reads its bit again.
     if (this.#clock) node.referenced = true;
-    else this.#bump(node);
+    else if (node !== this.#head) this.#bump(node);
   }
 
   insert(tag: number, key: number, value: V): CacheNode<V, M> {

@@ -1,5 +1,6 @@
 import { type CacheNode, type CacheStats, TaggedLru } from "../cache/tagged-lru.js";
 import type { ReadonlyNodeIndex } from "../cache/node-index.js";
+import { invalidatePageRange, pageKey, probePageKeys, sizeCodeOf } from "../cache/page-keys.js";
 import type { TranslateOk } from "../iommu-port.js";
 import { ArmWalkCache } from "../pt-arm/walk-cache.js";
 import type { CdInfo, SteInfo } from "./config.js";
@@ -66,22 +67,14 @@ export interface SmmuCacheCapacities {
 
 export const DEFAULT_SMMU_CACHES: SmmuCacheCapacities = { ste: 256, cd: 1024, tlb: 4096, s1WalkCache: 1024, s2WalkCache: 1024 };
 
-/** TLB page sizes probed on lookup: 4 KiB, 2 MiB, 1 GiB, with their shift in 4 KiB pages. */
-const SIZE_SHIFTS = [0, 9, 18] as const;
 const PAGE = 4096;
-/** 4 KiB pages in a 2 MiB and a 1 GiB block (TLB keys of size codes 1 and 2, as {@link tlbKey} makes them). */
-const PAGES_2M = 2 ** 9;
-const PAGES_1G = 2 ** 18;
-/** Above this many keys, a range invalidation filters its tag instead of probing key by key. */
-const PROBE_LIMIT = 64;
 
-export const tlbKey = (pfn: number, sizeCode: number): number => Math.floor(pfn / 2 ** (SIZE_SHIFTS[sizeCode] ?? 0)) * 4 + sizeCode;
-export const sizeCodeOf = (size: number): number => (size >= 2 ** 30 ? 2 : size >= 2 ** 21 ? 1 : 0);
+/** TLB keys: 4 KiB, 2 MiB and 1 GiB entries side by side in a tag (`cache/page-keys.ts`). */
+export const tlbKey = pageKey;
+export { sizeCodeOf };
 
 /** The TLB node for 4 KiB page `pfn` in one tag's entries (a `TaggedLru.keysOf` handle), probing the page sizes in {@link SmmuCaches.lookupTag}'s order, counting nothing. */
-export function probeTlbKeys(keys: ReadonlyNodeIndex<TlbNode>, pfn: number): TlbNode | undefined {
-  return keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
-}
+export const probeTlbKeys: (keys: ReadonlyNodeIndex<TlbNode>, pfn: number) => TlbNode | undefined = probePageKeys;
 
 export class SmmuCaches {
   readonly ste: TaggedLru<SteInfo>;
@@ -226,20 +219,6 @@ export class SmmuCaches {
 
   #invalidateRange(tag: number, addr: number, size: number): number {
     const pfn = Math.floor(addr / PAGE);
-    const count = Math.max(1, Math.ceil((addr + size) / PAGE) - pfn);
-    let probes = 0;
-    for (const sh of SIZE_SHIFTS) probes += Math.floor((pfn + count - 1) / 2 ** sh) - Math.floor(pfn / 2 ** sh) + 1;
-    if (probes > PROBE_LIMIT) {
-      return this.tlb.invalidateTag(tag, (_k, e) => {
-        const first = Math.floor(e.inputBase / PAGE);
-        return first < pfn + count && first + e.size / PAGE > pfn;
-      });
-    }
-    let n = 0;
-    for (let c = 0; c < SIZE_SHIFTS.length; c++) {
-      const span = 2 ** (SIZE_SHIFTS[c] ?? 0);
-      for (let i = Math.floor(pfn / span); i <= Math.floor((pfn + count - 1) / span); i++) if (this.tlb.invalidate(tag, i * 4 + c)) n++;
-    }
-    return n;
+    return invalidatePageRange(this.tlb, tag, pfn, Math.max(1, Math.ceil((addr + size) / PAGE) - pfn));
   }
 }

@@ -1,8 +1,9 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
 import type { ReadonlyNodeIndex } from "../cache/node-index.js";
+import { probeBlockKeys } from "../cache/page-keys.js";
 import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, type WalkAccess, type ArmS1Config, type ArmStage2, type ArmWalkResult, ArmPerm as Perm, neededPerms, walkStage1, walkStage2, newArmWalkResult, resetArmWalkResult } from "@vsva/pgtable";
-import { type SmmuCaches, type TlbClassValue, type TlbEntry, type TlbNode, GLOBAL_ASID, TlbClass, probeTlbKeys, tlbTag } from "./caches.js";
+import { type SmmuCaches, type TlbClassValue, type TlbEntry, type TlbNode, GLOBAL_ASID, TlbClass, tlbTag } from "./caches.js";
 import { type CdInfo, ConfigScratch, type ConfigFault, type SteInfo, type StreamTableRegs, fetchCd, fetchSte, s2Event } from "./config.js";
 import type { SmmuConfig } from "./options.js";
 import { ABORT_NO_EVENT, EventClass, EventId, S1Dss, Strw, eventName } from "./structures.js";
@@ -165,13 +166,13 @@ export class SmmuTranslator {
     const addr = req.addr;
     const slot = this.#utlb[(((addr / PAGE) | 0) ^ req.sid) & UTLB_MASK];
     const ssid = req.pasid ?? -1;
+    const priv = ssid !== -1 && req.priv === true;
+    const need = neededPerms(req.write, ssid !== -1 && req.exec === true, priv);
     if (slot !== undefined && slot.node !== null && slot.sid === req.sid && slot.ssid === ssid && slot.node.valid) {
       const node = slot.node;
       const ste = slot.ste;
       const cd = slot.cd;
       if (ste !== null && ste.valid && (cd === null || cd.valid) && this.state.enabled && (req.ats !== true || ste.value.eats !== 0)) {
-        const priv = ssid !== -1 && req.priv === true;
-        const need = neededPerms(req.write, ssid !== -1 && req.exec === true, priv);
         // The same address and needed permissions as the entry's memo: its own checks passed for them.
         const m = node.memo;
         if (m !== null && node.memoKey === addr && node.memoAux === need) {
@@ -197,18 +198,23 @@ export class SmmuTranslator {
     ) {
       let keys = rs.keys;
       if (keys === undefined || keys.size === 0) keys = rs.keys = this.caches.tlb.keysOf(rs.tag);
-      const node = keys === undefined ? undefined : probeTlbKeys(keys, Math.floor(addr / PAGE));
-      if (node !== undefined) {
-        const priv = ssid !== -1 && req.priv === true;
-        const need = neededPerms(req.write, ssid !== -1 && req.exec === true, priv);
-        if ((node.memoKey === addr && node.memoAux === need) || (node.value.perms & need) === need) {
-          this.caches.tlb.noteHit(node);
-          this.lastFault.ssid = ssid;
-          this.#cdNode = rs.cd;
-          this.#steNode = rs.ste;
-          this.#setFast(node, req);
-          return this.#hit(node, addr, priv, need);
+      // The 4 KiB key first, written out: the block sizes' probes stay out of this path's code.
+      const pfn = Math.floor(addr / PAGE);
+      const node = keys === undefined ? undefined : keys.get(pfn * 4) ?? probeBlockKeys(keys, pfn);
+      if (node !== undefined && ((node.memoKey === addr && node.memoAux === need) || (node.value.perms & need) === need)) {
+        this.caches.tlb.noteHit(node);
+        this.lastFault.ssid = ssid;
+        this.#cdNode = rs.cd;
+        this.#steNode = rs.ste;
+        // #setFast, written out: the stream is already the fast one (checked above), so only the slot changes.
+        if (slot !== undefined) {
+          slot.node = node;
+          slot.ste = rs.ste;
+          slot.cd = rs.cd;
+          slot.sid = req.sid;
+          slot.ssid = ssid;
         }
+        return this.#hit(node, addr, priv, need);
       }
     }
     return this.#slow(req);

@@ -1,5 +1,6 @@
 import { type CacheNode, type CacheStats, TaggedLru } from "../cache/tagged-lru.js";
 import type { ReadonlyNodeIndex } from "../cache/node-index.js";
+import { invalidatePageRange, pageKey, probePageKeys, sizeCodeOf } from "../cache/page-keys.js";
 import type { TranslateOk } from "../iommu-port.js";
 import type { FirstLevelConfig, SecondLevelConfig } from "@vsva/pgtable";
 import { WalkCache } from "../pt/walk-cache.js";
@@ -122,25 +123,18 @@ export const DEFAULT_CACHE_CAPACITIES: VtdCacheCapacities = {
   secondLevelPsc: 1024,
 };
 
-/** IOTLB page sizes probed on lookup: 4 KiB, 2 MiB, 1 GiB, with their shift in 4 KiB pages. */
-const SIZE_SHIFTS = [0, 9, 18] as const;
-const PAGES_2M = 2 ** 9;
-const PAGES_1G = 2 ** 18;
 const PAGE = 4096;
-/** Above this many keys, a range invalidation filters its tag instead of probing key by key. */
-const PROBE_LIMIT = 64;
 
-export const iotlbKey = (pfn: number, sizeCode: number): number => Math.floor(pfn / 2 ** (SIZE_SHIFTS[sizeCode] ?? 0)) * 4 + sizeCode;
-export const sizeCodeOf = (size: number): number => (size >= 2 ** 30 ? 2 : size >= 2 ** 21 ? 1 : 0);
+/** IOTLB keys: 4 KiB, 2 MiB and 1 GiB entries side by side in a tag (`cache/page-keys.ts`). */
+export const iotlbKey = pageKey;
+export { sizeCodeOf };
 
 /**
  * The IOTLB node for 4 KiB page `pfn` in one tag's entries (a
  * `TaggedLru.keysOf` handle), probing the page sizes in the order
  * {@link VtdCaches.lookupIotlb} does, without counting or bumping anything.
  */
-export function probeIotlbKeys(keys: ReadonlyNodeIndex<IotlbNode>, pfn: number): IotlbNode | undefined {
-  return keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
-}
+export const probeIotlbKeys: (keys: ReadonlyNodeIndex<IotlbNode>, pfn: number) => IotlbNode | undefined = probePageKeys;
 
 export class VtdCaches {
   readonly context: TaggedLru<CtxInfo>;
@@ -292,21 +286,6 @@ export class VtdCaches {
   }
 
   #invalidateIotlbRange(tag: number, pfn: number, count: number): number {
-    let probes = 0;
-    for (const sh of SIZE_SHIFTS) probes += Math.floor((pfn + count - 1) / 2 ** sh) - Math.floor(pfn / 2 ** sh) + 1;
-    if (probes > PROBE_LIMIT) {
-      return this.iotlb.invalidateTag(tag, (_k, e) => {
-        const first = Math.floor(e.inputBase / PAGE);
-        return first < pfn + count && first + e.size / PAGE > pfn;
-      });
-    }
-    let n = 0;
-    for (let c = 0; c < SIZE_SHIFTS.length; c++) {
-      const span = 2 ** (SIZE_SHIFTS[c] ?? 0);
-      for (let i = Math.floor(pfn / span); i <= Math.floor((pfn + count - 1) / span); i++) {
-        if (this.iotlb.invalidate(tag, i * 4 + c)) n++;
-      }
-    }
-    return n;
+    return invalidatePageRange(this.iotlb, tag, pfn, count);
   }
 }

@@ -1,8 +1,9 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
+import { probeBlockKeys } from "../cache/page-keys.js";
 import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, walkFirstLevel, walkSecondLevel, type SecondLevelConfig, type SecondStage, type WalkAccess, type WalkResult, newWalkResult, resetWalkResult } from "@vsva/pgtable";
 import {
-  CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type IotlbNode, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey, probeIotlbKeys,
+  CacheClass, type CacheClassValue, type CtxInfo, type IotlbEntry, type IotlbNode, type PasidInfo, RightsFor, type VtdCaches, cacheTag, iotlbKey,
   sizeCodeOf,
 } from "./caches.js";
 import { ContextScratch, fetchContext } from "./context.js";
@@ -193,7 +194,8 @@ export class Translator {
     const keys = path.iotlbKeys;
     if (keys !== undefined && !exec && (pe.sre || !priv) && pe.pgtt !== Pgtt.PASS_THROUGH && Number.isInteger(addr)) {
       const pfn = Math.floor(addr / PAGE);
-      const node = probeIotlbKeys(keys, pfn);
+      // The 4 KiB key first, written out: the larger pages' probes stay out of this path's code.
+      const node = keys.get(pfn * 4) ?? probeBlockKeys(keys, pfn);
       const m = node?.memo ?? null;
       // The same address and request flags as the entry's memo: its own checks passed for them.
       if (m !== null && node?.valid === true && node.memoKey === addr && node.memoAux === bits) {
