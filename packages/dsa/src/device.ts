@@ -56,7 +56,9 @@ import {
  * as on the silicon (software must track a dedicated WQ's occupancy).
  *
  * Execution is deterministic: in "immediate" mode a submission (or a page
- * response) runs the engine until it is idle or blocked; in "stepwise" mode
+ * response) runs the engine until it is idle or blocked (a MEMMOVE whose
+ * pages the engine already holds translations for takes an express path
+ * with the same effects, see `#expressMove`); in "stepwise" mode
  * each {@link step} moves at most one page of one descriptor and
  * `onRunnable` says when there is work, so a kernel work queue can drive it
  * ({@link DsaDevice.driveFrom}).
@@ -95,6 +97,14 @@ export interface DsaOptions {
    * counts and recency, and a test runs both to show it.
    */
   readonly translationMemo?: boolean;
+  /**
+   * Whether an idle engine runs a MEMMOVE whose every page the engine's
+   * handles already translate in one pass ({@link DsaDevice.movdir64b}'s
+   * express path; default true, and it needs `translationMemo`). Off, every
+   * descriptor takes the step-by-step engine: the two give identical results,
+   * counts and recency, and a test runs both to show it.
+   */
+  readonly expressPath?: boolean;
   /** Page responses per page before a still-faulting page completes with a page fault (default 3). */
   readonly maxPageRequestRetries?: number;
   readonly trace?: TraceBus;
@@ -204,6 +214,12 @@ function dwordField<F extends string>(layout: Layout<F>, f: F): DwordField {
   return { word: s.lsb >>> 5, shift: s.lsb & 31, mask: width === 32 ? 0xffff_ffff : (1 << width) - 1 };
 }
 
+/** A field of a descriptor still in the submitter's bytes (any alignment), read as `rd` reads the device's copy. */
+const rdBytes = (b: Uint8Array, f: DwordField): number => {
+  const i = 4 * f.word;
+  const dw = ((b[i] ?? 0) | ((b[i + 1] ?? 0) << 8) | ((b[i + 2] ?? 0) << 16) | ((b[i + 3] ?? 0) << 24)) >>> 0;
+  return ((dw >>> f.shift) & f.mask) >>> 0;
+};
 const rd = (v: Uint32Array, f: DwordField): number => (((v[f.word] ?? 0) >>> f.shift) & f.mask) >>> 0;
 /** Writes a field the device itself fills (its value always fits: counts, codes, the low bits of an address). */
 const wr = (v: Uint32Array, f: DwordField, value: number): void => {
@@ -246,6 +262,11 @@ const W = {
   OCCUPANCY: dwordField(DsaWqCfg, "OCCUPANCY"),
 } as const;
 const STATE_FIELD = dwordField(DsaGenSts, "STATE");
+// The express path (DsaDevice.#expressMove) reads these as whole dwords and OPCODE as a dword's top bits.
+for (const f of [D.SRC_LO, D.SRC_HI, D.DST_LO, D.DST_HI, D.COMPL_LO, D.COMPL_HI, D.XFER_SIZE, C.BYTES_COMPLETED]) {
+  if (f.shift !== 0 || f.mask !== 0xffff_ffff) throw new Error("dsa: an express-path field is not a whole dword");
+}
+if (D.OPCODE.shift + 8 !== 32 || C.STATUS.word === C.BYTES_COMPLETED.word) throw new Error("dsa: OPCODE is not the top byte of its dword, or STATUS shares a dword with BYTES_COMPLETED");
 /** Spare descriptor buffers kept for reuse (a submission copies its 64 bytes into one). */
 const DESC_POOL_MAX = 64;
 
@@ -318,6 +339,9 @@ export class DsaDevice implements Mmio {
   readonly #descPool: DescBuf[] = [];
   /** The engine's handles on device-TLB entries it used (see {@link XlateMemo}). */
   readonly #xl: XlateMemo | undefined;
+  readonly #express: boolean;
+  /** The express path's copy of the descriptor it runs (never a job's: a hand-over copies it into one). */
+  readonly #expressWords = new DescBuf();
   #job: Job | undefined;
   /** The last retired job's object, reused by the next dispatch (one job runs at a time). */
   #spare: Job | undefined;
@@ -356,6 +380,7 @@ export class DsaDevice implements Mmio {
     this.#mem = opts.mem;
     this.numWqs = numWqs;
     this.#xl = opts.translationMemo === false ? undefined : new XlateMemo();
+    this.#express = this.#xl !== undefined && opts.expressPath !== false;
     this.mode = opts.mode ?? "immediate";
     this.onRunnable = opts.onRunnable;
     this.#maxRetries = opts.maxPageRequestRetries ?? 3;
@@ -668,11 +693,15 @@ export class DsaDevice implements Mmio {
 
   // --- portals ---------------------------------------------------------------
 
-  #checkSubmit(wq: number, bytes: Uint8Array): DescBuf {
+  #checkSubmit(wq: number, bytes: Uint8Array): void {
     if (!Number.isInteger(wq) || wq < 0 || wq >= this.numWqs) throw new KernelError(Errno.EINVAL, `${this.name}: no portal for WQ ${String(wq)}`);
     if (!(bytes instanceof Uint8Array) || bytes.length !== DSA_DESC_SIZE) {
       throw new KernelError(Errno.EINVAL, `${this.name}: a portal write is one ${DSA_DESC_SIZE}-byte store`);
     }
+  }
+
+  /** The device's own copy of a descriptor it queues or runs step by step. */
+  #copyIn(bytes: Uint8Array): DescBuf {
     const d = this.#descPool.pop() ?? new DescBuf();
     d.bytes.set(bytes);
     return d;
@@ -692,14 +721,16 @@ export class DsaDevice implements Mmio {
 
   /** A MOVDIR64B to a dedicated WQ's portal: posted, no status. The WQ's configured PASID and privilege stamp the descriptor. */
   movdir64b(wq: number, bytes: Uint8Array): void {
-    const desc = this.#checkSubmit(wq, bytes);
+    this.#checkSubmit(wq, bytes);
     if (!this.#accepting(wq, WqMode.DEDICATED)) {
       this.stats.dropped++;
       return;
     }
     const c = this.#wqcfg(wq);
     const pasid = rd(c, W.PASID_EN) === 1 ? rd(c, W.PASID) : undefined;
-    this.#enqueue(desc, wq, pasid, rd(c, W.PRIV) === 1);
+    const priv = rd(c, W.PRIV) === 1;
+    if (this.#expressMove(bytes, wq, pasid, priv)) return;
+    this.#enqueue(this.#copyIn(bytes), wq, pasid, priv);
   }
 
   /**
@@ -709,13 +740,143 @@ export class DsaDevice implements Mmio {
    * not a shared WQ.
    */
   enqcmd(wq: number, bytes: Uint8Array): "accepted" | "retry" {
-    const desc = this.#checkSubmit(wq, bytes);
+    this.#checkSubmit(wq, bytes);
     if (!this.#accepting(wq, WqMode.SHARED)) {
       this.stats.retried++;
       return "retry";
     }
-    this.#enqueue(desc, wq, rd(desc.words, D.PASID), rd(desc.words, D.PRIV) === 1);
+    const pasid = rdBytes(bytes, D.PASID);
+    const priv = rdBytes(bytes, D.PRIV) === 1;
+    if (!this.#expressMove(bytes, wq, pasid, priv)) this.#enqueue(this.#copyIn(bytes), wq, pasid, priv);
     return "accepted";
+  }
+
+  /**
+   * The express path: a MEMMOVE submitted to an idle engine (immediate mode,
+   * nothing queued, running or pending) whose pages the engine's handles
+   * ({@link XlateMemo}) already translate runs here in one pass, without a
+   * job, its own copy of the descriptor or the step loop. It does what the
+   * step-by-step engine does for such a descriptor, in the same order: per
+   * chunk, the source's and the destination's device-TLB hits (accounted on
+   * the handles, as {@link #xlate} does), then the copy; then the completion
+   * record's hit and the record. So results, counters and device-TLB recency
+   * are the engine's (a test runs both and compares).
+   *
+   * Anything else goes to the engine: before any effect, false (the caller
+   * queues the descriptor as before); after some chunks, the engine takes
+   * over at the first chunk whose page has no good handle, or whose copy
+   * aborted ({@link #expressHandOver}), so nothing is counted twice.
+   */
+  #expressMove(d: Uint8Array, wq: number, pasid: number | undefined, priv: boolean): boolean {
+    const xl = this.#xl;
+    if (!this.#express || xl === undefined || this.mode !== "immediate" || this.#inRun || this.#job !== undefined || this.#pending !== undefined || !this.#allQueuesEmpty()) return false;
+    // The device's copy of the descriptor, read in place: one block copy, then each field a load.
+    const w = this.#expressWords;
+    w.bytes.set(d);
+    const v = w.words;
+    // Fields read with plain loads, not `rd`: V8 inlines a budget of bytecode into one function, and
+    // a dozen `rd` calls would spend it before the translations and the copy below get theirs.
+    // The address and size fields are whole dwords (DsaDesc); FLAGS and OPCODE share one.
+    const flags = ((v[D.FLAGS.word] ?? 0) >>> D.FLAGS.shift) & D.FLAGS.mask;
+    if (((v[D.OPCODE.word] ?? 0) >>> D.OPCODE.shift) !== DsaOpcode.MEMMOVE || (flags & ~DESC_DEFINED_FLAGS) !== 0) return false;
+    const size = v[D.XFER_SIZE.word] ?? 0;
+    const src = (v[D.SRC_HI.word] ?? 0) * 2 ** 32 + (v[D.SRC_LO.word] ?? 0);
+    const dst = (v[D.DST_HI.word] ?? 0) * 2 ** 32 + (v[D.DST_LO.word] ?? 0);
+    const compl = (v[D.COMPL_HI.word] ?? 0) * 2 ** 32 + (v[D.COMPL_LO.word] ?? 0);
+    const crav = (flags & DescFlag.CRAV) !== 0;
+    // #check's and #dispatch's errors (size range, overlap, a misaligned record) are the engine's to report.
+    if (size === 0 || (size - 1) >>> rd(this.#wqcfg(wq), W.MAX_XFER_SHIFT) !== 0 || (src < dst + size && dst < src + size)) return false;
+    if (crav && (compl & (DSA_COMPLETION_ALIGN - 1)) !== 0) return false;
+    // #xlate's refusals: every address of both buffers and the record must be one it would translate.
+    if (src + size > ADDR_LIMIT || dst + size > ADDR_LIMIT || (crav && compl >= ADDR_LIMIT)) return false;
+    const ep = this.ep;
+    if (ep.upstream === undefined || !ep.busMasterEnabled || !ep.atsEnabled) return false;
+    if (pasid !== undefined && (!this.#pasidOn || pasid >= this.#pasidLimit || (priv && !this.#pasidPrivOn))) return false;
+    const eff = pasid !== undefined && priv;
+    const who = pasid === undefined ? -1 : pasid * 2 + (eff ? 1 : 0);
+    const tlb = ep.deviceTlb;
+    const mem = this.#mem;
+    // One block move per chunk, as #dataStep does when the memory offers it.
+    if (mem.copyBytes === undefined) return false;
+
+    this.stats.submitted++;
+    this.#rr = wq + 1 === this.numWqs ? 0 : wq + 1;
+    for (let off = 0; off < size; ) {
+      const a = src + off;
+      const b = dst + off;
+      const len = Math.min(size - off, PAGE - (b & PAGE_MASK), PAGE - (a & PAGE_MASK));
+      const ha = xl.get(tlb, who, a - (a & PAGE_MASK));
+      const hb = xl.get(tlb, who, b - (b & PAGE_MASK));
+      if (ha === undefined || hb === undefined || !ha.valid || !hb.valid || !permits(ha.value, false, eff) || !permits(hb.value, true, eff)) {
+        this.#expressHandOver(d, wq, pasid, priv, off, false);
+        return true;
+      }
+      tlb.hitAgain(ha);
+      tlb.hitAgain(hb);
+      const ea = ha.value;
+      const eb = hb.value;
+      if (!mem.copyBytes(eb.paBase + (b - eb.base), ea.paBase + (a - ea.base), len)) {
+        this.#expressHandOver(d, wq, pasid, priv, off, true);
+        return true;
+      }
+      off += len;
+      this.stats.bytesMoved += len;
+    }
+    if (!crav || (flags & DescFlag.RCR) === 0) {
+      // Success without a record asked for: nothing to write.
+      this.stats.completed++;
+      return true;
+    }
+    const hr = xl.get(tlb, who, compl - (compl & PAGE_MASK));
+    if (hr === undefined || !hr.valid || !permits(hr.value, true, eff)) {
+      this.#expressHandOver(d, wq, pasid, priv, size, false);
+      return true;
+    }
+    tlb.hitAgain(hr);
+    const er = hr.value;
+    const rec = this.#record;
+    // Element by element: eight stores cost less than TypedArray.prototype.fill's builtin call.
+    for (let i = 0; i < rec.length; i++) rec[i] = 0;
+    // STATUS is the low bits of dword 0 and BYTES_COMPLETED all of dword 1 (DsaCompletion): stores, not `wr`.
+    rec[C.STATUS.word] = DsaStatus.SUCCESS << C.STATUS.shift;
+    rec[C.BYTES_COMPLETED.word] = size;
+    if (!mem.writeBytes(er.paBase + (compl - er.base), this.#recordBytes)) {
+      // As #completionStep: the record could not be written, so the error goes to SWERR.
+      const job = this.#dispatch(this.#copyIn(d), wq, pasid, priv);
+      if (job !== undefined) {
+        job.done = size;
+        this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: compl, write: true });
+        this.#job = job;
+        this.#retire();
+        return true;
+      }
+    }
+    this.stats.completed++;
+    return true;
+  }
+
+  /**
+   * The engine takes over a descriptor the express path started: `done` bytes
+   * moved (and counted); `aborted` when the copy of the next chunk found host
+   * memory missing, which the engine reports as #dataStep does.
+   */
+  #expressHandOver(d: Uint8Array, wq: number, pasid: number | undefined, priv: boolean, done: number, aborted: boolean): void {
+    const job = this.#dispatch(this.#copyIn(d), wq, pasid, priv);
+    // #expressMove checked everything #dispatch may refuse: a job always comes back.
+    if (job === undefined) return;
+    job.done = done;
+    if (aborted) {
+      job.status = DsaStatus.TRANSLATION_FAIL;
+      job.faultAddr = job.src + done;
+      job.phase = "completion";
+    } else if (done >= job.size) job.phase = "completion";
+    this.#inRun = true;
+    try {
+      this.#job = job;
+      while (this.step());
+    } finally {
+      this.#inRun = false;
+    }
   }
 
   #enqueue(buf: DescBuf, wq: number, pasid: number | undefined, priv: boolean): void {

@@ -2,16 +2,18 @@ import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { KernelError } from "@vsva/kernel";
-import { encodeDescriptor } from "./descriptor.js";
-import { DSA_BAR0_SIZE, DescFlag, DsaOpcode, DsaReg } from "./regs.js";
-import { bringUp, makeDsaRig, type DsaRig } from "./testing/index.js";
+import { decodeCompletion, encodeDescriptor } from "./descriptor.js";
+import { DSA_BAR0_SIZE, DSA_COMPLETION_SIZE, DescFlag, DsaOpcode, DsaReg, DsaStatus } from "./regs.js";
+import { DSA_RIG_MEM_SIZE, bringUp, makeDsaRig, type DsaRig } from "./testing/index.js";
 
 /**
  * The engine's translation memo (handles on device-TLB entries, re-used while
- * the device TLB's generation holds) must be invisible: the same workload run
- * with it on and off gives the same device-TLB counters, contents and
- * replacement order, the same ATS translation requests and page requests, the
- * same device state and the same memory.
+ * the device TLB's generation holds) and the express path built on it (a
+ * MEMMOVE whose pages the handles translate, run in one pass) must be
+ * invisible: the same workload run with both, with the memo alone and with
+ * neither gives the same device-TLB counters, contents and replacement order,
+ * the same ATS translation requests and page requests, the same device state
+ * and the same memory.
  */
 const PAGE = 0x1000;
 /** Pages the workload touches: more than the 64-entry device TLB holds, so entries are evicted too. */
@@ -46,6 +48,8 @@ const actionArb = fc.oneof(
   { weight: 8, arbitrary: submitArb },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("unmap" as const), pasid: fc.constantFrom(...PASIDS), page: pageArb }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("map" as const), pasid: fc.constantFrom(...PASIDS), page: pageArb, write: fc.boolean(), privOnly: fc.boolean() }) },
+  // A translation to host memory that is not there: the copy aborts (TRANSLATION_FAIL) after the page translated.
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("hole" as const), pasid: fc.constantFrom(...PASIDS), page: pageArb }) },
   {
     weight: 2,
     arbitrary: fc.record({
@@ -62,8 +66,13 @@ const actionArb = fc.oneof(
 
 type Action = typeof actionArb extends fc.Arbitrary<infer T> ? T : never;
 
-function rig(memo: boolean): DsaRig {
-  const r = makeDsaRig({ translationMemo: memo });
+/** The three engines compared: memo and express path (the default), the memo alone, neither. */
+type Engine = "express" | "memo" | "plain";
+const ENGINES: readonly Engine[] = ["express", "memo", "plain"];
+
+function rig(engine: Engine | boolean): DsaRig {
+  const e = engine === true ? "express" : engine === false ? "plain" : engine;
+  const r = makeDsaRig({ translationMemo: e !== "plain", expressPath: e === "express" });
   for (const pasid of PASIDS) {
     for (let p = 0; p < PAGES; p++) if ((p * 7 + pasid) % 11 !== 0) r.iommu.map(pasid, p * PAGE, { pa: PA_BASE + p * PAGE, write: (p + pasid) % 9 !== 0 });
   }
@@ -99,6 +108,9 @@ function play(r: DsaRig, a: Action): void {
       return;
     case "map":
       r.iommu.map(a.pasid, a.page * PAGE, { pa: PA_BASE + a.page * PAGE, write: a.write, privOnly: a.privOnly });
+      return;
+    case "hole":
+      r.iommu.map(a.pasid, a.page * PAGE, { pa: DSA_RIG_MEM_SIZE + a.page * PAGE });
       return;
     case "invalidate":
       r.iommu.invalidate(r.dev.ep.sid, a.global ? { global: true, addr: a.page * PAGE, size: a.pages * PAGE } : { pasid: a.pasid, addr: a.page * PAGE, size: a.pages * PAGE });
@@ -140,37 +152,75 @@ function observe(r: DsaRig): unknown {
 }
 
 describe("translation memo", () => {
-  it("changes nothing observable: the same workload with the memo on and off gives identical device-TLB stats, contents and order, ATS traffic and memory", () => {
+  it("changes nothing observable: the same workload with memo and express path, the memo alone, and neither gives identical device-TLB stats, contents and order, ATS traffic and memory", () => {
     fc.assert(
       fc.property(fc.array(actionArb, { minLength: 1, maxLength: 60 }), (actions) => {
-        const on = rig(true);
-        const off = rig(false);
+        const rigs = ENGINES.map(rig);
+        const [express, ...others] = rigs;
+        if (express === undefined) throw new Error("no rig");
         for (const a of actions) {
-          for (const r of [on, off]) {
+          for (const r of rigs) {
             try {
               play(r, a);
             } catch (e) {
               if (!(e instanceof KernelError)) throw e;
             }
           }
-          expect(on.dev.ep.deviceTlb.stats).toEqual(off.dev.ep.deviceTlb.stats);
+          for (const r of others) expect(r.dev.ep.deviceTlb.stats).toEqual(express.dev.ep.deviceTlb.stats);
         }
-        expect(observe(on)).toEqual(observe(off));
+        // observe() reads memory, which counts: each rig is observed once.
+        const want = observe(express);
+        for (const r of others) expect(observe(r)).toEqual(want);
       }),
       { numRuns: 40 },
     );
   });
 
   it("serves repeated hits from the memo with the counts and recency a probe gives", () => {
-    const on = rig(true);
-    const off = rig(false);
+    const on = rig("express");
+    const memoOnly = rig("memo");
+    const off = rig("plain");
     const desc = encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR, completionAddr: 12 * PAGE, src: 10 * PAGE, dst: 11 * PAGE, size: PAGE });
     const other = encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR, completionAddr: 12 * PAGE + 32, src: 15 * PAGE, dst: 16 * PAGE, size: PAGE });
-    for (const r of [on, off]) for (let i = 0; i < 5; i++) for (const d of [desc, other]) r.dev.movdir64b(0, d);
+    for (const r of [on, memoOnly, off]) for (let i = 0; i < 5; i++) for (const d of [desc, other]) r.dev.movdir64b(0, d);
     const st = on.dev.ep.deviceTlb.stats;
     // 5 pages filled once; 10 descriptors x 3 translations, of which the first of each page missed.
     expect({ hits: st.hits, misses: st.misses, fills: st.fills }).toEqual({ hits: 25, misses: 5, fills: 5 });
-    expect(observe(on)).toEqual(observe(off));
+    const want = observe(off);
+    expect(observe(on)).toEqual(want);
+    expect(observe(memoOnly)).toEqual(want);
+  });
+
+  it("hands a MEMMOVE whose copy or record aborts in host memory to the engine, with the engine's status, fault address and SWERR", () => {
+    // Page 30 and the record page 31 translate to host memory that is not there. The first
+    // submission fills the device TLB the slow way; the
+    // third finds every page's handle (the second took them), so the express path starts it and
+    // meets the abort after the source and destination translated.
+    const run = (engine: Engine): DsaRig => {
+      const r = rig(engine);
+      r.iommu.map(1, 30 * PAGE, { pa: DSA_RIG_MEM_SIZE + PAGE });
+      r.iommu.map(1, 31 * PAGE, { pa: DSA_RIG_MEM_SIZE + 2 * PAGE });
+      const copyAborts = encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR, completionAddr: 12 * PAGE, src: 29 * PAGE + 0x800, dst: 40 * PAGE, size: PAGE });
+      const recordAborts = encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: DescFlag.CRAV | DescFlag.RCR, completionAddr: 31 * PAGE, src: 20 * PAGE, dst: 21 * PAGE, size: 64 });
+      for (let i = 0; i < 3; i++) {
+        for (const d of [copyAborts, recordAborts]) r.dev.movdir64b(0, d);
+        // The driver's error handler: read SWERR, clear VALID and OVERFLOW (RW1C), so the next error is recorded whole.
+        if (i < 2) r.dev.mmioWrite32(DsaReg.SWERR, 0b11);
+      }
+      return r;
+    };
+    const want = observe(run("plain"));
+    const got = run("express");
+    // Observed before the record is read below (reads are counted).
+    expect(observe(got)).toEqual(want);
+    expect(observe(run("memo"))).toEqual(want);
+    // The copy failed at the hole: half a page done, the fault at page 30's first byte.
+    const rec = new Uint8Array(DSA_COMPLETION_SIZE);
+    got.mem.readBytes(PA_BASE + 12 * PAGE, rec);
+    expect(decodeCompletion(rec)).toMatchObject({ status: DsaStatus.TRANSLATION_FAIL, bytesCompleted: 0x800, faultAddr: 30 * PAGE });
+    // The record page's writes failed every time; SWERR holds the last, the express path's.
+    expect(got.dev.stats.swerrs).toBe(3);
+    expect(Number(got.dev.mmioRead64(DsaReg.SWERR) >> 8n) & 0xff).toBe(DsaStatus.CRA_XLAT);
   });
 
   it("drops a handle when the device TLB's generation moves, even while its entry stays cached", () => {
