@@ -1,6 +1,6 @@
 import { Errno, KernelError, type TraceBus, Work, type Workqueue } from "@vsva/kernel";
 import type { Layout, PhysMem } from "@vsva/pgtable";
-import { type AtcHandle, type DeviceTlb, type Mmio, PciEndpoint, type TranslateOk } from "@vsva/iommu-hw";
+import { type AtcEntry, type AtcHandle, type DeviceTlb, type Mmio, PciEndpoint, type TranslateOk } from "@vsva/iommu-hw";
 import {
   DESC_DEFINED_FLAGS,
   DSA_BAR0_SIZE,
@@ -194,6 +194,10 @@ const XLATE_RECOVERABLE = -1;
 const XLATE_REFUSED = -2;
 const faultKind = (x: number): "recoverable" | "refused" => (x === XLATE_RECOVERABLE ? "recoverable" : "refused");
 
+/** `Uint8Array.prototype.set` through `call`: V8 does not specialise a typed array's `.set` load (a load IC per call). */
+// eslint-disable-next-line @typescript-eslint/unbound-method -- always called as u8set.call(view, ...)
+const u8set = Uint8Array.prototype.set;
+
 const u64 = (lo: number, hi: number): number => (hi >>> 0) * 2 ** 32 + (lo >>> 0);
 
 /**
@@ -285,9 +289,11 @@ const XL_MASK = XL_SLOTS - 1;
  * no recency, no translation outlives a generation.
  */
 class XlateMemo {
-  readonly #page = new Float64Array(XL_SLOTS).fill(-1);
-  readonly #who = new Float64Array(XL_SLOTS);
-  readonly #gen = new Float64Array(XL_SLOTS);
+  /**
+   * Per slot, three numbers side by side (one cache line holds several
+   * slots): the page (-1: none), the requester and the generation.
+   */
+  readonly #tags = new Float64Array(3 * XL_SLOTS).fill(-1);
   readonly #handle: (AtcHandle | undefined)[] = new Array<AtcHandle | undefined>(XL_SLOTS).fill(undefined);
   /** The device TLB the handles belong to (an endpoint's never changes; checked all the same). */
   #tlb: DeviceTlb | undefined;
@@ -296,20 +302,23 @@ class XlateMemo {
   get(tlb: DeviceTlb, who: number, page: number): AtcHandle | undefined {
     // ToInt32 of a page base below 2^53 keeps its low 32 bits: this is the page number mod XL_SLOTS.
     const slot = (page >>> 12) & XL_MASK;
-    if (this.#page[slot] !== page || this.#who[slot] !== who || this.#gen[slot] !== tlb.generation || this.#tlb !== tlb) return undefined;
+    const t = this.#tags;
+    const k = 3 * slot;
+    if (t[k] !== page || t[k + 1] !== who || t[k + 2] !== tlb.generation || this.#tlb !== tlb) return undefined;
     return this.#handle[slot];
   }
 
   set(tlb: DeviceTlb, who: number, page: number, h: AtcHandle): void {
     if (this.#tlb !== tlb) {
-      this.#page.fill(-1);
+      this.#tags.fill(-1);
       this.#handle.fill(undefined);
       this.#tlb = tlb;
     }
     const slot = (page >>> 12) & XL_MASK;
-    this.#page[slot] = page;
-    this.#who[slot] = who;
-    this.#gen[slot] = tlb.generation;
+    const k = 3 * slot;
+    this.#tags[k] = page;
+    this.#tags[k + 1] = who;
+    this.#tags[k + 2] = tlb.generation;
     this.#handle[slot] = h;
   }
 }
@@ -772,7 +781,7 @@ export class DsaDevice implements Mmio {
     if (!this.#express || xl === undefined || this.mode !== "immediate" || this.#inRun || this.#job !== undefined || this.#pending !== undefined || !this.#allQueuesEmpty()) return false;
     // The device's copy of the descriptor, read in place: one block copy, then each field a load.
     const w = this.#expressWords;
-    w.bytes.set(d);
+    u8set.call(w.bytes, d);
     const v = w.words;
     // Fields read with plain loads, not `rd`: V8 inlines a budget of bytecode into one function, and
     // a dozen `rd` calls would spend it before the translations and the copy below get theirs.
@@ -807,7 +816,7 @@ export class DsaDevice implements Mmio {
       const len = Math.min(size - off, PAGE - (b & PAGE_MASK), PAGE - (a & PAGE_MASK));
       const ha = xl.get(tlb, who, a - (a & PAGE_MASK));
       const hb = xl.get(tlb, who, b - (b & PAGE_MASK));
-      if (ha === undefined || hb === undefined || !ha.valid || !hb.valid || !permits(ha.value, false, eff) || !permits(hb.value, true, eff)) {
+      if (ha === undefined || hb === undefined || !ha.valid || !hb.valid || !atcPermits(ha.value, false, eff) || !atcPermits(hb.value, true, eff)) {
         this.#expressHandOver(d, wq, pasid, priv, off, false);
         return true;
       }
@@ -828,7 +837,7 @@ export class DsaDevice implements Mmio {
       return true;
     }
     const hr = xl.get(tlb, who, compl - (compl & PAGE_MASK));
-    if (hr === undefined || !hr.valid || !permits(hr.value, true, eff)) {
+    if (hr === undefined || !hr.valid || !atcPermits(hr.value, true, eff)) {
       this.#expressHandOver(d, wq, pasid, priv, size, false);
       return true;
     }
@@ -913,7 +922,10 @@ export class DsaDevice implements Mmio {
   }
 
   #allQueuesEmpty(): boolean {
-    for (const w of this.#wqs) if (w.queue.length !== 0) return false;
+    // An indexed loop: for-of brings the iterator protocol's close handling into every caller it is inlined in.
+    const wqs = this.#wqs;
+    // eslint-disable-next-line @typescript-eslint/prefer-for-of -- see above
+    for (let i = 0; i < wqs.length; i++) if ((wqs[i]?.queue.length ?? 0) !== 0) return false;
     return true;
   }
 
@@ -1274,7 +1286,7 @@ export class DsaDevice implements Mmio {
     const h = this.#xl === undefined ? undefined : this.#xl.get(tlb, who, page);
     if (h !== undefined && tlb.hitAgain(h)) {
       const e = h.value;
-      if (permits(e, write, priv)) {
+      if (atcPermits(e, write, priv)) {
         this.#pa = e.paBase + (addr - e.base);
         return XLATE_OK;
       }
@@ -1283,7 +1295,7 @@ export class DsaDevice implements Mmio {
       if (hit !== undefined) {
         this.#xl?.set(tlb, who, page, hit);
         const e = hit.value;
-        if (permits(e, write, priv)) {
+        if (atcPermits(e, write, priv)) {
           this.#pa = e.paBase + (addr - e.base);
           return XLATE_OK;
         }
@@ -1306,8 +1318,18 @@ function newJob(buf: DescBuf): Job {
   };
 }
 
-function permits(r: { readonly read: boolean; readonly write: boolean; readonly privOnly: boolean }, write: boolean, priv: boolean): boolean {
+function permits(r: TranslateOk, write: boolean, priv: boolean): boolean {
   return (write ? r.write : r.read) && (priv || !r.privOnly);
+}
+
+/**
+ * {@link permits} for a device-TLB entry. A function of its own: the IOMMU's
+ * answers come in several object shapes and device-TLB entries in one, and a
+ * shared function's property loads, seeing all of them, would stay generic
+ * (a LoadIC call each) on the hot path.
+ */
+function atcPermits(e: AtcEntry, write: boolean, priv: boolean): boolean {
+  return (write ? e.write : e.read) && (priv || !e.privOnly);
 }
 
 function paOf(r: TranslateOk, page: number, addr: number): number {
