@@ -3,7 +3,7 @@ import { Prot } from "@vsva/iommu-core";
 import { DescFlag, DsaOpcode, DsaStatus, encodeDescriptor } from "@vsva/dsa";
 import { UserThread, openUserWq } from "@vsva/idxd";
 import { Host } from "../src/world/host.js";
-import { bestNs, deviceVsCopy } from "./copy-baseline.js";
+import { deviceVsCopy, inProcessCopy } from "./copy-baseline.js";
 
 /**
  * Accelerator MEMMOVE bytes/s ÷ raw `Uint8Array` copy bytes/s: a process
@@ -18,8 +18,12 @@ import { bestNs, deviceVsCopy } from "./copy-baseline.js";
  * - 64 KiB (one 16-page descriptor), caches warm: ≥ 0.4 as well (reported).
  *
  * Same robust baseline as the SVA DMA figures (copy-baseline.ts), timed in
- * alternating rounds, best of all. A ratio above 1 means the baseline is
- * wrong, and the bench says so.
+ * alternating rounds, best of all, of the same bytes the device moves: the
+ * 16 distinct 4 KiB sources copied into the 16 distinct destinations. (Until
+ * 2026-12 the 4 KiB line copied one 4 KiB source 16 times, which stays in the
+ * CPU's L1 cache and so is not the same work; that stricter ratio is still
+ * printed as an `info` line.) A ratio above 1 means the baseline is wrong,
+ * and the bench says so.
  */
 const PAGE = 4096;
 const ROUNDS = 3;
@@ -70,32 +74,16 @@ export function dsaMemmoveFigure(): void {
     const pages = (2 * c.size) / PAGE + 1;
     if (st.hits - hits !== pages * c.count) throw new Error(`bench ${c.label}: ${st.hits - hits} device-TLB hits, expected ${pages * c.count}`);
 
-    const m = deviceVsCopy(pass, c.size, c.count, ROUNDS, c.target, "MEMMOVE");
+    const m = deviceVsCopy(pass, c.size, c.count, ROUNDS, c.target, "MEMMOVE", true);
     console.log(`  ${m.mark} accelerator MEMMOVE bytes/s ÷ raw copy bytes/s (${c.label}): ${m.ratio.toFixed(2)} (target ≥ ${c.target}, and < 1); ${m.detail}`);
     if (m.ratio >= 1) console.log(`  WARNING (${c.label}): MEMMOVE measured faster than a plain copy of the same bytes; the copy baseline is not trustworthy in this run`);
     if (c.count > 1) {
-      // The baseline copies one source `count` times, so its source stays in the L1 cache; the device
-      // reads `count` distinct source pages. This line times that copy too (distinct written pages of
-      // distinct 64 KiB buffers, as host memory's frames are), for where the device's copy time goes.
-      const d = distinctPagesCopyNs(c.size, c.count);
-      console.log(`  info accelerator MEMMOVE ÷ a raw copy of ${c.count} distinct ${c.label} sources into ${c.count} distinct destinations (${c.label}): ${(d / m.deviceNs).toFixed(2)}; that copy ${(d / c.count).toFixed(0)} ns per ${c.label} against the baseline's ${(m.copyNs / c.count).toFixed(0)} (one source, L1-resident), MEMMOVE ${(m.deviceNs / c.count).toFixed(0)} ns per descriptor`);
+      // The stricter figure: one source copied `count` times stays in the L1 cache, so that copy is
+      // faster than any copy of `count` distinct sources; shown so nobody mistakes which is which.
+      const one = inProcessCopy(c.size, c.count).bestNs;
+      console.log(`  info accelerator MEMMOVE ÷ one ${c.label} source copied ${c.count} times into ${c.count} destinations (L1-resident source, not the same bytes) (${c.label}): ${(one / m.deviceNs).toFixed(2)}; that copy ${(one / c.count).toFixed(0)} ns per ${c.label} against the baseline's ${(m.copyNs / c.count).toFixed(0)}, MEMMOVE ${(m.deviceNs / c.count).toFixed(0)} ns per descriptor`);
     }
   }
   file.close();
   idxd.remove();
-}
-
-/** Best-of-N ns to copy `count` distinct `size`-byte sources (written, in two separate buffers) into `count` distinct destinations. */
-function distinctPagesCopyNs(size: number, count: number): number {
-  const src = new Uint8Array(size * count).fill(0x5a);
-  const dst = new Uint8Array(size * count).fill(1);
-  const from = Array.from({ length: count }, (_, i) => src.subarray(i * size, (i + 1) * size));
-  const to = Array.from({ length: count }, (_, i) => dst.subarray(i * size, (i + 1) * size));
-  let best = Number.POSITIVE_INFINITY;
-  for (let round = 0; round < ROUNDS; round++) {
-    best = Math.min(best, bestNs(() => {
-      for (let i = 0; i < count; i++) to[i]?.set(from[i] ?? src);
-    }));
-  }
-  return best;
 }
