@@ -26,12 +26,13 @@ describe("DeviceTlb", () => {
     const h = viaHandle.lookupHandle(4, false, 0x1234);
     expect(viaLookup.lookup(4, false, 0x1234)?.paBase).toBe(h?.value.paBase);
     for (const t of [viaHandle, viaLookup]) t.lookup(4, false, 0x2000);
-    // The handle's hit makes 0x1000 most recent again, as the lookup does.
+    // The handle's hit marks 0x1000 used again, as the lookup does.
     expect(h !== undefined && viaHandle.hitAgain(h)).toBe(true);
     viaLookup.lookup(4, false, 0x1fff);
     for (const t of [viaHandle, viaLookup]) t.fill(4, false, 0x5000, ok(0x20_0000));
     const order = (t: DeviceTlb): number[] => [...t.entries()].map((e) => e.entry.base);
-    expect(order(viaHandle)).toEqual([0x5000, 0x1000, 0x2000]);
+    // CLOCK: 0x1000 and 0x2000 were hit since they came in, so the fill's sweep spares both and gives up 0x3000.
+    expect(order(viaHandle)).toEqual([0x5000, 0x2000, 0x1000]);
     expect(order(viaHandle)).toEqual(order(viaLookup));
     expect(viaHandle.stats).toEqual(viaLookup.stats);
     viaHandle.invalidate({ pasid: 4, addr: 0x1000, size: 0x1000 });
@@ -90,7 +91,7 @@ describe("DeviceTlb", () => {
     expect(tlb.peek(undefined, false, 0x1000)).toBeDefined();
   });
 
-  it("evicts the least recently used entry at capacity and counts it", () => {
+  it("at capacity, evicts an entry not used since the clock last passed it (CLOCK), sparing a used one, and counts it", () => {
     const tlb = new DeviceTlb("t", 2);
     tlb.fill(1, false, 0x1000, ok(0xa000));
     tlb.fill(1, false, 0x2000, ok(0xb000));
@@ -155,21 +156,30 @@ describe("DeviceTlb repeated lookups of one requester", () => {
 });
 
 /**
- * The device TLB as the spec describes it, with nothing clever: a recency list
- * searched in full, the smallest covering range winning. The real one answers
- * through a Map per tag and a direct-mapped lookup memo; this is what both must
- * agree with.
+ * The device TLB as the model describes it, with nothing clever: a list in
+ * fill order (youngest first) with a reference bit per entry, searched in
+ * full, the smallest covering range winning; a hit sets the entry's bit, and
+ * a fill into a full list sweeps from the oldest end, clearing set bits and
+ * moving those entries to the young end, and evicts the first whose bit is
+ * clear (CLOCK). The real one answers through a Map per tag and a
+ * direct-mapped lookup memo; this is what both must agree with.
  */
 class ReferenceAtc {
-  entries: { pasid: number | undefined; priv: boolean; base: number; size: number; paBase: number }[] = [];
+  entries: { pasid: number | undefined; priv: boolean; base: number; size: number; paBase: number; referenced: boolean }[] = [];
   hits = 0;
   misses = 0;
   constructor(readonly capacity: number) {}
   fill(pasid: number | undefined, priv: boolean, addr: number, pa: number, size: number): void {
     const base = addr - (addr % size);
     this.entries = this.entries.filter((e) => !(e.pasid === pasid && e.priv === priv && e.base === base && e.size === size));
-    if (this.entries.length >= this.capacity) this.entries.pop();
-    this.entries.unshift({ pasid, priv, base, size, paBase: pa - (addr % size) });
+    while (this.entries.length >= this.capacity) {
+      const oldest = this.entries.pop();
+      if (oldest?.referenced === true) {
+        oldest.referenced = false;
+        this.entries.unshift(oldest);
+      }
+    }
+    this.entries.unshift({ pasid, priv, base, size, paBase: pa - (addr % size), referenced: false });
   }
   lookup(pasid: number | undefined, priv: boolean, addr: number): { base: number; size: number; paBase: number } | undefined {
     let best: (typeof this.entries)[number] | undefined;
@@ -181,7 +191,7 @@ class ReferenceAtc {
       return undefined;
     }
     this.hits++;
-    this.entries = [best, ...this.entries.filter((e) => e !== best)];
+    best.referenced = true;
     return { base: best.base, size: best.size, paBase: best.paBase };
   }
   invalidate(pasid: number | undefined, addr: number, size: number): void {
@@ -189,7 +199,7 @@ class ReferenceAtc {
   }
 }
 
-describe("DeviceTlb lookups agree with a plain recency list (property)", () => {
+describe("DeviceTlb lookups agree with a plain CLOCK list (property)", () => {
   // Pages 256 apart share a lookup-memo slot; a 2 MiB range covers several of them,
   // so the memo is exercised where a stale answer would show: a smaller entry filled
   // under a remembered larger one, an invalidated or evicted remembered entry, and
@@ -207,7 +217,7 @@ describe("DeviceTlb lookups agree with a plain recency list (property)", () => {
     { weight: 1, arbitrary: fc.record({ op: fc.constant("flush" as const) }) },
   );
 
-  it("same hit or miss, same entry, same counters and the same recency order after any sequence", () => {
+  it("same hit or miss, same entry, same counters and the same replacement order after any sequence", () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 6 }), fc.array(opArb, { minLength: 20, maxLength: 80 }), (capacity, ops) => {
         const tlb = new DeviceTlb("t", capacity);

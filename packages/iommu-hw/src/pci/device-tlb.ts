@@ -17,6 +17,12 @@ import type { TranslateOk } from "../iommu-port.js";
  * privilege levels of that PASID (it names the PASID, not the privilege).
  * Each entry covers a naturally aligned power-of-two range, as large as the
  * completion said (4 KiB, 2 MiB, 1 GiB…).
+ *
+ * A full device TLB gives up an entry by CLOCK (second chance), as the IOTLB
+ * does: which entry an ATC replaces is the device's own business (the PCIe
+ * ATS chapter defines what it may cache and how invalidation removes it, not
+ * a replacement policy), and a hit then costs a reference bit instead of a
+ * list move. The victim is still fully determined by the fills and hits.
  */
 export interface AtcEntry {
   /** Untranslated base of the range, aligned to `size`. */
@@ -121,7 +127,7 @@ export class DeviceTlb {
   #gen = 0;
 
   constructor(name: string, capacity: number) {
-    this.#lru = new TaggedLru<AtcEntry>(name, capacity, groupOf);
+    this.#lru = new TaggedLru<AtcEntry>(name, capacity, groupOf, "clock");
   }
 
   get size(): number {
