@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
-import { invalidatePageRange, pageKey, probeBlockKeys, probePageKeys, sizeCodeOf } from "./page-keys.js";
+import { invalidatePageRange, pageKey, probePageKeys, sizeCodeOf } from "./page-keys.js";
 import { TaggedLru } from "./tagged-lru.js";
 
 const KB4 = 4096;
@@ -34,7 +34,6 @@ describe("page keys of a translation cache with 4 KiB, 2 MiB and 1 GiB entries",
     expect(probePageKeys(keys, MB2 / KB4 + 3)).toBe(c.nodeOf(TAG, pageKey(MB2 / KB4 + 3, 0)));
     expect(probePageKeys(keys, MB2 / KB4 + 3)?.value).toBe(small); // the 4 KiB entry over the 2 MiB one
     expect(probePageKeys(keys, MB2 / KB4 + 4)?.value).toBe(block);
-    expect(probeBlockKeys(keys, MB2 / KB4 + 3)?.value).toBe(block); // the block probe skips the 4 KiB key
     expect(probePageKeys(keys, GB1 / KB4 + 777)?.value).toBe(huge);
     expect(probePageKeys(keys, 0)).toBeUndefined();
   });

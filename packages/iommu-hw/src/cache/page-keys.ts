@@ -25,19 +25,9 @@ export const pageKey = (pfn: number, sizeCode: number): number => Math.floor(pfn
 /** The size code an entry of `size` bytes is kept under: 2 from 1 GiB up, 1 from 2 MiB up, else 0. */
 export const sizeCodeOf = (size: number): number => (size >= 2 ** 30 ? 2 : size >= 2 ** 21 ? 1 : 0);
 
-/**
- * The 2 MiB or 1 GiB entry covering 4 KiB page `pfn` in one tag's entries.
- * Apart from {@link probePageKeys} so that a hot path can probe the 4 KiB key
- * itself (`keys.get(pfn * 4)`) and call this only when that misses: the
- * compiler then inlines one probe there instead of three.
- */
-export function probeBlockKeys<N extends object>(keys: ReadonlyNodeIndex<N>, pfn: number): N | undefined {
-  return keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
-}
-
 /** The entry covering 4 KiB page `pfn` in one tag's entries (a `TaggedLru.keysOf` handle), smallest size first, counting nothing. */
 export function probePageKeys<N extends object>(keys: ReadonlyNodeIndex<N>, pfn: number): N | undefined {
-  return keys.get(pfn * 4) ?? probeBlockKeys(keys, pfn);
+  return keys.get(pfn * 4) ?? keys.get(Math.floor(pfn / PAGES_2M) * 4 + 1) ?? keys.get(Math.floor(pfn / PAGES_1G) * 4 + 2);
 }
 
 /** An entry's input range, for a range invalidation that filters a whole tag. */

@@ -1,6 +1,5 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
 import type { ReadonlyNodeIndex } from "../cache/node-index.js";
-import { probeBlockKeys } from "../cache/page-keys.js";
 import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, type WalkAccess, type ArmS1Config, type ArmStage2, type ArmWalkResult, ArmPerm as Perm, neededPerms, walkStage1, walkStage2, newArmWalkResult, resetArmWalkResult } from "@vsva/pgtable";
 import { type SmmuCaches, type TlbClassValue, type TlbEntry, type TlbNode, GLOBAL_ASID, TlbClass, tlbTag } from "./caches.js";
@@ -198,9 +197,9 @@ export class SmmuTranslator {
     ) {
       let keys = rs.keys;
       if (keys === undefined || keys.size === 0) keys = rs.keys = this.caches.tlb.keysOf(rs.tag);
-      // The 4 KiB key first, written out: the block sizes' probes stay out of this path's code.
-      const pfn = Math.floor(addr / PAGE);
-      const node = keys === undefined ? undefined : keys.get(pfn * 4) ?? probeBlockKeys(keys, pfn);
+      // Only the 4 KiB key: a page of a block entry, or a miss, takes the full pipeline's counted
+      // lookup, which probes every size (V8's inlining budget for this function is better spent).
+      const node = keys === undefined ? undefined : keys.get(Math.floor(addr / PAGE) * 4);
       if (node !== undefined && ((node.memoKey === addr && node.memoAux === need) || (node.value.perms & need) === need)) {
         this.caches.tlb.noteHit(node);
         this.lastFault.ssid = ssid;

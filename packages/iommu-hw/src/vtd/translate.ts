@@ -1,5 +1,4 @@
 import type { CacheNode } from "../cache/tagged-lru.js";
-import { probeBlockKeys } from "../cache/page-keys.js";
 import type { DmaRequest, TranslateFault, TranslateOk, TranslateResult } from "../iommu-port.js";
 import { type PhysMem, walkFirstLevel, walkSecondLevel, type SecondLevelConfig, type SecondStage, type WalkAccess, type WalkResult, newWalkResult, resetWalkResult } from "@vsva/pgtable";
 import {
@@ -194,8 +193,10 @@ export class Translator {
     const keys = path.iotlbKeys;
     if (keys !== undefined && !exec && (pe.sre || !priv) && pe.pgtt !== Pgtt.PASS_THROUGH && Number.isInteger(addr)) {
       const pfn = Math.floor(addr / PAGE);
-      // The 4 KiB key first, written out: the larger pages' probes stay out of this path's code.
-      const node = keys.get(pfn * 4) ?? probeBlockKeys(keys, pfn);
+      // Only the 4 KiB key: a page of a 2 MiB or 1 GiB entry, or a miss, takes #translateIn's counted
+      // lookup, which probes every size. V8 inlines a fixed budget of bytecode into this function,
+      // and the block probes (hot while a fill-heavy phase runs, when V8 decides) would spend it.
+      const node = keys.get(pfn * 4);
       const m = node?.memo ?? null;
       // The same address and request flags as the entry's memo: its own checks passed for them.
       if (m !== null && node?.valid === true && node.memoKey === addr && node.memoAux === bits) {
