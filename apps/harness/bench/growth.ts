@@ -59,7 +59,7 @@ interface Sample {
 }
 
 /** Forces a full collection when the bench runs with `--expose-gc`; heap figures are rougher without. */
-function collect(): void {
+export function collect(): void {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc !== undefined) gc();
 }

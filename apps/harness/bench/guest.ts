@@ -5,7 +5,7 @@ import { Board, type DeviceSlot, MiB } from "@vsva/machine";
 import { Vfio, vfioPciOps } from "@vsva/vfio-type1";
 import { Guest, Vm } from "@vsva/vmm";
 import { bestNs } from "./copy-baseline.js";
-import { cpuMs, median } from "./growth.js";
+import { collect, cpuMs, median } from "./growth.js";
 import { FLAGSHIP_DMAS, FLAGSHIP_PASIDS, buildFlagshipVms, runFlagshipDma } from "./flagship-vms.js";
 
 const PAGE = 4096;
@@ -268,6 +268,9 @@ export function guestGrowthFigure(maxN: number): void {
       let build = 0;
       let dma = 0;
       for (let r = 0; r < reps; r++) {
+        // Each timed build starts from a collected heap, as the host growth figure's samples do: the
+        // garbage the last teardown left is not charged to this build.
+        collect();
         const t0 = cpuMs();
         const built = buildFlagshipVms(n);
         const t1 = cpuMs();
