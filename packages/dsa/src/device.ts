@@ -1,5 +1,5 @@
 import { Errno, KernelError, type TraceBus, Work, type Workqueue } from "@vsva/kernel";
-import type { Layout, PhysMem } from "@vsva/pgtable";
+import { type Layout, type PhysMem, u8set } from "@vsva/pgtable";
 import { type AtcEntry, type AtcHandle, type DeviceTlb, type Mmio, PciEndpoint, type TranslateOk } from "@vsva/iommu-hw";
 import {
   DESC_DEFINED_FLAGS,
@@ -194,10 +194,6 @@ const XLATE_RECOVERABLE = -1;
 const XLATE_REFUSED = -2;
 const faultKind = (x: number): "recoverable" | "refused" => (x === XLATE_RECOVERABLE ? "recoverable" : "refused");
 
-/** `Uint8Array.prototype.set` through `call`: V8 does not specialise a typed array's `.set` load (a load IC per call). */
-// eslint-disable-next-line @typescript-eslint/unbound-method -- always called as u8set.call(view, ...)
-const u8set = Uint8Array.prototype.set;
-
 const u64 = (lo: number, hi: number): number => (hi >>> 0) * 2 ** 32 + (lo >>> 0);
 
 /**
@@ -218,12 +214,6 @@ function dwordField<F extends string>(layout: Layout<F>, f: F): DwordField {
   return { word: s.lsb >>> 5, shift: s.lsb & 31, mask: width === 32 ? 0xffff_ffff : (1 << width) - 1 };
 }
 
-/** A field of a descriptor still in the submitter's bytes (any alignment), read as `rd` reads the device's copy. */
-const rdBytes = (b: Uint8Array, f: DwordField): number => {
-  const i = 4 * f.word;
-  const dw = ((b[i] ?? 0) | ((b[i + 1] ?? 0) << 8) | ((b[i + 2] ?? 0) << 16) | ((b[i + 3] ?? 0) << 24)) >>> 0;
-  return ((dw >>> f.shift) & f.mask) >>> 0;
-};
 const rd = (v: Uint32Array, f: DwordField): number => (((v[f.word] ?? 0) >>> f.shift) & f.mask) >>> 0;
 /** Writes a field the device itself fills (its value always fits: counts, codes, the low bits of an address). */
 const wr = (v: Uint32Array, f: DwordField, value: number): void => {
@@ -738,6 +728,7 @@ export class DsaDevice implements Mmio {
     const c = this.#wqcfg(wq);
     const pasid = rd(c, W.PASID_EN) === 1 ? rd(c, W.PASID) : undefined;
     const priv = rd(c, W.PRIV) === 1;
+    u8set.call(this.#expressWords.bytes, bytes);
     if (this.#expressMove(bytes, wq, pasid, priv)) return;
     this.#enqueue(this.#copyIn(bytes), wq, pasid, priv);
   }
@@ -754,8 +745,11 @@ export class DsaDevice implements Mmio {
       this.stats.retried++;
       return "retry";
     }
-    const pasid = rdBytes(bytes, D.PASID);
-    const priv = rdBytes(bytes, D.PRIV) === 1;
+    // The device's copy of the payload: the express path reads it, and so do the PASID and PRIV here.
+    const w = this.#expressWords;
+    u8set.call(w.bytes, bytes);
+    const pasid = rd(w.words, D.PASID);
+    const priv = rd(w.words, D.PRIV) === 1;
     if (!this.#expressMove(bytes, wq, pasid, priv)) this.#enqueue(this.#copyIn(bytes), wq, pasid, priv);
     return "accepted";
   }
@@ -764,7 +758,7 @@ export class DsaDevice implements Mmio {
    * The express path: a MEMMOVE submitted to an idle engine (immediate mode,
    * nothing queued, running or pending) whose pages the engine's handles
    * ({@link XlateMemo}) already translate runs here in one pass, without a
-   * job, its own copy of the descriptor or the step loop. It does what the
+   * job, a pooled copy of the descriptor or the step loop. It does what the
    * step-by-step engine does for such a descriptor, in the same order: per
    * chunk, the source's and the destination's device-TLB hits (accounted on
    * the handles, as {@link #xlate} does), then the copy; then the completion
@@ -777,12 +771,11 @@ export class DsaDevice implements Mmio {
    * aborted ({@link #expressHandOver}), so nothing is counted twice.
    */
   #expressMove(d: Uint8Array, wq: number, pasid: number | undefined, priv: boolean): boolean {
+    // `d` is also in #expressWords (the portal copied it); a hand-over copies `d` into a job's own buffer.
     const xl = this.#xl;
     if (!this.#express || xl === undefined || this.mode !== "immediate" || this.#inRun || this.#job !== undefined || this.#pending !== undefined || !this.#allQueuesEmpty()) return false;
-    // The device's copy of the descriptor, read in place: one block copy, then each field a load.
-    const w = this.#expressWords;
-    u8set.call(w.bytes, d);
-    const v = w.words;
+    // The device's copy of the descriptor (the caller made it): each field a load.
+    const v = this.#expressWords.words;
     // Fields read with plain loads, not `rd`: V8 inlines a budget of bytecode into one function, and
     // a dozen `rd` calls would spend it before the translations and the copy below get theirs.
     // The address and size fields are whole dwords (DsaDesc); FLAGS and OPCODE share one.

@@ -7,6 +7,7 @@
 export { MEM_ABORT, u64, resetStats, newStats, u64ToBigInt, bigIntToU64, u64ToNumber, numberToU64, type U64, type MemStats, type PhysMem } from "./mem/phys-mem.js";
 export { PAGE_SHIFT, PAGE_SIZE, SparseMemory, type MemRegion, type SparseMemoryOptions } from "./mem/sparse-memory.js";
 export { ReadOnlyMem } from "./mem/read-only-mem.js";
+export { u8set } from "./mem/block-copy.js";
 
 // Declarative bit layouts (registers, entries, descriptors are declared once as data).
 export { defineLayout, type FieldAccess, type FieldSpec, type FieldDecl, type Layout } from "./layout.js";

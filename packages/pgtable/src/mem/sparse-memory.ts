@@ -1,5 +1,6 @@
 import { Errno, KernelError } from "@vsva/kernel";
 import { MEM_ABORT, type MemStats, type PhysMem, type U64, newStats } from "./phys-mem.js";
+import { u8set } from "./block-copy.js";
 
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
@@ -40,14 +41,6 @@ interface Chunk {
   readonly bytes: Uint8Array;
   mask: number;
 }
-
-/**
- * `Uint8Array.prototype.set`, called on the hot paths through `call`: V8 (Node 20)
- * does not specialise a `.set` property load on a typed array, so `view.set(...)`
- * goes through a generic load IC on every call, which a constant function skips.
- */
-// eslint-disable-next-line @typescript-eslint/unbound-method -- always called as u8set.call(view, ...)
-const u8set = Uint8Array.prototype.set;
 
 /** Bits `first..last` (0 ≤ first ≤ last < 16) of a chunk's frame mask. */
 const framesMask = (first: number, last: number): number => (2 << last) - (1 << first);
