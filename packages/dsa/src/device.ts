@@ -339,6 +339,13 @@ export class DsaDevice implements Mmio {
   /** The engine's handles on device-TLB entries it used (see {@link XlateMemo}). */
   readonly #xl: XlateMemo | undefined;
   readonly #express: boolean;
+  /**
+   * The endpoint's Bus Master Enable and ATS Enable bits, read in place by the
+   * express path (PciEndpoint.busMasterEnabled and atsEnabled read the same
+   * words; the config views are never replaced, a reset copies into them).
+   */
+  readonly #bme: { readonly view: Uint32Array; readonly word: number; readonly mask: number };
+  readonly #atsEn: { readonly view: Uint32Array; readonly word: number; readonly mask: number } | undefined;
   /** The express path's copy of the descriptor it runs (never a job's: a hand-over copies it into one). */
   readonly #expressWords = new DescBuf();
   #job: Job | undefined;
@@ -380,6 +387,10 @@ export class DsaDevice implements Mmio {
     this.numWqs = numWqs;
     this.#xl = opts.translationMemo === false ? undefined : new XlateMemo();
     this.#express = this.#xl !== undefined && opts.expressPath !== false;
+    const cmd = this.ep.config.command;
+    this.#bme = { view: cmd.view, ...cmd.layout.bit("BUS_MASTER") };
+    const ats = this.ep.config.ats;
+    this.#atsEn = ats === undefined ? undefined : { view: ats.view, ...ats.layout.bit("ENABLE") };
     this.mode = opts.mode ?? "immediate";
     this.onRunnable = opts.onRunnable;
     this.#maxRetries = opts.maxPageRequestRetries ?? 3;
@@ -699,6 +710,12 @@ export class DsaDevice implements Mmio {
     }
   }
 
+  /** Writes the completion record built in #record at host physical `pa`: dword stores where the memory offers them. */
+  #writeRecord(pa: number): boolean {
+    const mem = this.#mem;
+    return mem.writeWords !== undefined ? mem.writeWords(pa, this.#record) : mem.writeBytes(pa, this.#recordBytes);
+  }
+
   /** The device's own copy of a descriptor it queues or runs step by step. */
   #copyIn(bytes: Uint8Array): DescBuf {
     const d = this.#descPool.pop() ?? new DescBuf();
@@ -792,7 +809,9 @@ export class DsaDevice implements Mmio {
     // #xlate's refusals: every address of both buffers and the record must be one it would translate.
     if (src + size > ADDR_LIMIT || dst + size > ADDR_LIMIT || (crav && compl >= ADDR_LIMIT)) return false;
     const ep = this.ep;
-    if (ep.upstream === undefined || !ep.busMasterEnabled || !ep.atsEnabled) return false;
+    const bme = this.#bme;
+    const ats = this.#atsEn;
+    if (ep.upstream === undefined || ((bme.view[bme.word] ?? 0) & bme.mask) === 0 || ats === undefined || ((ats.view[ats.word] ?? 0) & ats.mask) === 0) return false;
     if (pasid !== undefined && (!this.#pasidOn || pasid >= this.#pasidLimit || (priv && !this.#pasidPrivOn))) return false;
     const eff = pasid !== undefined && priv;
     const who = pasid === undefined ? -1 : pasid * 2 + (eff ? 1 : 0);
@@ -842,7 +861,7 @@ export class DsaDevice implements Mmio {
     // STATUS is the low bits of dword 0 and BYTES_COMPLETED all of dword 1 (DsaCompletion): stores, not `wr`.
     rec[C.STATUS.word] = DsaStatus.SUCCESS << C.STATUS.shift;
     rec[C.BYTES_COMPLETED.word] = size;
-    if (!mem.writeBytes(er.paBase + (compl - er.base), this.#recordBytes)) {
+    if (!this.#writeRecord(er.paBase + (compl - er.base))) {
       // As #completionStep: the record could not be written, so the error goes to SWERR.
       const job = this.#dispatch(this.#copyIn(d), wq, pasid, priv);
       if (job !== undefined) {
@@ -1213,7 +1232,7 @@ export class DsaDevice implements Mmio {
     }
     if (job.status === DsaStatus.INVALID_FLAGS) wr(rec, C.INVALID_FLAGS, job.flags & ~DESC_DEFINED_FLAGS);
     if (job.opcode !== DsaOpcode.NOOP) wr(rec, C.BYTES_COMPLETED, job.done);
-    if (!this.#mem.writeBytes(x, this.#recordBytes)) this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
+    if (!this.#writeRecord(x)) this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
     this.#retire();
   }
 

@@ -62,6 +62,8 @@ const actionArb = fc.oneof(
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("respond" as const), code: fc.constantFrom("success" as const, "invalid" as const) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("flr" as const) }) },
+  // Software turning Bus Master Enable or ATS Enable off and on again in config space (the express path reads both bits in place).
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("config" as const), bit: fc.constantFrom("busMaster" as const, "ats" as const), on: fc.boolean() }) },
 );
 
 type Action = typeof actionArb extends fc.Arbitrary<infer T> ? T : never;
@@ -127,6 +129,22 @@ function play(r: DsaRig, a: Action): void {
     case "flr":
       r.dev.ep.functionLevelReset();
       return;
+    case "config": {
+      const ep = r.dev.ep;
+      if (a.bit === "busMaster") {
+        // PCI Command (offset 4, 16 bits), Bus Master Enable bit 2: a 16-bit write leaves the Status register's RW1C bits alone.
+        const cmd = ep.configRead(4, 2);
+        ep.configWrite(4, 2, a.on ? cmd | 4 : cmd & ~4);
+        return;
+      }
+      const ats = ep.config.ats;
+      if (ats === undefined) return;
+      const { word, mask } = ats.layout.bit("ENABLE");
+      const at = ats.offset + 4 * word;
+      const v = ep.configRead(at, 4);
+      ep.configWrite(at, 4, a.on ? v | mask : v & ~mask);
+      return;
+    }
   }
 }
 
@@ -174,6 +192,39 @@ describe("translation memo", () => {
       }),
       { numRuns: 40 },
     );
+  });
+
+  it("stops where the engine stops when software turns Bus Master Enable or ATS Enable off, and resumes with them", () => {
+    const memmove: Action = { kind: "submit", shared: false, pasid: 1, opcode: DsaOpcode.MEMMOVE, bof: false, src: 4 * PAGE, dst: 6 * PAGE + 8, compl: 10 * PAGE, size: 0x1800, repeat: 2 };
+    const script: Action[] = [
+      memmove, // warms the device TLB and the memo: the second submission is an express one
+      { kind: "config", bit: "busMaster", on: false },
+      memmove,
+      { kind: "config", bit: "busMaster", on: true },
+      memmove,
+      { kind: "config", bit: "ats", on: false },
+      memmove,
+      { kind: "config", bit: "ats", on: true },
+      memmove,
+    ];
+    const rigs = ENGINES.map(rig);
+    const records: number[][] = rigs.map(() => []);
+    rigs.forEach((r, i) => {
+      for (const a of script) {
+        play(r, a);
+        if (a.kind !== "submit") continue;
+        const rec = new Uint8Array(DSA_COMPLETION_SIZE);
+        r.mem.readBytes(PA_BASE + 10 * PAGE, rec);
+        records[i]?.push(decodeCompletion(rec).status);
+        r.mem.writeBytes(PA_BASE + 10 * PAGE, new Uint8Array(DSA_COMPLETION_SIZE));
+      }
+    });
+    // With Bus Master off nothing is translated, so not even the record is written; with ATS off the
+    // device asks the IOMMU to translate every access (no device-TLB hits, no express path).
+    expect(records[0]).toEqual([DsaStatus.SUCCESS, 0, DsaStatus.SUCCESS, DsaStatus.SUCCESS, DsaStatus.SUCCESS]);
+    expect(rigs[0]?.dev.mmioRead64(DsaReg.SWERR)).not.toBe(0n); // the refused descriptor's error
+    const [express, ...others] = rigs.map(observe);
+    for (const o of others) expect(o).toEqual(express);
   });
 
   it("serves repeated hits from the memo with the counts and recency a probe gives", () => {

@@ -58,6 +58,13 @@ export interface PhysMem {
    * All or nothing: false, with nothing written, if either range aborts.
    */
   copyBytes?(dst: number, src: number, len: number): boolean;
+  /**
+   * Optional: writes `words` at `pa` as `writeBytes` of their little-endian
+   * bytes would (same result, same counters, all or nothing), for a device
+   * writing a small dword-aligned structure such as a completion record,
+   * without a block copy's call.
+   */
+  writeWords?(pa: number, words: Uint32Array): boolean;
 }
 
 export function resetStats(s: MemStats): void {

@@ -134,6 +134,35 @@ describe("SparseMemory block writes inside one written frame (the DMA fast path)
   });
 });
 
+describe("SparseMemory dword writes (writeWords, a device's completion record)", () => {
+  it("writes, counts and aborts exactly as writeBytes of the same little-endian bytes, at any address (property)", () => {
+    const addr = fc.oneof(
+      fc.integer({ min: 0x10_0000 - 64, max: 0x10_4000 + 64 }),
+      fc.constantFrom(-4, 2 ** 47 + 0xff8, 2 ** 52, 0x10_0002 + 0.5, Number.NaN),
+    );
+    fc.assert(
+      fc.property(addr, fc.array(fc.nat({ max: 0xffff_ffff }), { minLength: 0, maxLength: 40 }), fc.boolean(), (pa, values, written) => {
+        const a = mem();
+        const b = mem();
+        if (written) {
+          a.write8(0x10_1000, 1);
+          b.write8(0x10_1000, 1);
+        }
+        const words = Uint32Array.from(values);
+        const okA = a.writeWords(pa, words);
+        const okB = b.writeBytes(pa, new Uint8Array(words.buffer));
+        expect(okA).toBe(okB);
+        expect(a.stats).toEqual(b.stats);
+        expect(a.residentFrames).toBe(b.residentFrames);
+        const [ra, rb] = [new Uint8Array(0x4000), new Uint8Array(0x4000)];
+        expect(a.readBytes(0x10_0000, ra)).toBe(true);
+        expect(b.readBytes(0x10_0000, rb)).toBe(true);
+        expect(ra).toEqual(rb);
+      }),
+    );
+  });
+});
+
 describe("SparseMemory block copies (copyBytes, a DMA engine's move)", () => {
   it("agrees with readBytes then writeBytes for any ranges, overlapping or not, written frames or never-written ones (property)", () => {
     fc.assert(

@@ -339,9 +339,14 @@ export class SparseMemory implements PhysMem {
           return true;
         }
       }
-    } else if (len !== 0 && this.#copyAcrossChunks(pa, src, true)) {
-      return true;
     }
+    return this.#writeBytesSlow(pa, src, coff);
+  }
+
+  /** writeBytes's general path, out of line so that its fast path stays small enough to inline into a caller. */
+  #writeBytesSlow(pa: number, src: Uint8Array, coff: number): boolean {
+    const len = src.length;
+    if (len !== 0 && coff + len > CHUNK_SIZE && this.#copyAcrossChunks(pa, src, true)) return true;
     if (!this.#rangePopulated(pa, src.length)) {
       this.stats.aborts++;
       return false;
@@ -357,6 +362,24 @@ export class SparseMemory implements PhysMem {
       done += n;
     }
     return true;
+  }
+
+  writeWords(pa: number, words: Uint32Array): boolean {
+    // Fast path: dword-aligned inside one frame, stored word by word into the frame (the
+    // frame is materialised as writeBytes would); anything else is writeBytes of the bytes.
+    const n = words.length;
+    const off = pa & PAGE_MASK;
+    if ((off & 3) === 0 && n !== 0 && off + 4 * n <= PAGE_SIZE) {
+      const f = this.#frameForWrite(Math.floor(pa / PAGE_SIZE));
+      if (f !== undefined) {
+        this.stats.writes++;
+        this.stats.bytesWritten += 4 * n;
+        const i = off >>> 2;
+        for (let k = 0; k < n; k++) f[i + k] = words[k] ?? 0;
+        return true;
+      }
+    }
+    return this.writeBytes(pa, new Uint8Array(words.buffer, words.byteOffset, 4 * n));
   }
 
   copyBytes(dst: number, src: number, len: number): boolean {
@@ -377,6 +400,11 @@ export class SparseMemory implements PhysMem {
         return true;
       }
     }
+    return this.#copyBytesSlow(dst, src, len);
+  }
+
+  /** copyBytes's general path, out of line so that its fast path stays small enough to inline into a caller. */
+  #copyBytesSlow(dst: number, src: number, len: number): boolean {
     if (!Number.isSafeInteger(len) || len < 0 || !this.#rangePopulated(src, len) || !this.#rangePopulated(dst, len)) {
       this.stats.aborts++;
       return false;
