@@ -334,7 +334,10 @@ export class DsaDevice implements Mmio {
   readonly #wqcfgViews: Uint32Array[] = [];
   readonly #genstsView: Uint32Array;
   readonly #record = DsaCompletion.alloc();
-  readonly #recordBytes: Uint8Array;
+  readonly #recordBytes = new Uint8Array(this.#record.buffer, this.#record.byteOffset, DSA_COMPLETION_SIZE);
+  /** The express path's success record: only STATUS's and BYTES_COMPLETED's dwords are ever written. */
+  readonly #expressRecord = DsaCompletion.alloc();
+  readonly #expressRecordBytes = new Uint8Array(this.#expressRecord.buffer, this.#expressRecord.byteOffset, DSA_COMPLETION_SIZE);
   readonly #descPool: DescBuf[] = [];
   /** The engine's handles on device-TLB entries it used (see {@link XlateMemo}). */
   readonly #xl: XlateMemo | undefined;
@@ -397,7 +400,6 @@ export class DsaDevice implements Mmio {
     this.#wqs = Array.from({ length: numWqs }, () => ({ queue: [] }));
     for (let w = 0; w < numWqs; w++) this.#wqcfgViews.push(this.#view(this.wqcfgOffset(w), DsaWqCfg.dwords));
     this.#genstsView = this.#view(DsaReg.GENSTS, 1);
-    this.#recordBytes = new Uint8Array(this.#record.buffer, this.#record.byteOffset, DSA_COMPLETION_SIZE);
 
     this.#init(DsaVersion, DsaReg.VERSION, { MAJOR: 1, MINOR: 0 });
     this.#init(DsaGenCap, DsaReg.GENCAP, {
@@ -710,10 +712,10 @@ export class DsaDevice implements Mmio {
     }
   }
 
-  /** Writes the completion record built in #record at host physical `pa`: dword stores where the memory offers them. */
-  #writeRecord(pa: number): boolean {
+  /** Writes a completion record (`rec`, whose bytes `bytes` views) at host physical `pa`: dword stores where the memory offers them. */
+  #writeRecord(pa: number, rec: Uint32Array, bytes: Uint8Array): boolean {
     const mem = this.#mem;
-    return mem.writeWords !== undefined ? mem.writeWords(pa, this.#record) : mem.writeBytes(pa, this.#recordBytes);
+    return mem.writeWords !== undefined ? mem.writeWords(pa, rec) : mem.writeBytes(pa, bytes);
   }
 
   /** The device's own copy of a descriptor it queues or runs step by step. */
@@ -855,13 +857,12 @@ export class DsaDevice implements Mmio {
     }
     tlb.hitAgain(hr);
     const er = hr.value;
-    const rec = this.#record;
-    // Element by element: eight stores cost less than TypedArray.prototype.fill's builtin call.
-    for (let i = 0; i < rec.length; i++) rec[i] = 0;
-    // STATUS is the low bits of dword 0 and BYTES_COMPLETED all of dword 1 (DsaCompletion): stores, not `wr`.
+    // A success record: STATUS is the low bits of dword 0, BYTES_COMPLETED all of dword 1
+    // (DsaCompletion), and every other field zero, which they stay in this buffer.
+    const rec = this.#expressRecord;
     rec[C.STATUS.word] = DsaStatus.SUCCESS << C.STATUS.shift;
     rec[C.BYTES_COMPLETED.word] = size;
-    if (!this.#writeRecord(er.paBase + (compl - er.base))) {
+    if (!this.#writeRecord(er.paBase + (compl - er.base), rec, this.#expressRecordBytes)) {
       // As #completionStep: the record could not be written, so the error goes to SWERR.
       const job = this.#dispatch(this.#copyIn(d), wq, pasid, priv);
       if (job !== undefined) {
@@ -1232,7 +1233,7 @@ export class DsaDevice implements Mmio {
     }
     if (job.status === DsaStatus.INVALID_FLAGS) wr(rec, C.INVALID_FLAGS, job.flags & ~DESC_DEFINED_FLAGS);
     if (job.opcode !== DsaOpcode.NOOP) wr(rec, C.BYTES_COMPLETED, job.done);
-    if (!this.#writeRecord(x)) this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
+    if (!this.#writeRecord(x, rec, this.#recordBytes)) this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
     this.#retire();
   }
 
