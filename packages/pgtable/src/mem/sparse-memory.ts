@@ -117,9 +117,15 @@ export class SparseMemory implements PhysMem {
     return false;
   }
 
+  // The one-entry cache's hit is a method of its own, small enough for V8 to inline into every
+  // accessor (and those into their callers); the miss, which may materialise a frame, is not.
+
   /** Frame words for reading: a shared zero frame if never written, undefined on abort. */
   #frameForRead(pfn: number): Uint32Array | undefined {
-    if (pfn === this.#lastPfn) return this.#lastFrame;
+    return pfn === this.#lastPfn ? this.#lastFrame : this.#frameForReadMiss(pfn);
+  }
+
+  #frameForReadMiss(pfn: number): Uint32Array | undefined {
     let f = this.#frames.get(pfn);
     if (f === undefined) {
       if (!this.isPopulated(pfn * PAGE_SIZE)) return undefined;
@@ -132,8 +138,12 @@ export class SparseMemory implements PhysMem {
     return f;
   }
 
+  /** Frame words for writing, materialising the frame on its first write; undefined on abort. */
   #frameForWrite(pfn: number): Uint32Array | undefined {
-    if (pfn === this.#lastPfn) return this.#lastFrame;
+    return pfn === this.#lastPfn ? this.#lastFrame : this.#frameForWriteMiss(pfn);
+  }
+
+  #frameForWriteMiss(pfn: number): Uint32Array | undefined {
     let f = this.#frames.get(pfn);
     if (f === undefined) {
       if (!this.isPopulated(pfn * PAGE_SIZE)) return undefined;
