@@ -285,30 +285,29 @@ class XlateMemo {
    */
   readonly #tags = new Float64Array(3 * XL_SLOTS).fill(-1);
   readonly #handle: (AtcHandle | undefined)[] = new Array<AtcHandle | undefined>(XL_SLOTS).fill(undefined);
-  /** The device TLB the handles belong to (an endpoint's never changes; checked all the same). */
-  #tlb: DeviceTlb | undefined;
+  /** The device TLB the handles belong to: the endpoint's, which never changes. */
+  readonly #tlb: DeviceTlb;
 
-  /** The handle for (`who`, `page`) still good under `tlb`'s current generation, or undefined. */
-  get(tlb: DeviceTlb, who: number, page: number): AtcHandle | undefined {
+  constructor(tlb: DeviceTlb) {
+    this.#tlb = tlb;
+  }
+
+  /** The handle for (`who`, `page`) still good under the device TLB's current generation, or undefined. */
+  get(who: number, page: number): AtcHandle | undefined {
     // ToInt32 of a page base below 2^53 keeps its low 32 bits: this is the page number mod XL_SLOTS.
     const slot = (page >>> 12) & XL_MASK;
     const t = this.#tags;
     const k = 3 * slot;
-    if (t[k] !== page || t[k + 1] !== who || t[k + 2] !== tlb.generation || this.#tlb !== tlb) return undefined;
+    if (t[k] !== page || t[k + 1] !== who || t[k + 2] !== this.#tlb.generation) return undefined;
     return this.#handle[slot];
   }
 
-  set(tlb: DeviceTlb, who: number, page: number, h: AtcHandle): void {
-    if (this.#tlb !== tlb) {
-      this.#tags.fill(-1);
-      this.#handle.fill(undefined);
-      this.#tlb = tlb;
-    }
+  set(who: number, page: number, h: AtcHandle): void {
     const slot = (page >>> 12) & XL_MASK;
     const k = 3 * slot;
     this.#tags[k] = page;
     this.#tags[k + 1] = who;
-    this.#tags[k + 2] = tlb.generation;
+    this.#tags[k + 2] = this.#tlb.generation;
     this.#handle[slot] = h;
   }
 }
@@ -388,7 +387,7 @@ export class DsaDevice implements Mmio {
     this.name = this.ep.name;
     this.#mem = opts.mem;
     this.numWqs = numWqs;
-    this.#xl = opts.translationMemo === false ? undefined : new XlateMemo();
+    this.#xl = opts.translationMemo === false ? undefined : new XlateMemo(this.ep.deviceTlb);
     this.#express = this.#xl !== undefined && opts.expressPath !== false;
     const cmd = this.ep.config.command;
     this.#bme = { view: cmd.view, ...cmd.layout.bit("BUS_MASTER") };
@@ -748,7 +747,7 @@ export class DsaDevice implements Mmio {
     const pasid = rd(c, W.PASID_EN) === 1 ? rd(c, W.PASID) : undefined;
     const priv = rd(c, W.PRIV) === 1;
     u8set.call(this.#expressWords.bytes, bytes);
-    if (this.#expressMove(bytes, wq, pasid, priv)) return;
+    if (this.#expressMove(bytes, wq, rd(c, W.MAX_XFER_SHIFT), pasid, priv)) return;
     this.#enqueue(this.#copyIn(bytes), wq, pasid, priv);
   }
 
@@ -769,7 +768,7 @@ export class DsaDevice implements Mmio {
     u8set.call(w.bytes, bytes);
     const pasid = rd(w.words, D.PASID);
     const priv = rd(w.words, D.PRIV) === 1;
-    if (!this.#expressMove(bytes, wq, pasid, priv)) this.#enqueue(this.#copyIn(bytes), wq, pasid, priv);
+    if (!this.#expressMove(bytes, wq, rd(this.#wqcfg(wq), W.MAX_XFER_SHIFT), pasid, priv)) this.#enqueue(this.#copyIn(bytes), wq, pasid, priv);
     return "accepted";
   }
 
@@ -789,7 +788,7 @@ export class DsaDevice implements Mmio {
    * over at the first chunk whose page has no good handle, or whose copy
    * aborted ({@link #expressHandOver}), so nothing is counted twice.
    */
-  #expressMove(d: Uint8Array, wq: number, pasid: number | undefined, priv: boolean): boolean {
+  #expressMove(d: Uint8Array, wq: number, maxXferShift: number, pasid: number | undefined, priv: boolean): boolean {
     // `d` is also in #expressWords (the portal copied it); a hand-over copies `d` into a job's own buffer.
     const xl = this.#xl;
     if (!this.#express || xl === undefined || this.mode !== "immediate" || this.#inRun || this.#job !== undefined || this.#pending !== undefined || !this.#allQueuesEmpty()) return false;
@@ -806,7 +805,7 @@ export class DsaDevice implements Mmio {
     const compl = (v[D.COMPL_HI.word] ?? 0) * 2 ** 32 + (v[D.COMPL_LO.word] ?? 0);
     const crav = (flags & DescFlag.CRAV) !== 0;
     // #check's and #dispatch's errors (size range, overlap, a misaligned record) are the engine's to report.
-    if (size === 0 || (size - 1) >>> rd(this.#wqcfg(wq), W.MAX_XFER_SHIFT) !== 0 || (src < dst + size && dst < src + size)) return false;
+    if (size === 0 || (size - 1) >>> maxXferShift !== 0 || (src < dst + size && dst < src + size)) return false;
     if (crav && (compl & (DSA_COMPLETION_ALIGN - 1)) !== 0) return false;
     // #xlate's refusals: every address of both buffers and the record must be one it would translate.
     if (src + size > ADDR_LIMIT || dst + size > ADDR_LIMIT || (crav && compl >= ADDR_LIMIT)) return false;
@@ -828,8 +827,8 @@ export class DsaDevice implements Mmio {
       const a = src + off;
       const b = dst + off;
       const len = Math.min(size - off, PAGE - (b & PAGE_MASK), PAGE - (a & PAGE_MASK));
-      const ha = xl.get(tlb, who, a - (a & PAGE_MASK));
-      const hb = xl.get(tlb, who, b - (b & PAGE_MASK));
+      const ha = xl.get(who, a - (a & PAGE_MASK));
+      const hb = xl.get(who, b - (b & PAGE_MASK));
       if (ha === undefined || hb === undefined || !ha.valid || !hb.valid || !atcPermits(ha.value, false, eff) || !atcPermits(hb.value, true, eff)) {
         this.#expressHandOver(d, wq, pasid, priv, off, false);
         return true;
@@ -850,7 +849,7 @@ export class DsaDevice implements Mmio {
       this.stats.completed++;
       return true;
     }
-    const hr = xl.get(tlb, who, compl - (compl & PAGE_MASK));
+    const hr = xl.get(who, compl - (compl & PAGE_MASK));
     if (hr === undefined || !hr.valid || !atcPermits(hr.value, true, eff)) {
       this.#expressHandOver(d, wq, pasid, priv, size, false);
       return true;
@@ -1296,7 +1295,7 @@ export class DsaDevice implements Mmio {
     const tlb = ep.deviceTlb;
     const page = addr - (addr & PAGE_MASK);
     const who = pasid === undefined ? -1 : pasid * 2 + (priv ? 1 : 0);
-    const h = this.#xl === undefined ? undefined : this.#xl.get(tlb, who, page);
+    const h = this.#xl === undefined ? undefined : this.#xl.get(who, page);
     if (h !== undefined && tlb.hitAgain(h)) {
       const e = h.value;
       if (atcPermits(e, write, priv)) {
@@ -1306,7 +1305,7 @@ export class DsaDevice implements Mmio {
     } else {
       const hit = tlb.lookupHandle(pasid, priv, addr);
       if (hit !== undefined) {
-        this.#xl?.set(tlb, who, page, hit);
+        this.#xl?.set(who, page, hit);
         const e = hit.value;
         if (atcPermits(e, write, priv)) {
           this.#pa = e.paBase + (addr - e.base);
