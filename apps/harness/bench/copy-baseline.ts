@@ -159,6 +159,16 @@ process.stdout.write(String(best));
   return r.status === 0 && Number.isFinite(v) && v > 0 ? v : Number.NaN;
 }
 
+/** One line of a device-versus-copy figure: `count` transfers of `size` bytes per timed pass. */
+export interface CopyCase {
+  readonly label: string;
+  /** Bytes per descriptor. */
+  readonly size: number;
+  /** Descriptors per timed pass (the raw copy does as many copies of `size`). */
+  readonly count: number;
+  readonly target: number;
+}
+
 /** A device's transfer timed against the robust copy baseline of the same bytes. */
 export interface DeviceVsCopy {
   /** Best time of one pass of the device's transfers, ns. */

@@ -3,7 +3,7 @@ import { Prot } from "@vsva/iommu-core";
 import { DescFlag, DsaOpcode, DsaStatus, encodeDescriptor } from "@vsva/dsa";
 import { UserThread, openUserWq } from "@vsva/idxd";
 import { Host } from "../src/world/host.js";
-import { deviceVsCopy, inProcessCopy } from "./copy-baseline.js";
+import { type CopyCase, deviceVsCopy, inProcessCopy } from "./copy-baseline.js";
 
 /**
  * Accelerator MEMMOVE bytes/s ÷ raw `Uint8Array` copy bytes/s: a process
@@ -28,14 +28,7 @@ import { deviceVsCopy, inProcessCopy } from "./copy-baseline.js";
 const PAGE = 4096;
 const ROUNDS = 3;
 
-interface Case {
-  readonly label: string;
-  readonly size: number;
-  readonly count: number;
-  readonly target: number;
-}
-
-const CASES: readonly Case[] = [
+const CASES: readonly CopyCase[] = [
   { label: "4 KiB", size: PAGE, count: 16, target: 0.4 },
   { label: "64 KiB", size: 16 * PAGE, count: 1, target: 0.4 },
 ];

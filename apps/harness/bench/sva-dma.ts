@@ -1,7 +1,7 @@
 // The SVA DMA figure of `pnpm bench`: an endpoint's DMA through its PASID against a raw copy.
 import { Prot } from "@vsva/iommu-core";
 import { Host } from "../src/world/host.js";
-import { bestNs, deviceVsCopy } from "./copy-baseline.js";
+import { type CopyCase, bestNs, deviceVsCopy } from "./copy-baseline.js";
 
 /**
  * SVA DMA bytes/s ÷ raw `Uint8Array` copy bytes/s: the device writes a
@@ -37,13 +37,7 @@ const DEVICE_TLB_ENTRIES = 64;
 /** Alternating rounds of DMA and copy timing. */
 const ROUNDS = 3;
 
-interface Case {
-  readonly label: string;
-  /** Bytes per descriptor. */
-  readonly size: number;
-  /** Descriptors per timed call (the raw copy does as many copies of `size`). */
-  readonly count: number;
-  readonly target: number;
+interface Case extends CopyCase {
   /** Whether the device TLB must miss on every page (true) or hit on every page (false). */
   readonly atsMisses: boolean;
 }
