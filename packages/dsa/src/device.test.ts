@@ -70,6 +70,24 @@ describe("operations through a dedicated WQ (MOVDIR64B, the WQ's PASID)", () => 
     expect(r.iommu.translations.every((t) => t.pasid === P)).toBe(true);
   });
 
+  it("over a memory with neither block copies nor dword writes, moves the same bytes and writes the same whole record through writeBytes", () => {
+    const records = [false, true].map((plain) => {
+      const r = makeDsaRig({ requiredMemoryMethodsOnly: plain });
+      expect(bringUp(r.dev, [{ mode: "dedicated", size: 8, pasid: P }])).toEqual([]);
+      standardMaps(r);
+      fillBytes(r, SRC_PA, 2 * PAGE, (i) => (i * 5 + 1) & 0xff);
+      fillBytes(r, CR_PA, 32, () => 0xee); // a stale record: every field must be overwritten
+      const d = encodeDescriptor({ opcode: DsaOpcode.MEMMOVE, flags: CR_FLAGS, completionAddr: CR, src: SRC + 8, dst: DST, size: PAGE + 16 });
+      r.dev.movdir64b(0, d);
+      fillBytes(r, CR_PA, 32, () => 0xee);
+      r.dev.movdir64b(0, d); // the second one finds its pages translated (the express path, where the memory allows it)
+      expect(readBytes(r, DST_PA, PAGE + 16)).toEqual(readBytes(r, SRC_PA + 8, PAGE + 16));
+      return [...readBytes(r, CR_PA, 32)];
+    });
+    expect(records[1]).toEqual(records[0]);
+    expect(decodeCompletion(Uint8Array.from(records[0] ?? []))).toMatchObject({ status: DsaStatus.SUCCESS, bytesCompleted: PAGE + 16, faultAddr: 0 });
+  });
+
   it("a dedicated WQ without a PASID issues requests without PASID", () => {
     const r = makeDsaRig();
     bringUp(r.dev, [{ mode: "dedicated", size: 8 }]);

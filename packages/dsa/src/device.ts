@@ -333,21 +333,12 @@ export class DsaDevice implements Mmio {
   readonly #wqcfgViews: Uint32Array[] = [];
   readonly #genstsView: Uint32Array;
   readonly #record = DsaCompletion.alloc();
-  readonly #recordBytes = new Uint8Array(this.#record.buffer, this.#record.byteOffset, DSA_COMPLETION_SIZE);
   /** The express path's success record: only STATUS's and BYTES_COMPLETED's dwords are ever written. */
   readonly #expressRecord = DsaCompletion.alloc();
-  readonly #expressRecordBytes = new Uint8Array(this.#expressRecord.buffer, this.#expressRecord.byteOffset, DSA_COMPLETION_SIZE);
   readonly #descPool: DescBuf[] = [];
   /** The engine's handles on device-TLB entries it used (see {@link XlateMemo}). */
   readonly #xl: XlateMemo | undefined;
   readonly #express: boolean;
-  /**
-   * The endpoint's Bus Master Enable and ATS Enable bits, read in place by the
-   * express path (PciEndpoint.busMasterEnabled and atsEnabled read the same
-   * words; the config views are never replaced, a reset copies into them).
-   */
-  readonly #bme: { readonly view: Uint32Array; readonly word: number; readonly mask: number };
-  readonly #atsEn: { readonly view: Uint32Array; readonly word: number; readonly mask: number } | undefined;
   /** The express path's copy of the descriptor it runs (never a job's: a hand-over copies it into one). */
   readonly #expressWords = new DescBuf();
   #job: Job | undefined;
@@ -389,10 +380,6 @@ export class DsaDevice implements Mmio {
     this.numWqs = numWqs;
     this.#xl = opts.translationMemo === false ? undefined : new XlateMemo(this.ep.deviceTlb);
     this.#express = this.#xl !== undefined && opts.expressPath !== false;
-    const cmd = this.ep.config.command;
-    this.#bme = { view: cmd.view, ...cmd.layout.bit("BUS_MASTER") };
-    const ats = this.ep.config.ats;
-    this.#atsEn = ats === undefined ? undefined : { view: ats.view, ...ats.layout.bit("ENABLE") };
     this.mode = opts.mode ?? "immediate";
     this.onRunnable = opts.onRunnable;
     this.#maxRetries = opts.maxPageRequestRetries ?? 3;
@@ -711,10 +698,10 @@ export class DsaDevice implements Mmio {
     }
   }
 
-  /** Writes a completion record (`rec`, whose bytes `bytes` views) at host physical `pa`: dword stores where the memory offers them. */
-  #writeRecord(pa: number, rec: Uint32Array, bytes: Uint8Array): boolean {
+  /** Writes completion record `rec` at host physical `pa`: dword stores where the memory offers them, else its bytes. */
+  #writeRecord(pa: number, rec: Uint32Array): boolean {
     const mem = this.#mem;
-    return mem.writeWords !== undefined ? mem.writeWords(pa, rec) : mem.writeBytes(pa, bytes);
+    return mem.writeWords !== undefined ? mem.writeWords(pa, rec) : mem.writeBytes(pa, new Uint8Array(rec.buffer, rec.byteOffset, DSA_COMPLETION_SIZE));
   }
 
   /** The device's own copy of a descriptor it queues or runs step by step. */
@@ -810,9 +797,7 @@ export class DsaDevice implements Mmio {
     // #xlate's refusals: every address of both buffers and the record must be one it would translate.
     if (src + size > ADDR_LIMIT || dst + size > ADDR_LIMIT || (crav && compl >= ADDR_LIMIT)) return false;
     const ep = this.ep;
-    const bme = this.#bme;
-    const ats = this.#atsEn;
-    if (ep.upstream === undefined || ((bme.view[bme.word] ?? 0) & bme.mask) === 0 || ats === undefined || ((ats.view[ats.word] ?? 0) & ats.mask) === 0) return false;
+    if (ep.upstream === undefined || !ep.busMasterEnabled || !ep.atsEnabled) return false;
     if (pasid !== undefined && (!this.#pasidOn || pasid >= this.#pasidLimit || (priv && !this.#pasidPrivOn))) return false;
     const eff = pasid !== undefined && priv;
     const who = pasid === undefined ? -1 : pasid * 2 + (eff ? 1 : 0);
@@ -861,7 +846,7 @@ export class DsaDevice implements Mmio {
     const rec = this.#expressRecord;
     rec[C.STATUS.word] = DsaStatus.SUCCESS << C.STATUS.shift;
     rec[C.BYTES_COMPLETED.word] = size;
-    if (!this.#writeRecord(er.paBase + (compl - er.base), rec, this.#expressRecordBytes)) {
+    if (!this.#writeRecord(er.paBase + (compl - er.base), rec)) {
       // As #completionStep: the record could not be written, so the error goes to SWERR.
       const job = this.#dispatch(this.#copyIn(d), wq, pasid, priv);
       if (job !== undefined) {
@@ -1232,7 +1217,7 @@ export class DsaDevice implements Mmio {
     }
     if (job.status === DsaStatus.INVALID_FLAGS) wr(rec, C.INVALID_FLAGS, job.flags & ~DESC_DEFINED_FLAGS);
     if (job.opcode !== DsaOpcode.NOOP) wr(rec, C.BYTES_COMPLETED, job.done);
-    if (!this.#writeRecord(x, rec, this.#recordBytes)) this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
+    if (!this.#writeRecord(x, rec)) this.#swerr(job, DsaStatus.CRA_XLAT, { faultAddr: job.compl, write: true });
     this.#retire();
   }
 

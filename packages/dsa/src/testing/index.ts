@@ -1,4 +1,4 @@
-import { SparseMemory } from "@vsva/pgtable";
+import { type PhysMem, SparseMemory } from "@vsva/pgtable";
 import { type PciEnableOptions, pciEnableForSva } from "@vsva/iommu-hw";
 import { FakeIommu } from "@vsva/iommu-hw/testing";
 import { DsaDevice, type DsaOptions } from "../device.js";
@@ -61,12 +61,40 @@ export interface DsaRig {
 
 export const DSA_RIG_MEM_SIZE = 16 << 20;
 
-/** The device at 00:05.0 over 16 MiB of memory below a FakeIommu, with Bus Master, PASID, ATS and PRI enabled unless told otherwise. */
-export function makeDsaRig(o: Partial<Omit<DsaOptions, "mem" | "bus" | "dev" | "fn">> & { readonly enable?: PciEnableOptions } = {}): DsaRig {
+/** `m` with only PhysMem's required methods: no block copy (`copyBytes`) and no dword writes (`writeWords`). */
+export function requiredMethodsOnly(m: PhysMem): PhysMem {
+  return {
+    addrBits: m.addrBits,
+    get stats() {
+      return m.stats;
+    },
+    isPopulated: (pa) => m.isPopulated(pa),
+    read8: (pa) => m.read8(pa),
+    read16: (pa) => m.read16(pa),
+    read32: (pa) => m.read32(pa),
+    read64: (pa, out) => m.read64(pa, out),
+    write8: (pa, v) => m.write8(pa, v),
+    write16: (pa, v) => m.write16(pa, v),
+    write32: (pa, v) => m.write32(pa, v),
+    write64: (pa, lo, hi) => m.write64(pa, lo, hi),
+    readBytes: (pa, dst) => m.readBytes(pa, dst),
+    writeBytes: (pa, src) => m.writeBytes(pa, src),
+  };
+}
+
+/**
+ * The device at 00:05.0 over 16 MiB of memory below a FakeIommu, with Bus
+ * Master, PASID, ATS and PRI enabled unless told otherwise. With
+ * `requiredMemoryMethodsOnly`, the device sees the memory through
+ * {@link requiredMethodsOnly} (the rig's `mem` is the memory itself).
+ */
+export function makeDsaRig(
+  o: Partial<Omit<DsaOptions, "mem" | "bus" | "dev" | "fn">> & { readonly enable?: PciEnableOptions; readonly requiredMemoryMethodsOnly?: boolean } = {},
+): DsaRig {
   const mem = new SparseMemory({ regions: [{ base: 0, size: DSA_RIG_MEM_SIZE }] });
   const iommu = new FakeIommu();
-  const { enable, ...rest } = o;
-  const dev = new DsaDevice({ bus: 0, dev: 5, fn: 0, mem, ...rest });
+  const { enable, requiredMemoryMethodsOnly, ...rest } = o;
+  const dev = new DsaDevice({ bus: 0, dev: 5, fn: 0, mem: requiredMemoryMethodsOnly === true ? requiredMethodsOnly(mem) : mem, ...rest });
   dev.ep.attach(iommu);
   iommu.connect(dev.ep);
   pciEnableForSva(dev.ep, enable ?? {});
