@@ -461,11 +461,6 @@ export class SparseMemory implements PhysMem {
   }
 
   /**
-   * Whether every frame of `[pa, pa + len)` (len > 0) has been written, so a copy there is
-   * chunk by chunk with nothing to check or materialise. Only for a non-negative safe-integer
-   * `pa` (anything else goes the general way, as before).
-   */
-  /**
    * `buf` to (`intoMemory`) or from memory at `pa`, across chunks whose frames
    * in the range have all been written: one block copy per chunk (a DMA run
    * of adjacent frames crosses a 64 KiB boundary wherever its buffer lies),
@@ -490,6 +485,11 @@ export class SparseMemory implements PhysMem {
     return true;
   }
 
+  /**
+   * Whether every frame of `[pa, pa + len)` (len > 0) has been written, so a copy there is
+   * chunk by chunk with nothing to check or materialise. Only for a non-negative safe-integer
+   * `pa` (anything else goes the general way, as before).
+   */
   #chunksWritten(pa: number, len: number): boolean {
     if (!Number.isSafeInteger(pa) || pa < 0 || !Number.isSafeInteger(pa + len)) return false;
     for (let done = 0; done < len; ) {
