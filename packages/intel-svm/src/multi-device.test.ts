@@ -38,14 +38,20 @@ function cachedDids(vm: VmHost, hpasid: number): number[] {
   return [...vm.unit.debug.cachedTranslations()].filter((t) => t.hadPasid && t.pasid === hpasid).map((t) => t.did);
 }
 
+/** One host PASID bound on both devices over their own nesting domains (with guest PASID `gpasid`, if given), traced from before the binds. */
+function boundOnBoth(gpasid?: number): { vm: ReturnType<typeof twoDevices>; rec: TraceRecorder; hpasid: ReturnType<VmHost["alloc"]>; bytes: Uint8Array } {
+  const vm = twoDevices();
+  const rec = new TraceRecorder(vm.kernel.trace);
+  const hpasid = vm.alloc();
+  const bytes = bindBytes(hpasid, { gpgd: vm.gpgd, ...(gpasid === undefined ? {} : { gpasid }) });
+  vm.core.bindGpasid(vm.parent, vm.pdev, bytes);
+  vm.core.bindGpasid(vm.parent2, vm.pdev2, bytes);
+  return { vm, rec, hpasid, bytes };
+}
+
 describe("one guest PASID bound on two devices over two nesting domains", () => {
   it("both bind; each entry is set up over its own domain (DID, second level); DMA from both lands; one reference, one BIND", () => {
-    const vm = twoDevices();
-    const rec = new TraceRecorder(vm.kernel.trace);
-    const hpasid = vm.alloc();
-    const bytes = bindBytes(hpasid, { gpgd: vm.gpgd, gpasid: 101 });
-    vm.core.bindGpasid(vm.parent, vm.pdev, bytes);
-    vm.core.bindGpasid(vm.parent2, vm.pdev2, bytes);
+    const { vm, rec, hpasid } = boundOnBoth(101);
     expect(vm.vtd.did).not.toBe(vm.vtd2.did);
     const fields = (dev: VmHost["pdev"]) => {
       const e = vm.drv.hw.device(dev).table.read(hpasid);
@@ -66,12 +72,7 @@ describe("one guest PASID bound on two devices over two nesting domains", () => 
   });
 
   it("unbinding one device leaves the other translating; the last unbind gives the reference back and sends UNBIND once", () => {
-    const vm = twoDevices();
-    const rec = new TraceRecorder(vm.kernel.trace);
-    const hpasid = vm.alloc();
-    const bytes = bindBytes(hpasid, { gpgd: vm.gpgd, gpasid: 101 });
-    vm.core.bindGpasid(vm.parent, vm.pdev, bytes);
-    vm.core.bindGpasid(vm.parent2, vm.pdev2, bytes);
+    const { vm, rec, hpasid, bytes } = boundOnBoth(101);
     vm.core.unbindGpasid(vm.parent, vm.pdev, bytes);
     expect(dmaWrite(vm.ep, GVA, PATTERN, hpasid)).toBe("translationFault");
     expect(dmaWrite(vm.ep2, GVA, PATTERN, hpasid)).toBe("ok");
@@ -90,11 +91,7 @@ describe("one guest PASID bound on two devices over two nesting domains", () => 
   });
 
   it("a guest invalidation on each device flushes with that device's domain DID only; over the other domain it is refused", () => {
-    const vm = twoDevices();
-    const hpasid = vm.alloc();
-    const bytes = bindBytes(hpasid, { gpgd: vm.gpgd });
-    vm.core.bindGpasid(vm.parent, vm.pdev, bytes);
-    vm.core.bindGpasid(vm.parent2, vm.pdev2, bytes);
+    const { vm, hpasid, bytes } = boundOnBoth();
     expect(dmaWrite(vm.ep, GVA, PATTERN, hpasid)).toBe("ok");
     expect(dmaWrite(vm.ep2, GVA, PATTERN, hpasid)).toBe("ok");
     expect(new Set(cachedDids(vm, hpasid))).toEqual(new Set([vm.vtd.did, vm.vtd2.did]));
@@ -126,12 +123,7 @@ describe("one guest PASID bound on two devices over two nesting domains", () => 
   });
 
   it("FREE while bound on both tears down every device's entry, drops both core records, and puts the reference once", () => {
-    const vm = twoDevices();
-    const rec = new TraceRecorder(vm.kernel.trace);
-    const hpasid = vm.alloc();
-    const bytes = bindBytes(hpasid, { gpgd: vm.gpgd, gpasid: 101 });
-    vm.core.bindGpasid(vm.parent, vm.pdev, bytes);
-    vm.core.bindGpasid(vm.parent2, vm.pdev2, bytes);
+    const { vm, rec, hpasid, bytes } = boundOnBoth(101);
     vm.ioasid.free(vm.set, hpasid);
     expect(vm.parent.nested.size + vm.parent2.nested.size).toBe(0);
     expect(rec.ofKind("iommu.gpasid-freed").map((e) => e.ids.domain)).toEqual([vm.parent.id, vm.parent2.id]);
@@ -145,11 +137,7 @@ describe("one guest PASID bound on two devices over two nesting domains", () => 
   });
 
   it("freeing one nesting domain unbinds only its device; the other keeps translating and holds the reference", () => {
-    const vm = twoDevices();
-    const hpasid = vm.alloc();
-    const bytes = bindBytes(hpasid, { gpgd: vm.gpgd });
-    vm.core.bindGpasid(vm.parent, vm.pdev, bytes);
-    vm.core.bindGpasid(vm.parent2, vm.pdev2, bytes);
+    const { vm, hpasid, bytes } = boundOnBoth();
     vm.core.detachDevice(vm.parent, vm.pdev);
     vm.core.domainFree(vm.parent);
     expect(vm.drv.hw.device(vm.pdev).table.isPresent(hpasid)).toBe(false);

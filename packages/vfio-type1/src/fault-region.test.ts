@@ -14,11 +14,12 @@ import { VfioDeviceFile } from "./files/device-file.js";
 
 const u32 = (v: number) => new Uint8Array(new Uint32Array([v]).buffer);
 
-function rig() {
+/** A device file on a nesting container; `onRelease` runs in the device's own release (after VFIO's part of the last close). */
+function rig(onRelease?: (h: ReturnType<typeof mockHost>) => void) {
   const h = mockHost({ defaultDomain: "dma" });
   const vfio = new Vfio({ kernel: h.kernel, core: h.core, ioasid: h.core.ioasid });
   const dev = h.core.probeDevice(h.iommu, { name: "dsa0", sid: sourceId(0, 3, 0), pasidWidth: 20 });
-  const vdev = vfio.bindPciDevice(dev, configOnlyOps());
+  const vdev = vfio.bindPciDevice(dev, onRelease === undefined ? configOnlyOps() : { ...configOnlyOps(), release: () => onRelease(h) });
   const user = new VfioUser({ name: "qemu", mm: {}, pages: new FakeUserPages({ base: 0, size: 1 << 20, hostBase: 0x1_0000_0000 }), memlockLimit: 1 << 30 });
   const c = vfio.openContainer(user);
   const g = vfio.openGroup(user, dev.group?.id ?? -1);
@@ -30,7 +31,7 @@ function rig() {
     if (h.mock.uplink === null) throw new Error("not registered");
     return h.mock.uplink.reportDeviceFault(dev, { pasid: asHostPasid(7), addr: 0x4000_0000, read: true, write: true, exec: false, priv: false, grpid, last });
   };
-  return { h, dev, vdev, f, report };
+  return { h, dev, vdev, user, g, f, report };
 }
 
 describe("the nested DMA fault region and its response region", () => {
@@ -79,22 +80,9 @@ describe("the nested DMA fault region and its response region", () => {
   });
 
   it("the device file's last close answers invalid every group the VMM took and never answered, before the device's own release runs", () => {
-    const h = mockHost({ defaultDomain: "dma" });
-    const vfio = new Vfio({ kernel: h.kernel, core: h.core, ioasid: h.core.ioasid });
-    const dev = h.core.probeDevice(h.iommu, { name: "dsa0", sid: sourceId(0, 3, 0), pasidWidth: 20 });
     // What the device's release sees: a device draining on release needs its faults answered first.
     const seenAtRelease: number[] = [];
-    const vdev = vfio.bindPciDevice(dev, { ...configOnlyOps(), release: () => seenAtRelease.push(h.mock.responses.length) });
-    const user = new VfioUser({ name: "qemu", mm: {}, pages: new FakeUserPages({ base: 0, size: 1 << 20, hostBase: 0x1_0000_0000 }), memlockLimit: 1 << 30 });
-    const c = vfio.openContainer(user);
-    const g = vfio.openGroup(user, dev.group?.id ?? -1);
-    g.ioctl(VfioIoctl.GROUP_SET_CONTAINER, U.fdArg(c.fd));
-    c.ioctl(VfioIoctl.SET_IOMMU, VfioExtension.TYPE1_NESTING_IOMMU);
-    const f = user.file(g.ioctl(VfioIoctl.GROUP_GET_DEVICE_FD, U.cString("dsa0")));
-    if (!(f instanceof VfioDeviceFile)) throw new Error("not a device file");
-    if (h.mock.uplink === null) throw new Error("not registered");
-    const up = h.mock.uplink;
-    const report = (grpid: number, last = true): boolean => up.reportDeviceFault(dev, { pasid: asHostPasid(7), addr: 0x4000_0000, read: true, write: true, exec: false, priv: false, grpid, last });
+    const { h, vdev, user, g, f, report } = rig((host) => seenAtRelease.push(host.mock.responses.length));
     // Group 1 read by the VMM (tail moved) and unanswered; group 2 still in the ring; group 3 answered by the VMM; group 4 not complete (no last request).
     for (const grpid of [1, 2, 3]) expect(report(grpid)).toBe(true);
     expect(report(4, false)).toBe(true);
