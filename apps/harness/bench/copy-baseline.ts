@@ -26,7 +26,7 @@ import { spawnSync } from "node:child_process";
  * destinations against `count` distinct sources copied into `count` distinct
  * destinations (`distinctSources`). Copying one source over and over keeps
  * it in the CPU's nearest cache, which the device's distinct sources never
- * are: that copy is ~70 ns per 4 KiB here against ~90 for distinct ones.
+ * are: that copy is 65–75 ns per 4 KiB here against 77–93 for distinct ones.
  */
 
 /**
